@@ -1,0 +1,259 @@
+# shellcheck shell=bash
+# lib.sh: helpers for the ulvs end-to-end scenarios.  Source it from a scenario:
+#
+#   . "$(dirname "$0")/../lib.sh"
+#   scenario_begin --servers 3 --mode dr     # test bed up, cleanup trap set
+#   ...                                      # start servers, director, load
+#   scenario_end                             # prints the verdict, exits 0/1
+#
+# Every scenario gets its own test bed (prefix $ULVS_PREFIX, else a unique one),
+# its own work directory ($WORK: configs, logs, JSON results, the control
+# socket), and a trap that always stops what it started and tears the bed down.
+#
+# Environment: ULVS_BIN (default <repo>/target/release), ULVS_PREFIX,
+# RUST_LOG (default info), KEEP_WORK=1 keeps $WORK even on success.
+
+set -u
+set -o pipefail
+
+TB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$TB_DIR/.." && pwd)
+TOOLS="$TB_DIR/tools"
+TESTBED="$TB_DIR/testbed"
+ULVS_BIN=${ULVS_BIN:-$REPO_DIR/target/release}
+PY=${PYTHON:-python3}
+SCENARIO=${SCENARIO:-$(basename "$0")}
+PREFIX=${ULVS_PREFIX:-s$$}
+PASSES=0
+FAILS=0
+DIRECTOR_PID=""
+DIRECTOR_LOG=""
+BG_PIDS=()
+WORK=$(mktemp -d "/tmp/ulvs-${SCENARIO}.XXXXXX") || { echo "FAIL: cannot create a work directory"; exit 1; }
+SOCK="$WORK/ctl.sock"
+
+say() { echo "[$SCENARIO] $*"; }
+pass() { PASSES=$((PASSES + 1)); echo "PASS: $*"; }
+fail() { FAILS=$((FAILS + 1)); echo "FAIL: $*"; }
+# check DESC CMD...: PASS when CMD succeeds
+check() { local d=$1; shift; if "$@"; then pass "$d"; else fail "$d"; fi; }
+# fatal DESC: FAIL and stop the scenario here (cleanup still runs)
+fatal() { fail "$*"; scenario_end; }
+
+# ------------------------------------------------------------------ JSON
+# jget FILE EXPR: print a Python expression over d (the parsed JSON in FILE)
+jget() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
+# expect DESC FILE EXPR: PASS when the Python expression over d is true; on
+# failure shows the file's content (shortened)
+expect() {
+  local desc=$1 file=$2 expr=$3
+  if [ -s "$file" ] && "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$file" "$expr" 2>"$WORK/expect.err"; then
+    pass "$desc"
+  else
+    fail "$desc  [$expr]"
+    echo "      $(head -c 600 "$file" 2>/dev/null || echo "(no $file)")"
+    [ -s "$WORK/expect.err" ] && sed 's/^/      /' "$WORK/expect.err" | tail -n 3
+  fi
+}
+# expect2 DESC FILE_BEFORE FILE_AFTER EXPR: as expect, with a (before) and b (after)
+expect2() {
+  local desc=$1 f1=$2 f2=$3 expr=$4
+  if "$PY" -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.load(open(sys.argv[2])); sys.exit(0 if eval(sys.argv[3]) else 1)' "$f1" "$f2" "$expr" 2>"$WORK/expect.err"; then
+    pass "$desc"
+  else
+    fail "$desc  [$expr]"
+    echo "      before: $(head -c 400 "$f1" 2>/dev/null)"
+    echo "      after:  $(head -c 400 "$f2" 2>/dev/null)"
+    [ -s "$WORK/expect.err" ] && sed 's/^/      /' "$WORK/expect.err" | tail -n 3
+  fi
+}
+
+# ------------------------------------------------------------------ bed
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ -n "$DIRECTOR_PID" ] && kill -0 "$DIRECTOR_PID" 2>/dev/null; then
+    kill -TERM "$DIRECTOR_PID" 2>/dev/null
+    local i; for i in $(seq 50); do kill -0 "$DIRECTOR_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$DIRECTOR_PID" 2>/dev/null && kill -KILL "$DIRECTOR_PID" 2>/dev/null
+  fi
+  local p; for p in "${BG_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  "$TESTBED" down --prefix "$PREFIX" >/dev/null 2>&1
+  if [ "$FAILS" -gt 0 ] || [ "$rc" -ne 0 ] || [ -n "${KEEP_WORK:-}" ]; then
+    say "work directory kept: $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$rc"
+}
+
+# scenario_begin [testbed up options]: bring a fresh bed up and source its env
+scenario_begin() {
+  trap cleanup EXIT
+  trap 'echo "[$SCENARIO] interrupted"; exit 130' INT TERM
+  [ "$(id -u)" -eq 0 ] || { fail "scenarios need root"; exit 1; }
+  say "test bed prefix $PREFIX, work $WORK"
+  if ! "$TESTBED" up --prefix "$PREFIX" "$@" >"$WORK/testbed.log" 2>&1; then
+    cat "$WORK/testbed.log"
+    fail "testbed up $*"
+    exit 1
+  fi
+  # shellcheck disable=SC1090,SC1091
+  . "/run/ulvs-testbed/$PREFIX/env"
+}
+
+# scenario_end: the verdict, then the cleanup trap
+scenario_end() {
+  if [ "$FAILS" -eq 0 ] && [ "$PASSES" -gt 0 ]; then
+    say "scenario PASSED ($PASSES checks)"
+    exit 0
+  fi
+  say "scenario FAILED ($FAILS of $((PASSES + FAILS)) checks failed)"
+  if [ -n "$DIRECTOR_LOG" ] && [ -s "$DIRECTOR_LOG" ]; then
+    say "last lines of the director log $DIRECTOR_LOG:"
+    tail -n 25 "$DIRECTOR_LOG" | sed 's/^/      /'
+  fi
+  exit 1
+}
+
+# ------------------------------------------------------------------ processes
+# start_bg NAME NS CMD...: run CMD in namespace NS in the background, output to
+# $WORK/NAME.log, PID in $BG_PID and recorded for testbed down
+start_bg() {
+  local name=$1 ns=$2; shift 2
+  ip netns exec "$ns" "$@" >"$WORK/$name.log" 2>&1 &
+  BG_PID=$!
+  BG_PIDS+=("$BG_PID")
+  echo "$BG_PID" >"$TB_PIDS/$name.pid"
+}
+# wait_file FILE SECONDS: true once FILE exists
+wait_file() {
+  local f=$1 t=$2 i
+  for i in $(seq $((t * 20))); do [ -e "$f" ] && return 0; sleep 0.05; done
+  [ -e "$f" ]
+}
+# wait_pid PID SECONDS: wait for a background child; its exit status is returned
+# (124 when it is still running after SECONDS; it is then left running)
+wait_pid() {
+  local pid=$1 t=$2 i
+  for i in $(seq $((t * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && return 124
+  wait "$pid"
+}
+
+# start_httpd_all [PORT]: tools/httpd.py --name rsK on every real server
+start_httpd_all() {
+  local port=${1:-80} k ns
+  for k in $(seq "$N_SERVERS"); do
+    ns=$(eval echo "\$RS${k}_NS")
+    start_bg "httpd-rs$k" "$ns" "$PY" "$TOOLS/httpd.py" --name "rs$k" --port "$port" --pidfile "$WORK/httpd-rs$k.ready"
+  done
+  for k in $(seq "$N_SERVERS"); do
+    wait_file "$WORK/httpd-rs$k.ready" 10 || fatal "httpd on rs$k did not start: $(cat "$WORK/httpd-rs$k.log")"
+  done
+}
+# start_udpecho_all [PORT]: tools/udpecho.py --name rsK on every real server
+start_udpecho_all() {
+  local port=${1:-53} k ns
+  for k in $(seq "$N_SERVERS"); do
+    ns=$(eval echo "\$RS${k}_NS")
+    start_bg "udpecho-rs$k" "$ns" "$PY" "$TOOLS/udpecho.py" --name "rs$k" --port "$port" --pidfile "$WORK/udpecho-rs$k.ready"
+  done
+  for k in $(seq "$N_SERVERS"); do
+    wait_file "$WORK/udpecho-rs$k.ready" 10 || fatal "udpecho on rs$k did not start: $(cat "$WORK/udpecho-rs$k.log")"
+  done
+}
+
+# ------------------------------------------------------------------ director
+# require_director: both binaries exist and ulvs-director --help works
+require_director() {
+  local b
+  for b in ulvs-director ulvsadm; do
+    [ -x "$ULVS_BIN/$b" ] || fatal "$ULVS_BIN/$b missing (run cargo build --release, or set ULVS_BIN)"
+  done
+  "$ULVS_BIN/ulvs-director" --help >/dev/null 2>&1 || fatal "$ULVS_BIN/ulvs-director --help fails"
+}
+
+# adm ARGS...: ulvsadm against this scenario's director
+adm() { ip netns exec "$DIR1_NS" "$ULVS_BIN/ulvsadm" --socket "$SOCK" "$@"; }
+# adm_json FILE VERB: `ulvsadm VERB --json` into FILE; false when it fails
+adm_json() {
+  local f=$1; shift
+  adm "$@" --json >"$f" 2>"$WORK/adm.err" || { echo "      ulvsadm $* --json: $(head -c 300 "$WORK/adm.err")"; return 1; }
+  "$PY" -c 'import json,sys; json.load(open(sys.argv[1]))' "$f" 2>/dev/null \
+    || { echo "      ulvsadm $* --json printed no JSON: $(head -c 300 "$f")"; return 1; }
+}
+
+# dr_config FILE PROTO PORT [SERVICE_NAME]: a one-service dr config over every server
+dr_config() {
+  local f=$1 proto=$2 port=$3 name=${4:-web} ip
+  {
+    echo "interface: eth0"
+    echo "control_socket: $SOCK"
+    echo "services:"
+    echo "  - name: $name"
+    echo "    vip: $VIP"
+    echo "    port: $port"
+    echo "    protocol: $proto"
+    echo "    mode: dr"
+    echo "    scheduler: maglev"
+    echo "    real_servers:"
+    for ip in $RS_IPS; do
+      echo "      - address: $ip"
+      echo "        weight: 1"
+    done
+  } >"$f"
+}
+
+# director_start CONFIG [SECONDS]: --check the config, start ulvs-director in
+# dir1 and wait until `ulvsadm list` answers
+director_start() {
+  local cfg=$1 t=${2:-15} i
+  DIRECTOR_LOG="$WORK/director.log"
+  if ! ip netns exec "$DIR1_NS" "$ULVS_BIN/ulvs-director" --check --config "$cfg" >"$WORK/check.log" 2>&1; then
+    sed 's/^/      /' "$WORK/check.log"
+    fatal "ulvs-director --check --config $cfg"
+  fi
+  RUST_LOG=${RUST_LOG:-info} ip netns exec "$DIR1_NS" "$ULVS_BIN/ulvs-director" --config "$cfg" \
+    >"$DIRECTOR_LOG" 2>&1 </dev/null &
+  DIRECTOR_PID=$!
+  echo "$DIRECTOR_PID" >"$TB_PIDS/director.pid"
+  for i in $(seq $((t * 10))); do
+    if ! kill -0 "$DIRECTOR_PID" 2>/dev/null; then
+      wait "$DIRECTOR_PID"; local rc=$?
+      DIRECTOR_PID=""
+      fatal "ulvs-director exited at start (status $rc)"
+    fi
+    adm list >/dev/null 2>&1 && { pass "director started (pid $DIRECTOR_PID) and ulvsadm list answers"; return 0; }
+    sleep 0.1
+  done
+  fatal "ulvsadm list did not answer within ${t}s"
+}
+director_alive() { [ -n "$DIRECTOR_PID" ] && kill -0 "$DIRECTOR_PID" 2>/dev/null; }
+# director_stop: SIGTERM, wait up to 10 s, expect exit status 0
+director_stop() {
+  [ -n "$DIRECTOR_PID" ] || { fail "director_stop: no director running"; return; }
+  kill -TERM "$DIRECTOR_PID" 2>/dev/null
+  wait_pid "$DIRECTOR_PID" 10; local rc=$?
+  if [ $rc -eq 124 ]; then
+    fail "director did not exit within 10s of SIGTERM"
+    kill -KILL "$DIRECTOR_PID" 2>/dev/null; wait "$DIRECTOR_PID" 2>/dev/null
+  elif [ $rc -eq 0 ]; then
+    pass "director exited 0 on SIGTERM"
+  else
+    fail "director exited with status $rc on SIGTERM"
+  fi
+  DIRECTOR_PID=""
+}
+
+# wait_vip_http SECONDS: until one GET through the VIP succeeds (ARP settled,
+# server MACs learned); not a check by itself
+wait_vip_http() {
+  local t=${1:-10} i
+  for i in $(seq "$t"); do
+    ip netns exec "$NS_CLIENT" "$PY" "$TOOLS/httpload.py" --url "http://$VIP/" --count 1 --timeout 1 \
+      --max-seconds 2 >"$WORK/warmup.json" 2>&1
+    [ "$(jget "$WORK/warmup.json" 'd["ok"]' 2>/dev/null)" = 1 ] && return 0
+  done
+  return 1
+}

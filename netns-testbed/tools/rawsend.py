@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Send crafted (mostly malformed) Ethernet frames with an AF_PACKET socket, to
+exercise a director's drop counters.  IPv4 frames go to VIP port --port (80).
+
+classes:
+  runt              Ethernet header + 10 bytes of IPv4-ish data (ethertype 0x0800)
+  bad_ihl           IPv4 header with IHL=4, then a TCP SYN
+  bad_total_length  IPv4 total length 100 bytes larger than the frame
+  truncated_l4      valid IPv4 header, protocol TCP, only 8 bytes of TCP header
+  ip_options        IHL=6 with a NOP/NOP/NOP/EOL option word, valid otherwise (TCP SYN)
+  vlan              802.1Q tag (VLAN --vlan-id, 10) around a valid IPv4/TCP SYN
+  fragment          UDP fragments: MF set (offset 0) and offset != 0, alternately
+  bad_version       version nibble 6 in an 0x0800 frame, otherwise a valid header
+  random            random bytes after an Ethernet header with ethertype 0x0800,
+                    frame length random in 14..200 (reproducible with --seed)
+  syn               a valid IPv4/TCP SYN (control sample, not malformed)
+  all               each malformed class in turn
+
+IPv4 header checksums (and TCP/UDP checksums) are correct wherever the class is
+otherwise valid.  Prints JSON {"sent": {CLASS: N}, "total": N}.
+"""
+import argparse
+import json
+import random
+import socket
+import struct
+import sys
+import time
+
+CLASSES = ["runt", "bad_ihl", "bad_total_length", "truncated_l4", "ip_options",
+           "vlan", "fragment", "bad_version", "random"]
+
+
+def mac_bytes(s):
+    parts = s.split(":")
+    if len(parts) != 6:
+        raise argparse.ArgumentTypeError("bad MAC %r" % s)
+    try:
+        return bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError("bad MAC %r" % s)
+
+
+def ip_bytes(s):
+    try:
+        return socket.inet_aton(s)
+    except OSError:
+        raise argparse.ArgumentTypeError("bad IPv4 address %r" % s)
+
+
+def csum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return (~s) & 0xFFFF
+
+
+def ipv4(src, dst, proto, payload, *, ihl=5, options=b"", version=4, total_length=None,
+         flags_frag=0x4000, ident=0, ttl=64):
+    hdr_len = 20 + len(options)
+    if total_length is None:
+        total_length = hdr_len + len(payload)
+    hdr = struct.pack("!BBHHHBBH4s4s", (version << 4) | ihl, 0, total_length, ident, flags_frag,
+                      ttl, proto, 0, src, dst) + options
+    c = csum(hdr)
+    return hdr[:10] + struct.pack("!H", c) + hdr[12:] + payload
+
+
+def tcp_syn(src, dst, sport, dport, seq):
+    hdr = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, 0x02, 64240, 0, 0)
+    pseudo = src + dst + struct.pack("!BBH", 0, 6, len(hdr))
+    c = csum(pseudo + hdr)
+    return hdr[:16] + struct.pack("!H", c) + hdr[18:]
+
+
+def udp(src, dst, sport, dport, data):
+    length = 8 + len(data)
+    hdr = struct.pack("!HHHH", sport, dport, length, 0)
+    c = csum(src + dst + struct.pack("!BBH", 0, 17, length) + hdr + data) or 0xFFFF
+    return struct.pack("!HHHH", sport, dport, length, c) + data
+
+
+def build(cls, i, a, rng):
+    eth = a.dst_mac + a.src_mac
+    src, dst = a.src_ip, a.vip
+    sport = rng.randint(20000, 60000)
+    seq = rng.getrandbits(32)
+    ident = rng.getrandbits(16)
+    syn = tcp_syn(src, dst, sport, a.port, seq)
+    if cls == "syn":
+        return eth + b"\x08\x00" + ipv4(src, dst, 6, syn, ident=ident)
+    if cls == "runt":
+        return eth + b"\x08\x00" + ipv4(src, dst, 6, syn, ident=ident)[:10]
+    if cls == "bad_ihl":
+        return eth + b"\x08\x00" + ipv4(src, dst, 6, syn, ihl=4, ident=ident)
+    if cls == "bad_total_length":
+        return eth + b"\x08\x00" + ipv4(src, dst, 6, syn, total_length=20 + len(syn) + 100, ident=ident)
+    if cls == "truncated_l4":
+        return eth + b"\x08\x00" + ipv4(src, dst, 6, syn[:8], ident=ident)
+    if cls == "ip_options":
+        return eth + b"\x08\x00" + ipv4(src, dst, 6, syn, ihl=6, options=b"\x01\x01\x01\x00", ident=ident)
+    if cls == "vlan":
+        return eth + b"\x81\x00" + struct.pack("!H", a.vlan_id & 0x0FFF) + b"\x08\x00" + \
+            ipv4(src, dst, 6, syn, ident=ident)
+    if cls == "fragment":
+        data = bytes(rng.getrandbits(8) for _ in range(16))
+        if i % 2 == 0:  # first fragment: MF set, offset 0, carries the UDP header
+            return eth + b"\x08\x00" + ipv4(src, dst, 17, udp(src, dst, sport, a.port, data),
+                                            flags_frag=0x2000, ident=ident)
+        # a later fragment: offset 3 (24 bytes), MF clear, payload only
+        return eth + b"\x08\x00" + ipv4(src, dst, 17, data, flags_frag=0x0003, ident=ident)
+    if cls == "bad_version":
+        return eth + b"\x08\x00" + ipv4(src, dst, 6, syn, version=6, ident=ident)
+    if cls == "random":
+        n = rng.randint(14, 200)
+        return eth + b"\x08\x00" + bytes(rng.getrandbits(8) for _ in range(n - 14))
+    raise ValueError(cls)
+
+
+def iface_mac(iface):
+    try:
+        with open("/sys/class/net/%s/address" % iface) as f:
+            return mac_bytes(f.read().strip())
+    except OSError:
+        return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--iface", required=True)
+    ap.add_argument("--dst-mac", required=True, type=mac_bytes)
+    ap.add_argument("--src-mac", type=mac_bytes, help="default: the interface's MAC")
+    ap.add_argument("--vip", required=True, type=ip_bytes)
+    ap.add_argument("--src-ip", type=ip_bytes, default=ip_bytes("198.18.0.1"))
+    ap.add_argument("--port", type=int, default=80)
+    ap.add_argument("--class", dest="cls", required=True,
+                    help="one of %s, syn, all; or a comma-separated list" % ", ".join(CLASSES))
+    ap.add_argument("--count", type=int, default=1, help="frames per class (max 100000)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--vlan-id", type=int, default=10)
+    ap.add_argument("--interval", type=float, default=0.0, help="seconds between frames")
+    a = ap.parse_args()
+    classes = CLASSES if a.cls == "all" else a.cls.split(",")
+    for c in classes:
+        if c not in CLASSES + ["syn"]:
+            ap.error("unknown class %r" % c)
+    if not 0 <= a.count <= 100000:
+        ap.error("--count must be 0..100000")
+    if a.src_mac is None:
+        a.src_mac = iface_mac(a.iface)
+        if a.src_mac is None:
+            ap.error("no such interface %r (and no --src-mac)" % a.iface)
+    rng = random.Random(a.seed)
+    try:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        s.bind((a.iface, 0))
+    except OSError as e:
+        sys.exit("rawsend.py: cannot open AF_PACKET socket on %s: %s" % (a.iface, e))
+    sent = {}
+    errors = {}
+    for c in classes:
+        sent[c] = 0
+        for i in range(a.count):
+            frame = build(c, i, a, rng)
+            try:
+                s.send(frame)
+                sent[c] += 1
+            except OSError as e:
+                key = "%s: %s" % (c, e.strerror or e)
+                errors[key] = errors.get(key, 0) + 1
+            if a.interval:
+                time.sleep(a.interval)
+    s.close()
+    out = {"sent": sent, "total": sum(sent.values())}
+    if errors:
+        out["errors"] = errors
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

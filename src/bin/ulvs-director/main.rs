@@ -1,0 +1,57 @@
+//! `ulvs-director`: argument parsing and wiring. The slow-path loop is in
+//! `runtime.rs`; the fast path is `ulvs::dataplane`.
+
+mod report;
+mod runtime;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ulvs::control::config::Config;
+
+/// The ulvs director: a userspace LVS-style L4 load balancer.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The YAML configuration file.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Validate the file and exit (0 = valid, 1 = problems, one per line on stderr).
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let args = Args::parse();
+    let cfg = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(errs) => {
+            for e in &errs.0 {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let unsupported = runtime::unsupported(&cfg, &args.config.display().to_string());
+    if !unsupported.is_empty() {
+        for e in &unsupported {
+            eprintln!("{e}");
+        }
+        return ExitCode::from(1);
+    }
+    if args.check {
+        println!("{}: ok ({} services)", args.config.display(), cfg.services.len());
+        return ExitCode::SUCCESS;
+    }
+    match runtime::run(args.config, cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ulvs-director: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,534 @@
+//! The director's slow-path loop: it owns the config, the runtime state of
+//! the real servers, ARP, the kernel drop rule and the control socket, and it
+//! publishes a new forwarding table (one atomic swap) whenever any of them
+//! changes. Workers run on their own threads and only read that table.
+
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use log::{error, info, warn};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use serde_json::json;
+use ulvs::control::arp::{self, NeighbourCache};
+use ulvs::control::config::{Config, ConfigError, IoBackend, Mode};
+use ulvs::control::ctl::{Request, Response};
+use ulvs::control::nft;
+use ulvs::control::publish::{self, Runtime};
+use ulvs::dataplane::stats::WorkerStats;
+use ulvs::dataplane::worker::{Shared, Worker};
+use ulvs::io::packet_ring::PacketDevice;
+use ulvs::io::sys::{self, IfInfo, RawSocket, RingConfig};
+use ulvs::wire::ethernet::fmt_mac;
+
+use crate::report::{self, SlowCounters};
+
+const LISTENER: Token = Token(0);
+const ARP: Token = Token(1);
+
+/// Config that is valid per the contract but that this build cannot run yet.
+pub fn unsupported(cfg: &Config, file: &str) -> Vec<ConfigError> {
+    let mut out = Vec::new();
+    for (i, s) in cfg.services.iter().enumerate() {
+        if s.mode != Mode::Dr {
+            out.push(ConfigError {
+                file: file.to_string(),
+                line: s.line,
+                field: format!("services[{i}].mode"),
+                message: format!("mode {} is not supported by this build yet (only dr)", s.mode),
+            });
+        }
+    }
+    if cfg.io == IoBackend::AfXdp {
+        out.push(ConfigError {
+            file: file.to_string(),
+            line: None,
+            field: "io".to_string(),
+            message: "af_xdp is not supported by this build yet (use auto or af_packet)".to_string(),
+        });
+    }
+    out
+}
+
+/// Removes the kernel drop rule when dropped (normal exit, error, panic unwind).
+struct NftGuard {
+    ifname: String,
+}
+
+impl Drop for NftGuard {
+    fn drop(&mut self) {
+        match nft::remove(&self.ifname) {
+            Ok(()) => info!("removed the VIP drop rule on {}", self.ifname),
+            Err(e) => error!("could not remove the VIP drop rule on {}: {e}", self.ifname),
+        }
+    }
+}
+
+/// Removes the control socket file when dropped.
+struct SocketGuard(PathBuf);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+struct Director {
+    path: PathBuf,
+    cfg: Config,
+    ifinfo: IfInfo,
+    shared: Arc<Shared>,
+    stats: Vec<Arc<WorkerStats>>,
+    rt: Runtime,
+    neigh: NeighbourCache,
+    arp: RawSocket,
+    slow: SlowCounters,
+}
+
+fn vips(cfg: &Config) -> Vec<u32> {
+    let mut v: Vec<u32> = cfg.services.iter().map(|s| u32::from(s.vip)).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn server_addrs(cfg: &Config) -> Vec<u32> {
+    let mut v: Vec<u32> = cfg
+        .services
+        .iter()
+        .flat_map(|s| s.real_servers.iter().map(|r| u32::from(r.address)))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+impl Director {
+    fn publish(&mut self) {
+        self.slow.generation += 1;
+        let neigh = &self.neigh;
+        let table = publish::build_table(
+            &self.cfg,
+            &self.rt,
+            |a| neigh.mac(u32::from(a)),
+            self.ifinfo.mac,
+            self.ifinfo.ipv4.unwrap_or(0),
+            self.slow.generation,
+        );
+        self.shared.table.store(Arc::new(table));
+    }
+
+    fn send_frame(&mut self, frame: &[u8]) {
+        if let Err(e) = self.arp.send(frame) {
+            warn!("ARP send on {} failed: {e}", self.cfg.interface);
+        }
+    }
+
+    /// Ask for the MACs that are due; republish when one was lost.
+    fn arp_tick(&mut self) {
+        let (ask, lost) = self.neigh.due(Instant::now());
+        let my_ip = self.ifinfo.ipv4.unwrap_or(0);
+        for ip in ask {
+            let f = arp::request(self.ifinfo.mac, my_ip, ip);
+            self.send_frame(&f);
+            self.slow.arp_requests += 1;
+        }
+        if lost {
+            warn!("a real server stopped answering ARP; it gets no new flows until it answers");
+            self.publish();
+        }
+    }
+
+    /// Read every queued ARP frame: answer VIP requests, learn server MACs.
+    fn arp_read(&mut self) {
+        let mut buf = [0u8; 2048];
+        let vips = vips(&self.cfg);
+        let mut changed = false;
+        loop {
+            let (n, _pkttype) = match self.arp.recv(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("ARP receive failed: {e}");
+                    break;
+                }
+            };
+            let Some(out) = arp::handle_frame(&buf[..n], self.ifinfo.mac, &vips) else {
+                continue;
+            };
+            if let Some(reply) = out.reply {
+                self.send_frame(&reply);
+                self.slow.arp_replies += 1;
+            }
+            if let Some((ip, mac)) = out.learned {
+                if self.neigh.learn(ip, mac, Instant::now()) {
+                    info!("real server {} is at {}", Ipv4Addr::from(ip), fmt_mac(&mac));
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.publish();
+        }
+    }
+
+    fn announce(&mut self, vips: &[u32]) {
+        for &v in vips {
+            let g = arp::gratuitous(self.ifinfo.mac, v);
+            self.send_frame(&g);
+        }
+    }
+
+    /// Re-read the config; on any problem keep the running one.
+    fn reload(&mut self) -> std::result::Result<String, String> {
+        let file = self.path.display().to_string();
+        let new = match Config::load(&self.path) {
+            Ok(c) => c,
+            Err(errs) => {
+                self.slow.reload_failures += 1;
+                for e in &errs.0 {
+                    error!("reload rejected: {e}");
+                }
+                return Err(errs.to_string());
+            }
+        };
+        let mut problems: Vec<String> = unsupported(&new, &file).iter().map(|e| e.to_string()).collect();
+        if new.interface != self.cfg.interface {
+            problems.push(format!(
+                "{file}: interface: cannot change from {} to {} on reload; restart the director",
+                self.cfg.interface, new.interface
+            ));
+        }
+        if !problems.is_empty() {
+            self.slow.reload_failures += 1;
+            for p in &problems {
+                error!("reload rejected: {p}");
+            }
+            return Err(problems.join("\n"));
+        }
+        for (what, changed) in [
+            ("control_socket", new.control_socket != self.cfg.control_socket),
+            ("workers", new.workers != self.cfg.workers),
+            ("flow_capacity", new.flow_capacity != self.cfg.flow_capacity),
+            ("cpus", new.cpus != self.cfg.cpus),
+            ("io", new.io != self.cfg.io),
+            ("metrics_listen", new.metrics_listen != self.cfg.metrics_listen),
+        ] {
+            if changed {
+                warn!("reload: {what} changed; it takes effect at the next restart");
+            }
+        }
+        let mut rt_probe = Runtime::default();
+        std::mem::swap(&mut rt_probe, &mut self.rt);
+        let mut rt = rt_probe;
+        if let Err(e) = rt.sync(&new) {
+            // sync changes nothing on error
+            self.rt = rt;
+            self.slow.reload_failures += 1;
+            return Err(e.to_string());
+        }
+        let old_vips = vips(&self.cfg);
+        let new_vips = vips(&new);
+        if old_vips != new_vips {
+            if let Err(e) = nft::install(&new.interface, &new_vips) {
+                // Roll back the runtime to the running config.
+                let _ = rt.sync(&self.cfg);
+                self.rt = rt;
+                self.slow.reload_failures += 1;
+                return Err(format!("cannot update the VIP drop rule: {e}"));
+            }
+        }
+        // Keep the running values of what needs a restart.
+        let mut new = new;
+        new.control_socket = self.cfg.control_socket.clone();
+        new.workers = self.cfg.workers;
+        new.flow_capacity = self.cfg.flow_capacity;
+        new.cpus = self.cfg.cpus.clone();
+        new.io = self.cfg.io;
+        new.metrics_listen = self.cfg.metrics_listen;
+        self.rt = rt;
+        self.cfg = new;
+        self.neigh.set_wanted(server_addrs(&self.cfg));
+        self.arp_tick();
+        self.publish();
+        let added: Vec<u32> = new_vips.iter().filter(|v| !old_vips.contains(v)).copied().collect();
+        self.announce(&added);
+        self.slow.reloads += 1;
+        let msg = format!(
+            "reloaded {}: {} services, generation {}",
+            file,
+            self.cfg.services.len(),
+            self.slow.generation
+        );
+        info!("{msg}");
+        Ok(msg)
+    }
+
+    fn handle(&mut self, req: Request) -> Response {
+        match req {
+            Request::List => Response::ok(report::list(&self.cfg, &self.rt, &self.neigh, &self.stats)),
+            Request::Stats => Response::ok(report::stats(&self.stats, &self.slow)),
+            Request::Reload => match self.reload() {
+                Ok(m) => Response::ok(json!({ "message": m })),
+                Err(e) => Response::err(format!("reload rejected, running config kept:\n{e}")),
+            },
+            Request::Drain { service, address } => self.set_server(&service, &address, |s| s.drained = true, "draining"),
+            Request::Enable { service, address } => self.set_server(&service, &address, |s| s.drained = false, "enabled"),
+            Request::Weight {
+                service,
+                address,
+                weight,
+            } => {
+                if weight > 65535 {
+                    return Response::err(format!("weight {weight} out of range 0..=65535"));
+                }
+                self.set_server(&service, &address, |s| s.weight_override = Some(weight as u32), "weight set")
+            }
+        }
+    }
+
+    fn set_server(
+        &mut self,
+        service: &str,
+        address: &str,
+        f: impl FnOnce(&mut publish::ServerRt),
+        what: &str,
+    ) -> Response {
+        match self.rt.find_mut(&self.cfg, service, address) {
+            Ok(s) => {
+                f(s);
+                info!("{service} {address}: {what}");
+                self.publish();
+                Response::ok(json!({ "message": format!("{service} {address}: {what}") }))
+            }
+            Err(e) => Response::err(e.to_string()),
+        }
+    }
+
+    fn serve_client(&mut self, stream: UnixStream) {
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
+        let mut line = String::new();
+        let mut reader = BufReader::new(&stream);
+        let resp = match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) => match serde_json::from_str::<Request>(&line) {
+                Ok(req) => self.handle(req),
+                Err(e) => Response::err(format!("bad request: {e}")),
+            },
+            Err(e) => Response::err(format!("bad request: {e}")),
+        };
+        let mut out = serde_json::to_string(&resp).unwrap_or_else(|_| "{\"ok\":false}".into());
+        out.push('\n');
+        let _ = (&stream).write_all(out.as_bytes());
+    }
+}
+
+fn bind_control(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            bail!("another director is listening on {}", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+fn spawn_workers(
+    cfg: &Config,
+    ifinfo: &IfInfo,
+    shared: &Arc<Shared>,
+    dead: &Arc<AtomicBool>,
+) -> Result<(Vec<Arc<WorkerStats>>, Vec<JoinHandle<()>>)> {
+    let n = cfg.workers.max(1);
+    let per_worker = (cfg.flow_capacity / n).max(1024);
+    let group = (std::process::id() & 0xffff) as u16;
+    let mut devs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let rc = RingConfig {
+            fanout_group: (n > 1).then_some(group),
+            ..RingConfig::default()
+        };
+        let dev = PacketDevice::open(ifinfo.index, rc)
+            .with_context(|| format!("opening the AF_PACKET ring on {}", cfg.interface))?;
+        devs.push(dev);
+    }
+    info!(
+        "io: af_packet (TPACKET_V2 ring + sendmmsg, vnet headers) with {n} worker(s); AF_XDP is not built yet"
+    );
+    let mut stats = Vec::with_capacity(n);
+    let mut handles = Vec::with_capacity(n);
+    for (i, dev) in devs.into_iter().enumerate() {
+        let st = Arc::new(WorkerStats::default());
+        stats.push(st.clone());
+        let shared = shared.clone();
+        let dead = dead.clone();
+        let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[i % cfg.cpus.len()]);
+        let h = std::thread::Builder::new()
+            .name(format!("ulvs-worker-{i}"))
+            .spawn(move || {
+                if let Some(c) = cpu {
+                    if let Err(e) = sys::pin_to_cpu(c) {
+                        warn!("worker {i}: cannot pin to CPU {c}: {e}");
+                    }
+                }
+                let mut w = Worker::new(dev, per_worker, shared, st);
+                if let Err(e) = w.run() {
+                    error!("worker {i} stopped: {e}");
+                    dead.store(true, Ordering::Relaxed);
+                }
+            })?;
+        handles.push(h);
+    }
+    Ok((stats, handles))
+}
+
+/// Run the director until SIGTERM/SIGINT.
+///
+/// # Errors
+/// Startup failed (interface, permissions, nft) or a worker died.
+pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
+    let ifinfo = sys::if_info(&cfg.interface).with_context(|| format!("interface {}", cfg.interface))?;
+    info!(
+        "interface {} (index {}, MAC {}, IPv4 {}, MTU {})",
+        cfg.interface,
+        ifinfo.index,
+        fmt_mac(&ifinfo.mac),
+        ifinfo.ipv4.map(|a| Ipv4Addr::from(a).to_string()).unwrap_or_else(|| "none".into()),
+        ifinfo.mtu
+    );
+    let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, term.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
+
+    let mut rt = Runtime::default();
+    rt.sync(&cfg)?;
+    let listener = bind_control(&cfg.control_socket)?;
+    let _sock_guard = SocketGuard(cfg.control_socket.clone());
+
+    nft::install(&cfg.interface, &vips(&cfg)).context("installing the VIP drop rule")?;
+    let _nft_guard = NftGuard {
+        ifname: cfg.interface.clone(),
+    };
+    info!("kernel drop rule installed: table netdev {}", nft::table_name(&cfg.interface));
+
+    let arp_sock = RawSocket::new(ifinfo.index, sys::ETH_P_ARP).context("opening the ARP socket")?;
+    let shared = Arc::new(Shared::new(ulvs::fwd::table::FwdTable::empty(ifinfo.mac)));
+    let dead = Arc::new(AtomicBool::new(false));
+    let (stats, handles) = spawn_workers(&cfg, &ifinfo, &shared, &dead)?;
+    let mut d = Director {
+        path,
+        cfg,
+        ifinfo,
+        shared: shared.clone(),
+        stats,
+        rt,
+        neigh: NeighbourCache::default(),
+        arp: arp_sock,
+        slow: SlowCounters {
+            arp_replies: 0,
+            arp_requests: 0,
+            generation: 0,
+            reloads: 0,
+            reload_failures: 0,
+        },
+    };
+    d.neigh.set_wanted(server_addrs(&d.cfg));
+
+    let mut poll = Poll::new()?;
+    poll.registry()
+        .register(&mut SourceFd(&listener.as_raw_fd()), LISTENER, Interest::READABLE)?;
+    poll.registry()
+        .register(&mut SourceFd(&d.arp.as_raw_fd()), ARP, Interest::READABLE)?;
+    let mut events = Events::with_capacity(64);
+
+    // Resolve the real servers before announcing the VIPs (up to 1 s), so the
+    // first flows find their MACs.
+    d.arp_tick();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        let wanted = server_addrs(&d.cfg);
+        if wanted.iter().all(|a| d.neigh.mac(*a).is_some()) {
+            break;
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+        d.arp_read();
+        d.arp_tick();
+    }
+    d.publish();
+    let all_vips = vips(&d.cfg);
+    d.announce(&all_vips);
+    info!(
+        "director up: {} service(s), {} VIP(s); control socket {}",
+        d.cfg.services.len(),
+        all_vips.len(),
+        d.cfg.control_socket.display()
+    );
+
+    let mut last_tick = Instant::now();
+    while !term.load(Ordering::Relaxed) {
+        if dead.load(Ordering::Relaxed) {
+            break;
+        }
+        match poll.poll(&mut events, Some(Duration::from_millis(100))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                LISTENER => loop {
+                    match listener.accept() {
+                        Ok((s, _)) => {
+                            let _ = s.set_nonblocking(false);
+                            d.serve_client(s);
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            warn!("control socket accept: {e}");
+                            break;
+                        }
+                    }
+                },
+                ARP => d.arp_read(),
+                _ => {}
+            }
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            info!("SIGHUP: reloading {}", d.path.display());
+            let _ = d.reload();
+        }
+        if last_tick.elapsed() >= Duration::from_millis(200) {
+            last_tick = Instant::now();
+            d.arp_tick();
+        }
+    }
+    info!("stopping");
+    shared.stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    if dead.load(Ordering::Relaxed) {
+        bail!("a worker stopped unexpectedly (see the log above)");
+    }
+    info!("clean stop");
+    Ok(())
+}

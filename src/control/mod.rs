@@ -1,0 +1,9 @@
+//! The slow path: configuration, ARP, the kernel drop rule, the control
+//! socket protocol and building the forwarding table. Uses `fwd`; never
+//! dataplane internals.
+
+pub mod arp;
+pub mod config;
+pub mod ctl;
+pub mod nft;
+pub mod publish;

@@ -1,0 +1,829 @@
+//! Per-worker connection (flow) table: which backend each established flow
+//! was sent to, so later packets of the flow follow it even when the Maglev
+//! table changes.
+//!
+//! This runs on the **fast path**: every packet does one [`FlowTable::get`]
+//! and new flows one [`FlowTable::insert`]. Each worker owns its own table, so
+//! there is no locking, and all memory is allocated in [`FlowTable::new`]:
+//! nothing allocates afterwards. The table is set-associative: a power-of-two
+//! number of buckets of [`WAYS`] entries each; a key lives only in the bucket
+//! its hash selects, so a lookup touches one bucket. When a bucket is full the
+//! least recently used entry of that bucket is evicted; every entry that leaves
+//! the table (expired, evicted, removed) is reported to the caller's `removed`
+//! callback so per-backend connection counters stay exact.
+//!
+//! Times are the caller's millisecond clock as a wrapping `u32` (wraps every
+//! ~49.7 days). Ages are computed with `wrapping_sub`, which is correct as long
+//! as `now` never goes backwards and every entry is looked at (by `get` or
+//! `sweep`) within 2^31 ms of its last packet; a periodic [`FlowTable::sweep`]
+//! of the whole table guarantees that.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+
+/// Entries per bucket. 8 × 32-byte entries = 256 bytes = 4 cache lines; the
+/// per-bucket 16-bit tags (one cache line for 4 buckets) are checked first so
+/// a lookup usually reads a single entry line.
+pub const WAYS: usize = 8;
+
+/// Identity of a flow. Addresses are host-order `u32`.
+///
+/// `repr(C, packed(2))` makes the key 14 bytes instead of 16 so that
+/// [`FlowEntry`] fits in 32 bytes (two per cache line). The cost: a reference
+/// to `src`/`dst` cannot be taken (e.g. `format!("{}", k.src)` does not
+/// compile; write `{ k.src }` or copy to a local). Reading and writing fields
+/// by value works as usual.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(C, packed(2))]
+pub struct FlowKey {
+    /// Source (client) address.
+    pub src: u32,
+    /// Destination (virtual service) address.
+    pub dst: u32,
+    /// Source port (0 when the protocol has none).
+    pub sport: u16,
+    /// Destination port (0 when the protocol has none).
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+}
+
+impl FlowKey {
+    /// The key as two words, for hashing. Lossless, so equal words ⇔ equal keys.
+    #[inline(always)]
+    fn words(&self) -> (u64, u64) {
+        let a = (u64::from(self.src) << 32) | u64::from(self.dst);
+        let b = (u64::from(self.sport) << 24) | (u64::from(self.dport) << 8) | u64::from(self.proto);
+        (a, b)
+    }
+}
+
+/// Connection state of a flow; selects its idle timeout (see [`Timeouts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FlowState {
+    /// Free way. Never the state of a live entry returned by the table; a live
+    /// entry whose state the caller sets to `Empty` expires at the next look.
+    Empty = 0,
+    /// TCP handshake seen, not yet established.
+    TcpSyn,
+    /// TCP established.
+    TcpEstablished,
+    /// TCP FIN or RST seen.
+    TcpClosing,
+    /// UDP "connection".
+    Udp,
+    /// Any other protocol.
+    Other,
+}
+
+/// One flow. The caller may change any field of an entry it holds `&mut`
+/// to, except `key` (the entry would no longer be found under its new key).
+#[derive(Clone, Copy, Debug)]
+pub struct FlowEntry {
+    /// Identity; do not modify through a `&mut FlowEntry`.
+    pub key: FlowKey,
+    /// Current state; selects the idle timeout.
+    pub state: FlowState,
+    /// Free for the caller (e.g. "rescheduled once"); 0 on insert.
+    pub flags: u8,
+    /// Opaque backend id chosen by the caller.
+    pub backend: u32,
+    /// Time of the last packet on the caller's millisecond clock. The table
+    /// never updates it after insert: the caller sets it on each packet.
+    pub last_ms: u32,
+    /// Time the entry was created.
+    pub first_ms: u32,
+    /// Free for the caller (e.g. the Maglev slot used); 0 on insert.
+    pub aux: u32,
+}
+
+// Two entries per 64-byte cache line, a bucket is exactly 4 lines.
+const _: () = assert!(std::mem::size_of::<FlowEntry>() == 32);
+
+const EMPTY_ENTRY: FlowEntry = FlowEntry {
+    key: FlowKey {
+        src: 0,
+        dst: 0,
+        sport: 0,
+        dport: 0,
+        proto: 0,
+    },
+    state: FlowState::Empty,
+    flags: 0,
+    backend: 0,
+    last_ms: 0,
+    first_ms: 0,
+    aux: 0,
+};
+
+/// Idle timeouts per state, in milliseconds. An entry expires when
+/// `now - last_ms > timeout` (so it is still live at exactly `timeout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// [`FlowState::TcpSyn`].
+    pub tcp_syn_ms: u32,
+    /// [`FlowState::TcpEstablished`].
+    pub tcp_ms: u32,
+    /// [`FlowState::TcpClosing`].
+    pub tcp_closing_ms: u32,
+    /// [`FlowState::Udp`].
+    pub udp_ms: u32,
+    /// [`FlowState::Other`].
+    pub other_ms: u32,
+}
+
+impl Default for Timeouts {
+    /// LVS-like defaults: SYN 120 s, established 900 s, closing 120 s, UDP 300 s,
+    /// other 60 s.
+    fn default() -> Self {
+        Timeouts {
+            tcp_syn_ms: 120_000,
+            tcp_ms: 900_000,
+            tcp_closing_ms: 120_000,
+            udp_ms: 300_000,
+            other_ms: 60_000,
+        }
+    }
+}
+
+impl Timeouts {
+    #[inline(always)]
+    fn of(&self, state: FlowState) -> u32 {
+        match state {
+            FlowState::Empty => 0,
+            FlowState::TcpSyn => self.tcp_syn_ms,
+            FlowState::TcpEstablished => self.tcp_ms,
+            FlowState::TcpClosing => self.tcp_closing_ms,
+            FlowState::Udp => self.udp_ms,
+            FlowState::Other => self.other_ms,
+        }
+    }
+
+    #[inline(always)]
+    fn expired(&self, e: &FlowEntry, now: u32) -> bool {
+        now.wrapping_sub(e.last_ms) > self.of(e.state)
+    }
+}
+
+/// A bucket's entries, cache-line aligned so no entry straddles two lines.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Bucket([FlowEntry; WAYS]);
+
+/// Fixed-capacity, set-associative flow table owned by one worker.
+pub struct FlowTable {
+    /// Per way: 0 = free, else 16 bits of the key's hash (never 0). Kept apart
+    /// from the entries so the scan of a bucket reads 16 bytes, not 256.
+    tags: Box<[[u16; WAYS]]>,
+    buckets: Box<[Bucket]>,
+    /// `buckets.len() - 1` (power of two).
+    mask: usize,
+    /// Per-table random hash seeds: flow keys are chosen by the remote side, and
+    /// a fixed hash would let it aim all its flows at one bucket and evict
+    /// legitimate flows.
+    seed: [u64; 2],
+    len: usize,
+    /// Next bucket [`FlowTable::sweep`] looks at.
+    cursor: usize,
+    timeouts: Timeouts,
+    evictions: u64,
+    expirations: u64,
+}
+
+impl std::fmt::Debug for FlowTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowTable")
+            .field("capacity", &self.capacity())
+            .field("len", &self.len)
+            .field("timeouts", &self.timeouts)
+            .field("evictions", &self.evictions)
+            .field("expirations", &self.expirations)
+            .finish_non_exhaustive()
+    }
+}
+
+/// 64×64→128-bit multiply folded to 64 bits (as in wyhash/xxh3): every input
+/// bit reaches the high bits of the result.
+#[inline(always)]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+impl FlowTable {
+    /// An empty table holding at least `capacity` flows: the capacity is
+    /// rounded up to [`WAYS`] × a power-of-two number of buckets. This is the
+    /// only allocation the table ever makes.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `capacity == 0` or if the rounded capacity overflows `usize`.
+    pub fn new(capacity: usize, timeouts: Timeouts) -> Self {
+        assert!(capacity > 0, "flow table capacity must be > 0");
+        let nb = capacity
+            .div_ceil(WAYS)
+            .checked_next_power_of_two()
+            .expect("flow table capacity too large");
+        // Random per process and per table (RandomState is keyed from the OS
+        // once, then incremented for each new state).
+        let rs = RandomState::new();
+        let seed = [0u64, 1].map(|i| {
+            let mut h = rs.build_hasher();
+            h.write_u64(i);
+            h.finish()
+        });
+        FlowTable {
+            tags: vec![[0u16; WAYS]; nb].into_boxed_slice(),
+            buckets: vec![Bucket([EMPTY_ENTRY; WAYS]); nb].into_boxed_slice(),
+            mask: nb - 1,
+            seed,
+            len: 0,
+            cursor: 0,
+            timeouts,
+            evictions: 0,
+            expirations: 0,
+        }
+    }
+
+    /// Maximum number of live entries (requested capacity rounded up).
+    pub fn capacity(&self) -> usize {
+        self.buckets.len() * WAYS
+    }
+
+    /// Number of live entries (including expired ones not yet looked at).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the table holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Replace the idle timeouts; applies to existing entries at their next look.
+    pub fn set_timeouts(&mut self, t: Timeouts) {
+        self.timeouts = t;
+    }
+
+    /// Current idle timeouts.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Entries evicted (live, unexpired) to make room for a new flow.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// Entries removed because they were idle past their timeout (by `get`,
+    /// `insert` or `sweep`).
+    pub fn expirations(&self) -> u64 {
+        self.expirations
+    }
+
+    /// Bytes of memory held by the table (for the "1M flows in ≤ 128 MB"
+    /// target): ~34 bytes per slot of capacity.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + std::mem::size_of_val::<[Bucket]>(&self.buckets)
+            + std::mem::size_of_val::<[[u16; WAYS]]>(&self.tags)
+    }
+
+    /// Bucket index and tag of `key`.
+    #[inline(always)]
+    fn locate(&self, key: &FlowKey) -> (usize, u16) {
+        let (a, b) = key.words();
+        // Two rounds: the first mixes the key with the secret seeds, the
+        // second spreads it over all 64 bits so that both the low bits (bucket)
+        // and the top 16 (tag) are well distributed.
+        let h = fold_mul(a ^ self.seed[0], b ^ self.seed[1]);
+        let h = fold_mul(h ^ 0xa076_1d64_78bd_642f, 0xe703_7ed1_a0b4_28db);
+        // Tag 0 marks a free way; folding 0 into 1 costs nothing measurable.
+        ((h as usize) & self.mask, ((h >> 48) as u16).max(1))
+    }
+
+    /// Way of `key` in bucket `b`, if present.
+    #[inline(always)]
+    fn find(&self, b: usize, tag: u16, key: &FlowKey) -> Option<usize> {
+        let tags = &self.tags[b];
+        (0..WAYS).find(|&w| tags[w] == tag && self.buckets[b].0[w].key == *key)
+    }
+
+    /// Free way `w` of bucket `b` and report what it held. The table is updated
+    /// before the callback runs so it stays consistent if the callback panics.
+    #[inline]
+    fn clear(&mut self, b: usize, w: usize, removed: &mut impl FnMut(&FlowEntry)) {
+        let old = std::mem::replace(&mut self.buckets[b].0[w], EMPTY_ENTRY);
+        self.tags[b][w] = 0;
+        self.len -= 1;
+        removed(&old);
+    }
+
+    /// Find a live entry. An entry found but expired at `now`
+    /// (`now.wrapping_sub(last_ms) >` the timeout of its state) is removed,
+    /// reported through `removed` (and counted in [`Self::expirations`]), and
+    /// `None` is returned. The caller updates `last_ms` (and `state`) itself.
+    #[inline]
+    pub fn get(
+        &mut self,
+        key: &FlowKey,
+        now: u32,
+        removed: &mut impl FnMut(&FlowEntry),
+    ) -> Option<&mut FlowEntry> {
+        let (b, tag) = self.locate(key);
+        let w = self.find(b, tag, key)?;
+        if self.timeouts.expired(&self.buckets[b].0[w], now) {
+            self.expirations += 1;
+            self.clear(b, w, removed);
+            return None;
+        }
+        Some(&mut self.buckets[b].0[w])
+    }
+
+    /// Insert a new entry (the caller has just checked that `get` returned
+    /// `None`). Uses a free way of the key's bucket; else an expired one
+    /// (counted in [`Self::expirations`]); else evicts the least recently used
+    /// way, the one with the largest `now - last_ms` (counted in
+    /// [`Self::evictions`]). Every entry removed to make room is reported
+    /// through `removed`. Should the key be present after all, its entry is
+    /// replaced (and reported as removed, counted in neither), so a key is
+    /// never in the table twice.
+    ///
+    /// Returns the new entry with `state`/`backend` set, `last_ms` =
+    /// `first_ms` = `now`, `flags` = 0 and `aux` = 0.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `state` is [`FlowState::Empty`].
+    #[inline]
+    pub fn insert(
+        &mut self,
+        key: FlowKey,
+        state: FlowState,
+        backend: u32,
+        now: u32,
+        removed: &mut impl FnMut(&FlowEntry),
+    ) -> &mut FlowEntry {
+        assert!(state != FlowState::Empty, "cannot insert a flow in state Empty");
+        let (b, tag) = self.locate(&key);
+        let w = self.make_room(b, tag, &key, now, removed);
+        self.tags[b][w] = tag;
+        self.len += 1;
+        let e = &mut self.buckets[b].0[w];
+        *e = FlowEntry {
+            key,
+            state,
+            flags: 0,
+            backend,
+            last_ms: now,
+            first_ms: now,
+            aux: 0,
+        };
+        e
+    }
+
+    /// A free way of bucket `b` for `key`, emptying one if needed.
+    #[inline]
+    fn make_room(
+        &mut self,
+        b: usize,
+        tag: u16,
+        key: &FlowKey,
+        now: u32,
+        removed: &mut impl FnMut(&FlowEntry),
+    ) -> usize {
+        // Common case first, from the tags alone: a duplicate or a free way.
+        if let Some(w) = self.find(b, tag, key) {
+            self.clear(b, w, removed);
+            return w;
+        }
+        if let Some(w) = self.tags[b].iter().position(|&t| t == 0) {
+            return w;
+        }
+        // Full bucket: only now read all the entries.
+        let mut victim = 0;
+        let mut victim_age = 0;
+        for (w, e) in self.buckets[b].0.iter().enumerate() {
+            if self.timeouts.expired(e, now) {
+                self.expirations += 1;
+                self.clear(b, w, removed);
+                return w;
+            }
+            let age = now.wrapping_sub(e.last_ms);
+            if age >= victim_age {
+                victim = w;
+                victim_age = age;
+            }
+        }
+        self.evictions += 1;
+        self.clear(b, victim, removed);
+        victim
+    }
+
+    /// Remove the entry of `key` if present (reported through `removed`, not
+    /// counted as eviction or expiration). Returns whether it was present.
+    pub fn remove(&mut self, key: &FlowKey, removed: &mut impl FnMut(&FlowEntry)) -> bool {
+        let (b, tag) = self.locate(key);
+        match self.find(b, tag, key) {
+            Some(w) => {
+                self.clear(b, w, removed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Incremental expiry: scan the next `buckets` buckets (a cursor wraps
+    /// around the table; at most the whole table per call), removing expired
+    /// entries, reported through `removed` and counted in
+    /// [`Self::expirations`]. Calling it regularly bounds both the memory held
+    /// by dead flows and the age of any entry (see the module doc on clock wrap).
+    pub fn sweep(&mut self, now: u32, buckets: usize, removed: &mut impl FnMut(&FlowEntry)) {
+        for _ in 0..buckets.min(self.buckets.len()) {
+            let b = self.cursor;
+            self.cursor = (b + 1) & self.mask;
+            if self.tags[b] == [0; WAYS] {
+                continue;
+            }
+            for w in 0..WAYS {
+                if self.tags[b][w] != 0 && self.timeouts.expired(&self.buckets[b].0[w], now) {
+                    self.expirations += 1;
+                    self.clear(b, w, removed);
+                }
+            }
+        }
+    }
+
+    /// Visit every live entry mutably, removing those for which `f` returns
+    /// false (reported through `removed`, counted in neither counter). Slow
+    /// path: it walks the whole table (e.g. when a server is removed). `f` must
+    /// not change `key`.
+    pub fn retain(
+        &mut self,
+        mut f: impl FnMut(&mut FlowEntry) -> bool,
+        removed: &mut impl FnMut(&FlowEntry),
+    ) {
+        for b in 0..self.buckets.len() {
+            for w in 0..WAYS {
+                if self.tags[b][w] != 0 && !f(&mut self.buckets[b].0[w]) {
+                    self.clear(b, w, removed);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{HashMap, HashSet};
+
+    /// splitmix64: deterministic test keys without a rand dependency.
+    fn mix(mut x: u64) -> u64 {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    }
+
+    fn rkey(i: u64) -> FlowKey {
+        let h = mix(i);
+        FlowKey {
+            src: h as u32,
+            dst: 0x0a00_0001,
+            sport: (h >> 32) as u16,
+            dport: 443,
+            proto: 6,
+        }
+    }
+
+    fn none(_: &FlowEntry) {}
+
+    fn collect(v: &mut Vec<FlowEntry>) -> impl FnMut(&FlowEntry) + '_ {
+        |e: &FlowEntry| v.push(*e)
+    }
+
+    fn all_states() -> [FlowState; 5] {
+        [
+            FlowState::TcpSyn,
+            FlowState::TcpEstablished,
+            FlowState::TcpClosing,
+            FlowState::Udp,
+            FlowState::Other,
+        ]
+    }
+
+    #[test]
+    fn capacity_rounding() {
+        let t = Timeouts::default();
+        assert_eq!(FlowTable::new(1, t).capacity(), 8);
+        assert_eq!(FlowTable::new(8, t).capacity(), 8);
+        assert_eq!(FlowTable::new(9, t).capacity(), 16);
+        assert_eq!(FlowTable::new(100, t).capacity(), 128);
+        assert_eq!(FlowTable::new(1_000_000, t).capacity(), 1 << 20);
+    }
+
+    #[test]
+    #[should_panic(expected = "capacity must be > 0")]
+    fn zero_capacity_panics() {
+        FlowTable::new(0, Timeouts::default());
+    }
+
+    #[test]
+    fn memory_for_1m() {
+        let t = FlowTable::new(1_000_000, Timeouts::default());
+        let mb = t.memory_bytes() as f64 / (1 << 20) as f64;
+        // 2^17 buckets × (256 + 16) bytes = 34 MiB.
+        assert!(t.memory_bytes() <= 128 << 20, "{mb} MiB");
+        assert!(t.memory_bytes() >= t.capacity() * 34, "{mb} MiB");
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut t = FlowTable::new(64, Timeouts::default());
+        let k = rkey(1);
+        assert!(t.is_empty());
+        assert!(t.get(&k, 10, &mut none).is_none());
+        let e = t.insert(k, FlowState::TcpSyn, 7, 10, &mut none);
+        assert_eq!((e.key, e.state, e.backend), (k, FlowState::TcpSyn, 7));
+        assert_eq!((e.flags, e.aux, e.last_ms, e.first_ms), (0, 0, 10, 10));
+        e.aux = 42;
+        assert_eq!(t.len(), 1);
+        let e = t.get(&k, 20, &mut none).unwrap();
+        assert_eq!((e.backend, e.aux), (7, 42));
+        e.state = FlowState::TcpEstablished;
+        e.last_ms = 20;
+        assert_eq!(t.get(&k, 21, &mut none).unwrap().state, FlowState::TcpEstablished);
+        assert!(t.get(&rkey(2), 21, &mut none).is_none());
+        assert!(!t.remove(&rkey(2), &mut none));
+        let mut gone = vec![];
+        assert!(t.remove(&k, &mut collect(&mut gone)));
+        assert_eq!(gone.len(), 1);
+        assert_eq!((gone[0].key, gone[0].backend), (k, 7));
+        assert!(t.get(&k, 22, &mut none).is_none());
+        assert!(t.is_empty());
+        assert_eq!((t.evictions(), t.expirations()), (0, 0));
+    }
+
+    #[test]
+    fn duplicate_insert_replaces() {
+        let mut t = FlowTable::new(64, Timeouts::default());
+        let k = rkey(5);
+        t.insert(k, FlowState::Udp, 1, 0, &mut none);
+        let mut gone = vec![];
+        t.insert(k, FlowState::Udp, 2, 5, &mut collect(&mut gone));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].backend, 1);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.get(&k, 6, &mut none).unwrap().backend, 2);
+    }
+
+    #[test]
+    fn expiry_per_state_and_clock_wrap() {
+        let to = Timeouts {
+            tcp_syn_ms: 100,
+            tcp_ms: 1000,
+            tcp_closing_ms: 50,
+            udp_ms: 300,
+            other_ms: 10,
+        };
+        // Starts far from and right before the u32 wrap of the ms clock.
+        for start in [0u32, 123_456, u32::MAX - 5, u32::MAX] {
+            for (i, st) in all_states().into_iter().enumerate() {
+                let mut t = FlowTable::new(16, to);
+                let k = rkey(i as u64);
+                t.insert(k, st, 3, start, &mut none);
+                let limit = start.wrapping_add(to.of(st));
+                // Still live at exactly the timeout.
+                assert!(t.get(&k, limit, &mut none).is_some(), "{st:?} @{start}");
+                let mut gone = vec![];
+                assert!(t
+                    .get(&k, limit.wrapping_add(1), &mut collect(&mut gone))
+                    .is_none());
+                assert_eq!(gone.len(), 1, "{st:?} @{start}");
+                assert_eq!(gone[0].key, k);
+                assert_eq!((t.len(), t.expirations(), t.evictions()), (0, 1, 0));
+            }
+        }
+        // Refreshing last_ms across the wrap keeps the flow alive.
+        let mut t = FlowTable::new(16, to);
+        let k = rkey(9);
+        t.insert(k, FlowState::TcpEstablished, 1, u32::MAX - 500, &mut none);
+        t.get(&k, u32::MAX - 10, &mut none).unwrap().last_ms = u32::MAX - 10;
+        assert!(t.get(&k, 900, &mut none).is_some());
+        assert!(t.get(&k, 990, &mut none).is_none());
+    }
+
+    /// `n` distinct keys that all land in bucket `b` of `t`.
+    fn same_bucket(t: &FlowTable, n: usize) -> (usize, Vec<FlowKey>) {
+        let b = t.locate(&rkey(0)).0;
+        let keys: Vec<_> = (0..).map(rkey).filter(|k| t.locate(k).0 == b).take(n).collect();
+        (b, keys)
+    }
+
+    #[test]
+    fn full_bucket_evicts_least_recently_used() {
+        let mut t = FlowTable::new(64, Timeouts::default());
+        let (_, keys) = same_bucket(&t, WAYS + 2);
+        for (i, k) in keys[..WAYS].iter().enumerate() {
+            t.insert(
+                *k,
+                FlowState::TcpEstablished,
+                i as u32,
+                1000 + i as u32,
+                &mut none,
+            );
+        }
+        // keys[0] is the oldest by creation but has just seen a packet, so
+        // keys[1] is the least recently used.
+        t.get(&keys[0], 2000, &mut none).unwrap().last_ms = 2000;
+        let mut gone = vec![];
+        t.insert(keys[WAYS], FlowState::TcpSyn, 99, 2001, &mut collect(&mut gone));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].key, keys[1]);
+        assert_eq!((t.len(), t.evictions(), t.expirations()), (WAYS, 1, 0));
+        assert!(t.get(&keys[0], 2002, &mut none).is_some());
+        assert!(t.get(&keys[1], 2002, &mut none).is_none());
+
+        // An expired way is preferred over evicting the LRU one, even if it is
+        // not the oldest: keys[WAYS] (SYN, 120 s) expires before keys[2]
+        // (established, 900 s) although keys[2] is older.
+        gone.clear();
+        let now = 2001 + 120_001;
+        t.insert(keys[WAYS + 1], FlowState::Udp, 5, now, &mut collect(&mut gone));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].key, keys[WAYS]);
+        assert_eq!((t.len(), t.evictions(), t.expirations()), (WAYS, 1, 1));
+    }
+
+    #[test]
+    fn sweep_removes_exactly_the_expired() {
+        let to = Timeouts::default();
+        // Sparse (λ ≈ 1 per bucket) so bucket overflow is very unlikely, but
+        // the accounting below stays exact even if it happens.
+        let mut t = FlowTable::new(16_384, to);
+        let now = 1_000_000u32;
+        let mut live = HashMap::new();
+        let mut gone = vec![];
+        for i in 0..2000u64 {
+            let st = all_states()[(i % 5) as usize];
+            // Ages spread over 0..=2×timeout: about half are expired at `now`.
+            let age = (mix(i ^ 0xabc) % (2 * u64::from(to.of(st)) + 1)) as u32;
+            let k = rkey(i);
+            t.insert(k, st, 0, now, &mut collect(&mut gone)).last_ms = now.wrapping_sub(age);
+            live.insert(k, age > to.of(st));
+        }
+        for e in gone.drain(..) {
+            live.remove(&e.key);
+        }
+        let expect: HashSet<_> = live.iter().filter(|(_, &x)| x).map(|(k, _)| *k).collect();
+        assert!(expect.len() > 500);
+        assert_eq!(t.len(), live.len());
+        let before = t.expirations();
+        let nb = t.capacity() / WAYS;
+        // Two partial sweeps that together cover every bucket once.
+        t.sweep(now, nb / 2, &mut collect(&mut gone));
+        t.sweep(now, nb - nb / 2, &mut collect(&mut gone));
+        let got: HashSet<_> = gone.iter().map(|e| e.key).collect();
+        assert_eq!(got.len(), gone.len(), "reported twice");
+        assert_eq!(got, expect);
+        assert_eq!(t.len(), live.len() - expect.len());
+        assert_eq!(t.expirations() - before, expect.len() as u64);
+        // Nothing else is expired: a further full sweep removes nothing.
+        t.sweep(now, usize::MAX, &mut |_: &FlowEntry| panic!("removed twice"));
+    }
+
+    #[test]
+    fn retain_removes_and_updates() {
+        let mut t = FlowTable::new(8192, Timeouts::default());
+        let mut gone = vec![];
+        for i in 0..500u64 {
+            t.insert(
+                rkey(i),
+                FlowState::Udp,
+                (i % 4) as u32,
+                0,
+                &mut collect(&mut gone),
+            );
+        }
+        let lost: HashSet<_> = gone.drain(..).map(|e| e.key).collect();
+        let live: Vec<_> = (0..500u64).filter(|&i| !lost.contains(&rkey(i))).collect();
+        t.retain(
+            |e| {
+                e.flags = 1;
+                e.backend != 2
+            },
+            &mut collect(&mut gone),
+        );
+        assert_eq!(gone.len(), live.iter().filter(|&&i| i % 4 == 2).count());
+        assert!(gone.iter().all(|e| e.backend == 2));
+        for &i in &live {
+            let hit = t.get(&rkey(i), 1, &mut none).map(|e| e.flags);
+            assert_eq!(hit, if i % 4 == 2 { None } else { Some(1) }, "{i}");
+        }
+        assert_eq!(t.len(), live.len() - gone.len());
+    }
+
+    #[test]
+    fn hash_spreads_structured_keys() {
+        // Realistic worst case for a weak hash: one VIP:port, clients from one
+        // /16 with sequential ports. At 50 % load an ideal hash overflows
+        // ~0.8 % of keys out of 8-way buckets (Poisson(4) tail).
+        let mut t = FlowTable::new(1 << 16, Timeouts::default());
+        let n = t.capacity() / 2;
+        for i in 0..n as u32 {
+            let k = FlowKey {
+                src: 0xac10_0000 | (i >> 4),
+                dst: 0xc000_0201,
+                sport: 32768 + (i & 15) as u16,
+                dport: 80,
+                proto: 6,
+            };
+            t.insert(k, FlowState::TcpEstablished, 0, 0, &mut none);
+        }
+        let share = t.evictions() as f64 / n as f64;
+        assert!(share < 0.015, "evicted {share}");
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(u8, u8),
+        Get(u8),
+        Remove(u8),
+        Sweep(u8),
+        Tick(u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (any::<u8>(), 1u8..6).prop_map(|(k, s)| Op::Insert(k, s)),
+            3 => any::<u8>().prop_map(Op::Get),
+            1 => any::<u8>().prop_map(Op::Remove),
+            1 => any::<u8>().prop_map(Op::Sweep),
+            2 => (0u32..400).prop_map(Op::Tick),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// The table against a model that applies every reported removal:
+        /// the two must hold exactly the same keys, and len <= capacity.
+        #[test]
+        fn matches_model(cap in 1usize..40, start in any::<u32>(), ops in prop::collection::vec(op(), 1..300)) {
+            let to = Timeouts { tcp_syn_ms: 100, tcp_ms: 1000, tcp_closing_ms: 50, udp_ms: 300, other_ms: 10 };
+            let mut t = FlowTable::new(cap, to);
+            let mut model: HashMap<FlowKey, u32> = HashMap::new();
+            let mut now = start;
+            let key = |k: u8| rkey(u64::from(k) % 64);
+            for (n, op) in ops.into_iter().enumerate() {
+                let mut gone = vec![];
+                match op {
+                    Op::Insert(k, s) => {
+                        let k = key(k);
+                        if t.get(&k, now, &mut collect(&mut gone)).is_none() {
+                            let st = all_states()[usize::from(s) - 1];
+                            t.insert(k, st, n as u32, now, &mut collect(&mut gone));
+                        }
+                    }
+                    Op::Get(k) => {
+                        let k = key(k);
+                        let found = t.get(&k, now, &mut collect(&mut gone)).map(|e| {
+                            e.last_ms = now;
+                            e.backend
+                        });
+                        // Apply removals before comparing: an expired entry
+                        // reported here must be the one asked for.
+                        for e in &gone {
+                            prop_assert_eq!(e.key, k);
+                            model.remove(&e.key);
+                        }
+                        gone.clear();
+                        prop_assert_eq!(found, model.get(&k).copied());
+                    }
+                    Op::Remove(k) => {
+                        let k = key(k);
+                        let present = model.contains_key(&k);
+                        prop_assert_eq!(t.remove(&k, &mut collect(&mut gone)), present);
+                    }
+                    Op::Sweep(b) => t.sweep(now, usize::from(b), &mut collect(&mut gone)),
+                    Op::Tick(d) => now = now.wrapping_add(d),
+                }
+                for e in &gone {
+                    prop_assert!(model.remove(&e.key).is_some(), "unknown removal {:?}", e.key);
+                }
+                if let Op::Insert(k, _) = op {
+                    let k = key(k);
+                    if let Some(e) = t.get(&k, now, &mut none) {
+                        model.insert(k, e.backend);
+                    }
+                }
+                prop_assert!(t.len() <= t.capacity());
+                prop_assert_eq!(t.len(), model.len());
+            }
+            prop_assert!(t.evictions() + t.expirations() <= 300);
+        }
+    }
+}

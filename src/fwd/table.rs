@@ -1,0 +1,206 @@
+//! The forwarding table: an immutable snapshot of services, Maglev tables and
+//! real servers, built on the slow path and published with one atomic pointer
+//! swap. Workers load it once per batch and only read it.
+
+use super::flow::Timeouts;
+use super::maglev::NO_SERVER;
+
+/// Stable identity of a real server within one director process. The slow
+/// path never reuses an id, so a flow pinned to an id can never silently
+/// follow a different server.
+pub type BackendId = u32;
+
+/// Most backend ids one director process hands out (counters are sized for it).
+pub const MAX_BACKEND_IDS: usize = 16384;
+
+/// Forwarding method of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Direct routing: rewrite the MACs only.
+    Dr,
+    /// Address/port translation; replies come back through the director.
+    Nat,
+    /// IP-in-IP to the server.
+    Tun,
+}
+
+/// What the fast path may do with a real server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    /// Takes new and existing flows.
+    Up,
+    /// Failed its health check: no new flows; existing ones follow the
+    /// `on_server_down` policy.
+    Down,
+    /// Drained by the operator: no new flows, existing ones stay.
+    Draining,
+    /// Not in the configuration (any more): flows pinned to it re-pick.
+    Removed,
+}
+
+/// One real server as the fast path sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendFwd {
+    /// IPv4 address, host order.
+    pub addr: u32,
+    /// Destination port for NAT (0 = keep the client's destination port).
+    pub port: u16,
+    /// Resolved MAC; `None` means no flows can be sent to it.
+    pub mac: Option<[u8; 6]>,
+    pub state: BackendState,
+}
+
+impl BackendFwd {
+    /// An unused id.
+    pub const REMOVED: BackendFwd = BackendFwd {
+        addr: 0,
+        port: 0,
+        mac: None,
+        state: BackendState::Removed,
+    };
+}
+
+/// One virtual service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceFwd {
+    pub vip: u32,
+    /// 0 = every port of the VIP.
+    pub port: u16,
+    /// IP protocol number (6 or 17).
+    pub proto: u8,
+    pub mode: Mode,
+    /// Maglev lookup table: indices into `members`, or [`NO_SERVER`].
+    pub maglev: Vec<u16>,
+    /// Backend ids of this service's real servers, in config order.
+    pub members: Vec<BackendId>,
+}
+
+impl ServiceFwd {
+    /// The backend Maglev assigns to a flow hash, if any.
+    #[inline]
+    pub fn pick(&self, hash: u64) -> Option<(BackendId, u32)> {
+        if self.maglev.is_empty() {
+            return None;
+        }
+        let slot = (hash % self.maglev.len() as u64) as u32;
+        self.pick_slot(slot).map(|id| (id, slot))
+    }
+
+    /// The backend in one Maglev slot.
+    #[inline]
+    pub fn pick_slot(&self, slot: u32) -> Option<BackendId> {
+        match self.maglev.get(slot as usize) {
+            Some(&i) if i != NO_SERVER => self.members.get(i as usize).copied(),
+            _ => None,
+        }
+    }
+}
+
+/// The whole snapshot.
+#[derive(Debug, Clone)]
+pub struct FwdTable {
+    /// Increases with every publish.
+    pub generation: u64,
+    /// The director's own MAC: the source of every frame it sends.
+    pub director_mac: [u8; 6],
+    /// The director's IPv4 address on the segment (host order; 0 = none).
+    pub director_ip: u32,
+    /// Sorted by (vip, proto, port).
+    pub services: Vec<ServiceFwd>,
+    /// Indexed by [`BackendId`].
+    pub backends: Vec<BackendFwd>,
+    /// `on_server_down: reschedule` (true) or `keep`.
+    pub reschedule_on_down: bool,
+    pub answer_ping: bool,
+    pub timeouts: Timeouts,
+}
+
+impl FwdTable {
+    /// A table with no services.
+    pub fn empty(director_mac: [u8; 6]) -> Self {
+        FwdTable {
+            generation: 0,
+            director_mac,
+            director_ip: 0,
+            services: Vec::new(),
+            backends: Vec::new(),
+            reschedule_on_down: true,
+            answer_ping: true,
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    /// Sort services for lookups; call after filling `services`.
+    pub fn sort(&mut self) {
+        self.services.sort_by_key(|s| (s.vip, s.proto, s.port));
+    }
+
+    /// True when `addr` is the VIP of some service.
+    #[inline]
+    pub fn is_vip(&self, addr: u32) -> bool {
+        let i = self.services.partition_point(|s| s.vip < addr);
+        self.services.get(i).is_some_and(|s| s.vip == addr)
+    }
+
+    /// Index of the service for (vip, proto, port): an exact port first, then
+    /// an all-ports (port 0) service.
+    #[inline]
+    pub fn find_service(&self, vip: u32, proto: u8, port: u16) -> Option<usize> {
+        let exact = self
+            .services
+            .binary_search_by_key(&(vip, proto, port), |s| (s.vip, s.proto, s.port));
+        match exact {
+            Ok(i) => Some(i),
+            Err(_) => self
+                .services
+                .binary_search_by_key(&(vip, proto, 0), |s| (s.vip, s.proto, s.port))
+                .ok(),
+        }
+    }
+
+    /// The backend with id `id`.
+    #[inline]
+    pub fn backend(&self, id: BackendId) -> &BackendFwd {
+        self.backends.get(id as usize).unwrap_or(&BackendFwd::REMOVED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(vip: u32, proto: u8, port: u16) -> ServiceFwd {
+        ServiceFwd {
+            vip,
+            port,
+            proto,
+            mode: Mode::Dr,
+            maglev: vec![0, 1, 0],
+            members: vec![7, 9],
+        }
+    }
+
+    #[test]
+    fn lookups() {
+        let mut t = FwdTable::empty([2; 6]);
+        t.services = vec![svc(10, 6, 80), svc(5, 17, 53), svc(10, 6, 0), svc(10, 17, 53)];
+        t.sort();
+        assert!(t.is_vip(10) && t.is_vip(5) && !t.is_vip(7) && !t.is_vip(11));
+        let i = t.find_service(10, 6, 80).unwrap();
+        assert_eq!(t.services[i].port, 80);
+        let j = t.find_service(10, 6, 443).unwrap();
+        assert_eq!(t.services[j].port, 0);
+        assert!(t.find_service(5, 6, 53).is_none());
+        assert_eq!(t.services[i].pick(4), Some((9, 1)));
+        assert_eq!(t.backend(3).state, BackendState::Removed);
+    }
+
+    #[test]
+    fn no_server_is_none() {
+        let mut s = svc(1, 6, 80);
+        s.maglev = vec![NO_SERVER; 3];
+        assert_eq!(s.pick(0), None);
+        s.maglev.clear();
+        assert_eq!(s.pick(0), None);
+    }
+}

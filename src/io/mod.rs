@@ -1,0 +1,206 @@
+//! Frame I/O behind the [`Device`] trait (fast path).
+//!
+//! The same worker runs on an AF_PACKET ring ([`packet_ring`]) in production
+//! and on an in-memory device ([`mem`]) in tests, so the fast path is testable
+//! without root. All `unsafe` code of the crate is in [`sys`].
+
+pub mod mem;
+pub mod packet_ring;
+#[allow(unsafe_code)]
+pub mod sys;
+
+/// `sll_pkttype` values (linux/if_packet.h).
+pub mod pkttype {
+    /// Addressed to this host's MAC.
+    pub const HOST: u8 = 0;
+    pub const BROADCAST: u8 = 1;
+    pub const MULTICAST: u8 = 2;
+    /// Addressed to another host (seen because of promiscuous mode or flooding).
+    pub const OTHERHOST: u8 = 3;
+    pub const OUTGOING: u8 = 4;
+}
+
+/// The `virtio_net_hdr` that travels with each frame when `PACKET_VNET_HDR`
+/// is on: it says whether the checksum still has to be completed
+/// (`NEEDS_CSUM`) and whether the frame is a GSO super-frame that the kernel
+/// must segment on the way out. Passing it through unchanged is what makes
+/// partial checksums and super-frames leave the director correct.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    pub hdr_len: u16,
+    pub gso_size: u16,
+    pub csum_start: u16,
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    pub const LEN: usize = 10;
+    pub const F_NEEDS_CSUM: u8 = 1;
+    pub const F_DATA_VALID: u8 = 2;
+    pub const GSO_NONE: u8 = 0;
+    pub const GSO_TCPV4: u8 = 1;
+    pub const GSO_UDP: u8 = 3;
+    pub const GSO_TCPV6: u8 = 4;
+    pub const GSO_UDP_L4: u8 = 5;
+    pub const GSO_ECN: u8 = 0x80;
+
+    /// Parse from the 10 bytes the kernel wrote (host byte order: the kernel
+    /// uses little-endian "legacy" virtio headers on little-endian hosts).
+    pub fn parse(b: &[u8; Self::LEN]) -> Self {
+        VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u16::from_ne_bytes([b[2], b[3]]),
+            gso_size: u16::from_ne_bytes([b[4], b[5]]),
+            csum_start: u16::from_ne_bytes([b[6], b[7]]),
+            csum_offset: u16::from_ne_bytes([b[8], b[9]]),
+        }
+    }
+
+    pub fn write(&self, out: &mut [u8; Self::LEN]) {
+        out[0] = self.flags;
+        out[1] = self.gso_type;
+        out[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        out[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
+        out[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
+        out[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+    }
+
+    /// True when the checksum is partial (only the pseudo-header sum is in
+    /// the transport checksum field).
+    pub fn needs_csum(&self) -> bool {
+        self.flags & Self::F_NEEDS_CSUM != 0
+    }
+
+    /// True for a GSO super-frame.
+    pub fn is_gso(&self) -> bool {
+        self.gso_type & !Self::GSO_ECN != Self::GSO_NONE
+    }
+}
+
+/// What the device said about a received frame besides its bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxMeta {
+    /// One of [`pkttype`].
+    pub pkttype: u8,
+    /// A VLAN tag the kernel stripped into metadata, if any.
+    pub vlan_tci: Option<u16>,
+    /// The frame was cut short by the ring's slot size.
+    pub truncated: bool,
+}
+
+/// One frame in a device buffer, with headroom in front so that rewrites can
+/// prepend headers (IP-in-IP) without copying.
+pub struct Frame<'a> {
+    buf: &'a mut [u8],
+    head: usize,
+    len: usize,
+    pub meta: RxMeta,
+    pub vnet: VnetHdr,
+}
+
+impl<'a> Frame<'a> {
+    /// `buf[head..head + len]` is the frame; the bytes before `head` are
+    /// headroom, of which the last [`VnetHdr::LEN`] stay reserved for the
+    /// device.
+    ///
+    /// # Panics
+    /// If `head + len > buf.len()` or `head < VnetHdr::LEN`.
+    pub fn new(buf: &'a mut [u8], head: usize, len: usize, meta: RxMeta, vnet: VnetHdr) -> Self {
+        assert!(head >= VnetHdr::LEN && head + len <= buf.len());
+        Frame {
+            buf,
+            head,
+            len,
+            meta,
+            vnet,
+        }
+    }
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.head..self.head + self.len]
+    }
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.head..self.head + self.len]
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn head(&self) -> usize {
+        self.head
+    }
+    /// Bytes that can be prepended.
+    pub fn headroom(&self) -> usize {
+        self.head - VnetHdr::LEN
+    }
+    /// Grow the frame by `n` bytes at the front (uninitialised content).
+    /// Returns false, changing nothing, when the headroom is too small.
+    pub fn push_front(&mut self, n: usize) -> bool {
+        if self.headroom() < n {
+            return false;
+        }
+        self.head -= n;
+        self.len += n;
+        true
+    }
+    /// Set the frame length; returns false when it would not fit the buffer.
+    pub fn set_len(&mut self, len: usize) -> bool {
+        if self.head + len > self.buf.len() {
+            return false;
+        }
+        self.len = len;
+        true
+    }
+    /// The raw buffer and the frame's start, for devices.
+    pub fn parts(&mut self) -> (&mut [u8], usize, usize) {
+        (self.buf, self.head, self.len)
+    }
+}
+
+/// What the worker decided for a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Leave it (the kernel's own copy continues up its stack, if any).
+    Drop,
+    /// Send the (rewritten) frame out of the same interface.
+    Transmit,
+}
+
+/// Totals of one [`Device::process_batch`] call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    pub received: usize,
+    pub sent: usize,
+    pub tx_failed: usize,
+}
+
+/// A source and sink of frames for one worker.
+pub trait Device {
+    /// Block up to `timeout_ms` until frames may be ready.
+    ///
+    /// # Errors
+    /// The underlying poll failed (not a timeout).
+    fn wait(&mut self, timeout_ms: i32) -> std::io::Result<()>;
+
+    /// Take up to `max` received frames, call `f` on each (it may rewrite the
+    /// frame in place), transmit those for which it returns
+    /// [`Action::Transmit`] in one batch, then give the buffers back.
+    ///
+    /// # Errors
+    /// Only for device-level failures; per-frame send failures are counted in
+    /// [`BatchStats::tx_failed`].
+    fn process_batch<F: FnMut(&mut Frame<'_>) -> Action>(
+        &mut self,
+        max: usize,
+        f: F,
+    ) -> std::io::Result<BatchStats>;
+
+    /// Frames the kernel dropped because the ring was full, since the last call.
+    fn ring_drops(&mut self) -> u64 {
+        0
+    }
+}

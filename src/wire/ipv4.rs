@@ -1,0 +1,293 @@
+//! IPv4 header view (fast path).
+
+use super::{be16, be32, checksum, put16, put32, WireError};
+
+/// Length of an IPv4 header without options.
+pub const MIN_HEADER_LEN: usize = 20;
+/// Flag: more fragments.
+pub const FLAG_MF: u16 = 0x2000;
+/// Flag: don't fragment.
+pub const FLAG_DF: u16 = 0x4000;
+/// Mask of the fragment offset.
+pub const OFFSET_MASK: u16 = 0x1fff;
+
+mod field {
+    pub const VER_IHL: usize = 0;
+    pub const TOTAL_LEN: usize = 2;
+    pub const IDENT: usize = 4;
+    pub const FLAGS_FRAG: usize = 6;
+    pub const TTL: usize = 8;
+    pub const PROTOCOL: usize = 9;
+    pub const CHECKSUM: usize = 10;
+    pub const SRC: usize = 12;
+    pub const DST: usize = 16;
+}
+
+/// IP protocol numbers the director knows; others are `Unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Icmp,
+    IpIp,
+    Tcp,
+    Udp,
+    Unknown(u8),
+}
+
+impl From<u8> for Protocol {
+    fn from(v: u8) -> Self {
+        match v {
+            1 => Protocol::Icmp,
+            4 => Protocol::IpIp,
+            6 => Protocol::Tcp,
+            17 => Protocol::Udp,
+            x => Protocol::Unknown(x),
+        }
+    }
+}
+
+impl From<Protocol> for u8 {
+    fn from(v: Protocol) -> u8 {
+        match v {
+            Protocol::Icmp => 1,
+            Protocol::IpIp => 4,
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Unknown(x) => x,
+        }
+    }
+}
+
+/// Why an IPv4 header was refused, finer than [`WireError`] so that each
+/// malformed class has its own drop counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipv4Error {
+    /// Fewer than 20 bytes.
+    Truncated,
+    /// Version nibble is not 4.
+    BadVersion,
+    /// IHL below 5.
+    BadIhl,
+    /// Total length below the header length or beyond the bytes present.
+    BadTotalLength,
+}
+
+impl From<Ipv4Error> for WireError {
+    fn from(e: Ipv4Error) -> Self {
+        match e {
+            Ipv4Error::Truncated => WireError::Truncated,
+            _ => WireError::Malformed,
+        }
+    }
+}
+
+/// A view of an IPv4 packet. After [`Packet::new_checked`], the header
+/// (including options) and `total_len` bytes are known to be present.
+#[derive(Debug)]
+pub struct Packet<T> {
+    buf: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wrap `buf` (which may carry link padding after the packet).
+    ///
+    /// # Errors
+    /// The specific [`Ipv4Error`] for the first check that fails.
+    pub fn new_checked(buf: T) -> Result<Self, Ipv4Error> {
+        let b = buf.as_ref();
+        if b.len() < MIN_HEADER_LEN {
+            return Err(Ipv4Error::Truncated);
+        }
+        if b[field::VER_IHL] >> 4 != 4 {
+            return Err(Ipv4Error::BadVersion);
+        }
+        let ihl = ((b[field::VER_IHL] & 0xf) as usize) * 4;
+        if ihl < MIN_HEADER_LEN {
+            return Err(Ipv4Error::BadIhl);
+        }
+        let total = be16(b, field::TOTAL_LEN) as usize;
+        if total < ihl || total > b.len() {
+            return Err(Ipv4Error::BadTotalLength);
+        }
+        Ok(Packet { buf })
+    }
+
+    /// Wrap without checks, for buffers this crate just wrote.
+    ///
+    /// # Panics
+    /// Accessors panic if `buf` is shorter than the header it claims.
+    pub fn new_unchecked(buf: T) -> Self {
+        Packet { buf }
+    }
+
+    pub fn header_len(&self) -> usize {
+        ((self.buf.as_ref()[field::VER_IHL] & 0xf) as usize) * 4
+    }
+    pub fn total_len(&self) -> usize {
+        be16(self.buf.as_ref(), field::TOTAL_LEN) as usize
+    }
+    pub fn ident(&self) -> u16 {
+        be16(self.buf.as_ref(), field::IDENT)
+    }
+    pub fn flags_frag(&self) -> u16 {
+        be16(self.buf.as_ref(), field::FLAGS_FRAG)
+    }
+    /// True for any fragment (MF set or a non-zero offset).
+    pub fn is_fragment(&self) -> bool {
+        self.flags_frag() & (FLAG_MF | OFFSET_MASK) != 0
+    }
+    pub fn dont_fragment(&self) -> bool {
+        self.flags_frag() & FLAG_DF != 0
+    }
+    pub fn ttl(&self) -> u8 {
+        self.buf.as_ref()[field::TTL]
+    }
+    pub fn protocol(&self) -> Protocol {
+        Protocol::from(self.buf.as_ref()[field::PROTOCOL])
+    }
+    pub fn checksum(&self) -> u16 {
+        be16(self.buf.as_ref(), field::CHECKSUM)
+    }
+    /// Source address as a host-order integer.
+    pub fn src(&self) -> u32 {
+        be32(self.buf.as_ref(), field::SRC)
+    }
+    /// Destination address as a host-order integer.
+    pub fn dst(&self) -> u32 {
+        be32(self.buf.as_ref(), field::DST)
+    }
+    /// True when the header checksum verifies.
+    pub fn verify_checksum(&self) -> bool {
+        checksum::sum(&self.buf.as_ref()[..self.header_len()], 0) == 0xffff
+    }
+    /// The transport payload (`header_len..total_len`).
+    pub fn payload(&self) -> &[u8] {
+        &self.buf.as_ref()[self.header_len()..self.total_len()]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    pub fn set_ver_ihl(&mut self, ihl_bytes: usize) {
+        self.buf.as_mut()[field::VER_IHL] = 0x40 | ((ihl_bytes / 4) as u8 & 0xf);
+    }
+    pub fn set_tos(&mut self, v: u8) {
+        self.buf.as_mut()[1] = v;
+    }
+    pub fn set_total_len(&mut self, v: u16) {
+        put16(self.buf.as_mut(), field::TOTAL_LEN, v)
+    }
+    pub fn set_ident(&mut self, v: u16) {
+        put16(self.buf.as_mut(), field::IDENT, v)
+    }
+    pub fn set_flags_frag(&mut self, v: u16) {
+        put16(self.buf.as_mut(), field::FLAGS_FRAG, v)
+    }
+    pub fn set_ttl(&mut self, v: u8) {
+        self.buf.as_mut()[field::TTL] = v;
+    }
+    pub fn set_protocol(&mut self, p: Protocol) {
+        self.buf.as_mut()[field::PROTOCOL] = p.into();
+    }
+    pub fn set_checksum(&mut self, v: u16) {
+        put16(self.buf.as_mut(), field::CHECKSUM, v)
+    }
+    pub fn set_src(&mut self, a: u32) {
+        put32(self.buf.as_mut(), field::SRC, a)
+    }
+    pub fn set_dst(&mut self, a: u32) {
+        put32(self.buf.as_mut(), field::DST, a)
+    }
+    /// Recompute the header checksum from scratch.
+    pub fn fill_checksum(&mut self) {
+        self.set_checksum(0);
+        let hl = self.header_len();
+        let c = checksum::checksum(&self.buf.as_ref()[..hl]);
+        self.set_checksum(c);
+    }
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let (h, t) = (self.header_len(), self.total_len());
+        &mut self.buf.as_mut()[h..t]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // 20-byte header, total length 28, UDP, 198.18.1.2 -> 198.18.100.1, valid checksum.
+    fn sample() -> [u8; 28] {
+        let mut b = [0u8; 28];
+        b[..20].copy_from_slice(&[
+            0x45, 0, 0, 28, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0, 198, 18, 1, 2, 198, 18, 100, 1,
+        ]);
+        let c = checksum::checksum(&b[..20]);
+        b[10..12].copy_from_slice(&c.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn parse() {
+        let b = sample();
+        let p = Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(p.header_len(), 20);
+        assert_eq!(p.total_len(), 28);
+        assert_eq!(p.protocol(), Protocol::Udp);
+        assert_eq!(p.src(), 0xc612_0102);
+        assert_eq!(p.dst(), 0xc612_6401);
+        assert!(p.dont_fragment());
+        assert!(!p.is_fragment());
+        assert!(p.verify_checksum());
+        assert_eq!(p.payload().len(), 8);
+    }
+
+    #[test]
+    fn emit_matches() {
+        let want = sample();
+        let mut junk = [0xa5u8; 28];
+        let mut p = Packet::new_unchecked(&mut junk[..]);
+        p.set_ver_ihl(20);
+        p.set_tos(0);
+        p.set_total_len(28);
+        p.set_ident(0x1234);
+        p.set_flags_frag(FLAG_DF);
+        p.set_ttl(64);
+        p.set_protocol(Protocol::Udp);
+        p.set_src(0xc612_0102);
+        p.set_dst(0xc612_6401);
+        p.fill_checksum();
+        p.payload_mut().fill(0);
+        assert_eq!(junk, want);
+    }
+
+    #[test]
+    fn refusals() {
+        let mut b = sample();
+        assert_eq!(
+            Packet::new_checked(&b[..19]).unwrap_err(),
+            Ipv4Error::Truncated
+        );
+        b[0] = 0x65;
+        assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), Ipv4Error::BadVersion);
+        b[0] = 0x44;
+        assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), Ipv4Error::BadIhl);
+        b[0] = 0x45;
+        b[2..4].copy_from_slice(&29u16.to_be_bytes());
+        assert_eq!(
+            Packet::new_checked(&b[..]).unwrap_err(),
+            Ipv4Error::BadTotalLength
+        );
+        b[2..4].copy_from_slice(&19u16.to_be_bytes());
+        assert_eq!(
+            Packet::new_checked(&b[..]).unwrap_err(),
+            Ipv4Error::BadTotalLength
+        );
+    }
+
+    #[test]
+    fn fragments() {
+        let mut b = sample();
+        b[6..8].copy_from_slice(&FLAG_MF.to_be_bytes());
+        assert!(Packet::new_checked(&b[..]).unwrap().is_fragment());
+        b[6..8].copy_from_slice(&5u16.to_be_bytes());
+        assert!(Packet::new_checked(&b[..]).unwrap().is_fragment());
+    }
+}
