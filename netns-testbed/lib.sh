@@ -251,6 +251,7 @@ director_stop() {
 wait_vip_http() {
   local t=${1:-10} i
   for i in $(seq "$t"); do
+    director_alive || fatal "ulvs-director is no longer running"
     ip netns exec "$NS_CLIENT" "$PY" "$TOOLS/httpload.py" --url "http://$VIP/" --count 1 --timeout 1 \
       --max-seconds 2 >"$WORK/warmup.json" 2>&1
     [ "$(jget "$WORK/warmup.json" 'd["ok"]' 2>/dev/null)" = 1 ] && return 0

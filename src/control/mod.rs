@@ -7,3 +7,5 @@ pub mod config;
 pub mod ctl;
 pub mod nft;
 pub mod publish;
+pub mod rates;
+pub mod snapshot;

@@ -3,6 +3,7 @@
 //! publishes a new forwarding table (one atomic swap) whenever any of them
 //! changes. Workers run on their own threads and only read that table.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
@@ -24,6 +25,7 @@ use ulvs::control::config::{Config, ConfigError, IoBackend, Mode};
 use ulvs::control::ctl::{Request, Response};
 use ulvs::control::nft;
 use ulvs::control::publish::{self, Runtime};
+use ulvs::control::rates::RateMeter;
 use ulvs::dataplane::stats::WorkerStats;
 use ulvs::dataplane::worker::{Shared, Worker};
 use ulvs::io::packet_ring::PacketDevice;
@@ -92,6 +94,8 @@ struct Director {
     neigh: NeighbourCache,
     arp: RawSocket,
     slow: SlowCounters,
+    rates: RateMeter<u32>,
+    health_reasons: HashMap<u32, String>,
 }
 
 fn vips(cfg: &Config) -> Vec<u32> {
@@ -125,6 +129,15 @@ impl Director {
             self.slow.generation,
         );
         self.shared.table.store(Arc::new(table));
+    }
+
+    /// Feed the rate estimator with every backend's counters.
+    fn sample_rates(&mut self, now: Instant) {
+        let ids: Vec<u32> = self.rt.servers.values().map(|s| s.id).collect();
+        for &id in &ids {
+            self.rates.sample(id, now, report::backend_counters(&self.stats, id));
+        }
+        self.rates.retain(|id| ids.contains(id));
     }
 
     fn send_frame(&mut self, frame: &[u8]) {
@@ -276,8 +289,15 @@ impl Director {
 
     fn handle(&mut self, req: Request) -> Response {
         match req {
-            Request::List => Response::ok(report::list(&self.cfg, &self.rt, &self.neigh, &self.stats)),
-            Request::Stats => Response::ok(report::stats(&self.stats, &self.slow)),
+            Request::List => Response::ok(json!(report::list(
+                &self.cfg,
+                &self.rt,
+                &self.neigh,
+                &self.stats,
+                &self.rates,
+                &self.health_reasons
+            ))),
+            Request::Stats => Response::ok(json!(report::stats(&self.stats, &self.slow))),
             Request::Reload => match self.reload() {
                 Ok(m) => Response::ok(json!({ "message": m })),
                 Err(e) => Response::err(format!("reload rejected, running config kept:\n{e}")),
@@ -443,13 +463,9 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
         rt,
         neigh: NeighbourCache::default(),
         arp: arp_sock,
-        slow: SlowCounters {
-            arp_replies: 0,
-            arp_requests: 0,
-            generation: 0,
-            reloads: 0,
-            reload_failures: 0,
-        },
+        slow: SlowCounters::default(),
+        rates: RateMeter::default(),
+        health_reasons: HashMap::new(),
     };
     d.neigh.set_wanted(server_addrs(&d.cfg));
 
@@ -484,6 +500,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
     );
 
     let mut last_tick = Instant::now();
+    let mut last_rates = Instant::now();
     while !term.load(Ordering::Relaxed) {
         if dead.load(Ordering::Relaxed) {
             break;
@@ -519,6 +536,10 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
         if last_tick.elapsed() >= Duration::from_millis(200) {
             last_tick = Instant::now();
             d.arp_tick();
+        }
+        if last_rates.elapsed() >= Duration::from_secs(1) {
+            last_rates = Instant::now();
+            d.sample_rates(last_rates);
         }
     }
     info!("stopping");
