@@ -224,7 +224,9 @@ director_start() {
       DIRECTOR_PID=""
       fatal "ulvs-director exited at start (status $rc)"
     fi
-    adm list >/dev/null 2>&1 && { pass "director started (pid $DIRECTOR_PID) and ulvsadm list answers"; return 0; }
+    # each attempt bounded: a connection made while the daemon is still
+    # starting must not stall the whole wait
+    timeout 2 ip netns exec "$DIR1_NS" "$ULVS_BIN/ulvsadm" --socket "$SOCK" list >/dev/null 2>&1 && { pass "director started (pid $DIRECTOR_PID) and ulvsadm list answers"; return 0; }
     sleep 0.1
   done
   fatal "ulvsadm list did not answer within ${t}s"
@@ -249,8 +251,8 @@ director_stop() {
 # wait_vip_http SECONDS: until one GET through the VIP succeeds (ARP settled,
 # server MACs learned); not a check by itself
 wait_vip_http() {
-  local t=${1:-10} i
-  for i in $(seq "$t"); do
+  local t=${1:-10}
+  for _ in $(seq "$t"); do
     director_alive || fatal "ulvs-director is no longer running"
     ip netns exec "$NS_CLIENT" "$PY" "$TOOLS/httpload.py" --url "http://$VIP/" --count 1 --timeout 1 \
       --max-seconds 2 >"$WORK/warmup.json" 2>&1

@@ -2,8 +2,8 @@
 """Ask who has an IPv4 address with a broadcast ARP request on an interface and
 list every MAC that answers within --timeout.  Prints JSON
 {"ip": IP, "replies": [MAC, ...], "answered": bool}; exit 0 always (usage: 2).
-The sender address is --src-ip (default: the interface's first IPv4 address is
-not looked up; pass it, e.g. 198.18.0.1 on the router's eth1).
+The request's sender protocol address is --src-ip (e.g. 198.18.0.1 on the
+router's eth1); its sender MAC is the interface's own.
 """
 import argparse
 import json

@@ -26,6 +26,12 @@ enum Cmd {
     List {
         #[arg(long)]
         json: bool,
+        /// Totals: connections, packets and bytes in and out (as `ipvsadm --stats`).
+        #[arg(long, conflicts_with = "rate")]
+        stats: bool,
+        /// Rates: connections, packets and bytes per second (as `ipvsadm --rate`).
+        #[arg(long)]
+        rate: bool,
     },
     /// Director-wide counters: frames seen, forwarded, drops by reason, flows.
     Stats {
@@ -51,38 +57,86 @@ fn n(v: &Value, k: &str) -> u64 {
     v.get(k).and_then(Value::as_u64).unwrap_or(0)
 }
 
-fn print_list(data: &Value) {
-    println!("ulvs director");
-    println!(
-        "{:<5} {:<24} {:<10} {:<5}",
-        "Prot", "LocalAddress:Port", "Scheduler", "Mode"
-    );
-    println!(
-        "  -> {:<21} {:>6} {:<9} {:>9} {:>9} {:>10} {:>12}  {}",
-        "RemoteAddress", "Weight", "State", "ActiveConn", "InActConn", "Packets", "Bytes", "MAC"
-    );
+/// Which columns `list` shows (as `ipvsadm -L -n`, `--stats`, `--rate`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum View {
+    Conns,
+    Stats,
+    Rate,
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v.get("rates").and_then(|r| r.get(k)).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+fn columns(v: &Value, view: View) -> String {
+    match view {
+        View::Conns => format!(
+            "{:>6} {:<9} {:>10} {:>10}",
+            n(v, "weight"),
+            v["state"].as_str().unwrap_or(""),
+            n(v, "active_flows"),
+            n(v, "inactive_flows")
+        ),
+        View::Stats => format!(
+            "{:>8} {:>10} {:>10} {:>12} {:>12}",
+            n(v, "conns"),
+            n(v, "packets"),
+            n(v, "out_packets"),
+            n(v, "bytes"),
+            n(v, "out_bytes")
+        ),
+        View::Rate => format!(
+            "{:>8.0} {:>10.0} {:>10.0} {:>12.0} {:>12.0}",
+            f(v, "conns_per_s"),
+            f(v, "in_packets_per_s"),
+            f(v, "out_packets_per_s"),
+            f(v, "in_bytes_per_s"),
+            f(v, "out_bytes_per_s")
+        ),
+    }
+}
+
+fn print_list(data: &Value, view: View) {
+    println!("ulvs director (userspace IPVS-style)");
+    let hdr = match view {
+        View::Conns => format!("{:>6} {:<9} {:>10} {:>10}", "Weight", "State", "ActiveConn", "InActConn"),
+        View::Stats => format!(
+            "{:>8} {:>10} {:>10} {:>12} {:>12}",
+            "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"
+        ),
+        View::Rate => format!("{:>8} {:>10} {:>10} {:>12} {:>12}", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"),
+    };
+    println!("Prot LocalAddress:Port            Scheduler Mode  Name");
+    println!("  -> RemoteAddress:Port          {hdr}");
     for s in data["services"].as_array().into_iter().flatten() {
         let vip = format!("{}:{}", s["vip"].as_str().unwrap_or("?"), n(s, "port"));
+        let svc_cols = if view == View::Conns { String::new() } else { columns(s, view) };
         println!(
-            "{:<5} {:<24} {:<10} {:<5} ({})",
+            "{:<4} {:<26} {:<9} {:<5} {} {}",
             s["protocol"].as_str().unwrap_or("?").to_uppercase(),
             vip,
             s["scheduler"].as_str().unwrap_or("?"),
             s["mode"].as_str().unwrap_or("?"),
             s["name"].as_str().unwrap_or("?"),
+            svc_cols
         );
         for r in s["real_servers"].as_array().into_iter().flatten() {
+            let mut extra = String::new();
+            if view == View::Conns {
+                extra.push_str(&format!("  mac {}", r["mac"].as_str().unwrap_or("-")));
+                if let Some(h) = r["health_reason"].as_str() {
+                    extra.push_str(&format!("  [health: {h}]"));
+                }
+                if let Some(note) = r["note"].as_str() {
+                    extra.push_str(&format!("  [{note}]"));
+                }
+            }
             println!(
-                "  -> {:<21} {:>6} {:<9} {:>9} {:>9} {:>10} {:>12}  {}{}",
+                "  -> {:<26} {}{}",
                 r["address"].as_str().unwrap_or("?"),
-                n(r, "weight"),
-                r["state"].as_str().unwrap_or("?"),
-                n(r, "active_flows"),
-                n(r, "inactive_flows"),
-                n(r, "packets"),
-                n(r, "bytes"),
-                r["mac"].as_str().unwrap_or("-"),
-                r["note"].as_str().map(|s| format!("  [{s}]")).unwrap_or_default(),
+                columns(r, view),
+                extra
             );
         }
     }
@@ -98,6 +152,11 @@ fn print_stats(data: &Value) {
         "flow_evictions",
         "flow_expirations",
         "rescheduled",
+        "syn_second_chance",
+        "echo_replies",
+        "icmp_errors_forwarded",
+        "fragments_forwarded",
+        "tun_segments",
         "arp_replies",
         "arp_requests",
         "ring_drops",
@@ -119,8 +178,18 @@ fn print_stats(data: &Value) {
 fn main() -> ExitCode {
     let args = Args::parse();
     let socket = socket_path(args.socket);
+    let mut view = View::Conns;
     let (req, json) = match args.cmd {
-        Cmd::List { json } => (Request::List, json),
+        Cmd::List { json, stats, rate } => {
+            view = if stats {
+                View::Stats
+            } else if rate {
+                View::Rate
+            } else {
+                View::Conns
+            };
+            (Request::List, json)
+        }
         Cmd::Stats { json } => (Request::Stats, json),
         Cmd::Drain { service, address } => (Request::Drain { service, address }, false),
         Cmd::Enable { service, address } => (Request::Enable { service, address }, false),
@@ -154,7 +223,7 @@ fn main() -> ExitCode {
     if json {
         println!("{}", resp.data);
     } else if is_list {
-        print_list(&resp.data);
+        print_list(&resp.data, view);
     } else if is_stats {
         print_stats(&resp.data);
     } else if let Some(m) = resp.data.get("message").and_then(Value::as_str) {

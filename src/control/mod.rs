@@ -5,7 +5,10 @@
 pub mod arp;
 pub mod config;
 pub mod ctl;
+pub mod health;
+pub mod metrics;
 pub mod nft;
 pub mod publish;
 pub mod rates;
+pub mod route;
 pub mod snapshot;

@@ -26,8 +26,12 @@ pub fn table_name(ifname: &str) -> String {
     format!("ulvs_{clean}")
 }
 
-/// The nft script that (re)creates the drop table atomically.
-pub fn ruleset(ifname: &str, vips: &[u32]) -> String {
+/// The nft script that (re)creates the drop table atomically. Besides the
+/// VIPs, packets from NAT real servers that are not addressed to the
+/// director's own address (their replies to clients, which the director
+/// forwards itself) are dropped too: with forwarding off the kernel would
+/// answer them with ICMP errors.
+pub fn ruleset(ifname: &str, vips: &[u32], nat_servers: &[u32], own_ip: Option<u32>) -> String {
     let t = table_name(ifname);
     let mut s = format!("add table netdev {t}\ndelete table netdev {t}\ntable netdev {t} {{\n");
     s.push_str(&format!(
@@ -36,6 +40,17 @@ pub fn ruleset(ifname: &str, vips: &[u32]) -> String {
     if !vips.is_empty() {
         let list: Vec<String> = vips.iter().map(|v| Ipv4Addr::from(*v).to_string()).collect();
         s.push_str(&format!("    ip daddr {{ {} }} counter drop\n", list.join(", ")));
+    }
+    if !nat_servers.is_empty() {
+        let list: Vec<String> = nat_servers.iter().map(|v| Ipv4Addr::from(*v).to_string()).collect();
+        match own_ip {
+            Some(ip) => s.push_str(&format!(
+                "    ip saddr {{ {} }} ip daddr != {} counter drop\n",
+                list.join(", "),
+                Ipv4Addr::from(ip)
+            )),
+            None => s.push_str(&format!("    ip saddr {{ {} }} counter drop\n", list.join(", "))),
+        }
     }
     s.push_str("  }\n}\n");
     s
@@ -65,8 +80,8 @@ fn run(script: &str) -> Result<(), NftError> {
 ///
 /// # Errors
 /// `nft` is missing or refused the ruleset.
-pub fn install(ifname: &str, vips: &[u32]) -> Result<(), NftError> {
-    run(&ruleset(ifname, vips))
+pub fn install(ifname: &str, vips: &[u32], nat_servers: &[u32], own_ip: Option<u32>) -> Result<(), NftError> {
+    run(&ruleset(ifname, vips, nat_servers, own_ip))
 }
 
 /// Remove the drop rule (ignores a table that is already gone).
@@ -84,11 +99,13 @@ mod tests {
 
     #[test]
     fn script_shape() {
-        let s = ruleset("eth0", &[0xc612_6401, 0xc612_6402]);
+        let s = ruleset("eth0", &[0xc612_6401, 0xc612_6402], &[], None);
         assert!(s.starts_with("add table netdev ulvs_eth0\ndelete table netdev ulvs_eth0\n"));
         assert!(s.contains("hook ingress device \"eth0\" priority -500"));
         assert!(s.contains("ip daddr { 198.18.100.1, 198.18.100.2 } counter drop"));
-        assert!(!ruleset("eth0", &[]).contains("daddr"));
+        assert!(!ruleset("eth0", &[], &[], None).contains("daddr"));
+        let n = ruleset("eth0", &[0xc612_6401], &[0xc612_000b], Some(0xc612_0002));
+        assert!(n.contains("ip saddr { 198.18.0.11 } ip daddr != 198.18.0.2 counter drop"));
         assert_eq!(table_name("veth-a.1"), "ulvs_veth_a_1");
     }
 }

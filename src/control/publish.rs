@@ -170,6 +170,14 @@ fn fwd_timeouts(cfg: &Config) -> Timeouts {
     }
 }
 
+fn fwd_mode(m: CfgMode) -> Mode {
+    match m {
+        CfgMode::Dr => Mode::Dr,
+        CfgMode::Nat => Mode::Nat,
+        CfgMode::Tun => Mode::Tun,
+    }
+}
+
 /// Build the forwarding table from the config, the runtime state and the
 /// neighbour cache.
 pub fn build_table(
@@ -218,6 +226,9 @@ pub fn build_table(
                 port: r.port.unwrap_or(0),
                 mac,
                 state,
+                svc_vip: u32::from(s.vip),
+                svc_port: s.port,
+                mode: fwd_mode(s.mode),
             };
         }
         t.services.push(ServiceFwd {
@@ -227,15 +238,19 @@ pub fn build_table(
                 Protocol::Tcp => 6,
                 Protocol::Udp => 17,
             },
-            mode: match s.mode {
-                CfgMode::Dr => Mode::Dr,
-                CfgMode::Nat => Mode::Nat,
-                CfgMode::Tun => Mode::Tun,
-            },
+            mode: fwd_mode(s.mode),
             maglev: maglev::build(m, &inputs),
             members,
         });
     }
+    t.nat_backends = cfg
+        .services
+        .iter()
+        .filter(|s| s.mode == CfgMode::Nat)
+        .flat_map(|s| s.real_servers.iter().map(|r| u32::from(r.address)))
+        .collect();
+    t.nat_backends.sort_unstable();
+    t.nat_backends.dedup();
     t.sort();
     t
 }

@@ -26,6 +26,14 @@ pub struct Stats {
     pub rescheduled: u64,
     /// SYN retransmits moved to the next server in Maglev order.
     pub syn_second_chance: u64,
+    /// ICMP echo requests to VIPs answered.
+    pub echo_replies: u64,
+    /// ICMP errors to VIPs forwarded to the server owning the quoted flow.
+    pub icmp_errors_forwarded: u64,
+    /// Non-first fragments forwarded (following their first fragment).
+    pub fragments_forwarded: u64,
+    /// Frames produced by segmenting super-frames for IP-in-IP.
+    pub tun_segments: u64,
     pub workers: u64,
     pub generation: u64,
     pub reloads: u64,

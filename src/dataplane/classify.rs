@@ -3,11 +3,12 @@
 //! its own reason so tests can assert exactly which counter moved.
 
 use crate::fwd::flow::FlowKey;
+use crate::fwd::frag::FragKey;
 use crate::fwd::table::FwdTable;
 use crate::io::{pkttype, RxMeta};
 use crate::wire::ethernet::{self, EtherType};
 use crate::wire::ipv4::{self, Ipv4Error, Protocol};
-use crate::wire::{tcp, udp, WireError};
+use crate::wire::{icmp, tcp, udp};
 
 /// Why a frame was not forwarded. The discriminant indexes counter arrays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,7 +24,7 @@ pub enum Reason {
     BadTotalLength,
     /// IPv4 options on a VIP packet (not supported, like Katran).
     IpOptions,
-    /// A fragment of a VIP datagram.
+    /// A non-first fragment whose first fragment was not seen (or expired).
     Fragment,
     /// The TCP/UDP header is cut short.
     TruncatedL4,
@@ -45,10 +46,26 @@ pub enum Reason {
     ServerMacUnknown,
     /// The send failed.
     TxError,
+    /// NAT: a packet from a real server with no flow entry.
+    NatNoFlow,
+    /// NAT: the TTL ran out.
+    TtlExceeded,
+    /// TUN: too big to encapsulate and DF set: an ICMP "fragmentation needed" was sent.
+    TunFragNeeded,
+    /// TUN: too big to encapsulate, DF clear: dropped.
+    TunTooBig,
+    /// An ICMP error to a VIP whose quoted flow is unknown.
+    IcmpNoFlow,
+    /// ICMP to a VIP that is neither an echo request (when answered) nor an error.
+    IcmpOther,
+    /// NAT/TUN: no next-hop MAC (gateway or on-link host unresolved).
+    NextHopUnknown,
+    /// No room to build a frame (headroom or segmentation arena).
+    NoBuffer,
 }
 
 impl Reason {
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 24;
     /// Every reason, in discriminant order.
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::Runt,
@@ -67,6 +84,14 @@ impl Reason {
         Reason::NoServer,
         Reason::ServerMacUnknown,
         Reason::TxError,
+        Reason::NatNoFlow,
+        Reason::TtlExceeded,
+        Reason::TunFragNeeded,
+        Reason::TunTooBig,
+        Reason::IcmpNoFlow,
+        Reason::IcmpOther,
+        Reason::NextHopUnknown,
+        Reason::NoBuffer,
     ];
 
     /// The counter name used in `ulvsadm stats` and metrics.
@@ -88,6 +113,14 @@ impl Reason {
             Reason::NoServer => "no_server",
             Reason::ServerMacUnknown => "server_mac_unknown",
             Reason::TxError => "tx_error",
+            Reason::NatNoFlow => "nat_no_flow",
+            Reason::TtlExceeded => "ttl_exceeded",
+            Reason::TunFragNeeded => "tun_frag_needed",
+            Reason::TunTooBig => "tun_too_big",
+            Reason::IcmpNoFlow => "icmp_no_flow",
+            Reason::IcmpOther => "icmp_other",
+            Reason::NextHopUnknown => "next_hop_unknown",
+            Reason::NoBuffer => "no_buffer",
         }
     }
 
@@ -108,24 +141,28 @@ impl Reason {
     }
 }
 
-/// A VIP packet, ready for the flow table.
+/// What a frame the worker should act on is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Classified {
-    pub key: FlowKey,
-    /// Index into `FwdTable::services`.
-    pub service: usize,
-    /// TCP flags (0 for UDP).
-    pub tcp_flags: u8,
-    /// Offset of the transport header in the frame.
-    pub l4_offset: usize,
+pub enum Packet {
+    /// TCP/UDP to a VIP service (also the first fragment of a datagram).
+    Flow(Classified),
+    /// A later fragment to a VIP (no ports): follows its first fragment.
+    LaterFragment(FragKey),
+    /// An ICMP echo request to a VIP.
+    Echo,
+    /// An ICMP error to a VIP quoting a packet the VIP sent; `key` is the
+    /// flow as the client sent it (reversed quote), `service` its service.
+    IcmpError { key: FlowKey, service: usize },
+    /// NAT: a packet from a real server back to a client.
+    NatReply(Classified),
 }
 
 /// Classify one received frame against the published table.
 ///
 /// # Errors
-/// The [`Reason`] the frame is not forwarded.
+/// The [`Reason`] the frame is not acted on.
 #[inline]
-pub fn classify(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<Classified, Reason> {
+pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<Packet, Reason> {
     if meta.vlan_tci.is_some() {
         return Err(Reason::Vlan);
     }
@@ -148,44 +185,151 @@ pub fn classify(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<Classif
         Ipv4Error::BadTotalLength => Reason::BadTotalLength,
     })?;
     let dst = ip.dst();
-    if !table.is_vip(dst) {
+    let to_vip = table.is_vip(dst);
+    if !to_vip && !table.is_nat_backend(ip.src()) {
         return Err(Reason::NotVip);
     }
     if ip.header_len() != ipv4::MIN_HEADER_LEN {
         return Err(Reason::IpOptions);
     }
-    if ip.is_fragment() {
-        return Err(Reason::Fragment);
-    }
     let proto = ip.protocol();
-    let l4 = ip.payload();
-    let (sport, dport, flags) = match proto {
-        Protocol::Tcp => {
-            let t = tcp::Segment::new_checked(l4).map_err(|e| match e {
-                WireError::Truncated | WireError::Malformed => Reason::TruncatedL4,
-            })?;
-            (t.src_port(), t.dst_port(), t.flags())
-        }
-        Protocol::Udp => {
-            let u = udp::Datagram::new_checked(l4).map_err(|_| Reason::TruncatedL4)?;
-            (u.src_port(), u.dst_port(), 0)
-        }
-        _ => return Err(Reason::NoService),
-    };
     let proto_num: u8 = proto.into();
-    let service = table.find_service(dst, proto_num, dport).ok_or(Reason::NoService)?;
-    Ok(Classified {
+    let frag_off = ip.flags_frag() & ipv4::OFFSET_MASK;
+    let first_fragment = ip.flags_frag() & ipv4::FLAG_MF != 0 && frag_off == 0;
+    if frag_off != 0 {
+        if !to_vip {
+            return Err(Reason::Fragment);
+        }
+        return Ok(Packet::LaterFragment(FragKey {
+            src: ip.src(),
+            dst,
+            id: ip.ident(),
+            proto: proto_num,
+        }));
+    }
+    if !to_vip {
+        if first_fragment {
+            return Err(Reason::Fragment);
+        }
+        // NAT reply candidate: the caller checks the flow table.
+        let c = ports(&ip, proto)?;
+        return Ok(Packet::NatReply(Classified {
+            key: FlowKey {
+                src: ip.src(),
+                dst,
+                sport: c.0,
+                dport: c.1,
+                proto: proto_num,
+            },
+            service: usize::MAX,
+            tcp_flags: c.2,
+            l4_offset: ethernet::HEADER_LEN + ip.header_len(),
+            first_fragment: false,
+            ip_id: ip.ident(),
+        }));
+    }
+    if proto == Protocol::Icmp {
+        if first_fragment {
+            return Err(Reason::Fragment);
+        }
+        let m = icmp::Message::new_checked(ip.payload()).map_err(|_| Reason::TruncatedL4)?;
+        if m.msg_type() == icmp::ECHO_REQUEST && table.answer_ping {
+            return Ok(Packet::Echo);
+        }
+        if !m.is_error() {
+            return Err(Reason::IcmpOther);
+        }
+        // The quoted packet: VIP:vport -> client:cport.
+        let quoted = m.payload();
+        if quoted.len() < 28 {
+            return Err(Reason::TruncatedL4);
+        }
+        let qihl = ((quoted[0] & 0xf) as usize) * 4;
+        if quoted[0] >> 4 != 4 || qihl < 20 || quoted.len() < qihl + 4 {
+            return Err(Reason::TruncatedL4);
+        }
+        let qsrc = u32::from_be_bytes([quoted[12], quoted[13], quoted[14], quoted[15]]);
+        let qdst = u32::from_be_bytes([quoted[16], quoted[17], quoted[18], quoted[19]]);
+        let qproto = quoted[9];
+        if qsrc != dst || (qproto != 6 && qproto != 17) {
+            return Err(Reason::IcmpOther);
+        }
+        let sport = u16::from_be_bytes([quoted[qihl], quoted[qihl + 1]]);
+        let dport = u16::from_be_bytes([quoted[qihl + 2], quoted[qihl + 3]]);
+        let key = FlowKey {
+            src: qdst,
+            dst,
+            sport: dport,
+            dport: sport,
+            proto: qproto,
+        };
+        let service = table.find_service(dst, qproto, sport).ok_or(Reason::NoService)?;
+        return Ok(Packet::IcmpError { key, service });
+    }
+    let c = ports(&ip, proto)?;
+    let service = table.find_service(dst, proto_num, c.1).ok_or(Reason::NoService)?;
+    Ok(Packet::Flow(Classified {
         key: FlowKey {
             src: ip.src(),
             dst,
-            sport,
-            dport,
+            sport: c.0,
+            dport: c.1,
             proto: proto_num,
         },
         service,
-        tcp_flags: flags,
+        tcp_flags: c.2,
         l4_offset: ethernet::HEADER_LEN + ip.header_len(),
-    })
+        first_fragment,
+        ip_id: ip.ident(),
+    }))
+}
+
+/// Source port, destination port and TCP flags.
+#[inline]
+fn ports(ip: &ipv4::Packet<&[u8]>, proto: Protocol) -> Result<(u16, u16, u8), Reason> {
+    let l4 = ip.payload();
+    match proto {
+        Protocol::Tcp => {
+            let t = tcp::Segment::new_checked(l4).map_err(|_| Reason::TruncatedL4)?;
+            Ok((t.src_port(), t.dst_port(), t.flags()))
+        }
+        Protocol::Udp => {
+            let u = udp::Datagram::new_checked(l4).map_err(|_| Reason::TruncatedL4)?;
+            Ok((u.src_port(), u.dst_port(), 0))
+        }
+        _ => Err(Reason::NoService),
+    }
+}
+
+/// A VIP packet, ready for the flow table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classified {
+    pub key: FlowKey,
+    /// Index into `FwdTable::services`.
+    pub service: usize,
+    /// TCP flags (0 for UDP).
+    pub tcp_flags: u8,
+    /// Offset of the transport header in the frame.
+    pub l4_offset: usize,
+    /// The first fragment of a fragmented datagram.
+    pub first_fragment: bool,
+    /// IPv4 identification (for the fragment table).
+    pub ip_id: u16,
+}
+
+/// Classify a frame that must be a TCP/UDP packet to a VIP service (the
+/// DR-only view used by tests and benchmarks).
+///
+/// # Errors
+/// The [`Reason`] the frame is not forwarded.
+#[inline]
+pub fn classify(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<Classified, Reason> {
+    match classify_packet(frame, meta, table)? {
+        Packet::Flow(c) if !c.first_fragment => Ok(c),
+        Packet::Flow(_) | Packet::LaterFragment(_) => Err(Reason::Fragment),
+        Packet::NatReply(_) => Err(Reason::NotVip),
+        Packet::Echo | Packet::IcmpError { .. } => Err(Reason::NoService),
+    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,10 @@ pub struct WorkerStats {
     pub expirations: AtomicU64,
     pub rescheduled: AtomicU64,
     pub syn_second_chance: AtomicU64,
+    pub echo_replies: AtomicU64,
+    pub icmp_errors_forwarded: AtomicU64,
+    pub fragments_forwarded: AtomicU64,
+    pub tun_segmented: AtomicU64,
     pub generation: AtomicU64,
     pub backends: Box<[BackendCounters]>,
 }
@@ -68,6 +72,10 @@ impl Default for WorkerStats {
             expirations: AtomicU64::new(0),
             rescheduled: AtomicU64::new(0),
             syn_second_chance: AtomicU64::new(0),
+            echo_replies: AtomicU64::new(0),
+            icmp_errors_forwarded: AtomicU64::new(0),
+            fragments_forwarded: AtomicU64::new(0),
+            tun_segmented: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             backends: (0..MAX_BACKEND_IDS).map(|_| BackendCounters::default()).collect(),
         }

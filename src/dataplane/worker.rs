@@ -7,19 +7,27 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
-use super::classify::{classify, Classified, Reason};
-use super::rewrite;
+use super::classify::{classify_packet, Classified, Packet, Reason};
+use super::rewrite::{self, NatSide, TunOuter};
 use super::stats::{bump, bump_i, WorkerStats};
 use crate::fwd::flow::{FlowEntry, FlowKey, FlowState, FlowTable};
-use crate::fwd::maglev::flow_hash;
-use crate::fwd::table::{BackendState, FwdTable, Mode, ServiceFwd};
-use crate::io::{Action, Device, Frame};
+use crate::fwd::frag::{FragKey, FragTable};
+use crate::fwd::maglev::{flow_hash, NO_SERVER};
+use crate::fwd::table::{BackendFwd, BackendState, FwdTable, Mode, ServiceFwd};
+use crate::io::{Action, Device, Frame, TxArena};
 use crate::wire::tcp;
 
 /// Frames per batch.
 pub const BATCH: usize = 64;
 /// Flow-table buckets expired per batch by the incremental sweep.
 const SWEEP_BUCKETS: usize = 64;
+/// A SYN retransmitted this long after the first moves to the next server.
+pub const SYN_SECOND_CHANCE_MS: u32 = 500;
+/// Fragment table size and lifetime (per worker).
+const FRAG_SLOTS: usize = 4096;
+const FRAG_TIMEOUT_MS: u32 = 30_000;
+/// `FlowEntry::flags`: the entry is the reply direction of a NAT flow.
+const FLAG_REVERSE: u8 = 1;
 
 /// State shared between the slow path and every worker.
 pub struct Shared {
@@ -42,9 +50,11 @@ impl Shared {
 pub struct Worker<D: Device> {
     dev: D,
     flows: FlowTable,
+    frags: FragTable,
     stats: Arc<WorkerStats>,
     shared: Arc<Shared>,
     epoch: Instant,
+    ip_id: u16,
 }
 
 /// A coarse millisecond clock that wraps (flow entries use wrapping math).
@@ -62,9 +72,11 @@ impl<D: Device> Worker<D> {
         Worker {
             dev,
             flows,
+            frags: FragTable::new(FRAG_SLOTS, FRAG_TIMEOUT_MS),
             stats,
             shared,
             epoch: Instant::now(),
+            ip_id: 1,
         }
     }
 
@@ -111,9 +123,16 @@ impl<D: Device> Worker<D> {
             stats.generation.store(table.generation, Ordering::Relaxed);
         }
         let flows = &mut self.flows;
-        let st = self
-            .dev
-            .process_batch(BATCH, |f| handle(f, &table, flows, stats, now))?;
+        let mut cx = Ctx {
+            table: &table,
+            flows,
+            frags: &mut self.frags,
+            stats,
+            now,
+            ip_id: &mut self.ip_id,
+        };
+        let st = self.dev.process_batch(BATCH, |f, arena| handle(f, arena, &mut cx))?;
+        let flows = &mut self.flows;
         if st.tx_failed > 0 {
             bump(&stats.drops[Reason::TxError as usize], st.tx_failed as u64);
             bump(&stats.forwarded, 0u64.wrapping_sub(st.tx_failed as u64));
@@ -138,6 +157,9 @@ impl<D: Device> Worker<D> {
 
 /// A flow left the table: undo its share of its server's gauges.
 fn on_removed(stats: &WorkerStats, e: &FlowEntry) {
+    if e.flags & FLAG_REVERSE != 0 {
+        return;
+    }
     let b = stats.backend(e.backend);
     if is_active(e.state) {
         bump_i(&b.active, -1);
@@ -174,123 +196,357 @@ fn keeps_backend(state: BackendState, reschedule_on_down: bool) -> bool {
 
 /// State of a new flow from its first packet.
 #[inline]
-fn initial_state(c: &Classified) -> FlowState {
-    if c.key.proto == 17 {
+fn initial_state(proto: u8, tcp_flags: u8) -> FlowState {
+    if proto == 17 {
         FlowState::Udp
-    } else if c.tcp_flags & (tcp::FIN | tcp::RST) != 0 {
+    } else if tcp_flags & (tcp::FIN | tcp::RST) != 0 {
         FlowState::TcpClosing
-    } else if c.tcp_flags & tcp::SYN != 0 && c.tcp_flags & tcp::ACK == 0 {
+    } else if tcp_flags & tcp::SYN != 0 && tcp_flags & tcp::ACK == 0 {
         FlowState::TcpSyn
     } else {
         FlowState::TcpEstablished
     }
 }
 
-/// Find the flow's backend, creating or re-pinning the flow as needed.
-/// Returns the backend id, or the reason there is none.
+/// Advance a TCP entry's state with one packet's flags.
 #[inline]
-fn backend_for(
-    c: &Classified,
-    svc: &ServiceFwd,
-    table: &FwdTable,
-    flows: &mut FlowTable,
-    stats: &WorkerStats,
-    now: u32,
-) -> Result<u32, Reason> {
-    if let Some(e) = flows.get(&c.key, now, &mut |e| on_removed(stats, e)) {
-        let was_active = is_active(e.state);
-        // TCP state from this packet's flags.
-        if c.key.proto == 6 {
-            if c.tcp_flags & (tcp::FIN | tcp::RST) != 0 {
-                e.state = FlowState::TcpClosing;
-            } else if e.state == FlowState::TcpSyn && c.tcp_flags & tcp::SYN == 0 {
-                e.state = FlowState::TcpEstablished;
-            } else if e.state == FlowState::TcpClosing && c.tcp_flags & tcp::SYN != 0 {
-                // Port reuse: a new connection on a remembered tuple.
-                e.state = FlowState::TcpSyn;
+fn advance(e: &mut FlowEntry, proto: u8, flags: u8) {
+    if proto != 6 {
+        return;
+    }
+    if flags & (tcp::FIN | tcp::RST) != 0 {
+        e.state = FlowState::TcpClosing;
+    } else if e.state == FlowState::TcpSyn && flags & tcp::SYN == 0 {
+        e.state = FlowState::TcpEstablished;
+    } else if e.state == FlowState::TcpClosing && flags & tcp::SYN != 0 && flags & tcp::ACK == 0 {
+        // Port reuse: a new connection on a remembered tuple.
+        e.state = FlowState::TcpSyn;
+        e.first_ms = e.last_ms;
+    }
+}
+
+/// Move a flow's share of the gauges from one backend/state to another.
+#[inline]
+fn move_gauges(stats: &WorkerStats, old: u32, was_active: bool, new: u32, now_active: bool) {
+    if old == new && was_active == now_active {
+        return;
+    }
+    let (o, n) = (stats.backend(old), stats.backend(new));
+    bump_i(if was_active { &o.active } else { &o.inactive }, -1);
+    bump_i(if now_active { &n.active } else { &n.inactive }, 1);
+}
+
+/// The next server after Maglev slot `slot` that is not `avoid` (the SYN
+/// second chance: the flow's next choice in Maglev preference order).
+#[inline]
+fn next_in_maglev(svc: &ServiceFwd, slot: u32, avoid: u32) -> Option<(u32, u32)> {
+    let m = svc.maglev.len() as u32;
+    let mut s = slot;
+    for _ in 0..m {
+        s += 1;
+        if s >= m {
+            s = 0;
+        }
+        let i = svc.maglev[s as usize];
+        if i != NO_SERVER {
+            let id = svc.members[i as usize];
+            if id != avoid {
+                return Some((id, s));
             }
         }
+    }
+    None
+}
+
+/// Everything `handle` works with.
+struct Ctx<'a> {
+    table: &'a FwdTable,
+    flows: &'a mut FlowTable,
+    frags: &'a mut FragTable,
+    stats: &'a WorkerStats,
+    now: u32,
+    ip_id: &'a mut u16,
+}
+
+/// Find the flow's backend, creating or re-pinning the flow as needed.
+#[inline]
+fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<u32, Reason> {
+    let (table, stats, now) = (cx.table, cx.stats, cx.now);
+    if let Some(e) = cx.flows.get(&c.key, now, &mut |e| on_removed(stats, e)) {
+        let was_active = is_active(e.state);
+        let syn_retransmit = e.state == FlowState::TcpSyn
+            && c.tcp_flags & tcp::SYN != 0
+            && c.tcp_flags & tcp::ACK == 0
+            && now.wrapping_sub(e.first_ms) >= SYN_SECOND_CHANCE_MS;
+        advance(e, c.key.proto, c.tcp_flags);
         e.last_ms = now;
-        let now_active = is_active(e.state);
         let old = e.backend;
-        let id = if keeps_backend(table.backend(old).state, table.reschedule_on_down) {
-            old
-        } else {
+        let mut id = old;
+        if !keeps_backend(table.backend(old).state, table.reschedule_on_down) {
             // Its server is gone or down: pick a live one (IPVS expire_nodest_conn).
-            let Some((id, slot)) = svc.pick(flow_hash(&key_bytes(&c.key))) else {
+            let Some((nid, slot)) = svc.pick(flow_hash(&key_bytes(&c.key))) else {
                 return Err(Reason::NoServer);
             };
-            e.backend = id;
             e.aux = slot;
+            id = nid;
             bump(&stats.rescheduled, 1);
-            id
-        };
-        if id != old || was_active != now_active {
-            let (o, n) = (stats.backend(old), stats.backend(id));
-            if was_active {
-                bump_i(&o.active, -1);
-            } else {
-                bump_i(&o.inactive, -1);
-            }
-            if now_active {
-                bump_i(&n.active, 1);
-            } else {
-                bump_i(&n.inactive, 1);
+        } else if syn_retransmit {
+            // The server did not answer the first SYN: a silent failure the
+            // health check has not seen yet. Try the next server.
+            if let Some((nid, slot)) = next_in_maglev(svc, e.aux, old) {
+                e.aux = slot;
+                e.first_ms = now;
+                id = nid;
+                bump(&stats.syn_second_chance, 1);
             }
         }
+        e.backend = id;
+        move_gauges(stats, old, was_active, id, is_active(e.state));
         return Ok(id);
     }
     let Some((id, slot)) = svc.pick(flow_hash(&key_bytes(&c.key))) else {
         return Err(Reason::NoServer);
     };
-    let state = initial_state(c);
-    let e = flows.insert(c.key, state, id, now, &mut |e| on_removed(stats, e));
+    let state = initial_state(c.key.proto, c.tcp_flags);
+    let e = cx.flows.insert(c.key, state, id, now, &mut |e| on_removed(stats, e));
     e.aux = slot;
     let b = stats.backend(id);
     bump(&b.conns, 1);
-    if is_active(state) {
-        bump_i(&b.active, 1);
-    } else {
-        bump_i(&b.inactive, 1);
-    }
+    bump_i(if is_active(state) { &b.active } else { &b.inactive }, 1);
     Ok(id)
+}
+
+/// What is being sent to a real server.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Payload {
+    /// A TCP/UDP packet (or first fragment) with its transport header.
+    Flow,
+    /// A later fragment: addresses only.
+    Fragment,
+    /// An ICMP error quoting a packet the VIP sent.
+    IcmpError,
+}
+
+/// Rewrite the frame for backend `b` by its service's mode.
+#[inline]
+fn send_to(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>, b: &BackendFwd, what: Payload) -> Result<Action, Reason> {
+    let t = cx.table;
+    let mac = b.mac.ok_or(Reason::ServerMacUnknown)?;
+    match b.mode {
+        Mode::Dr => {
+            rewrite::dr(f.data_mut(), mac, t.director_mac);
+            Ok(Action::Transmit)
+        }
+        Mode::Nat => {
+            let port = (b.port != 0).then_some(b.port);
+            let partial = f.vnet.needs_csum();
+            let ok = match what {
+                Payload::Flow => rewrite::nat(f.data_mut(), NatSide::Dst, b.addr, port, true, partial, mac, t.director_mac),
+                Payload::Fragment => {
+                    rewrite::nat(f.data_mut(), NatSide::Dst, b.addr, None, false, partial, mac, t.director_mac)
+                }
+                Payload::IcmpError => rewrite::nat_icmp_error(f.data_mut(), b.addr, port, mac, t.director_mac),
+            };
+            if ok {
+                Ok(Action::Transmit)
+            } else {
+                Err(Reason::TtlExceeded)
+            }
+        }
+        Mode::Tun => {
+            let outer = TunOuter {
+                src: t.director_ip,
+                dst: b.addr,
+                dst_mac: mac,
+                src_mac: t.director_mac,
+                ttl: 64,
+            };
+            let d = f.data();
+            let df = d.len() > 20 && u16::from_be_bytes([d[20], d[21]]) & crate::wire::ipv4::FLAG_DF != 0;
+            let ihl = ((d[14] & 0xf) as usize) * 4;
+            // Largest inner packet that will go on the wire.
+            let inner = if f.vnet.is_gso() {
+                let l4 = 14 + ihl;
+                let thl = if d.len() > l4 + 12 { ((d[l4 + 12] >> 4) as usize) * 4 } else { 20 };
+                (ihl + thl + f.vnet.gso_size as usize).min(f.len() - 14)
+            } else {
+                f.len() - 14
+            };
+            if inner + 20 > t.mtu as usize {
+                if !df {
+                    return Err(Reason::TunTooBig);
+                }
+                cx.stats.drop(Reason::TunFragNeeded);
+                let mtu = (t.mtu.saturating_sub(20)).min(u16::MAX as u32) as u16;
+                return if rewrite::icmp_frag_needed(f, t.director_mac, mtu) {
+                    Ok(Action::Transmit)
+                } else {
+                    Err(Reason::NoBuffer)
+                };
+            }
+            if f.vnet.is_gso() {
+                let vnet = f.vnet;
+                let n = rewrite::segment_tcp4(f.data(), &vnet, Some((&outer, &mut *cx.ip_id)), arena)
+                    .ok_or(Reason::NoBuffer)?;
+                bump(&cx.stats.tun_segmented, n as u64);
+                // The segments are in the arena; the super-frame itself is not sent.
+                return Ok(Action::Drop);
+            }
+            let mut vnet = f.vnet;
+            if !rewrite::complete_checksum(f.data_mut(), &mut vnet) {
+                return Err(Reason::TruncatedL4);
+            }
+            f.vnet = vnet;
+            let id = *cx.ip_id;
+            *cx.ip_id = id.wrapping_add(1);
+            if rewrite::tun_encap(f, &outer, id) {
+                Ok(Action::Transmit)
+            } else {
+                Err(Reason::NoBuffer)
+            }
+        }
+    }
+}
+
+/// Count a frame sent to backend `id`.
+#[inline]
+fn count_in(cx: &Ctx<'_>, id: u32, len: usize) {
+    let b = cx.stats.backend(id);
+    bump(&b.packets, 1);
+    bump(&b.bytes, len as u64);
+    bump(&cx.stats.forwarded, 1);
+    bump(&cx.stats.bytes_forwarded, len as u64);
+}
+
+#[inline]
+fn flow_packet(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>, c: &Classified) -> Result<Action, Reason> {
+    let svc = &cx.table.services[c.service];
+    let id = backend_for(c, svc, cx)?;
+    let b = *cx.table.backend(id);
+    if b.mac.is_none() {
+        return Err(Reason::ServerMacUnknown);
+    }
+    if c.first_fragment {
+        let k = FragKey {
+            src: c.key.src,
+            dst: c.key.dst,
+            id: c.ip_id,
+            proto: c.key.proto,
+        };
+        cx.frags.insert(k, id, cx.now);
+    }
+    if b.mode == Mode::Nat {
+        // Make sure the reply direction is known (created with the flow,
+        // recreated if it expired on its own).
+        let rport = if b.port != 0 { b.port } else { c.key.dport };
+        let rkey = FlowKey {
+            src: b.addr,
+            dst: c.key.src,
+            sport: rport,
+            dport: c.key.sport,
+            proto: c.key.proto,
+        };
+        let stats = cx.stats;
+        let hit = cx.flows.get(&rkey, cx.now, &mut |e| on_removed(stats, e)).map(|e| e.backend == id);
+        if hit != Some(true) {
+            let state = initial_state(c.key.proto, 0);
+            let e = cx.flows.insert(rkey, state, id, cx.now, &mut |e| on_removed(stats, e));
+            e.flags = FLAG_REVERSE;
+        }
+    }
+    let len = f.len();
+    let a = send_to(f, arena, cx, &b, Payload::Flow)?;
+    count_in(cx, id, len);
+    Ok(a)
+}
+
+#[inline]
+fn later_fragment(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>, k: &FragKey) -> Result<Action, Reason> {
+    let id = cx.frags.get(k, cx.now).ok_or(Reason::Fragment)?;
+    let b = *cx.table.backend(id);
+    if b.state == BackendState::Removed {
+        return Err(Reason::Fragment);
+    }
+    let len = f.len();
+    let a = send_to(f, arena, cx, &b, Payload::Fragment)?;
+    count_in(cx, id, len);
+    bump(&cx.stats.fragments_forwarded, 1);
+    Ok(a)
+}
+
+#[inline]
+fn icmp_error(
+    f: &mut Frame<'_>,
+    arena: &mut TxArena,
+    cx: &mut Ctx<'_>,
+    key: &FlowKey,
+) -> Result<Action, Reason> {
+    let stats = cx.stats;
+    let id = cx
+        .flows
+        .get(key, cx.now, &mut |e| on_removed(stats, e))
+        .map(|e| e.backend)
+        .ok_or(Reason::IcmpNoFlow)?;
+    let b = *cx.table.backend(id);
+    let len = f.len();
+    let a = send_to(f, arena, cx, &b, Payload::IcmpError)?;
+    count_in(cx, id, len);
+    bump(&cx.stats.icmp_errors_forwarded, 1);
+    Ok(a)
+}
+
+#[inline]
+fn nat_reply(f: &mut Frame<'_>, cx: &mut Ctx<'_>, c: &Classified) -> Result<Action, Reason> {
+    let (stats, now) = (cx.stats, cx.now);
+    let e = cx
+        .flows
+        .get(&c.key, now, &mut |e| on_removed(stats, e))
+        .filter(|e| e.flags & FLAG_REVERSE != 0)
+        .ok_or(Reason::NatNoFlow)?;
+    e.last_ms = now;
+    advance(e, c.key.proto, c.tcp_flags);
+    let id = e.backend;
+    let b = *cx.table.backend(id);
+    let mac = cx.table.next_hop_mac(c.key.dst).ok_or(Reason::NextHopUnknown)?;
+    let vport = if b.svc_port != 0 { b.svc_port } else { c.key.sport };
+    let len = f.len();
+    let partial = f.vnet.needs_csum();
+    if !rewrite::nat(f.data_mut(), NatSide::Src, b.svc_vip, Some(vport), true, partial, mac, cx.table.director_mac) {
+        return Err(Reason::TtlExceeded);
+    }
+    let bc = stats.backend(id);
+    bump(&bc.out_packets, 1);
+    bump(&bc.out_bytes, len as u64);
+    bump(&stats.forwarded, 1);
+    bump(&stats.bytes_forwarded, len as u64);
+    Ok(Action::Transmit)
 }
 
 /// Decide and rewrite one frame.
 #[inline]
-fn handle(f: &mut Frame<'_>, table: &FwdTable, flows: &mut FlowTable, stats: &WorkerStats, now: u32) -> Action {
-    bump(&stats.frames_seen, 1);
-    let c = match classify(f.data(), &f.meta, table) {
-        Ok(c) => c,
-        Err(r) => {
-            stats.drop(r);
-            return Action::Drop;
+fn handle(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>) -> Action {
+    bump(&cx.stats.frames_seen, 1);
+    let r = match classify_packet(f.data(), &f.meta, cx.table) {
+        Ok(Packet::Flow(c)) => flow_packet(f, arena, cx, &c),
+        Ok(Packet::LaterFragment(k)) => later_fragment(f, arena, cx, &k),
+        Ok(Packet::IcmpError { key, .. }) => icmp_error(f, arena, cx, &key),
+        Ok(Packet::NatReply(c)) => nat_reply(f, cx, &c),
+        Ok(Packet::Echo) => {
+            if rewrite::icmp_echo_reply(f.data_mut(), cx.table.director_mac) {
+                f.vnet = crate::io::VnetHdr::default();
+                bump(&cx.stats.echo_replies, 1);
+                Ok(Action::Transmit)
+            } else {
+                Err(Reason::TruncatedL4)
+            }
         }
+        Err(r) => Err(r),
     };
-    let svc = &table.services[c.service];
-    let id = match backend_for(&c, svc, table, flows, stats, now) {
-        Ok(id) => id,
-        Err(r) => {
-            stats.drop(r);
-            return Action::Drop;
-        }
-    };
-    let Some(mac) = table.backend(id).mac else {
-        stats.drop(Reason::ServerMacUnknown);
-        return Action::Drop;
-    };
-    match svc.mode {
-        Mode::Dr => rewrite::dr(f.data_mut(), mac, table.director_mac),
-        // NAT and TUN are not built yet; the config validator refuses them.
-        Mode::Nat | Mode::Tun => {
-            stats.drop(Reason::NoService);
-            return Action::Drop;
+    match r {
+        Ok(a) => a,
+        Err(reason) => {
+            cx.stats.drop(reason);
+            Action::Drop
         }
     }
-    let b = stats.backend(id);
-    bump(&b.packets, 1);
-    bump(&b.bytes, f.len() as u64);
-    bump(&stats.forwarded, 1);
-    bump(&stats.bytes_forwarded, f.len() as u64);
-    Action::Transmit
 }

@@ -4,5 +4,6 @@
 //! the crate.
 
 pub mod flow;
+pub mod frag;
 pub mod maglev;
 pub mod table;

@@ -48,6 +48,11 @@ pub struct BackendFwd {
     /// Resolved MAC; `None` means no flows can be sent to it.
     pub mac: Option<[u8; 6]>,
     pub state: BackendState,
+    /// Its service's VIP and port (NAT replies are rewritten back to them).
+    pub svc_vip: u32,
+    pub svc_port: u16,
+    /// Its service's forwarding method.
+    pub mode: Mode,
 }
 
 impl BackendFwd {
@@ -57,6 +62,9 @@ impl BackendFwd {
         port: 0,
         mac: None,
         state: BackendState::Removed,
+        svc_vip: 0,
+        svc_port: 0,
+        mode: Mode::Dr,
     };
 }
 
@@ -113,6 +121,16 @@ pub struct FwdTable {
     pub reschedule_on_down: bool,
     pub answer_ping: bool,
     pub timeouts: Timeouts,
+    /// Interface MTU (TUN encapsulation must fit it).
+    pub mtu: u32,
+    /// Addresses of NAT real servers, sorted (their replies are ours).
+    pub nat_backends: Vec<u32>,
+    /// MAC of the default gateway (next hop toward clients), if resolved.
+    pub gateway_mac: Option<[u8; 6]>,
+    /// The interface's on-link prefix (network, mask), host order.
+    pub onlink: (u32, u32),
+    /// Known on-link neighbours (address, MAC), sorted by address.
+    pub neighbours: Vec<(u32, [u8; 6])>,
 }
 
 impl FwdTable {
@@ -127,6 +145,32 @@ impl FwdTable {
             reschedule_on_down: true,
             answer_ping: true,
             timeouts: Timeouts::default(),
+            mtu: 1500,
+            nat_backends: Vec::new(),
+            gateway_mac: None,
+            onlink: (0, u32::MAX),
+            neighbours: Vec::new(),
+        }
+    }
+
+    /// True when `addr` is a NAT real server's address.
+    #[inline]
+    pub fn is_nat_backend(&self, addr: u32) -> bool {
+        !self.nat_backends.is_empty() && self.nat_backends.binary_search(&addr).is_ok()
+    }
+
+    /// The MAC to send a routed packet for `dst` to: the host itself when
+    /// on-link, else the gateway.
+    #[inline]
+    pub fn next_hop_mac(&self, dst: u32) -> Option<[u8; 6]> {
+        let (net, mask) = self.onlink;
+        if mask != 0 && dst & mask == net {
+            self.neighbours
+                .binary_search_by_key(&dst, |n| n.0)
+                .ok()
+                .map(|i| self.neighbours[i].1)
+        } else {
+            self.gateway_mac
         }
     }
 

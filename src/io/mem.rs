@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use super::{Action, BatchStats, Device, Frame, RxMeta, VnetHdr};
+use super::{Action, BatchStats, Device, Frame, RxMeta, TxArena, VnetHdr};
 
 /// Headroom in front of each frame (like the ring's reserve).
 pub const HEADROOM: usize = 128;
@@ -27,6 +27,7 @@ pub struct MemDevice {
     pub sent: Vec<Sent>,
     pub sent_count: u64,
     pub sent_bytes: u64,
+    arena: TxArena,
 }
 
 impl MemDevice {
@@ -43,6 +44,7 @@ impl MemDevice {
             sent: Vec::new(),
             sent_count: 0,
             sent_bytes: 0,
+            arena: TxArena::new(1 << 20, 1024),
         }
     }
 
@@ -72,12 +74,13 @@ impl Device for MemDevice {
         Ok(())
     }
 
-    fn process_batch<F: FnMut(&mut Frame<'_>) -> Action>(
+    fn process_batch<F: FnMut(&mut Frame<'_>, &mut TxArena) -> Action>(
         &mut self,
         max: usize,
         mut f: F,
     ) -> std::io::Result<BatchStats> {
         let mut st = BatchStats::default();
+        self.arena.clear();
         while st.received < max {
             let Some(i) = self.pending.pop_front() else {
                 break;
@@ -85,7 +88,7 @@ impl Device for MemDevice {
             st.received += 1;
             let (len, meta, vnet) = self.info[i];
             let mut frame = Frame::new(&mut self.slots[i], HEADROOM, len, meta, vnet);
-            if f(&mut frame) == Action::Transmit {
+            if f(&mut frame, &mut self.arena) == Action::Transmit {
                 st.sent += 1;
                 self.sent_count += 1;
                 self.sent_bytes += frame.len() as u64;
@@ -97,6 +100,20 @@ impl Device for MemDevice {
                 }
             }
             self.free.push(i);
+        }
+        for k in 0..self.arena.len() {
+            let f = self.arena.frame_with_vnet(k);
+            st.sent += 1;
+            self.sent_count += 1;
+            self.sent_bytes += (f.len() - VnetHdr::LEN) as u64;
+            if self.capture {
+                let mut vb = [0u8; VnetHdr::LEN];
+                vb.copy_from_slice(&f[..VnetHdr::LEN]);
+                self.sent.push(Sent {
+                    bytes: f[VnetHdr::LEN..].to_vec(),
+                    vnet: VnetHdr::parse(&vb),
+                });
+            }
         }
         Ok(st)
     }
@@ -113,7 +130,7 @@ mod tests {
         assert!(d.push_rx(&[4, 5], RxMeta::default(), VnetHdr::default()));
         assert!(!d.push_rx(&[0; 65], RxMeta::default(), VnetHdr::default()));
         let st = d
-            .process_batch(8, |f| {
+            .process_batch(8, |f, _| {
                 if f.data()[0] == 1 {
                     f.data_mut()[0] = 9;
                     assert!(f.push_front(2));

@@ -170,6 +170,61 @@ pub enum Action {
     Transmit,
 }
 
+/// Extra frames built during a batch (software segmentation of super-frames
+/// for IP-in-IP, which the kernel cannot segment from a vnet header). The
+/// memory is allocated once; frames pushed here are sent with the batch.
+pub struct TxArena {
+    buf: Box<[u8]>,
+    used: usize,
+    frames: Vec<(usize, usize)>,
+}
+
+impl TxArena {
+    /// An arena of `bytes` bytes for at most `max_frames` frames.
+    pub fn new(bytes: usize, max_frames: usize) -> Self {
+        TxArena {
+            buf: vec![0u8; bytes].into_boxed_slice(),
+            used: 0,
+            frames: Vec::with_capacity(max_frames),
+        }
+    }
+
+    /// Forget every frame (after they were sent).
+    pub fn clear(&mut self) {
+        self.used = 0;
+        self.frames.clear();
+    }
+
+    /// Reserve a frame of `len` bytes, preceded by a zeroed vnet header (a
+    /// complete frame needing no offload). `None` when full.
+    pub fn push(&mut self, len: usize) -> Option<&mut [u8]> {
+        let need = VnetHdr::LEN + len;
+        if self.frames.len() == self.frames.capacity() || self.used + need > self.buf.len() {
+            return None;
+        }
+        let start = self.used;
+        self.buf[start..start + VnetHdr::LEN].fill(0);
+        self.frames.push((start, need));
+        self.used += need;
+        Some(&mut self.buf[start + VnetHdr::LEN..start + need])
+    }
+
+    /// Number of frames held.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Frame `i` with its vnet header in front.
+    pub fn frame_with_vnet(&mut self, i: usize) -> &mut [u8] {
+        let (s, l) = self.frames[i];
+        &mut self.buf[s..s + l]
+    }
+}
+
 /// Totals of one [`Device::process_batch`] call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchStats {
@@ -187,13 +242,14 @@ pub trait Device {
     fn wait(&mut self, timeout_ms: i32) -> std::io::Result<()>;
 
     /// Take up to `max` received frames, call `f` on each (it may rewrite the
-    /// frame in place), transmit those for which it returns
-    /// [`Action::Transmit`] in one batch, then give the buffers back.
+    /// frame in place, or add frames to the arena), transmit those for which
+    /// it returns [`Action::Transmit`] and the arena's frames in one batch,
+    /// then give the buffers back.
     ///
     /// # Errors
     /// Only for device-level failures; per-frame send failures are counted in
     /// [`BatchStats::tx_failed`].
-    fn process_batch<F: FnMut(&mut Frame<'_>) -> Action>(
+    fn process_batch<F: FnMut(&mut Frame<'_>, &mut TxArena) -> Action>(
         &mut self,
         max: usize,
         f: F,

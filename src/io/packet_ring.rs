@@ -5,7 +5,7 @@
 use std::io;
 
 use super::sys::{PacketRing, RingConfig};
-use super::{Action, BatchStats, Device, Frame};
+use super::{Action, BatchStats, Device, Frame, TxArena};
 
 /// A worker's AF_PACKET device.
 pub struct PacketDevice {
@@ -29,7 +29,7 @@ impl Device for PacketDevice {
         self.ring.wait(timeout_ms)
     }
 
-    fn process_batch<F: FnMut(&mut Frame<'_>) -> Action>(&mut self, max: usize, f: F) -> io::Result<BatchStats> {
+    fn process_batch<F: FnMut(&mut Frame<'_>, &mut TxArena) -> Action>(&mut self, max: usize, f: F) -> io::Result<BatchStats> {
         self.ring.process_batch(max, f)
     }
 

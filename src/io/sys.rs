@@ -15,7 +15,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{Action, BatchStats, Frame, RxMeta, VnetHdr};
+use super::{Action, BatchStats, Frame, RxMeta, TxArena, VnetHdr};
 
 const ETH_P_ALL: u16 = 0x0003;
 /// EtherType of ARP, for the slow path's socket.
@@ -29,6 +29,9 @@ const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_FANOUT_HASH: u32 = 0;
+/// Size of the per-ring arena for software-segmented frames.
+const ARENA_BYTES: usize = 4 << 20;
+const ARENA_FRAMES: usize = 2048;
 
 /// `struct tpacket2_hdr` (linux/if_packet.h).
 #[repr(C)]
@@ -122,6 +125,8 @@ pub struct IfInfo {
     pub mac: [u8; 6],
     /// First IPv4 address (host order), if any.
     pub ipv4: Option<u32>,
+    /// Its netmask (host order; 0 when there is no address).
+    pub netmask: u32,
     pub mtu: u32,
 }
 
@@ -168,7 +173,23 @@ pub fn if_info(name: &str) -> io::Result<IfInfo> {
         }
         Err(_) => None,
     };
-    Ok(IfInfo { index, mac, ipv4, mtu })
+    let netmask = match ioctl(&mut req, libc::SIOCGIFNETMASK) {
+        Ok(()) => {
+            // SAFETY: SIOCGIFNETMASK filled the netmask member with a sockaddr_in.
+            let sin: libc::sockaddr_in = unsafe {
+                std::ptr::read_unaligned(&req.ifr_ifru.ifru_netmask as *const libc::sockaddr as *const libc::sockaddr_in)
+            };
+            u32::from_be(sin.sin_addr.s_addr)
+        }
+        Err(_) => 0,
+    };
+    Ok(IfInfo {
+        index,
+        mac,
+        ipv4,
+        netmask,
+        mtu,
+    })
 }
 
 /// Pin the calling thread to one CPU.
@@ -285,6 +306,7 @@ pub struct PacketRing {
     iov: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
     tx_slots: Vec<usize>,
+    arena: TxArena,
 }
 
 // SAFETY: the mapping is owned by this value alone and only touched through
@@ -344,9 +366,10 @@ impl PacketRing {
             map_len,
             cfg,
             cursor: 0,
-            iov: Vec::with_capacity(cfg.batch),
-            msgs: Vec::with_capacity(cfg.batch),
+            iov: Vec::with_capacity(cfg.batch + ARENA_FRAMES),
+            msgs: Vec::with_capacity(cfg.batch + ARENA_FRAMES),
             tx_slots: Vec::with_capacity(cfg.batch),
+            arena: TxArena::new(ARENA_BYTES, ARENA_FRAMES),
         };
         bind_packet(raw, ifindex, ETH_P_ALL)?;
         if let Some(group) = cfg.fanout_group {
@@ -396,11 +419,16 @@ impl PacketRing {
     ///
     /// # Errors
     /// Never for per-frame problems; those are counted.
-    pub fn process_batch<F: FnMut(&mut Frame<'_>) -> Action>(&mut self, max: usize, mut f: F) -> io::Result<BatchStats> {
+    pub fn process_batch<F: FnMut(&mut Frame<'_>, &mut TxArena) -> Action>(
+        &mut self,
+        max: usize,
+        mut f: F,
+    ) -> io::Result<BatchStats> {
         let max = max.min(self.cfg.batch);
         let mut st = BatchStats::default();
         self.iov.clear();
         self.tx_slots.clear();
+        self.arena.clear();
         let n_slots = self.cfg.frame_nr;
         while st.received < max {
             let i = (self.cursor + st.received) % n_slots;
@@ -433,7 +461,7 @@ impl PacketRing {
             vb.copy_from_slice(&area[head - VnetHdr::LEN..head]);
             let vnet = VnetHdr::parse(&vb);
             let mut frame = Frame::new(area, head, snap, meta, vnet);
-            if f(&mut frame) == Action::Transmit {
+            if f(&mut frame, &mut self.arena) == Action::Transmit {
                 let vnet = frame.vnet;
                 let (buf, head, len) = frame.parts();
                 let vh: &mut [u8; VnetHdr::LEN] = (&mut buf[head - VnetHdr::LEN..head]).try_into().expect("10 bytes");
@@ -444,6 +472,13 @@ impl PacketRing {
                 });
                 self.tx_slots.push(i);
             }
+        }
+        for k in 0..self.arena.len() {
+            let fr = self.arena.frame_with_vnet(k);
+            self.iov.push(libc::iovec {
+                iov_base: fr.as_mut_ptr() as *mut libc::c_void,
+                iov_len: fr.len(),
+            });
         }
         if !self.iov.is_empty() {
             let (sent, failed) = self.send_all();

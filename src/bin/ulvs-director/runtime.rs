@@ -4,8 +4,8 @@
 //! changes. Workers run on their own threads and only read that table.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, ErrorKind, Write};
-use std::net::Ipv4Addr;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -21,7 +21,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use serde_json::json;
 use ulvs::control::arp::{self, NeighbourCache};
-use ulvs::control::config::{Config, ConfigError, IoBackend, Mode};
+use ulvs::control::config::{Config, ConfigError, HealthKind, IoBackend, Mode};
+use ulvs::control::health::{self, Checker, ProbeKind, Target};
+use ulvs::control::metrics;
 use ulvs::control::ctl::{Request, Response};
 use ulvs::control::nft;
 use ulvs::control::publish::{self, Runtime};
@@ -36,20 +38,13 @@ use crate::report::{self, SlowCounters};
 
 const LISTENER: Token = Token(0);
 const ARP: Token = Token(1);
+const METRICS: Token = Token(2);
+/// Most on-link neighbours remembered from ARP (next hops for NAT replies).
+const MAX_SEEN_NEIGHBOURS: usize = 4096;
 
 /// Config that is valid per the contract but that this build cannot run yet.
 pub fn unsupported(cfg: &Config, file: &str) -> Vec<ConfigError> {
     let mut out = Vec::new();
-    for (i, s) in cfg.services.iter().enumerate() {
-        if s.mode != Mode::Dr {
-            out.push(ConfigError {
-                file: file.to_string(),
-                line: s.line,
-                field: format!("services[{i}].mode"),
-                message: format!("mode {} is not supported by this build yet (only dr)", s.mode),
-            });
-        }
-    }
     if cfg.io == IoBackend::AfXdp {
         out.push(ConfigError {
             file: file.to_string(),
@@ -96,6 +91,67 @@ struct Director {
     slow: SlowCounters,
     rates: RateMeter<u32>,
     health_reasons: HashMap<u32, String>,
+    checker: Checker,
+    gateway: Option<u32>,
+    /// ARP senders seen on the segment (next hops for NAT replies).
+    seen: HashMap<u32, [u8; 6]>,
+    dirty: bool,
+    started_unix: f64,
+}
+
+/// Does the config have any NAT service?
+fn has_nat(cfg: &Config) -> bool {
+    cfg.services.iter().any(|s| s.mode == Mode::Nat)
+}
+
+fn nat_servers(cfg: &Config) -> Vec<u32> {
+    let mut v: Vec<u32> = cfg
+        .services
+        .iter()
+        .filter(|s| s.mode == Mode::Nat)
+        .flat_map(|s| s.real_servers.iter().map(|r| u32::from(r.address)))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Health-check targets of the config (services whose kind is not `none`).
+fn health_targets(cfg: &Config, rt: &Runtime) -> Vec<Target> {
+    let mut out = Vec::new();
+    for s in &cfg.services {
+        let h = &s.health;
+        if h.kind == HealthKind::None {
+            continue;
+        }
+        for r in &s.real_servers {
+            let Some(srt) = rt.get(&s.name, r.address, r.port) else {
+                continue;
+            };
+            let port = h.port.or(r.port).unwrap_or(s.port);
+            if port == 0 {
+                continue;
+            }
+            let kind = match h.kind {
+                HealthKind::Http => ProbeKind::Http {
+                    path: h.path.clone(),
+                    host: r.address.to_string(),
+                    expect_status: h.expect_status,
+                },
+                _ => ProbeKind::Tcp,
+            };
+            out.push(Target {
+                id: srt.id,
+                addr: SocketAddrV4::new(r.address, port),
+                kind,
+                interval_ms: h.interval_ms,
+                timeout_ms: h.timeout_ms,
+                rise: h.rise,
+                fall: h.fall,
+            });
+        }
+    }
+    out
 }
 
 fn vips(cfg: &Config) -> Vec<u32> {
@@ -128,7 +184,77 @@ impl Director {
             self.ifinfo.ipv4.unwrap_or(0),
             self.slow.generation,
         );
+        let mut table = table;
+        table.mtu = self.ifinfo.mtu;
+        table.gateway_mac = self.gateway.and_then(|g| self.neigh.mac(g).or_else(|| self.seen.get(&g).copied()));
+        if let Some(ip) = self.ifinfo.ipv4 {
+            table.onlink = (ip & self.ifinfo.netmask, self.ifinfo.netmask);
+        }
+        let mut n: Vec<(u32, [u8; 6])> = self.seen.iter().map(|(a, m)| (*a, *m)).collect();
+        n.sort_unstable();
+        table.neighbours = n;
         self.shared.table.store(Arc::new(table));
+        self.dirty = false;
+    }
+
+    /// Addresses whose MACs the director resolves: real servers (on-link;
+    /// off-link ones are reached through the gateway) and the gateway.
+    fn wanted(&self) -> Vec<u32> {
+        let mut w = server_addrs(&self.cfg);
+        w.extend(self.gateway);
+        w.sort_unstable();
+        w.dedup();
+        w
+    }
+
+    /// Apply health transitions from the checker.
+    fn health_tick(&mut self) {
+        let ts = self.checker.poll_transitions();
+        if ts.is_empty() {
+            return;
+        }
+        for t in ts {
+            if let Some(s) = self.rt.servers.values_mut().find(|s| s.id == t.id) {
+                s.health = match t.health {
+                    health::Health::Up => publish::Health::Up,
+                    health::Health::Down => publish::Health::Down,
+                };
+            }
+        }
+        self.health_reasons = self
+            .checker
+            .states()
+            .into_iter()
+            .filter_map(|(id, _, reason)| reason.map(|r| (id, r)))
+            .collect();
+        self.publish();
+    }
+
+    fn serve_metrics(&mut self, mut stream: TcpStream) {
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let _ = stream.set_write_timeout(Some(Duration::from_millis(1000)));
+        let mut head = Vec::with_capacity(1024);
+        let mut buf = [0u8; 1024];
+        while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+                Err(_) => break,
+            }
+        }
+        let resp = metrics::http_response(&head, || {
+            let stats = report::stats(&self.stats, &self.slow);
+            let list = report::list(&self.cfg, &self.rt, &self.neigh, &self.stats, &self.rates, &self.health_reasons);
+            metrics::render(
+                &stats,
+                &list,
+                &metrics::Extra {
+                    start_time_seconds: self.started_unix,
+                    version: env!("CARGO_PKG_VERSION"),
+                },
+            )
+        });
+        let _ = stream.write_all(&resp);
     }
 
     /// Feed the rate estimator with every backend's counters.
@@ -185,8 +311,13 @@ impl Director {
             }
             if let Some((ip, mac)) = out.learned {
                 if self.neigh.learn(ip, mac, Instant::now()) {
-                    info!("real server {} is at {}", Ipv4Addr::from(ip), fmt_mac(&mac));
+                    info!("neighbour {} is at {}", Ipv4Addr::from(ip), fmt_mac(&mac));
                     changed = true;
+                }
+                let onlink = self.ifinfo.ipv4.is_some_and(|a| (a ^ ip) & self.ifinfo.netmask == 0);
+                if onlink && self.seen.get(&ip) != Some(&mac) && self.seen.len() < MAX_SEEN_NEIGHBOURS {
+                    self.seen.insert(ip, mac);
+                    self.dirty = true;
                 }
             }
         }
@@ -252,8 +383,8 @@ impl Director {
         }
         let old_vips = vips(&self.cfg);
         let new_vips = vips(&new);
-        if old_vips != new_vips {
-            if let Err(e) = nft::install(&new.interface, &new_vips) {
+        if old_vips != new_vips || nat_servers(&self.cfg) != nat_servers(&new) {
+            if let Err(e) = nft::install(&new.interface, &new_vips, &nat_servers(&new), self.ifinfo.ipv4) {
                 // Roll back the runtime to the running config.
                 let _ = rt.sync(&self.cfg);
                 self.rt = rt;
@@ -269,9 +400,24 @@ impl Director {
         new.cpus = self.cfg.cpus.clone();
         new.io = self.cfg.io;
         new.metrics_listen = self.cfg.metrics_listen;
+        if has_nat(&new) && !has_nat(&self.cfg) && self.stats.len() > 1 {
+            warn!("reload: NAT services with {} workers: reply state is per worker; restart to run 1 worker", self.stats.len());
+        }
+        // Servers of services that are no longer checked are up.
+        for s in &new.services {
+            if s.health.kind == HealthKind::None {
+                for r in &s.real_servers {
+                    if let Ok(srt) = rt.find_mut(&new, &s.name, &r.endpoint()) {
+                        srt.health = publish::Health::Up;
+                    }
+                }
+            }
+        }
         self.rt = rt;
         self.cfg = new;
-        self.neigh.set_wanted(server_addrs(&self.cfg));
+        self.checker.update(health_targets(&self.cfg, &self.rt));
+        let wanted = self.wanted();
+        self.neigh.set_wanted(wanted);
         self.arp_tick();
         self.publish();
         let added: Vec<u32> = new_vips.iter().filter(|v| !old_vips.contains(v)).copied().collect();
@@ -370,13 +516,20 @@ fn bind_control(path: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
+/// Each worker's counters and thread.
+type Workers = (Vec<Arc<WorkerStats>>, Vec<JoinHandle<()>>);
+
 fn spawn_workers(
     cfg: &Config,
     ifinfo: &IfInfo,
     shared: &Arc<Shared>,
     dead: &Arc<AtomicBool>,
-) -> Result<(Vec<Arc<WorkerStats>>, Vec<JoinHandle<()>>)> {
-    let n = cfg.workers.max(1);
+) -> Result<Workers> {
+    let mut n = cfg.workers.max(1);
+    if has_nat(cfg) && n > 1 {
+        warn!("NAT services keep their reply state per worker: running 1 worker instead of {n}");
+        n = 1;
+    }
     let per_worker = (cfg.flow_capacity / n).max(1024);
     let group = (std::process::id() & 0xffff) as u16;
     let mut devs = Vec::with_capacity(n);
@@ -390,7 +543,8 @@ fn spawn_workers(
         devs.push(dev);
     }
     info!(
-        "io: af_packet (TPACKET_V2 ring + sendmmsg, vnet headers) with {n} worker(s); AF_XDP is not built yet"
+        "io: af_packet (TPACKET_V2 ring + sendmmsg, vnet headers) with {n} worker(s); io {} chose it because AF_XDP is not built yet",
+        cfg.io.as_str()
     );
     let mut stats = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
@@ -444,13 +598,27 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
     let listener = bind_control(&cfg.control_socket)?;
     let _sock_guard = SocketGuard(cfg.control_socket.clone());
 
-    nft::install(&cfg.interface, &vips(&cfg)).context("installing the VIP drop rule")?;
+    nft::install(&cfg.interface, &vips(&cfg), &nat_servers(&cfg), ifinfo.ipv4)
+        .context("installing the VIP drop rule")?;
     let _nft_guard = NftGuard {
         ifname: cfg.interface.clone(),
     };
     info!("kernel drop rule installed: table netdev {}", nft::table_name(&cfg.interface));
 
     let arp_sock = RawSocket::new(ifinfo.index, sys::ETH_P_ARP).context("opening the ARP socket")?;
+    let gateway = std::fs::read_to_string("/proc/net/route")
+        .ok()
+        .and_then(|t| ulvs::control::route::default_gateway(&t, &cfg.interface));
+    let metrics_listener = match cfg.metrics_listen {
+        Some(a) => {
+            let l = TcpListener::bind(a).with_context(|| format!("binding metrics_listen {a}"))?;
+            l.set_nonblocking(true)?;
+            info!("metrics on http://{a}/metrics");
+            Some(l)
+        }
+        None => None,
+    };
+    let checker = Checker::spawn(health_targets(&cfg, &rt)).context("starting the health checker")?;
     let shared = Arc::new(Shared::new(ulvs::fwd::table::FwdTable::empty(ifinfo.mac)));
     let dead = Arc::new(AtomicBool::new(false));
     let (stats, handles) = spawn_workers(&cfg, &ifinfo, &shared, &dead)?;
@@ -466,14 +634,27 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
         slow: SlowCounters::default(),
         rates: RateMeter::default(),
         health_reasons: HashMap::new(),
+        checker,
+        gateway,
+        seen: HashMap::new(),
+        dirty: false,
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
     };
-    d.neigh.set_wanted(server_addrs(&d.cfg));
+    let wanted = d.wanted();
+    d.neigh.set_wanted(wanted);
 
     let mut poll = Poll::new()?;
     poll.registry()
         .register(&mut SourceFd(&listener.as_raw_fd()), LISTENER, Interest::READABLE)?;
     poll.registry()
         .register(&mut SourceFd(&d.arp.as_raw_fd()), ARP, Interest::READABLE)?;
+    if let Some(l) = &metrics_listener {
+        poll.registry()
+            .register(&mut SourceFd(&l.as_raw_fd()), METRICS, Interest::READABLE)?;
+    }
     let mut events = Events::with_capacity(64);
 
     // Resolve the real servers before announcing the VIPs (up to 1 s), so the
@@ -481,7 +662,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
     d.arp_tick();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(1) {
-        let wanted = server_addrs(&d.cfg);
+        let wanted = d.wanted();
         if wanted.iter().all(|a| d.neigh.mac(*a).is_some()) {
             break;
         }
@@ -501,6 +682,8 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
 
     let mut last_tick = Instant::now();
     let mut last_rates = Instant::now();
+    // Readiness is edge-triggered: serve whatever arrived while starting up.
+    let mut first = true;
     while !term.load(Ordering::Relaxed) {
         if dead.load(Ordering::Relaxed) {
             break;
@@ -510,8 +693,13 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
-        for ev in events.iter() {
-            match ev.token() {
+        let mut tokens: Vec<Token> = events.iter().map(|e| e.token()).collect();
+        if first {
+            first = false;
+            tokens.extend([LISTENER, ARP, METRICS]);
+        }
+        for tok in tokens {
+            match tok {
                 LISTENER => loop {
                     match listener.accept() {
                         Ok((s, _)) => {
@@ -526,6 +714,23 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
                     }
                 },
                 ARP => d.arp_read(),
+                METRICS => {
+                    if let Some(l) = &metrics_listener {
+                        loop {
+                            match l.accept() {
+                                Ok((s, _)) => {
+                                    let _ = s.set_nonblocking(false);
+                                    d.serve_metrics(s);
+                                }
+                                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                                Err(e) => {
+                                    warn!("metrics accept: {e}");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -533,9 +738,13 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
             info!("SIGHUP: reloading {}", d.path.display());
             let _ = d.reload();
         }
+        d.health_tick();
         if last_tick.elapsed() >= Duration::from_millis(200) {
             last_tick = Instant::now();
             d.arp_tick();
+            if d.dirty {
+                d.publish();
+            }
         }
         if last_rates.elapsed() >= Duration::from_secs(1) {
             last_rates = Instant::now();

@@ -1,0 +1,461 @@
+#!/usr/bin/env python3
+"""Helpers of scripts/bench (python3 standard library only).
+
+  report.py record ...   one measurement (generator + counter + director stats) -> one JSON line
+  report.py wrk ...      one wrk run (text output) -> one JSON line
+  report.py final ...    medians and same-round ratios -> table on stdout,
+                         bench/results/latest.json and latest.svg
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+
+REFERENCE = "kernel-nft"
+PATH_ORDER = ["kernel-nft", "ulvs-af_packet", "ulvs-af_xdp"]
+HTTP_ORDER = ["direct", "kernel-nft", "ulvs-af_packet", "ulvs-af_xdp"]
+COLORS = {"direct": "#7f7f7f", "kernel-nft": "#4c72b0", "ulvs-af_packet": "#dd8452", "ulvs-af_xdp": "#55a868"}
+DIRECTOR_COUNTERS = ["frames_seen", "forwarded", "ring_drops"]
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def lines(path):
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(x) for x in f if x.strip()]
+
+
+def pct(cpus, cpu, key):
+    c = cpus.get(str(cpu))
+    return None if not c else c.get(key)
+
+
+# ---------------------------------------------------------------- record
+def cmd_record(a):
+    gen, cnt = load(a.gen), load(a.count)
+    s0, s1 = load(a.stats0), load(a.stats1)
+    rx = [i.get("rx_packets_delta") for i in cnt["ifaces"]]
+    rx_total = sum(rx) if all(isinstance(x, int) for x in rx) else None
+    director = {}
+    for k in DIRECTOR_COUNTERS:
+        if k in s0 and k in s1:
+            director[k] = s1[k] - s0[k]
+    drops0, drops1 = s0.get("drops", {}), s1.get("drops", {})
+    if drops1:
+        director["tx_error"] = drops1.get("tx_error", 0) - drops0.get("tx_error", 0)
+    procs = cnt.get("procs", {})
+    cpus = cnt.get("cpus", {})
+    rec = {
+        "round": a.round,
+        "path": a.path,
+        "size": a.size,
+        "pps": cnt["pps"],
+        "frames": cnt["frames"],
+        "seconds": cnt["seconds"],
+        "per_server_frames": [i["frames"] for i in cnt["ifaces"]],
+        "ifstat_rx_packets": rx_total,
+        "offered_pps": gen["pps"],
+        "gen_busy_retries": gen.get("busy_retries"),
+        "gen_errors": gen.get("errors"),
+        "box_cpu_busy_pct": pct(cpus, a.box_cpu, "busy_pct"),
+        "box_cpu_softirq_pct": pct(cpus, a.box_cpu, "softirq_pct"),
+        "box_cpu_user_pct": pct(cpus, a.box_cpu, "user_pct"),
+        "box_cpu_system_pct": pct(cpus, a.box_cpu, "system_pct"),
+        "box_cpu_steal_pct": pct(cpus, a.box_cpu, "steal_pct"),
+        "gen_cpu_busy_pct": pct(cpus, a.gen_cpu, "busy_pct"),
+        "director_cpu_pct": (procs.get("director") or {}).get("cpu_pct"),
+        "ksoftirqd_cpu_pct": (procs.get("ksoftirqd") or {}).get("cpu_pct"),
+        "director_counters": director,
+    }
+    print(json.dumps(rec, sort_keys=True))
+
+
+# ---------------------------------------------------------------- wrk
+UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def to_ms(v):
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", v)
+    return float(m.group(1)) * UNIT[m.group(2)] if m else None
+
+
+def cmd_wrk(a):
+    text = open(a.file).read()
+    rps = re.search(r"Requests/sec:\s+([0-9.]+)", text)
+    if not rps:
+        sys.exit("report.py: no Requests/sec in wrk output:\n" + text[:500])
+    lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", text, re.M))
+    total = re.search(r"(\d+) requests in ([0-9.]+)(\w+)", text)
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    rec = {
+        "round": a.round,
+        "path": a.path,
+        "rps": float(rps.group(1)),
+        "requests": int(total.group(1)) if total else None,
+        "p50_ms": to_ms(lat["50"]) if "50" in lat else None,
+        "p99_ms": to_ms(lat["99"]) if "99" in lat else None,
+        "socket_errors": sum(int(x) for x in errs.groups()) if errs else 0,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+    }
+    print(json.dumps(rec, sort_keys=True))
+
+
+# ---------------------------------------------------------------- final
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def git_info(repo):
+    def run(*args):
+        try:
+            return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = run("rev-parse", "HEAD")
+    dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
+    return {"commit": commit or None, "dirty": dirty}
+
+
+def summarize(meas):
+    rounds = [m for m in meas if m["round"] > 0]
+    by = {}
+    for m in rounds:
+        by.setdefault((m["path"], m["size"]), []).append(m)
+    ref = {(m["round"], m["size"]): m["pps"] for m in rounds if m["path"] == REFERENCE}
+    out = []
+    sizes = sorted({m["size"] for m in rounds})
+    paths = [p for p in PATH_ORDER if any(k[0] == p for k in by)]
+    for size in sizes:
+        for p in paths:
+            ms = by.get((p, size), [])
+            if not ms:
+                continue
+            ratios = [m["pps"] / ref[(m["round"], size)] for m in ms if ref.get((m["round"], size))]
+            pps = [m["pps"] for m in ms]
+            out.append({
+                "path": p,
+                "size": size,
+                "rounds": len(ms),
+                "pps_median": med(pps),
+                "pps_min": min(pps),
+                "pps_max": max(pps),
+                "ratio_median": med(ratios),
+                "ratio_per_round": [round(r, 4) for r in ratios],
+                "offered_pps_median": med([m["offered_pps"] for m in ms]),
+                "box_cpu_busy_pct_median": med([m["box_cpu_busy_pct"] for m in ms]),
+                "box_cpu_softirq_pct_median": med([m["box_cpu_softirq_pct"] for m in ms]),
+                "box_cpu_steal_pct_median": med([m["box_cpu_steal_pct"] for m in ms]),
+                "director_cpu_pct_median": med([m["director_cpu_pct"] for m in ms]) if p != REFERENCE else None,
+                "ksoftirqd_cpu_pct_median": med([m["ksoftirqd_cpu_pct"] for m in ms]),
+                "ring_drops_per_s_median": med(
+                    [m["director_counters"].get("ring_drops", 0) / m["seconds"] for m in ms if m["director_counters"]]
+                ) if p != REFERENCE else None,
+            })
+    return out
+
+
+def summarize_http(recs):
+    by = {}
+    for r in recs:
+        by.setdefault(r["path"], []).append(r)
+    ref = {r["round"]: r["rps"] for r in recs if r["path"] == REFERENCE}
+    out = []
+    for p in [p for p in HTTP_ORDER if p in by]:
+        rs = by[p]
+        ratios = [r["rps"] / ref[r["round"]] for r in rs if ref.get(r["round"])]
+        out.append({
+            "path": p,
+            "rounds": len(rs),
+            "rps_median": med([r["rps"] for r in rs]),
+            "rps_min": min(r["rps"] for r in rs),
+            "rps_max": max(r["rps"] for r in rs),
+            "ratio_median": med(ratios),
+            "p50_ms_median": med([r["p50_ms"] for r in rs]),
+            "p99_ms_median": med([r["p99_ms"] for r in rs]),
+            "errors": sum(r["socket_errors"] + r["non_2xx"] for r in rs),
+        })
+    return out
+
+
+def fmt(v, spec, dash="-", unit=""):
+    return dash if v is None else format(v, spec) + unit
+
+
+def print_table(summary, xdp, http, http_note, crosscheck, background):
+    print()
+    if background:
+        print("background load with no traffic (box CPU / generator CPU busy): "
+              + ", ".join("%s %s / %s" % (b["when"], fmt(b["box_cpu_busy_pct"], ".0f", unit="%"),
+                                         fmt(b["gen_cpu_busy_pct"], ".0f", unit="%")) for b in background))
+    print("pps reaching the servers (median over rounds; ratio = same-round pps / kernel-nft pps, median)")
+    hdr = "%-15s %5s %11s %23s %6s %11s %8s %8s %9s %9s %11s" % (
+        "path", "size", "pps", "min..max", "ratio", "offered", "box CPU", "softirq",
+        "director", "ksoftirqd", "ring drop/s")
+    print(hdr)
+    print("-" * len(hdr))
+    sizes = sorted({s["size"] for s in summary})
+    for size in sizes:
+        for s in [s for s in summary if s["size"] == size]:
+            print("%-15s %5d %11s %23s %6s %11s %8s %8s %9s %9s %11s" % (
+                s["path"], size, fmt(s["pps_median"], ",.0f"),
+                "%s..%s" % (fmt(s["pps_min"], ",.0f"), fmt(s["pps_max"], ",.0f")),
+                fmt(s["ratio_median"], ".2f"), fmt(s["offered_pps_median"], ",.0f"),
+                fmt(s["box_cpu_busy_pct_median"], ".0f", unit="%"), fmt(s["box_cpu_softirq_pct_median"], ".0f", unit="%"),
+                fmt(s["director_cpu_pct_median"], ".0f", unit="%"), fmt(s["ksoftirqd_cpu_pct_median"], ".0f", unit="%"),
+                fmt(s["ring_drops_per_s_median"], ",.0f")))
+        if xdp["status"] != "built":
+            print("%-15s %5d   af_xdp: not built%s" % ("ulvs-af_xdp", size, " (%s)" % xdp["reason"] if xdp["reason"] else ""))
+    if crosscheck is not None:
+        print("counter cross-check: MAC-filtered frames vs interface rx_packets, largest difference %.2f%%" % crosscheck)
+    print()
+    if http:
+        print("HTTP through each path (wrk -t1 -c32; median over rounds; ratio = same-round req/s / kernel-nft)")
+        hdr = "%-15s %11s %23s %6s %9s %9s %7s" % ("path", "req/s", "min..max", "ratio", "p50 ms", "p99 ms", "errors")
+        print(hdr)
+        print("-" * len(hdr))
+        for h in http:
+            print("%-15s %11s %23s %6s %9s %9s %7d" % (
+                h["path"], fmt(h["rps_median"], ",.0f"),
+                "%s..%s" % (fmt(h["rps_min"], ",.0f"), fmt(h["rps_max"], ",.0f")),
+                fmt(h["ratio_median"], ".2f"), fmt(h["p50_ms_median"], ".3f"), fmt(h["p99_ms_median"], ".3f"),
+                h["errors"]))
+        if xdp["status"] != "built":
+            print("%-15s af_xdp: not built" % "ulvs-af_xdp")
+    else:
+        print("HTTP: %s" % (http_note or "not run"))
+    print()
+
+
+# ---------------------------------------------------------------- SVG
+def esc(s):
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def short(v):
+    if v is None:
+        return "-"
+    if v >= 1e6:
+        return "%.2fM" % (v / 1e6)
+    if v >= 1e3:
+        return "%.0fk" % (v / 1e3)
+    return "%.0f" % v
+
+
+def nice_max(v):
+    if v <= 0:
+        return 1.0
+    mag = 10 ** len(str(int(v))) / 10
+    for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        if m * mag >= v:
+            return m * mag
+    return 10 * mag
+
+
+def panel(x0, y0, w, h, title, ylabel, groups, series, get, missing_note):
+    """A grouped bar chart: groups along x, one bar per series in each group.
+
+    get(group, series) -> (value, low, high, label) or None (drawn as a dashed
+    placeholder with missing_note(series) when that is not None)."""
+    out = []
+    left, right, top, bottom = 70, 10, 34, 40
+    pw, ph = w - left - right, h - top - bottom
+    vals = [get(g, s) for g in groups for s in series]
+    vmax = nice_max(max([v[2] or v[0] for v in vals if v and v[0] is not None] + [1]))
+    out.append('<text x="%d" y="%d" font-size="15" font-weight="bold">%s</text>' % (x0 + 10, y0 + 20, esc(title)))
+    ox, oy = x0 + left, y0 + top
+    for i in range(6):
+        v = vmax * i / 5
+        y = oy + ph - ph * i / 5
+        out.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>' % (ox, y, ox + pw, y))
+        out.append('<text x="%d" y="%.1f" font-size="11" text-anchor="end">%s</text>' % (ox - 6, y + 4, short(v)))
+    out.append('<text transform="translate(%d,%d) rotate(-90)" font-size="12" text-anchor="middle">%s</text>'
+               % (x0 + 14, oy + ph / 2, esc(ylabel)))
+    gw = pw / max(len(groups), 1)
+    bw = min(70, gw * 0.8 / max(len(series), 1))
+    for gi, g in enumerate(groups):
+        gx = ox + gi * gw + (gw - bw * len(series)) / 2
+        for si, s in enumerate(series):
+            x = gx + si * bw
+            v = get(g, s)
+            if v is None or v[0] is None:
+                note = missing_note(s)
+                if note:
+                    out.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="none" stroke="%s" '
+                               'stroke-dasharray="4,3"/>' % (x + 3, oy + ph * 0.55, bw - 6, ph * 0.45, COLORS.get(s, "#999")))
+                    out.append('<text transform="translate(%.1f,%.1f) rotate(-90)" font-size="11" fill="#555">%s</text>'
+                               % (x + bw / 2 + 4, oy + ph - 6, esc(note)))
+                continue
+            val, lo, hi, label = v
+            bh = ph * val / vmax
+            out.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s: %s</title></rect>'
+                       % (x + 3, oy + ph - bh, bw - 6, bh, COLORS.get(s, "#999"), esc(s), esc(g), esc(label)))
+            if lo is not None and hi is not None and hi > lo:
+                cx = x + bw / 2
+                y1, y2 = oy + ph - ph * lo / vmax, oy + ph - ph * hi / vmax
+                out.append('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#222"/>' % (cx, y1, cx, y2))
+                for yy in (y1, y2):
+                    out.append('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#222"/>' % (cx - 4, yy, cx + 4, yy))
+            top_y = oy + ph - ph * max(val, hi or 0) / vmax
+            out.append('<text x="%.1f" y="%.1f" font-size="11" text-anchor="middle">%s</text>'
+                       % (x + bw / 2, top_y - 5, esc(label)))
+        out.append('<text x="%.1f" y="%d" font-size="12" text-anchor="middle">%s</text>'
+                   % (ox + gi * gw + gw / 2, oy + ph + 18, esc(g)))
+    out.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#333"/>' % (ox, oy + ph, ox + pw, oy + ph))
+    # legend
+    lx = ox
+    for s in series:
+        out.append('<rect x="%d" y="%d" width="12" height="12" fill="%s"/>' % (lx, y0 + h - 16, COLORS.get(s, "#999")))
+        out.append('<text x="%d" y="%d" font-size="12">%s</text>' % (lx + 16, y0 + h - 6, esc(s)))
+        lx += 30 + 8 * len(s)
+    return out
+
+
+def write_svg(path, summary, http, xdp, meta):
+    w, ph = 760, 380
+    panels = []
+    sizes = sorted({s["size"] for s in summary})
+    series = [p for p in PATH_ORDER if any(s["path"] == p for s in summary)]
+    if xdp["status"] != "built" and "ulvs-af_xdp" not in series:
+        series.append("ulvs-af_xdp")
+    idx = {(s["path"], s["size"]): s for s in summary}
+
+    def get_pps(g, s):
+        r = idx.get((s, int(g.split()[0])))
+        if not r:
+            return None
+        label = short(r["pps_median"])
+        if r["path"] != REFERENCE and r["ratio_median"] is not None:
+            label += " (x%.2f)" % r["ratio_median"]
+        return (r["pps_median"], r["pps_min"], r["pps_max"], label)
+
+    def missing(s):
+        return "af_xdp: not built" if s == "ulvs-af_xdp" and xdp["status"] != "built" else None
+
+    panels.append(lambda y: panel(0, y, w, ph, "Frames per second reaching the real servers (%s, median, min..max)"
+                                  % meta["proto"], "frames/s", ["%d bytes" % s for s in sizes], series, get_pps, missing))
+    if http:
+        hidx = {h["path"]: h for h in http}
+        hseries = [p for p in HTTP_ORDER if p in hidx]
+        if xdp["status"] != "built":
+            hseries.append("ulvs-af_xdp")
+
+        def get_http(g, s):
+            h = hidx.get(s)
+            if not h:
+                return None
+            return (h["rps_median"], h["rps_min"], h["rps_max"], "%s, p99 %s ms" % (short(h["rps_median"]),
+                                                                                   fmt(h["p99_ms_median"], ".2f")))
+
+        panels.append(lambda y: panel(0, y, w, ph, "HTTP requests per second (wrk -t1 -c32, median)", "requests/s",
+                                      ["GET /"], hseries, get_http, missing))
+    body = []
+    y = 0
+    for p in panels:
+        body += p(y)
+        y += ph + 10
+    foot = "%s | %s | kernel %s | %s" % (meta["generated"], meta["command"], meta["kernel"],
+                                         (meta["git"]["commit"] or "?")[:12] + (" (dirty)" if meta["git"]["dirty"] else ""))
+    body.append('<text x="10" y="%d" font-size="10" fill="#555">%s</text>' % (y + 8, esc(foot)))
+    svg = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
+           'font-family="sans-serif">' % (w, y + 16, w, y + 16),
+           '<rect width="100%" height="100%" fill="white"/>'] + body + ["</svg>"]
+    with open(path, "w") as f:
+        f.write("\n".join(svg) + "\n")
+
+
+def cmd_final(a):
+    meas = lines(a.measurements)
+    http_recs = lines(a.http)
+    summary = summarize(meas)
+    http = summarize_http(http_recs) if http_recs else []
+    xdp = {"status": a.xdp_status, "reason": a.xdp_reason}
+    diffs = [abs(m["frames"] - m["ifstat_rx_packets"]) / m["frames"] * 100
+             for m in meas if m.get("ifstat_rx_packets") is not None and m["frames"] > 0]
+    crosscheck = max(diffs) if diffs else None
+    background = []
+    for when, path in zip(["before", "after"], a.background):
+        try:
+            cpus = load(path).get("cpus", {})
+        except (OSError, ValueError):
+            cpus = {}
+        background.append({"when": when, "box_cpu_busy_pct": pct(cpus, a.box_cpu, "busy_pct"),
+                           "gen_cpu_busy_pct": pct(cpus, a.gen_cpu, "busy_pct")})
+    meta = {
+        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": a.command,
+        "git": git_info(a.repo),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "proto": a.proto,
+    }
+    doc = {
+        "schema": 1,
+        **meta,
+        "params": {"rounds": a.rounds, "seconds": a.seconds, "proto": a.proto, "flows": a.flows,
+                   "servers": a.servers, "box_cpu": a.box_cpu, "gen_cpu": a.gen_cpu, "gro": a.gro},
+        "reference": REFERENCE,
+        "af_xdp": xdp,
+        "summary": summary,
+        "http": {"status": "ok" if http else "skipped", "note": a.http_note, "summary": http},
+        "counter_crosscheck_max_diff_pct": crosscheck,
+        "background_load": background,
+        "measurements": meas,
+        "http_measurements": http_recs,
+    }
+    with open(a.json, "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+        f.write("\n")
+    write_svg(a.svg, summary, http, xdp, meta)
+    print_table(summary, xdp, http, a.http_note, crosscheck, background)
+    print("written: %s, %s" % (a.json, a.svg))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("record")
+    r.add_argument("--round", type=int, required=True)
+    r.add_argument("--path", required=True)
+    r.add_argument("--size", type=int, required=True)
+    for k in ("gen", "count", "stats0", "stats1"):
+        r.add_argument("--" + k, required=True)
+    r.add_argument("--box-cpu", type=int, required=True)
+    r.add_argument("--gen-cpu", type=int, required=True)
+    w = sub.add_parser("wrk")
+    w.add_argument("--round", type=int, required=True)
+    w.add_argument("--path", required=True)
+    w.add_argument("file")
+    f = sub.add_parser("final")
+    f.add_argument("--measurements", required=True)
+    f.add_argument("--http")
+    f.add_argument("--http-note", default="")
+    f.add_argument("--background", action="append", default=[])
+    f.add_argument("--xdp-status", default="not built")
+    f.add_argument("--xdp-reason", default="")
+    f.add_argument("--command", default="scripts/bench")
+    f.add_argument("--repo", default=".")
+    for k in ("rounds", "seconds", "flows", "servers", "box-cpu", "gen-cpu"):
+        f.add_argument("--" + k, type=int, required=True)
+    f.add_argument("--proto", required=True)
+    f.add_argument("--gro", required=True)
+    f.add_argument("--json", required=True)
+    f.add_argument("--svg", required=True)
+    a = ap.parse_args()
+    {"record": cmd_record, "wrk": cmd_wrk, "final": cmd_final}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()

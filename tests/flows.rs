@@ -1,0 +1,353 @@
+//! Worker-level flow behaviour on an explicit clock: flows keep their server
+//! across table changes, drain and down, the active/inactive gauges follow
+//! the TCP state and expiry, and the incremental sweep covers the whole table.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
+
+use common::*;
+use ulvs::control::config::Config;
+use ulvs::control::publish::{build_table, Health, Runtime};
+use ulvs::fwd::flow::WAYS;
+use ulvs::fwd::table::FwdTable;
+use ulvs::wire::tcp;
+
+/// `web`: TCP :80, and `dns`: UDP :53, on the VIP, with `servers`; short
+/// timeouts (SYN 3 s, established 10 s, FIN 2 s, UDP 5 s).
+fn cfg(servers: &[&str], on_server_down: &str) -> Config {
+    let list: String = servers.iter().map(|s| format!("      - address: {s}\n")).collect();
+    config(&format!(
+        "\
+interface: eth0
+maglev_table_size: 251
+on_server_down: {on_server_down}
+timeouts:
+  tcp_syn: 3
+  tcp: 10
+  tcp_fin: 2
+  udp: 5
+services:
+  - name: web
+    vip: 198.18.100.1
+    port: 80
+    protocol: tcp
+    real_servers:
+{list}  - name: dns
+    vip: 198.18.100.1
+    port: 53
+    protocol: udp
+    real_servers:
+{list}"
+    ))
+}
+
+const TCP_SYN_MS: u32 = 3000;
+const TCP_FIN_MS: u32 = 2000;
+const UDP_MS: u32 = 5000;
+
+fn table(c: &Config, rt: &Runtime, generation: u64) -> FwdTable {
+    build_table(c, rt, |a| Some(mac_of(a)), DIRECTOR_MAC, 0, generation)
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+/// Open `n` established flows (SYN then ACK) from source ports `first..`;
+/// returns each port's server.
+fn open_flows(rig: &mut Rig, first: u16, n: u16) -> BTreeMap<u16, Ipv4Addr> {
+    (first..first + n)
+        .map(|sport| {
+            let s = rig.forward(&tcp_to_vip(sport, 80, tcp::SYN));
+            assert_eq!(rig.forward(&tcp_to_vip(sport, 80, tcp::ACK)), s);
+            (sport, s)
+        })
+        .collect()
+}
+
+/// Publish `t` and let the worker pick it up with an empty poll.
+fn publish(rig: &mut Rig, t: FwdTable) {
+    let generation = t.generation;
+    rig.publish(t);
+    assert_eq!(rig.worker.poll_once(rig.now).unwrap(), 0);
+    assert_eq!(rig.stats().generation.load(Ordering::Relaxed), generation);
+}
+
+fn rescheduled(rig: &Rig) -> u64 {
+    rig.stats().rescheduled.load(Ordering::Relaxed)
+}
+
+fn gauges(rig: &Rig, id: u32) -> (i64, i64) {
+    let b = rig.stats().backend(id);
+    (b.active.load(Ordering::Relaxed), b.inactive.load(Ordering::Relaxed))
+}
+
+fn count(m: &BTreeMap<u16, Ipv4Addr>, server: &str) -> usize {
+    m.values().filter(|s| **s == ip(server)).count()
+}
+
+#[test]
+fn removing_a_server_moves_only_its_flows() {
+    let c1 = cfg(&SERVERS, "reschedule");
+    let mut rt = Runtime::default();
+    rt.sync(&c1).unwrap();
+    let ids: Vec<u32> = SERVERS.iter().map(|s| id_of(&rt, "web", s)).collect();
+    let mut rig = Rig::new(table(&c1, &rt, 1), 4096);
+    let before = open_flows(&mut rig, 10_000, 600);
+    let on13 = count(&before, "198.18.0.13");
+    assert!(on13 > 100, "{on13} of 600 flows on .13");
+    assert_eq!(gauges(&rig, ids[2]), (on13 as i64, 0));
+
+    let c2 = cfg(&SERVERS[..2], "reschedule");
+    rt.sync(&c2).unwrap();
+    publish(&mut rig, table(&c2, &rt, 2));
+
+    // The first packet of a moved flow: exactly these counters move.
+    let (&sport, _) = before.iter().find(|(_, s)| **s == ip("198.18.0.13")).unwrap();
+    let f = tcp_to_vip(sport, 80, tcp::ACK);
+    let o = rig.send(&f);
+    let to = server_of(&o.sent.unwrap().bytes[0..6]);
+    let new = id_of(&rt, "web", &to.to_string());
+    let len = f.len() as i64;
+    assert_eq!(
+        o.moved,
+        moved(&[
+            ("frames_seen", 1),
+            ("forwarded", 1),
+            ("bytes_forwarded", len),
+            ("rescheduled", 1),
+            (&format!("backend[{}].active", ids[2]), -1),
+            (&format!("backend[{new}].active"), 1),
+            (&format!("backend[{new}].packets"), 1),
+            (&format!("backend[{new}].bytes"), len),
+        ])
+    );
+
+    let mut after = BTreeMap::new();
+    for (&sport, &was) in &before {
+        let now = rig.forward(&tcp_to_vip(sport, 80, tcp::ACK));
+        if was == ip("198.18.0.13") {
+            assert_ne!(now, was, "port {sport} still sent to the removed server");
+        } else {
+            assert_eq!(now, was, "port {sport} moved off a remaining server");
+        }
+        after.insert(sport, now);
+    }
+    assert_eq!(rescheduled(&rig), on13 as u64);
+    // Moved once, then pinned to the new server.
+    for (&sport, &s) in &after {
+        assert_eq!(rig.forward(&tcp_to_vip(sport, 80, tcp::ACK)), s);
+    }
+    assert_eq!(rescheduled(&rig), on13 as u64);
+    assert_eq!(gauges(&rig, ids[2]), (0, 0));
+    let active: i64 = ids[..2].iter().map(|&id| gauges(&rig, id).0).sum();
+    assert_eq!(active, 600);
+    assert_eq!(rig.worker.flow_count(), 600);
+    // New flows never go to the removed server.
+    let fresh = open_flows(&mut rig, 20_000, 300);
+    assert_eq!(count(&fresh, "198.18.0.13"), 0);
+}
+
+#[test]
+fn adding_a_server_does_not_steal_pinned_flows() {
+    let mut rt = Runtime::default();
+    let c1 = cfg(&SERVERS[..2], "reschedule");
+    rt.sync(&c1).unwrap();
+    let mut rig = Rig::new(table(&c1, &rt, 1), 4096);
+    let before = open_flows(&mut rig, 10_000, 600);
+
+    let c2 = cfg(&SERVERS, "reschedule");
+    rt.sync(&c2).unwrap();
+    let t2 = table(&c2, &rt, 2);
+    // Without the flow table, Maglev would now send some of them to .13.
+    let mut fresh = Rig::new(t2.clone(), 4096);
+    let remapped = before
+        .keys()
+        .filter(|&&p| fresh.forward(&tcp_to_vip(p, 80, tcp::ACK)) == ip("198.18.0.13"))
+        .count();
+    assert!(remapped > 100, "only {remapped} of 600 flows remapped to .13");
+
+    publish(&mut rig, t2);
+    for (&sport, &was) in &before {
+        assert_eq!(rig.forward(&tcp_to_vip(sport, 80, tcp::ACK)), was, "port {sport}");
+    }
+    assert_eq!(rescheduled(&rig), 0);
+    // New flows use the new server.
+    let new = open_flows(&mut rig, 20_000, 300);
+    assert!(count(&new, "198.18.0.13") > 50);
+}
+
+#[test]
+fn draining_keeps_existing_flows_and_refuses_new_ones() {
+    let c = cfg(&SERVERS, "reschedule");
+    let mut rt = Runtime::default();
+    rt.sync(&c).unwrap();
+    let mut rig = Rig::new(table(&c, &rt, 1), 4096);
+    let before = open_flows(&mut rig, 10_000, 600);
+    let on12 = count(&before, "198.18.0.12");
+    assert!(on12 > 100);
+
+    rt.find_mut(&c, "web", "198.18.0.12").unwrap().drained = true;
+    publish(&mut rig, table(&c, &rt, 2));
+    for (&sport, &was) in &before {
+        assert_eq!(rig.forward(&tcp_to_vip(sport, 80, tcp::ACK)), was, "port {sport}");
+    }
+    assert_eq!(rescheduled(&rig), 0);
+    assert_eq!(gauges(&rig, id_of(&rt, "web", "198.18.0.12")), (on12 as i64, 0));
+    let new = open_flows(&mut rig, 20_000, 300);
+    assert_eq!(count(&new, "198.18.0.12"), 0, "a drained server took new flows");
+    assert!(count(&new, "198.18.0.11") > 50 && count(&new, "198.18.0.13") > 50);
+}
+
+/// A server goes down: `on_server_down: reschedule` moves its flows, `keep`
+/// leaves them; new flows avoid it either way.
+#[test]
+fn server_down_follows_the_policy() {
+    for (policy, moves) in [("reschedule", true), ("keep", false)] {
+        let c = cfg(&SERVERS, policy);
+        let mut rt = Runtime::default();
+        rt.sync(&c).unwrap();
+        let mut rig = Rig::new(table(&c, &rt, 1), 4096);
+        assert_eq!(rig.shared.table.load().reschedule_on_down, moves);
+        let before = open_flows(&mut rig, 10_000, 600);
+        let on11 = count(&before, "198.18.0.11");
+        assert!(on11 > 100);
+
+        rt.find_mut(&c, "web", "198.18.0.11").unwrap().health = Health::Down;
+        publish(&mut rig, table(&c, &rt, 2));
+        for (&sport, &was) in &before {
+            let now = rig.forward(&tcp_to_vip(sport, 80, tcp::ACK));
+            if was == ip("198.18.0.11") && moves {
+                assert_ne!(now, was, "{policy}: port {sport} stayed on the down server");
+            } else {
+                assert_eq!(now, was, "{policy}: port {sport}");
+            }
+        }
+        let want = if moves { on11 as u64 } else { 0 };
+        assert_eq!(rescheduled(&rig), want, "{policy}");
+        let id11 = id_of(&rt, "web", "198.18.0.11");
+        let want_active = if moves { 0 } else { on11 as i64 };
+        assert_eq!(gauges(&rig, id11), (want_active, 0), "{policy}");
+        let new = open_flows(&mut rig, 20_000, 300);
+        assert_eq!(count(&new, "198.18.0.11"), 0, "{policy}: a down server took new flows");
+    }
+}
+
+#[test]
+fn tcp_gauges_follow_syn_fin_and_expiry() {
+    let c = cfg(&SERVERS, "reschedule");
+    let mut rt = Runtime::default();
+    rt.sync(&c).unwrap();
+    let mut rig = Rig::new(table(&c, &rt, 1), 1024);
+    let syn = tcp_to_vip(40000, 80, tcp::SYN);
+    let server = rig.forward(&syn);
+    let id = id_of(&rt, "web", &server.to_string());
+    assert_eq!(gauges(&rig, id), (1, 0));
+    assert_eq!(rig.stats().backend(id).conns.load(Ordering::Relaxed), 1);
+
+    rig.now += 100;
+    rig.forward(&tcp_to_vip(40000, 80, tcp::ACK));
+    assert_eq!(gauges(&rig, id), (1, 0));
+
+    rig.now += 100;
+    let o = rig.send(&tcp_to_vip(40000, 80, tcp::FIN | tcp::ACK));
+    assert!(o.sent.is_some());
+    assert_eq!(gauges(&rig, id), (0, 1));
+    assert_eq!(o.moved[&format!("backend[{id}].active")], -1);
+    assert_eq!(o.moved[&format!("backend[{id}].inactive")], 1);
+    assert_eq!(rig.worker.flow_count(), 1);
+
+    // Live at exactly the FIN timeout, gone one millisecond later. A 1024
+    // flow table has 128 buckets: one poll (64 buckets) may miss the flow's
+    // bucket, two cover the table.
+    rig.now += TCP_FIN_MS;
+    for _ in 0..2 {
+        rig.worker.poll_once(rig.now).unwrap();
+    }
+    assert_eq!(rig.worker.flow_count(), 1);
+    rig.now += 1;
+    let before = snapshot(rig.stats());
+    for _ in 0..2 {
+        rig.worker.poll_once(rig.now).unwrap();
+    }
+    assert_eq!(rig.worker.flow_count(), 0);
+    assert_eq!(gauges(&rig, id), (0, 0));
+    assert_eq!(
+        diff(&before, &snapshot(rig.stats())),
+        moved(&[
+            ("flows", -1),
+            ("expirations", 1),
+            (&format!("backend[{id}].inactive"), -1),
+        ])
+    );
+}
+
+#[test]
+fn syn_only_and_udp_flows_expire_active() {
+    let c = cfg(&SERVERS, "reschedule");
+    let mut rt = Runtime::default();
+    rt.sync(&c).unwrap();
+    let mut rig = Rig::new(table(&c, &rt, 1), 1024);
+    let tcp_server = rig.forward(&tcp_to_vip(40000, 80, tcp::SYN));
+    let udp_server = rig.forward(&udp_frame(CLIENT, 40000, VIP, 53, b"q"));
+    let tid = id_of(&rt, "web", &tcp_server.to_string());
+    let uid = id_of(&rt, "dns", &udp_server.to_string());
+    assert_eq!((gauges(&rig, tid), gauges(&rig, uid)), ((1, 0), (1, 0)));
+
+    rig.now += TCP_SYN_MS + 1;
+    for _ in 0..2 {
+        rig.worker.poll_once(rig.now).unwrap();
+    }
+    assert_eq!((gauges(&rig, tid), gauges(&rig, uid)), ((0, 0), (1, 0)));
+    assert_eq!(rig.worker.flow_count(), 1);
+
+    rig.now += UDP_MS - TCP_SYN_MS;
+    for _ in 0..2 {
+        rig.worker.poll_once(rig.now).unwrap();
+    }
+    assert_eq!((gauges(&rig, tid), gauges(&rig, uid)), ((0, 0), (0, 0)));
+    assert_eq!(rig.worker.flow_count(), 0);
+    assert_eq!(rig.stats().expirations.load(Ordering::Relaxed), 2);
+    assert_eq!(rig.stats().flows.load(Ordering::Relaxed), 0);
+}
+
+/// The sweep runs over 64 buckets per batch (`worker::SWEEP_BUCKETS`,
+/// private), so expiring a whole idle table takes buckets / 64 polls, where
+/// buckets = capacity / WAYS.
+#[test]
+fn sweep_covers_the_table_in_buckets_over_64_polls() {
+    const SWEEP_BUCKETS: usize = 64;
+    let c = cfg(&SERVERS, "reschedule");
+    let mut rt = Runtime::default();
+    rt.sync(&c).unwrap();
+    // 2048 buckets: 1500 flows overflow no 8-way bucket (so none is evicted).
+    let capacity = 16384;
+    let mut rig = Rig::new(table(&c, &rt, 1), capacity);
+    let buckets = capacity / WAYS;
+    let polls = buckets.div_ceil(SWEEP_BUCKETS);
+    assert_eq!(polls, 32);
+
+    let n = 1500;
+    open_flows(&mut rig, 10_000, n);
+    assert_eq!(rig.worker.flow_count(), n as usize);
+    let active: i64 = SERVERS.iter().map(|s| gauges(&rig, id_of(&rt, "web", s)).0).sum();
+    assert_eq!(active, i64::from(n));
+
+    rig.now += 10_000 + 1; // past the established timeout
+    // One poll sweeps 64 of 2048 buckets: about 1/32 of the flows go.
+    rig.worker.poll_once(rig.now).unwrap();
+    let left = rig.worker.flow_count();
+    assert!(left > 0 && left < n as usize, "{left} flows left after one poll");
+    for _ in 1..polls {
+        rig.worker.poll_once(rig.now).unwrap();
+    }
+    assert_eq!(rig.worker.flow_count(), 0, "{polls} polls did not sweep the table");
+    for s in SERVERS {
+        assert_eq!(gauges(&rig, id_of(&rt, "web", s)), (0, 0), "{s}");
+    }
+    assert_eq!(rig.stats().expirations.load(Ordering::Relaxed), n as u64);
+    assert_eq!(rig.stats().evictions.load(Ordering::Relaxed), 0);
+}
