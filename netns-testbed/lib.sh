@@ -190,6 +190,7 @@ dr_config() {
   {
     echo "interface: eth0"
     echo "control_socket: $SOCK"
+    [ -n "${ULVS_WORKERS:-}" ] && echo "workers: $ULVS_WORKERS"
     echo "services:"
     echo "  - name: $name"
     echo "    vip: $VIP"

@@ -18,7 +18,10 @@ use ulvs::wire::tcp;
 /// `web`: TCP :80, and `dns`: UDP :53, on the VIP, with `servers`; short
 /// timeouts (SYN 3 s, established 10 s, FIN 2 s, UDP 5 s).
 fn cfg(servers: &[&str], on_server_down: &str) -> Config {
-    let list: String = servers.iter().map(|s| format!("      - address: {s}\n")).collect();
+    let list: String = servers
+        .iter()
+        .map(|s| format!("      - address: {s}\n"))
+        .collect();
     config(&format!(
         "\
 interface: eth0
@@ -82,7 +85,10 @@ fn rescheduled(rig: &Rig) -> u64 {
 
 fn gauges(rig: &Rig, id: u32) -> (i64, i64) {
     let b = rig.stats().backend(id);
-    (b.active.load(Ordering::Relaxed), b.inactive.load(Ordering::Relaxed))
+    (
+        b.active.load(Ordering::Relaxed),
+        b.inactive.load(Ordering::Relaxed),
+    )
 }
 
 fn count(m: &BTreeMap<u16, Ipv4Addr>, server: &str) -> usize {
@@ -95,7 +101,7 @@ fn removing_a_server_moves_only_its_flows() {
     let mut rt = Runtime::default();
     rt.sync(&c1).unwrap();
     let ids: Vec<u32> = SERVERS.iter().map(|s| id_of(&rt, "web", s)).collect();
-    let mut rig = Rig::new(table(&c1, &rt, 1), 4096);
+    let mut rig = Rig::new(table(&c1, &rt, 1), 16384);
     let before = open_flows(&mut rig, 10_000, 600);
     let on13 = count(&before, "198.18.0.13");
     assert!(on13 > 100, "{on13} of 600 flows on .13");
@@ -156,14 +162,14 @@ fn adding_a_server_does_not_steal_pinned_flows() {
     let mut rt = Runtime::default();
     let c1 = cfg(&SERVERS[..2], "reschedule");
     rt.sync(&c1).unwrap();
-    let mut rig = Rig::new(table(&c1, &rt, 1), 4096);
+    let mut rig = Rig::new(table(&c1, &rt, 1), 16384);
     let before = open_flows(&mut rig, 10_000, 600);
 
     let c2 = cfg(&SERVERS, "reschedule");
     rt.sync(&c2).unwrap();
     let t2 = table(&c2, &rt, 2);
     // Without the flow table, Maglev would now send some of them to .13.
-    let mut fresh = Rig::new(t2.clone(), 4096);
+    let mut fresh = Rig::new(t2.clone(), 16384);
     let remapped = before
         .keys()
         .filter(|&&p| fresh.forward(&tcp_to_vip(p, 80, tcp::ACK)) == ip("198.18.0.13"))
@@ -185,7 +191,7 @@ fn draining_keeps_existing_flows_and_refuses_new_ones() {
     let c = cfg(&SERVERS, "reschedule");
     let mut rt = Runtime::default();
     rt.sync(&c).unwrap();
-    let mut rig = Rig::new(table(&c, &rt, 1), 4096);
+    let mut rig = Rig::new(table(&c, &rt, 1), 16384);
     let before = open_flows(&mut rig, 10_000, 600);
     let on12 = count(&before, "198.18.0.12");
     assert!(on12 > 100);
@@ -210,7 +216,7 @@ fn server_down_follows_the_policy() {
         let c = cfg(&SERVERS, policy);
         let mut rt = Runtime::default();
         rt.sync(&c).unwrap();
-        let mut rig = Rig::new(table(&c, &rt, 1), 4096);
+        let mut rig = Rig::new(table(&c, &rt, 1), 16384);
         assert_eq!(rig.shared.table.load().reschedule_on_down, moves);
         let before = open_flows(&mut rig, 10_000, 600);
         let on11 = count(&before, "198.18.0.11");
@@ -232,7 +238,11 @@ fn server_down_follows_the_policy() {
         let want_active = if moves { 0 } else { on11 as i64 };
         assert_eq!(gauges(&rig, id11), (want_active, 0), "{policy}");
         let new = open_flows(&mut rig, 20_000, 300);
-        assert_eq!(count(&new, "198.18.0.11"), 0, "{policy}: a down server took new flows");
+        assert_eq!(
+            count(&new, "198.18.0.11"),
+            0,
+            "{policy}: a down server took new flows"
+        );
     }
 }
 
@@ -323,31 +333,62 @@ fn sweep_covers_the_table_in_buckets_over_64_polls() {
     let c = cfg(&SERVERS, "reschedule");
     let mut rt = Runtime::default();
     rt.sync(&c).unwrap();
-    // 2048 buckets: 1500 flows overflow no 8-way bucket (so none is evicted).
+    // 2048 buckets: 1000 flows overflow no 8-way bucket (so none is evicted).
     let capacity = 16384;
     let mut rig = Rig::new(table(&c, &rt, 1), capacity);
     let buckets = capacity / WAYS;
     let polls = buckets.div_ceil(SWEEP_BUCKETS);
     assert_eq!(polls, 32);
 
-    let n = 1500;
+    let n = 1000;
     open_flows(&mut rig, 10_000, n);
     assert_eq!(rig.worker.flow_count(), n as usize);
     let active: i64 = SERVERS.iter().map(|s| gauges(&rig, id_of(&rt, "web", s)).0).sum();
     assert_eq!(active, i64::from(n));
 
     rig.now += 10_000 + 1; // past the established timeout
-    // One poll sweeps 64 of 2048 buckets: about 1/32 of the flows go.
+                           // One poll sweeps 64 of 2048 buckets: about 1/32 of the flows go.
     rig.worker.poll_once(rig.now).unwrap();
     let left = rig.worker.flow_count();
     assert!(left > 0 && left < n as usize, "{left} flows left after one poll");
     for _ in 1..polls {
         rig.worker.poll_once(rig.now).unwrap();
     }
-    assert_eq!(rig.worker.flow_count(), 0, "{polls} polls did not sweep the table");
+    assert_eq!(
+        rig.worker.flow_count(),
+        0,
+        "{polls} polls did not sweep the table"
+    );
     for s in SERVERS {
         assert_eq!(gauges(&rig, id_of(&rt, "web", s)), (0, 0), "{s}");
     }
     assert_eq!(rig.stats().expirations.load(Ordering::Relaxed), n as u64);
     assert_eq!(rig.stats().evictions.load(Ordering::Relaxed), 0);
+}
+
+/// A flow whose server went down while no other server can take it: its
+/// packets are dropped as `no_server`; a FIN among them must still move the
+/// flow from active to inactive, so that expiry brings both gauges to 0.
+#[test]
+#[ignore = "fast-path bug: backend_for advances the TCP state before the reschedule \
+            fails with NoServer, and returns without moving the gauges (ends at active 1, inactive -1)"]
+fn gauges_stay_exact_when_a_closing_flow_has_no_server() {
+    let c = cfg(&SERVERS[..1], "reschedule");
+    let mut rt = Runtime::default();
+    rt.sync(&c).unwrap();
+    let mut rig = Rig::new(table(&c, &rt, 1), 1024);
+    let id = id_of(&rt, "web", SERVERS[0]);
+    open_flows(&mut rig, 40000, 1);
+    assert_eq!(gauges(&rig, id), (1, 0));
+    rt.find_mut(&c, "web", SERVERS[0]).unwrap().health = Health::Down;
+    publish(&mut rig, table(&c, &rt, 2));
+    let o = rig.send(&tcp_to_vip(40000, 80, tcp::FIN | tcp::ACK));
+    assert!(o.sent.is_none());
+    assert_eq!(o.moved["drops.no_server"], 1);
+    rig.now += 10_000 + 1;
+    for _ in 0..2 {
+        rig.worker.poll_once(rig.now).unwrap();
+    }
+    assert_eq!(rig.worker.flow_count(), 0);
+    assert_eq!(gauges(&rig, id), (0, 0));
 }

@@ -9,7 +9,7 @@ classes:
   truncated_l4      valid IPv4 header, protocol TCP, only 8 bytes of TCP header
   ip_options        IHL=6 with a NOP/NOP/NOP/EOL option word, valid otherwise (TCP SYN)
   vlan              802.1Q tag (VLAN --vlan-id, 10) around a valid IPv4/TCP SYN
-  fragment          UDP fragments: MF set (offset 0) and offset != 0, alternately
+  fragment          UDP non-first fragments (offset != 0) with no first fragment
   bad_version       version nibble 6 in an 0x0800 frame, otherwise a valid header
   random            random bytes after an Ethernet header with ethertype 0x0800,
                     frame length random in 14..200 (reproducible with --seed)
@@ -106,10 +106,8 @@ def build(cls, i, a, rng):
             ipv4(src, dst, 6, syn, ident=ident)
     if cls == "fragment":
         data = bytes(rng.getrandbits(8) for _ in range(16))
-        if i % 2 == 0:  # first fragment: MF set, offset 0, carries the UDP header
-            return eth + b"\x08\x00" + ipv4(src, dst, 17, udp(src, dst, sport, a.port, data),
-                                            flags_frag=0x2000, ident=ident)
-        # a later fragment: offset 3 (24 bytes), MF clear, payload only
+        # A later fragment whose first fragment never came (offset 3 = 24
+        # bytes, MF clear, payload only): the director cannot know its server.
         return eth + b"\x08\x00" + ipv4(src, dst, 17, data, flags_frag=0x0003, ident=ident)
     if cls == "bad_version":
         return eth + b"\x08\x00" + ipv4(src, dst, 6, syn, version=6, ident=ident)

@@ -5,6 +5,7 @@
   report.py wrk ...      one wrk run (text output) -> one JSON line
   report.py final ...    medians and same-round ratios -> table on stdout,
                          bench/results/latest.json and latest.svg
+  report.py svg J --svg S  redraw the chart S from a latest.json J
 """
 import argparse
 import datetime
@@ -59,6 +60,7 @@ def cmd_record(a):
         "round": a.round,
         "path": a.path,
         "size": a.size,
+        "rate": None if a.rate == "max" else int(a.rate),
         "pps": cnt["pps"],
         "frames": cnt["frames"],
         "seconds": cnt["seconds"],
@@ -129,25 +131,46 @@ def git_info(repo):
     return {"commit": commit or None, "dirty": dirty}
 
 
+def rate_key(r):
+    return (r is not None, r or 0)
+
+
+def rate_str(r):
+    return "max" if r is None else "%s/s" % short(r)
+
+
+def director_info(path):
+    """Which director binary was measured: its path, version line and mtime."""
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        v = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        v = ""
+    mtime = datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.timezone.utc)
+    return {"path": path, "version": v, "built": mtime.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
 def summarize(meas):
     rounds = [m for m in meas if m["round"] > 0]
     by = {}
     for m in rounds:
-        by.setdefault((m["path"], m["size"]), []).append(m)
-    ref = {(m["round"], m["size"]): m["pps"] for m in rounds if m["path"] == REFERENCE}
+        by.setdefault((m["path"], m["size"], m.get("rate")), []).append(m)
+    ref = {(m["round"], m["size"], m.get("rate")): m["pps"] for m in rounds if m["path"] == REFERENCE}
     out = []
-    sizes = sorted({m["size"] for m in rounds})
+    cases = sorted({(m.get("rate"), m["size"]) for m in rounds}, key=lambda c: (rate_key(c[0]), c[1]))
     paths = [p for p in PATH_ORDER if any(k[0] == p for k in by)]
-    for size in sizes:
+    for rate, size in cases:
         for p in paths:
-            ms = by.get((p, size), [])
+            ms = by.get((p, size, rate), [])
             if not ms:
                 continue
-            ratios = [m["pps"] / ref[(m["round"], size)] for m in ms if ref.get((m["round"], size))]
+            ratios = [m["pps"] / ref[(m["round"], size, rate)] for m in ms if ref.get((m["round"], size, rate))]
             pps = [m["pps"] for m in ms]
             out.append({
                 "path": p,
                 "size": size,
+                "rate": rate,
                 "rounds": len(ms),
                 "pps_median": med(pps),
                 "pps_min": min(pps),
@@ -201,23 +224,27 @@ def print_table(summary, xdp, http, http_note, crosscheck, background):
               + ", ".join("%s %s / %s" % (b["when"], fmt(b["box_cpu_busy_pct"], ".0f", unit="%"),
                                          fmt(b["gen_cpu_busy_pct"], ".0f", unit="%")) for b in background))
     print("pps reaching the servers (median over rounds; ratio = same-round pps / kernel-nft pps, median)")
-    hdr = "%-15s %5s %11s %23s %6s %11s %8s %8s %9s %9s %11s" % (
-        "path", "size", "pps", "min..max", "ratio", "offered", "box CPU", "softirq",
+    hdr = "%-15s %5s %6s %11s %23s %6s %11s %8s %8s %9s %9s %11s" % (
+        "path", "size", "load", "pps", "min..max", "ratio", "offered", "box CPU", "softirq",
         "director", "ksoftirqd", "ring drop/s")
     print(hdr)
     print("-" * len(hdr))
-    sizes = sorted({s["size"] for s in summary})
-    for size in sizes:
-        for s in [s for s in summary if s["size"] == size]:
-            print("%-15s %5d %11s %23s %6s %11s %8s %8s %9s %9s %11s" % (
-                s["path"], size, fmt(s["pps_median"], ",.0f"),
+    cases = []
+    for s in summary:
+        if (s["rate"], s["size"]) not in cases:
+            cases.append((s["rate"], s["size"]))
+    for rate, size in cases:
+        for s in [s for s in summary if s["size"] == size and s["rate"] == rate]:
+            print("%-15s %5d %6s %11s %23s %6s %11s %8s %8s %9s %9s %11s" % (
+                s["path"], size, rate_str(rate), fmt(s["pps_median"], ",.0f"),
                 "%s..%s" % (fmt(s["pps_min"], ",.0f"), fmt(s["pps_max"], ",.0f")),
                 fmt(s["ratio_median"], ".2f"), fmt(s["offered_pps_median"], ",.0f"),
                 fmt(s["box_cpu_busy_pct_median"], ".0f", unit="%"), fmt(s["box_cpu_softirq_pct_median"], ".0f", unit="%"),
                 fmt(s["director_cpu_pct_median"], ".0f", unit="%"), fmt(s["ksoftirqd_cpu_pct_median"], ".0f", unit="%"),
                 fmt(s["ring_drops_per_s_median"], ",.0f")))
         if xdp["status"] != "built":
-            print("%-15s %5d   af_xdp: not built%s" % ("ulvs-af_xdp", size, " (%s)" % xdp["reason"] if xdp["reason"] else ""))
+            print("%-15s %5d %6s   af_xdp: not built%s" % ("ulvs-af_xdp", size, rate_str(rate),
+                                                       " (%s)" % xdp["reason"] if xdp["reason"] else ""))
     if crosscheck is not None:
         print("counter cross-check: MAC-filtered frames vs interface rx_packets, largest difference %.2f%%" % crosscheck)
     print()
@@ -273,7 +300,8 @@ def panel(x0, y0, w, h, title, ylabel, groups, series, get, missing_note):
     left, right, top, bottom = 70, 10, 34, 40
     pw, ph = w - left - right, h - top - bottom
     vals = [get(g, s) for g in groups for s in series]
-    vmax = nice_max(max([v[2] or v[0] for v in vals if v and v[0] is not None] + [1]))
+    # headroom above the tallest bar for its two-line label
+    vmax = nice_max(1.12 * max([max(v[0], v[2] or 0) for v in vals if v and v[0] is not None] + [1]))
     out.append('<text x="%d" y="%d" font-size="15" font-weight="bold">%s</text>' % (x0 + 10, y0 + 20, esc(title)))
     ox, oy = x0 + left, y0 + top
     for i in range(6):
@@ -309,8 +337,10 @@ def panel(x0, y0, w, h, title, ylabel, groups, series, get, missing_note):
                 for yy in (y1, y2):
                     out.append('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#222"/>' % (cx - 4, yy, cx + 4, yy))
             top_y = oy + ph - ph * max(val, hi or 0) / vmax
-            out.append('<text x="%.1f" y="%.1f" font-size="11" text-anchor="middle">%s</text>'
-                       % (x + bw / 2, top_y - 5, esc(label)))
+            parts = label.split("\n")
+            for li, part in enumerate(parts):
+                out.append('<text x="%.1f" y="%.1f" font-size="11" text-anchor="middle">%s</text>'
+                           % (x + bw / 2, top_y - 5 - 13 * (len(parts) - 1 - li), esc(part)))
         out.append('<text x="%.1f" y="%d" font-size="12" text-anchor="middle">%s</text>'
                    % (ox + gi * gw + gw / 2, oy + ph + 18, esc(g)))
     out.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#333"/>' % (ox, oy + ph, ox + pw, oy + ph))
@@ -324,28 +354,34 @@ def panel(x0, y0, w, h, title, ylabel, groups, series, get, missing_note):
 
 
 def write_svg(path, summary, http, xdp, meta):
-    w, ph = 760, 380
+    ph = 380
     panels = []
-    sizes = sorted({s["size"] for s in summary})
+    cases = []
+    for s in summary:
+        if (s["rate"], s["size"]) not in cases:
+            cases.append((s["rate"], s["size"]))
+    groups = ["%d B, %s" % (size, "max load" if rate is None else "%s offered" % rate_str(rate)) for rate, size in cases]
     series = [p for p in PATH_ORDER if any(s["path"] == p for s in summary)]
     if xdp["status"] != "built" and "ulvs-af_xdp" not in series:
         series.append("ulvs-af_xdp")
-    idx = {(s["path"], s["size"]): s for s in summary}
+    w = max(760, 100 + len(groups) * len(series) * 62)
+    idx = {(s["path"], s["size"], s["rate"]): s for s in summary}
 
     def get_pps(g, s):
-        r = idx.get((s, int(g.split()[0])))
+        rate, size = cases[groups.index(g)]
+        r = idx.get((s, size, rate))
         if not r:
             return None
         label = short(r["pps_median"])
         if r["path"] != REFERENCE and r["ratio_median"] is not None:
-            label += " (x%.2f)" % r["ratio_median"]
+            label += "\nx%.2f" % r["ratio_median"]
         return (r["pps_median"], r["pps_min"], r["pps_max"], label)
 
     def missing(s):
         return "af_xdp: not built" if s == "ulvs-af_xdp" and xdp["status"] != "built" else None
 
     panels.append(lambda y: panel(0, y, w, ph, "Frames per second reaching the real servers (%s, median, min..max)"
-                                  % meta["proto"], "frames/s", ["%d bytes" % s for s in sizes], series, get_pps, missing))
+                                  % meta["proto"], "frames/s", groups, series, get_pps, missing))
     if http:
         hidx = {h["path"]: h for h in http}
         hseries = [p for p in HTTP_ORDER if p in hidx]
@@ -356,8 +392,8 @@ def write_svg(path, summary, http, xdp, meta):
             h = hidx.get(s)
             if not h:
                 return None
-            return (h["rps_median"], h["rps_min"], h["rps_max"], "%s, p99 %s ms" % (short(h["rps_median"]),
-                                                                                   fmt(h["p99_ms_median"], ".2f")))
+            return (h["rps_median"], h["rps_min"], h["rps_max"], "%s\np99 %s ms" % (short(h["rps_median"]),
+                                                                                    fmt(h["p99_ms_median"], ".2f")))
 
         panels.append(lambda y: panel(0, y, w, ph, "HTTP requests per second (wrk -t1 -c32, median)", "requests/s",
                                       ["GET /"], hseries, get_http, missing))
@@ -398,6 +434,7 @@ def cmd_final(a):
         "command": a.command,
         "git": git_info(a.repo),
         "kernel": platform.release(),
+        "director": director_info(a.director),
         "cpus": os.cpu_count(),
         "proto": a.proto,
     }
@@ -405,7 +442,8 @@ def cmd_final(a):
         "schema": 1,
         **meta,
         "params": {"rounds": a.rounds, "seconds": a.seconds, "proto": a.proto, "flows": a.flows,
-                   "servers": a.servers, "box_cpu": a.box_cpu, "gen_cpu": a.gen_cpu, "gro": a.gro},
+                   "servers": a.servers, "box_cpu": a.box_cpu, "gen_cpu": a.gen_cpu, "gro": a.gro,
+                   "rates": [None if r == "max" else int(r) for r in a.rates.split()]},
         "reference": REFERENCE,
         "af_xdp": xdp,
         "summary": summary,
@@ -423,6 +461,12 @@ def cmd_final(a):
     print("written: %s, %s" % (a.json, a.svg))
 
 
+def cmd_svg(a):
+    doc = load(a.source)
+    meta = {k: doc[k] for k in ("generated", "command", "kernel", "git", "proto")}
+    write_svg(a.svg, doc["summary"], doc["http"]["summary"], doc["af_xdp"], meta)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -430,6 +474,7 @@ def main():
     r.add_argument("--round", type=int, required=True)
     r.add_argument("--path", required=True)
     r.add_argument("--size", type=int, required=True)
+    r.add_argument("--rate", default="max")
     for k in ("gen", "count", "stats0", "stats1"):
         r.add_argument("--" + k, required=True)
     r.add_argument("--box-cpu", type=int, required=True)
@@ -447,14 +492,19 @@ def main():
     f.add_argument("--xdp-reason", default="")
     f.add_argument("--command", default="scripts/bench")
     f.add_argument("--repo", default=".")
+    f.add_argument("--director", default="")
+    f.add_argument("--rates", default="max")
     for k in ("rounds", "seconds", "flows", "servers", "box-cpu", "gen-cpu"):
         f.add_argument("--" + k, type=int, required=True)
     f.add_argument("--proto", required=True)
     f.add_argument("--gro", required=True)
     f.add_argument("--json", required=True)
     f.add_argument("--svg", required=True)
+    v = sub.add_parser("svg", help="redraw the chart from a latest.json")
+    v.add_argument("source")
+    v.add_argument("--svg", required=True)
     a = ap.parse_args()
-    {"record": cmd_record, "wrk": cmd_wrk, "final": cmd_final}[a.cmd](a)
+    {"record": cmd_record, "wrk": cmd_wrk, "final": cmd_final, "svg": cmd_svg}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -562,12 +562,32 @@ fn counter_socket(iface: &str, mac: &[u8; 6]) -> Result<OwnedFd, String> {
     Ok(fd)
 }
 
-fn proc_ticks(pid: &str) -> Option<u64> {
+/// CPU time of a process in nanoseconds: the scheduler's exact run time
+/// (`/proc/PID/task/*/schedstat`) summed over its threads, or else utime +
+/// stime from `/proc/PID/stat`, which is sampled at each timer tick.
+fn proc_cpu_ns(pid: &str, tck: f64) -> Option<(u64, &'static str)> {
+    let mut total = 0u64;
+    let mut found = false;
+    if let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in dir.flatten() {
+            let ns = fs::read_to_string(t.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse::<u64>().ok()));
+            if let Some(ns) = ns {
+                total += ns;
+                found = true;
+            }
+        }
+    }
+    if found {
+        return Some((total, "schedstat"));
+    }
     let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &s[s.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // After the command: state is field 3, utime 14 and stime 15 of stat(5).
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(((ticks as f64 / tck * 1e9) as u64, "ticks"))
 }
 
 /// user, nice, system, idle, iowait, irq, softirq, steal of one CPU, in ticks.
@@ -625,7 +645,8 @@ fn count(a: &CountArgs) -> Result<Value, String> {
         take_matched(fd).map_err(|e| format!("PACKET_STATISTICS: {e}"))?;
     }
     let rx0: Vec<Option<u64>> = socks.iter().map(|(i, _, _)| if_stat(i, "rx_packets")).collect();
-    let p0: Vec<Option<u64>> = pids.iter().map(|(_, p)| proc_ticks(p)).collect();
+    let tck = clk_tck();
+    let p0: Vec<Option<(u64, &str)>> = pids.iter().map(|(_, p)| proc_cpu_ns(p, tck)).collect();
     let c0: Vec<Option<[u64; 8]>> = a.watch_cpu.iter().map(|c| cpu_ticks(*c)).collect();
     let t0 = Instant::now();
     std::thread::sleep(window);
@@ -635,11 +656,9 @@ fn count(a: &CountArgs) -> Result<Value, String> {
     }
     let secs = t0.elapsed().as_secs_f64();
     let rx1: Vec<Option<u64>> = socks.iter().map(|(i, _, _)| if_stat(i, "rx_packets")).collect();
-    let p1: Vec<Option<u64>> = pids.iter().map(|(_, p)| proc_ticks(p)).collect();
+    let p1: Vec<Option<(u64, &str)>> = pids.iter().map(|(_, p)| proc_cpu_ns(p, tck)).collect();
     let c1: Vec<Option<[u64; 8]>> = a.watch_cpu.iter().map(|c| cpu_ticks(*c)).collect();
 
-    let tck = clk_tck();
-    let pct = |ticks: u64| round3(ticks as f64 / tck / secs * 100.0);
     let total: u64 = matched.iter().sum();
     let ifaces: Vec<Value> = socks
         .iter()
@@ -656,7 +675,8 @@ fn count(a: &CountArgs) -> Result<Value, String> {
     let mut procs = serde_json::Map::new();
     for (i, (name, pid)) in pids.iter().enumerate() {
         let v = match (p0[i], p1[i]) {
-            (Some(a), Some(b)) => json!({"pid": pid, "cpu_pct": pct(b.saturating_sub(a))}),
+            (Some((a, _)), Some((b, src))) => json!({"pid": pid, "source": src,
+                "cpu_pct": round3(b.saturating_sub(a) as f64 / 1e9 / secs * 100.0)}),
             _ => json!({"pid": pid, "cpu_pct": null}),
         };
         procs.insert(name.clone(), v);

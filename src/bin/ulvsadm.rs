@@ -43,7 +43,11 @@ enum Cmd {
     /// Undo drain.
     Enable { service: String, address: String },
     /// Set a server's weight (0..=65535; 0 = no new flows).
-    Weight { service: String, address: String, weight: u64 },
+    Weight {
+        service: String,
+        address: String,
+        weight: u64,
+    },
     /// Re-read the config file, as SIGHUP.
     Reload,
 }
@@ -66,7 +70,10 @@ enum View {
 }
 
 fn f(v: &Value, k: &str) -> f64 {
-    v.get("rates").and_then(|r| r.get(k)).and_then(Value::as_f64).unwrap_or(0.0)
+    v.get("rates")
+        .and_then(|r| r.get(k))
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0)
 }
 
 fn columns(v: &Value, view: View) -> String {
@@ -100,18 +107,28 @@ fn columns(v: &Value, view: View) -> String {
 fn print_list(data: &Value, view: View) {
     println!("ulvs director (userspace IPVS-style)");
     let hdr = match view {
-        View::Conns => format!("{:>6} {:<9} {:>10} {:>10}", "Weight", "State", "ActiveConn", "InActConn"),
+        View::Conns => format!(
+            "{:>6} {:<9} {:>10} {:>10}",
+            "Weight", "State", "ActiveConn", "InActConn"
+        ),
         View::Stats => format!(
             "{:>8} {:>10} {:>10} {:>12} {:>12}",
             "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"
         ),
-        View::Rate => format!("{:>8} {:>10} {:>10} {:>12} {:>12}", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"),
+        View::Rate => format!(
+            "{:>8} {:>10} {:>10} {:>12} {:>12}",
+            "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"
+        ),
     };
     println!("Prot LocalAddress:Port            Scheduler Mode  Name");
     println!("  -> RemoteAddress:Port          {hdr}");
     for s in data["services"].as_array().into_iter().flatten() {
         let vip = format!("{}:{}", s["vip"].as_str().unwrap_or("?"), n(s, "port"));
-        let svc_cols = if view == View::Conns { String::new() } else { columns(s, view) };
+        let svc_cols = if view == View::Conns {
+            String::new()
+        } else {
+            columns(s, view)
+        };
         println!(
             "{:<4} {:<26} {:<9} {:<5} {} {}",
             s["protocol"].as_str().unwrap_or("?").to_uppercase(),

@@ -56,7 +56,16 @@ pub fn handle_frame(frame: &[u8], my_mac: Mac, vips: &[u32]) -> Option<ArpOutcom
 /// makes it an ARP probe, which hosts still answer.
 pub fn request(my_mac: Mac, my_ip: u32, target: u32) -> [u8; 42] {
     let mut out = [0u8; 42];
-    arp::emit_frame(&mut out, BROADCAST, my_mac, Op::Request, my_mac, my_ip, [0; 6], target);
+    arp::emit_frame(
+        &mut out,
+        BROADCAST,
+        my_mac,
+        Op::Request,
+        my_mac,
+        my_ip,
+        [0; 6],
+        target,
+    );
     out
 }
 
@@ -64,7 +73,16 @@ pub fn request(my_mac: Mac, my_ip: u32, target: u32) -> [u8; 42] {
 /// updates every neighbour cache that has an entry).
 pub fn gratuitous(my_mac: Mac, vip: u32) -> [u8; 42] {
     let mut out = [0u8; 42];
-    arp::emit_frame(&mut out, BROADCAST, my_mac, Op::Request, my_mac, vip, BROADCAST, vip);
+    arp::emit_frame(
+        &mut out,
+        BROADCAST,
+        my_mac,
+        Op::Request,
+        my_mac,
+        vip,
+        BROADCAST,
+        vip,
+    );
     out
 }
 

@@ -15,9 +15,19 @@ use serde::{Deserialize, Serialize};
 pub enum Request {
     List,
     Stats,
-    Drain { service: String, address: String },
-    Enable { service: String, address: String },
-    Weight { service: String, address: String, weight: u64 },
+    Drain {
+        service: String,
+        address: String,
+    },
+    Enable {
+        service: String,
+        address: String,
+    },
+    Weight {
+        service: String,
+        address: String,
+        weight: u64,
+    },
     Reload,
 }
 
@@ -68,7 +78,9 @@ pub enum ClientError {
 pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
     let p = socket.display().to_string();
     let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => ClientError::NotRunning(p.clone()),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            ClientError::NotRunning(p.clone())
+        }
         std::io::ErrorKind::PermissionDenied => ClientError::Permission(p.clone()),
         _ => ClientError::Io {
             path: p.clone(),
@@ -98,7 +110,10 @@ mod tests {
             weight: 3,
         };
         let s = serde_json::to_string(&r).unwrap();
-        assert_eq!(s, r#"{"cmd":"weight","service":"web","address":"198.18.0.11","weight":3}"#);
+        assert_eq!(
+            s,
+            r#"{"cmd":"weight","service":"web","address":"198.18.0.11","weight":3}"#
+        );
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
         assert_eq!(
             serde_json::from_str::<Request>(r#"{"cmd":"list"}"#).unwrap(),

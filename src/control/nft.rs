@@ -42,7 +42,10 @@ pub fn ruleset(ifname: &str, vips: &[u32], nat_servers: &[u32], own_ip: Option<u
         s.push_str(&format!("    ip daddr {{ {} }} counter drop\n", list.join(", ")));
     }
     if !nat_servers.is_empty() {
-        let list: Vec<String> = nat_servers.iter().map(|v| Ipv4Addr::from(*v).to_string()).collect();
+        let list: Vec<String> = nat_servers
+            .iter()
+            .map(|v| Ipv4Addr::from(*v).to_string())
+            .collect();
         match own_ip {
             Some(ip) => s.push_str(&format!(
                 "    ip saddr {{ {} }} ip daddr != {} counter drop\n",
@@ -72,7 +75,9 @@ fn run(script: &str) -> Result<(), NftError> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(NftError::Refused(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+        Err(NftError::Refused(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
     }
 }
 

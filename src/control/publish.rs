@@ -126,7 +126,12 @@ impl Runtime {
     ///
     /// # Errors
     /// Unknown service or server.
-    pub fn find_mut(&mut self, cfg: &Config, service: &str, addr: &str) -> Result<&mut ServerRt, RuntimeError> {
+    pub fn find_mut(
+        &mut self,
+        cfg: &Config,
+        service: &str,
+        addr: &str,
+    ) -> Result<&mut ServerRt, RuntimeError> {
         let svc = cfg
             .service(service)
             .ok_or_else(|| RuntimeError::UnknownService(service.to_string()))?;
@@ -194,7 +199,12 @@ pub fn build_table(
     t.reschedule_on_down = cfg.on_server_down == OnServerDown::Reschedule;
     t.answer_ping = cfg.answer_ping;
     t.timeouts = fwd_timeouts(cfg);
-    let max_id = rt.servers.values().map(|s| s.id).max().map_or(0, |m| m as usize + 1);
+    let max_id = rt
+        .servers
+        .values()
+        .map(|s| s.id)
+        .max()
+        .map_or(0, |m| m as usize + 1);
     t.backends = vec![BackendFwd::REMOVED; max_id];
     let m = cfg.maglev_table_size;
     for s in &cfg.services {
@@ -285,7 +295,10 @@ mod tests {
         let id13 = rt.get("web", "198.18.0.13".parse().unwrap(), None).unwrap().id;
         let c2 = cfg(&BASE.replace("      - address: 198.18.0.13\n", "      - address: 198.18.0.14\n"));
         rt.sync(&c2).unwrap();
-        assert_eq!(rt.get("web", "198.18.0.12".parse().unwrap(), None).unwrap().id, id12);
+        assert_eq!(
+            rt.get("web", "198.18.0.12".parse().unwrap(), None).unwrap().id,
+            id12
+        );
         let id14 = rt.get("web", "198.18.0.14".parse().unwrap(), None).unwrap().id;
         assert!(id14 > id13, "ids are never reused");
         assert!(rt.get("web", "198.18.0.13".parse().unwrap(), None).is_none());

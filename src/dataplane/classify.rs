@@ -223,6 +223,7 @@ pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<
             },
             service: usize::MAX,
             tcp_flags: c.2,
+            tcp_seq: c.3,
             l4_offset: ethernet::HEADER_LEN + ip.header_len(),
             first_fragment: false,
             ip_id: ip.ident(),
@@ -278,24 +279,25 @@ pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<
         },
         service,
         tcp_flags: c.2,
+        tcp_seq: c.3,
         l4_offset: ethernet::HEADER_LEN + ip.header_len(),
         first_fragment,
         ip_id: ip.ident(),
     }))
 }
 
-/// Source port, destination port and TCP flags.
+/// Source port, destination port, TCP flags and sequence number.
 #[inline]
-fn ports(ip: &ipv4::Packet<&[u8]>, proto: Protocol) -> Result<(u16, u16, u8), Reason> {
+fn ports(ip: &ipv4::Packet<&[u8]>, proto: Protocol) -> Result<(u16, u16, u8, u32), Reason> {
     let l4 = ip.payload();
     match proto {
         Protocol::Tcp => {
             let t = tcp::Segment::new_checked(l4).map_err(|_| Reason::TruncatedL4)?;
-            Ok((t.src_port(), t.dst_port(), t.flags()))
+            Ok((t.src_port(), t.dst_port(), t.flags(), t.seq()))
         }
         Protocol::Udp => {
             let u = udp::Datagram::new_checked(l4).map_err(|_| Reason::TruncatedL4)?;
-            Ok((u.src_port(), u.dst_port(), 0))
+            Ok((u.src_port(), u.dst_port(), 0, 0))
         }
         _ => Err(Reason::NoService),
     }
@@ -309,6 +311,9 @@ pub struct Classified {
     pub service: usize,
     /// TCP flags (0 for UDP).
     pub tcp_flags: u8,
+    /// TCP sequence number (0 for UDP): a retransmitted SYN repeats it, a new
+    /// connection on a reused tuple does not.
+    pub tcp_seq: u32,
     /// Offset of the transport header in the frame.
     pub l4_offset: usize,
     /// The first fragment of a fragmented datagram.

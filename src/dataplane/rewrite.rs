@@ -242,7 +242,14 @@ pub fn segment_tcp4(
         body[l4 + 13] = fl;
         wr16(body, l4 + 16, 0);
         let seg_len = (thl + chunk.len()) as u32;
-        let pseudo = fold((src >> 16) as u64 + (src & 0xffff) as u64 + (dst >> 16) as u64 + (dst & 0xffff) as u64 + 6 + seg_len as u64);
+        let pseudo = fold(
+            (src >> 16) as u64
+                + (src & 0xffff) as u64
+                + (dst >> 16) as u64
+                + (dst & 0xffff) as u64
+                + 6
+                + seg_len as u64,
+        );
         let c = !checksum::sum(&body[l4..], pseudo as u32);
         wr16(body, l4 + 16, c);
         if let Some((o, id)) = outer.as_mut() {
@@ -337,7 +344,13 @@ pub fn icmp_echo_reply(frame: &mut [u8], my_mac: [u8; 6]) -> bool {
 /// NAT rewrite of an ICMP error addressed to the VIP whose quoted packet is a
 /// reply the VIP sent (VIP:vport -> client): the outer destination and the
 /// quoted source become the real server's, and both checksums are redone.
-pub fn nat_icmp_error(frame: &mut [u8], rip: u32, rport: Option<u16>, dst_mac: [u8; 6], src_mac: [u8; 6]) -> bool {
+pub fn nat_icmp_error(
+    frame: &mut [u8],
+    rip: u32,
+    rport: Option<u16>,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+) -> bool {
     let ihl = ((frame[ETH] & 0xf) as usize) * 4;
     let total = rd16(frame, ETH + 2) as usize;
     let ic = ETH + ihl;

@@ -26,8 +26,12 @@ pub const SYN_SECOND_CHANCE_MS: u32 = 500;
 /// Fragment table size and lifetime (per worker).
 const FRAG_SLOTS: usize = 4096;
 const FRAG_TIMEOUT_MS: u32 = 30_000;
-/// `FlowEntry::flags`: the entry is the reply direction of a NAT flow.
+/// `FlowEntry::flags` bit 0: the entry is the reply direction of a NAT flow.
+/// Bits 1..7 count SYN second chances taken (the flow's current server is
+/// that many steps along its Maglev preference order). `aux` holds the
+/// initial sequence number of a flow in SYN state.
 const FLAG_REVERSE: u8 = 1;
+const MOVE_ONE: u8 = 2;
 
 /// State shared between the slow path and every worker.
 pub struct Shared {
@@ -51,6 +55,9 @@ pub struct Worker<D: Device> {
     dev: D,
     flows: FlowTable,
     frags: FragTable,
+    /// Per backend id: when a flow to it last completed a handshake (SYN
+    /// state -> established); evidence that it is alive.
+    last_est: Box<[u32]>,
     stats: Arc<WorkerStats>,
     shared: Arc<Shared>,
     epoch: Instant,
@@ -68,11 +75,14 @@ impl<D: Device> Worker<D> {
     pub fn new(dev: D, flow_capacity: usize, shared: Arc<Shared>, stats: Arc<WorkerStats>) -> Self {
         let timeouts = shared.table.load().timeouts;
         let flows = FlowTable::new(flow_capacity, timeouts);
-        stats.flow_capacity.store(flows.capacity() as u64, Ordering::Relaxed);
+        stats
+            .flow_capacity
+            .store(flows.capacity() as u64, Ordering::Relaxed);
         Worker {
             dev,
             flows,
             frags: FragTable::new(FRAG_SLOTS, FRAG_TIMEOUT_MS),
+            last_est: vec![0u32; crate::fwd::table::MAX_BACKEND_IDS].into_boxed_slice(),
             stats,
             shared,
             epoch: Instant::now(),
@@ -127,11 +137,14 @@ impl<D: Device> Worker<D> {
             table: &table,
             flows,
             frags: &mut self.frags,
+            last_est: &mut self.last_est,
             stats,
             now,
             ip_id: &mut self.ip_id,
         };
-        let st = self.dev.process_batch(BATCH, |f, arena| handle(f, arena, &mut cx))?;
+        let st = self
+            .dev
+            .process_batch(BATCH, |f, arena| handle(f, arena, &mut cx))?;
         let flows = &mut self.flows;
         if st.tx_failed > 0 {
             bump(&stats.drops[Reason::TxError as usize], st.tx_failed as u64);
@@ -208,9 +221,9 @@ fn initial_state(proto: u8, tcp_flags: u8) -> FlowState {
     }
 }
 
-/// Advance a TCP entry's state with one packet's flags.
+/// Advance a TCP entry's state with one packet's flags (seen at `now`).
 #[inline]
-fn advance(e: &mut FlowEntry, proto: u8, flags: u8) {
+fn advance(e: &mut FlowEntry, proto: u8, flags: u8, now: u32) {
     if proto != 6 {
         return;
     }
@@ -221,7 +234,7 @@ fn advance(e: &mut FlowEntry, proto: u8, flags: u8) {
     } else if e.state == FlowState::TcpClosing && flags & tcp::SYN != 0 && flags & tcp::ACK == 0 {
         // Port reuse: a new connection on a remembered tuple.
         e.state = FlowState::TcpSyn;
-        e.first_ms = e.last_ms;
+        e.first_ms = now;
     }
 }
 
@@ -236,26 +249,36 @@ fn move_gauges(stats: &WorkerStats, old: u32, was_active: bool, new: u32, now_ac
     bump_i(if now_active { &n.active } else { &n.inactive }, 1);
 }
 
-/// The next server after Maglev slot `slot` that is not `avoid` (the SYN
-/// second chance: the flow's next choice in Maglev preference order).
+/// The server `moves` steps along a flow's Maglev preference order: start at
+/// its slot, then repeatedly take the next slot holding a different server
+/// (the SYN second chance).
 #[inline]
-fn next_in_maglev(svc: &ServiceFwd, slot: u32, avoid: u32) -> Option<(u32, u32)> {
+fn maglev_step(svc: &ServiceFwd, hash: u64, moves: u8) -> Option<u32> {
     let m = svc.maglev.len() as u32;
-    let mut s = slot;
-    for _ in 0..m {
-        s += 1;
-        if s >= m {
-            s = 0;
-        }
-        let i = svc.maglev[s as usize];
-        if i != NO_SERVER {
-            let id = svc.members[i as usize];
-            if id != avoid {
-                return Some((id, s));
+    if m == 0 {
+        return None;
+    }
+    let mut slot = (hash % m as u64) as u32;
+    let mut cur = svc.pick_slot(slot)?;
+    for _ in 0..moves {
+        let mut found = false;
+        for _ in 0..m {
+            slot += 1;
+            if slot >= m {
+                slot = 0;
+            }
+            let i = svc.maglev[slot as usize];
+            if i != NO_SERVER && svc.members[i as usize] != cur {
+                cur = svc.members[i as usize];
+                found = true;
+                break;
             }
         }
+        if !found {
+            break;
+        }
     }
-    None
+    Some(cur)
 }
 
 /// Everything `handle` works with.
@@ -263,6 +286,7 @@ struct Ctx<'a> {
     table: &'a FwdTable,
     flows: &'a mut FlowTable,
     frags: &'a mut FragTable,
+    last_est: &'a mut [u32],
     stats: &'a WorkerStats,
     now: u32,
     ip_id: &'a mut u16,
@@ -274,42 +298,77 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<u32
     let (table, stats, now) = (cx.table, cx.stats, cx.now);
     if let Some(e) = cx.flows.get(&c.key, now, &mut |e| on_removed(stats, e)) {
         let was_active = is_active(e.state);
+        let bare_syn = c.key.proto == 6 && c.tcp_flags & tcp::SYN != 0 && c.tcp_flags & tcp::ACK == 0;
+        // A retransmission repeats the initial sequence number; a new
+        // connection on a reused tuple does not (and starts afresh).
+        let waited = now.wrapping_sub(e.first_ms);
+        // Only when the server shows no sign of life: no flow to it completed
+        // a handshake since this SYN was first seen. A live server that lost
+        // or delayed one SYN-ACK keeps the flow, so its late SYN-ACK cannot
+        // meet a different server (which would answer the client's ACK with
+        // a reset).
+        let silent = |id: u32| {
+            let i = (id as usize).min(cx.last_est.len() - 1);
+            now.wrapping_sub(cx.last_est[i]) >= waited
+        };
         let syn_retransmit = e.state == FlowState::TcpSyn
-            && c.tcp_flags & tcp::SYN != 0
-            && c.tcp_flags & tcp::ACK == 0
-            && now.wrapping_sub(e.first_ms) >= SYN_SECOND_CHANCE_MS;
-        advance(e, c.key.proto, c.tcp_flags);
+            && bare_syn
+            && e.aux == c.tcp_seq
+            && waited >= SYN_SECOND_CHANCE_MS
+            && silent(e.backend);
+        if e.state == FlowState::TcpSyn && bare_syn && e.aux != c.tcp_seq {
+            e.aux = c.tcp_seq;
+            e.first_ms = now;
+        }
+        let was_syn = e.state == FlowState::TcpSyn;
+        advance(e, c.key.proto, c.tcp_flags, now);
+        if !was_syn && e.state == FlowState::TcpSyn {
+            e.aux = c.tcp_seq;
+        }
+        if was_syn && e.state == FlowState::TcpEstablished {
+            let i = (e.backend as usize).min(cx.last_est.len() - 1);
+            cx.last_est[i] = now;
+        }
         e.last_ms = now;
         let old = e.backend;
         let mut id = old;
-        if !keeps_backend(table.backend(old).state, table.reschedule_on_down) {
-            // Its server is gone or down: pick a live one (IPVS expire_nodest_conn).
-            let Some((nid, slot)) = svc.pick(flow_hash(&key_bytes(&c.key))) else {
+        let ob = table.backend(old);
+        if !keeps_backend(ob.state, table.reschedule_on_down) || ob.mac.is_none() {
+            // Its server is gone, down or unreachable: pick a live one (IPVS
+            // expire_nodest_conn).
+            let Some((nid, _)) = svc.pick(flow_hash(&key_bytes(&c.key))) else {
+                // The flow stays pinned; keep its gauges in step with its state.
+                move_gauges(stats, old, was_active, old, is_active(e.state));
                 return Err(Reason::NoServer);
             };
-            e.aux = slot;
+            e.flags &= FLAG_REVERSE;
             id = nid;
             bump(&stats.rescheduled, 1);
         } else if syn_retransmit {
             // The server did not answer the first SYN: a silent failure the
             // health check has not seen yet. Try the next server.
-            if let Some((nid, slot)) = next_in_maglev(svc, e.aux, old) {
-                e.aux = slot;
-                e.first_ms = now;
-                id = nid;
-                bump(&stats.syn_second_chance, 1);
+            let moves = (e.flags >> 1).saturating_add(1).min(127);
+            if let Some(nid) = maglev_step(svc, flow_hash(&key_bytes(&c.key)), moves) {
+                if nid != old {
+                    e.flags = (e.flags & FLAG_REVERSE) | (moves * MOVE_ONE);
+                    e.first_ms = now;
+                    id = nid;
+                    bump(&stats.syn_second_chance, 1);
+                }
             }
         }
         e.backend = id;
         move_gauges(stats, old, was_active, id, is_active(e.state));
         return Ok(id);
     }
-    let Some((id, slot)) = svc.pick(flow_hash(&key_bytes(&c.key))) else {
+    let Some((id, _)) = svc.pick(flow_hash(&key_bytes(&c.key))) else {
         return Err(Reason::NoServer);
     };
     let state = initial_state(c.key.proto, c.tcp_flags);
-    let e = cx.flows.insert(c.key, state, id, now, &mut |e| on_removed(stats, e));
-    e.aux = slot;
+    let e = cx
+        .flows
+        .insert(c.key, state, id, now, &mut |e| on_removed(stats, e));
+    e.aux = c.tcp_seq;
     let b = stats.backend(id);
     bump(&b.conns, 1);
     bump_i(if is_active(state) { &b.active } else { &b.inactive }, 1);
@@ -329,7 +388,13 @@ enum Payload {
 
 /// Rewrite the frame for backend `b` by its service's mode.
 #[inline]
-fn send_to(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>, b: &BackendFwd, what: Payload) -> Result<Action, Reason> {
+fn send_to(
+    f: &mut Frame<'_>,
+    arena: &mut TxArena,
+    cx: &mut Ctx<'_>,
+    b: &BackendFwd,
+    what: Payload,
+) -> Result<Action, Reason> {
     let t = cx.table;
     let mac = b.mac.ok_or(Reason::ServerMacUnknown)?;
     match b.mode {
@@ -341,11 +406,29 @@ fn send_to(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>, b: &Backend
             let port = (b.port != 0).then_some(b.port);
             let partial = f.vnet.needs_csum();
             let ok = match what {
-                Payload::Flow => rewrite::nat(f.data_mut(), NatSide::Dst, b.addr, port, true, partial, mac, t.director_mac),
-                Payload::Fragment => {
-                    rewrite::nat(f.data_mut(), NatSide::Dst, b.addr, None, false, partial, mac, t.director_mac)
+                Payload::Flow => rewrite::nat(
+                    f.data_mut(),
+                    NatSide::Dst,
+                    b.addr,
+                    port,
+                    true,
+                    partial,
+                    mac,
+                    t.director_mac,
+                ),
+                Payload::Fragment => rewrite::nat(
+                    f.data_mut(),
+                    NatSide::Dst,
+                    b.addr,
+                    None,
+                    false,
+                    partial,
+                    mac,
+                    t.director_mac,
+                ),
+                Payload::IcmpError => {
+                    rewrite::nat_icmp_error(f.data_mut(), b.addr, port, mac, t.director_mac)
                 }
-                Payload::IcmpError => rewrite::nat_icmp_error(f.data_mut(), b.addr, port, mac, t.director_mac),
             };
             if ok {
                 Ok(Action::Transmit)
@@ -367,7 +450,11 @@ fn send_to(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>, b: &Backend
             // Largest inner packet that will go on the wire.
             let inner = if f.vnet.is_gso() {
                 let l4 = 14 + ihl;
-                let thl = if d.len() > l4 + 12 { ((d[l4 + 12] >> 4) as usize) * 4 } else { 20 };
+                let thl = if d.len() > l4 + 12 {
+                    ((d[l4 + 12] >> 4) as usize) * 4
+                } else {
+                    20
+                };
                 (ihl + thl + f.vnet.gso_size as usize).min(f.len() - 14)
             } else {
                 f.len() - 14
@@ -419,7 +506,12 @@ fn count_in(cx: &Ctx<'_>, id: u32, len: usize) {
 }
 
 #[inline]
-fn flow_packet(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>, c: &Classified) -> Result<Action, Reason> {
+fn flow_packet(
+    f: &mut Frame<'_>,
+    arena: &mut TxArena,
+    cx: &mut Ctx<'_>,
+    c: &Classified,
+) -> Result<Action, Reason> {
     let svc = &cx.table.services[c.service];
     let id = backend_for(c, svc, cx)?;
     let b = *cx.table.backend(id);
@@ -447,10 +539,15 @@ fn flow_packet(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>, c: &Cla
             proto: c.key.proto,
         };
         let stats = cx.stats;
-        let hit = cx.flows.get(&rkey, cx.now, &mut |e| on_removed(stats, e)).map(|e| e.backend == id);
+        let hit = cx
+            .flows
+            .get(&rkey, cx.now, &mut |e| on_removed(stats, e))
+            .map(|e| e.backend == id);
         if hit != Some(true) {
             let state = initial_state(c.key.proto, 0);
-            let e = cx.flows.insert(rkey, state, id, cx.now, &mut |e| on_removed(stats, e));
+            let e = cx
+                .flows
+                .insert(rkey, state, id, cx.now, &mut |e| on_removed(stats, e));
             e.flags = FLAG_REVERSE;
         }
     }
@@ -461,7 +558,12 @@ fn flow_packet(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>, c: &Cla
 }
 
 #[inline]
-fn later_fragment(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>, k: &FragKey) -> Result<Action, Reason> {
+fn later_fragment(
+    f: &mut Frame<'_>,
+    arena: &mut TxArena,
+    cx: &mut Ctx<'_>,
+    k: &FragKey,
+) -> Result<Action, Reason> {
     let id = cx.frags.get(k, cx.now).ok_or(Reason::Fragment)?;
     let b = *cx.table.backend(id);
     if b.state == BackendState::Removed {
@@ -504,14 +606,23 @@ fn nat_reply(f: &mut Frame<'_>, cx: &mut Ctx<'_>, c: &Classified) -> Result<Acti
         .filter(|e| e.flags & FLAG_REVERSE != 0)
         .ok_or(Reason::NatNoFlow)?;
     e.last_ms = now;
-    advance(e, c.key.proto, c.tcp_flags);
+    advance(e, c.key.proto, c.tcp_flags, now);
     let id = e.backend;
     let b = *cx.table.backend(id);
     let mac = cx.table.next_hop_mac(c.key.dst).ok_or(Reason::NextHopUnknown)?;
     let vport = if b.svc_port != 0 { b.svc_port } else { c.key.sport };
     let len = f.len();
     let partial = f.vnet.needs_csum();
-    if !rewrite::nat(f.data_mut(), NatSide::Src, b.svc_vip, Some(vport), true, partial, mac, cx.table.director_mac) {
+    if !rewrite::nat(
+        f.data_mut(),
+        NatSide::Src,
+        b.svc_vip,
+        Some(vport),
+        true,
+        partial,
+        mac,
+        cx.table.director_mac,
+    ) {
         return Err(Reason::TtlExceeded);
     }
     let bc = stats.backend(id);

@@ -29,7 +29,11 @@ impl Device for PacketDevice {
         self.ring.wait(timeout_ms)
     }
 
-    fn process_batch<F: FnMut(&mut Frame<'_>, &mut TxArena) -> Action>(&mut self, max: usize, f: F) -> io::Result<BatchStats> {
+    fn process_batch<F: FnMut(&mut Frame<'_>, &mut TxArena) -> Action>(
+        &mut self,
+        max: usize,
+        f: F,
+    ) -> io::Result<BatchStats> {
         self.ring.process_batch(max, f)
     }
 

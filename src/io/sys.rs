@@ -28,7 +28,39 @@ const TP_STATUS_VLAN_VALID: u32 = 0x10;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
-const PACKET_FANOUT_HASH: u32 = 0;
+const PACKET_FANOUT_CBPF: u32 = 6;
+const PACKET_FANOUT_DATA: libc::c_int = 22;
+/// cBPF offset base for loads relative to the network header (SKF_NET_OFF).
+const SKF_NET_OFF: i32 = -0x100000;
+
+/// The fanout program: a worker index from (source ^ destination ^ ports)
+/// of the IPv4 header, folded to 16 bits. Every packet of a 4-tuple lands
+/// on the same worker whatever `skb->hash` the sender set (a client's TCP
+/// stack re-draws its hash on retransmission timeouts and per socket, which
+/// would split one flow, or a reused tuple, across `PACKET_FANOUT_HASH`
+/// workers). Non-IPv4 frames fail a load and go to worker 0.
+fn fanout_program() -> [libc::sock_filter; 11] {
+    let op = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let net = |off: i32| (SKF_NET_OFF + off) as u32;
+    [
+        op(0x20, net(12)), // ld [net+12]   source address
+        op(0x07, 0),       // tax
+        op(0x20, net(16)), // ld [net+16]   destination address
+        op(0xac, 0),       // xor x
+        op(0x07, 0),       // tax
+        op(0x20, net(20)), // ld [net+20]   ports (no IP options on VIP traffic)
+        op(0xac, 0),       // xor x
+        op(0x07, 0),       // tax
+        op(0x74, 16),      // rsh #16
+        op(0xac, 0),       // xor x
+        op(0x16, 0),       // ret a
+    ]
+}
 /// Size of the per-ring arena for software-segmented frames.
 const ARENA_BYTES: usize = 4 << 20;
 const ARENA_FRAMES: usize = 2048;
@@ -139,7 +171,9 @@ pub fn if_info(name: &str) -> io::Result<IfInfo> {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"));
     }
     // SAFETY: plain syscall.
-    let fd = Fd(cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?);
+    let fd = Fd(cvt(unsafe {
+        libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+    })?);
     // SAFETY: ifreq is plain old data; zeroed is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
@@ -167,7 +201,9 @@ pub fn if_info(name: &str) -> io::Result<IfInfo> {
         Ok(()) => {
             // SAFETY: SIOCGIFADDR filled addr with a sockaddr_in.
             let sin: libc::sockaddr_in = unsafe {
-                std::ptr::read_unaligned(&req.ifr_ifru.ifru_addr as *const libc::sockaddr as *const libc::sockaddr_in)
+                std::ptr::read_unaligned(
+                    &req.ifr_ifru.ifru_addr as *const libc::sockaddr as *const libc::sockaddr_in,
+                )
             };
             Some(u32::from_be(sin.sin_addr.s_addr))
         }
@@ -177,7 +213,9 @@ pub fn if_info(name: &str) -> io::Result<IfInfo> {
         Ok(()) => {
             // SAFETY: SIOCGIFNETMASK filled the netmask member with a sockaddr_in.
             let sin: libc::sockaddr_in = unsafe {
-                std::ptr::read_unaligned(&req.ifr_ifru.ifru_netmask as *const libc::sockaddr as *const libc::sockaddr_in)
+                std::ptr::read_unaligned(
+                    &req.ifr_ifru.ifru_netmask as *const libc::sockaddr as *const libc::sockaddr_in,
+                )
             };
             u32::from_be(sin.sin_addr.s_addr)
         }
@@ -201,7 +239,11 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        cvt(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set))?;
+        cvt(libc::sched_setaffinity(
+            0,
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &set,
+        ))?;
     }
     Ok(())
 }
@@ -321,11 +363,23 @@ impl PacketRing {
     pub fn new(ifindex: i32, cfg: RingConfig) -> io::Result<Self> {
         let fd = packet_socket(ETH_P_ALL, true)?;
         let raw = fd.0;
-        setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_VERSION, libc::tpacket_versions::TPACKET_V2 as libc::c_int)?;
+        setsockopt_int(
+            raw,
+            libc::SOL_PACKET,
+            libc::PACKET_VERSION,
+            libc::tpacket_versions::TPACKET_V2 as libc::c_int,
+        )?;
         setsockopt_int(raw, libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
-        setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_RESERVE, cfg.reserve as libc::c_int)?;
+        setsockopt_int(
+            raw,
+            libc::SOL_PACKET,
+            libc::PACKET_RESERVE,
+            cfg.reserve as libc::c_int,
+        )?;
         setsockopt_int(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
-        setsockopt_int(raw, libc::SOL_PACKET, PACKET_QDISC_BYPASS, 1)?;
+        if std::env::var_os("ULVS_NO_QDISC_BYPASS").is_none() {
+            setsockopt_int(raw, libc::SOL_PACKET, PACKET_QDISC_BYPASS, 1)?;
+        }
         // Big send buffer: GSO frames are charged whole against it.
         setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 8 << 20)
             .or_else(|_| setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, 8 << 20))?;
@@ -373,8 +427,24 @@ impl PacketRing {
         };
         bind_packet(raw, ifindex, ETH_P_ALL)?;
         if let Some(group) = cfg.fanout_group {
-            let v = (group as u32 | (PACKET_FANOUT_HASH << 16)) as libc::c_int;
+            let v = (group as u32 | (PACKET_FANOUT_CBPF << 16)) as libc::c_int;
             setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_FANOUT, v)?;
+            let mut prog = fanout_program();
+            let fprog = libc::sock_fprog {
+                len: prog.len() as u16,
+                filter: prog.as_mut_ptr(),
+            };
+            // SAFETY: `fprog` points at `prog`, both alive for the call; the
+            // kernel copies the program.
+            cvt(unsafe {
+                libc::setsockopt(
+                    raw,
+                    libc::SOL_PACKET,
+                    PACKET_FANOUT_DATA,
+                    &fprog as *const libc::sock_fprog as *const libc::c_void,
+                    std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+                )
+            })?;
         }
         Ok(ring)
     }
@@ -455,7 +525,9 @@ impl PacketRing {
             };
             // SAFETY: bytes DATA_OFFSET..frame_size of an owned slot belong to
             // the frame area; no other reference to them exists.
-            let area = unsafe { std::slice::from_raw_parts_mut(base.add(DATA_OFFSET), self.cfg.frame_size - DATA_OFFSET) };
+            let area = unsafe {
+                std::slice::from_raw_parts_mut(base.add(DATA_OFFSET), self.cfg.frame_size - DATA_OFFSET)
+            };
             let head = mac - DATA_OFFSET;
             let mut vb = [0u8; VnetHdr::LEN];
             vb.copy_from_slice(&area[head - VnetHdr::LEN..head]);
@@ -464,7 +536,9 @@ impl PacketRing {
             if f(&mut frame, &mut self.arena) == Action::Transmit {
                 let vnet = frame.vnet;
                 let (buf, head, len) = frame.parts();
-                let vh: &mut [u8; VnetHdr::LEN] = (&mut buf[head - VnetHdr::LEN..head]).try_into().expect("10 bytes");
+                let vh: &mut [u8; VnetHdr::LEN] = (&mut buf[head - VnetHdr::LEN..head])
+                    .try_into()
+                    .expect("10 bytes");
                 vnet.write(vh);
                 self.iov.push(libc::iovec {
                     iov_base: buf[head - VnetHdr::LEN..].as_mut_ptr() as *mut libc::c_void,
@@ -543,7 +617,10 @@ impl PacketRing {
 
     /// Frames dropped by the kernel for lack of ring space since the last call.
     pub fn ring_drops(&mut self) -> u64 {
-        let mut st = libc::tpacket_stats { tp_packets: 0, tp_drops: 0 };
+        let mut st = libc::tpacket_stats {
+            tp_packets: 0,
+            tp_drops: 0,
+        };
         let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
         // SAFETY: st and len are valid for the kernel to write.
         let r = unsafe {

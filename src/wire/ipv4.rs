@@ -261,10 +261,7 @@ mod tests {
     #[test]
     fn refusals() {
         let mut b = sample();
-        assert_eq!(
-            Packet::new_checked(&b[..19]).unwrap_err(),
-            Ipv4Error::Truncated
-        );
+        assert_eq!(Packet::new_checked(&b[..19]).unwrap_err(), Ipv4Error::Truncated);
         b[0] = 0x65;
         assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), Ipv4Error::BadVersion);
         b[0] = 0x44;

@@ -12,6 +12,7 @@ pub const ACK: u8 = 0x10;
 mod field {
     pub const SRC_PORT: usize = 0;
     pub const DST_PORT: usize = 2;
+    pub const SEQ: usize = 4;
     pub const DATA_OFF: usize = 12;
     pub const FLAGS: usize = 13;
     pub const CHECKSUM: usize = 16;
@@ -51,6 +52,9 @@ impl<T: AsRef<[u8]>> Segment<T> {
     pub fn dst_port(&self) -> u16 {
         be16(self.buf.as_ref(), field::DST_PORT)
     }
+    pub fn seq(&self) -> u32 {
+        super::be32(self.buf.as_ref(), field::SEQ)
+    }
     pub fn flags(&self) -> u8 {
         self.buf.as_ref()[field::FLAGS]
     }
@@ -85,6 +89,7 @@ mod tests {
         assert_eq!(s.src_port(), 40000);
         assert_eq!(s.dst_port(), 80);
         assert_eq!(s.flags(), SYN);
+        assert_eq!(s.seq(), 1);
         assert_eq!(s.checksum(), 0x1234);
     }
 

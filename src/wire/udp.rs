@@ -65,9 +65,6 @@ mod tests {
         d.set_checksum(0);
         assert_eq!(&b[2..4], &5353u16.to_be_bytes());
         assert_eq!(&b[6..8], &[0, 0]);
-        assert_eq!(
-            Datagram::new_checked(&b[..7]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(Datagram::new_checked(&b[..7]).unwrap_err(), WireError::Truncated);
     }
 }

@@ -47,8 +47,8 @@ pub fn server_of(mac: &[u8]) -> Ipv4Addr {
 /// The test topology: a DR service on VIP 198.18.100.1 for TCP :80 (`web`)
 /// and UDP :53 (`dns`) with three servers each, `idle` on :8080 whose only
 /// server has weight 0, and `drained` on :8081 (its server is drained by
-/// [`runtime`]). `answer_ping: false` so that ICMP to a VIP is plainly "no
-/// service".
+/// [`runtime`]). `answer_ping: false`, so an ICMP echo to the VIP is dropped
+/// (`icmp_other`) rather than answered.
 pub const TOPOLOGY: &str = "\
 interface: eth0
 maglev_table_size: 251

@@ -54,7 +54,12 @@ pub fn stats(stats: &[Arc<WorkerStats>], slow: &SlowCounters) -> Stats {
         reload_failures: slow.reload_failures,
         drops: Reason::ALL
             .iter()
-            .map(|r| (r.name().to_string(), sum(stats, |s| s.drops[*r as usize].load(Relaxed))))
+            .map(|r| {
+                (
+                    r.name().to_string(),
+                    sum(stats, |s| s.drops[*r as usize].load(Relaxed)),
+                )
+            })
             .collect(),
     }
 }
@@ -89,7 +94,9 @@ pub fn list(
                 .filter_map(|r| {
                     let srt = rt.get(&s.name, r.address, r.port)?;
                     let id = srt.id;
-                    let gauge = |f: &dyn Fn(&WorkerStats) -> i64| stats.iter().map(|w| f(w)).sum::<i64>().max(0) as u64;
+                    let gauge = |f: &dyn Fn(&WorkerStats) -> i64| {
+                        stats.iter().map(|w| f(w)).sum::<i64>().max(0) as u64
+                    };
                     let c = backend_counters(stats, id);
                     let mac = neigh.mac(u32::from(r.address));
                     let note = if mac.is_none() {

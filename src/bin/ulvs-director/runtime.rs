@@ -22,9 +22,9 @@ use mio::{Events, Interest, Poll, Token};
 use serde_json::json;
 use ulvs::control::arp::{self, NeighbourCache};
 use ulvs::control::config::{Config, ConfigError, HealthKind, IoBackend, Mode};
+use ulvs::control::ctl::{Request, Response};
 use ulvs::control::health::{self, Checker, ProbeKind, Target};
 use ulvs::control::metrics;
-use ulvs::control::ctl::{Request, Response};
 use ulvs::control::nft;
 use ulvs::control::publish::{self, Runtime};
 use ulvs::control::rates::RateMeter;
@@ -186,7 +186,9 @@ impl Director {
         );
         let mut table = table;
         table.mtu = self.ifinfo.mtu;
-        table.gateway_mac = self.gateway.and_then(|g| self.neigh.mac(g).or_else(|| self.seen.get(&g).copied()));
+        table.gateway_mac = self
+            .gateway
+            .and_then(|g| self.neigh.mac(g).or_else(|| self.seen.get(&g).copied()));
         if let Some(ip) = self.ifinfo.ipv4 {
             table.onlink = (ip & self.ifinfo.netmask, self.ifinfo.netmask);
         }
@@ -235,7 +237,10 @@ impl Director {
         let _ = stream.set_write_timeout(Some(Duration::from_millis(1000)));
         let mut head = Vec::with_capacity(1024);
         let mut buf = [0u8; 1024];
-        while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        while head.len() < 8192
+            && !head.windows(4).any(|w| w == b"\r\n\r\n")
+            && !head.windows(2).any(|w| w == b"\n\n")
+        {
             match stream.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => head.extend_from_slice(&buf[..n]),
@@ -244,7 +249,14 @@ impl Director {
         }
         let resp = metrics::http_response(&head, || {
             let stats = report::stats(&self.stats, &self.slow);
-            let list = report::list(&self.cfg, &self.rt, &self.neigh, &self.stats, &self.rates, &self.health_reasons);
+            let list = report::list(
+                &self.cfg,
+                &self.rt,
+                &self.neigh,
+                &self.stats,
+                &self.rates,
+                &self.health_reasons,
+            );
             metrics::render(
                 &stats,
                 &list,
@@ -261,7 +273,8 @@ impl Director {
     fn sample_rates(&mut self, now: Instant) {
         let ids: Vec<u32> = self.rt.servers.values().map(|s| s.id).collect();
         for &id in &ids {
-            self.rates.sample(id, now, report::backend_counters(&self.stats, id));
+            self.rates
+                .sample(id, now, report::backend_counters(&self.stats, id));
         }
         self.rates.retain(|id| ids.contains(id));
     }
@@ -314,7 +327,10 @@ impl Director {
                     info!("neighbour {} is at {}", Ipv4Addr::from(ip), fmt_mac(&mac));
                     changed = true;
                 }
-                let onlink = self.ifinfo.ipv4.is_some_and(|a| (a ^ ip) & self.ifinfo.netmask == 0);
+                let onlink = self
+                    .ifinfo
+                    .ipv4
+                    .is_some_and(|a| (a ^ ip) & self.ifinfo.netmask == 0);
                 if onlink && self.seen.get(&ip) != Some(&mac) && self.seen.len() < MAX_SEEN_NEIGHBOURS {
                     self.seen.insert(ip, mac);
                     self.dirty = true;
@@ -401,7 +417,10 @@ impl Director {
         new.io = self.cfg.io;
         new.metrics_listen = self.cfg.metrics_listen;
         if has_nat(&new) && !has_nat(&self.cfg) && self.stats.len() > 1 {
-            warn!("reload: NAT services with {} workers: reply state is per worker; restart to run 1 worker", self.stats.len());
+            warn!(
+                "reload: NAT services with {} workers: reply state is per worker; restart to run 1 worker",
+                self.stats.len()
+            );
         }
         // Servers of services that are no longer checked are up.
         for s in &new.services {
@@ -420,7 +439,11 @@ impl Director {
         self.neigh.set_wanted(wanted);
         self.arp_tick();
         self.publish();
-        let added: Vec<u32> = new_vips.iter().filter(|v| !old_vips.contains(v)).copied().collect();
+        let added: Vec<u32> = new_vips
+            .iter()
+            .filter(|v| !old_vips.contains(v))
+            .copied()
+            .collect();
         self.announce(&added);
         self.slow.reloads += 1;
         let msg = format!(
@@ -448,8 +471,12 @@ impl Director {
                 Ok(m) => Response::ok(json!({ "message": m })),
                 Err(e) => Response::err(format!("reload rejected, running config kept:\n{e}")),
             },
-            Request::Drain { service, address } => self.set_server(&service, &address, |s| s.drained = true, "draining"),
-            Request::Enable { service, address } => self.set_server(&service, &address, |s| s.drained = false, "enabled"),
+            Request::Drain { service, address } => {
+                self.set_server(&service, &address, |s| s.drained = true, "draining")
+            }
+            Request::Enable { service, address } => {
+                self.set_server(&service, &address, |s| s.drained = false, "enabled")
+            }
             Request::Weight {
                 service,
                 address,
@@ -458,7 +485,12 @@ impl Director {
                 if weight > 65535 {
                     return Response::err(format!("weight {weight} out of range 0..=65535"));
                 }
-                self.set_server(&service, &address, |s| s.weight_override = Some(weight as u32), "weight set")
+                self.set_server(
+                    &service,
+                    &address,
+                    |s| s.weight_override = Some(weight as u32),
+                    "weight set",
+                )
             }
         }
     }
@@ -584,7 +616,10 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
         cfg.interface,
         ifinfo.index,
         fmt_mac(&ifinfo.mac),
-        ifinfo.ipv4.map(|a| Ipv4Addr::from(a).to_string()).unwrap_or_else(|| "none".into()),
+        ifinfo
+            .ipv4
+            .map(|a| Ipv4Addr::from(a).to_string())
+            .unwrap_or_else(|| "none".into()),
         ifinfo.mtu
     );
     let term = Arc::new(AtomicBool::new(false));
@@ -603,7 +638,10 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
     let _nft_guard = NftGuard {
         ifname: cfg.interface.clone(),
     };
-    info!("kernel drop rule installed: table netdev {}", nft::table_name(&cfg.interface));
+    info!(
+        "kernel drop rule installed: table netdev {}",
+        nft::table_name(&cfg.interface)
+    );
 
     let arp_sock = RawSocket::new(ifinfo.index, sys::ETH_P_ARP).context("opening the ARP socket")?;
     let gateway = std::fs::read_to_string("/proc/net/route")

@@ -1,0 +1,265 @@
+//! The fast path does not allocate: 100,000 mixed frames (new TCP flows,
+//! repeated flows, UDP, malformed and foreign frames, with evictions,
+//! expirations and table swaps along the way) go through a real
+//! `Worker<MemDevice>` while a counting global allocator watches this thread.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use ulvs::control::publish::build_table;
+use ulvs::dataplane::stats::WorkerStats;
+use ulvs::dataplane::worker::{Shared, Worker};
+use ulvs::io::mem::MemDevice;
+use ulvs::io::{pkttype, RxMeta, VnetHdr};
+use ulvs::wire::tcp;
+
+/// Allocations (alloc, alloc_zeroed, realloc) made while counting. This
+/// file holds a single test, so no other test thread adds to it.
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Deallocations made while counting.
+static FREES: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Counting is on for this thread. Const-initialised `Cell<bool>`: no
+    /// lazy registration and no destructor, so the allocator may read it.
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn counting() -> bool {
+    COUNTING.try_with(Cell::get).unwrap_or(false)
+}
+
+struct CountingAlloc;
+
+// SAFETY: every method forwards to `System` with the caller's arguments; the
+// counting touches only atomics and a destructor-less thread-local.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if counting() {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if counting() {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if counting() {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: `ptr` came from this allocator, i.e. from `System`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if counting() {
+            FREES.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: `ptr` came from this allocator, i.e. from `System`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+/// Count allocations made by this thread while `f` runs.
+fn count<R>(f: impl FnOnce() -> R) -> (R, u64, u64) {
+    let (a0, f0) = (ALLOCS.load(Ordering::Relaxed), FREES.load(Ordering::Relaxed));
+    COUNTING.with(|c| c.set(true));
+    let r = f();
+    COUNTING.with(|c| c.set(false));
+    let (a1, f1) = (ALLOCS.load(Ordering::Relaxed), FREES.load(Ordering::Relaxed));
+    (r, a1 - a0, f1 - f0)
+}
+
+const FRAMES: usize = 100_000;
+/// Device slots: frames are pushed up to this many, then polled.
+const SLOTS: usize = 256;
+/// A table is published (outside the counted sections) this often.
+const PUBLISH_EVERY: usize = 20_000;
+
+/// The frames of the mix, built before counting starts.
+struct Templates {
+    syn: Vec<u8>,
+    ack: Vec<u8>,
+    fin: Vec<u8>,
+    udp: Vec<u8>,
+    malformed: Vec<(Vec<u8>, RxMeta)>,
+}
+
+fn templates() -> Templates {
+    let syn = tcp_to_vip(1, 80, tcp::SYN);
+    let m = RxMeta::default();
+    let edit = |at: usize, b: &[u8]| {
+        let mut f = syn.clone();
+        f[at..at + b.len()].copy_from_slice(b);
+        f
+    };
+    let malformed = vec![
+        (syn[..20].to_vec(), m),            // runt
+        (edit(14, &[0x65]), m),             // bad_version
+        (edit(14, &[0x44]), m),             // bad_ihl
+        (edit(16, &[0x04, 0x00]), m),       // bad_total_length
+        (edit(20, &[0x00, 0x10]), m),       // later fragment, no first
+        (edit(12, &[0x81, 0x00]), m),       // vlan tag in bytes
+        (edit(12, &[0x08, 0x06]), m),       // not_ipv4
+        (edit(33, &[0x63]), m),             // not_vip
+        (tcp_to_vip(1, 443, tcp::SYN), m),  // no_service
+        (tcp_to_vip(1, 8080, tcp::SYN), m), // no_server (weight 0)
+        (hex_fixture("icmp_echo_vip"), m),  // icmp_other
+        (hex_fixture("ip_options_tcp_syn_vip"), m),
+        (
+            syn.clone(),
+            RxMeta {
+                pkttype: pkttype::OTHERHOST,
+                ..m
+            },
+        ),
+        (syn.clone(), RxMeta { truncated: true, ..m }),
+        (
+            syn.clone(),
+            RxMeta {
+                vlan_tci: Some(7),
+                ..m
+            },
+        ),
+    ];
+    Templates {
+        ack: tcp_to_vip(1, 80, tcp::ACK),
+        fin: tcp_to_vip(1, 80, tcp::FIN | tcp::ACK),
+        udp: udp_frame(CLIENT, 1, VIP, 53, b"0123456789abcdef"),
+        syn,
+        malformed,
+    }
+}
+
+/// Frame `i` of the mix, written into `scratch` when it varies.
+fn frame<'a>(i: usize, t: &'a Templates, scratch: &'a mut [u8; 128]) -> (&'a [u8], RxMeta) {
+    let m = RxMeta::default();
+    let vary = |scratch: &'a mut [u8; 128], base: &[u8], src: u32, sport: u16| -> &'a [u8] {
+        let f = &mut scratch[..base.len()];
+        f.copy_from_slice(base);
+        f[26..30].copy_from_slice(&src.to_be_bytes());
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f
+    };
+    match i % 10 {
+        // New TCP flows: a new (source, port) every time.
+        0..=3 => (vary(scratch, &t.syn, 0x0a00_0000 | (i >> 16) as u32, i as u16), m),
+        // 64 long-lived flows, again and again.
+        4 | 5 => (vary(scratch, &t.ack, CLIENT, 1000 + (i % 64) as u16), m),
+        // UDP over 512 ports: new flows at first, repeated later.
+        6 | 7 => (vary(scratch, &t.udp, CLIENT, 2000 + (i % 512) as u16), m),
+        // A FIN for one of the long-lived flows (they come back with the next ACK).
+        8 => (vary(scratch, &t.fin, CLIENT, 1000 + (i % 64) as u16), m),
+        _ => {
+            let (f, meta) = &t.malformed[(i / 10) % t.malformed.len()];
+            (f, *meta)
+        }
+    }
+}
+
+#[test]
+fn fast_path_does_not_allocate() {
+    // Short timeouts and a small flow table, so that expiry, the sweep and
+    // eviction all run during the counted phase.
+    let yaml = TOPOLOGY.replace(
+        "answer_ping: false\n",
+        "answer_ping: false\ntimeouts:\n  tcp_syn: 1\n  tcp: 2\n  tcp_fin: 1\n  udp: 1\n",
+    );
+    let cfg = config(&yaml);
+    let rt = runtime(&cfg);
+    let tables: Vec<_> = (1..=FRAMES / PUBLISH_EVERY)
+        .map(|g| {
+            Arc::new(build_table(
+                &cfg,
+                &rt,
+                |a| Some(mac_of(a)),
+                DIRECTOR_MAC,
+                0,
+                g as u64,
+            ))
+        })
+        .collect();
+    let shared = Arc::new(Shared::new((*tables[0]).clone()));
+    let mut dev = MemDevice::new(SLOTS, 2048);
+    dev.capture = false;
+    let stats = Arc::new(WorkerStats::default());
+    let mut worker = Worker::new(dev, 1024, shared.clone(), stats.clone());
+    let t = templates();
+    let mut scratch = [0u8; 128];
+    let mut now = 1000u32;
+
+    // Warm-up: every kind of frame once (first-use lazy state, such as
+    // arc-swap's per-thread debt node, is set up here).
+    for i in 0..2 * SLOTS {
+        let (f, meta) = frame(i, &t, &mut scratch);
+        assert!(worker.device().push_rx(f, meta, VnetHdr::default()));
+        if worker.device().pending() == SLOTS {
+            while worker.poll_once(now).unwrap() > 0 {}
+        }
+    }
+    while worker.poll_once(now).unwrap() > 0 {}
+    let seen0 = stats.frames_seen.load(Ordering::Relaxed);
+
+    let mut allocs = 0;
+    let mut frees = 0;
+    let mut i = 0;
+    let mut next_publish = PUBLISH_EVERY;
+    while i < FRAMES {
+        if i >= next_publish {
+            // The slow path's swap (allocation-free here: the Arc is built).
+            shared.table.store(tables[i / PUBLISH_EVERY].clone());
+            next_publish += PUBLISH_EVERY;
+        }
+        let ((), a, f) = count(|| {
+            while i < FRAMES && i < next_publish {
+                let (f, meta) = frame(i, &t, &mut scratch);
+                if !worker.device().push_rx(f, meta, VnetHdr::default()) {
+                    break;
+                }
+                i += 1;
+            }
+            while worker.device().pending() > 0 {
+                worker.poll_once(now).unwrap();
+                now = now.wrapping_add(50);
+            }
+        });
+        allocs += a;
+        frees += f;
+    }
+    // The counter does count (checked here, not in a test of its own: the
+    // counters are process-wide, and tests run in parallel).
+    let (v, a, _) = count(|| std::hint::black_box(vec![1u8; 100]));
+    assert!(a >= 1, "the counting allocator saw {a} allocations of a Vec");
+    drop(v);
+
+    assert_eq!(allocs, 0, "the fast path allocated {allocs} times");
+    assert_eq!(frees, 0, "the fast path freed {frees} times");
+
+    let s = &*stats;
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    assert_eq!(get(&s.frames_seen) - seen0, FRAMES as u64);
+    assert!(accounting_holds(s));
+    assert_eq!(get(&s.generation), (FRAMES / PUBLISH_EVERY) as u64);
+    // The counted phase did exercise the paths it claims to.
+    assert!(get(&s.forwarded) > FRAMES as u64 / 2, "{}", get(&s.forwarded));
+    assert!(get(&s.evictions) > 0, "no evictions");
+    assert!(get(&s.expirations) > 0, "no expirations");
+    let dropped: u64 = s.drops.iter().map(get).sum();
+    assert!(dropped >= FRAMES as u64 / 10, "{dropped}");
+    assert_eq!(worker.device().sent_count, get(&s.forwarded));
+}
