@@ -654,3 +654,48 @@ impl AsRawFd for PacketRing {
         self.fd.0
     }
 }
+
+/// Open (create) a TUN device `name` (IFF_TUN | IFF_NO_PI: each read/write is
+/// one bare IP packet) and bring it up. Used by `ulvs-decap` on real servers.
+///
+/// # Errors
+/// /dev/net/tun is missing, the name is bad, or not root.
+pub fn open_tun(name: &str) -> io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"));
+    }
+    let path = c"/dev/net/tun";
+    // SAFETY: a constant NUL-terminated path.
+    let fd = cvt(unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
+    // SAFETY: we own `fd` from here on; the File closes it.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; zeroed is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes inside `req`.
+    cvt(unsafe { libc::ioctl(fd, libc::TUNSETIFF, &mut req as *mut libc::ifreq) })?;
+    // Bring it up through an AF_INET control socket.
+    // SAFETY: plain syscall.
+    let ctl = Fd(cvt(unsafe {
+        libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+    })?);
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write inside `req`, whose name is set.
+    unsafe {
+        cvt(libc::ioctl(
+            ctl.0,
+            libc::SIOCGIFFLAGS,
+            &mut req as *mut libc::ifreq,
+        ))?;
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        cvt(libc::ioctl(
+            ctl.0,
+            libc::SIOCSIFFLAGS,
+            &mut req as *mut libc::ifreq,
+        ))?;
+    }
+    Ok(file)
+}
