@@ -74,8 +74,9 @@ fn run(args: Args) -> Result<()> {
             ignored += 1;
             continue;
         }
-        match tun.write(inner) {
-            Ok(_) => ok += 1,
+        // A TUN write takes one whole packet or fails; it is never partial.
+        match tun.write_all(inner) {
+            Ok(()) => ok += 1,
             Err(e) => {
                 bad += 1;
                 log::warn!("writing to {}: {e}", args.tun);
