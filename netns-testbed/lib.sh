@@ -261,3 +261,160 @@ wait_vip_http() {
   done
   return 1
 }
+
+# ====================================================================== ops-*
+# Helpers of the operations scenarios (ops-health-kill, ops-syn-second-chance,
+# ops-drain, ops-weights, ops-reload, ops-metrics, ops-rolling-upgrade).  All
+# names start with ops_ so they cannot clash with other helpers.
+
+# ops_now: wall-clock seconds with fractions (comparable with tools/loadlog.py)
+ops_now() { date +%s.%N; }
+# ops_rs_ip K: address of real server K
+ops_rs_ip() { eval echo "\$RS${1}_IP"; }
+# ops_rs_ns K: namespace of real server K
+ops_rs_ns() { eval echo "\$RS${1}_NS"; }
+# ops_rs_k ADDRESS|NAME: K of the real server with this address (or name rsK)
+ops_rs_k() {
+  local k
+  case "$1" in rs[0-9]*) echo "${1#rs}"; return 0 ;; esac
+  for k in $(seq "$N_SERVERS"); do [ "$(ops_rs_ip "$k")" = "$1" ] && { echo "$k"; return 0; }; done
+  return 1
+}
+
+# ops_config FILE [--service NAME] [--health FLOW] [--timeouts FLOW]
+#   [--weights "W1 W2 ..."] [--servers "K1 K2 ..."] [--top LINE]...
+#   [--server-line K LINE]: a one-service tcp/80 dr config.  FLOW is a YAML
+#   flow mapping, e.g. "{kind: tcp, interval_ms: 500}"; --top adds a top-level
+#   line (metrics_listen: ..., on_server_down: ...); --server-line adds a line
+#   under server K's entry (e.g. a deliberately unknown field).
+ops_config() {
+  local f=$1; shift
+  local name=web health="" timeouts="" weights="" servers="" tops=() sl_k="" sl_line="" k i w
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --service) name=$2; shift ;;
+      --health) health=$2; shift ;;
+      --timeouts) timeouts=$2; shift ;;
+      --weights) weights=$2; shift ;;
+      --servers) servers=$2; shift ;;
+      --top) tops+=("$2"); shift ;;
+      --server-line) sl_k=$2; sl_line=$3; shift 2 ;;
+      *) echo "ops_config: unknown option $1" >&2; return 2 ;;
+    esac
+    shift
+  done
+  [ -n "$servers" ] || servers=$(seq -s ' ' "$N_SERVERS")
+  {
+    echo "interface: eth0"
+    echo "control_socket: $SOCK"
+    [ -n "${ULVS_WORKERS:-}" ] && echo "workers: $ULVS_WORKERS"
+    [ -n "$timeouts" ] && echo "timeouts: $timeouts"
+    for i in "${tops[@]}"; do echo "$i"; done
+    echo "services:"
+    echo "  - name: $name"
+    echo "    vip: $VIP"
+    echo "    port: 80"
+    echo "    protocol: tcp"
+    echo "    mode: dr"
+    echo "    scheduler: maglev"
+    [ -n "$health" ] && echo "    health: $health"
+    echo "    real_servers:"
+    for k in $servers; do
+      w=1
+      [ -n "$weights" ] && w=$(echo "$weights" | awk -v k="$k" '{print $k}')
+      echo "      - address: $(ops_rs_ip "$k")"
+      echo "        weight: ${w:-1}"
+      if [ "$k" = "$sl_k" ]; then echo "        $sl_line"; fi
+    done
+    true
+  } >"$f.tmp" && mv -f "$f.tmp" "$f"
+}
+
+# ops_httpd_start K [TAG]: (re)start tools/httpd.py --name rsK on server K;
+# waits until it listens.  Its PID is in $WORK/httpd-rsK.ready.
+ops_httpd_start() {
+  local k=$1 tag=${2:-}
+  rm -f "$WORK/httpd-rs$k.ready"
+  start_bg "httpd-rs$k${tag:+-$tag}" "$(ops_rs_ns "$k")" "$PY" "$TOOLS/httpd.py" --name "rs$k" --port 80 \
+    --pidfile "$WORK/httpd-rs$k.ready"
+  wait_file "$WORK/httpd-rs$k.ready" 10 || { fail "httpd on rs$k did not start"; return 1; }
+}
+# ops_httpd_pid K: PID of the running httpd of server K
+ops_httpd_pid() { head -n1 "$WORK/httpd-rs$1.ready" 2>/dev/null | tr -dc 0-9; }
+# ops_httpd_kill K [SIGNAL]: stop server K's httpd by its PID (default
+# SIGKILL) and wait until it is gone
+ops_httpd_kill() {
+  local k=$1 sig=${2:-KILL} pid i
+  pid=$(ops_httpd_pid "$k")
+  [ -n "$pid" ] || { fail "no httpd PID for rs$k"; return 1; }
+  kill "-$sig" "$pid" 2>/dev/null
+  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$WORK/httpd-rs$k.ready"
+  ! kill -0 "$pid" 2>/dev/null
+}
+
+# ops_srv LIST_JSON ADDRESS EXPR: a Python expression over r, the real server
+# ADDRESS of `ulvsadm list --json` (first service that has it)
+ops_srv() {
+  "$PY" -c 'import json,sys
+d=json.load(open(sys.argv[1]))
+r=[r for s in d["services"] for r in s["real_servers"] if r["address"]==sys.argv[2]][0]
+print(eval(sys.argv[3]))' "$1" "$2" "$3"
+}
+# ops_wait_srv ADDRESS EXPR SECONDS: poll `ulvsadm list --json` (every 0.1 s)
+# until EXPR over r (that server) is true; prints the seconds it took and
+# leaves the last listing in $WORK/wait.json; false on timeout
+ops_wait_srv() {
+  local addr=$1 expr=$2 t=$3 t0 end
+  t0=$(ops_now)
+  while :; do
+    if adm list --json >"$WORK/wait.json" 2>/dev/null \
+        && [ "$(ops_srv "$WORK/wait.json" "$addr" "bool($expr)" 2>/dev/null)" = True ]; then
+      awk -v a="$t0" -v b="$(ops_now)" 'BEGIN{printf "%.2f\n", b - a}'
+      return 0
+    fi
+    awk -v a="$t0" -v b="$(ops_now)" -v t="$t" 'BEGIN{exit !(b - a > t)}' && return 1
+    sleep 0.1
+  done
+}
+
+# ops_load_start NAME [loadlog.py args...]: continuous fresh-connection load
+# from the client against http://$VIP/ (tools/loadlog.py), per-request log in
+# $WORK/NAME.jsonl; its PID in $BG_PID
+ops_load_start() {
+  local name=$1; shift
+  start_bg "$name" "$NS_CLIENT" "$PY" "$TOOLS/loadlog.py" --url "http://$VIP/" --log "$WORK/$name.jsonl" "$@"
+}
+# ops_load_finish NAME PID SECONDS: wait for it (SIGTERM after SECONDS), its
+# summary JSON into $WORK/NAME.json
+ops_load_finish() {
+  local name=$1 pid=$2 t=$3
+  wait_pid "$pid" "$t"
+  if [ $? -eq 124 ]; then kill -TERM "$pid" 2>/dev/null; wait_pid "$pid" 15; fi
+  grep '^{' "$WORK/$name.log" | tail -n1 >"$WORK/$name.json"
+}
+# ops_reqs JSONL EXPR: a Python expression over L, the list of per-request
+# records of tools/loadlog.py; e.g. ops_reqs f 'sum(1 for x in L if x["ok"])'
+ops_reqs() {
+  "$PY" -c 'import json,sys
+L=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print(eval(sys.argv[2]))' "$1" "$2"
+}
+# ops_expect_reqs DESC JSONL EXPR: PASS when EXPR over L is true
+ops_expect_reqs() {
+  local desc=$1 f=$2 expr=$3 v
+  v=$(ops_reqs "$f" "bool($expr)" 2>"$WORK/expect.err")
+  if [ "$v" = True ]; then pass "$desc"; else
+    fail "$desc  [$expr]"
+    [ -s "$WORK/expect.err" ] && sed 's/^/      /' "$WORK/expect.err" | tail -n 3
+  fi
+}
+# ops_adm_capture NAME ARGS...: run ulvsadm ARGS, stdout/stderr/status into
+# $WORK/NAME.out, .err, .rc; returns its status
+ops_adm_capture() {
+  local name=$1 rc; shift
+  adm "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"; rc=$?
+  echo "$rc" >"$WORK/$name.rc"
+  return "$rc"
+}
+# ====================================================================== end ops-*

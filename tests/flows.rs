@@ -370,8 +370,6 @@ fn sweep_covers_the_table_in_buckets_over_64_polls() {
 /// packets are dropped as `no_server`; a FIN among them must still move the
 /// flow from active to inactive, so that expiry brings both gauges to 0.
 #[test]
-#[ignore = "fast-path bug: backend_for advances the TCP state before the reschedule \
-            fails with NoServer, and returns without moving the gauges (ends at active 1, inactive -1)"]
 fn gauges_stay_exact_when_a_closing_flow_has_no_server() {
     let c = cfg(&SERVERS[..1], "reschedule");
     let mut rt = Runtime::default();
