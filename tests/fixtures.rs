@@ -423,7 +423,11 @@ fn server_mac_unknown() {
     assert!(o.sent.is_none());
     assert_eq!(
         o.moved,
-        moved(&[("frames_seen", 1), ("rescheduled", 1), ("drops.server_mac_unknown", 1)])
+        moved(&[
+            ("frames_seen", 1),
+            ("rescheduled", 1),
+            ("drops.server_mac_unknown", 1)
+        ])
     );
 }
 

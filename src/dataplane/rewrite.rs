@@ -422,4 +422,249 @@ pub(crate) mod tests {
         assert_eq!(&f[6..12], &[2, 0, 0, 0, 0, 2]);
         assert_eq!(&f[12..], &orig[12..]);
     }
+
+    fn l4_ok(f: &[u8]) -> bool {
+        let ihl = ((f[14] & 0xf) as usize) * 4;
+        let total = u16::from_be_bytes([f[16], f[17]]) as usize;
+        let l4 = &f[14 + ihl..14 + total];
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&f[26..34]);
+        pseudo.extend_from_slice(&[0, f[23]]);
+        pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        let s = checksum::sum(&pseudo, 0);
+        checksum::sum(l4, s as u32) == 0xffff
+    }
+
+    fn ip_ok(f: &[u8]) -> bool {
+        let ihl = ((f[14] & 0xf) as usize) * 4;
+        checksum::sum(&f[14..14 + ihl], 0) == 0xffff
+    }
+
+    const RS_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0b];
+    const DIR_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+    #[test]
+    fn nat_inbound_full_checksums() {
+        let mut f = tcp_frame(0xc612_0102, 0xc612_6401, 40000, 80, 0x10);
+        assert!(l4_ok(&f) && ip_ok(&f));
+        assert!(nat(
+            &mut f,
+            NatSide::Dst,
+            0xc612_000b,
+            Some(8080),
+            true,
+            false,
+            RS_MAC,
+            DIR_MAC
+        ));
+        assert_eq!(&f[30..34], &[198, 18, 0, 11]);
+        assert_eq!(&f[36..38], &8080u16.to_be_bytes());
+        assert_eq!(f[22], 63, "TTL decremented");
+        assert!(ip_ok(&f), "IP checksum updated");
+        assert!(l4_ok(&f), "TCP checksum updated");
+        assert_eq!(&f[0..12], &[RS_MAC, DIR_MAC].concat()[..]);
+    }
+
+    #[test]
+    fn nat_outbound_full_checksums() {
+        let mut f = tcp_frame(0xc612_000b, 0xc612_0102, 8080, 40000, 0x12);
+        assert!(nat(
+            &mut f,
+            NatSide::Src,
+            0xc612_6401,
+            Some(80),
+            true,
+            false,
+            RS_MAC,
+            DIR_MAC
+        ));
+        assert_eq!(&f[26..30], &[198, 18, 100, 1]);
+        assert_eq!(&f[34..36], &80u16.to_be_bytes());
+        assert!(ip_ok(&f) && l4_ok(&f));
+    }
+
+    #[test]
+    fn nat_partial_checksum_updates_pseudo_header_only() {
+        // A partial checksum holds the folded pseudo-header sum (not inverted).
+        let mut f = tcp_frame(0xc612_0102, 0xc612_6401, 40000, 80, 0x10);
+        let pseudo = |f: &[u8]| {
+            let mut p = Vec::new();
+            p.extend_from_slice(&f[26..34]);
+            p.extend_from_slice(&[0, 6, 0, 20]);
+            checksum::sum(&p, 0)
+        };
+        let ps = pseudo(&f);
+        f[50..52].copy_from_slice(&ps.to_be_bytes());
+        assert!(nat(
+            &mut f,
+            NatSide::Dst,
+            0xc612_000b,
+            Some(8080),
+            true,
+            true,
+            RS_MAC,
+            DIR_MAC
+        ));
+        assert_eq!(u16::from_be_bytes([f[50], f[51]]), pseudo(&f));
+        // Completing it as the kernel would gives a valid checksum.
+        let mut vnet = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 16,
+            ..VnetHdr::default()
+        };
+        assert!(complete_checksum(&mut f, &mut vnet));
+        assert!(!vnet.needs_csum());
+        assert!(l4_ok(&f));
+    }
+
+    #[test]
+    fn nat_refuses_expiring_ttl() {
+        let mut f = tcp_frame(0xc612_0102, 0xc612_6401, 40000, 80, 0x10);
+        f[22] = 1;
+        assert!(!nat(&mut f, NatSide::Dst, 1, None, true, false, RS_MAC, DIR_MAC));
+    }
+
+    fn frame_in(buf: &mut [u8], bytes: &[u8], vnet: VnetHdr) -> usize {
+        let head = 64;
+        buf[head..head + bytes.len()].copy_from_slice(bytes);
+        let _ = vnet;
+        head
+    }
+
+    #[test]
+    fn tun_wraps_the_packet() {
+        let inner = tcp_frame(0xc612_0102, 0xc612_6401, 40000, 80, 0x02);
+        let mut buf = vec![0u8; 256];
+        let head = frame_in(&mut buf, &inner, VnetHdr::default());
+        let mut fr = Frame::new(
+            &mut buf,
+            head,
+            inner.len(),
+            Default::default(),
+            VnetHdr::default(),
+        );
+        let o = TunOuter {
+            src: 0xc612_0002,
+            dst: 0xc612_000b,
+            dst_mac: RS_MAC,
+            src_mac: DIR_MAC,
+            ttl: 64,
+        };
+        assert!(tun_encap(&mut fr, &o, 7));
+        let d = fr.data().to_vec();
+        assert_eq!(d.len(), inner.len() + 20);
+        assert_eq!(&d[0..12], &[RS_MAC, DIR_MAC].concat()[..]);
+        assert_eq!(d[14], 0x45);
+        assert_eq!(d[23], 4, "protocol IP-in-IP");
+        assert_eq!(u16::from_be_bytes([d[16], d[17]]) as usize, inner.len() - 14 + 20);
+        assert_eq!(
+            u16::from_be_bytes([d[20], d[21]]) & ipv4::FLAG_DF,
+            ipv4::FLAG_DF,
+            "DF copied"
+        );
+        assert!(ip_ok(&d));
+        assert_eq!(&d[34..], &inner[14..], "inner packet untouched");
+    }
+
+    #[test]
+    fn segmentation_makes_valid_segments() {
+        // A 3000-byte TCP payload super-frame with gso_size 1000.
+        let mut f = tcp_frame(
+            0xc612_0102,
+            0xc612_6401,
+            40000,
+            80,
+            tcp::ACK | tcp::PSH | tcp::FIN,
+        );
+        f.extend((0..3000).map(|i| (i % 251) as u8));
+        let total = (f.len() - 14) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        let vnet = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4,
+            gso_size: 1000,
+            csum_start: 34,
+            csum_offset: 16,
+            ..VnetHdr::default()
+        };
+        let mut arena = TxArena::new(1 << 16, 16);
+        let o = TunOuter {
+            src: 0xc612_0002,
+            dst: 0xc612_000b,
+            dst_mac: RS_MAC,
+            src_mac: DIR_MAC,
+            ttl: 64,
+        };
+        let mut id = 100u16;
+        assert_eq!(segment_tcp4(&f, &vnet, Some((&o, &mut id)), &mut arena), Some(3));
+        assert_eq!(id, 103);
+        let mut payload = Vec::new();
+        for i in 0..3 {
+            let seg = arena.frame_with_vnet(i)[VnetHdr::LEN..].to_vec();
+            assert_eq!(seg[23], 4);
+            assert!(ip_ok(&seg), "outer header");
+            let inner = seg[20..].to_vec();
+            assert!(ip_ok(&inner) && l4_ok(&inner), "segment {i} checksums");
+            let seq = u32::from_be_bytes([inner[38], inner[39], inner[40], inner[41]]);
+            assert_eq!(seq, 1000 * i as u32, "the fixture starts at sequence 0");
+            let flags = inner[47];
+            assert_eq!(flags & tcp::FIN != 0, i == 2, "FIN only on the last");
+            payload.extend_from_slice(&inner[54..]);
+        }
+        assert_eq!(payload, f[54..].to_vec());
+        // Without an outer header the segments are plain TCP/IP frames.
+        let mut arena = TxArena::new(1 << 16, 16);
+        assert_eq!(segment_tcp4(&f, &vnet, None, &mut arena), Some(3));
+        assert!(l4_ok(&arena.frame_with_vnet(0)[VnetHdr::LEN..]));
+        // A full arena reports failure rather than sending a partial set.
+        let mut small = TxArena::new(2000, 16);
+        assert_eq!(segment_tcp4(&f, &vnet, None, &mut small), None);
+    }
+
+    #[test]
+    fn frag_needed_quotes_the_packet() {
+        let inner = tcp_frame(0xc612_0102, 0xc612_6401, 40000, 80, 0x10);
+        let mut buf = vec![0u8; 256];
+        let head = frame_in(&mut buf, &inner, VnetHdr::default());
+        let mut fr = Frame::new(
+            &mut buf,
+            head,
+            inner.len(),
+            Default::default(),
+            VnetHdr::default(),
+        );
+        assert!(icmp_frag_needed(&mut fr, DIR_MAC, 1480));
+        let d = fr.data().to_vec();
+        assert_eq!(d.len(), 14 + 20 + 8 + 28);
+        assert_eq!(&d[0..6], &inner[6..12], "back to the router");
+        assert_eq!(&d[26..30], &[198, 18, 100, 1], "from the VIP");
+        assert_eq!(&d[30..34], &[198, 18, 1, 2], "to the client");
+        assert_eq!((d[34], d[35]), (icmp::DEST_UNREACHABLE, icmp::CODE_FRAG_NEEDED));
+        assert_eq!(u16::from_be_bytes([d[40], d[41]]), 1480);
+        assert_eq!(checksum::sum(&d[34..], 0), 0xffff);
+        assert_eq!(&d[42..70], &inner[14..42], "quotes the IP header and 8 bytes");
+        assert!(ip_ok(&d));
+    }
+
+    #[test]
+    fn echo_reply_in_place() {
+        let mut f = tcp_frame(0xc612_0102, 0xc612_6401, 0, 0, 0);
+        f[23] = 1; // ICMP
+        f.truncate(14 + 20 + 12);
+        f[16..18].copy_from_slice(&32u16.to_be_bytes());
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f[34..46].copy_from_slice(&[8, 0, 0, 0, 0, 1, 0, 2, b'p', b'i', b'n', b'g']);
+        let c = checksum::checksum(&f[34..46]);
+        f[36..38].copy_from_slice(&c.to_be_bytes());
+        assert!(icmp_echo_reply(&mut f, DIR_MAC));
+        assert_eq!(f[34], icmp::ECHO_REPLY);
+        assert_eq!(&f[26..30], &[198, 18, 100, 1]);
+        assert_eq!(&f[30..34], &[198, 18, 1, 2]);
+        assert_eq!(checksum::sum(&f[34..46], 0), 0xffff);
+        assert!(ip_ok(&f));
+        assert_eq!(&f[6..12], &DIR_MAC);
+    }
 }
