@@ -349,6 +349,7 @@ ops_httpd_kill() {
   [ -n "$pid" ] || { fail "no httpd PID for rs$k"; return 1; }
   kill "-$sig" "$pid" 2>/dev/null
   for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  wait "$pid" 2>/dev/null   # reap it quietly when it is our child
   rm -f "$WORK/httpd-rs$k.ready"
   ! kill -0 "$pid" 2>/dev/null
 }
@@ -418,3 +419,170 @@ ops_adm_capture() {
   return "$rc"
 }
 # ====================================================================== end ops-*
+
+# ====================================================================== modes: nat-*, tun-*, icmp-*, frag-*, allport-*
+# Helpers of the nat/tun/icmp/frag/allport scenarios (self-contained; prefix mode_).
+
+# mode_rs_ip K / mode_rs_ns K: server K's address / namespace
+mode_rs_ip() { eval echo "\$RS${1}_IP"; }
+mode_rs_ns() { eval echo "\$RS${1}_NS"; }
+# mode_rs_addr K [RS_PORT]: server K as the config (and ulvsadm) names it
+mode_rs_addr() { if [ -n "${2:-}" ]; then echo "$(mode_rs_ip "$1"):$2"; else mode_rs_ip "$1"; fi; }
+
+# mode_config FILE MODE PROTO PORT [--name S] [--rs-port P] [--health FLOW]
+#   [--top LINE]... [--servers "K ..."]: a one-service config over the
+#   servers (all by default).  MODE dr|nat|tun; --rs-port (nat) names the
+#   servers IP:P; FLOW is a YAML flow mapping such as
+#   "{kind: tcp, interval_ms: 500}"; --top adds a top-level line.
+#   $ULVS_WORKERS, when set, becomes "workers:".
+mode_config() {
+  local f=$1 mode=$2 proto=$3 port=$4; shift 4
+  local name=web rsport="" health="" servers="" tops=() k t
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --name) name=$2; shift ;;
+      --rs-port) rsport=$2; shift ;;
+      --health) health=$2; shift ;;
+      --top) tops+=("$2"); shift ;;
+      --servers) servers=$2; shift ;;
+      *) echo "mode_config: unknown option $1" >&2; return 2 ;;
+    esac
+    shift
+  done
+  [ -n "$servers" ] || servers=$(seq -s ' ' "$N_SERVERS")
+  {
+    echo "interface: eth0"
+    echo "control_socket: $SOCK"
+    [ -n "${ULVS_WORKERS:-}" ] && echo "workers: $ULVS_WORKERS"
+    for t in "${tops[@]}"; do echo "$t"; done
+    echo "services:"
+    echo "  - name: $name"
+    echo "    vip: $VIP"
+    echo "    port: $port"
+    echo "    protocol: $proto"
+    echo "    mode: $mode"
+    echo "    scheduler: maglev"
+    [ -n "$health" ] && echo "    health: $health"
+    echo "    real_servers:"
+    for k in $servers; do
+      echo "      - address: $(mode_rs_addr "$k" "$rsport")"
+      echo "        weight: 1"
+    done
+    true
+  } >"$f.tmp" && mv -f "$f.tmp" "$f"
+}
+
+# mode_httpd_all PORT [TAG]: tools/httpd.py --name rsK on every server on
+# PORT; logs $WORK/httpdTAG-rsK.log, PID (once listening) in
+# $WORK/httpdTAG-rsK.ready
+mode_httpd_all() {
+  local port=$1 tag=${2:-} k
+  for k in $(seq "$N_SERVERS"); do
+    start_bg "httpd$tag-rs$k" "$(mode_rs_ns "$k")" "$PY" "$TOOLS/httpd.py" --name "rs$k" --port "$port" \
+      --pidfile "$WORK/httpd$tag-rs$k.ready"
+  done
+  for k in $(seq "$N_SERVERS"); do
+    wait_file "$WORK/httpd$tag-rs$k.ready" 10 || fatal "httpd on rs$k:$port did not start: $(cat "$WORK/httpd$tag-rs$k.log")"
+  done
+}
+# mode_httpd_kill K [TAG]: SIGKILL server K's httpd (by its PID) and wait until gone
+mode_httpd_kill() {
+  local k=$1 tag=${2:-} pid i
+  pid=$(head -n1 "$WORK/httpd$tag-rs$k.ready" 2>/dev/null | tr -dc 0-9)
+  [ -n "$pid" ] || return 1
+  kill -KILL "$pid" 2>/dev/null
+  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  wait "$pid" 2>/dev/null
+  rm -f "$WORK/httpd$tag-rs$k.ready"
+  ! kill -0 "$pid" 2>/dev/null
+}
+
+# mode_wait_http URL SECONDS: until one GET of URL from the client succeeds
+mode_wait_http() {
+  local url=$1 t=${2:-10}
+  for _ in $(seq "$t"); do
+    director_alive || fatal "ulvs-director is no longer running"
+    ip netns exec "$NS_CLIENT" "$PY" "$TOOLS/httpload.py" --url "$url" --count 1 --timeout 1 \
+      --max-seconds 2 >"$WORK/warmup.json" 2>&1
+    [ "$(jget "$WORK/warmup.json" 'd["ok"]' 2>/dev/null)" = 1 ] && return 0
+  done
+  return 1
+}
+# mode_wait_udp PORT SECONDS: until one datagram to VIP:PORT is echoed
+mode_wait_udp() {
+  local port=$1 t=${2:-10}
+  for _ in $(seq "$t"); do
+    director_alive || fatal "ulvs-director is no longer running"
+    ip netns exec "$NS_CLIENT" "$PY" "$TOOLS/udpload.py" --addr "$VIP" --port "$port" --count 1 --timeout 1 \
+      >"$WORK/warmup.json" 2>&1
+    [ "$(jget "$WORK/warmup.json" 'd["ok"]' 2>/dev/null)" = 1 ] && return 0
+  done
+  return 1
+}
+
+# mode_stats FILE: `ulvsadm stats --json` into FILE (FAIL when it fails)
+mode_stats() { adm_json "$1" stats || { fail "ulvsadm stats --json"; return 1; }; }
+# mode_list FILE: `ulvsadm list --json` into FILE (FAIL when it fails)
+mode_list() { adm_json "$1" list || { fail "ulvsadm list --json"; return 1; }; }
+
+# mode_srv_expect DESC LIST_JSON ADDRESS EXPR: PASS when the Python
+# expression over r (server ADDRESS in `ulvsadm list --json`) is true
+mode_srv_expect() {
+  local desc=$1 f=$2 addr=$3 expr=$4
+  expect "$desc" "$f" "(lambda r: r is not None and bool($expr))(next((r for s in d['services'] \
+for r in s['real_servers'] if r['address'] == '$addr'), None))"
+}
+# mode_wait_srv ADDRESS EXPR SECONDS: poll `ulvsadm list --json` every 0.1 s
+# until EXPR over r (that server) holds; the last listing stays in
+# $WORK/wait.json; false on timeout
+mode_wait_srv() {
+  local addr=$1 expr=$2 t=$3 i
+  for i in $(seq $((t * 10))); do
+    if adm list --json >"$WORK/wait.json" 2>/dev/null && "$PY" -c 'import json,sys
+d=json.load(open(sys.argv[1]))
+r=[r for s in d["services"] for r in s["real_servers"] if r["address"]==sys.argv[2]]
+sys.exit(0 if r and eval(sys.argv[3], {"r": r[0]}) else 1)' "$WORK/wait.json" "$addr" "$expr" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# mode_bg_ready NAME NS SECONDS CMD...: start_bg, then wait for the file
+# $WORK/NAME.ready (pass it to CMD yourself); PID in $BG_PID
+mode_bg_ready() {
+  local name=$1 ns=$2 t=$3; shift 3
+  start_bg "$name" "$ns" "$@"
+  wait_file "$WORK/$name.ready" "$t" || fatal "$name did not get ready: $(head -c 300 "$WORK/$name.log")"
+}
+# mode_bg_json NAME PID SECONDS: wait for a background tool (SIGTERM after
+# SECONDS), then its last JSON line from $WORK/NAME.log into $WORK/NAME.json
+mode_bg_json() {
+  local name=$1 pid=$2 t=$3
+  wait_pid "$pid" "$t"
+  if [ $? -eq 124 ]; then kill -TERM "$pid" 2>/dev/null; wait_pid "$pid" 10; fi
+  grep '^{' "$WORK/$name.log" | tail -n1 >"$WORK/$name.json"
+}
+# mode_sniff NAME NS IFACE SECONDS [sniffx.py args...]: tools/sniffx.py in the
+# background; waits until it captures; PID in $BG_PID
+mode_sniff() {
+  local name=$1 ns=$2 ifc=$3 t=$4; shift 4
+  mode_bg_ready "$name" "$ns" 5 "$PY" "$TOOLS/sniffx.py" --iface "$ifc" --seconds "$t" \
+    --ready-file "$WORK/$name.ready" "$@"
+}
+# mode_slowget NAME SECONDS BYTES [PORT]: a slow download from the client
+# (tools/slowget.py) through VIP:PORT; waits for its response headers, so
+# $WORK/NAME.info names the flow ({"local_port", "server"}); PID in $BG_PID
+mode_slowget() {
+  local name=$1 secs=$2 bytes=$3 port=${4:-80}
+  start_bg "$name" "$NS_CLIENT" "$PY" "$TOOLS/slowget.py" --host "$VIP" --port "$port" --seconds "$secs" \
+    --bytes "$bytes" --info-file "$WORK/$name.info"
+  wait_file "$WORK/$name.info" 10 || { fail "slow download $name got no response headers: $(head -c 300 "$WORK/$name.log")"; return 1; }
+}
+# mode_delta BEFORE AFTER EXPR: print a Python expression over a and b
+# (two JSON files), e.g. mode_delta s0 s1 'b["forwarded"] - a["forwarded"]'
+mode_delta() {
+  "$PY" -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.load(open(sys.argv[2])); print(eval(sys.argv[3]))' "$1" "$2" "$3"
+}
+# ====================================================================== end modes

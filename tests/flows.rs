@@ -324,21 +324,21 @@ fn syn_only_and_udp_flows_expire_active() {
     assert_eq!(rig.stats().flows.load(Ordering::Relaxed), 0);
 }
 
-/// The sweep runs over 64 buckets per batch (`worker::SWEEP_BUCKETS`,
-/// private), so expiring a whole idle table takes buckets / 64 polls, where
+/// An empty poll sweeps `worker::SWEEP_BUCKETS_IDLE` buckets, so expiring a
+/// whole idle table takes buckets / SWEEP_BUCKETS_IDLE polls, where
 /// buckets = capacity / WAYS.
 #[test]
-fn sweep_covers_the_table_in_buckets_over_64_polls() {
-    const SWEEP_BUCKETS: usize = 64;
+fn sweep_covers_the_table_in_buckets_over_idle_sweep_polls() {
+    use ulvs::dataplane::worker::SWEEP_BUCKETS_IDLE as SWEEP_BUCKETS;
     let c = cfg(&SERVERS, "reschedule");
     let mut rt = Runtime::default();
     rt.sync(&c).unwrap();
-    // 2048 buckets: 1000 flows overflow no 8-way bucket (so none is evicted).
-    let capacity = 16384;
+    // 8192 buckets: 1000 flows overflow no 8-way bucket (so none is evicted).
+    let capacity = 65536;
     let mut rig = Rig::new(table(&c, &rt, 1), capacity);
     let buckets = capacity / WAYS;
     let polls = buckets.div_ceil(SWEEP_BUCKETS);
-    assert_eq!(polls, 32);
+    assert_eq!(polls, 8);
 
     let n = 1000;
     open_flows(&mut rig, 10_000, n);
@@ -347,7 +347,7 @@ fn sweep_covers_the_table_in_buckets_over_64_polls() {
     assert_eq!(active, i64::from(n));
 
     rig.now += 10_000 + 1; // past the established timeout
-                           // One poll sweeps 64 of 2048 buckets: about 1/32 of the flows go.
+                           // One poll sweeps 1024 of 8192 buckets: about 1/8 of the flows go.
     rig.worker.poll_once(rig.now).unwrap();
     let left = rig.worker.flow_count();
     assert!(left > 0 && left < n as usize, "{left} flows left after one poll");

@@ -19,8 +19,11 @@ use crate::wire::tcp;
 
 /// Frames per batch.
 pub const BATCH: usize = 64;
-/// Flow-table buckets expired per batch by the incremental sweep.
-const SWEEP_BUCKETS: usize = 64;
+/// Flow-table buckets the incremental expiry sweep visits after a batch
+/// that had frames (kept small: it is per-frame cost) and after an empty one
+/// (idle time is free; a 1M-flow table is 131072 buckets).
+pub const SWEEP_BUCKETS_BUSY: usize = 16;
+pub const SWEEP_BUCKETS_IDLE: usize = 1024;
 /// A SYN retransmitted this long after the first moves to the next server.
 pub const SYN_SECOND_CHANCE_MS: u32 = 500;
 /// Fragment table size and lifetime (per worker).
@@ -150,7 +153,12 @@ impl<D: Device> Worker<D> {
             bump(&stats.drops[Reason::TxError as usize], st.tx_failed as u64);
             bump(&stats.forwarded, 0u64.wrapping_sub(st.tx_failed as u64));
         }
-        flows.sweep(now, SWEEP_BUCKETS, &mut |e| on_removed(stats, e));
+        let sweep = if st.received == 0 {
+            SWEEP_BUCKETS_IDLE
+        } else {
+            SWEEP_BUCKETS_BUSY
+        };
+        flows.sweep(now, sweep, &mut |e| on_removed(stats, e));
         stats.flows.store(flows.len() as u64, Ordering::Relaxed);
         stats.evictions.store(flows.evictions(), Ordering::Relaxed);
         stats.expirations.store(flows.expirations(), Ordering::Relaxed);

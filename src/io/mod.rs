@@ -2,12 +2,14 @@
 //!
 //! The same worker runs on an AF_PACKET ring ([`packet_ring`]) in production
 //! and on an in-memory device ([`mem`]) in tests, so the fast path is testable
-//! without root. All `unsafe` code of the crate is in [`sys`].
+//! without root; [`xdp`] is the AF_XDP device. All `unsafe` code of the crate
+//! is in [`sys`].
 
 pub mod mem;
 pub mod packet_ring;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod xdp;
 
 /// `sll_pkttype` values (linux/if_packet.h).
 pub mod pkttype {

@@ -383,3 +383,137 @@ impl Rig {
         server
     }
 }
+
+// ---------------------------------------------------------------------------
+// NAT, TUN, ICMP and fragments (tests/modes.rs).
+
+/// Backend id of a server given as `IP:PORT` (NAT).
+pub fn id_of_port(rt: &Runtime, service: &str, addr: &str, port: u16) -> u32 {
+    rt.get(service, addr.parse().unwrap(), Some(port)).unwrap().id
+}
+
+fn be16_at(f: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([f[at], f[at + 1]])
+}
+
+fn be32_at(f: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([f[at], f[at + 1], f[at + 2], f[at + 3]])
+}
+
+/// The IPv4 header at offset `at` of `f` (IHL from its first byte) has a
+/// valid checksum.
+pub fn ipv4_checksum_ok(f: &[u8], at: usize) -> bool {
+    let ihl = usize::from(f[at] & 0xf) * 4;
+    checksum::sum(&f[at..at + ihl], 0) == 0xffff
+}
+
+/// The TCP or UDP checksum of the IPv4 packet at offset `at` of `f` is valid
+/// (over its IPv4 total length; a UDP checksum of 0 means "none" and passes).
+pub fn l4_checksum_ok(f: &[u8], at: usize) -> bool {
+    let ihl = usize::from(f[at] & 0xf) * 4;
+    let total = usize::from(be16_at(f, at + 2));
+    let proto = f[at + 9];
+    let l4 = &f[at + ihl..at + total];
+    if proto == 17 && be16_at(l4, 6) == 0 {
+        return true;
+    }
+    let s = pseudo_sum(be32_at(f, at + 12), be32_at(f, at + 16), proto, l4.len());
+    checksum::sum(l4, u32::from(s)) == 0xffff
+}
+
+/// The ICMP checksum of the IPv4 packet at offset `at` of `f` is valid.
+pub fn icmp_checksum_ok(f: &[u8], at: usize) -> bool {
+    let ihl = usize::from(f[at] & 0xf) * 4;
+    let total = usize::from(be16_at(f, at + 2));
+    checksum::sum(&f[at + ihl..at + total], 0) == 0xffff
+}
+
+/// The IPv4 pseudo-header sum, folded, not inverted: what a partial
+/// (virtio `NEEDS_CSUM`) checksum field holds.
+pub fn pseudo_sum(src: u32, dst: u32, proto: u8, l4_len: usize) -> u16 {
+    let mut pseudo = [0u8; 12];
+    pseudo[0..4].copy_from_slice(&src.to_be_bytes());
+    pseudo[4..8].copy_from_slice(&dst.to_be_bytes());
+    pseudo[9] = proto;
+    pseudo[10..12].copy_from_slice(&(l4_len as u16).to_be_bytes());
+    checksum::sum(&pseudo, 0)
+}
+
+/// Recompute the IPv4 header checksum of the packet at offset 14.
+pub fn refresh_ipv4_checksum(f: &mut [u8]) {
+    let ihl = usize::from(f[14] & 0xf) * 4;
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = checksum::checksum(&f[14..14 + ihl]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Recompute the TCP/UDP checksum of the IPv4 packet at offset 14 (full, not
+/// partial; a UDP result of 0 is sent as 0xffff).
+pub fn refresh_l4_checksum(f: &mut [u8]) {
+    let ihl = usize::from(f[14] & 0xf) * 4;
+    let total = usize::from(be16_at(f, 16));
+    let proto = f[23];
+    let (src, dst) = (be32_at(f, 26), be32_at(f, 30));
+    let at = 14 + ihl + if proto == 6 { 16 } else { 6 };
+    f[at..at + 2].copy_from_slice(&[0, 0]);
+    let c = match l4_checksum(src, dst, proto, &f[14 + ihl..14 + total]) {
+        0 if proto == 17 => 0xffff,
+        c => c,
+    };
+    f[at..at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// [`tcp_frame`] with sequence number `seq`.
+pub fn tcp_frame_seq(
+    src: u32,
+    sport: u16,
+    dst: u32,
+    dport: u16,
+    flags: u8,
+    seq: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = tcp_frame(src, sport, dst, dport, flags, payload);
+    f[38..42].copy_from_slice(&seq.to_be_bytes());
+    refresh_l4_checksum(&mut f);
+    f
+}
+
+/// Ethernet (director <- router) + IPv4 + ICMP: `icmp_type`, `code`, the 4
+/// bytes after the checksum (`rest`) and `body`, with valid checksums.
+pub fn icmp_frame(src: u32, dst: u32, icmp_type: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut m = vec![icmp_type, code, 0, 0];
+    m.extend_from_slice(&rest);
+    m.extend_from_slice(body);
+    let c = checksum::checksum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = eth_ipv4();
+    f.extend_from_slice(&ipv4_header(src, dst, 1, m.len()));
+    f.extend_from_slice(&m);
+    f
+}
+
+/// The first 28 bytes of the IPv4 packet in a frame (its header and 8
+/// bytes of transport header): what an ICMP error quotes.
+pub fn quote_of(frame: &[u8]) -> Vec<u8> {
+    frame[14..14 + 28].to_vec()
+}
+
+impl Rig {
+    /// Run one frame that may produce any number of frames (segmentation);
+    /// the counters that moved and every frame sent.
+    pub fn send_all(
+        &mut self,
+        frame: &[u8],
+        meta: RxMeta,
+        vnet: VnetHdr,
+    ) -> (BTreeMap<String, i64>, Vec<Sent>) {
+        let before = snapshot(self.worker.stats());
+        let dev = self.worker.device();
+        assert!(dev.push_rx(frame, meta, vnet), "frame does not fit the device");
+        assert_eq!(self.worker.poll_once(self.now).unwrap(), 1);
+        let sent = std::mem::take(&mut self.worker.device().sent);
+        let after = snapshot(self.worker.stats());
+        (diff(&before, &after), sent)
+    }
+}

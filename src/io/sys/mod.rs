@@ -11,6 +11,8 @@
 //! checksums and super-frames are completed or segmented by the kernel on the
 //! way out instead of leaving the director broken.
 
+pub mod xdp;
+
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Bounded AF_PACKET capture on one interface with a per-packet-kind summary
+(an extension of sniff.py for the nat/tun/icmp/frag scenarios).  For each
+direction ("incoming", "outgoing") it reports:
+
+  frames     all frames;  max_len  the longest frame
+  icmp       {"SRCMAC SRC>DST TYPE/CODE": N}  ICMP messages; those inside
+             IP-in-IP are keyed "ipip SRCMAC SRC>DST TYPE/CODE" (inner addresses)
+  tcp_rst    {"SRCMAC SRC": N}  TCP segments with RST (also inside IP-in-IP)
+  udp        {"SRCMAC SRC:SPORT>DST:DPORT": N}  UDP datagrams (unfragmented or
+             first fragments), only those with --udp-port as either port when given
+  fragments  {"SRCMAC SRC>DST": N}  IPv4 fragments (MF set or offset != 0)
+  ipip       {"SRCMAC OUTERSRC>OUTERDST": N}  IP-in-IP packets
+  ipv4_src   {"SRCMAC SRC": N}  IPv4 packets by source
+
+Each map keeps at most 400 keys (the rest is summed under "other").
+--ready-file is created once the socket is bound; SIGTERM ends the capture
+early (the summary is still printed).
+"""
+import argparse
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+MAX_KEYS = 400
+
+
+def mac_str(b):
+    return ":".join("%02x" % x for x in b)
+
+
+def new_dir():
+    return {"frames": 0, "max_len": 0, "icmp": {}, "tcp_rst": {}, "udp": {}, "fragments": {},
+            "ipip": {}, "ipv4_src": {}}
+
+
+def inc(d, k):
+    if k not in d and len(d) >= MAX_KEYS:
+        k = "other"
+    d[k] = d.get(k, 0) + 1
+
+
+def ipv4(d, data, off, mac, udp_port, prefix=""):
+    if len(data) < off + 20 or data[off] >> 4 != 4:
+        return
+    ihl = (data[off] & 0x0F) * 4
+    proto = data[off + 9]
+    src, dst = socket.inet_ntoa(data[off + 12:off + 16]), socket.inet_ntoa(data[off + 16:off + 20])
+    ff = struct.unpack("!H", data[off + 6:off + 8])[0]
+    frag_off, mf = ff & 0x1FFF, ff & 0x2000
+    if not prefix:
+        inc(d["ipv4_src"], "%s %s" % (mac, src))
+    if frag_off or mf:
+        inc(d["fragments"], "%s%s %s>%s" % (prefix, mac, src, dst))
+    if frag_off:
+        return
+    l4 = off + ihl
+    if proto == 4 and not prefix:
+        inc(d["ipip"], "%s %s>%s" % (mac, src, dst))
+        ipv4(d, data, l4, mac, udp_port, prefix="ipip ")
+    elif proto == 1 and len(data) >= l4 + 2:
+        inc(d["icmp"], "%s%s %s>%s %d/%d" % (prefix, mac, src, dst, data[l4], data[l4 + 1]))
+    elif proto == 6 and len(data) >= l4 + 14 and data[l4 + 13] & 0x04:
+        inc(d["tcp_rst"], "%s%s %s" % (prefix, mac, src))
+    elif proto == 17 and len(data) >= l4 + 4:
+        sp, dp = struct.unpack("!HH", data[l4:l4 + 4])
+        if udp_port is None or udp_port in (sp, dp):
+            inc(d["udp"], "%s%s %s:%d>%s:%d" % (prefix, mac, src, sp, dst, dp))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--iface", required=True)
+    ap.add_argument("--seconds", type=float, required=True)
+    ap.add_argument("--udp-port", type=int)
+    ap.add_argument("--ready-file")
+    a = ap.parse_args()
+    if not 0 < a.seconds <= 3600:
+        ap.error("--seconds must be in (0, 3600]")
+    try:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+        s.bind((a.iface, ETH_P_ALL))
+    except OSError as e:
+        sys.exit("sniffx.py: cannot capture on %s: %s" % (a.iface, e))
+    stop = {"now": False}
+
+    def on_term(signum, frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    if a.ready_file:
+        with open(a.ready_file, "w") as f:
+            f.write("%d\n" % os.getpid())
+    out = {"iface": a.iface, "seconds": a.seconds, "incoming": new_dir(), "outgoing": new_dir()}
+    deadline = time.monotonic() + a.seconds
+    while not stop["now"]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            r, _, _ = select.select([s], [], [], min(left, 0.2))
+        except InterruptedError:
+            continue
+        if not r:
+            continue
+        try:
+            data, addr = s.recvfrom(262144)
+        except InterruptedError:
+            continue
+        d = out["outgoing" if addr[2] == PACKET_OUTGOING else "incoming"]
+        d["frames"] += 1
+        d["max_len"] = max(d["max_len"], len(data))
+        if len(data) < 14:
+            continue
+        mac = mac_str(data[6:12])
+        etype = struct.unpack("!H", data[12:14])[0]
+        off = 14
+        while etype in (0x8100, 0x88A8) and len(data) >= off + 4:
+            etype = struct.unpack("!H", data[off + 2:off + 4])[0]
+            off += 4
+        if etype == 0x0800:
+            ipv4(d, data, off, mac, a.udp_port)
+    s.close()
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,591 @@
+//! The AF_XDP [`Device`] and the XDP program that feeds it. The program and
+//! its maps are set up by the slow path ([`XdpRedirect`]); the device runs on
+//! the fast path. The mechanics (bpf(2), UMEM, rings) are in
+//! [`super::sys::xdp`]; this file holds the policy: the program's text, which
+//! addresses it redirects, and what a frame from AF_XDP lacks compared with
+//! one from the AF_PACKET ring.
+//!
+//! The program redirects IPv4 frames to a VIP (and, for NAT, from a real
+//! server to anyone but the director) to the AF_XDP socket of the RX queue
+//! they arrived on, through an XSKMAP; everything else, ARP included, goes on
+//! to the kernel and the slow path as before.
+//!
+//! Frames from AF_XDP carry no vnet header. A sender on the same host (a
+//! veth peer, as in the test bed) may use checksum offload: its TCP and UDP
+//! segments hold only the pseudo-header sum, and the kernel does not finish
+//! it before XDP sees the bytes. Forwarded as they are, the real server
+//! would drop them. [`complete_partial_checksum`] recognises such a frame
+//! and completes its checksum in place before the worker sees it (see the
+//! function for why the test cannot misfire on a correct frame). GSO
+//! super-frames cannot arrive: an XDP program without multi-buffer support
+//! makes veth turn GSO off on its peer, and other drivers hand XDP single
+//! MTU-sized frames.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex};
+
+use super::sys::xdp::{self as sys, BpfMap, Insn, MapKind, XdpError, XdpMode, XskConfig, XskSocket};
+use super::sys::Fd;
+use super::{pkttype, Action, BatchStats, Device, Frame, TxArena};
+use crate::wire::checksum;
+
+/// Map value bits: redirect frames whose destination / source is the key.
+const TO_ADDR: u32 = 1;
+const FROM_ADDR: u32 = 2;
+/// Most addresses in the redirect map (VIPs plus NAT real servers).
+pub const MAX_ADDRS: u32 = 65536;
+/// XDP verdicts.
+const XDP_PASS: i32 = 2;
+
+// ---------------------------------------------------------------- the program
+
+mod op {
+    pub const MOV64_IMM: u8 = 0xb7;
+    pub const MOV64_REG: u8 = 0xbf;
+    pub const ADD64_IMM: u8 = 0x07;
+    pub const AND64_IMM: u8 = 0x57;
+    pub const LDXW: u8 = 0x61;
+    pub const LDXH: u8 = 0x69;
+    pub const STXW: u8 = 0x63;
+    pub const LD_IMM64: u8 = 0x18;
+    pub const JGT_REG: u8 = 0x2d;
+    pub const JEQ_IMM: u8 = 0x15;
+    pub const JNE_IMM: u8 = 0x55;
+    /// 32-bit compares (BPF_JMP32): the immediate is not sign-extended.
+    pub const JEQ32_IMM: u8 = 0x16;
+    pub const JNE32_IMM: u8 = 0x56;
+    pub const CALL: u8 = 0x85;
+    pub const EXIT: u8 = 0x95;
+    /// `src_reg` of LD_IMM64 meaning "the immediate is a map fd".
+    pub const PSEUDO_MAP_FD: u8 = 1;
+}
+
+/// Helper function ids (`enum bpf_func_id`).
+const MAP_LOOKUP_ELEM: i32 = 1;
+const REDIRECT_MAP: i32 = 51;
+
+/// Jump targets of the program.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Label {
+    Source,
+    Redirect,
+    Pass,
+}
+
+/// A tiny assembler: instructions plus jumps to labels fixed up at the end.
+struct Asm {
+    insns: Vec<Insn>,
+    jumps: Vec<(usize, Label)>,
+    labels: Vec<(Label, usize)>,
+}
+
+impl Asm {
+    fn new() -> Self {
+        Asm {
+            insns: Vec::with_capacity(48),
+            jumps: Vec::new(),
+            labels: Vec::new(),
+        }
+    }
+    fn i(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
+        self.insns.push(Insn::new(code, dst, src, off, imm));
+    }
+    fn jump(&mut self, code: u8, dst: u8, src: u8, imm: i32, to: Label) {
+        self.jumps.push((self.insns.len(), to));
+        self.i(code, dst, src, 0, imm);
+    }
+    fn label(&mut self, l: Label) {
+        self.labels.push((l, self.insns.len()));
+    }
+    fn map_fd(&mut self, dst: u8, fd: RawFd) {
+        self.i(op::LD_IMM64, dst, op::PSEUDO_MAP_FD, 0, fd);
+        self.i(0, 0, 0, 0, 0);
+    }
+    fn finish(mut self) -> Vec<Insn> {
+        for &(at, to) in &self.jumps {
+            let target = self
+                .labels
+                .iter()
+                .find(|(l, _)| *l == to)
+                .map(|&(_, pc)| pc)
+                .expect("every label is placed");
+            self.insns[at].off = (target as isize - at as isize - 1) as i16;
+        }
+        self.insns
+    }
+}
+
+/// The XDP program: redirect to the XSKMAP slot of the frame's RX queue
+/// when the IPv4 destination is in `addrs` with [`TO_ADDR`], or the source
+/// is there with [`FROM_ADDR`] and the destination is not `own_ip`; else
+/// pass. `fallback` is the verdict when the queue has no socket (XDP_PASS in
+/// service: the kernel's drop rule then takes the frame).
+fn program(addrs: RawFd, xsks: RawFd, own_ip: Option<u32>, fallback: i32) -> Vec<Insn> {
+    use Label::*;
+    // Registers: r6 ctx, r7 data, r8 destination, r9 source (callee-saved).
+    let mut a = Asm::new();
+    a.i(op::MOV64_REG, 6, 1, 0, 0);
+    a.i(op::LDXW, 7, 6, 0, 0); // data
+    a.i(op::LDXW, 3, 6, 4, 0); // data_end
+    a.i(op::MOV64_REG, 4, 7, 0, 0);
+    a.i(op::ADD64_IMM, 4, 0, 0, 34); // Ethernet + IPv4 up to the destination
+    a.jump(op::JGT_REG, 4, 3, 0, Pass);
+    a.i(op::LDXH, 5, 7, 12, 0);
+    a.jump(
+        op::JNE32_IMM,
+        5,
+        0,
+        i32::from(u16::from_le_bytes([0x08, 0x00])),
+        Pass,
+    );
+    a.i(op::LDXW, 8, 7, 30, 0);
+    a.i(op::LDXW, 9, 7, 26, 0);
+    // Destination lookup.
+    a.i(op::STXW, 10, 8, -4, 0);
+    a.i(op::MOV64_REG, 2, 10, 0, 0);
+    a.i(op::ADD64_IMM, 2, 0, 0, -4);
+    a.map_fd(1, addrs);
+    a.i(op::CALL, 0, 0, 0, MAP_LOOKUP_ELEM);
+    a.jump(op::JEQ_IMM, 0, 0, 0, Source);
+    a.i(op::LDXW, 1, 0, 0, 0);
+    a.i(op::AND64_IMM, 1, 0, 0, TO_ADDR as i32);
+    a.jump(op::JNE_IMM, 1, 0, 0, Redirect);
+    // Source lookup (NAT replies), unless addressed to the director itself.
+    a.label(Source);
+    if let Some(ip) = own_ip {
+        a.jump(
+            op::JEQ32_IMM,
+            8,
+            0,
+            u32::from_le_bytes(ip.to_be_bytes()) as i32,
+            Pass,
+        );
+    }
+    a.i(op::STXW, 10, 9, -4, 0);
+    a.i(op::MOV64_REG, 2, 10, 0, 0);
+    a.i(op::ADD64_IMM, 2, 0, 0, -4);
+    a.map_fd(1, addrs);
+    a.i(op::CALL, 0, 0, 0, MAP_LOOKUP_ELEM);
+    a.jump(op::JEQ_IMM, 0, 0, 0, Pass);
+    a.i(op::LDXW, 1, 0, 0, 0);
+    a.i(op::AND64_IMM, 1, 0, 0, FROM_ADDR as i32);
+    a.jump(op::JEQ_IMM, 1, 0, 0, Pass);
+    a.label(Redirect);
+    a.i(op::LDXW, 2, 6, 16, 0); // rx_queue_index
+    a.map_fd(1, xsks);
+    a.i(op::MOV64_IMM, 3, 0, 0, fallback);
+    a.i(op::CALL, 0, 0, 0, REDIRECT_MAP);
+    a.i(op::EXIT, 0, 0, 0, 0);
+    a.label(Pass);
+    a.i(op::MOV64_IMM, 0, 0, 0, XDP_PASS);
+    a.i(op::EXIT, 0, 0, 0, 0);
+    a.finish()
+}
+
+/// The XDP program attached to an interface, with its two maps. The program
+/// stays attached while this value (shared by the devices and the slow
+/// path) lives, and not a moment longer, even on SIGKILL.
+pub struct XdpRedirect {
+    addrs: BpfMap,
+    xsks: BpfMap,
+    prog: Fd,
+    link: Option<Fd>,
+    mode: XdpMode,
+    queues: u32,
+    current: Mutex<HashMap<u32, u32>>,
+}
+
+impl XdpRedirect {
+    /// Create the maps (an XSKMAP of `queues` slots), load the program and
+    /// attach it to `ifindex` (driver mode, else generic).
+    ///
+    /// # Errors
+    /// Not permitted, the verifier refused the program (the error holds its
+    /// log), or the interface already has an XDP program.
+    pub fn load(ifindex: i32, queues: u32, own_ip: Option<u32>) -> Result<Self, XdpError> {
+        let mut x = Self::load_detached(queues, own_ip, XDP_PASS)?;
+        let (link, mode) = sys::attach_xdp(&x.prog, ifindex)?;
+        x.link = Some(link);
+        x.mode = mode;
+        Ok(x)
+    }
+
+    fn load_detached(queues: u32, own_ip: Option<u32>, fallback: i32) -> Result<Self, XdpError> {
+        let addrs =
+            BpfMap::create(MapKind::Hash, 4, 4, MAX_ADDRS, "ulvs_addrs").map_err(|source| XdpError::Sys {
+                what: "creating the address map (needs CAP_BPF)",
+                source,
+            })?;
+        let xsks = BpfMap::create(MapKind::XskMap, 4, 4, queues.max(1), "ulvs_xsks").map_err(|source| {
+            XdpError::Sys {
+                what: "creating the XSKMAP",
+                source,
+            }
+        })?;
+        let insns = program(addrs.as_raw_fd(), xsks.as_raw_fd(), own_ip, fallback);
+        let prog = sys::load_xdp_program(&insns, "ulvs_redirect", c"GPL")?;
+        Ok(XdpRedirect {
+            addrs,
+            xsks,
+            prog,
+            link: None,
+            mode: XdpMode::Native,
+            queues,
+            current: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Where the program runs.
+    pub fn mode(&self) -> XdpMode {
+        self.mode
+    }
+
+    /// Number of RX queues (XSKMAP slots).
+    pub fn queues(&self) -> u32 {
+        self.queues
+    }
+
+    /// Make the program redirect exactly these: frames to `vips`, and frames
+    /// from `nat_sources` (NAT real servers) not addressed to the director.
+    /// New entries go in before old ones leave, so a VIP that stays is never
+    /// missing.
+    ///
+    /// # Errors
+    /// A map update failed (map full); the map then holds a mix, and the
+    /// call can be repeated.
+    pub fn set_addresses(&self, vips: &[u32], nat_sources: &[u32]) -> io::Result<()> {
+        let mut want: HashMap<u32, u32> = HashMap::new();
+        for &v in vips {
+            *want.entry(v).or_default() |= TO_ADDR;
+        }
+        for &s in nat_sources {
+            *want.entry(s).or_default() |= FROM_ADDR;
+        }
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        for (&a, &bits) in &want {
+            if cur.get(&a) != Some(&bits) {
+                self.addrs.update(&a.to_be_bytes(), &bits.to_ne_bytes())?;
+                cur.insert(a, bits);
+            }
+        }
+        let gone: Vec<u32> = cur.keys().filter(|a| !want.contains_key(a)).copied().collect();
+        for a in gone {
+            self.addrs.delete(&a.to_be_bytes())?;
+            cur.remove(&a);
+        }
+        Ok(())
+    }
+
+    fn add_socket(&self, queue: u32, fd: RawFd) -> io::Result<()> {
+        self.xsks.update(&queue.to_ne_bytes(), &(fd as u32).to_ne_bytes())
+    }
+}
+
+/// Number of RX queues of interface `name` (from sysfs).
+///
+/// # Errors
+/// The interface is unknown in this network namespace.
+pub fn rx_queues(name: &str) -> io::Result<u32> {
+    let dir = std::fs::read_dir(format!("/sys/class/net/{name}/queues"))?;
+    let n = dir
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    Ok(n.max(1) as u32)
+}
+
+// ---------------------------------------------------------------- frames
+
+/// `pkttype` of a frame from its destination MAC (AF_XDP does not say).
+#[inline]
+fn pkttype_of(frame: &[u8], own: &[u8; 6]) -> u8 {
+    match frame.get(..6) {
+        Some(d) if d == own => pkttype::HOST,
+        Some(d) if d == [0xff; 6] => pkttype::BROADCAST,
+        Some(d) if d[0] & 1 != 0 => pkttype::MULTICAST,
+        Some(_) => pkttype::OTHERHOST,
+        None => pkttype::HOST,
+    }
+}
+
+/// Complete the TCP or UDP checksum of an unfragmented IPv4 frame whose
+/// sender left it to checksum offload (`CHECKSUM_PARTIAL`: the field holds
+/// the folded pseudo-header sum, not inverted). Returns true when it did.
+///
+/// A frame counts as partial only when the field equals that pseudo-header
+/// sum **and** the checksum does not verify, so a frame with a correct full
+/// checksum is never touched. (A partial frame whose bytes happen to verify
+/// as well, about 1 in 65,535, is left as it is and dropped by the receiver;
+/// TCP retransmits it with a new timestamp.) A corrupted frame is completed
+/// only in the same 1-in-65,535 case.
+pub fn complete_partial_checksum(d: &mut [u8]) -> bool {
+    const ETH: usize = 14;
+    if d.len() < ETH + 20 || d[12..14] != [0x08, 0x00] || d[ETH] >> 4 != 4 {
+        return false;
+    }
+    let ihl = ((d[ETH] & 0xf) as usize) * 4;
+    let total = u16::from_be_bytes([d[ETH + 2], d[ETH + 3]]) as usize;
+    if ihl < 20 || total < ihl || ETH + total > d.len() {
+        return false;
+    }
+    if u16::from_be_bytes([d[ETH + 6], d[ETH + 7]]) & 0x3fff != 0 {
+        return false; // a fragment: offload never leaves those partial
+    }
+    let proto = d[ETH + 9];
+    let (at, min) = match proto {
+        6 => (16, 20),
+        17 => (6, 8),
+        _ => return false,
+    };
+    let l4 = ETH + ihl;
+    let l4_len = total - ihl;
+    if l4_len < min {
+        return false;
+    }
+    let field = u16::from_be_bytes([d[l4 + at], d[l4 + at + 1]]);
+    if proto == 17 && field == 0 {
+        return false; // UDP without a checksum
+    }
+    let word = |i: usize| u64::from(u16::from_be_bytes([d[i], d[i + 1]]));
+    let pseudo =
+        word(ETH + 12) + word(ETH + 14) + word(ETH + 16) + word(ETH + 18) + proto as u64 + l4_len as u64;
+    if field != checksum::fold(pseudo) {
+        return false;
+    }
+    let s = checksum::sum(&d[l4..ETH + total], 0);
+    if checksum::fold(s as u64 + pseudo) == 0xffff {
+        return false; // a correct full checksum
+    }
+    // The field already holds the pseudo-header sum: summing over it
+    // completes it (as the kernel's skb_checksum_help does).
+    let c = match !s {
+        0 => 0xffff,
+        c => c,
+    };
+    d[l4 + at..l4 + at + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
+/// A worker's AF_XDP device: one socket on one RX queue.
+pub struct XdpDevice {
+    sock: XskSocket,
+    mac: [u8; 6],
+    repaired: u64,
+    // Keeps the program attached while the device lives.
+    _prog: Arc<XdpRedirect>,
+}
+
+impl XdpDevice {
+    /// Open a socket on RX queue `queue` of `ifindex` (zero-copy when the
+    /// driver can, else copy mode) and put it in the program's XSKMAP.
+    /// `mac` is the interface's address (AF_XDP does not tell frames to the
+    /// host from others).
+    ///
+    /// # Errors
+    /// Socket setup failed, or the queue is beyond the program's XSKMAP.
+    pub fn open(prog: &Arc<XdpRedirect>, ifindex: i32, queue: u32, mac: [u8; 6]) -> io::Result<Self> {
+        if queue >= prog.queues() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("queue {queue} beyond the {} RX queue(s)", prog.queues()),
+            ));
+        }
+        let sock = XskSocket::open(ifindex, queue, XskConfig::default(), true)?;
+        prog.add_socket(queue, sock.as_raw_fd())?;
+        Ok(XdpDevice {
+            sock,
+            mac,
+            repaired: 0,
+            _prog: prog.clone(),
+        })
+    }
+
+    /// True when the socket is bound in zero-copy mode.
+    pub fn zero_copy(&self) -> bool {
+        self.sock.zero_copy()
+    }
+
+    /// Frames whose partial checksum this device completed.
+    pub fn repaired(&self) -> u64 {
+        self.repaired
+    }
+}
+
+impl Device for XdpDevice {
+    fn wait(&mut self, timeout_ms: i32) -> io::Result<()> {
+        self.sock.wait(timeout_ms)
+    }
+
+    fn process_batch<F: FnMut(&mut Frame<'_>, &mut TxArena) -> Action>(
+        &mut self,
+        max: usize,
+        mut f: F,
+    ) -> io::Result<BatchStats> {
+        let XdpDevice {
+            sock, mac, repaired, ..
+        } = self;
+        sock.process_batch(max, |frame, arena| {
+            frame.meta.pkttype = pkttype_of(frame.data(), mac);
+            if complete_partial_checksum(frame.data_mut()) {
+                *repaired += 1;
+            }
+            f(frame, arena)
+        })
+    }
+
+    fn ring_drops(&mut self) -> u64 {
+        self.sock.ring_drops()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TCP/IPv4 frame 198.18.1.2:40000 -> `dst`:80 with `payload`, its
+    /// checksum complete.
+    fn tcp_frame(dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[0..6].copy_from_slice(&[2, 0, 0xc6, 0x12, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0xc6, 0x12, 1, 1]);
+        f[12..14].copy_from_slice(&[8, 0]);
+        let total = (40 + payload.len()) as u16;
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[20] = 0x40; // DF
+        f[22] = 64;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[198, 18, 1, 2]);
+        f[30..34].copy_from_slice(&dst);
+        let ipc = checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&ipc.to_be_bytes());
+        f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&80u16.to_be_bytes());
+        f[38..42].copy_from_slice(&7u32.to_be_bytes());
+        f[46] = 0x50;
+        f[47] = 0x18;
+        f[48..50].copy_from_slice(&512u16.to_be_bytes());
+        f.extend_from_slice(payload);
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&f[26..34]);
+        pseudo.extend_from_slice(&[0, 6]);
+        pseudo.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+        pseudo.extend_from_slice(&f[34..]);
+        let c = checksum::checksum(&pseudo);
+        f[50..52].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    /// The same frame as its sender's offload leaves it: the field holds
+    /// the pseudo-header sum.
+    fn partial(full: &[u8]) -> Vec<u8> {
+        let mut f = full.to_vec();
+        let l4_len = f.len() - 34;
+        let mut p = Vec::new();
+        p.extend_from_slice(&f[26..34]);
+        p.extend_from_slice(&[0, 6]);
+        p.extend_from_slice(&(l4_len as u16).to_be_bytes());
+        f[50..52].copy_from_slice(&checksum::sum(&p, 0).to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn partial_checksums_are_completed_full_ones_kept() {
+        for len in [0usize, 1, 2, 3, 100, 1447, 1448] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let full = tcp_frame([198, 18, 100, 1], &payload);
+            let mut same = full.clone();
+            assert!(!complete_partial_checksum(&mut same), "len {len}");
+            assert_eq!(same, full);
+            let mut p = partial(&full);
+            assert_ne!(p, full);
+            assert!(complete_partial_checksum(&mut p), "len {len}");
+            assert_eq!(p, full, "len {len}");
+            // A corrupted field that is not the pseudo-header sum stays bad.
+            let mut bad = full.clone();
+            bad[51] ^= 0x40;
+            assert!(!complete_partial_checksum(&mut bad));
+        }
+        // Fragments, non-IP and truncated frames are left alone.
+        let mut frag = partial(&tcp_frame([198, 18, 100, 1], b"xyz"));
+        frag[20] = 0x20;
+        assert!(!complete_partial_checksum(&mut frag));
+        let mut short = partial(&tcp_frame([198, 18, 100, 1], b"xyz"));
+        short.truncate(40);
+        assert!(!complete_partial_checksum(&mut short));
+    }
+
+    #[test]
+    fn pkttype_from_mac() {
+        let me = [2, 0, 0xc6, 0x12, 0, 2];
+        let f = tcp_frame([198, 18, 100, 1], b"");
+        assert_eq!(pkttype_of(&f, &me), pkttype::HOST);
+        assert_eq!(pkttype_of(&f, &[2, 0, 0, 0, 0, 9]), pkttype::OTHERHOST);
+        assert_eq!(pkttype_of(&[0xff; 14], &me), pkttype::BROADCAST);
+        assert_eq!(pkttype_of(&[0x01, 0, 0x5e, 0, 0, 1], &me), pkttype::MULTICAST);
+    }
+
+    #[test]
+    fn program_shape() {
+        let p = program(7, 8, Some(0xc612_0002), XDP_PASS);
+        // Both map loads carry the map fds as pseudo map-fd immediates.
+        let maps: Vec<i32> = p
+            .iter()
+            .filter(|i| i.code == op::LD_IMM64)
+            .map(|i| {
+                assert_eq!(i.regs >> 4, op::PSEUDO_MAP_FD);
+                i.imm
+            })
+            .collect();
+        assert_eq!(maps, vec![7, 7, 8]);
+        // Every jump lands inside the program.
+        for (pc, i) in p.iter().enumerate() {
+            if matches!(i.code & 0x07, 0x05 | 0x06) && !matches!(i.code, op::CALL | op::EXIT) {
+                let t = pc as isize + 1 + i.off as isize;
+                assert!(t > pc as isize && (t as usize) < p.len(), "jump at {pc}");
+            }
+        }
+        assert_eq!(p.last().map(|i| i.code), Some(op::EXIT));
+        assert_eq!(program(7, 8, None, XDP_PASS).len(), p.len() - 1);
+    }
+
+    /// Load the program for real and run it on frames (needs root; skipped
+    /// otherwise): VIP frames and NAT replies are redirected, the rest passes.
+    #[test]
+    fn program_verdicts_in_the_kernel() {
+        const XDP_TX: i32 = 3;
+        let x = match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_TX) {
+            Ok(x) => x,
+            Err(XdpError::Sys { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => {
+                eprintln!("skipped: loading BPF programs needs root");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let vip = 0xc612_6401u32;
+        let nat_rs = 0xc612_000bu32;
+        x.set_addresses(&[vip], &[nat_rs]).unwrap();
+        let run = |f: &[u8]| sys::test_run_xdp(&x.prog, f).unwrap() as i32;
+        // Redirect with no socket in the slot yields the fallback (XDP_TX here).
+        assert_eq!(run(&tcp_frame([198, 18, 100, 1], b"hi")), XDP_TX);
+        assert_eq!(run(&tcp_frame([198, 18, 100, 9], b"hi")), XDP_PASS);
+        let mut arp = tcp_frame([198, 18, 100, 1], b"");
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(run(&arp), XDP_PASS);
+        assert_eq!(run(&arp[..20]), XDP_PASS);
+        // From a NAT real server to a client: redirected; to the director: not.
+        let mut reply = tcp_frame([198, 18, 1, 2], b"");
+        reply[26..30].copy_from_slice(&[198, 18, 0, 11]);
+        assert_eq!(run(&reply), XDP_TX);
+        reply[30..34].copy_from_slice(&[198, 18, 0, 2]);
+        assert_eq!(run(&reply), XDP_PASS);
+        // Reload semantics: the VIP goes away, another comes.
+        x.set_addresses(&[0xc612_6409], &[]).unwrap();
+        assert_eq!(run(&tcp_frame([198, 18, 100, 1], b"hi")), XDP_PASS);
+        assert_eq!(run(&tcp_frame([198, 18, 100, 9], b"hi")), XDP_TX);
+        reply[30..34].copy_from_slice(&[198, 18, 1, 2]);
+        assert_eq!(run(&reply), XDP_PASS);
+    }
+}
