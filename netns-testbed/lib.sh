@@ -490,9 +490,10 @@ mode_httpd_kill() {
   local k=$1 tag=${2:-} pid i
   pid=$(head -n1 "$WORK/httpd$tag-rs$k.ready" 2>/dev/null | tr -dc 0-9)
   [ -n "$pid" ] || return 1
+  disown "$pid" 2>/dev/null   # no "Killed" job notice from bash
   kill -KILL "$pid" 2>/dev/null
   for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  wait "$pid" 2>/dev/null
+  { wait "$pid"; } 2>/dev/null
   rm -f "$WORK/httpd$tag-rs$k.ready"
   ! kill -0 "$pid" 2>/dev/null
 }

@@ -1136,6 +1136,16 @@ impl Checker<'_> {
                     self.error(line_of(a), &field, "port 0 is not allowed");
                     continue;
                 }
+                (Some(_), Some(Mode::Nat)) if service_port == Some(0) => {
+                    // Every VIP port would map onto one server port, and the
+                    // reply could not tell which VIP port to answer from.
+                    self.error(
+                        line_of(a),
+                        &field,
+                        format!("a port-0 (all ports) nat service keeps each port: write just {address}"),
+                    );
+                    continue;
+                }
                 _ => {}
             }
             // A nat server without a port receives the service's port, so
@@ -2050,6 +2060,13 @@ services:
             "duplicate real server 198.18.0.11",
         );
         assert!(e.message.contains("line 7"), "{e}");
+        // nat port 0 (all ports): a server port is refused.
+        one(
+            "interface: eth0\nservices:\n  - name: a\n    vip: 198.18.100.1\n    port: 0\n    mode: nat\n    real_servers:\n      - address: 198.18.0.11:8080\n",
+            Some(8),
+            "services[0].real_servers[0].address",
+            "a port-0 (all ports) nat service keeps each port",
+        );
         // nat: IP and IP:PORT with the service's port are the same server.
         let text = format!("{BASE}      - address: 198.18.0.11:80\n")
             .replace("    port: 80\n", "    port: 80\n    mode: nat\n");

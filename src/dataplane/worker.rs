@@ -257,36 +257,41 @@ fn move_gauges(stats: &WorkerStats, old: u32, was_active: bool, new: u32, now_ac
     bump_i(if now_active { &n.active } else { &n.inactive }, 1);
 }
 
-/// The server `moves` steps along a flow's Maglev preference order: start at
-/// its slot, then repeatedly take the next slot holding a different server
-/// (the SYN second chance).
+/// The server `moves` steps along a flow's Maglev preference order: walking
+/// the table from the flow's slot, the (moves+1)-th distinct server met (the
+/// SYN second chance; every move tries a server not tried before).
 #[inline]
 fn maglev_step(svc: &ServiceFwd, hash: u64, moves: u8) -> Option<u32> {
+    const MAX_TRIED: usize = 8;
     let m = svc.maglev.len() as u32;
     if m == 0 {
         return None;
     }
     let mut slot = (hash % m as u64) as u32;
-    let mut cur = svc.pick_slot(slot)?;
-    for _ in 0..moves {
-        let mut found = false;
-        for _ in 0..m {
-            slot += 1;
-            if slot >= m {
-                slot = 0;
-            }
-            let i = svc.maglev[slot as usize];
-            if i != NO_SERVER && svc.members[i as usize] != cur {
-                cur = svc.members[i as usize];
-                found = true;
-                break;
-            }
-        }
-        if !found {
+    let mut tried = [u32::MAX; MAX_TRIED];
+    tried[0] = svc.pick_slot(slot)?;
+    let want = (moves as usize).min(MAX_TRIED - 1);
+    let mut n = 1;
+    for _ in 0..m {
+        if n > want {
             break;
         }
+        slot += 1;
+        if slot >= m {
+            slot = 0;
+        }
+        let i = svc.maglev[slot as usize];
+        if i == NO_SERVER {
+            continue;
+        }
+        let id = svc.members[i as usize];
+        if !tried[..n].contains(&id) {
+            tried[n] = id;
+            n += 1;
+        }
     }
-    Some(cur)
+    // Fewer distinct servers than asked for: stay on the last one found.
+    Some(tried[n.min(want + 1) - 1])
 }
 
 /// Everything `handle` works with.
@@ -355,7 +360,7 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<u32
         } else if syn_retransmit {
             // The server did not answer the first SYN: a silent failure the
             // health check has not seen yet. Try the next server.
-            let moves = (e.flags >> 1).saturating_add(1).min(127);
+            let moves = (e.flags >> 1).saturating_add(1).min(7);
             if let Some(nid) = maglev_step(svc, flow_hash(&key_bytes(&c.key)), moves) {
                 if nid != old {
                     e.flags = (e.flags & FLAG_REVERSE) | (moves * MOVE_ONE);
@@ -394,6 +399,16 @@ enum Payload {
     IcmpError,
 }
 
+/// What `send_to` did with a frame.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Rewritten for the server (or segmented into the arena).
+    Server(Action),
+    /// Not sent to the server: turned into an ICMP error back to the client
+    /// (counted as a drop by its reason, the answer goes out).
+    Answered,
+}
+
 /// Rewrite the frame for backend `b` by its service's mode.
 #[inline]
 fn send_to(
@@ -402,13 +417,13 @@ fn send_to(
     cx: &mut Ctx<'_>,
     b: &BackendFwd,
     what: Payload,
-) -> Result<Action, Reason> {
+) -> Result<Sent, Reason> {
     let t = cx.table;
     let mac = b.mac.ok_or(Reason::ServerMacUnknown)?;
     match b.mode {
         Mode::Dr => {
             rewrite::dr(f.data_mut(), mac, t.director_mac);
-            Ok(Action::Transmit)
+            Ok(Sent::Server(Action::Transmit))
         }
         Mode::Nat => {
             let port = (b.port != 0).then_some(b.port);
@@ -439,7 +454,7 @@ fn send_to(
                 }
             };
             if ok {
-                Ok(Action::Transmit)
+                Ok(Sent::Server(Action::Transmit))
             } else {
                 Err(Reason::TtlExceeded)
             }
@@ -471,10 +486,9 @@ fn send_to(
                 if !df {
                     return Err(Reason::TunTooBig);
                 }
-                cx.stats.drop(Reason::TunFragNeeded);
                 let mtu = (t.mtu.saturating_sub(20)).min(u16::MAX as u32) as u16;
                 return if rewrite::icmp_frag_needed(f, t.director_mac, mtu) {
-                    Ok(Action::Transmit)
+                    Ok(Sent::Answered)
                 } else {
                     Err(Reason::NoBuffer)
                 };
@@ -485,7 +499,7 @@ fn send_to(
                     .ok_or(Reason::NoBuffer)?;
                 bump(&cx.stats.tun_segmented, n as u64);
                 // The segments are in the arena; the super-frame itself is not sent.
-                return Ok(Action::Drop);
+                return Ok(Sent::Server(Action::Drop));
             }
             let mut vnet = f.vnet;
             if !rewrite::complete_checksum(f.data_mut(), &mut vnet) {
@@ -495,10 +509,26 @@ fn send_to(
             let id = *cx.ip_id;
             *cx.ip_id = id.wrapping_add(1);
             if rewrite::tun_encap(f, &outer, id) {
-                Ok(Action::Transmit)
+                Ok(Sent::Server(Action::Transmit))
             } else {
                 Err(Reason::NoBuffer)
             }
+        }
+    }
+}
+
+/// Count what `send_to` did; an ICMP answer instead of forwarding is a drop
+/// by its reason (the frame did not reach the server), its answer goes out.
+#[inline]
+fn forwarded(cx: &Ctx<'_>, id: u32, len: usize, sent: Sent) -> Result<Action, Reason> {
+    match sent {
+        Sent::Server(a) => {
+            count_in(cx, id, len);
+            Ok(a)
+        }
+        Sent::Answered => {
+            cx.stats.drop(Reason::TunFragNeeded);
+            Ok(Action::Transmit)
         }
     }
 }
@@ -560,9 +590,8 @@ fn flow_packet(
         }
     }
     let len = f.len();
-    let a = send_to(f, arena, cx, &b, Payload::Flow)?;
-    count_in(cx, id, len);
-    Ok(a)
+    let sent = send_to(f, arena, cx, &b, Payload::Flow)?;
+    forwarded(cx, id, len, sent)
 }
 
 #[inline]
@@ -578,10 +607,10 @@ fn later_fragment(
         return Err(Reason::Fragment);
     }
     let len = f.len();
-    let a = send_to(f, arena, cx, &b, Payload::Fragment)?;
-    count_in(cx, id, len);
+    let sent = send_to(f, arena, cx, &b, Payload::Fragment)?;
+    let a = forwarded(cx, id, len, sent);
     bump(&cx.stats.fragments_forwarded, 1);
-    Ok(a)
+    a
 }
 
 #[inline]
@@ -599,10 +628,10 @@ fn icmp_error(
         .ok_or(Reason::IcmpNoFlow)?;
     let b = *cx.table.backend(id);
     let len = f.len();
-    let a = send_to(f, arena, cx, &b, Payload::IcmpError)?;
-    count_in(cx, id, len);
+    let sent = send_to(f, arena, cx, &b, Payload::IcmpError)?;
+    let a = forwarded(cx, id, len, sent);
     bump(&cx.stats.icmp_errors_forwarded, 1);
-    Ok(a)
+    a
 }
 
 #[inline]
@@ -653,7 +682,11 @@ fn handle(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>) -> Action {
         Ok(Packet::Echo) => {
             if rewrite::icmp_echo_reply(f.data_mut(), cx.table.director_mac) {
                 f.vnet = crate::io::VnetHdr::default();
+                // Answered in place: counted as forwarded (it leaves the
+                // director), so frames_seen = forwarded + drops holds.
                 bump(&cx.stats.echo_replies, 1);
+                bump(&cx.stats.forwarded, 1);
+                bump(&cx.stats.bytes_forwarded, f.len() as u64);
                 Ok(Action::Transmit)
             } else {
                 Err(Reason::TruncatedL4)

@@ -409,9 +409,13 @@ mod tests {
 
     /// Worst share of the other backends' slots that moved when one of N was
     /// removed at m = 65537, measured over all 100 removals of a fixed N = 100
-    /// pool: 0.63 % (mean 0.55 %); over 300 random pools with N in 5..=100:
-    /// 0.64 %. The 3 % would hide a 4× regression, so assert 1.5 %.
+    /// pool: 0.63 % (mean 0.55 %). The 3 % would hide a 4× regression
+    /// at N = 100, so assert 1.5 % there.
     const REMOVAL_BOUND: f64 = 0.015;
+    /// Small pools move more: proptest found 1.66 % at N = 6 (a saved
+    /// regression case). For random pools with N in 5..=100, assert the
+    /// issue's 3 %.
+    const REMOVAL_BOUND_ANY_N: f64 = 0.03;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(16))]
@@ -424,7 +428,7 @@ mod tests {
             let keys: Vec<_> = addrs.iter().map(|&a| key_of(a, 80)).collect();
             let removed = pick.index(keys.len());
             let share = other_moved_share(&keys, removed, DEFAULT_TABLE_SIZE);
-            prop_assert!(share < REMOVAL_BOUND, "n={} share={share}", keys.len());
+            prop_assert!(share < REMOVAL_BOUND_ANY_N, "n={} share={share}", keys.len());
         }
 
         #[test]

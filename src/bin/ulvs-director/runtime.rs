@@ -32,6 +32,8 @@ use ulvs::dataplane::stats::WorkerStats;
 use ulvs::dataplane::worker::{Shared, Worker};
 use ulvs::io::packet_ring::PacketDevice;
 use ulvs::io::sys::{self, IfInfo, RawSocket, RingConfig};
+use ulvs::io::xdp::{self as xdpio, XdpDevice, XdpRedirect};
+use ulvs::io::Device;
 use ulvs::wire::ethernet::fmt_mac;
 
 use crate::report::{self, SlowCounters};
@@ -42,18 +44,11 @@ const METRICS: Token = Token(2);
 /// Most on-link neighbours remembered from ARP (next hops for NAT replies).
 const MAX_SEEN_NEIGHBOURS: usize = 4096;
 
-/// Config that is valid per the contract but that this build cannot run yet.
-pub fn unsupported(cfg: &Config, file: &str) -> Vec<ConfigError> {
-    let mut out = Vec::new();
-    if cfg.io == IoBackend::AfXdp {
-        out.push(ConfigError {
-            file: file.to_string(),
-            line: None,
-            field: "io".to_string(),
-            message: "af_xdp is not supported by this build yet (use auto or af_packet)".to_string(),
-        });
-    }
-    out
+/// Config that is valid per the contract but that this build cannot run yet
+/// (nothing at the moment: `io: af_xdp` is checked when the director starts,
+/// since only then is it known whether the program loads).
+pub fn unsupported(_cfg: &Config, _file: &str) -> Vec<ConfigError> {
+    Vec::new()
 }
 
 /// Removes the kernel drop rule when dropped (normal exit, error, panic unwind).
@@ -97,6 +92,9 @@ struct Director {
     seen: HashMap<u32, [u8; 6]>,
     dirty: bool,
     started_unix: f64,
+    /// The XDP program when the workers run on AF_XDP (its address map
+    /// follows the VIPs on reload).
+    xdp: Option<Arc<XdpRedirect>>,
 }
 
 /// Does the config have any NAT service?
@@ -407,6 +405,19 @@ impl Director {
                 self.slow.reload_failures += 1;
                 return Err(format!("cannot update the VIP drop rule: {e}"));
             }
+            if let Some(Err(e)) = self
+                .xdp
+                .as_ref()
+                .map(|x| x.set_addresses(&new_vips, &nat_servers(&new)))
+            {
+                if let Some(x) = &self.xdp {
+                    let _ = x.set_addresses(&old_vips, &nat_servers(&self.cfg));
+                }
+                let _ = rt.sync(&self.cfg);
+                self.rt = rt;
+                self.slow.reload_failures += 1;
+                return Err(format!("cannot update the XDP redirect map: {e}"));
+            }
         }
         // Keep the running values of what needs a restart.
         let mut new = new;
@@ -469,7 +480,9 @@ impl Director {
             Request::Stats => Response::ok(json!(report::stats(&self.stats, &self.slow))),
             Request::Reload => match self.reload() {
                 Ok(m) => Response::ok(json!({ "message": m })),
-                Err(e) => Response::err(format!("reload rejected, running config kept:\n{e}")),
+                // The first line is the one-line reason; any further
+                // problems follow, one per line, as `--check` prints them.
+                Err(e) => Response::err(format!("reload rejected, running config kept: {e}")),
             },
             Request::Drain { service, address } => {
                 self.set_server(&service, &address, |s| s.drained = true, "draining")
@@ -549,7 +562,49 @@ fn bind_control(path: &Path) -> Result<UnixListener> {
 }
 
 /// Each worker's counters and thread.
-type Workers = (Vec<Arc<WorkerStats>>, Vec<JoinHandle<()>>);
+type Threads = (Vec<Arc<WorkerStats>>, Vec<JoinHandle<()>>);
+/// Each worker's counters and thread, and the XDP program when on AF_XDP.
+type Workers = (
+    Vec<Arc<WorkerStats>>,
+    Vec<JoinHandle<()>>,
+    Option<Arc<XdpRedirect>>,
+);
+
+/// AF_XDP for up to `n` workers: the program attached, one socket per RX
+/// queue (queue i -> worker i). Returns the program, the devices and how
+/// they run.
+fn open_xdp(cfg: &Config, ifinfo: &IfInfo, n: usize) -> Result<(Arc<XdpRedirect>, Vec<XdpDevice>, String)> {
+    let ifname = &cfg.interface;
+    let queues = xdpio::rx_queues(ifname).with_context(|| format!("counting the RX queues of {ifname}"))?;
+    let q = queues as usize;
+    if n > q {
+        warn!(
+            "{n} workers configured but {ifname} has {q} RX queue(s); AF_XDP runs one worker per RX queue, \
+             so {q} will run (add queues with `ethtool -L {ifname}` to use more)"
+        );
+    } else if n < q {
+        bail!(
+            "{ifname} has {q} RX queues but {n} worker(s) can run; AF_XDP needs a worker on every queue \
+             (set workers: {q}, or lower the queues with `ethtool -L {ifname}`)"
+        );
+    }
+    let prog = Arc::new(XdpRedirect::load(ifinfo.index, queues, ifinfo.ipv4)?);
+    let mut devs = Vec::with_capacity(q);
+    for queue in 0..queues {
+        let dev = XdpDevice::open(&prog, ifinfo.index, queue, ifinfo.mac)
+            .with_context(|| format!("opening the AF_XDP socket on {ifname} queue {queue}"))?;
+        devs.push(dev);
+    }
+    prog.set_addresses(&vips(cfg), &nat_servers(cfg))
+        .context("filling the XDP redirect map")?;
+    let copy = if devs.iter().all(|d| d.zero_copy()) {
+        "zero-copy"
+    } else {
+        "copy mode"
+    };
+    let how = format!("{} XDP, {copy}", prog.mode().as_str());
+    Ok((prog, devs, how))
+}
 
 fn spawn_workers(
     cfg: &Config,
@@ -562,22 +617,66 @@ fn spawn_workers(
         warn!("NAT services keep their reply state per worker: running 1 worker instead of {n}");
         n = 1;
     }
-    let per_worker = (cfg.flow_capacity / n).max(1024);
-    let group = (std::process::id() & 0xffff) as u16;
-    let mut devs = Vec::with_capacity(n);
-    for _ in 0..n {
-        let rc = RingConfig {
-            fanout_group: (n > 1).then_some(group),
-            ..RingConfig::default()
-        };
-        let dev = PacketDevice::open(ifinfo.index, rc)
-            .with_context(|| format!("opening the AF_PACKET ring on {}", cfg.interface))?;
-        devs.push(dev);
+    let xdp = match cfg.io {
+        IoBackend::AfPacket => Err("it is configured".to_string()),
+        IoBackend::AfXdp => {
+            Ok(open_xdp(cfg, ifinfo, n).with_context(|| format!("io: af_xdp on {}", cfg.interface))?)
+        }
+        IoBackend::Auto => open_xdp(cfg, ifinfo, n).map_err(|e| {
+            let why = format!("{e:#}");
+            let mut lines = why.lines();
+            let first = lines.next().unwrap_or("").to_string();
+            if lines.next().is_some() {
+                warn!("AF_XDP could not start: {why}");
+            }
+            format!("AF_XDP could not start: {first}")
+        }),
+    };
+    match xdp {
+        Ok((prog, devs, how)) => {
+            let why = match cfg.io {
+                IoBackend::Auto => "the XDP program loaded and attached",
+                _ => "it is configured",
+            };
+            info!(
+                "io: af_xdp ({how}, partial checksums completed in userspace) with {} worker(s), one per RX queue; io {} chose it because {why}",
+                devs.len(),
+                cfg.io.as_str()
+            );
+            let (stats, handles) = start_workers(cfg, devs, shared, dead)?;
+            Ok((stats, handles, Some(prog)))
+        }
+        Err(why) => {
+            let group = (std::process::id() & 0xffff) as u16;
+            let mut devs = Vec::with_capacity(n);
+            for _ in 0..n {
+                let rc = RingConfig {
+                    fanout_group: (n > 1).then_some(group),
+                    ..RingConfig::default()
+                };
+                let dev = PacketDevice::open(ifinfo.index, rc)
+                    .with_context(|| format!("opening the AF_PACKET ring on {}", cfg.interface))?;
+                devs.push(dev);
+            }
+            info!(
+                "io: af_packet (TPACKET_V2 ring + sendmmsg, vnet headers) with {n} worker(s); io {} chose it because {why}",
+                cfg.io.as_str()
+            );
+            let (stats, handles) = start_workers(cfg, devs, shared, dead)?;
+            Ok((stats, handles, None))
+        }
     }
-    info!(
-        "io: af_packet (TPACKET_V2 ring + sendmmsg, vnet headers) with {n} worker(s); io {} chose it because AF_XDP is not built yet",
-        cfg.io.as_str()
-    );
+}
+
+/// One thread per device, worker `i` pinned to `cpus[i % len]`.
+fn start_workers<D: Device + Send + 'static>(
+    cfg: &Config,
+    devs: Vec<D>,
+    shared: &Arc<Shared>,
+    dead: &Arc<AtomicBool>,
+) -> Result<Threads> {
+    let n = devs.len().max(1);
+    let per_worker = (cfg.flow_capacity / n).max(1024);
     let mut stats = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
     for (i, dev) in devs.into_iter().enumerate() {
@@ -659,7 +758,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
     let checker = Checker::spawn(health_targets(&cfg, &rt)).context("starting the health checker")?;
     let shared = Arc::new(Shared::new(ulvs::fwd::table::FwdTable::empty(ifinfo.mac)));
     let dead = Arc::new(AtomicBool::new(false));
-    let (stats, handles) = spawn_workers(&cfg, &ifinfo, &shared, &dead)?;
+    let (stats, handles, xdp) = spawn_workers(&cfg, &ifinfo, &shared, &dead)?;
     let mut d = Director {
         path,
         cfg,
@@ -680,6 +779,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0),
+        xdp,
     };
     let wanted = d.wanted();
     d.neigh.set_wanted(wanted);

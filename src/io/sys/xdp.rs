@@ -102,12 +102,6 @@ pub enum XdpError {
     },
 }
 
-impl XdpError {
-    fn sys(what: &'static str) -> impl FnOnce(io::Error) -> XdpError {
-        move |source| XdpError::Sys { what, source }
-    }
-}
-
 #[repr(C)]
 #[derive(Default)]
 struct MapCreateAttr {
@@ -440,14 +434,14 @@ struct Ring {
 impl Ring {
     /// Map ring `pgoff` of `fd` laid out as `off` says, `size` entries of
     /// `entry` bytes.
-    /// `consumer`: we consume from it (RX, completion) rather than produce.
+    /// `we_consume`: we consume from it (RX, completion) rather than produce.
     fn map(
         fd: RawFd,
         pgoff: u64,
         off: &libc::xdp_ring_offset,
         size: u32,
         entry: usize,
-        consumer: bool,
+        we_consume: bool,
     ) -> io::Result<Ring> {
         let map_len = off.desc as usize + size as usize * entry;
         // SAFETY: mapping the ring the kernel allocated for this socket at
@@ -487,7 +481,7 @@ impl Ring {
             size,
             local: 0,
         };
-        r.local = if consumer {
+        r.local = if we_consume {
             r.cons().load(Ordering::Relaxed)
         } else {
             r.prod().load(Ordering::Relaxed)
