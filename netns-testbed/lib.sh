@@ -11,7 +11,8 @@
 # socket), and a trap that always stops what it started and tears the bed down.
 #
 # Environment: ULVS_BIN (default <repo>/target/release), ULVS_PREFIX,
-# RUST_LOG (default info), KEEP_WORK=1 keeps $WORK even on success.
+# RUST_LOG (default info), KEEP_WORK=1 keeps $WORK even on success,
+# ULVS_IO (auto|af_xdp|af_packet), when set, becomes "io:" in the configs.
 
 set -u
 set -o pipefail
@@ -191,6 +192,7 @@ dr_config() {
     echo "interface: eth0"
     echo "control_socket: $SOCK"
     [ -n "${ULVS_WORKERS:-}" ] && echo "workers: $ULVS_WORKERS"
+    [ -n "${ULVS_IO:-}" ] && echo "io: $ULVS_IO"
     echo "services:"
     echo "  - name: $name"
     echo "    vip: $VIP"
@@ -308,6 +310,7 @@ ops_config() {
     echo "interface: eth0"
     echo "control_socket: $SOCK"
     [ -n "${ULVS_WORKERS:-}" ] && echo "workers: $ULVS_WORKERS"
+    [ -n "${ULVS_IO:-}" ] && echo "io: $ULVS_IO"
     [ -n "$timeouts" ] && echo "timeouts: $timeouts"
     for i in "${tops[@]}"; do echo "$i"; done
     echo "services:"
@@ -454,6 +457,7 @@ mode_config() {
     echo "interface: eth0"
     echo "control_socket: $SOCK"
     [ -n "${ULVS_WORKERS:-}" ] && echo "workers: $ULVS_WORKERS"
+    [ -n "${ULVS_IO:-}" ] && echo "io: $ULVS_IO"
     for t in "${tops[@]}"; do echo "$t"; done
     echo "services:"
     echo "  - name: $name"

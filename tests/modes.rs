@@ -959,9 +959,6 @@ fn icmp_error_follows_its_flow_tun() {
 /// quoting the packet as the client sent it (client -> VIP:53), as IPVS's
 /// `ip_vs_out_icmp` does.
 #[test]
-#[ignore = "bug: classify_packet takes NAT-server traffic through ports(), which refuses \
-            ICMP (`no_service`): ICMP errors from a NAT server to a client (port \
-            unreachable, frag-needed) are dropped untranslated"]
 fn nat_icmp_error_from_server_is_translated() {
     let (rt, mut rig) = rig();
     let id = id_of_port(&rt, "nat-dns", "198.18.0.21", 5353);
@@ -1089,9 +1086,6 @@ fn fragments_follow_the_first_nat() {
 /// fragment must leave as the VIP's (IPVS reassembles replies for this:
 /// `ip_vs_gather_frags`).
 #[test]
-#[ignore = "bug: classify_packet refuses every fragment that is not to a VIP (`fragment`), \
-            so a NAT server's fragmented reply (e.g. a large UDP/DNS answer) never \
-            reaches the client"]
 fn nat_fragmented_reply_is_translated() {
     let (_, mut rig) = rig();
     let rs_mac = mac_of(addr(NAT_RS));

@@ -155,6 +155,11 @@ pub enum Packet {
     IcmpError { key: FlowKey, service: usize },
     /// NAT: a packet from a real server back to a client.
     NatReply(Classified),
+    /// NAT: a later fragment of a reply (follows its first fragment).
+    NatReplyFragment(FragKey),
+    /// NAT: an ICMP error a real server sent to a client about a packet of a
+    /// flow; `rkey` is that flow's reply-direction key.
+    NatIcmpFromServer { rkey: FlowKey },
 }
 
 /// Classify one received frame against the published table.
@@ -197,8 +202,15 @@ pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<
     let frag_off = ip.flags_frag() & ipv4::OFFSET_MASK;
     let first_fragment = ip.flags_frag() & ipv4::FLAG_MF != 0 && frag_off == 0;
     if frag_off != 0 {
+        let k = FragKey {
+            src: ip.src(),
+            dst,
+            id: ip.ident(),
+            proto: proto_num,
+        };
         if !to_vip {
-            return Err(Reason::Fragment);
+            // A later fragment of a NAT reply: follows its first fragment.
+            return Ok(Packet::NatReplyFragment(k));
         }
         return Ok(Packet::LaterFragment(FragKey {
             src: ip.src(),
@@ -207,11 +219,36 @@ pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<
             proto: proto_num,
         }));
     }
-    if !to_vip {
-        if first_fragment {
-            return Err(Reason::Fragment);
+    if !to_vip && proto == Protocol::Icmp {
+        // An ICMP error from a NAT server about a packet it received
+        // (client -> RIP:rport): find the flow by its reply-direction key.
+        let m = icmp::Message::new_checked(ip.payload()).map_err(|_| Reason::TruncatedL4)?;
+        if first_fragment || !m.is_error() {
+            return Err(Reason::IcmpOther);
         }
-        // NAT reply candidate: the caller checks the flow table.
+        let quoted = m.payload();
+        let qihl = quoted.first().map_or(0, |b| ((b & 0xf) as usize) * 4);
+        if quoted.len() < 28 || quoted[0] >> 4 != 4 || qihl < 20 || quoted.len() < qihl + 4 {
+            return Err(Reason::TruncatedL4);
+        }
+        let qsrc = u32::from_be_bytes([quoted[12], quoted[13], quoted[14], quoted[15]]);
+        let qdst = u32::from_be_bytes([quoted[16], quoted[17], quoted[18], quoted[19]]);
+        if qdst != ip.src() || qsrc != dst {
+            return Err(Reason::IcmpOther);
+        }
+        return Ok(Packet::NatIcmpFromServer {
+            rkey: FlowKey {
+                src: qdst,
+                dst: qsrc,
+                sport: u16::from_be_bytes([quoted[qihl + 2], quoted[qihl + 3]]),
+                dport: u16::from_be_bytes([quoted[qihl], quoted[qihl + 1]]),
+                proto: quoted[9],
+            },
+        });
+    }
+    if !to_vip {
+        // NAT reply candidate (maybe a first fragment): the caller checks
+        // the flow table.
         let c = ports(&ip, proto)?;
         return Ok(Packet::NatReply(Classified {
             key: FlowKey {
@@ -225,7 +262,7 @@ pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<
             tcp_flags: c.2,
             tcp_seq: c.3,
             l4_offset: ethernet::HEADER_LEN + ip.header_len(),
-            first_fragment: false,
+            first_fragment,
             ip_id: ip.ident(),
         }));
     }
@@ -332,7 +369,9 @@ pub fn classify(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<Classif
     match classify_packet(frame, meta, table)? {
         Packet::Flow(c) if !c.first_fragment => Ok(c),
         Packet::Flow(_) | Packet::LaterFragment(_) => Err(Reason::Fragment),
-        Packet::NatReply(_) => Err(Reason::NotVip),
+        Packet::NatReply(_) | Packet::NatReplyFragment(_) | Packet::NatIcmpFromServer { .. } => {
+            Err(Reason::NotVip)
+        }
         Packet::Echo | Packet::IcmpError { .. } => Err(Reason::NoService),
     }
 }

@@ -380,6 +380,48 @@ pub fn nat_icmp_error(
     true
 }
 
+/// NAT rewrite of an ICMP error a real server sent to a client about a
+/// packet it received (client -> RIP:rport): the outer source and the quoted
+/// destination become the VIP and its port, TTL is decremented, and the
+/// quoted IP header and ICMP checksums are redone (the quoted transport
+/// checksum is left as IPVS leaves it). Returns false when malformed or the
+/// TTL ran out.
+pub fn nat_icmp_from_server(
+    frame: &mut [u8],
+    vip: u32,
+    vport: u16,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+) -> bool {
+    let ihl = ((frame[ETH] & 0xf) as usize) * 4;
+    let total = rd16(frame, ETH + 2) as usize;
+    let ic = ETH + ihl;
+    let q = ic + 8;
+    if ihl != 20 || ETH + total > frame.len() || ETH + total < q + 24 || frame[ETH + 8] <= 1 {
+        return false;
+    }
+    let qihl = ((frame[q] & 0xf) as usize) * 4;
+    if qihl < 20 || ETH + total < q + qihl + 4 {
+        return false;
+    }
+    frame[q + 16..q + 20].copy_from_slice(&vip.to_be_bytes());
+    wr16(frame, q + 10, 0);
+    let c = checksum::checksum(&frame[q..q + qihl]);
+    wr16(frame, q + 10, c);
+    wr16(frame, q + qihl + 2, vport);
+    {
+        let mut p = ipv4::Packet::new_unchecked(&mut frame[ETH..ETH + total]);
+        let ttl = p.ttl();
+        p.set_ttl(ttl - 1);
+        p.set_src(vip);
+        p.fill_checksum();
+    }
+    let mut m = icmp::Message::new_checked(&mut frame[ic..ETH + total]).expect("checked length");
+    m.fill_checksum();
+    dr(frame, dst_mac, src_mac);
+    true
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

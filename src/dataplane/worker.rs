@@ -646,6 +646,15 @@ fn nat_reply(f: &mut Frame<'_>, cx: &mut Ctx<'_>, c: &Classified) -> Result<Acti
     advance(e, c.key.proto, c.tcp_flags, now);
     let id = e.backend;
     let b = *cx.table.backend(id);
+    if c.first_fragment {
+        let k = FragKey {
+            src: c.key.src,
+            dst: c.key.dst,
+            id: c.ip_id,
+            proto: c.key.proto,
+        };
+        cx.frags.insert(k, id, now);
+    }
     let mac = cx.table.next_hop_mac(c.key.dst).ok_or(Reason::NextHopUnknown)?;
     let vport = if b.svc_port != 0 { b.svc_port } else { c.key.sport };
     let len = f.len();
@@ -670,6 +679,61 @@ fn nat_reply(f: &mut Frame<'_>, cx: &mut Ctx<'_>, c: &Classified) -> Result<Acti
     Ok(Action::Transmit)
 }
 
+/// A later fragment of a NAT reply: the source address becomes the VIP (the
+/// port was in the first fragment).
+#[inline]
+fn nat_reply_fragment(f: &mut Frame<'_>, cx: &mut Ctx<'_>, k: &FragKey) -> Result<Action, Reason> {
+    let id = cx.frags.get(k, cx.now).ok_or(Reason::Fragment)?;
+    let b = *cx.table.backend(id);
+    let mac = cx.table.next_hop_mac(k.dst).ok_or(Reason::NextHopUnknown)?;
+    let len = f.len();
+    if !rewrite::nat(
+        f.data_mut(),
+        NatSide::Src,
+        b.svc_vip,
+        None,
+        false,
+        false,
+        mac,
+        cx.table.director_mac,
+    ) {
+        return Err(Reason::TtlExceeded);
+    }
+    let bc = cx.stats.backend(id);
+    bump(&bc.out_packets, 1);
+    bump(&bc.out_bytes, len as u64);
+    bump(&cx.stats.forwarded, 1);
+    bump(&cx.stats.bytes_forwarded, len as u64);
+    bump(&cx.stats.fragments_forwarded, 1);
+    Ok(Action::Transmit)
+}
+
+/// An ICMP error from a NAT server about one of its flows: sent on to the
+/// client as if the VIP had sent it.
+#[inline]
+fn nat_icmp_from_server(f: &mut Frame<'_>, cx: &mut Ctx<'_>, rkey: &FlowKey) -> Result<Action, Reason> {
+    let stats = cx.stats;
+    let id = cx
+        .flows
+        .get(rkey, cx.now, &mut |e| on_removed(stats, e))
+        .filter(|e| e.flags & FLAG_REVERSE != 0)
+        .map(|e| e.backend)
+        .ok_or(Reason::IcmpNoFlow)?;
+    let b = *cx.table.backend(id);
+    let mac = cx.table.next_hop_mac(rkey.dst).ok_or(Reason::NextHopUnknown)?;
+    let vport = if b.svc_port != 0 { b.svc_port } else { rkey.sport };
+    let len = f.len();
+    if !rewrite::nat_icmp_from_server(f.data_mut(), b.svc_vip, vport, mac, cx.table.director_mac) {
+        return Err(Reason::TruncatedL4);
+    }
+    let bc = stats.backend(id);
+    bump(&bc.out_packets, 1);
+    bump(&bc.out_bytes, len as u64);
+    bump(&stats.forwarded, 1);
+    bump(&stats.bytes_forwarded, len as u64);
+    Ok(Action::Transmit)
+}
+
 /// Decide and rewrite one frame.
 #[inline]
 fn handle(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>) -> Action {
@@ -679,6 +743,8 @@ fn handle(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>) -> Action {
         Ok(Packet::LaterFragment(k)) => later_fragment(f, arena, cx, &k),
         Ok(Packet::IcmpError { key, .. }) => icmp_error(f, arena, cx, &key),
         Ok(Packet::NatReply(c)) => nat_reply(f, cx, &c),
+        Ok(Packet::NatReplyFragment(k)) => nat_reply_fragment(f, cx, &k),
+        Ok(Packet::NatIcmpFromServer { rkey }) => nat_icmp_from_server(f, cx, &rkey),
         Ok(Packet::Echo) => {
             if rewrite::icmp_echo_reply(f.data_mut(), cx.table.director_mac) {
                 f.vnet = crate::io::VnetHdr::default();
