@@ -350,9 +350,9 @@ ops_httpd_kill() {
   local k=$1 sig=${2:-KILL} pid i
   pid=$(ops_httpd_pid "$k")
   [ -n "$pid" ] || { fail "no httpd PID for rs$k"; return 1; }
+  disown "$pid" 2>/dev/null   # our job? then no "Killed" notice from bash
   kill "-$sig" "$pid" 2>/dev/null
   for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  wait "$pid" 2>/dev/null   # reap it quietly when it is our child
   rm -f "$WORK/httpd-rs$k.ready"
   ! kill -0 "$pid" 2>/dev/null
 }
@@ -369,7 +369,7 @@ print(eval(sys.argv[3]))' "$1" "$2" "$3"
 # until EXPR over r (that server) is true; prints the seconds it took and
 # leaves the last listing in $WORK/wait.json; false on timeout
 ops_wait_srv() {
-  local addr=$1 expr=$2 t=$3 t0 end
+  local addr=$1 expr=$2 t=$3 t0
   t0=$(ops_now)
   while :; do
     if adm list --json >"$WORK/wait.json" 2>/dev/null \

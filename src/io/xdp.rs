@@ -49,6 +49,9 @@ mod op {
     pub const LDXW: u8 = 0x61;
     pub const LDXH: u8 = 0x69;
     pub const STXW: u8 = 0x63;
+    pub const STXH: u8 = 0x6b;
+    pub const STH_IMM: u8 = 0x6a;
+    pub const STDW_IMM: u8 = 0x7a;
     pub const LD_IMM64: u8 = 0x18;
     pub const JGT_REG: u8 = 0x2d;
     pub const JEQ_IMM: u8 = 0x15;
@@ -60,17 +63,27 @@ mod op {
     pub const EXIT: u8 = 0x95;
     /// `src_reg` of LD_IMM64 meaning "the immediate is a map fd".
     pub const PSEUDO_MAP_FD: u8 = 1;
+    /// `src_reg` of CALL meaning "the immediate is a kernel function's BTF id".
+    pub const PSEUDO_KFUNC_CALL: u8 = 2;
 }
 
 /// Helper function ids (`enum bpf_func_id`).
 const MAP_LOOKUP_ELEM: i32 = 1;
 const REDIRECT_MAP: i32 = 51;
+const XDP_ADJUST_META: i32 = 54;
+/// The kernel function that reports a VLAN tag the driver stripped.
+const VLAN_KFUNC: &str = "bpf_xdp_metadata_rx_vlan_tag";
+/// First 16 bits (host order) of the 4 bytes of XDP metadata in front of a
+/// frame whose VLAN tag the driver stripped; the tag follows.
+const META_VLAN: u16 = 0x564c;
 
 /// Jump targets of the program.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Label {
+    Ipv4,
     Source,
     Redirect,
+    Send,
     Pass,
 }
 
@@ -122,24 +135,49 @@ impl Asm {
 /// is there with [`FROM_ADDR`] and the destination is not `own_ip`; else
 /// pass. `fallback` is the verdict when the queue has no socket (XDP_PASS in
 /// service: the kernel's drop rule then takes the frame).
-fn program(addrs: RawFd, xsks: RawFd, own_ip: Option<u32>, fallback: i32) -> Vec<Insn> {
+///
+/// Two kinds of frames go to the worker although the kernel would drop
+/// them as well, so that the worker counts them under the same names as on
+/// AF_PACKET: IPv4 frames too short for an IPv4 header (`runt`), and
+/// 802.1Q-tagged frames to a VIP (`vlan`). A tag can come inside the frame,
+/// or stripped by the driver (veth does, as AF_PACKET then reports): with
+/// `vlan_kfunc` (the BTF id of [`VLAN_KFUNC`]; the program must then be
+/// bound to the device) the program asks for a stripped tag and hands it to
+/// the device in 4 bytes of XDP metadata ([`META_VLAN`], tag), or passes the
+/// frame to the kernel when the driver keeps no metadata. Without the tag,
+/// such a frame would be forwarded as if untagged.
+fn program(
+    addrs: RawFd,
+    xsks: RawFd,
+    own_ip: Option<u32>,
+    fallback: i32,
+    vlan_kfunc: Option<u32>,
+) -> Vec<Insn> {
     use Label::*;
     // Registers: r6 ctx, r7 data, r8 destination, r9 source (callee-saved).
     let mut a = Asm::new();
     a.i(op::MOV64_REG, 6, 1, 0, 0);
     a.i(op::LDXW, 7, 6, 0, 0); // data
     a.i(op::LDXW, 3, 6, 4, 0); // data_end
+    let ipv4 = i32::from(u16::from_le_bytes([0x08, 0x00]));
+    let vlan = i32::from(u16::from_le_bytes([0x81, 0x00]));
     a.i(op::MOV64_REG, 4, 7, 0, 0);
-    a.i(op::ADD64_IMM, 4, 0, 0, 34); // Ethernet + IPv4 up to the destination
+    a.i(op::ADD64_IMM, 4, 0, 0, 14);
     a.jump(op::JGT_REG, 4, 3, 0, Pass);
     a.i(op::LDXH, 5, 7, 12, 0);
-    a.jump(
-        op::JNE32_IMM,
-        5,
-        0,
-        i32::from(u16::from_le_bytes([0x08, 0x00])),
-        Pass,
-    );
+    a.jump(op::JEQ32_IMM, 5, 0, ipv4, Ipv4);
+    a.jump(op::JNE32_IMM, 5, 0, vlan, Pass);
+    // 802.1Q: look past the tag.
+    a.i(op::MOV64_REG, 4, 7, 0, 0);
+    a.i(op::ADD64_IMM, 4, 0, 0, 18);
+    a.jump(op::JGT_REG, 4, 3, 0, Pass);
+    a.i(op::LDXH, 5, 7, 16, 0);
+    a.jump(op::JNE32_IMM, 5, 0, ipv4, Pass);
+    a.i(op::ADD64_IMM, 7, 0, 0, 4); // the IPv4 header starts 4 bytes later
+    a.label(Ipv4);
+    a.i(op::MOV64_REG, 4, 7, 0, 0);
+    a.i(op::ADD64_IMM, 4, 0, 0, 34); // Ethernet + IPv4 up to the destination
+    a.jump(op::JGT_REG, 4, 3, 0, Redirect); // an IPv4 runt
     a.i(op::LDXW, 8, 7, 30, 0);
     a.i(op::LDXW, 9, 7, 26, 0);
     // Destination lookup.
@@ -173,6 +211,29 @@ fn program(addrs: RawFd, xsks: RawFd, own_ip: Option<u32>, fallback: i32) -> Vec
     a.i(op::AND64_IMM, 1, 0, 0, FROM_ADDR as i32);
     a.jump(op::JEQ_IMM, 1, 0, 0, Pass);
     a.label(Redirect);
+    if let Some(id) = vlan_kfunc {
+        a.i(op::STDW_IMM, 10, 0, -8, 0);
+        a.i(op::MOV64_REG, 1, 6, 0, 0);
+        a.i(op::MOV64_REG, 2, 10, 0, 0);
+        a.i(op::ADD64_IMM, 2, 0, 0, -8); // __be16 *vlan_proto
+        a.i(op::MOV64_REG, 3, 10, 0, 0);
+        a.i(op::ADD64_IMM, 3, 0, 0, -6); // u16 *vlan_tci
+        a.i(op::CALL, 0, op::PSEUDO_KFUNC_CALL, 0, id as i32);
+        a.jump(op::JNE_IMM, 0, 0, 0, Send); // no stripped tag
+        a.i(op::MOV64_REG, 1, 6, 0, 0);
+        a.i(op::MOV64_IMM, 2, 0, 0, -4);
+        a.i(op::CALL, 0, 0, 0, XDP_ADJUST_META);
+        a.jump(op::JNE_IMM, 0, 0, 0, Pass); // nowhere to say it: the kernel drops it
+        a.i(op::LDXW, 2, 6, 8, 0); // data_meta
+        a.i(op::LDXW, 3, 6, 0, 0); // data
+        a.i(op::MOV64_REG, 4, 2, 0, 0);
+        a.i(op::ADD64_IMM, 4, 0, 0, 4);
+        a.jump(op::JGT_REG, 4, 3, 0, Pass);
+        a.i(op::STH_IMM, 2, 0, 0, i32::from(META_VLAN));
+        a.i(op::LDXH, 5, 10, -6, 0);
+        a.i(op::STXH, 2, 5, 2, 0);
+    }
+    a.label(Send);
     a.i(op::LDXW, 2, 6, 16, 0); // rx_queue_index
     a.map_fd(1, xsks);
     a.i(op::MOV64_IMM, 3, 0, 0, fallback);
@@ -194,6 +255,8 @@ pub struct XdpRedirect {
     link: Option<Fd>,
     mode: XdpMode,
     queues: u32,
+    /// Why driver-stripped VLAN tags are not visible, if they are not.
+    vlan_blind: Option<String>,
     current: Mutex<HashMap<u32, u32>>,
 }
 
@@ -205,27 +268,59 @@ impl XdpRedirect {
     /// Not permitted, the verifier refused the program (the error holds its
     /// log), or the interface already has an XDP program.
     pub fn load(ifindex: i32, queues: u32, own_ip: Option<u32>) -> Result<Self, XdpError> {
-        let mut x = Self::load_detached(queues, own_ip, XDP_PASS)?;
-        let (link, mode) = sys::attach_xdp(&x.prog, ifindex)?;
+        // First choice: the program that sees stripped VLAN tags (bound to
+        // the device, driver mode only); else the plain one, anywhere.
+        let why = match btf_func_id(VLAN_KFUNC) {
+            Ok(Some(id)) => {
+                match Self::load_detached(queues, own_ip, XDP_PASS, Some((ifindex, id)))
+                    .and_then(|x| Ok((sys::attach_xdp(&x.prog, ifindex, false)?, x)))
+                {
+                    Ok(((link, mode), mut x)) => {
+                        x.link = Some(link);
+                        x.mode = mode;
+                        return Ok(x);
+                    }
+                    Err(e) => format!("the program with {VLAN_KFUNC} did not load or attach: {e}"),
+                }
+            }
+            Ok(None) => format!("the kernel has no {VLAN_KFUNC}"),
+            Err(e) => format!("cannot read the kernel's BTF: {e}"),
+        };
+        let mut x = Self::load_detached(queues, own_ip, XDP_PASS, None)?;
+        let (link, mode) = sys::attach_xdp(&x.prog, ifindex, true)?;
         x.link = Some(link);
         x.mode = mode;
+        x.vlan_blind = Some(why);
         Ok(x)
     }
 
-    fn load_detached(queues: u32, own_ip: Option<u32>, fallback: i32) -> Result<Self, XdpError> {
+    /// `vlan`: (interface, BTF id of [`VLAN_KFUNC`]) for the device-bound
+    /// program that reads stripped VLAN tags.
+    fn load_detached(
+        queues: u32,
+        own_ip: Option<u32>,
+        fallback: i32,
+        vlan: Option<(i32, u32)>,
+    ) -> Result<Self, XdpError> {
         let addrs =
-            BpfMap::create(MapKind::Hash, 4, 4, MAX_ADDRS, "ulvs_addrs").map_err(|source| XdpError::Sys {
+            BpfMap::create(MapKind::Hash, 4, 4, MAX_ADDRS, "ulvs_addrs").map_err(|err| XdpError::Sys {
                 what: "creating the address map (needs CAP_BPF)",
-                source,
+                err,
             })?;
-        let xsks = BpfMap::create(MapKind::XskMap, 4, 4, queues.max(1), "ulvs_xsks").map_err(|source| {
+        let xsks = BpfMap::create(MapKind::XskMap, 4, 4, queues.max(1), "ulvs_xsks").map_err(|err| {
             XdpError::Sys {
                 what: "creating the XSKMAP",
-                source,
+                err,
             }
         })?;
-        let insns = program(addrs.as_raw_fd(), xsks.as_raw_fd(), own_ip, fallback);
-        let prog = sys::load_xdp_program(&insns, "ulvs_redirect", c"GPL")?;
+        let insns = program(
+            addrs.as_raw_fd(),
+            xsks.as_raw_fd(),
+            own_ip,
+            fallback,
+            vlan.map(|v| v.1),
+        );
+        let prog = sys::load_xdp_program(&insns, "ulvs_redirect", c"GPL", vlan.map(|v| v.0))?;
         Ok(XdpRedirect {
             addrs,
             xsks,
@@ -233,6 +328,7 @@ impl XdpRedirect {
             link: None,
             mode: XdpMode::Native,
             queues,
+            vlan_blind: None,
             current: Mutex::new(HashMap::new()),
         })
     }
@@ -240,6 +336,13 @@ impl XdpRedirect {
     /// Where the program runs.
     pub fn mode(&self) -> XdpMode {
         self.mode
+    }
+
+    /// `None` when VLAN tags stripped by the driver reach the workers (as
+    /// with AF_PACKET); else why not. Without them a tagged frame to a VIP
+    /// is forwarded as if it were untagged.
+    pub fn vlan_blind(&self) -> Option<&str> {
+        self.vlan_blind.as_deref()
     }
 
     /// Number of RX queues (XSKMAP slots).
@@ -283,6 +386,57 @@ impl XdpRedirect {
     }
 }
 
+/// The BTF id of kernel function `name` in the running kernel's BTF
+/// (`/sys/kernel/btf/vmlinux`), if it has one.
+///
+/// # Errors
+/// The kernel exposes no BTF.
+pub fn btf_func_id(name: &str) -> io::Result<Option<u32>> {
+    Ok(find_btf_func(&std::fs::read("/sys/kernel/btf/vmlinux")?, name))
+}
+
+/// Walk the BTF type section for a FUNC named `name` (ids count from 1).
+/// `None` also when the data is not BTF or holds a kind this walk does not
+/// know (it cannot step over it).
+fn find_btf_func(b: &[u8], name: &str) -> Option<u32> {
+    let u32_at = |d: &[u8], i: usize| {
+        d.get(i..i + 4)
+            .map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))
+    };
+    if b.get(0..2)? != 0xeb9fu16.to_ne_bytes() {
+        return None;
+    }
+    let hdr = u32_at(b, 4)? as usize;
+    let (toff, tlen) = (u32_at(b, 8)? as usize, u32_at(b, 12)? as usize);
+    let (soff, slen) = (u32_at(b, 16)? as usize, u32_at(b, 20)? as usize);
+    let types = b.get(hdr + toff..hdr + toff + tlen)?;
+    let strs = b.get(hdr + soff..hdr + soff + slen)?;
+    let (mut at, mut id) = (0usize, 1u32);
+    while at + 12 <= types.len() {
+        let name_off = u32_at(types, at)? as usize;
+        let info = u32_at(types, at + 4)?;
+        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+        let extra = match kind {
+            2 | 7..=12 | 16 | 18 => 0,
+            1 | 14 | 17 => 4,
+            3 => 12,
+            4 | 5 | 15 | 19 => 12 * vlen,
+            6 | 13 => 8 * vlen,
+            _ => return None,
+        };
+        if kind == 12 {
+            let s = strs.get(name_off..)?;
+            let end = s.iter().position(|&c| c == 0)?;
+            if &s[..end] == name.as_bytes() {
+                return Some(id);
+            }
+        }
+        at += 12 + extra;
+        id += 1;
+    }
+    None
+}
+
 /// Number of RX queues of interface `name` (from sysfs).
 ///
 /// # Errors
@@ -308,6 +462,16 @@ fn pkttype_of(frame: &[u8], own: &[u8; 6]) -> u8 {
         Some(_) => pkttype::OTHERHOST,
         None => pkttype::HOST,
     }
+}
+
+/// The VLAN tag the program found stripped by the driver, from the XDP
+/// metadata in front of the frame (zeroed by the socket before the chunk
+/// went to the kernel, so it is never a leftover).
+#[inline]
+fn stripped_vlan(frame: &mut Frame<'_>) -> Option<u16> {
+    let (buf, head, _) = frame.parts();
+    let m = buf.get(head.checked_sub(4)?..head)?;
+    (u16::from_ne_bytes([m[0], m[1]]) == META_VLAN).then(|| u16::from_ne_bytes([m[2], m[3]]))
 }
 
 /// Complete the TCP or UDP checksum of an unfragmented IPv4 frame whose
@@ -428,6 +592,7 @@ impl Device for XdpDevice {
         } = self;
         sock.process_batch(max, |frame, arena| {
             frame.meta.pkttype = pkttype_of(frame.data(), mac);
+            frame.meta.vlan_tci = stripped_vlan(frame);
             if complete_partial_checksum(frame.data_mut()) {
                 *repaired += 1;
             }
@@ -529,7 +694,7 @@ mod tests {
 
     #[test]
     fn program_shape() {
-        let p = program(7, 8, Some(0xc612_0002), XDP_PASS);
+        let p = program(7, 8, Some(0xc612_0002), XDP_PASS, None);
         // Both map loads carry the map fds as pseudo map-fd immediates.
         let maps: Vec<i32> = p
             .iter()
@@ -548,7 +713,60 @@ mod tests {
             }
         }
         assert_eq!(p.last().map(|i| i.code), Some(op::EXIT));
-        assert_eq!(program(7, 8, None, XDP_PASS).len(), p.len() - 1);
+        assert_eq!(program(7, 8, None, XDP_PASS, None).len(), p.len() - 1);
+        let k = program(7, 8, None, XDP_PASS, Some(4242));
+        assert!(k
+            .iter()
+            .any(|i| i.code == op::CALL && i.regs >> 4 == op::PSEUDO_KFUNC_CALL && i.imm == 4242));
+    }
+
+    /// A refused program comes back with the verifier's log (needs root).
+    #[test]
+    fn verifier_log_comes_back() {
+        let bad = [Insn::new(op::EXIT, 0, 0, 0, 0)]; // exits with r0 unset
+        match sys::load_xdp_program(&bad, "ulvs_bad", c"GPL", None) {
+            Err(XdpError::Verifier { log, .. }) => assert!(log.contains("R0 !read_ok"), "{log}"),
+            Err(XdpError::Sys { err, .. }) if err.raw_os_error() == Some(libc::EPERM) => {
+                eprintln!("skipped: loading BPF programs needs root");
+            }
+            other => panic!("expected a verifier refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn btf_walk() {
+        // A hand-made BTF blob: INT "int", FUNC_PROTO with one parameter,
+        // FUNC "f" (id 3).
+        let strs = b"\0int\0f\0";
+        let mut types = Vec::new();
+        let ty = |v: &mut Vec<u8>, name: u32, kind: u32, vlen: u32, size: u32| {
+            v.extend_from_slice(&name.to_ne_bytes());
+            v.extend_from_slice(&((kind << 24) | vlen).to_ne_bytes());
+            v.extend_from_slice(&size.to_ne_bytes());
+        };
+        ty(&mut types, 1, 1, 0, 4);
+        types.extend_from_slice(&32u32.to_ne_bytes());
+        ty(&mut types, 0, 13, 1, 1);
+        types.extend_from_slice(&[0u8; 8]);
+        ty(&mut types, 5, 12, 0, 2);
+        let mut b = Vec::new();
+        b.extend_from_slice(&0xeb9fu16.to_ne_bytes());
+        b.extend_from_slice(&[1, 0]);
+        for v in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strs.len() as u32,
+        ] {
+            b.extend_from_slice(&v.to_ne_bytes());
+        }
+        b.extend_from_slice(&types);
+        b.extend_from_slice(strs);
+        assert_eq!(find_btf_func(&b, "f"), Some(3));
+        assert_eq!(find_btf_func(&b, "int"), None);
+        assert_eq!(find_btf_func(&b[..30], "f"), None);
+        assert_eq!(find_btf_func(b"junk", "f"), None);
     }
 
     /// Load the program for real and run it on frames (needs root; skipped
@@ -556,9 +774,9 @@ mod tests {
     #[test]
     fn program_verdicts_in_the_kernel() {
         const XDP_TX: i32 = 3;
-        let x = match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_TX) {
+        let x = match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_TX, None) {
             Ok(x) => x,
-            Err(XdpError::Sys { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => {
+            Err(XdpError::Sys { err, .. }) if err.raw_os_error() == Some(libc::EPERM) => {
                 eprintln!("skipped: loading BPF programs needs root");
                 return;
             }
@@ -575,6 +793,21 @@ mod tests {
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         assert_eq!(run(&arp), XDP_PASS);
         assert_eq!(run(&arp[..20]), XDP_PASS);
+        // IPv4 runts and tagged frames to a VIP go to the worker, which
+        // counts them; other tagged frames stay with the kernel.
+        assert_eq!(run(&tcp_frame([198, 18, 100, 9], b"")[..24]), XDP_TX);
+        let tagged = |dst: [u8; 4]| {
+            let f = tcp_frame(dst, b"hi");
+            let mut t = f[..12].to_vec();
+            t.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a]);
+            t.extend_from_slice(&f[12..]);
+            t
+        };
+        assert_eq!(run(&tagged([198, 18, 100, 1])), XDP_TX);
+        assert_eq!(run(&tagged([198, 18, 100, 9])), XDP_PASS);
+        let mut tagged_arp = tagged([198, 18, 100, 1]);
+        tagged_arp[16..18].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(run(&tagged_arp), XDP_PASS);
         // From a NAT real server to a client: redirected; to the director: not.
         let mut reply = tcp_frame([198, 18, 1, 2], b"");
         reply[26..30].copy_from_slice(&[198, 18, 0, 11]);

@@ -602,7 +602,17 @@ fn open_xdp(cfg: &Config, ifinfo: &IfInfo, n: usize) -> Result<(Arc<XdpRedirect>
     } else {
         "copy mode"
     };
-    let how = format!("{} XDP, {copy}", prog.mode().as_str());
+    let vlan = match prog.vlan_blind() {
+        None => "stripped VLAN tags via XDP metadata",
+        Some(why) => {
+            warn!(
+                "AF_XDP cannot see VLAN tags the driver strips ({why}): a tagged frame to a VIP would be \
+                 forwarded as untagged"
+            );
+            "blind to stripped VLAN tags"
+        }
+    };
+    let how = format!("{} XDP, {copy}, {vlan}", prog.mode().as_str());
     Ok((prog, devs, how))
 }
 

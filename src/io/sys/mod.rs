@@ -25,7 +25,16 @@ pub const ETH_P_ARP: u16 = 0x0806;
 
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
+const TP_STATUS_COPY: u32 = 0x2;
 const TP_STATUS_VLAN_VALID: u32 = 0x10;
+const PACKET_COPY_THRESH: libc::c_int = 7;
+/// Buffers for frames larger than a ring slot (GSO/GRO super-frames), which
+/// the kernel queues whole on the socket (`PACKET_COPY_THRESH`).
+const BIG_FRAMES: usize = 8;
+const BIG_HEAD: usize = 128;
+const BIG_SIZE: usize = BIG_HEAD + 65536 + 1024;
+/// Ring block size (the kernel wants whole pages per block).
+const BLOCK_SIZE: usize = 1 << 16;
 
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_VNET_HDR: libc::c_int = 15;
@@ -316,8 +325,9 @@ impl AsRawFd for RawSocket {
 /// Shape of a receive ring.
 #[derive(Debug, Clone, Copy)]
 pub struct RingConfig {
-    /// Bytes per slot (multiple of the page size); large enough for a 64 KiB
-    /// super-frame plus headers.
+    /// Bytes per slot (a power of two up to 64 KiB). Frames that do not fit
+    /// (GSO/GRO super-frames up to 64 KiB) are queued whole on the socket by
+    /// the kernel and read from there.
     pub frame_size: usize,
     pub frame_nr: usize,
     /// Join this `PACKET_FANOUT_HASH` group (several workers on one interface).
@@ -331,8 +341,8 @@ pub struct RingConfig {
 impl Default for RingConfig {
     fn default() -> Self {
         RingConfig {
-            frame_size: 17 * 4096,
-            frame_nr: 256,
+            frame_size: 2048,
+            frame_nr: 4096,
             fanout_group: None,
             reserve: 64,
             batch: 64,
@@ -351,6 +361,7 @@ pub struct PacketRing {
     msgs: Vec<libc::mmsghdr>,
     tx_slots: Vec<usize>,
     arena: TxArena,
+    big: Vec<Box<[u8]>>,
 }
 
 // SAFETY: the mapping is owned by this value alone and only touched through
@@ -385,9 +396,21 @@ impl PacketRing {
         // Big send buffer: GSO frames are charged whole against it.
         setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 8 << 20)
             .or_else(|_| setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, 8 << 20))?;
+        // Frames that do not fit a slot are queued whole on the socket and
+        // read with recv (`TP_STATUS_COPY`): slots stay small and many.
+        setsockopt_int(raw, libc::SOL_PACKET, PACKET_COPY_THRESH, 1)?;
+        setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 16 << 20)
+            .or_else(|_| setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, 16 << 20))?;
+        let block = BLOCK_SIZE.max(cfg.frame_size);
+        if block % cfg.frame_size != 0 || (cfg.frame_nr * cfg.frame_size) % block != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "ring geometry: frames must tile blocks",
+            ));
+        }
         let req = libc::tpacket_req {
-            tp_block_size: cfg.frame_size as u32,
-            tp_block_nr: cfg.frame_nr as u32,
+            tp_block_size: block as u32,
+            tp_block_nr: (cfg.frame_nr * cfg.frame_size / block) as u32,
             tp_frame_size: cfg.frame_size as u32,
             tp_frame_nr: cfg.frame_nr as u32,
         };
@@ -426,6 +449,9 @@ impl PacketRing {
             msgs: Vec::with_capacity(cfg.batch + ARENA_FRAMES),
             tx_slots: Vec::with_capacity(cfg.batch),
             arena: TxArena::new(ARENA_BYTES, ARENA_FRAMES),
+            big: (0..BIG_FRAMES)
+                .map(|_| vec![0u8; BIG_SIZE].into_boxed_slice())
+                .collect(),
         };
         bind_packet(raw, ifindex, ETH_P_ALL)?;
         if let Some(group) = cfg.fanout_group {
@@ -502,11 +528,15 @@ impl PacketRing {
         self.tx_slots.clear();
         self.arena.clear();
         let n_slots = self.cfg.frame_nr;
+        let mut big_used = 0;
         while st.received < max {
             let i = (self.cursor + st.received) % n_slots;
             let status = self.status(i).load(Ordering::Acquire);
             if status & TP_STATUS_USER == 0 {
                 break;
+            }
+            if status & TP_STATUS_COPY != 0 && big_used == self.big.len() {
+                break; // no buffer for another super-frame in this batch
             }
             st.received += 1;
             let base = self.slot(i);
@@ -530,11 +560,34 @@ impl PacketRing {
             let area = unsafe {
                 std::slice::from_raw_parts_mut(base.add(DATA_OFFSET), self.cfg.frame_size - DATA_OFFSET)
             };
-            let head = mac - DATA_OFFSET;
+            let mut head = mac - DATA_OFFSET;
+            let mut len = snap;
+            let mut meta = meta;
+            let mut area = area;
+            if status & TP_STATUS_COPY != 0 {
+                // The whole frame (vnet header first) waits on the socket.
+                let b = &mut self.big[big_used];
+                // SAFETY: `b` is writable for its length minus BIG_HEAD - LEN.
+                let n = unsafe {
+                    libc::recv(
+                        self.fd.0,
+                        b[BIG_HEAD - VnetHdr::LEN..].as_mut_ptr() as *mut libc::c_void,
+                        BIG_SIZE - BIG_HEAD + VnetHdr::LEN,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n >= VnetHdr::LEN as isize {
+                    big_used += 1;
+                    len = n as usize - VnetHdr::LEN;
+                    meta.truncated = len < hdr.tp_len as usize;
+                    head = BIG_HEAD;
+                    area = &mut b[..];
+                }
+            }
             let mut vb = [0u8; VnetHdr::LEN];
             vb.copy_from_slice(&area[head - VnetHdr::LEN..head]);
             let vnet = VnetHdr::parse(&vb);
-            let mut frame = Frame::new(area, head, snap, meta, vnet);
+            let mut frame = Frame::new(area, head, len, meta, vnet);
             if f(&mut frame, &mut self.arena) == Action::Transmit {
                 let vnet = frame.vnet;
                 let (buf, head, len) = frame.parts();

@@ -31,6 +31,8 @@ const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `enum bpf_attach_type`: BPF_XDP.
 const BPF_XDP: u32 = 37;
+/// `BPF_F_XDP_DEV_BOUND_ONLY` (prog_flags).
+const BPF_F_XDP_DEV_BOUND_ONLY: u32 = 1 << 6;
 /// `XDP_FLAGS_SKB_MODE` / `XDP_FLAGS_DRV_MODE` (linux/if_link.h).
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
@@ -88,18 +90,12 @@ impl XdpMode {
 /// Errors from setting up XDP.
 #[derive(Debug, thiserror::Error)]
 pub enum XdpError {
-    #[error("{what}: {source}")]
-    Sys {
-        what: &'static str,
-        #[source]
-        source: io::Error,
-    },
-    #[error("the kernel refused the XDP program ({source}); verifier log:\n{log}")]
-    Verifier {
-        #[source]
-        source: io::Error,
-        log: String,
-    },
+    /// A system call failed; `err` says why (in the message, not as a
+    /// separate cause, so that it is printed once).
+    #[error("{what}: {err}")]
+    Sys { what: &'static str, err: io::Error },
+    #[error("the kernel refused the XDP program ({err}); verifier log:\n{log}")]
+    Verifier { err: io::Error, log: String },
 }
 
 #[repr(C)]
@@ -281,12 +277,19 @@ impl AsRawFd for BpfMap {
     }
 }
 
-/// Load an XDP program. On refusal the load is repeated with the verifier
+/// Load an XDP program; `dev_bound`: bound to that interface, which the
+/// XDP metadata kfuncs require (the program then attaches only there and
+/// cannot be test-run). On refusal the load is repeated with the verifier
 /// log on, and the log is returned in the error.
 ///
 /// # Errors
 /// [`XdpError::Verifier`] when the kernel refuses the program.
-pub fn load_xdp_program(insns: &[Insn], name: &str, license: &std::ffi::CStr) -> Result<Fd, XdpError> {
+pub fn load_xdp_program(
+    insns: &[Insn],
+    name: &str,
+    license: &std::ffi::CStr,
+    dev_bound: Option<i32>,
+) -> Result<Fd, XdpError> {
     let mut attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_XDP,
         insn_cnt: insns.len() as u32,
@@ -294,6 +297,12 @@ pub fn load_xdp_program(insns: &[Insn], name: &str, license: &std::ffi::CStr) ->
         license: license.as_ptr() as u64,
         prog_name: name16(name),
         expected_attach_type: BPF_XDP,
+        prog_flags: if dev_bound.is_some() {
+            BPF_F_XDP_DEV_BOUND_ONLY
+        } else {
+            0
+        },
+        prog_ifindex: dev_bound.unwrap_or(0) as u32,
         ..Default::default()
     };
     // SAFETY: insns and license are alive for the call; the kernel copies
@@ -303,7 +312,7 @@ pub fn load_xdp_program(insns: &[Insn], name: &str, license: &std::ffi::CStr) ->
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
             return Err(XdpError::Sys {
                 what: "loading the XDP program (needs CAP_BPF and CAP_NET_ADMIN)",
-                source: e,
+                err: e,
             })
         }
         Err(_) => {}
@@ -316,10 +325,10 @@ pub fn load_xdp_program(insns: &[Insn], name: &str, license: &std::ffi::CStr) ->
     // outlives the call.
     match unsafe { bpf(BPF_PROG_LOAD, &mut attr) } {
         Ok(fd) => Ok(Fd(fd)),
-        Err(source) => {
+        Err(err) => {
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
             Err(XdpError::Verifier {
-                source,
+                err,
                 log: String::from_utf8_lossy(&log[..end]).trim_end().to_string(),
             })
         }
@@ -346,13 +355,14 @@ pub fn test_run_xdp(prog: &Fd, frame: &[u8]) -> io::Result<u32> {
 }
 
 /// Attach `prog` to interface `ifindex` through a BPF link: the driver's
-/// hook first, the generic one when the driver has none. The program stays
-/// attached exactly as long as the returned descriptor is open.
+/// hook first, the generic one when the driver has none (and `allow_generic`;
+/// device-bound programs cannot run there). The program stays attached
+/// exactly as long as the returned descriptor is open.
 ///
 /// # Errors
 /// Both modes refused (another program is attached, not permitted); the
 /// error says why for each.
-pub fn attach_xdp(prog: &Fd, ifindex: i32) -> Result<(Fd, XdpMode), XdpError> {
+pub fn attach_xdp(prog: &Fd, ifindex: i32, allow_generic: bool) -> Result<(Fd, XdpMode), XdpError> {
     let try_mode = |flags: u32| {
         let mut attr = LinkCreateAttr {
             prog_fd: prog.0 as u32,
@@ -365,15 +375,28 @@ pub fn attach_xdp(prog: &Fd, ifindex: i32) -> Result<(Fd, XdpMode), XdpError> {
     };
     match try_mode(XDP_FLAGS_DRV_MODE) {
         Ok(fd) => Ok((fd, XdpMode::Native)),
+        Err(native) if !allow_generic => Err(XdpError::Sys {
+            what: "attaching the XDP program with a BPF link in native mode",
+            err: native,
+        }),
         Err(native) => match try_mode(XDP_FLAGS_SKB_MODE) {
             Ok(fd) => Ok((fd, XdpMode::Generic)),
-            Err(generic) => Err(XdpError::Sys {
-                what: "attaching the XDP program with a BPF link",
-                source: io::Error::new(
-                    generic.kind(),
-                    format!("native mode: {native}; generic mode: {generic}"),
-                ),
-            }),
+            Err(generic) => {
+                let busy = [native.raw_os_error(), generic.raw_os_error()]
+                    .iter()
+                    .any(|e| matches!(e, Some(libc::EBUSY) | Some(libc::EEXIST)));
+                Err(XdpError::Sys {
+                    what: if busy {
+                        "attaching the XDP program with a BPF link: the interface already has an XDP program"
+                    } else {
+                        "attaching the XDP program with a BPF link"
+                    },
+                    err: io::Error::new(
+                        generic.kind(),
+                        format!("native mode: {native}; generic mode: {generic}"),
+                    ),
+                })
+            }
         },
     }
 }
@@ -410,6 +433,10 @@ impl Default for XskConfig {
 /// Where a frame starts in a chunk we fill ourselves (the kernel's own
 /// `XDP_PACKET_HEADROOM`, which it also leaves in front of received frames).
 const TX_HEADROOM: usize = 256;
+/// Bytes in front of a received frame that are zeroed before its chunk goes
+/// to the fill ring: XDP metadata the program did not write then reads as
+/// zeros rather than as leftovers of an earlier frame.
+pub const META_CLEARED: usize = 8;
 /// Size of the per-socket arena for frames built during a batch.
 const ARENA_BYTES: usize = 1 << 20;
 const ARENA_FRAMES: usize = 256;
@@ -740,6 +767,14 @@ impl XskSocket {
         }
         for k in 0..n {
             let addr = self.free.pop().expect("counted above");
+            // SAFETY: the chunk is ours (it came off the free list) and
+            // TX_HEADROOM - META_CLEARED.. TX_HEADROOM lies inside it.
+            unsafe {
+                self.umem
+                    .base
+                    .add(addr as usize + TX_HEADROOM - META_CLEARED)
+                    .write_bytes(0, META_CLEARED)
+            };
             // SAFETY: entry (local + k) is free for us to write: fewer than
             // `free()` entries are written before the producer moves.
             unsafe { self.fill.addr_at(self.fill.local.wrapping_add(k)).write(addr) };
