@@ -265,6 +265,28 @@ pub fn build_table(
     t
 }
 
+/// Keep, in a new table, the servers that the previous table had and the new
+/// config no longer has, in state `Removed` with their last address and MAC:
+/// their established flows stay with them until they end or time out (as
+/// IPVS keeps connections to a deleted real server), while Maglev never gives
+/// them new flows. Backend ids are never reused, so this cannot misdirect.
+pub fn carry_removed(new: &mut FwdTable, previous: &FwdTable) {
+    for (id, old) in previous.backends.iter().enumerate() {
+        if old.mac.is_none() || old.addr == 0 {
+            continue;
+        }
+        if id >= new.backends.len() {
+            new.backends.resize(id + 1, BackendFwd::REMOVED);
+        }
+        if new.backends[id].state == BackendState::Removed && new.backends[id].addr == 0 {
+            new.backends[id] = BackendFwd {
+                state: BackendState::Removed,
+                ..*old
+            };
+        }
+    }
+}
+
 /// Whether a service's servers are health-checked at all.
 pub fn is_checked(kind: HealthKind) -> bool {
     kind != HealthKind::None
@@ -350,6 +372,26 @@ mod tests {
         assert!(s.maglev.iter().all(|&e| s.members[e as usize] == id13));
         let id11 = rt.get("web", "198.18.0.11".parse().unwrap(), None).unwrap().id;
         assert_eq!(t.backend(id11).state, BackendState::Draining);
+    }
+
+    #[test]
+    fn removed_servers_are_carried_for_their_flows() {
+        let mut rt = Runtime::default();
+        let c1 = cfg(BASE);
+        rt.sync(&c1).unwrap();
+        let old = build_table(&c1, &rt, mac, [2; 6], 0, 1);
+        let id13 = rt.get("web", "198.18.0.13".parse().unwrap(), None).unwrap().id;
+        let c2 = cfg(&BASE.replace("      - address: 198.18.0.13\n", ""));
+        rt.sync(&c2).unwrap();
+        let mut new = build_table(&c2, &rt, mac, [2; 6], 0, 2);
+        assert_eq!(new.backend(id13).state, BackendState::Removed);
+        assert_eq!(new.backend(id13).mac, None);
+        carry_removed(&mut new, &old);
+        let b = new.backend(id13);
+        assert_eq!((b.state, b.addr, b.mac), (BackendState::Removed, 0xc612_000d, Some([2, 0, 0, 0, 0, 13])));
+        // Maglev never picks it.
+        let s = &new.services[0];
+        assert!(s.maglev.iter().all(|&e| s.members[e as usize] != id13));
     }
 
     #[test]

@@ -205,13 +205,14 @@ fn key_bytes(k: &FlowKey) -> [u8; 13] {
     b
 }
 
-/// Whether a pinned flow may stay with its backend.
+/// Whether a pinned flow may stay with its backend. A server removed from
+/// the config keeps its established flows while the table still knows how to
+/// reach it (its MAC; the caller checks), as a drained one does.
 #[inline]
 fn keeps_backend(state: BackendState, reschedule_on_down: bool) -> bool {
     match state {
-        BackendState::Up | BackendState::Draining => true,
+        BackendState::Up | BackendState::Draining | BackendState::Removed => true,
         BackendState::Down => !reschedule_on_down,
-        BackendState::Removed => false,
     }
 }
 
@@ -603,7 +604,7 @@ fn later_fragment(
 ) -> Result<Action, Reason> {
     let id = cx.frags.get(k, cx.now).ok_or(Reason::Fragment)?;
     let b = *cx.table.backend(id);
-    if b.state == BackendState::Removed {
+    if b.addr == 0 {
         return Err(Reason::Fragment);
     }
     let len = f.len();

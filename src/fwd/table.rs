@@ -34,7 +34,9 @@ pub enum BackendState {
     Down,
     /// Drained by the operator: no new flows, existing ones stay.
     Draining,
-    /// Not in the configuration (any more): flows pinned to it re-pick.
+    /// Not in the configuration (any more): no new flows; flows pinned to it
+    /// stay while the table still carries its MAC (the slow path keeps removed
+    /// servers' last address and MAC), else they re-pick.
     Removed,
 }
 

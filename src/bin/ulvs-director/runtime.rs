@@ -183,6 +183,7 @@ impl Director {
             self.slow.generation,
         );
         let mut table = table;
+        publish::carry_removed(&mut table, &self.shared.table.load());
         table.mtu = self.ifinfo.mtu;
         table.gateway_mac = self
             .gateway
