@@ -2,7 +2,9 @@
 """Same client port, different VIP ports: for each of --pairs source ports
 (--first-port, --first-port + --step, ...) one HTTP GET to HOST:PORT1 and one
 to HOST:PORT2, both from that same local port (SO_REUSEADDR), each on its own
-connection; the serving server's name comes from the X-Server header.  Prints
+connection; the serving server's name comes from the X-Server header.  Pick
+ports outside net.ipv4.ip_local_port_range (the default does): a TIME_WAIT
+left on a port by an earlier ordinary connection makes bind() fail.  Prints
 one JSON line
 
   {"pairs": N, "ok": N, "failed": N, "differ": N, "same": N,
@@ -12,6 +14,7 @@ one JSON line
 "differ" counts source ports whose two connections reached different servers.
 """
 import argparse
+import errno
 import http.client
 import json
 import socket
@@ -39,7 +42,8 @@ def main():
     ap.add_argument("--port1", type=int, default=80)
     ap.add_argument("--port2", type=int, default=8080)
     ap.add_argument("--pairs", type=int, default=20)
-    ap.add_argument("--first-port", type=int, default=42000)
+    ap.add_argument("--first-port", type=int, default=61000,
+                    help="default above the usual ephemeral range (32768-60999)")
     ap.add_argument("--step", type=int, default=7)
     ap.add_argument("--timeout", type=float, default=5.0)
     a = ap.parse_args()
@@ -62,7 +66,12 @@ def main():
             pp[name] = pp.get(name, 0) + 1
             return name
         except (OSError, http.client.HTTPException) as e:
-            reason = str(e) if str(e).startswith("http_") else type(e).__name__
+            if str(e).startswith("http_"):
+                reason = str(e)
+            elif isinstance(e, OSError) and e.errno:
+                reason = errno.errorcode.get(e.errno, type(e).__name__)
+            else:
+                reason = type(e).__name__
             out["failed"] += 1
             out["errors"][reason] = out["errors"].get(reason, 0) + 1
             return None
