@@ -185,6 +185,31 @@ pub fn tun_encap(f: &mut Frame<'_>, o: &TunOuter, id: u16) -> bool {
     true
 }
 
+/// IP-in-IP for a packet too big for the tunnel whose inner DF is clear:
+/// fragment the *outer* packet (as IPVS lets the kernel do), each fragment
+/// at most `mtu` bytes, into the arena. `frame` is the whole Ethernet frame
+/// with complete checksums. Returns the number of fragments, or None when
+/// the arena is full.
+pub fn tun_fragment(frame: &[u8], o: &TunOuter, id: u16, mtu: usize, arena: &mut TxArena) -> Option<usize> {
+    let inner = &frame[ETH..];
+    let step = (mtu.saturating_sub(20) / 8) * 8;
+    if step == 0 {
+        return None;
+    }
+    let n = inner.len().div_ceil(step);
+    for k in 0..n {
+        let chunk = &inner[k * step..((k + 1) * step).min(inner.len())];
+        let out = arena.push(ETH + 20 + chunk.len())?;
+        write_outer(out, o, chunk.len(), false, id);
+        let mf = if k + 1 < n { ipv4::FLAG_MF } else { 0 };
+        let mut p = ipv4::Packet::new_unchecked(&mut out[ETH..ETH + 20]);
+        p.set_flags_frag(mf | ((k * step / 8) as u16 & ipv4::OFFSET_MASK));
+        p.fill_checksum();
+        out[ETH + 20..].copy_from_slice(chunk);
+    }
+    Some(n)
+}
+
 /// Segment a TCPv4 super-frame (vnet GSO) into frames of at most `gso_size`
 /// payload bytes, each with complete checksums, optionally wrapped in an
 /// IP-in-IP header, into the arena. Returns the number of frames written, or
@@ -708,5 +733,32 @@ pub(crate) mod tests {
         assert_eq!(checksum::sum(&f[34..46], 0), 0xffff);
         assert!(ip_ok(&f));
         assert_eq!(&f[6..12], &DIR_MAC);
+    }
+
+    #[test]
+    fn tun_fragments_the_outer_packet_without_df() {
+        let mut f = tcp_frame(0xc612_0102, 0xc612_6401, 40000, 80, 0x10);
+        f.extend((0..1500).map(|i| i as u8));
+        let total = (f.len() - 14) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[20] = 0; // DF clear
+        let o = TunOuter {
+            src: 0xc612_0002,
+            dst: 0xc612_000b,
+            dst_mac: RS_MAC,
+            src_mac: DIR_MAC,
+            ttl: 64,
+        };
+        let mut arena = TxArena::new(1 << 16, 16);
+        assert_eq!(tun_fragment(&f, &o, 9, 1500, &mut arena), Some(2));
+        let a = arena.frame_with_vnet(0)[VnetHdr::LEN..].to_vec();
+        let b = arena.frame_with_vnet(1)[VnetHdr::LEN..].to_vec();
+        assert!(a.len() - 14 <= 1500 && ip_ok(&a) && ip_ok(&b));
+        assert_eq!(u16::from_be_bytes([a[20], a[21]]), ipv4::FLAG_MF);
+        assert_eq!(u16::from_be_bytes([b[20], b[21]]) as usize, (a.len() - 34) / 8);
+        assert_eq!((a[23], b[23]), (4, 4));
+        let mut inner = a[34..].to_vec();
+        inner.extend_from_slice(&b[34..]);
+        assert_eq!(inner, f[14..].to_vec(), "the fragments carry the whole inner packet");
     }
 }

@@ -483,6 +483,17 @@ fn send_to(
             } else {
                 f.len() - 14
             };
+            if inner + 20 > t.mtu as usize && !df && !f.vnet.is_gso() {
+                // DF clear: fragment the outer packet, as IPVS does.
+                let mut vnet = f.vnet;
+                if !rewrite::complete_checksum(f.data_mut(), &mut vnet) {
+                    return Err(Reason::TruncatedL4);
+                }
+                let id = *cx.ip_id;
+                *cx.ip_id = id.wrapping_add(1);
+                rewrite::tun_fragment(f.data(), &outer, id, t.mtu as usize, arena).ok_or(Reason::NoBuffer)?;
+                return Ok(Sent::Server(Action::Drop));
+            }
             if inner + 20 > t.mtu as usize {
                 if !df {
                     return Err(Reason::TunTooBig);

@@ -44,34 +44,78 @@ const PACKET_FANOUT_DATA: libc::c_int = 22;
 /// cBPF offset base for loads relative to the network header (SKF_NET_OFF).
 const SKF_NET_OFF: i32 = -0x100000;
 
-/// The fanout program: a worker index from (source ^ destination ^ ports)
-/// of the IPv4 header, folded to 16 bits. Every packet of a 4-tuple lands
-/// on the same worker whatever `skb->hash` the sender set (a client's TCP
-/// stack re-draws its hash on retransmission timeouts and per socket, which
-/// would split one flow, or a reused tuple, across `PACKET_FANOUT_HASH`
-/// workers). Non-IPv4 frames fail a load and go to worker 0.
-fn fanout_program() -> [libc::sock_filter; 11] {
-    let op = |code: u16, k: u32| libc::sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    };
+/// The fanout program: a worker index from source ^ destination ^ sport ^
+/// dport of the IPv4 header, folded to 16 bits, symmetric in both address
+/// and port order. Every packet of a 4-tuple lands on the same worker
+/// whatever `skb->hash` the sender set (a client's TCP stack re-draws it on
+/// retransmission timeouts and per socket, which would split one flow, or a
+/// reused tuple, across `PACKET_FANOUT_HASH` workers). Two kinds of packet
+/// must meet the state their flow left in one worker's tables:
+/// * fragments (MF set or an offset) hash on the addresses alone, so every
+///   fragment of a datagram reaches the worker that saw the first one;
+/// * ICMP errors hash on the packet they quote (VIP:vport -> client:cport),
+///   which the symmetric hash maps to the flow's own worker.
+///
+/// Non-IPv4 frames fail a load and go to worker 0.
+fn fanout_program() -> [libc::sock_filter; 39] {
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    let s = |code: u16, k: u32| op(code, 0, 0, k);
     let net = |off: i32| (SKF_NET_OFF + off) as u32;
+    const LDB: u16 = 0x30; // ldb [k]
+    const LDH: u16 = 0x28; // ldh [k]
+    const LD: u16 = 0x20; // ld [k]
+    const TAX: u16 = 0x07;
+    const XOR_X: u16 = 0xac;
+    const ST: u16 = 0x02; // st M[k]
+    const LD_MEM: u16 = 0x60; // ld M[k]
+    const AND_K: u16 = 0x54;
+    const JEQ_K: u16 = 0x15;
+    const JA: u16 = 0x05;
+    const RSH_K: u16 = 0x74;
+    const RET_A: u16 = 0x16;
     [
-        op(0x20, net(12)), // ld [net+12]   source address
-        op(0x07, 0),       // tax
-        op(0x20, net(16)), // ld [net+16]   destination address
-        op(0xac, 0),       // xor x
-        op(0x07, 0),       // tax
-        op(0x20, net(20)), // ld [net+20]   ports (no IP options on VIP traffic)
-        op(0xac, 0),       // xor x
-        op(0x07, 0),       // tax
-        op(0x74, 16),      // rsh #16
-        op(0xac, 0),       // xor x
-        op(0x16, 0),       // ret a
+        s(LDB, net(9)),        // 0: protocol
+        op(JEQ_K, 0, 13, 1),   // 1: ICMP? -> 2, else -> 15
+        s(LD, net(40)),        // 2: quoted source (20 + 8 + 12)
+        s(TAX, 0),             // 3
+        s(LD, net(44)),        // 4: quoted destination
+        s(XOR_X, 0),           // 5
+        s(ST, 0),              // 6
+        s(LDH, net(48)),       // 7: quoted source port
+        s(TAX, 0),             // 8
+        s(LDH, net(50)),       // 9: quoted destination port
+        s(XOR_X, 0),           // 10
+        s(TAX, 0),             // 11
+        s(LD_MEM, 0),          // 12
+        s(XOR_X, 0),           // 13
+        s(JA, 20),             // 14: -> 35 fold
+        s(LDH, net(6)),        // 15: flags and fragment offset
+        s(AND_K, 0x3fff),      // 16: MF | offset
+        op(JEQ_K, 5, 0, 0),    // 17: not a fragment -> 23
+        s(LD, net(12)),        // 18: fragment: addresses only
+        s(TAX, 0),             // 19
+        s(LD, net(16)),        // 20
+        s(XOR_X, 0),           // 21
+        s(JA, 12),             // 22: -> 35 fold
+        s(LD, net(12)),        // 23: source
+        s(TAX, 0),             // 24
+        s(LD, net(16)),        // 25: destination
+        s(XOR_X, 0),           // 26
+        s(ST, 0),              // 27
+        s(LDH, net(20)),       // 28: source port (no IP options on VIP traffic)
+        s(TAX, 0),             // 29
+        s(LDH, net(22)),       // 30: destination port
+        s(XOR_X, 0),           // 31
+        s(TAX, 0),             // 32
+        s(LD_MEM, 0),          // 33
+        s(XOR_X, 0),           // 34
+        s(TAX, 0),             // 35: fold
+        s(RSH_K, 16),          // 36
+        s(XOR_X, 0),           // 37
+        s(RET_A, 0),           // 38
     ]
 }
+
 /// Size of the per-ring arena for software-segmented frames.
 const ARENA_BYTES: usize = 4 << 20;
 const ARENA_FRAMES: usize = 2048;
