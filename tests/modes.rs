@@ -1154,7 +1154,9 @@ fn syn_retransmit_after_500ms_moves_to_another_server() {
 }
 
 /// A SYN with another ISN on the same tuple is a new connection (port
-/// reuse), not a retransmission: it stays, and its own 500 ms start then.
+/// reuse), not a retransmission: it is scheduled afresh (Maglev gives the
+/// same server here, and a new connection is counted), and its own 500 ms
+/// start then.
 #[test]
 fn syn_with_a_new_isn_does_not_move() {
     let (rt, mut rig) = rig();
@@ -1164,7 +1166,9 @@ fn syn_with_a_new_isn_does_not_move() {
     rig.now += 600;
     let g = syn(41001, 2000);
     let o = rig.send(&g);
-    assert_eq!(o.moved, same_flow(id, g.len()));
+    let mut want = same_flow(id, g.len());
+    want.insert(format!("backend[{id}].conns"), 1);
+    assert_eq!(o.moved, want);
     assert_eq!(sent(&o).bytes, dr_rewritten(&g, a));
     rig.now += 499;
     assert_eq!(
@@ -1365,4 +1369,49 @@ fn nat_udp_both_ways() {
     want[40..42].copy_from_slice(&[0, 0]);
     assert_eq!(sent(&o).bytes, want);
     assert!(accounting_holds(rig.stats()));
+}
+
+/// A client that reuses its port for a new connection after the old one
+/// closed is scheduled afresh: when the old server is now draining, the new
+/// connection goes elsewhere ("draining" means no new flows, whatever tuple).
+#[test]
+fn reused_tuple_after_close_avoids_a_draining_server() {
+    let (_rt, mut rig) = rig();
+    let a = rig.forward(&syn(41100, 500));
+    rig.forward(&tcp_frame_seq(
+        CLIENT,
+        41100,
+        VIP,
+        80,
+        tcp::FIN | tcp::ACK,
+        501,
+        &[],
+    ));
+    let mut t = (*rig.shared.table.load_full()).clone();
+    for b in t.backends.iter_mut() {
+        if b.addr == u32::from(a) {
+            b.state = ulvs::fwd::table::BackendState::Draining;
+        }
+    }
+    // Rebuild the service's Maglev table without the drained server, as
+    // the slow path would.
+    let drained = t.backends.iter().position(|b| b.addr == u32::from(a)).unwrap() as u32;
+    for s in t.services.iter_mut() {
+        if let Some(pos) = s.members.iter().position(|&m| m == drained) {
+            let other = (0..s.members.len()).find(|&i| i != pos).unwrap() as u16;
+            for e in s.maglev.iter_mut() {
+                if *e == pos as u16 {
+                    *e = other;
+                }
+            }
+        }
+    }
+    rig.publish(t);
+    rig.now += 50;
+    let o = rig.send(&syn(41100, 90_000));
+    let b = server_of(&sent(&o).bytes[0..6]);
+    assert_ne!(
+        b, a,
+        "a new connection on a reused tuple must avoid the draining server"
+    );
 }

@@ -388,7 +388,10 @@ mod tests {
         assert_eq!(new.backend(id13).mac, None);
         carry_removed(&mut new, &old);
         let b = new.backend(id13);
-        assert_eq!((b.state, b.addr, b.mac), (BackendState::Removed, 0xc612_000d, Some([2, 0, 0, 0, 0, 13])));
+        assert_eq!(
+            (b.state, b.addr, b.mac),
+            (BackendState::Removed, 0xc612_000d, Some([2, 0, 0, 0, 0, 13]))
+        );
         // Maglev never picks it.
         let s = &new.services[0];
         assert!(s.maglev.iter().all(|&e| s.members[e as usize] != id13));

@@ -759,6 +759,10 @@ pub(crate) mod tests {
         assert_eq!((a[23], b[23]), (4, 4));
         let mut inner = a[34..].to_vec();
         inner.extend_from_slice(&b[34..]);
-        assert_eq!(inner, f[14..].to_vec(), "the fragments carry the whole inner packet");
+        assert_eq!(
+            inner,
+            f[14..].to_vec(),
+            "the fragments carry the whole inner packet"
+        );
     }
 }

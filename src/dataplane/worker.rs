@@ -330,6 +330,11 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<u32
             && e.aux == c.tcp_seq
             && waited >= SYN_SECOND_CHANCE_MS
             && silent(e.backend);
+        // A new connection on a remembered tuple (the client reused its
+        // port): scheduled afresh like any new flow, so a drained or
+        // weight-0 server gets none.
+        let new_conn = bare_syn
+            && (e.state == FlowState::TcpClosing || (e.state == FlowState::TcpSyn && e.aux != c.tcp_seq));
         if e.state == FlowState::TcpSyn && bare_syn && e.aux != c.tcp_seq {
             e.aux = c.tcp_seq;
             e.first_ms = now;
@@ -347,7 +352,15 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<u32
         let old = e.backend;
         let mut id = old;
         let ob = table.backend(old);
-        if !keeps_backend(ob.state, table.reschedule_on_down) || ob.mac.is_none() {
+        if new_conn {
+            let Some((nid, _)) = svc.pick(flow_hash(&key_bytes(&c.key))) else {
+                move_gauges(stats, old, was_active, old, is_active(e.state));
+                return Err(Reason::NoServer);
+            };
+            e.flags &= FLAG_REVERSE;
+            id = nid;
+            bump(&stats.backend(nid).conns, 1);
+        } else if !keeps_backend(ob.state, table.reschedule_on_down) || ob.mac.is_none() {
             // Its server is gone, down or unreachable: pick a live one (IPVS
             // expire_nodest_conn).
             let Some((nid, _)) = svc.pick(flow_hash(&key_bytes(&c.key))) else {

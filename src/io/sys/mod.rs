@@ -74,45 +74,45 @@ fn fanout_program() -> [libc::sock_filter; 39] {
     const RSH_K: u16 = 0x74;
     const RET_A: u16 = 0x16;
     [
-        s(LDB, net(9)),        // 0: protocol
-        op(JEQ_K, 0, 13, 1),   // 1: ICMP? -> 2, else -> 15
-        s(LD, net(40)),        // 2: quoted source (20 + 8 + 12)
-        s(TAX, 0),             // 3
-        s(LD, net(44)),        // 4: quoted destination
-        s(XOR_X, 0),           // 5
-        s(ST, 0),              // 6
-        s(LDH, net(48)),       // 7: quoted source port
-        s(TAX, 0),             // 8
-        s(LDH, net(50)),       // 9: quoted destination port
-        s(XOR_X, 0),           // 10
-        s(TAX, 0),             // 11
-        s(LD_MEM, 0),          // 12
-        s(XOR_X, 0),           // 13
-        s(JA, 20),             // 14: -> 35 fold
-        s(LDH, net(6)),        // 15: flags and fragment offset
-        s(AND_K, 0x3fff),      // 16: MF | offset
-        op(JEQ_K, 5, 0, 0),    // 17: not a fragment -> 23
-        s(LD, net(12)),        // 18: fragment: addresses only
-        s(TAX, 0),             // 19
-        s(LD, net(16)),        // 20
-        s(XOR_X, 0),           // 21
-        s(JA, 12),             // 22: -> 35 fold
-        s(LD, net(12)),        // 23: source
-        s(TAX, 0),             // 24
-        s(LD, net(16)),        // 25: destination
-        s(XOR_X, 0),           // 26
-        s(ST, 0),              // 27
-        s(LDH, net(20)),       // 28: source port (no IP options on VIP traffic)
-        s(TAX, 0),             // 29
-        s(LDH, net(22)),       // 30: destination port
-        s(XOR_X, 0),           // 31
-        s(TAX, 0),             // 32
-        s(LD_MEM, 0),          // 33
-        s(XOR_X, 0),           // 34
-        s(TAX, 0),             // 35: fold
-        s(RSH_K, 16),          // 36
-        s(XOR_X, 0),           // 37
-        s(RET_A, 0),           // 38
+        s(LDB, net(9)),      // 0: protocol
+        op(JEQ_K, 0, 13, 1), // 1: ICMP? -> 2, else -> 15
+        s(LD, net(40)),      // 2: quoted source (20 + 8 + 12)
+        s(TAX, 0),           // 3
+        s(LD, net(44)),      // 4: quoted destination
+        s(XOR_X, 0),         // 5
+        s(ST, 0),            // 6
+        s(LDH, net(48)),     // 7: quoted source port
+        s(TAX, 0),           // 8
+        s(LDH, net(50)),     // 9: quoted destination port
+        s(XOR_X, 0),         // 10
+        s(TAX, 0),           // 11
+        s(LD_MEM, 0),        // 12
+        s(XOR_X, 0),         // 13
+        s(JA, 20),           // 14: -> 35 fold
+        s(LDH, net(6)),      // 15: flags and fragment offset
+        s(AND_K, 0x3fff),    // 16: MF | offset
+        op(JEQ_K, 5, 0, 0),  // 17: not a fragment -> 23
+        s(LD, net(12)),      // 18: fragment: addresses only
+        s(TAX, 0),           // 19
+        s(LD, net(16)),      // 20
+        s(XOR_X, 0),         // 21
+        s(JA, 12),           // 22: -> 35 fold
+        s(LD, net(12)),      // 23: source
+        s(TAX, 0),           // 24
+        s(LD, net(16)),      // 25: destination
+        s(XOR_X, 0),         // 26
+        s(ST, 0),            // 27
+        s(LDH, net(20)),     // 28: source port (no IP options on VIP traffic)
+        s(TAX, 0),           // 29
+        s(LDH, net(22)),     // 30: destination port
+        s(XOR_X, 0),         // 31
+        s(TAX, 0),           // 32
+        s(LD_MEM, 0),        // 33
+        s(XOR_X, 0),         // 34
+        s(TAX, 0),           // 35: fold
+        s(RSH_K, 16),        // 36
+        s(XOR_X, 0),         // 37
+        s(RET_A, 0),         // 38
     ]
 }
 
