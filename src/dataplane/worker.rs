@@ -558,6 +558,16 @@ fn forwarded(cx: &Ctx<'_>, id: u32, len: usize, sent: Sent) -> Result<Action, Re
     }
 }
 
+/// Count a frame from backend `id` sent on to a client (NAT replies).
+#[inline]
+fn count_out(stats: &WorkerStats, id: u32, len: usize) {
+    let b = stats.backend(id);
+    bump(&b.out_packets, 1);
+    bump(&b.out_bytes, len as u64);
+    bump(&stats.forwarded, 1);
+    bump(&stats.bytes_forwarded, len as u64);
+}
+
 /// Count a frame sent to backend `id`.
 #[inline]
 fn count_in(cx: &Ctx<'_>, id: u32, len: usize) {
@@ -696,11 +706,7 @@ fn nat_reply(f: &mut Frame<'_>, cx: &mut Ctx<'_>, c: &Classified) -> Result<Acti
     ) {
         return Err(Reason::TtlExceeded);
     }
-    let bc = stats.backend(id);
-    bump(&bc.out_packets, 1);
-    bump(&bc.out_bytes, len as u64);
-    bump(&stats.forwarded, 1);
-    bump(&stats.bytes_forwarded, len as u64);
+    count_out(stats, id, len);
     Ok(Action::Transmit)
 }
 
@@ -724,11 +730,7 @@ fn nat_reply_fragment(f: &mut Frame<'_>, cx: &mut Ctx<'_>, k: &FragKey) -> Resul
     ) {
         return Err(Reason::TtlExceeded);
     }
-    let bc = cx.stats.backend(id);
-    bump(&bc.out_packets, 1);
-    bump(&bc.out_bytes, len as u64);
-    bump(&cx.stats.forwarded, 1);
-    bump(&cx.stats.bytes_forwarded, len as u64);
+    count_out(cx.stats, id, len);
     bump(&cx.stats.fragments_forwarded, 1);
     Ok(Action::Transmit)
 }
@@ -751,11 +753,7 @@ fn nat_icmp_from_server(f: &mut Frame<'_>, cx: &mut Ctx<'_>, rkey: &FlowKey) -> 
     if !rewrite::nat_icmp_from_server(f.data_mut(), b.svc_vip, vport, mac, cx.table.director_mac) {
         return Err(Reason::TruncatedL4);
     }
-    let bc = stats.backend(id);
-    bump(&bc.out_packets, 1);
-    bump(&bc.out_bytes, len as u64);
-    bump(&stats.forwarded, 1);
-    bump(&stats.bytes_forwarded, len as u64);
+    count_out(stats, id, len);
     Ok(Action::Transmit)
 }
 

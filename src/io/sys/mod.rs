@@ -181,6 +181,20 @@ fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_in
     .map(|_| ())
 }
 
+/// Read a socket option that is a plain C struct; also returns the length
+/// the kernel wrote (older kernels may write less).
+///
+/// # Safety
+/// `T` must be plain old data for which all-zero bytes are a valid value.
+unsafe fn getsockopt_pod<T>(fd: RawFd, level: libc::c_int, opt: libc::c_int) -> io::Result<(T, usize)> {
+    // SAFETY: the caller promises zeroed bytes are a valid T.
+    let mut v: T = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid for the kernel to write, `len` bytes at most.
+    cvt(unsafe { libc::getsockopt(fd, level, opt, &mut v as *mut T as *mut libc::c_void, &mut len) })?;
+    Ok((v, len as usize))
+}
+
 fn packet_socket(proto: u16, nonblock: bool) -> io::Result<Fd> {
     let flags = libc::SOCK_RAW | libc::SOCK_CLOEXEC | if nonblock { libc::SOCK_NONBLOCK } else { 0 };
     // SAFETY: plain syscall with constant arguments.
@@ -716,25 +730,12 @@ impl PacketRing {
 
     /// Frames dropped by the kernel for lack of ring space since the last call.
     pub fn ring_drops(&mut self) -> u64 {
-        let mut st = libc::tpacket_stats {
-            tp_packets: 0,
-            tp_drops: 0,
-        };
-        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
-        // SAFETY: st and len are valid for the kernel to write.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd.0,
-                libc::SOL_PACKET,
-                libc::PACKET_STATISTICS,
-                &mut st as *mut libc::tpacket_stats as *mut libc::c_void,
-                &mut len,
-            )
-        };
-        if r < 0 {
-            0
-        } else {
-            st.tp_drops as u64
+        // SAFETY: tpacket_stats is two u32 counters; zero is valid.
+        match unsafe {
+            getsockopt_pod::<libc::tpacket_stats>(self.fd.0, libc::SOL_PACKET, libc::PACKET_STATISTICS)
+        } {
+            Ok((st, _)) => st.tp_drops as u64,
+            Err(_) => 0,
         }
     }
 }

@@ -16,7 +16,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{cvt, setsockopt_int, Fd};
+use super::{cvt, getsockopt_pod, setsockopt_int, Fd};
 use crate::io::{Action, BatchStats, Frame, RxMeta, TxArena, VnetHdr};
 
 // ---------------------------------------------------------------- bpf(2)
@@ -669,20 +669,10 @@ impl XskSocket {
         ] {
             setsockopt_int(fd.0, libc::SOL_XDP, opt, cfg.ring as libc::c_int)?;
         }
-        // SAFETY: zeroed offsets are a valid value to be overwritten.
-        let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
-        let mut olen = std::mem::size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
-        // SAFETY: off and olen are valid for the kernel to write.
-        cvt(unsafe {
-            libc::getsockopt(
-                fd.0,
-                libc::SOL_XDP,
-                libc::XDP_MMAP_OFFSETS,
-                &mut off as *mut libc::xdp_mmap_offsets as *mut libc::c_void,
-                &mut olen,
-            )
-        })?;
-        if olen as usize != std::mem::size_of::<libc::xdp_mmap_offsets>() {
+        // SAFETY: xdp_mmap_offsets is plain offsets; zero is valid.
+        let (off, olen) =
+            unsafe { getsockopt_pod::<libc::xdp_mmap_offsets>(fd.0, libc::SOL_XDP, libc::XDP_MMAP_OFFSETS) }?;
+        if olen != std::mem::size_of::<libc::xdp_mmap_offsets>() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "kernel too old: no ring flags in XDP_MMAP_OFFSETS",
@@ -997,22 +987,12 @@ impl XskSocket {
     /// Frames the kernel dropped since the last call: no room in the RX ring
     /// or no chunk in the fill ring.
     pub fn ring_drops(&mut self) -> u64 {
-        // SAFETY: zeroed statistics are a valid value to be overwritten.
-        let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::xdp_statistics>() as libc::socklen_t;
-        // SAFETY: st and len are valid for the kernel to write.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd.0,
-                libc::SOL_XDP,
-                libc::XDP_STATISTICS,
-                &mut st as *mut libc::xdp_statistics as *mut libc::c_void,
-                &mut len,
-            )
-        };
-        if r < 0 {
+        // SAFETY: xdp_statistics is plain u64 counters; zero is valid.
+        let Ok((st, _)) = (unsafe {
+            getsockopt_pod::<libc::xdp_statistics>(self.fd.0, libc::SOL_XDP, libc::XDP_STATISTICS)
+        }) else {
             return 0;
-        }
+        };
         // rx_dropped already counts fill-ring shortages; rx_ring_full is separate.
         let total = st.rx_dropped + st.rx_ring_full;
         let d = total.saturating_sub(self.drops_seen);
