@@ -26,8 +26,7 @@ use ulvs::wire::{icmp, tcp};
 /// 198.18.0.21:8080) and `nat-dns` (UDP :53 -> 198.18.0.21:5353) on
 /// [`VIP_NAT`]; `tun-web` (TCP :80 -> 198.18.0.31) on [`VIP_TUN`]; `any`
 /// (DR, TCP port 0) on [`VIP_ANY`]; `nat-any` (NAT, TCP port 0, server
-/// without a port) on [`VIP_NAT_ANY`]; `nat-any-mapped` (NAT, TCP port 0,
-/// server `IP:8080`) on [`VIP_NAT_MAPPED`].
+/// without a port) on [`VIP_NAT_ANY`].
 const MODES: &str = "\
 interface: eth0
 maglev_table_size: 251

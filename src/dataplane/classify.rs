@@ -123,22 +123,6 @@ impl Reason {
             Reason::NoBuffer => "no_buffer",
         }
     }
-
-    /// True for frames that are broken, as opposed to merely not ours.
-    pub fn is_malformed(self) -> bool {
-        matches!(
-            self,
-            Reason::Runt
-                | Reason::BadVersion
-                | Reason::BadIhl
-                | Reason::BadTotalLength
-                | Reason::IpOptions
-                | Reason::Fragment
-                | Reason::TruncatedL4
-                | Reason::Vlan
-                | Reason::Oversize
-        )
-    }
 }
 
 /// What a frame the worker should act on is.
@@ -357,6 +341,19 @@ pub struct Classified {
     pub first_fragment: bool,
     /// IPv4 identification (for the fragment table).
     pub ip_id: u16,
+}
+
+impl Classified {
+    /// The fragment-table key of this packet's datagram.
+    #[inline]
+    pub fn frag_key(&self) -> FragKey {
+        FragKey {
+            src: self.key.src,
+            dst: self.key.dst,
+            id: self.ip_id,
+            proto: self.key.proto,
+        }
+    }
 }
 
 /// Classify a frame that must be a TCP/UDP packet to a VIP service (the

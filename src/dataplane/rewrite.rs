@@ -509,6 +509,14 @@ pub(crate) mod tests {
 
     const RS_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0b];
     const DIR_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+    /// Director 198.18.0.2 -> server 198.18.0.11.
+    const OUTER: TunOuter = TunOuter {
+        src: 0xc612_0002,
+        dst: 0xc612_000b,
+        dst_mac: RS_MAC,
+        src_mac: DIR_MAC,
+        ttl: 64,
+    };
 
     #[test]
     fn nat_inbound_full_checksums() {
@@ -611,13 +619,7 @@ pub(crate) mod tests {
             Default::default(),
             VnetHdr::default(),
         );
-        let o = TunOuter {
-            src: 0xc612_0002,
-            dst: 0xc612_000b,
-            dst_mac: RS_MAC,
-            src_mac: DIR_MAC,
-            ttl: 64,
-        };
+        let o = OUTER;
         assert!(tun_encap(&mut fr, &o, 7));
         let d = fr.data().to_vec();
         assert_eq!(d.len(), inner.len() + 20);
@@ -656,13 +658,7 @@ pub(crate) mod tests {
             ..VnetHdr::default()
         };
         let mut arena = TxArena::new(1 << 16, 16);
-        let o = TunOuter {
-            src: 0xc612_0002,
-            dst: 0xc612_000b,
-            dst_mac: RS_MAC,
-            src_mac: DIR_MAC,
-            ttl: 64,
-        };
+        let o = OUTER;
         let mut id = 100u16;
         assert_eq!(segment_tcp4(&f, &vnet, Some((&o, &mut id)), &mut arena), Some(3));
         assert_eq!(id, 103);
@@ -742,13 +738,7 @@ pub(crate) mod tests {
         let total = (f.len() - 14) as u16;
         f[16..18].copy_from_slice(&total.to_be_bytes());
         f[20] = 0; // DF clear
-        let o = TunOuter {
-            src: 0xc612_0002,
-            dst: 0xc612_000b,
-            dst_mac: RS_MAC,
-            src_mac: DIR_MAC,
-            ttl: 64,
-        };
+        let o = OUTER;
         let mut arena = TxArena::new(1 << 16, 16);
         assert_eq!(tun_fragment(&f, &o, 9, 1500, &mut arena), Some(2));
         let a = arena.frame_with_vnet(0)[VnetHdr::LEN..].to_vec();

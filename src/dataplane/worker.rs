@@ -111,7 +111,7 @@ impl<D: Device> Worker<D> {
         let mut last_ring_check = Instant::now();
         while !self.shared.stop.load(Ordering::Relaxed) {
             self.dev.wait(100)?;
-            self.poll_once(self.epoch.elapsed().as_millis() as u32)?;
+            self.poll_once(now_ms(self.epoch))?;
             if last_ring_check.elapsed().as_millis() >= 500 {
                 last_ring_check = Instant::now();
                 let d = self.dev.ring_drops();
@@ -163,11 +163,6 @@ impl<D: Device> Worker<D> {
         stats.evictions.store(flows.evictions(), Ordering::Relaxed);
         stats.expirations.store(flows.expirations(), Ordering::Relaxed);
         Ok(st.received)
-    }
-
-    /// The worker's clock now.
-    pub fn now(&self) -> u32 {
-        now_ms(self.epoch)
     }
 
     /// Number of live flows.
@@ -592,13 +587,7 @@ fn flow_packet(
         return Err(Reason::ServerMacUnknown);
     }
     if c.first_fragment {
-        let k = FragKey {
-            src: c.key.src,
-            dst: c.key.dst,
-            id: c.ip_id,
-            proto: c.key.proto,
-        };
-        cx.frags.insert(k, id, cx.now);
+        cx.frags.insert(c.frag_key(), id, cx.now);
     }
     if b.mode == Mode::Nat {
         // Make sure the reply direction is known (created with the flow,
@@ -669,26 +658,25 @@ fn icmp_error(
     a
 }
 
+/// The reply-direction entry of a NAT flow (server -> client key).
+#[inline]
+fn reply_flow<'a>(cx: &'a mut Ctx<'_>, key: &FlowKey) -> Option<&'a mut FlowEntry> {
+    let stats = cx.stats;
+    cx.flows
+        .get(key, cx.now, &mut |e| on_removed(stats, e))
+        .filter(|e| e.flags & FLAG_REVERSE != 0)
+}
+
 #[inline]
 fn nat_reply(f: &mut Frame<'_>, cx: &mut Ctx<'_>, c: &Classified) -> Result<Action, Reason> {
     let (stats, now) = (cx.stats, cx.now);
-    let e = cx
-        .flows
-        .get(&c.key, now, &mut |e| on_removed(stats, e))
-        .filter(|e| e.flags & FLAG_REVERSE != 0)
-        .ok_or(Reason::NatNoFlow)?;
+    let e = reply_flow(cx, &c.key).ok_or(Reason::NatNoFlow)?;
     e.last_ms = now;
     advance(e, c.key.proto, c.tcp_flags, now);
     let id = e.backend;
     let b = *cx.table.backend(id);
     if c.first_fragment {
-        let k = FragKey {
-            src: c.key.src,
-            dst: c.key.dst,
-            id: c.ip_id,
-            proto: c.key.proto,
-        };
-        cx.frags.insert(k, id, now);
+        cx.frags.insert(c.frag_key(), id, now);
     }
     let mac = cx.table.next_hop_mac(c.key.dst).ok_or(Reason::NextHopUnknown)?;
     let vport = if b.svc_port != 0 { b.svc_port } else { c.key.sport };
@@ -740,10 +728,7 @@ fn nat_reply_fragment(f: &mut Frame<'_>, cx: &mut Ctx<'_>, k: &FragKey) -> Resul
 #[inline]
 fn nat_icmp_from_server(f: &mut Frame<'_>, cx: &mut Ctx<'_>, rkey: &FlowKey) -> Result<Action, Reason> {
     let stats = cx.stats;
-    let id = cx
-        .flows
-        .get(rkey, cx.now, &mut |e| on_removed(stats, e))
-        .filter(|e| e.flags & FLAG_REVERSE != 0)
+    let id = reply_flow(cx, rkey)
         .map(|e| e.backend)
         .ok_or(Reason::IcmpNoFlow)?;
     let b = *cx.table.backend(id);
