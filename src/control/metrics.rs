@@ -494,6 +494,12 @@ fn response(status: &str, extra_headers: &str, content_type: &str, body: &str, h
     r.into_bytes()
 }
 
+/// A complete plain-text error response (`status` as `"431 Request Header
+/// Fields Too Large"`), for requests refused before they were parsed.
+pub fn http_error(status: &str, body: &str) -> Vec<u8> {
+    response(status, "", "text/plain; charset=utf-8", body, false)
+}
+
 const INDEX: &str = "<html><head><title>ulvs</title></head><body>\
                      <h1>ulvs director</h1><p><a href=\"/metrics\">Metrics</a></p></body></html>\n";
 

@@ -11,4 +11,5 @@ pub mod nft;
 pub mod publish;
 pub mod rates;
 pub mod route;
+pub mod serve;
 pub mod snapshot;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::rates::Rates;
 
@@ -40,6 +40,30 @@ pub struct Stats {
     pub reload_failures: u64,
     /// Frames not forwarded, by reason name.
     pub drops: BTreeMap<String, u64>,
+}
+
+/// What became of the connections of one slow-path listener (the control
+/// socket or `metrics_listen`); see `control::serve`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnCounters {
+    /// Connections open now (a gauge).
+    pub open: u64,
+    /// Connections accepted, including those then refused.
+    pub accepted: u64,
+    /// Refused at once: the listener had its most connections open.
+    pub refused_limit: u64,
+    /// Requests answered (the whole reply taken by the client).
+    pub served: u64,
+    /// Closed with no complete request within the deadline.
+    pub timed_out: u64,
+    /// Refused: the request was longer than the listener accepts.
+    pub too_large: u64,
+    /// Requests that could not be understood (answered with an error).
+    pub bad_request: u64,
+    /// Closed because the client did not take the reply within the deadline.
+    pub reply_timed_out: u64,
+    /// The client closed (or the socket failed) before the exchange was over.
+    pub closed_early: u64,
 }
 
 /// One real server.
