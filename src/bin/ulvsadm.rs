@@ -6,8 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 use ulvs::control::ctl::{call, Request};
+use ulvs::control::rates::Rates;
+use ulvs::control::snapshot::{List, ServerSnap, ServiceSnap, Stats, STAT_FIELDS};
 
 /// Control client for the ulvs director (named after ipvsadm).
 #[derive(Parser, Debug)]
@@ -57,10 +61,6 @@ fn socket_path(arg: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(ulvs::control::config::DEFAULT_CONTROL_SOCKET))
 }
 
-fn n(v: &Value, k: &str) -> u64 {
-    v.get(k).and_then(Value::as_u64).unwrap_or(0)
-}
-
 /// Which columns `list` shows (as `ipvsadm -L -n`, `--stats`, `--rate`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum View {
@@ -69,42 +69,69 @@ enum View {
     Rate,
 }
 
-fn f(v: &Value, k: &str) -> f64 {
-    v.get("rates")
-        .and_then(|r| r.get(k))
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0)
+/// The totals and rates a service and a real server both have.
+struct Traffic<'a> {
+    conns: u64,
+    packets: u64,
+    out_packets: u64,
+    bytes: u64,
+    out_bytes: u64,
+    rates: &'a Rates,
 }
 
-fn columns(v: &Value, view: View) -> String {
-    match view {
-        View::Conns => format!(
-            "{:>6} {:<9} {:>10} {:>10}",
-            n(v, "weight"),
-            v["state"].as_str().unwrap_or(""),
-            n(v, "active_flows"),
-            n(v, "inactive_flows")
-        ),
-        View::Stats => format!(
-            "{:>8} {:>10} {:>10} {:>12} {:>12}",
-            n(v, "conns"),
-            n(v, "packets"),
-            n(v, "out_packets"),
-            n(v, "bytes"),
-            n(v, "out_bytes")
-        ),
-        View::Rate => format!(
-            "{:>8.0} {:>10.0} {:>10.0} {:>12.0} {:>12.0}",
-            f(v, "conns_per_s"),
-            f(v, "in_packets_per_s"),
-            f(v, "out_packets_per_s"),
-            f(v, "in_bytes_per_s"),
-            f(v, "out_bytes_per_s")
-        ),
+impl<'a> From<&'a ServiceSnap> for Traffic<'a> {
+    fn from(s: &'a ServiceSnap) -> Self {
+        Traffic {
+            conns: s.conns,
+            packets: s.packets,
+            out_packets: s.out_packets,
+            bytes: s.bytes,
+            out_bytes: s.out_bytes,
+            rates: &s.rates,
+        }
     }
 }
 
-fn print_list(data: &Value, view: View) {
+impl<'a> From<&'a ServerSnap> for Traffic<'a> {
+    fn from(s: &'a ServerSnap) -> Self {
+        Traffic {
+            conns: s.conns,
+            packets: s.packets,
+            out_packets: s.out_packets,
+            bytes: s.bytes,
+            out_bytes: s.out_bytes,
+            rates: &s.rates,
+        }
+    }
+}
+
+/// The `--stats` or `--rate` columns.
+fn traffic_columns(t: &Traffic, view: View) -> String {
+    if view == View::Rate {
+        let r = t.rates;
+        format!(
+            "{:>8.0} {:>10.0} {:>10.0} {:>12.0} {:>12.0}",
+            r.conns_per_s, r.in_packets_per_s, r.out_packets_per_s, r.in_bytes_per_s, r.out_bytes_per_s
+        )
+    } else {
+        format!(
+            "{:>8} {:>10} {:>10} {:>12} {:>12}",
+            t.conns, t.packets, t.out_packets, t.bytes, t.out_bytes
+        )
+    }
+}
+
+fn server_columns(r: &ServerSnap, view: View) -> String {
+    match view {
+        View::Conns => format!(
+            "{:>6} {:<9} {:>10} {:>10}",
+            r.weight, r.state, r.active_flows, r.inactive_flows
+        ),
+        _ => traffic_columns(&r.into(), view),
+    }
+}
+
+fn print_list(list: &List, view: View) {
     println!("ulvs director (userspace IPVS-style)");
     let hdr = match view {
         View::Conns => format!(
@@ -122,74 +149,96 @@ fn print_list(data: &Value, view: View) {
     };
     println!("Prot LocalAddress:Port            Scheduler Mode  Name");
     println!("  -> RemoteAddress:Port          {hdr}");
-    for s in data["services"].as_array().into_iter().flatten() {
-        let vip = format!("{}:{}", s["vip"].as_str().unwrap_or("?"), n(s, "port"));
+    for s in &list.services {
+        let vip = format!("{}:{}", s.vip, s.port);
         let svc_cols = if view == View::Conns {
             String::new()
         } else {
-            columns(s, view)
+            traffic_columns(&s.into(), view)
         };
         println!(
             "{:<4} {:<26} {:<9} {:<5} {} {}",
-            s["protocol"].as_str().unwrap_or("?").to_uppercase(),
+            s.protocol.to_uppercase(),
             vip,
-            s["scheduler"].as_str().unwrap_or("?"),
-            s["mode"].as_str().unwrap_or("?"),
-            s["name"].as_str().unwrap_or("?"),
+            s.scheduler,
+            s.mode,
+            s.name,
             svc_cols
         );
-        for r in s["real_servers"].as_array().into_iter().flatten() {
+        for r in &s.real_servers {
             let mut extra = String::new();
             if view == View::Conns {
-                extra.push_str(&format!("  mac {}", r["mac"].as_str().unwrap_or("-")));
-                if let Some(h) = r["health_reason"].as_str() {
+                extra.push_str(&format!("  mac {}", r.mac.as_deref().unwrap_or("-")));
+                if let Some(h) = &r.health_reason {
                     extra.push_str(&format!("  [health: {h}]"));
                 }
-                if let Some(note) = r["note"].as_str() {
+                if let Some(note) = &r.note {
                     extra.push_str(&format!("  [{note}]"));
                 }
             }
-            println!(
-                "  -> {:<26} {}{}",
-                r["address"].as_str().unwrap_or("?"),
-                columns(r, view),
-                extra
-            );
+            println!("  -> {:<26} {}{}", r.address, server_columns(r, view), extra);
         }
     }
 }
 
-fn print_stats(data: &Value) {
-    for k in [
-        "frames_seen",
-        "forwarded",
-        "bytes_forwarded",
-        "flows",
-        "flow_capacity",
-        "flow_evictions",
-        "flow_expirations",
-        "rescheduled",
-        "syn_second_chance",
-        "echo_replies",
-        "icmp_errors_forwarded",
-        "fragments_forwarded",
-        "tun_segments",
-        "arp_replies",
-        "arp_requests",
-        "ring_drops",
-        "workers",
-        "generation",
-        "reloads",
-        "reload_failures",
-    ] {
-        println!("{k:<20} {}", n(data, k));
+fn print_stats(stats: &Stats) {
+    for f in STAT_FIELDS {
+        println!("{:<20} {}", f.key, (f.get)(stats));
     }
     println!("drops:");
-    if let Some(d) = data["drops"].as_object() {
-        for (k, v) in d {
-            println!("  {k:<18} {}", v.as_u64().unwrap_or(0));
+    for (k, v) in &stats.drops {
+        println!("  {k:<18} {v}");
+    }
+    let listeners = [
+        ("control", &stats.control_connections),
+        ("http", &stats.http_connections),
+    ]
+    .into_iter()
+    .filter_map(|(l, c)| Some((l, c.as_ref()?)));
+    for (name, c) in listeners {
+        println!("{name} connections:");
+        for (k, v) in c.fields() {
+            println!("  {k:<18} {v}");
         }
     }
+}
+
+/// The `data` of a reply as the type the director serialized it from.
+fn decode<T: DeserializeOwned>(data: &Value) -> Result<T, String> {
+    T::deserialize(data).map_err(|e| format!("bad answer from the daemon: {e}"))
+}
+
+/// The answer of drain, enable, weight and reload.
+#[derive(Deserialize)]
+struct Message {
+    message: String,
+}
+
+/// Print the reply to `req`.
+fn print_reply(req: &Request, data: &Value, json: bool, view: View) -> Result<(), String> {
+    match req {
+        Request::List => {
+            let list: List = decode(data)?;
+            if json {
+                println!("{data}");
+            } else {
+                print_list(&list, view);
+            }
+        }
+        Request::Stats => {
+            let stats: Stats = decode(data)?;
+            if json {
+                println!("{data}");
+            } else {
+                print_stats(&stats);
+            }
+        }
+        _ => {
+            let m: Message = decode(data)?;
+            println!("{}", m.message);
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -224,8 +273,6 @@ fn main() -> ExitCode {
         ),
         Cmd::Reload => (Request::Reload, false),
     };
-    let is_list = matches!(req, Request::List);
-    let is_stats = matches!(req, Request::Stats);
     let resp = match call(&socket, &req, Duration::from_secs(10)) {
         Ok(r) => r,
         Err(e) => {
@@ -237,14 +284,13 @@ fn main() -> ExitCode {
         eprintln!("ulvsadm: {}", resp.error.unwrap_or_else(|| "failed".into()));
         return ExitCode::from(1);
     }
-    if json {
-        println!("{}", resp.data);
-    } else if is_list {
-        print_list(&resp.data, view);
-    } else if is_stats {
-        print_stats(&resp.data);
-    } else if let Some(m) = resp.data.get("message").and_then(Value::as_str) {
-        println!("{m}");
+    // `--json` prints the director's object as it came (a newer director's
+    // extra fields included), once it is known to decode.
+    match print_reply(&req, &resp.data, json, view) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ulvsadm: {e}");
+            ExitCode::from(2)
+        }
     }
-    ExitCode::SUCCESS
 }

@@ -2,7 +2,7 @@
 //! Unix socket. A request names a `cmd`; the answer is
 //! `{"ok": true, "data": ...}` or `{"ok": false, "error": "..."}`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -65,6 +65,10 @@ pub enum ClientError {
     NotRunning(String),
     #[error("permission denied on {0} (run as root)")]
     Permission(String),
+    #[error("no answer from the director on {path} within {secs} s; it may be busy or stuck")]
+    Timeout { path: String, secs: f64 },
+    #[error("the director on {0} closed the connection without answering")]
+    Closed(String),
     #[error("control socket {path}: {err}")]
     Io { path: String, err: std::io::Error },
     #[error("bad answer from the daemon: {0}")]
@@ -78,16 +82,25 @@ pub enum ClientError {
 pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
     let p = socket.display().to_string();
     let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-            ClientError::NotRunning(p.clone())
-        }
-        std::io::ErrorKind::PermissionDenied => ClientError::Permission(p.clone()),
+        ErrorKind::NotFound | ErrorKind::ConnectionRefused => ClientError::NotRunning(p.clone()),
+        ErrorKind::PermissionDenied => ClientError::Permission(p.clone()),
         _ => ClientError::Io {
             path: p.clone(),
             err: e,
         },
     })?;
-    let io = |err| ClientError::Io { path: p.clone(), err };
+    // A socket timeout surfaces as EAGAIN ("Resource temporarily
+    // unavailable"); a reset or a broken pipe as the director hanging up.
+    let io = |err: std::io::Error| match err.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => ClientError::Timeout {
+            path: p.clone(),
+            secs: timeout.as_secs_f64(),
+        },
+        ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof => {
+            ClientError::Closed(p.clone())
+        }
+        _ => ClientError::Io { path: p.clone(), err },
+    };
     s.set_read_timeout(Some(timeout)).map_err(io)?;
     s.set_write_timeout(Some(timeout)).map_err(io)?;
     let mut line = serde_json::to_string(req).expect("requests serialize");
@@ -95,6 +108,9 @@ pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response,
     s.write_all(line.as_bytes()).map_err(io)?;
     let mut answer = String::new();
     BufReader::new(s).read_line(&mut answer).map_err(io)?;
+    if answer.is_empty() {
+        return Err(ClientError::Closed(p));
+    }
     serde_json::from_str(&answer).map_err(|e| ClientError::BadAnswer(e.to_string()))
 }
 
@@ -122,5 +138,53 @@ mod tests {
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
         let e = serde_json::to_string(&Response::err("nope")).unwrap();
         assert_eq!(e, r#"{"ok":false,"error":"nope"}"#);
+    }
+
+    /// A listener that accepts and then does `then` with each connection.
+    fn fake(tag: &str, then: fn(UnixStream)) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("ulvs-ctl-{tag}-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        let l = std::os::unix::net::UnixListener::bind(&p).unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                then(s);
+            }
+        });
+        p
+    }
+
+    #[test]
+    fn client_errors_read_as_sentences() {
+        let silent = fake("silent", |s| {
+            std::thread::sleep(Duration::from_secs(2));
+            drop(s);
+        });
+        let e = call(&silent, &Request::List, Duration::from_millis(200)).unwrap_err();
+        let m = e.to_string();
+        assert_eq!(
+            m,
+            format!(
+                "no answer from the director on {} within 0.2 s; it may be busy or stuck",
+                silent.display()
+            )
+        );
+        let hangup = fake("hangup", drop);
+        let e = call(&hangup, &Request::List, Duration::from_secs(2)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the director on {} closed the connection without answering",
+                hangup.display()
+            )
+        );
+        let gone = std::env::temp_dir().join("ulvs-ctl-no-such.sock");
+        let e = call(&gone, &Request::List, Duration::from_secs(1)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("no daemon listening on {}", gone.display())
+        );
+        for p in [silent, hangup] {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! the tests check the grouping themselves).
 
 use super::rates::Rates;
-use super::snapshot::{List, ServerSnap, ServiceSnap, Stats};
+use super::snapshot::{ConnCounters, List, MetricKind, ServerSnap, ServiceSnap, Stats, STAT_FIELDS};
 
 /// The `Content-Type` of a scrape response.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -260,115 +260,47 @@ pub fn render(stats: &Stats, list: &List, extra: &Extra) -> String {
         "When the director started, in seconds since the Unix epoch.",
         Float(extra.start_time_seconds),
     );
-    let counters = [
-        (
-            "ulvs_frames_seen_total",
-            "Frames taken from the rings.",
-            stats.frames_seen,
-        ),
-        (
-            "ulvs_frames_forwarded_total",
-            "Frames rewritten and sent.",
-            stats.forwarded,
-        ),
-        (
-            "ulvs_bytes_forwarded_total",
-            "Bytes of frames rewritten and sent.",
-            stats.bytes_forwarded,
-        ),
-        (
-            "ulvs_ring_drops_total",
-            "Frames the kernel dropped because a receive ring was full.",
-            stats.ring_drops,
-        ),
-        (
-            "ulvs_arp_replies_total",
-            "ARP replies sent for the VIPs.",
-            stats.arp_replies,
-        ),
-        (
-            "ulvs_arp_requests_total",
-            "ARP requests sent to resolve real servers.",
-            stats.arp_requests,
-        ),
-        (
-            "ulvs_flow_evictions_total",
-            "Flows evicted from a full flow table.",
-            stats.flow_evictions,
-        ),
-        (
-            "ulvs_flow_expirations_total",
-            "Flows removed after their idle timeout.",
-            stats.flow_expirations,
-        ),
-        (
-            "ulvs_flows_rescheduled_total",
-            "Flows moved off a real server that went down or was removed.",
-            stats.rescheduled,
-        ),
-        (
-            "ulvs_syn_second_chance_total",
-            "SYN retransmits moved to the next real server in Maglev order.",
-            stats.syn_second_chance,
-        ),
-        (
-            "ulvs_icmp_echo_replies_total",
-            "ICMP echo requests to VIPs answered by the director.",
-            stats.echo_replies,
-        ),
-        (
-            "ulvs_icmp_errors_forwarded_total",
-            "ICMP errors to VIPs forwarded to the real server of the quoted flow.",
-            stats.icmp_errors_forwarded,
-        ),
-        (
-            "ulvs_fragments_forwarded_total",
-            "Non-first fragments forwarded to the server of their first fragment.",
-            stats.fragments_forwarded,
-        ),
-        (
-            "ulvs_tun_segments_total",
-            "Frames made by segmenting super-frames for IP-in-IP.",
-            stats.tun_segments,
-        ),
-        (
-            "ulvs_reloads_total",
-            "Configuration reloads that took effect.",
-            stats.reloads,
-        ),
-        (
-            "ulvs_reload_failures_total",
-            "Configuration reloads rejected; the previous configuration stays.",
-            stats.reload_failures,
-        ),
-    ];
-    for (name, help, v) in counters {
-        o.single(name, Counter, help, Int(v));
+    for f in STAT_FIELDS {
+        let kind = match f.kind {
+            MetricKind::Counter => Counter,
+            MetricKind::Gauge => Gauge,
+        };
+        o.single(f.metric, kind, f.help, Int((f.get)(stats)));
     }
     o.family("ulvs_drops_total", Counter, "Frames not forwarded, by reason.");
     for (reason, n) in &stats.drops {
         o.sample("ulvs_drops_total", &[("reason", reason)], Int(*n));
     }
-    let gauges = [
-        (
-            "ulvs_flows",
-            "Flows in the flow tables of all workers.",
-            stats.flows,
-        ),
-        (
-            "ulvs_flow_capacity",
-            "Capacity of the flow tables of all workers.",
-            stats.flow_capacity,
-        ),
-        (
-            "ulvs_config_generation",
-            "Generation of the forwarding table in use.",
-            stats.generation,
-        ),
-        ("ulvs_workers", "Forwarding worker threads.", stats.workers),
-    ];
-    for (name, help, v) in gauges {
-        o.single(name, Gauge, help, Int(v));
+    let listeners: Vec<(&str, ConnCounters)> = [
+        ("control", stats.control_connections),
+        ("http", stats.http_connections),
+    ]
+    .into_iter()
+    .filter_map(|(l, c)| Some((l, c?)))
+    .collect();
+    o.family(
+        "ulvs_listener_connections_open",
+        Gauge,
+        "Connections open on the control socket and metrics_listen.",
+    );
+    for (l, c) in &listeners {
+        o.sample("ulvs_listener_connections_open", &[("listener", l)], Int(c.open));
+    }
+    o.family(
+        "ulvs_listener_connections_total",
+        Counter,
+        "Connections of the control socket and metrics_listen, by what became of them: accepted, \
+         refused_limit (too many open), served, timed_out (no request in time), too_large, bad_request, \
+         reply_timed_out (reply not taken in time), closed_early.",
+    );
+    for (l, c) in &listeners {
+        for (event, n) in c.fields().into_iter().skip(1) {
+            o.sample(
+                "ulvs_listener_connections_total",
+                &[("listener", l), ("event", event)],
+                Int(n),
+            );
+        }
     }
 
     let ports: Vec<String> = list.services.iter().map(|s| s.port.to_string()).collect();
@@ -381,8 +313,8 @@ pub fn render(stats: &Stats, list: &List, extra: &Extra) -> String {
                 ("service", s.name.as_str()),
                 ("vip", s.vip.as_str()),
                 ("port", port.as_str()),
-                ("protocol", s.protocol),
-                ("mode", s.mode),
+                ("protocol", s.protocol.as_str()),
+                ("mode", s.mode.as_str()),
             ];
             (labels, Traffic::from(s))
         })
@@ -553,21 +485,27 @@ mod tests {
             workers: 2,
             generation: 3,
             drops: BTreeMap::from([("no_server".to_string(), 3), ("runt".to_string(), 7)]),
+            control_connections: Some(ConnCounters {
+                open: 2,
+                accepted: 9,
+                too_large: 1,
+                ..ConnCounters::default()
+            }),
             ..Stats::default()
         };
         let mut web = ServiceSnap {
             name: "web".into(),
             vip: "198.18.100.1".into(),
             port: 80,
-            protocol: "tcp",
-            mode: "dr",
-            scheduler: "maglev",
+            protocol: "tcp".into(),
+            mode: "dr".into(),
+            scheduler: "maglev".into(),
             real_servers: vec![
                 ServerSnap {
                     address: "198.18.0.11".into(),
                     weight: 1,
-                    state: "up",
-                    health: "up",
+                    state: "up".into(),
+                    health: "up".into(),
                     active_flows: 3,
                     conns: 40,
                     packets: 120,
@@ -582,8 +520,8 @@ mod tests {
                 ServerSnap {
                     address: "198.18.0.12:8080".into(),
                     weight: 2,
-                    state: "draining",
-                    health: "down",
+                    state: "draining".into(),
+                    health: "down".into(),
                     active_flows: 2,
                     inactive_flows: 1,
                     packets: 1,
@@ -597,14 +535,14 @@ mod tests {
             name: "odd \"name\" \\ with\nnewline".into(),
             vip: "2001:db8::1".into(),
             port: 53,
-            protocol: "udp",
-            mode: "nat",
-            scheduler: "maglev",
+            protocol: "udp".into(),
+            mode: "nat".into(),
+            scheduler: "maglev".into(),
             real_servers: vec![ServerSnap {
                 address: "[2001:db8::11]:53".into(),
                 weight: 0,
-                state: "down",
-                health: "down",
+                state: "down".into(),
+                health: "down".into(),
                 out_packets: 4,
                 out_bytes: 400,
                 rates: Rates {
@@ -652,6 +590,8 @@ mod tests {
         ("ulvs_reloads_total", "counter"),
         ("ulvs_reload_failures_total", "counter"),
         ("ulvs_workers", "gauge"),
+        ("ulvs_listener_connections_open", "gauge"),
+        ("ulvs_listener_connections_total", "counter"),
         ("ulvs_build_info", "gauge"),
         ("ulvs_start_time_seconds", "gauge"),
         ("ulvs_service_active_flows", "gauge"),
@@ -696,6 +636,10 @@ mod tests {
              ulvs_drops_total{reason=\"runt\"} 7\n"
                 .to_string(),
             "# TYPE ulvs_build_info gauge\nulvs_build_info{version=\"0.1.0\"} 1\n".to_string(),
+            "# TYPE ulvs_listener_connections_open gauge\nulvs_listener_connections_open{listener=\"control\"} 2\n"
+                .to_string(),
+            "\nulvs_listener_connections_total{listener=\"control\",event=\"accepted\"} 9\n".to_string(),
+            "\nulvs_listener_connections_total{listener=\"control\",event=\"too_large\"} 1\n".to_string(),
             "\nulvs_start_time_seconds 1700000000.25\n".to_string(),
             "# TYPE ulvs_flow_capacity gauge\nulvs_flow_capacity 65536\n".to_string(),
             format!(

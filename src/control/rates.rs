@@ -19,7 +19,7 @@ pub struct Counters {
 }
 
 /// Per-second rates.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Rates {
     pub conns_per_s: f64,
     pub in_packets_per_s: f64,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::rates::Rates;
 
 /// Director-wide counters (`ulvsadm stats --json`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     pub frames_seen: u64,
     pub forwarded: u64,
@@ -40,6 +40,93 @@ pub struct Stats {
     pub reload_failures: u64,
     /// Frames not forwarded, by reason name.
     pub drops: BTreeMap<String, u64>,
+    /// The control socket's connections (absent from a director that does
+    /// not count them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_connections: Option<ConnCounters>,
+    /// `metrics_listen`'s connections (absent without `metrics_listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_connections: Option<ConnCounters>,
+}
+
+/// Whether a number only rises (Prometheus `counter`) or goes both ways (`gauge`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+}
+
+/// One director-wide number of [`Stats`]: its `ulvsadm stats` name, its
+/// Prometheus family and how to read it. [`STAT_FIELDS`] is the one list of
+/// them that `ulvsadm stats` and `/metrics` both print.
+#[derive(Debug, Clone, Copy)]
+pub struct StatField {
+    /// The key in `ulvsadm stats` (and in its `--json`).
+    pub key: &'static str,
+    pub metric: &'static str,
+    pub kind: MetricKind,
+    pub help: &'static str,
+    pub get: fn(&Stats) -> u64,
+}
+
+macro_rules! stat_fields {
+    ($($key:ident: $metric:literal, $kind:ident, $help:literal;)*) => {
+        /// Every plain number of [`Stats`] (all but `drops` and the connection
+        /// counters), in `ulvsadm stats` order.
+        pub const STAT_FIELDS: &[StatField] = &[$(StatField {
+            key: stringify!($key),
+            metric: $metric,
+            kind: MetricKind::$kind,
+            help: $help,
+            get: |s| s.$key,
+        }),*];
+    };
+}
+
+stat_fields! {
+    frames_seen: "ulvs_frames_seen_total", Counter, "Frames taken from the rings.";
+    forwarded: "ulvs_frames_forwarded_total", Counter, "Frames rewritten and sent.";
+    bytes_forwarded: "ulvs_bytes_forwarded_total", Counter, "Bytes of frames rewritten and sent.";
+    flows: "ulvs_flows", Gauge, "Flows in the flow tables of all workers.";
+    flow_capacity: "ulvs_flow_capacity", Gauge, "Capacity of the flow tables of all workers.";
+    flow_evictions: "ulvs_flow_evictions_total", Counter, "Flows evicted from a full flow table.";
+    flow_expirations: "ulvs_flow_expirations_total", Counter, "Flows removed after their idle timeout.";
+    rescheduled: "ulvs_flows_rescheduled_total", Counter,
+        "Flows moved off a real server that went down or was removed.";
+    syn_second_chance: "ulvs_syn_second_chance_total", Counter,
+        "SYN retransmits moved to the next real server in Maglev order.";
+    echo_replies: "ulvs_icmp_echo_replies_total", Counter,
+        "ICMP echo requests to VIPs answered by the director.";
+    icmp_errors_forwarded: "ulvs_icmp_errors_forwarded_total", Counter,
+        "ICMP errors to VIPs forwarded to the real server of the quoted flow.";
+    fragments_forwarded: "ulvs_fragments_forwarded_total", Counter,
+        "Non-first fragments forwarded to the server of their first fragment.";
+    tun_segments: "ulvs_tun_segments_total", Counter, "Frames made by segmenting super-frames for IP-in-IP.";
+    arp_replies: "ulvs_arp_replies_total", Counter, "ARP replies sent for the VIPs.";
+    arp_requests: "ulvs_arp_requests_total", Counter, "ARP requests sent to resolve real servers.";
+    ring_drops: "ulvs_ring_drops_total", Counter, "Frames the kernel dropped because a receive ring was full.";
+    workers: "ulvs_workers", Gauge, "Forwarding worker threads.";
+    generation: "ulvs_config_generation", Gauge, "Generation of the forwarding table in use.";
+    reloads: "ulvs_reloads_total", Counter, "Configuration reloads that took effect.";
+    reload_failures: "ulvs_reload_failures_total", Counter,
+        "Configuration reloads rejected; the previous configuration stays.";
+}
+
+impl ConnCounters {
+    /// Every counter by name (`open` first, a gauge; the rest only rise).
+    pub fn fields(&self) -> [(&'static str, u64); 9] {
+        [
+            ("open", self.open),
+            ("accepted", self.accepted),
+            ("refused_limit", self.refused_limit),
+            ("served", self.served),
+            ("timed_out", self.timed_out),
+            ("too_large", self.too_large),
+            ("bad_request", self.bad_request),
+            ("reply_timed_out", self.reply_timed_out),
+            ("closed_early", self.closed_early),
+        ]
+    }
 }
 
 /// What became of the connections of one slow-path listener (the control
@@ -67,15 +154,15 @@ pub struct ConnCounters {
 }
 
 /// One real server.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServerSnap {
     /// `IP` or `IP:PORT` as in the config.
     pub address: String,
     pub weight: u32,
     /// `up`, `down` or `draining`.
-    pub state: &'static str,
+    pub state: String,
     /// Health-check result: `up` or `down` (independent of drain).
-    pub health: &'static str,
+    pub health: String,
     /// Last health-check failure, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_reason: Option<String>,
@@ -96,14 +183,14 @@ pub struct ServerSnap {
 }
 
 /// One virtual service with its servers and their sums.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceSnap {
     pub name: String,
     pub vip: String,
     pub port: u16,
-    pub protocol: &'static str,
-    pub mode: &'static str,
-    pub scheduler: &'static str,
+    pub protocol: String,
+    pub mode: String,
+    pub scheduler: String,
     pub active_flows: u64,
     pub inactive_flows: u64,
     pub conns: u64,
@@ -116,7 +203,7 @@ pub struct ServiceSnap {
 }
 
 /// `ulvsadm list --json`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct List {
     pub services: Vec<ServiceSnap>,
 }
@@ -146,15 +233,15 @@ mod tests {
             name: "web".into(),
             vip: "198.18.100.1".into(),
             port: 80,
-            protocol: "tcp",
-            mode: "dr",
-            scheduler: "maglev",
+            protocol: "tcp".into(),
+            mode: "dr".into(),
+            scheduler: "maglev".into(),
             real_servers: vec![
                 ServerSnap {
                     address: "198.18.0.11".into(),
                     weight: 1,
-                    state: "up",
-                    health: "up",
+                    state: "up".into(),
+                    health: "up".into(),
                     active_flows: 3,
                     packets: 120,
                     bytes: 9000,

@@ -61,6 +61,8 @@ pub fn stats(stats: &[Arc<WorkerStats>], slow: &SlowCounters) -> Stats {
                 )
             })
             .collect(),
+        // The listeners' counters are the caller's.
+        ..Stats::default()
     }
 }
 
@@ -109,8 +111,8 @@ pub fn list(
                     Some(ServerSnap {
                         address: r.endpoint(),
                         weight: srt.weight(),
-                        state: state_name(srt),
-                        health: if srt.health == Health::Up { "up" } else { "down" },
+                        state: state_name(srt).into(),
+                        health: if srt.health == Health::Up { "up" } else { "down" }.into(),
                         health_reason: health_reasons.get(&id).cloned(),
                         active_flows: gauge(&|w| w.backend(id).active.load(Relaxed)),
                         inactive_flows: gauge(&|w| w.backend(id).inactive.load(Relaxed)),
@@ -129,9 +131,9 @@ pub fn list(
                 name: s.name.clone(),
                 vip: s.vip.to_string(),
                 port: s.port,
-                protocol: s.protocol.as_str(),
-                mode: s.mode.as_str(),
-                scheduler: s.scheduler.as_str(),
+                protocol: s.protocol.as_str().into(),
+                mode: s.mode.as_str().into(),
+                scheduler: s.scheduler.as_str().into(),
                 real_servers,
                 ..Default::default()
             };
