@@ -13,3 +13,4 @@ pub mod rates;
 pub mod route;
 pub mod serve;
 pub mod snapshot;
+pub mod watchdog;

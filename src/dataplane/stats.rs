@@ -55,6 +55,9 @@ pub struct WorkerStats {
     pub fragments_forwarded: AtomicU64,
     pub tun_segmented: AtomicU64,
     pub generation: AtomicU64,
+    /// Loop iterations, idle polls included: the slow path's liveness check
+    /// (systemd watchdog) sees a worker that stops moving it as stuck.
+    pub heartbeat: AtomicU64,
     pub backends: Box<[BackendCounters]>,
 }
 
@@ -77,6 +80,7 @@ impl Default for WorkerStats {
             fragments_forwarded: AtomicU64::new(0),
             tun_segmented: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            heartbeat: AtomicU64::new(0),
             backends: (0..MAX_BACKEND_IDS).map(|_| BackendCounters::default()).collect(),
         }
     }

@@ -112,6 +112,7 @@ impl<D: Device> Worker<D> {
         while !self.shared.stop.load(Ordering::Relaxed) {
             self.dev.wait(100)?;
             self.poll_once(now_ms(self.epoch))?;
+            bump(&self.stats.heartbeat, 1);
             if last_ring_check.elapsed().as_millis() >= 500 {
                 last_ring_check = Instant::now();
                 let d = self.dev.ring_drops();
