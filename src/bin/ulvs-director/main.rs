@@ -20,6 +20,35 @@ struct Args {
     /// Validate the file and exit (0 = valid, 1 = problems, one per line on stderr).
     #[arg(long)]
     check: bool,
+    /// Remove what a director of this config left behind when it did not stop
+    /// cleanly (its kernel drop rule, a stale control socket), then exit; does
+    /// nothing while a director answers on the control socket (systemd's
+    /// ExecStopPost=).
+    #[arg(long, conflicts_with = "check")]
+    cleanup: bool,
+}
+
+/// `--cleanup`: exit 0 when nothing is left behind.
+fn cleanup(cfg: &Config) -> ExitCode {
+    let sock = &cfg.control_socket;
+    if std::os::unix::net::UnixStream::connect(sock).is_ok() {
+        eprintln!(
+            "ulvs-director: a director is running on {}; nothing removed",
+            sock.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let _ = std::fs::remove_file(sock);
+    match ulvs::control::nft::remove(&cfg.interface) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!(
+                "ulvs-director: cannot remove the drop rule (nft table netdev {}): {e}",
+                ulvs::control::nft::table_name(&cfg.interface)
+            );
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -42,6 +71,9 @@ fn main() -> ExitCode {
             eprintln!("{e}");
         }
         return ExitCode::from(1);
+    }
+    if args.cleanup {
+        return cleanup(&cfg);
     }
     if args.check {
         println!("{}: ok ({} services)", args.config.display(), cfg.services.len());

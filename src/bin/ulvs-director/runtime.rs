@@ -4,8 +4,8 @@
 //! changes. Workers run on their own threads and only read that table.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -28,6 +28,9 @@ use ulvs::control::metrics;
 use ulvs::control::nft;
 use ulvs::control::publish::{self, Runtime};
 use ulvs::control::rates::RateMeter;
+use ulvs::control::serve::{self, Endpoint, Kind, Limits};
+use ulvs::control::snapshot::{ConnCounters, Stats};
+use ulvs::control::watchdog::{self, Liveness, Watchdog};
 use ulvs::dataplane::stats::WorkerStats;
 use ulvs::dataplane::worker::{Shared, Worker};
 use ulvs::io::packet_ring::PacketDevice;
@@ -38,9 +41,11 @@ use ulvs::wire::ethernet::fmt_mac;
 
 use crate::report::{self, SlowCounters};
 
-const LISTENER: Token = Token(0);
 const ARP: Token = Token(1);
-const METRICS: Token = Token(2);
+/// The control socket's listener; its connections take the tokens after it.
+const CONTROL_BASE: usize = 16;
+/// `metrics_listen`'s listener; its connections take the tokens after it.
+const HTTP_BASE: usize = CONTROL_BASE + 1 + Limits::CONTROL.max_connections;
 /// Most on-link neighbours remembered from ARP (next hops for NAT replies).
 const MAX_SEEN_NEIGHBOURS: usize = 4096;
 
@@ -95,6 +100,9 @@ struct Director {
     /// The XDP program when the workers run on AF_XDP (its address map
     /// follows the VIPs on reload).
     xdp: Option<Arc<XdpRedirect>>,
+    /// Connection counters of the control socket and of `metrics_listen`
+    /// (copied from their endpoints each loop iteration).
+    listeners: (ConnCounters, Option<ConnCounters>),
 }
 
 /// Does the config have any NAT service?
@@ -231,41 +239,34 @@ impl Director {
         self.publish();
     }
 
-    fn serve_metrics(&mut self, mut stream: TcpStream) {
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        let _ = stream.set_write_timeout(Some(Duration::from_millis(1000)));
-        let mut head = Vec::with_capacity(1024);
-        let mut buf = [0u8; 1024];
-        while head.len() < 8192
-            && !head.windows(4).any(|w| w == b"\r\n\r\n")
-            && !head.windows(2).any(|w| w == b"\n\n")
-        {
-            match stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-                Err(_) => break,
-            }
+    /// The Prometheus page of a scrape.
+    fn metrics_body(&self) -> String {
+        let stats = self.stats_snapshot();
+        let list = report::list(
+            &self.cfg,
+            &self.rt,
+            &self.neigh,
+            &self.stats,
+            &self.rates,
+            &self.health_reasons,
+        );
+        metrics::render(
+            &stats,
+            &list,
+            &metrics::Extra {
+                start_time_seconds: self.started_unix,
+                version: env!("CARGO_PKG_VERSION"),
+            },
+        )
+    }
+
+    /// `ulvsadm stats`, with the listeners' connection counters.
+    fn stats_snapshot(&self) -> Stats {
+        Stats {
+            control_connections: Some(self.listeners.0),
+            http_connections: self.listeners.1,
+            ..report::stats(&self.stats, &self.slow)
         }
-        let resp = metrics::http_response(&head, || {
-            let stats = report::stats(&self.stats, &self.slow);
-            let list = report::list(
-                &self.cfg,
-                &self.rt,
-                &self.neigh,
-                &self.stats,
-                &self.rates,
-                &self.health_reasons,
-            );
-            metrics::render(
-                &stats,
-                &list,
-                &metrics::Extra {
-                    start_time_seconds: self.started_unix,
-                    version: env!("CARGO_PKG_VERSION"),
-                },
-            )
-        });
-        let _ = stream.write_all(&resp);
     }
 
     /// Feed the rate estimator with every backend's counters.
@@ -346,6 +347,17 @@ impl Director {
             let g = arp::gratuitous(self.ifinfo.mac, v);
             self.send_frame(&g);
         }
+    }
+
+    /// [`Director::reload`] between systemd's `RELOADING=1` and `READY=1`.
+    fn reload_notified(&mut self) -> std::result::Result<String, String> {
+        watchdog::reloading();
+        let r = self.reload();
+        watchdog::ready(match &r {
+            Ok(_) => "running; config reloaded",
+            Err(_) => "running; reload rejected, the previous config stays",
+        });
+        r
     }
 
     /// Re-read the config; on any problem keep the running one.
@@ -478,8 +490,8 @@ impl Director {
                 &self.rates,
                 &self.health_reasons
             ))),
-            Request::Stats => Response::ok(json!(report::stats(&self.stats, &self.slow))),
-            Request::Reload => match self.reload() {
+            Request::Stats => Response::ok(json!(self.stats_snapshot())),
+            Request::Reload => match self.reload_notified() {
                 Ok(m) => Response::ok(json!({ "message": m })),
                 // The first line is the one-line reason; any further
                 // problems follow, one per line, as `--check` prints them.
@@ -525,24 +537,6 @@ impl Director {
             }
             Err(e) => Response::err(e.to_string()),
         }
-    }
-
-    fn serve_client(&mut self, stream: UnixStream) {
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
-        let mut line = String::new();
-        let mut reader = BufReader::new(&stream);
-        let resp = match reader.read_line(&mut line) {
-            Ok(0) => return,
-            Ok(_) => match serde_json::from_str::<Request>(&line) {
-                Ok(req) => self.handle(req),
-                Err(e) => Response::err(format!("bad request: {e}")),
-            },
-            Err(e) => Response::err(format!("bad request: {e}")),
-        };
-        let mut out = serde_json::to_string(&resp).unwrap_or_else(|_| "{\"ok\":false}".into());
-        out.push('\n');
-        let _ = (&stream).write_all(out.as_bytes());
     }
 }
 
@@ -791,20 +785,32 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0),
         xdp,
+        listeners: (ConnCounters::default(), None),
     };
     let wanted = d.wanted();
     d.neigh.set_wanted(wanted);
 
     let mut poll = Poll::new()?;
     poll.registry()
-        .register(&mut SourceFd(&listener.as_raw_fd()), LISTENER, Interest::READABLE)?;
-    poll.registry()
         .register(&mut SourceFd(&d.arp.as_raw_fd()), ARP, Interest::READABLE)?;
-    if let Some(l) = &metrics_listener {
-        poll.registry()
-            .register(&mut SourceFd(&l.as_raw_fd()), METRICS, Interest::READABLE)?;
-    }
-    let mut events = Events::with_capacity(64);
+    let mut control = Endpoint::new(
+        mio::net::UnixListener::from_std(listener),
+        Kind::Control,
+        Limits::CONTROL,
+        CONTROL_BASE,
+        poll.registry(),
+    )?;
+    let mut http = match metrics_listener {
+        Some(l) => Some(Endpoint::new(
+            mio::net::TcpListener::from_std(l),
+            Kind::Http,
+            Limits::HTTP,
+            HTTP_BASE,
+            poll.registry(),
+        )?),
+        None => None,
+    };
+    let mut events = Events::with_capacity(256);
 
     // Resolve the real servers before announcing the VIPs (up to 1 s), so the
     // first flows find their MACs.
@@ -829,6 +835,9 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
         d.cfg.control_socket.display()
     );
 
+    watchdog::ready("running");
+    let mut wd = Watchdog::from_env();
+    let mut liveness = Liveness::new(d.stats.len(), Instant::now(), wd.max_stall());
     let mut last_tick = Instant::now();
     let mut last_rates = Instant::now();
     // Readiness is edge-triggered: serve whatever arrived while starting up.
@@ -845,47 +854,35 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
         let mut tokens: Vec<Token> = events.iter().map(|e| e.token()).collect();
         if first {
             first = false;
-            tokens.extend([LISTENER, ARP, METRICS]);
+            tokens.push(ARP);
         }
-        for tok in tokens {
-            match tok {
-                LISTENER => loop {
-                    match listener.accept() {
-                        Ok((s, _)) => {
-                            let _ = s.set_nonblocking(false);
-                            d.serve_client(s);
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            warn!("control socket accept: {e}");
-                            break;
-                        }
-                    }
-                },
-                ARP => d.arp_read(),
-                METRICS => {
-                    if let Some(l) = &metrics_listener {
-                        loop {
-                            match l.accept() {
-                                Ok((s, _)) => {
-                                    let _ = s.set_nonblocking(false);
-                                    d.serve_metrics(s);
-                                }
-                                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                                Err(e) => {
-                                    warn!("metrics accept: {e}");
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                }
-                _ => {}
+        // ARP first: a VIP's answer never waits behind control requests.
+        if tokens.contains(&ARP) {
+            d.arp_read();
+        }
+        let now = Instant::now();
+        d.listeners = (control.counters(), http.as_ref().map(Endpoint::counters));
+        // Neither endpoint waits on a client: each call reads or writes what
+        // the socket holds now and returns.
+        let mut answer_control = |line: &[u8]| serve::control_reply(line, |req| d.handle(req));
+        for &tok in &tokens {
+            if control.owns(tok) {
+                control.ready(poll.registry(), tok, now, &mut answer_control);
             }
+        }
+        control.tick(poll.registry(), now, &mut answer_control);
+        if let Some(h) = &mut http {
+            let mut answer_http = |head: &[u8]| serve::http_reply(head, || d.metrics_body());
+            for &tok in &tokens {
+                if h.owns(tok) {
+                    h.ready(poll.registry(), tok, now, &mut answer_http);
+                }
+            }
+            h.tick(poll.registry(), now, &mut answer_http);
         }
         if hup.swap(false, Ordering::Relaxed) {
             info!("SIGHUP: reloading {}", d.path.display());
-            let _ = d.reload();
+            let _ = d.reload_notified();
         }
         d.health_tick();
         if last_tick.elapsed() >= Duration::from_millis(200) {
@@ -899,8 +896,17 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<()> {
             last_rates = Instant::now();
             d.sample_rates(last_rates);
         }
+        // Ping systemd only while this loop runs and every worker moves.
+        let beats: Vec<u64> = d
+            .stats
+            .iter()
+            .map(|s| s.heartbeat.load(Ordering::Relaxed))
+            .collect();
+        let live = liveness.check(&beats, Instant::now());
+        wd.tick(Instant::now(), live);
     }
     info!("stopping");
+    watchdog::stopping();
     shared.stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();
