@@ -6,14 +6,14 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use ulvs::control::arp::NeighbourCache;
-use ulvs::control::config::Config;
-use ulvs::control::publish::{state_name, Health, Runtime};
-use ulvs::control::rates::{Counters, RateMeter};
-use ulvs::control::snapshot::{List, ServerSnap, ServiceSnap, Stats};
-use ulvs::dataplane::classify::Reason;
-use ulvs::dataplane::stats::WorkerStats;
-use ulvs::wire::ethernet::fmt_mac;
+use crate::control::arp::NeighbourCache;
+use crate::control::config::Config;
+use crate::control::publish::{state_name, Health, Runtime};
+use crate::control::rates::{Counters, RateMeter};
+use crate::control::snapshot::{List, ServerSnap, ServiceSnap, Stats};
+use crate::dataplane::classify::Reason;
+use crate::dataplane::stats::WorkerStats;
+use crate::wire::ethernet::fmt_mac;
 
 /// Director-wide totals kept by the slow path.
 #[derive(Debug, Default)]
