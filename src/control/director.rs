@@ -35,10 +35,11 @@ use super::config::{Config, ConfigError, HealthKind, Mode};
 use super::ctl::{Request, Response};
 use super::health::{self, Checker, ProbeKind, Target};
 use super::metrics;
-use super::publish::{self, Runtime};
-use super::rates::RateMeter;
+use super::publish::{self, Built, Iface, Inputs, MaglevCache, Runtime};
+use super::rates::{Counters, RateMeter};
 use crate::dataplane::stats::WorkerStats;
 use crate::dataplane::worker::Shared;
+use crate::fwd::table::BackendId;
 use crate::io::sys::{IfInfo, RawSocket};
 use crate::io::xdp::XdpRedirect;
 use report::SlowCounters;
@@ -122,6 +123,12 @@ pub struct Director {
     /// The XDP program when the workers run on AF_XDP (its address map
     /// follows the VIPs on reload).
     xdp: Option<Arc<XdpRedirect>>,
+    /// Each service's Maglev table while its inputs are unchanged.
+    cache: MaglevCache,
+    /// Per service, the digest of its published Maglev table.
+    digests: HashMap<String, u64>,
+    /// Counters an id had when a new server took it over (reported from there).
+    baseline: HashMap<BackendId, Counters>,
 }
 
 /// Does the config have any NAT service?
@@ -141,22 +148,19 @@ fn nat_servers(cfg: &Config) -> Vec<u32> {
     v
 }
 
-/// Health-check targets of the config (services whose kind is not `none`).
+/// Health-check targets of the config (servers with a probe port in
+/// services whose kind is not `none`).
 fn health_targets(cfg: &Config, rt: &Runtime) -> Vec<Target> {
     let mut out = Vec::new();
     for s in &cfg.services {
         let h = &s.health;
-        if h.kind == HealthKind::None {
-            continue;
-        }
         for r in &s.real_servers {
+            let Some(port) = publish::probe_port(s, r) else {
+                continue;
+            };
             let Some(srt) = rt.get(&s.name, r.address, r.port) else {
                 continue;
             };
-            let port = h.port.or(r.port).unwrap_or(s.port);
-            if port == 0 {
-                continue;
-            }
             let kind = match h.kind {
                 HealthKind::Http => ProbeKind::Http {
                     path: h.path.clone(),
@@ -197,31 +201,58 @@ fn server_addrs(cfg: &Config) -> Vec<u32> {
     v
 }
 
+/// Build the table of (`cfg`, `rt`) with the director's neighbours and
+/// interface facts (a free function so a reload can build aside).
+#[allow(clippy::too_many_arguments)]
+fn build_with(
+    cfg: &Config,
+    rt: &Runtime,
+    neigh: &NeighbourCache,
+    seen: &HashMap<u32, [u8; 6]>,
+    gateway: Option<u32>,
+    ifinfo: &IfInfo,
+    generation: u64,
+    cache: &mut MaglevCache,
+) -> Built {
+    let resolved = |a: u32| neigh.mac(a);
+    let inputs = Inputs {
+        cfg,
+        rt,
+        resolved: &resolved,
+        seen,
+        gateway,
+        iface: Iface {
+            mac: ifinfo.mac,
+            ipv4: ifinfo.ipv4,
+            netmask: ifinfo.netmask,
+            mtu: ifinfo.mtu,
+        },
+        generation,
+    };
+    publish::build(&inputs, cache)
+}
+
 impl Director {
+    /// Build and publish a new table of the current state.
     fn publish(&mut self) {
         self.slow.generation += 1;
-        let neigh = &self.neigh;
-        let table = publish::build_table(
+        let built = build_with(
             &self.cfg,
             &self.rt,
-            |a| neigh.mac(u32::from(a)),
-            self.ifinfo.mac,
-            self.ifinfo.ipv4.unwrap_or(0),
+            &self.neigh,
+            &self.seen,
+            self.gateway,
+            &self.ifinfo,
             self.slow.generation,
+            &mut self.cache,
         );
-        let mut table = table;
-        publish::carry_removed(&mut table, &self.shared.table.load());
-        table.mtu = self.ifinfo.mtu;
-        table.gateway_mac = self
-            .gateway
-            .and_then(|g| self.neigh.mac(g).or_else(|| self.seen.get(&g).copied()));
-        if let Some(ip) = self.ifinfo.ipv4 {
-            table.onlink = (ip & self.ifinfo.netmask, self.ifinfo.netmask);
-        }
-        let mut n: Vec<(u32, [u8; 6])> = self.seen.iter().map(|(a, m)| (*a, *m)).collect();
-        n.sort_unstable();
-        table.neighbours = n;
-        self.shared.table.store(Arc::new(table));
+        self.install(built);
+    }
+
+    /// Publish a built table (one atomic swap).
+    fn install(&mut self, built: Built) {
+        self.shared.table.store(Arc::new(built.table));
+        self.digests = built.digests;
         self.dirty = false;
     }
 
@@ -241,11 +272,15 @@ impl Director {
         if ts.is_empty() {
             return;
         }
-        for t in ts {
-            if let Some(s) = self.rt.servers.values_mut().find(|s| s.id == t.id) {
-                s.health = match t.health {
+        // One pass over the servers, however many transitions (at start
+        // every checked server reports its first result at once).
+        let latest: HashMap<BackendId, health::Health> = ts.into_iter().map(|t| (t.id, t.health)).collect();
+        for s in self.rt.servers.values_mut() {
+            if let Some(h) = latest.get(&s.id) {
+                s.health = match h {
                     health::Health::Up => publish::Health::Up,
                     health::Health::Down => publish::Health::Down,
+                    health::Health::Pending => publish::Health::Pending,
                 };
             }
         }
@@ -266,6 +301,35 @@ impl Director {
                 .sample(id, now, report::backend_counters(&self.stats, id));
         }
         self.rates.retain(|id| ids.contains(id));
+        let stats = &self.stats;
+        let released = self.rt.release(now, |id| report::flows_of(stats, id));
+        if !released.is_empty() {
+            info!(
+                "{} backend id(s) of removed servers free for reuse (their flows have ended)",
+                released.len()
+            );
+            self.dirty = true;
+        }
+    }
+
+    /// Remember the counters of ids that `before` did not use and that a
+    /// server now has (taken over from a removed server).
+    fn take_baselines(&mut self, before: &Runtime) {
+        let old: std::collections::HashSet<BackendId> = before.servers.values().map(|s| s.id).collect();
+        let mut fresh = Vec::new();
+        for s in self.rt.servers.values() {
+            if !old.contains(&s.id) {
+                fresh.push(s.id);
+            }
+        }
+        for id in fresh {
+            let c = report::backend_counters(&self.stats, id);
+            if c == Counters::default() {
+                self.baseline.remove(&id);
+            } else {
+                self.baseline.insert(id, c);
+            }
+        }
     }
 
     /// Answer one control request (`ulvsadm`); changes take effect (a new
@@ -306,14 +370,16 @@ impl Director {
 
     /// The `ulvsadm list` snapshot.
     pub fn list(&self) -> super::snapshot::List {
-        report::list(
-            &self.cfg,
-            &self.rt,
-            &self.neigh,
-            &self.stats,
-            &self.rates,
-            &self.health_reasons,
-        )
+        report::list(&report::Sources {
+            cfg: &self.cfg,
+            rt: &self.rt,
+            neigh: &self.neigh,
+            stats: &self.stats,
+            rates: &self.rates,
+            health_reasons: &self.health_reasons,
+            digests: &self.digests,
+            baseline: &self.baseline,
+        })
     }
 
     /// The Prometheus text exposition (the body of `GET /metrics`).

@@ -24,7 +24,7 @@ use crate::control::arp::NeighbourCache;
 use crate::control::config::Config;
 use crate::control::health::Checker;
 use crate::control::nft;
-use crate::control::publish::Runtime;
+use crate::control::publish::{Health, MaglevCache, Runtime};
 use crate::control::rates::RateMeter;
 use crate::control::route;
 use crate::dataplane::worker::Shared;
@@ -162,6 +162,9 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0),
         xdp,
+        cache: MaglevCache::default(),
+        digests: HashMap::new(),
+        baseline: HashMap::new(),
     };
     let wanted = d.wanted();
     d.neigh.set_wanted(wanted);
@@ -181,12 +184,26 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
     let mut events = Events::with_capacity(64);
 
     // Resolve the real servers before announcing the VIPs (up to 1 s), so the
-    // first flows find their MACs.
+    // first flows find their MACs, and let the first probe of each checked
+    // server decide its state (it gets no new flows before): the checker
+    // probes new targets at once, so this takes about one probe timeout.
     d.arp_tick();
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(1) {
-        let wanted = d.wanted();
-        if wanted.iter().all(|a| d.neigh.mac(*a).is_some()) {
+    let health_wait = Duration::from_millis(
+        d.cfg
+            .services
+            .iter()
+            .map(|s| s.health.timeout_ms + 200)
+            .max()
+            .unwrap_or(0)
+            .clamp(1000, 3000),
+    );
+    loop {
+        d.health_tick();
+        let resolved = d.wanted().iter().all(|a| d.neigh.mac(*a).is_some());
+        let decided = d.rt.servers.values().all(|s| s.health != Health::Pending);
+        let waited = start.elapsed();
+        if (resolved || waited >= Duration::from_secs(1)) && (decided || waited >= health_wait) {
             break;
         }
         poll.poll(&mut events, Some(Duration::from_millis(50)))
