@@ -18,8 +18,9 @@
 //!   once per batch.
 //!
 //! Dependencies point one way: `wire` and `fwd` import nothing else of the
-//! crate; `dataplane` adds `io::Device`; `control` uses `fwd`; only the binaries
-//! see everything. `unsafe` code lives in `io::sys` alone.
+//! crate; `dataplane` adds `io::Device`; `control` uses `fwd`; only
+//! [`control::director`], which starts the workers, and the binaries see
+//! everything. `unsafe` code lives in `io::sys` alone.
 #![deny(unsafe_code)]
 
 pub mod control;

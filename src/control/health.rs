@@ -23,6 +23,9 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 pub enum Health {
     Up,
     Down,
+    /// No result yet: a new target is neither trusted nor condemned until
+    /// its first probe decides.
+    Pending,
 }
 
 impl fmt::Display for Health {
@@ -30,13 +33,16 @@ impl fmt::Display for Health {
         f.write_str(match self {
             Health::Up => "up",
             Health::Down => "down",
+            Health::Pending => "pending",
         })
     }
 }
 
 /// Pure, table-tested damper: `fall` consecutive failures -> Down, `rise`
 /// consecutive successes -> Up. A result that agrees with the current state
-/// resets the count, so failures interrupted by a success start over.
+/// resets the count, so failures interrupted by a success start over. A
+/// damper that starts `Pending` takes its first result as accurate (as
+/// glb-director's dampener does): one success -> Up, one failure -> Down.
 #[derive(Debug, Clone)]
 pub struct Damper {
     rise: u32,
@@ -47,6 +53,11 @@ pub struct Damper {
 }
 
 impl Damper {
+    /// A damper whose first result decides its state.
+    pub fn pending(rise: u32, fall: u32) -> Self {
+        Self::new(rise, fall, Health::Pending)
+    }
+
     /// A `rise` or `fall` of 0 is treated as 1: one result always suffices.
     pub fn new(rise: u32, fall: u32, initial: Health) -> Self {
         Damper {
@@ -66,6 +77,7 @@ impl Damper {
         let (agrees, needed, other) = match self.state {
             Health::Up => (ok, self.fall, Health::Down),
             Health::Down => (!ok, self.rise, Health::Up),
+            Health::Pending => (false, 1, if ok { Health::Up } else { Health::Down }),
         };
         if agrees {
             self.streak = 0;
@@ -181,8 +193,10 @@ pub struct Transition {
 
 /// Runs probes on its own thread with a mio Poll and non-blocking sockets.
 ///
-/// Every target starts Up (a server is trusted until `fall` failures) and is
-/// probed every `interval_ms`; a probe not complete within `timeout_ms` fails.
+/// Every target starts Pending and is probed at once (within a few ms,
+/// spread by id); its first result decides Up or Down, then `rise`/`fall`
+/// apply. It is probed every `interval_ms`; a probe not complete within
+/// `timeout_ms` fails.
 pub struct Checker {
     shared: Arc<Mutex<State>>,
     waker: Arc<Waker>,
@@ -190,7 +204,7 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// Start the thread. Initial state of every target is Up.
+    /// Start the thread. Initial state of every target is Pending.
     ///
     /// # Errors
     ///
@@ -221,7 +235,7 @@ impl Checker {
 
     /// Replace the target set (reload): targets whose (id, addr, kind, rise,
     /// fall) are unchanged keep their damper state and schedule (and take the
-    /// new interval and timeout); new ones start Up; missing ones stop, and so
+    /// new interval and timeout); new ones start Pending; missing ones stop, and so
     /// do their probes in flight. Takes effect before this returns, so
     /// [`Checker::states`] already reflects it; pending transitions of
     /// targets that stopped or restarted are dropped.
@@ -328,7 +342,7 @@ struct Entry {
 impl Entry {
     fn new(target: Target, now: Instant) -> Self {
         Entry {
-            damper: Damper::new(target.rise, target.fall, Health::Up),
+            damper: Damper::pending(target.rise, target.fall),
             next_due: now + target.first_offset(),
             probe: None,
             last_failure: None,
@@ -343,6 +357,7 @@ impl Entry {
             Ok(()) => {}
             Err(failure) => self.last_failure = Some(failure),
         }
+        let first = self.damper.state() == Health::Pending;
         let changed = self.damper.record(ok);
         if ok && self.damper.state() == Health::Up {
             self.last_failure = None;
@@ -350,13 +365,17 @@ impl Entry {
         let Some(health) = changed else { return };
         let (id, addr) = (self.target.id, self.target.addr);
         let reason = match (health, &self.last_failure) {
+            (Health::Down, Some(last)) if first => format!("first check failed: {last}"),
+            (Health::Up, _) if first => "first check passed".to_string(),
             (Health::Down, Some(last)) => format!("{}, last: {last}", count(self.damper.fall, "failure")),
             (Health::Down, None) => count(self.damper.fall, "failure"),
-            (Health::Up, _) => count(self.damper.rise, "success"),
+            (Health::Up | Health::Pending, _) => count(self.damper.rise, "success"),
         };
         match health {
             Health::Down => log::warn!("health: server {id} ({addr}) is down: {reason}"),
-            Health::Up => log::info!("health: server {id} ({addr}) is up: {reason}"),
+            // Every checked server passes its first check at start: not news.
+            Health::Up if first => log::debug!("health: server {id} ({addr}) is up: {reason}"),
+            Health::Up | Health::Pending => log::info!("health: server {id} ({addr}) is up: {reason}"),
         }
         transitions.retain(|t| t.id != id);
         transitions.push(Transition { id, health, reason });
@@ -591,7 +610,7 @@ mod tests {
     use std::net::{Ipv4Addr, TcpListener};
     use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
-    use Health::{Down, Up};
+    use Health::{Down, Pending, Up};
 
     // --- Damper ---
 
@@ -622,6 +641,14 @@ mod tests {
         (3, 2, Up, "ffssfsss", &[(1, Down), (7, Up)]),
         // 0 is treated as 1.
         (0, 0, Up, "fs", &[(0, Down), (1, Up)]),
+        // A new target's first result is taken as accurate, whatever rise
+        // and fall; then they apply.
+        (2, 3, Pending, "", &[]),
+        (2, 3, Pending, "f", &[(0, Down)]),
+        (3, 2, Pending, "s", &[(0, Up)]),
+        (2, 3, Pending, "sfff", &[(0, Up), (3, Down)]),
+        (3, 2, Pending, "fsss", &[(0, Down), (3, Up)]),
+        (3, 2, Pending, "fssfsss", &[(0, Down), (6, Up)]),
     ];
 
     #[test]
@@ -829,8 +856,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let checker = Checker::spawn(vec![tcp(7, port)]).unwrap();
-        assert_eq!(checker.states(), vec![(7, Up, None)]);
-        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(checker.states(), vec![(7, Pending, None)]);
+        let t = next_transition(&checker);
+        assert_eq!((t.id, t.health, t.reason.as_str()), (7, Up, "first check passed"));
+        std::thread::sleep(Duration::from_millis(300));
         assert_eq!(checker.poll_transitions(), vec![]);
         assert_eq!(checker.states(), vec![(7, Up, None)]);
 
@@ -857,6 +886,7 @@ mod tests {
     fn http_status_decides() {
         let responder = Responder::start(200);
         let checker = Checker::spawn(vec![http(1, responder.port, 200)]).unwrap();
+        assert_eq!(next_transition(&checker).health, Up);
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(checker.poll_transitions(), vec![]);
         assert_eq!(state_of(&checker, 1), Some((Up, None)));
@@ -896,7 +926,7 @@ mod tests {
         let checker = Checker::spawn(vec![target]).unwrap();
         let t = next_transition(&checker);
         assert_eq!((t.id, t.health), (3, Down));
-        assert_eq!(t.reason, "2 consecutive failures, last: timeout after 100 ms");
+        assert_eq!(t.reason, "first check failed: timeout after 100 ms");
     }
 
     #[test]
@@ -913,8 +943,12 @@ mod tests {
         let up_port = listener.local_addr().unwrap().port();
         let down_port = closed_port();
         let checker = Checker::spawn(vec![tcp(1, down_port), tcp(2, up_port)]).unwrap();
-        let t = next_transition(&checker);
-        assert_eq!((t.id, t.health), (1, Down));
+        let mut first: Vec<_> = [next_transition(&checker), next_transition(&checker)]
+            .into_iter()
+            .map(|t| (t.id, t.health))
+            .collect();
+        first.sort_by_key(|t| t.0);
+        assert_eq!(first, vec![(1, Down), (2, Up)]);
 
         // Same checks (a new interval does not count), plus a new one: kept as they were.
         let slower = Target {
@@ -923,7 +957,9 @@ mod tests {
         };
         checker.update(vec![tcp(3, up_port), slower.clone(), tcp(2, up_port)]);
         let states: Vec<_> = checker.states().into_iter().map(|(id, h, _)| (id, h)).collect();
-        assert_eq!(states, vec![(3, Up), (1, Down), (2, Up)]);
+        assert_eq!(states, vec![(3, Pending), (1, Down), (2, Up)]);
+        let t = next_transition(&checker);
+        assert_eq!((t.id, t.health), (3, Up), "only the new target reports");
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(checker.poll_transitions(), vec![], "no transition is repeated");
         assert_eq!(
@@ -931,12 +967,13 @@ mod tests {
             Some((Down, Some("connection refused".into())))
         );
 
-        // A changed check starts over, Up; a missing target stops.
+        // A changed check starts over, Pending: its first result decides at
+        // once (not after `fall` failures); a missing target stops.
         checker.update(vec![Target { fall: 3, ..slower }]);
-        assert_eq!(checker.states(), vec![(1, Up, None)]);
+        assert_eq!(checker.states(), vec![(1, Pending, None)]);
         let t = next_transition(&checker);
         assert_eq!((t.id, t.health), (1, Down));
-        assert!(t.reason.starts_with("3 consecutive failures"), "{}", t.reason);
+        assert_eq!(t.reason, "first check failed: connection refused");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod arp;
 pub mod config;
 pub mod ctl;
+pub mod director;
 pub mod health;
 pub mod metrics;
 pub mod nft;

@@ -1,17 +1,35 @@
-//! Config + runtime state -> the forwarding table (slow path).
+//! Config + runtime state + neighbours + interface facts -> the forwarding
+//! table (slow path).
 //!
-//! The runtime state of each real server (its stable backend id, health,
-//! operator drain and weight overrides) lives in [`Runtime`]; every change
-//! builds a complete new [`FwdTable`] that the caller publishes with one
-//! atomic swap.
+//! The runtime state of each real server (its backend id, health, operator
+//! drain and weight overrides) lives in [`Runtime`], together with the servers
+//! a reload removed whose flows may still exist. [`build`] is a pure function
+//! of its [`Inputs`]: every change builds a complete new [`FwdTable`] that the
+//! caller publishes with one atomic swap. A [`MaglevCache`] keeps each
+//! service's Maglev table while its inputs are unchanged, so a drain or an ARP
+//! answer rebuilds one service's 65,537 slots, not every service's.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
-use super::config::{Config, HealthKind, Mode as CfgMode, OnServerDown, Protocol};
+use xxhash_rust::xxh3::Xxh3;
+
+use super::config::{Config, HealthKind, Mode as CfgMode, OnServerDown, Protocol, RealServer, Service};
 use crate::fwd::flow::Timeouts;
-use crate::fwd::maglev::{self, MaglevInput};
-use crate::fwd::table::{BackendFwd, BackendId, BackendState, FwdTable, Mode, ServiceFwd, MAX_BACKEND_IDS};
+use crate::fwd::maglev::{self, MaglevInput, NO_SERVER};
+use crate::fwd::table::{
+    BackendFwd, BackendId, BackendState, FwdTable, Mode, ServiceFwd, Slots, MAX_BACKEND_IDS,
+};
+use crate::wire::ethernet::Mac;
+
+/// Backend ids usable by servers (the last one is the counters' dummy sink).
+pub const USABLE_BACKEND_IDS: usize = MAX_BACKEND_IDS - 1;
+
+/// A removed server's id is reused only after this long, and only when no
+/// flow refers to it: longer than the fragment table keeps a fragment's
+/// server (30 s), and than any worker takes to load a newer table.
+pub const RELEASE_AFTER: Duration = Duration::from_secs(60);
 
 /// Identity of a real server across reloads: its service and endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -26,6 +44,9 @@ pub struct ServerKey {
 pub enum Health {
     Up,
     Down,
+    /// Health-checked but no probe result yet: no new flows until the first
+    /// result decides (a dead server added by a reload never gets traffic).
+    Pending,
 }
 
 /// Runtime state of one real server.
@@ -46,6 +67,27 @@ impl ServerRt {
     pub fn weight(&self) -> u32 {
         self.weight_override.unwrap_or(self.config_weight)
     }
+
+    /// What the fast path may do with it.
+    pub fn state(&self) -> BackendState {
+        match (self.health, self.drained) {
+            (Health::Down | Health::Pending, _) => BackendState::Down,
+            (Health::Up, true) => BackendState::Draining,
+            (Health::Up, false) => BackendState::Up,
+        }
+    }
+}
+
+/// A server the config no longer has, kept while flows may still refer to
+/// its id: they stay with it (as IPVS keeps connections to a deleted real
+/// server) while Maglev never gives it new ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Carried {
+    pub key: ServerKey,
+    /// Its last entry in the published table, in state `Removed`; without a
+    /// MAC when it had none (its flows then re-pick).
+    pub fwd: BackendFwd,
+    pub removed_at: Instant,
 }
 
 /// Errors of runtime operations.
@@ -57,14 +99,21 @@ pub enum RuntimeError {
     UnknownServer { service: String, addr: String },
     #[error("weight {0} out of range 0..=65535")]
     BadWeight(u64),
-    #[error("more than {MAX_BACKEND_IDS} real servers were configured over this process's life; restart the director")]
-    IdsExhausted,
+    #[error(
+        "the config has {configured} real servers and {carried} removed ones still have flows; \
+         at most {USABLE_BACKEND_IDS} fit at once: retry once their flows have ended"
+    )]
+    IdsExhausted { configured: usize, carried: usize },
 }
 
 /// All real servers' runtime state.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Runtime {
     pub servers: HashMap<ServerKey, ServerRt>,
+    /// Removed servers whose ids are still taken, by id.
+    pub removed: BTreeMap<BackendId, Carried>,
+    /// Ids free for reuse (lowest first).
+    free: BTreeSet<BackendId>,
     next_id: BackendId,
 }
 
@@ -76,17 +125,48 @@ fn key(service: &str, addr: Ipv4Addr, port: Option<u16>) -> ServerKey {
     }
 }
 
+/// The port a service's health check probes on server `r`, or `None` when
+/// the server is not checked (kind `none`, or no port to probe).
+pub fn probe_port(s: &Service, r: &RealServer) -> Option<u16> {
+    if s.health.kind == HealthKind::None {
+        return None;
+    }
+    let port = s.health.port.or(r.port).unwrap_or(s.port);
+    (port != 0).then_some(port)
+}
+
 impl Runtime {
-    /// Bring the runtime in line with `cfg`: new servers get fresh ids (up
-    /// until a health check says otherwise), removed servers are forgotten,
-    /// remaining ones keep their id, health and drain; a weight override is
-    /// dropped when the file changes that server's weight.
+    /// Bring the runtime in line with `cfg` (see [`Runtime::sync_at`]) with
+    /// no previous table to carry removed servers from.
     ///
     /// # Errors
     /// The id space is exhausted (nothing is changed then).
     pub fn sync(&mut self, cfg: &Config) -> Result<(), RuntimeError> {
+        self.sync_at(cfg, None, Instant::now())
+    }
+
+    /// Bring the runtime in line with `cfg`: new servers get an id (the id
+    /// they had if they were removed and still carried, else the lowest free
+    /// one) and start `Pending` when health-checked, else `Up`; remaining
+    /// ones keep their id, health and drain (a weight override is dropped
+    /// when the file changes that server's weight); removed ones are carried
+    /// with their entry of `published` until [`Runtime::release`] frees them.
+    ///
+    /// # Errors
+    /// The id space is exhausted (nothing is changed then).
+    pub fn sync_at(
+        &mut self,
+        cfg: &Config,
+        published: Option<&FwdTable>,
+        now: Instant,
+    ) -> Result<(), RuntimeError> {
         let mut next = HashMap::new();
+        let mut removed = self.removed.clone();
+        let mut free = self.free.clone();
         let mut next_id = self.next_id;
+        let revived: HashMap<&ServerKey, BackendId> =
+            self.removed.iter().map(|(id, c)| (&c.key, *id)).collect();
+        let configured: usize = cfg.services.iter().map(|s| s.real_servers.len()).sum();
         for s in &cfg.services {
             for r in &s.real_servers {
                 let k = key(&s.name, r.address, r.port);
@@ -101,13 +181,32 @@ impl Runtime {
                         ..old.clone()
                     },
                     None => {
-                        if next_id as usize >= MAX_BACKEND_IDS - 1 {
-                            return Err(RuntimeError::IdsExhausted);
-                        }
-                        next_id += 1;
+                        let id = match revived.get(&k) {
+                            Some(&id) => {
+                                removed.remove(&id);
+                                id
+                            }
+                            None => match free.pop_first() {
+                                Some(id) => id,
+                                None if (next_id as usize) < USABLE_BACKEND_IDS => {
+                                    next_id += 1;
+                                    next_id - 1
+                                }
+                                None => {
+                                    return Err(RuntimeError::IdsExhausted {
+                                        configured,
+                                        carried: self.removed.len(),
+                                    })
+                                }
+                            },
+                        };
                         ServerRt {
-                            id: next_id - 1,
-                            health: Health::Up,
+                            id,
+                            health: if probe_port(s, r).is_some() {
+                                Health::Pending
+                            } else {
+                                Health::Up
+                            },
                             drained: false,
                             weight_override: None,
                             config_weight: r.weight,
@@ -117,9 +216,57 @@ impl Runtime {
                 next.insert(k, rt);
             }
         }
+        for (k, old) in &self.servers {
+            if next.contains_key(k) {
+                continue;
+            }
+            let last = published.map_or(BackendFwd::REMOVED, |t| *t.backend(old.id));
+            let fwd = if last.mac.is_some() && last.addr != 0 {
+                BackendFwd {
+                    state: BackendState::Removed,
+                    ..last
+                }
+            } else {
+                BackendFwd::REMOVED
+            };
+            removed.insert(
+                old.id,
+                Carried {
+                    key: k.clone(),
+                    fwd,
+                    removed_at: now,
+                },
+            );
+        }
         self.servers = next;
+        self.removed = removed;
+        self.free = free;
         self.next_id = next_id;
         Ok(())
+    }
+
+    /// Free the ids of removed servers that were removed at least
+    /// [`RELEASE_AFTER`] before `now` and that no flow refers to
+    /// (`flows(id) == 0`); returns them.
+    pub fn release(&mut self, now: Instant, flows: impl Fn(BackendId) -> u64) -> Vec<BackendId> {
+        let done: Vec<BackendId> = self
+            .removed
+            .iter()
+            .filter(|(id, c)| {
+                now.saturating_duration_since(c.removed_at) >= RELEASE_AFTER && flows(**id) == 0
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &done {
+            self.removed.remove(id);
+            self.free.insert(*id);
+        }
+        done
+    }
+
+    /// Ids in use: configured servers plus carried removed ones.
+    pub fn ids_in_use(&self) -> usize {
+        self.servers.len() + self.removed.len()
     }
 
     /// The server of `service` at `addr` (`IP` or `IP:PORT`).
@@ -155,12 +302,13 @@ impl Runtime {
     }
 }
 
-/// What `ulvsadm list` shows as a server's state.
+/// What `ulvsadm list` shows as a server's state (a server waiting for its
+/// first health check result takes no new flows: "down").
 pub fn state_name(rt: &ServerRt) -> &'static str {
-    match (rt.health, rt.drained) {
-        (Health::Down, _) => "down",
-        (Health::Up, true) => "draining",
-        (Health::Up, false) => "up",
+    match rt.state() {
+        BackendState::Up => "up",
+        BackendState::Draining => "draining",
+        BackendState::Down | BackendState::Removed => "down",
     }
 }
 
@@ -183,57 +331,187 @@ fn fwd_mode(m: CfgMode) -> Mode {
     }
 }
 
-/// Build the forwarding table from the config, the runtime state and the
-/// neighbour cache.
-pub fn build_table(
-    cfg: &Config,
-    rt: &Runtime,
-    mac_of: impl Fn(Ipv4Addr) -> Option<[u8; 6]>,
-    director_mac: [u8; 6],
-    director_ip: u32,
-    generation: u64,
-) -> FwdTable {
-    let mut t = FwdTable::empty(director_mac);
-    t.generation = generation;
-    t.director_ip = director_ip;
+/// The director's interface as the table needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Iface {
+    pub mac: Mac,
+    /// Its IPv4 address, host order.
+    pub ipv4: Option<u32>,
+    pub netmask: u32,
+    pub mtu: u32,
+}
+
+/// Everything a forwarding table is built from.
+pub struct Inputs<'a> {
+    pub cfg: &'a Config,
+    pub rt: &'a Runtime,
+    /// MACs resolved by the director's own ARP requests (real servers, the
+    /// gateway).
+    pub resolved: &'a dyn Fn(u32) -> Option<Mac>,
+    /// On-link neighbours seen on the segment (next hops for NAT replies).
+    pub seen: &'a HashMap<u32, Mac>,
+    /// The default gateway of the interface.
+    pub gateway: Option<u32>,
+    pub iface: Iface,
+    pub generation: u64,
+}
+
+/// One member of a service's Maglev table as the build sees it: the table
+/// depends on exactly these, in this (sorted) order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct MemberKey {
+    addr: u32,
+    port: u16,
+    /// Weight when eligible (up with a MAC), else 0.
+    weight: u32,
+}
+
+struct CacheEntry {
+    m: u32,
+    members: Vec<MemberKey>,
+    slots: Slots,
+    digest: u64,
+}
+
+/// Each service's last Maglev table with the inputs it was built from.
+#[derive(Default)]
+pub struct MaglevCache {
+    entries: HashMap<String, CacheEntry>,
+    /// Tables built since creation (the others were reused).
+    pub builds: u64,
+}
+
+impl MaglevCache {
+    /// The slots and digest for `members` (sorted), built only when the
+    /// service's inputs changed.
+    fn get(&mut self, service: &str, m: u32, members: &[MemberKey]) -> (Slots, u64) {
+        if let Some(e) = self.entries.get(service) {
+            if e.m == m && e.members == members {
+                return (e.slots.clone(), e.digest);
+            }
+        }
+        let inputs: Vec<MaglevInput> = members
+            .iter()
+            .map(|k| {
+                let mut hkey = [0u8; 6];
+                hkey[..4].copy_from_slice(&k.addr.to_be_bytes());
+                hkey[4..].copy_from_slice(&k.port.to_be_bytes());
+                let (offset, skip) = maglev::permutation(&hkey, m);
+                MaglevInput {
+                    offset,
+                    skip,
+                    weight: k.weight,
+                }
+            })
+            .collect();
+        let slots: Slots = maglev::build(m, &inputs).into();
+        let digest = digest(&slots, members);
+        self.builds += 1;
+        self.entries.insert(
+            service.to_string(),
+            CacheEntry {
+                m,
+                members: members.to_vec(),
+                slots: slots.clone(),
+                digest,
+            },
+        );
+        (slots, digest)
+    }
+
+    /// Forget services no longer configured.
+    fn retain(&mut self, cfg: &Config) {
+        if self.entries.len() > cfg.services.len() {
+            let names: std::collections::HashSet<&str> =
+                cfg.services.iter().map(|s| s.name.as_str()).collect();
+            self.entries.retain(|k, _| names.contains(k.as_str()));
+        }
+    }
+}
+
+/// A stable hash of what a Maglev table maps each slot to: the table size,
+/// then for every slot the (address, port) of its server, or nothing. Equal
+/// exactly when two tables send every slot to the same server, whatever
+/// ineligible members either side lists.
+fn digest(slots: &[u16], members: &[MemberKey]) -> u64 {
+    let mut h = Xxh3::new();
+    h.update(&(slots.len() as u64).to_le_bytes());
+    // Rank of each member among those that own slots (member order is sorted
+    // by endpoint, so ranks are the same on every director).
+    let mut rank = vec![NO_SERVER; members.len()];
+    let mut owners = Vec::new();
+    for (i, k) in members.iter().enumerate() {
+        if k.weight > 0 {
+            rank[i] = owners.len() as u16;
+            owners.push(*k);
+        }
+    }
+    for k in &owners {
+        h.update(&k.addr.to_be_bytes());
+        h.update(&k.port.to_be_bytes());
+    }
+    let mut buf = Vec::with_capacity(slots.len() * 2);
+    for &s in slots {
+        let r = if s == NO_SERVER {
+            NO_SERVER
+        } else {
+            rank[s as usize]
+        };
+        buf.extend_from_slice(&r.to_le_bytes());
+    }
+    h.update(&buf);
+    h.digest()
+}
+
+/// The published table and, per service name, its Maglev table's digest.
+pub struct Built {
+    pub table: FwdTable,
+    pub digests: HashMap<String, u64>,
+}
+
+/// Build the forwarding table: a pure function of `inp` (the cache only
+/// saves work: the result is the same with an empty one).
+pub fn build(inp: &Inputs<'_>, cache: &mut MaglevCache) -> Built {
+    let (cfg, rt) = (inp.cfg, inp.rt);
+    let mut t = FwdTable::empty(inp.iface.mac);
+    t.generation = inp.generation;
+    t.director_ip = inp.iface.ipv4.unwrap_or(0);
     t.reschedule_on_down = cfg.on_server_down == OnServerDown::Reschedule;
     t.answer_ping = cfg.answer_ping;
     t.timeouts = fwd_timeouts(cfg);
+    t.mtu = inp.iface.mtu;
     let max_id = rt
         .servers
         .values()
         .map(|s| s.id)
+        .chain(rt.removed.keys().copied())
         .max()
         .map_or(0, |m| m as usize + 1);
     t.backends = vec![BackendFwd::REMOVED; max_id];
+    for (id, c) in &rt.removed {
+        t.backends[*id as usize] = c.fwd;
+    }
     let m = cfg.maglev_table_size;
+    let mut digests = HashMap::with_capacity(cfg.services.len());
+    let mut servers: Vec<(MemberKey, BackendId)> = Vec::new();
     for s in &cfg.services {
-        let mut members = Vec::with_capacity(s.real_servers.len());
-        let mut inputs = Vec::with_capacity(s.real_servers.len());
+        servers.clear();
         for r in &s.real_servers {
             let Some(srt) = rt.get(&s.name, r.address, r.port) else {
                 continue;
             };
-            let mac = mac_of(r.address);
-            let state = match (srt.health, srt.drained) {
-                (Health::Down, _) => BackendState::Down,
-                (Health::Up, true) => BackendState::Draining,
-                (Health::Up, false) => BackendState::Up,
-            };
+            let mac = (inp.resolved)(u32::from(r.address));
+            let state = srt.state();
             let eligible = state == BackendState::Up && mac.is_some();
-            let mut hkey = [0u8; 6];
-            hkey[..4].copy_from_slice(&r.address.octets());
-            hkey[4..].copy_from_slice(&r.port.unwrap_or(0).to_be_bytes());
-            let (offset, skip) = maglev::permutation(&hkey, m);
-            inputs.push(MaglevInput {
-                offset,
-                skip,
-                weight: if eligible { srt.weight() } else { 0 },
-            });
-            members.push(srt.id);
-            t.backends[srt.id as usize] = BackendFwd {
+            let k = MemberKey {
                 addr: u32::from(r.address),
                 port: r.port.unwrap_or(0),
+                weight: if eligible { srt.weight() } else { 0 },
+            };
+            servers.push((k, srt.id));
+            t.backends[srt.id as usize] = BackendFwd {
+                addr: k.addr,
+                port: k.port,
                 mac,
                 state,
                 svc_vip: u32::from(s.vip),
@@ -241,6 +519,11 @@ pub fn build_table(
                 mode: fwd_mode(s.mode),
             };
         }
+        // The table depends on the servers, never on their order in the file.
+        servers.sort_unstable();
+        let keys: Vec<MemberKey> = servers.iter().map(|(k, _)| *k).collect();
+        let (slots, digest) = cache.get(&s.name, m, &keys);
+        digests.insert(s.name.clone(), digest);
         t.services.push(ServiceFwd {
             vip: u32::from(s.vip),
             port: s.port,
@@ -249,10 +532,11 @@ pub fn build_table(
                 Protocol::Udp => 17,
             },
             mode: fwd_mode(s.mode),
-            maglev: maglev::build(m, &inputs),
-            members,
+            maglev: slots,
+            members: servers.iter().map(|(_, id)| *id).collect(),
         });
     }
+    cache.retain(cfg);
     t.nat_backends = cfg
         .services
         .iter()
@@ -261,30 +545,50 @@ pub fn build_table(
         .collect();
     t.nat_backends.sort_unstable();
     t.nat_backends.dedup();
+    t.gateway_mac = inp
+        .gateway
+        .and_then(|g| (inp.resolved)(g).or_else(|| inp.seen.get(&g).copied()));
+    if let Some(ip) = inp.iface.ipv4 {
+        t.onlink = (ip & inp.iface.netmask, inp.iface.netmask);
+    }
+    let mut n: Vec<(u32, Mac)> = inp.seen.iter().map(|(a, m)| (*a, *m)).collect();
+    n.sort_unstable();
+    t.neighbours = n;
     t.sort();
-    t
+    Built { table: t, digests }
 }
 
-/// Keep, in a new table, the servers that the previous table had and the new
-/// config no longer has, in state `Removed` with their last address and MAC:
-/// their established flows stay with them until they end or time out (as
-/// IPVS keeps connections to a deleted real server), while Maglev never gives
-/// them new flows. Backend ids are never reused, so this cannot misdirect.
-pub fn carry_removed(new: &mut FwdTable, previous: &FwdTable) {
-    for (id, old) in previous.backends.iter().enumerate() {
-        if old.mac.is_none() || old.addr == 0 {
-            continue;
-        }
-        if id >= new.backends.len() {
-            new.backends.resize(id + 1, BackendFwd::REMOVED);
-        }
-        if new.backends[id].state == BackendState::Removed && new.backends[id].addr == 0 {
-            new.backends[id] = BackendFwd {
-                state: BackendState::Removed,
-                ..*old
-            };
-        }
-    }
+/// Build a table from the config, the runtime state and resolved MACs alone
+/// (no gateway, no seen neighbours, MTU 1500), without a cache: for tests
+/// and benchmarks.
+pub fn build_table(
+    cfg: &Config,
+    rt: &Runtime,
+    mac_of: impl Fn(Ipv4Addr) -> Option<[u8; 6]>,
+    director_mac: [u8; 6],
+    director_ip: u32,
+    generation: u64,
+) -> FwdTable {
+    let resolved = |a: u32| mac_of(Ipv4Addr::from(a));
+    let seen = HashMap::new();
+    let inp = Inputs {
+        cfg,
+        rt,
+        resolved: &resolved,
+        seen: &seen,
+        gateway: None,
+        iface: Iface {
+            mac: director_mac,
+            ipv4: (director_ip != 0).then_some(director_ip),
+            netmask: 0,
+            mtu: 1500,
+        },
+        generation,
+    };
+    let mut t = build(&inp, &mut MaglevCache::default()).table;
+    // As before interface facts were part of the build: no on-link prefix.
+    t.onlink = (0, u32::MAX);
+    t
 }
 
 /// Whether a service's servers are health-checked at all.
@@ -308,22 +612,135 @@ mod tests {
         Some([2, 0, 0, 0, 0, o[3]])
     }
 
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn built(c: &Config, rt: &Runtime, cache: &mut MaglevCache) -> Built {
+        let resolved = |a: u32| mac(Ipv4Addr::from(a));
+        let seen = HashMap::from([
+            (0xc612_0001, [2, 0, 0, 0, 0, 1]),
+            (0xc612_0063, [2, 0, 0, 0, 0, 99]),
+        ]);
+        let inputs = Inputs {
+            cfg: c,
+            rt,
+            resolved: &resolved,
+            seen: &seen,
+            gateway: Some(0xc612_0001),
+            iface: Iface {
+                mac: [2; 6],
+                ipv4: Some(0xc612_0002),
+                netmask: 0xffff_ff00,
+                mtu: 9000,
+            },
+            generation: 5,
+        };
+        build(&inputs, cache)
+    }
+
     #[test]
-    fn ids_are_stable_across_reloads_and_never_reused() {
+    fn ids_are_stable_across_reloads() {
         let mut rt = Runtime::default();
         let c1 = cfg(BASE);
         rt.sync(&c1).unwrap();
-        let id12 = rt.get("web", "198.18.0.12".parse().unwrap(), None).unwrap().id;
-        let id13 = rt.get("web", "198.18.0.13".parse().unwrap(), None).unwrap().id;
+        let id12 = rt.get("web", ip("198.18.0.12"), None).unwrap().id;
+        let id13 = rt.get("web", ip("198.18.0.13"), None).unwrap().id;
         let c2 = cfg(&BASE.replace("      - address: 198.18.0.13\n", "      - address: 198.18.0.14\n"));
         rt.sync(&c2).unwrap();
-        assert_eq!(
-            rt.get("web", "198.18.0.12".parse().unwrap(), None).unwrap().id,
-            id12
+        assert_eq!(rt.get("web", ip("198.18.0.12"), None).unwrap().id, id12);
+        let id14 = rt.get("web", ip("198.18.0.14"), None).unwrap().id;
+        assert_ne!(id14, id13, "the removed server's id is still carried");
+        assert!(rt.get("web", ip("198.18.0.13"), None).is_none());
+        assert_eq!(rt.removed[&id13].key.addr, ip("198.18.0.13"));
+        // Put back before its flows ended: it gets its id (and flows) back.
+        rt.sync(&c1).unwrap();
+        assert_eq!(rt.get("web", ip("198.18.0.13"), None).unwrap().id, id13);
+        assert!(rt.removed.contains_key(&id14) && !rt.removed.contains_key(&id13));
+    }
+
+    #[test]
+    fn removed_ids_are_reused_only_once_their_flows_are_gone() {
+        let mut rt = Runtime::default();
+        let t0 = Instant::now();
+        rt.sync_at(&cfg(BASE), None, t0).unwrap();
+        let id13 = rt.get("web", ip("198.18.0.13"), None).unwrap().id;
+        let c2 = cfg(&BASE.replace("      - address: 198.18.0.13\n", ""));
+        rt.sync_at(&c2, None, t0).unwrap();
+        let flows = |id: BackendId| u64::from(id == id13);
+        assert!(
+            rt.release(t0 + RELEASE_AFTER * 2, flows).is_empty(),
+            "it still has a flow"
         );
-        let id14 = rt.get("web", "198.18.0.14".parse().unwrap(), None).unwrap().id;
-        assert!(id14 > id13, "ids are never reused");
-        assert!(rt.get("web", "198.18.0.13".parse().unwrap(), None).is_none());
+        assert!(rt.release(t0 + RELEASE_AFTER / 2, |_| 0).is_empty(), "too soon");
+        assert_eq!(rt.release(t0 + RELEASE_AFTER, |_| 0), vec![id13]);
+        assert!(rt.removed.is_empty());
+        let c3 = cfg(&BASE.replace("198.18.0.13", "198.18.0.15"));
+        rt.sync_at(&c3, None, t0 + RELEASE_AFTER).unwrap();
+        assert_eq!(rt.get("web", ip("198.18.0.15"), None).unwrap().id, id13, "reused");
+    }
+
+    /// 1,000 services of 20 servers each, then 100 reloads that each change
+    /// every address: with ids released once flows are gone, the id space
+    /// never runs out and ids stay below two configs' worth.
+    #[test]
+    fn thousand_services_of_twenty_and_a_hundred_address_changes() {
+        // Address set k (0..4) of 20,000 servers; sets are disjoint.
+        fn big(k: u32) -> Config {
+            let mut y = String::from("interface: eth0\nservices:\n");
+            for s in 0..1000u32 {
+                y.push_str(&format!(
+                    "  - name: s{s}\n    vip: 198.18.{}.{}\n    port: 80\n    real_servers:\n",
+                    250 + s / 250,
+                    s % 250 + 1
+                ));
+                for r in 0..20u32 {
+                    let n = k * 20_000 + s * 20 + r;
+                    let a = n / 250;
+                    let second = if a < 256 { 19 } else { 18 };
+                    y.push_str(&format!(
+                        "      - address: 198.{second}.{}.{}\n",
+                        a % 256,
+                        n % 250 + 1
+                    ));
+                }
+            }
+            Config::from_str(&y, "big.yaml").unwrap()
+        }
+        let configs: Vec<Config> = (0..4).map(big).collect();
+        let mut rt = Runtime::default();
+        let mut now = Instant::now();
+        rt.sync_at(&configs[0], None, now).unwrap();
+        assert_eq!(rt.servers.len(), 20_000);
+        for round in 1..=100 {
+            let before: HashMap<BackendId, ServerKey> =
+                rt.servers.iter().map(|(k, s)| (s.id, k.clone())).collect();
+            // Round r uses set r % 3: every address differs from the round before.
+            rt.sync_at(&configs[round % 3], None, now)
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!(rt.servers.len(), 20_000);
+            assert_eq!(
+                rt.removed.len(),
+                20_000,
+                "round {round}: every old server carried"
+            );
+            assert!(rt.removed.keys().all(|id| before.contains_key(id)));
+            // No live server shares an id with a carried one.
+            assert!(rt.servers.values().all(|s| !rt.removed.contains_key(&s.id)));
+            now += RELEASE_AFTER;
+            assert_eq!(rt.release(now, |_| 0).len(), 20_000);
+        }
+        let max = rt.servers.values().map(|s| s.id).max().unwrap();
+        assert!((max as usize) < 40_000, "{max}");
+        // While flows pin the old servers, three sets fit at once, a fourth
+        // does not: the reload is refused with a reason and changes nothing.
+        let mut stuck = rt.clone();
+        stuck.sync_at(&configs[2], None, now).unwrap();
+        stuck.sync_at(&configs[0], None, now).unwrap();
+        let held = stuck.clone();
+        let e = stuck.sync_at(&configs[3], None, now).unwrap_err();
+        assert!(e.to_string().contains("removed ones still have flows"), "{e}");
+        assert_eq!(stuck, held);
     }
 
     #[test]
@@ -368,10 +785,39 @@ mod tests {
         let t = build_table(&c, &rt, mac, [2; 6], 0, 4);
         let s = &t.services[0];
         // only .13 is eligible now
-        let id13 = rt.get("web", "198.18.0.13".parse().unwrap(), None).unwrap().id;
+        let id13 = rt.get("web", ip("198.18.0.13"), None).unwrap().id;
         assert!(s.maglev.iter().all(|&e| s.members[e as usize] == id13));
-        let id11 = rt.get("web", "198.18.0.11".parse().unwrap(), None).unwrap().id;
+        let id11 = rt.get("web", ip("198.18.0.11"), None).unwrap().id;
         assert_eq!(t.backend(id11).state, BackendState::Draining);
+    }
+
+    #[test]
+    fn a_checked_server_waits_for_its_first_result() {
+        let c = cfg(&BASE.replace(
+            "    real_servers:",
+            "    health:\n      kind: tcp\n    real_servers:",
+        ));
+        let mut rt = Runtime::default();
+        rt.sync(&c).unwrap();
+        assert!(rt.servers.values().all(|s| s.health == Health::Pending));
+        let t = build_table(&c, &rt, mac, [2; 6], 0, 1);
+        assert!(
+            t.services[0].maglev.iter().all(|&e| e == NO_SERVER),
+            "no new flows while pending"
+        );
+        let s11 = rt.find_mut(&c, "web", "198.18.0.11").unwrap();
+        assert_eq!(state_name(s11), "down");
+        s11.health = Health::Up;
+        let id11 = s11.id;
+        let t = build_table(&c, &rt, mac, [2; 6], 0, 2);
+        assert!(t.services[0]
+            .maglev
+            .iter()
+            .all(|&e| t.services[0].members[e as usize] == id11));
+        // Unchecked services' servers start up.
+        let mut rt = Runtime::default();
+        rt.sync(&cfg(BASE)).unwrap();
+        assert!(rt.servers.values().all(|s| s.health == Health::Up));
     }
 
     #[test]
@@ -380,13 +826,10 @@ mod tests {
         let c1 = cfg(BASE);
         rt.sync(&c1).unwrap();
         let old = build_table(&c1, &rt, mac, [2; 6], 0, 1);
-        let id13 = rt.get("web", "198.18.0.13".parse().unwrap(), None).unwrap().id;
+        let id13 = rt.get("web", ip("198.18.0.13"), None).unwrap().id;
         let c2 = cfg(&BASE.replace("      - address: 198.18.0.13\n", ""));
-        rt.sync(&c2).unwrap();
-        let mut new = build_table(&c2, &rt, mac, [2; 6], 0, 2);
-        assert_eq!(new.backend(id13).state, BackendState::Removed);
-        assert_eq!(new.backend(id13).mac, None);
-        carry_removed(&mut new, &old);
+        rt.sync_at(&c2, Some(&old), Instant::now()).unwrap();
+        let new = build_table(&c2, &rt, mac, [2; 6], 0, 2);
         let b = new.backend(id13);
         assert_eq!(
             (b.state, b.addr, b.mac),
@@ -404,9 +847,104 @@ mod tests {
         rt.sync(&c).unwrap();
         let t = build_table(&c, &rt, mac, [2; 6], 0, 1);
         let mut counts = [0usize; 3];
-        for &e in &t.services[0].maglev {
+        for &e in t.services[0].maglev.iter() {
             counts[e as usize] += 1;
         }
         assert!(counts.iter().all(|&n| (83..=84).contains(&n)), "{counts:?}");
+    }
+
+    #[test]
+    fn the_interface_facts_are_part_of_the_build() {
+        let mut rt = Runtime::default();
+        let c = cfg(BASE);
+        rt.sync(&c).unwrap();
+        let t = built(&c, &rt, &mut MaglevCache::default()).table;
+        assert_eq!((t.mtu, t.generation, t.director_ip), (9000, 5, 0xc612_0002));
+        assert_eq!(t.onlink, (0xc612_0000, 0xffff_ff00));
+        assert_eq!(t.gateway_mac, Some([2, 0, 0, 0, 0, 1]));
+        assert_eq!(
+            t.neighbours,
+            vec![
+                (0xc612_0001, [2, 0, 0, 0, 0, 1]),
+                (0xc612_0063, [2, 0, 0, 0, 0, 99])
+            ]
+        );
+        assert_eq!(t.next_hop_mac(0xc612_0063), Some([2, 0, 0, 0, 0, 99]));
+    }
+
+    /// The same servers listed in another order build byte-identical tables
+    /// (and equal digests); a different weight does not.
+    #[test]
+    fn file_order_does_not_matter() {
+        let text = |order: [&str; 3], w: u32| {
+            let mut y = String::from("interface: eth0\nservices:\n  - name: web\n    vip: 198.18.100.1\n    port: 80\n    mode: nat\n    real_servers:\n");
+            for a in order {
+                y.push_str(&format!(
+                    "      - address: {a}\n        weight: {}\n",
+                    if a.ends_with(":81") { w } else { 1 }
+                ));
+            }
+            cfg(&y)
+        };
+        let servers = ["198.18.0.11:80", "198.18.0.12:8080", "198.18.0.11:81"];
+        let reversed = [servers[2], servers[1], servers[0]];
+        let one = |c: &Config| {
+            let mut rt = Runtime::default();
+            rt.sync(c).unwrap();
+            let b = built(c, &rt, &mut MaglevCache::default());
+            let s = &b.table.services[0];
+            let endpoints: Vec<(u32, u16)> = s
+                .members
+                .iter()
+                .map(|&id| (b.table.backend(id).addr, b.table.backend(id).port))
+                .collect();
+            (s.maglev.to_vec(), endpoints, b.digests["web"])
+        };
+        let (a, ea, da) = one(&text(servers, 2));
+        let (b, eb, db) = one(&text(reversed, 2));
+        assert_eq!(a.len(), 65537);
+        assert!(a == b, "byte-identical slots");
+        assert_eq!(ea, eb);
+        assert_eq!(da, db);
+        let (c, _, dc) = one(&text(servers, 3));
+        assert!(a != c);
+        assert_ne!(da, dc);
+    }
+
+    /// A drain rebuilds its service's table only; an ARP answer or a
+    /// generation bump rebuilds none.
+    #[test]
+    fn publishing_rebuilds_only_what_changed() {
+        let mut y = String::from("interface: eth0\nmaglev_table_size: 251\nservices:\n");
+        for s in 0..50 {
+            y.push_str(&format!(
+                "  - name: s{s}\n    vip: 198.18.100.{}\n    port: 80\n    real_servers:\n      - address: 198.18.0.11\n      - address: 198.18.0.12\n",
+                s + 1
+            ));
+        }
+        let c = cfg(&y);
+        let mut rt = Runtime::default();
+        rt.sync(&c).unwrap();
+        let mut cache = MaglevCache::default();
+        let first = built(&c, &rt, &mut cache);
+        assert_eq!(cache.builds, 50);
+        let again = built(&c, &rt, &mut cache);
+        assert_eq!(cache.builds, 50, "nothing changed");
+        assert!(first
+            .table
+            .services
+            .iter()
+            .zip(&again.table.services)
+            .all(|(a, b)| a.maglev.same(&b.maglev)));
+        rt.find_mut(&c, "s7", "198.18.0.11").unwrap().drained = true;
+        let drained = built(&c, &rt, &mut cache);
+        assert_eq!(cache.builds, 51, "one service rebuilt");
+        let fresh = built(&c, &rt, &mut MaglevCache::default());
+        for (a, b) in drained.table.services.iter().zip(&fresh.table.services) {
+            assert!(*a.maglev == *b.maglev, "the cache changes no result");
+        }
+        assert_eq!(drained.digests, fresh.digests);
+        assert_ne!(drained.digests["s7"], first.digests["s7"]);
+        assert_eq!(drained.digests["s8"], first.digests["s8"]);
     }
 }

@@ -18,6 +18,20 @@ pub struct Counters {
     pub out_bytes: u64,
 }
 
+impl Counters {
+    /// The increase since `base` (counters of an id taken over from a
+    /// removed server start from what it had counted).
+    pub fn since(&self, base: &Counters) -> Counters {
+        Counters {
+            conns: self.conns.saturating_sub(base.conns),
+            in_packets: self.in_packets.saturating_sub(base.in_packets),
+            in_bytes: self.in_bytes.saturating_sub(base.in_bytes),
+            out_packets: self.out_packets.saturating_sub(base.out_packets),
+            out_bytes: self.out_bytes.saturating_sub(base.out_bytes),
+        }
+    }
+}
+
 /// Per-second rates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Rates {

@@ -370,9 +370,9 @@ impl<L: Listen> Endpoint<L> {
         }
     }
 
-    /// Handle readiness of one of this endpoint's tokens. `answer` turns a
-    /// complete request into the reply; it is called at most once per
-    /// connection and only with a complete request.
+    /// Handle readiness of one of this endpoint's tokens (other tokens are
+    /// ignored). `answer` turns a complete request into the reply; it is
+    /// called at most once per connection and only with a complete request.
     pub fn ready(
         &mut self,
         registry: &Registry,

@@ -191,6 +191,9 @@ pub struct ServiceSnap {
     pub protocol: String,
     pub mode: String,
     pub scheduler: String,
+    /// Hex digest of its Maglev table: equal exactly when two directors'
+    /// tables send every slot to the same server.
+    pub table_digest: String,
     pub active_flows: u64,
     pub inactive_flows: u64,
     pub conns: u64,

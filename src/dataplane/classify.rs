@@ -385,7 +385,7 @@ mod tests {
             port: 80,
             proto: 6,
             mode: Mode::Dr,
-            maglev: vec![0; 7],
+            maglev: vec![0; 7].into(),
             members: vec![0],
         });
         t.sort();

@@ -2,16 +2,21 @@
 //! real servers, built on the slow path and published with one atomic pointer
 //! swap. Workers load it once per batch and only read it.
 
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
 use super::flow::Timeouts;
 use super::maglev::NO_SERVER;
 
 /// Stable identity of a real server within one director process. The slow
-/// path never reuses an id, so a flow pinned to an id can never silently
-/// follow a different server.
+/// path reuses an id only once no flow refers to it any more, so a flow
+/// pinned to an id can never silently follow a different server.
 pub type BackendId = u32;
 
-/// Most backend ids one director process hands out (counters are sized for it).
-pub const MAX_BACKEND_IDS: usize = 16384;
+/// Size of the backend id space (counters are sized for it). Ids are reused
+/// once no flow refers to them, so this bounds the servers configured at
+/// once (plus removed ones whose flows linger), not over the process's life.
+pub const MAX_BACKEND_IDS: usize = 65536;
 
 /// Forwarding method of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +75,40 @@ impl BackendFwd {
     };
 }
 
+/// A Maglev lookup table, shared between successive published tables: a
+/// service whose inputs did not change keeps the same slots, so publishing
+/// neither rebuilds nor copies them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Slots(Arc<[u16]>);
+
+impl Deref for Slots {
+    type Target = [u16];
+    #[inline]
+    fn deref(&self) -> &[u16] {
+        &self.0
+    }
+}
+
+impl DerefMut for Slots {
+    /// Copy on write (tests edit tables in place; the slow path never does).
+    fn deref_mut(&mut self) -> &mut [u16] {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl From<Vec<u16>> for Slots {
+    fn from(v: Vec<u16>) -> Self {
+        Slots(v.into())
+    }
+}
+
+impl Slots {
+    /// Whether two tables share the same slots (no copy was made).
+    pub fn same(&self, other: &Slots) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// One virtual service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceFwd {
@@ -80,8 +119,8 @@ pub struct ServiceFwd {
     pub proto: u8,
     pub mode: Mode,
     /// Maglev lookup table: indices into `members`, or [`NO_SERVER`].
-    pub maglev: Vec<u16>,
-    /// Backend ids of this service's real servers, in config order.
+    pub maglev: Slots,
+    /// Backend ids of this service's real servers, sorted by (address, port).
     pub members: Vec<BackendId>,
 }
 
@@ -221,7 +260,7 @@ mod tests {
             port,
             proto,
             mode: Mode::Dr,
-            maglev: vec![0, 1, 0],
+            maglev: vec![0, 1, 0].into(),
             members: vec![7, 9],
         }
     }
@@ -244,9 +283,9 @@ mod tests {
     #[test]
     fn no_server_is_none() {
         let mut s = svc(1, 6, 80);
-        s.maglev = vec![NO_SERVER; 3];
+        s.maglev = vec![NO_SERVER; 3].into();
         assert_eq!(s.pick(0), None);
-        s.maglev.clear();
+        s.maglev = Slots::default();
         assert_eq!(s.pick(0), None);
     }
 }

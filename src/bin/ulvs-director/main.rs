@@ -1,14 +1,12 @@
-//! `ulvs-director`: argument parsing and wiring. The slow-path loop is in
-//! `runtime.rs`; the fast path is `ulvs::dataplane`.
-
-mod report;
-mod runtime;
+//! `ulvs-director`: argument parsing and wiring. The director itself is
+//! `ulvs::control::director`; the fast path is `ulvs::dataplane`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use ulvs::control::config::Config;
+use ulvs::control::director;
 
 /// The ulvs director: a userspace LVS-style L4 load balancer.
 #[derive(Parser, Debug)]
@@ -65,7 +63,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let unsupported = runtime::unsupported(&cfg, &args.config.display().to_string());
+    let unsupported = director::unsupported(&cfg, &args.config.display().to_string());
     if !unsupported.is_empty() {
         for e in &unsupported {
             eprintln!("{e}");
@@ -79,10 +77,10 @@ fn main() -> ExitCode {
         println!("{}: ok ({} services)", args.config.display(), cfg.services.len());
         return ExitCode::SUCCESS;
     }
-    match runtime::run(args.config, cfg) {
+    match director::run(args.config, cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ulvs-director: {e:#}");
+            eprintln!("ulvs-director: {}", e.chain());
             ExitCode::from(1)
         }
     }

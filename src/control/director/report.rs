@@ -6,14 +6,14 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use ulvs::control::arp::NeighbourCache;
-use ulvs::control::config::Config;
-use ulvs::control::publish::{state_name, Health, Runtime};
-use ulvs::control::rates::{Counters, RateMeter};
-use ulvs::control::snapshot::{List, ServerSnap, ServiceSnap, Stats};
-use ulvs::dataplane::classify::Reason;
-use ulvs::dataplane::stats::WorkerStats;
-use ulvs::wire::ethernet::fmt_mac;
+use crate::control::arp::NeighbourCache;
+use crate::control::config::Config;
+use crate::control::publish::{state_name, Health, Runtime};
+use crate::control::rates::{Counters, RateMeter};
+use crate::control::snapshot::{List, ServerSnap, ServiceSnap, Stats};
+use crate::dataplane::classify::Reason;
+use crate::dataplane::stats::WorkerStats;
+use crate::wire::ethernet::fmt_mac;
 
 /// Director-wide totals kept by the slow path.
 #[derive(Debug, Default)]
@@ -77,15 +77,41 @@ pub fn backend_counters(stats: &[Arc<WorkerStats>], id: u32) -> Counters {
     }
 }
 
+/// Active plus inactive flows pinned to backend `id`, over all workers.
+pub fn flows_of(stats: &[Arc<WorkerStats>], id: u32) -> u64 {
+    let n: i64 = stats
+        .iter()
+        .map(|w| w.backend(id).active.load(Relaxed) + w.backend(id).inactive.load(Relaxed))
+        .sum();
+    n.max(0) as u64
+}
+
+/// What `ulvsadm list` is made of.
+pub struct Sources<'a> {
+    pub cfg: &'a Config,
+    pub rt: &'a Runtime,
+    pub neigh: &'a NeighbourCache,
+    pub stats: &'a [Arc<WorkerStats>],
+    pub rates: &'a RateMeter<u32>,
+    pub health_reasons: &'a HashMap<u32, String>,
+    /// Per service, the digest of its published Maglev table.
+    pub digests: &'a HashMap<String, u64>,
+    /// Counters an id had before its server took it over.
+    pub baseline: &'a HashMap<u32, Counters>,
+}
+
 /// `ulvsadm list`.
-pub fn list(
-    cfg: &Config,
-    rt: &Runtime,
-    neigh: &NeighbourCache,
-    stats: &[Arc<WorkerStats>],
-    rates: &RateMeter<u32>,
-    health_reasons: &HashMap<u32, String>,
-) -> List {
+pub fn list(src: &Sources<'_>) -> List {
+    let Sources {
+        cfg,
+        rt,
+        neigh,
+        stats,
+        rates,
+        health_reasons,
+        digests,
+        baseline,
+    } = *src;
     let services = cfg
         .services
         .iter()
@@ -99,10 +125,13 @@ pub fn list(
                     let gauge = |f: &dyn Fn(&WorkerStats) -> i64| {
                         stats.iter().map(|w| f(w)).sum::<i64>().max(0) as u64
                     };
-                    let c = backend_counters(stats, id);
+                    let c =
+                        backend_counters(stats, id).since(&baseline.get(&id).copied().unwrap_or_default());
                     let mac = neigh.mac(u32::from(r.address));
                     let note = if mac.is_none() {
                         Some("MAC unresolved: no ARP answer yet, so it gets no flows".to_string())
+                    } else if srt.health == Health::Pending {
+                        Some("waiting for its first health check: no new flows until it passes".to_string())
                     } else if srt.weight() == 0 {
                         Some("weight 0: no new flows".to_string())
                     } else {
@@ -112,7 +141,12 @@ pub fn list(
                         address: r.endpoint(),
                         weight: srt.weight(),
                         state: state_name(srt).into(),
-                        health: if srt.health == Health::Up { "up" } else { "down" }.into(),
+                        health: match srt.health {
+                            Health::Up => "up",
+                            Health::Down => "down",
+                            Health::Pending => "pending",
+                        }
+                        .into(),
                         health_reason: health_reasons.get(&id).cloned(),
                         active_flows: gauge(&|w| w.backend(id).active.load(Relaxed)),
                         inactive_flows: gauge(&|w| w.backend(id).inactive.load(Relaxed)),
@@ -134,6 +168,10 @@ pub fn list(
                 protocol: s.protocol.as_str().into(),
                 mode: s.mode.as_str().into(),
                 scheduler: s.scheduler.as_str().into(),
+                table_digest: digests
+                    .get(&s.name)
+                    .map(|d| format!("{d:016x}"))
+                    .unwrap_or_default(),
                 real_servers,
                 ..Default::default()
             };

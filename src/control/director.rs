@@ -1,0 +1,439 @@
+//! The director (slow path): it owns the config, the runtime state of the
+//! real servers, ARP, the kernel drop rule and the control socket, and it
+//! publishes a new forwarding table (one atomic swap) whenever any of them
+//! changes. Workers run on their own threads and only read that table.
+//!
+//! This is the one place of `control` that starts the data plane
+//! ([`workers`]): it hands each worker its device and reads back only the
+//! published-table handle and the per-worker counters.
+//!
+//! - [`event_loop`]: start-up and the loop (signals, sockets, timers).
+//! - [`announce`]: ARP (answers for VIPs, neighbour resolution, gratuitous ARP).
+//! - [`reload`]: re-reading the config as one transaction.
+//! - [`conn`]: the control socket and `metrics_listen` (never waiting on a client).
+//! - [`report`]: the `list`/`stats` snapshots.
+//! - [`workers`]: opening the devices and starting the worker threads.
+
+mod announce;
+mod conn;
+mod event_loop;
+mod reload;
+pub mod report;
+mod workers;
+
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use log::info;
+use serde_json::json;
+
+use super::arp::NeighbourCache;
+use super::config::{Config, ConfigError, HealthKind, Mode};
+use super::ctl::{Request, Response};
+use super::health::{self, Checker, ProbeKind, Target};
+use super::metrics;
+use super::publish::{self, Built, Iface, Inputs, MaglevCache, Runtime};
+use super::rates::{Counters, RateMeter};
+use super::snapshot::{ConnCounters, Stats};
+use super::watchdog;
+use crate::dataplane::stats::WorkerStats;
+use crate::dataplane::worker::Shared;
+use crate::fwd::table::BackendId;
+use crate::io::sys::{IfInfo, RawSocket};
+use crate::io::xdp::XdpRedirect;
+use report::SlowCounters;
+
+pub use event_loop::run;
+
+/// Why the director could not start or stopped with an error. Its
+/// [`DirectorError::chain`] is a sentence for the operator: the step that
+/// failed, then each cause, joined by ": ".
+#[derive(Debug, thiserror::Error)]
+pub enum DirectorError {
+    /// A step failed: `what` names the step, `source` says why.
+    #[error("{what}")]
+    Step {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A condition that is not an OS or library error.
+    #[error("{0}")]
+    Refused(String),
+    /// A library error that needs no more context.
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl DirectorError {
+    /// The error and its causes, joined by ": ".
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut cur = std::error::Error::source(self);
+        while let Some(e) = cur {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            cur = e.source();
+        }
+        out
+    }
+}
+
+/// Attach the name of the step that failed (as anyhow's `with_context`).
+pub(crate) trait Step<T> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T, DirectorError>;
+}
+
+impl<T, E: Into<Box<dyn std::error::Error + Send + Sync>>> Step<T> for Result<T, E> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T, DirectorError> {
+        self.map_err(|e| DirectorError::Step {
+            what: what(),
+            source: e.into(),
+        })
+    }
+}
+
+/// Config that is valid per the contract but that this build cannot run yet
+/// (nothing at the moment: `io: af_xdp` is checked when the director starts,
+/// since only then is it known whether the program loads).
+pub fn unsupported(_cfg: &Config, _file: &str) -> Vec<ConfigError> {
+    Vec::new()
+}
+
+/// The running director: everything the slow-path loop works on.
+pub struct Director {
+    path: PathBuf,
+    cfg: Config,
+    ifinfo: IfInfo,
+    shared: Arc<Shared>,
+    stats: Vec<Arc<WorkerStats>>,
+    rt: Runtime,
+    neigh: NeighbourCache,
+    arp: RawSocket,
+    slow: SlowCounters,
+    rates: RateMeter<u32>,
+    health_reasons: HashMap<u32, String>,
+    checker: Checker,
+    gateway: Option<u32>,
+    /// ARP senders seen on the segment (next hops for NAT replies).
+    seen: HashMap<u32, [u8; 6]>,
+    dirty: bool,
+    started_unix: f64,
+    /// The XDP program when the workers run on AF_XDP (its address map
+    /// follows the VIPs on reload).
+    xdp: Option<Arc<XdpRedirect>>,
+    /// Each service's Maglev table while its inputs are unchanged.
+    cache: MaglevCache,
+    /// Per service, the digest of its published Maglev table.
+    digests: HashMap<String, u64>,
+    /// Counters an id had when a new server took it over (reported from there).
+    baseline: HashMap<BackendId, Counters>,
+    /// Connection counters of the control socket and of `metrics_listen`
+    /// (copied from their endpoints each loop iteration).
+    listeners: (ConnCounters, Option<ConnCounters>),
+}
+
+/// Does the config have any NAT service?
+fn has_nat(cfg: &Config) -> bool {
+    cfg.services.iter().any(|s| s.mode == Mode::Nat)
+}
+
+fn nat_servers(cfg: &Config) -> Vec<u32> {
+    let mut v: Vec<u32> = cfg
+        .services
+        .iter()
+        .filter(|s| s.mode == Mode::Nat)
+        .flat_map(|s| s.real_servers.iter().map(|r| u32::from(r.address)))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Health-check targets of the config (servers with a probe port in
+/// services whose kind is not `none`).
+fn health_targets(cfg: &Config, rt: &Runtime) -> Vec<Target> {
+    let mut out = Vec::new();
+    for s in &cfg.services {
+        let h = &s.health;
+        for r in &s.real_servers {
+            let Some(port) = publish::probe_port(s, r) else {
+                continue;
+            };
+            let Some(srt) = rt.get(&s.name, r.address, r.port) else {
+                continue;
+            };
+            let kind = match h.kind {
+                HealthKind::Http => ProbeKind::Http {
+                    path: h.path.clone(),
+                    host: r.address.to_string(),
+                    expect_status: h.expect_status,
+                },
+                _ => ProbeKind::Tcp,
+            };
+            out.push(Target {
+                id: srt.id,
+                addr: SocketAddrV4::new(r.address, port),
+                kind,
+                interval_ms: h.interval_ms,
+                timeout_ms: h.timeout_ms,
+                rise: h.rise,
+                fall: h.fall,
+            });
+        }
+    }
+    out
+}
+
+fn vips(cfg: &Config) -> Vec<u32> {
+    let mut v: Vec<u32> = cfg.services.iter().map(|s| u32::from(s.vip)).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn server_addrs(cfg: &Config) -> Vec<u32> {
+    let mut v: Vec<u32> = cfg
+        .services
+        .iter()
+        .flat_map(|s| s.real_servers.iter().map(|r| u32::from(r.address)))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Build the table of (`cfg`, `rt`) with the director's neighbours and
+/// interface facts (a free function so a reload can build aside).
+#[allow(clippy::too_many_arguments)]
+fn build_with(
+    cfg: &Config,
+    rt: &Runtime,
+    neigh: &NeighbourCache,
+    seen: &HashMap<u32, [u8; 6]>,
+    gateway: Option<u32>,
+    ifinfo: &IfInfo,
+    generation: u64,
+    cache: &mut MaglevCache,
+) -> Built {
+    let resolved = |a: u32| neigh.mac(a);
+    let inputs = Inputs {
+        cfg,
+        rt,
+        resolved: &resolved,
+        seen,
+        gateway,
+        iface: Iface {
+            mac: ifinfo.mac,
+            ipv4: ifinfo.ipv4,
+            netmask: ifinfo.netmask,
+            mtu: ifinfo.mtu,
+        },
+        generation,
+    };
+    publish::build(&inputs, cache)
+}
+
+impl Director {
+    /// Build and publish a new table of the current state.
+    fn publish(&mut self) {
+        self.slow.generation += 1;
+        let built = build_with(
+            &self.cfg,
+            &self.rt,
+            &self.neigh,
+            &self.seen,
+            self.gateway,
+            &self.ifinfo,
+            self.slow.generation,
+            &mut self.cache,
+        );
+        self.install(built);
+    }
+
+    /// Publish a built table (one atomic swap).
+    fn install(&mut self, built: Built) {
+        self.shared.table.store(Arc::new(built.table));
+        self.digests = built.digests;
+        self.dirty = false;
+    }
+
+    /// Addresses whose MACs the director resolves: real servers (on-link;
+    /// off-link ones are reached through the gateway) and the gateway.
+    fn wanted(&self) -> Vec<u32> {
+        let mut w = server_addrs(&self.cfg);
+        w.extend(self.gateway);
+        w.sort_unstable();
+        w.dedup();
+        w
+    }
+
+    /// Apply health transitions from the checker.
+    fn health_tick(&mut self) {
+        let ts = self.checker.poll_transitions();
+        if ts.is_empty() {
+            return;
+        }
+        // One pass over the servers, however many transitions (at start
+        // every checked server reports its first result at once).
+        let latest: HashMap<BackendId, health::Health> = ts.into_iter().map(|t| (t.id, t.health)).collect();
+        for s in self.rt.servers.values_mut() {
+            if let Some(h) = latest.get(&s.id) {
+                s.health = match h {
+                    health::Health::Up => publish::Health::Up,
+                    health::Health::Down => publish::Health::Down,
+                    health::Health::Pending => publish::Health::Pending,
+                };
+            }
+        }
+        self.health_reasons = self
+            .checker
+            .states()
+            .into_iter()
+            .filter_map(|(id, _, reason)| reason.map(|r| (id, r)))
+            .collect();
+        self.publish();
+    }
+
+    /// Feed the rate estimator with every backend's counters.
+    fn sample_rates(&mut self, now: Instant) {
+        let ids: Vec<u32> = self.rt.servers.values().map(|s| s.id).collect();
+        for &id in &ids {
+            self.rates
+                .sample(id, now, report::backend_counters(&self.stats, id));
+        }
+        self.rates.retain(|id| ids.contains(id));
+        let stats = &self.stats;
+        let released = self.rt.release(now, |id| report::flows_of(stats, id));
+        if !released.is_empty() {
+            info!(
+                "{} backend id(s) of removed servers free for reuse (their flows have ended)",
+                released.len()
+            );
+            self.dirty = true;
+        }
+    }
+
+    /// Remember the counters of ids that `before` did not use and that a
+    /// server now has (taken over from a removed server).
+    fn take_baselines(&mut self, before: &Runtime) {
+        let old: std::collections::HashSet<BackendId> = before.servers.values().map(|s| s.id).collect();
+        let mut fresh = Vec::new();
+        for s in self.rt.servers.values() {
+            if !old.contains(&s.id) {
+                fresh.push(s.id);
+            }
+        }
+        for id in fresh {
+            let c = report::backend_counters(&self.stats, id);
+            if c == Counters::default() {
+                self.baseline.remove(&id);
+            } else {
+                self.baseline.insert(id, c);
+            }
+        }
+    }
+
+    /// Answer one control request (`ulvsadm`); changes take effect (a new
+    /// table is published) before this returns.
+    pub fn handle(&mut self, req: Request) -> Response {
+        match req {
+            Request::List => Response::ok(json!(self.list())),
+            Request::Stats => Response::ok(json!(self.stats())),
+            Request::Reload => match self.reload_notified() {
+                Ok(m) => Response::ok(json!({ "message": m })),
+                // The first line is the one-line reason; any further
+                // problems follow, one per line, as `--check` prints them.
+                Err(e) => Response::err(format!("reload rejected, running config kept: {e}")),
+            },
+            Request::Drain { service, address } => {
+                self.set_server(&service, &address, |s| s.drained = true, "draining")
+            }
+            Request::Enable { service, address } => {
+                self.set_server(&service, &address, |s| s.drained = false, "enabled")
+            }
+            Request::Weight {
+                service,
+                address,
+                weight,
+            } => {
+                if weight > 65535 {
+                    return Response::err(format!("weight {weight} out of range 0..=65535"));
+                }
+                self.set_server(
+                    &service,
+                    &address,
+                    |s| s.weight_override = Some(weight as u32),
+                    "weight set",
+                )
+            }
+        }
+    }
+
+    /// The `ulvsadm list` snapshot.
+    pub fn list(&self) -> super::snapshot::List {
+        report::list(&report::Sources {
+            cfg: &self.cfg,
+            rt: &self.rt,
+            neigh: &self.neigh,
+            stats: &self.stats,
+            rates: &self.rates,
+            health_reasons: &self.health_reasons,
+            digests: &self.digests,
+            baseline: &self.baseline,
+        })
+    }
+
+    /// The `ulvsadm stats` snapshot, with the listeners' connection counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            control_connections: Some(self.listeners.0),
+            http_connections: self.listeners.1,
+            ..report::stats(&self.stats, &self.slow)
+        }
+    }
+
+    /// [`Director::reload`] between systemd's `RELOADING=1` and `READY=1`.
+    fn reload_notified(&mut self) -> Result<String, String> {
+        watchdog::reloading();
+        let r = self.reload();
+        watchdog::ready(match &r {
+            Ok(_) => "running; config reloaded",
+            Err(_) => "running; reload rejected, the previous config stays",
+        });
+        r
+    }
+
+    /// The Prometheus text exposition (the body of `GET /metrics`).
+    pub fn metrics_body(&self) -> String {
+        metrics::render(
+            &self.stats(),
+            &self.list(),
+            &metrics::Extra {
+                start_time_seconds: self.started_unix,
+                version: env!("CARGO_PKG_VERSION"),
+            },
+        )
+    }
+
+    fn set_server(
+        &mut self,
+        service: &str,
+        address: &str,
+        f: impl FnOnce(&mut publish::ServerRt),
+        what: &str,
+    ) -> Response {
+        match self.rt.find_mut(&self.cfg, service, address) {
+            Ok(s) => {
+                f(s);
+                info!("{service} {address}: {what}");
+                self.publish();
+                Response::ok(json!({ "message": format!("{service} {address}: {what}") }))
+            }
+            Err(e) => Response::err(e.to_string()),
+        }
+    }
+}

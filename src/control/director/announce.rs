@@ -1,0 +1,89 @@
+//! ARP on the director's loop (slow path): answering requests for the VIPs,
+//! resolving the real servers' MACs, learning on-link neighbours, and
+//! gratuitous announcements.
+
+use std::io::ErrorKind;
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use log::{info, warn};
+
+use super::{vips, Director};
+use crate::control::arp;
+use crate::wire::ethernet::fmt_mac;
+
+/// Most on-link neighbours remembered from ARP (next hops for NAT replies).
+const MAX_SEEN_NEIGHBOURS: usize = 4096;
+
+impl Director {
+    fn send_frame(&mut self, frame: &[u8]) {
+        if let Err(e) = self.arp.send(frame) {
+            warn!("ARP send on {} failed: {e}", self.cfg.interface);
+        }
+    }
+
+    /// Ask for the MACs that are due; republish when one was lost.
+    pub(super) fn arp_tick(&mut self) {
+        let (ask, lost) = self.neigh.due(Instant::now());
+        let my_ip = self.ifinfo.ipv4.unwrap_or(0);
+        for ip in ask {
+            let f = arp::request(self.ifinfo.mac, my_ip, ip);
+            self.send_frame(&f);
+            self.slow.arp_requests += 1;
+        }
+        if lost {
+            warn!("a real server stopped answering ARP; it gets no new flows until it answers");
+            self.publish();
+        }
+    }
+
+    /// Read every queued ARP frame: answer VIP requests, learn server MACs.
+    pub(super) fn arp_read(&mut self) {
+        let mut buf = [0u8; 2048];
+        let vips = vips(&self.cfg);
+        let mut changed = false;
+        loop {
+            let (n, _pkttype) = match self.arp.recv(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("ARP receive failed: {e}");
+                    break;
+                }
+            };
+            let Some(out) = arp::handle_frame(&buf[..n], self.ifinfo.mac, &vips) else {
+                continue;
+            };
+            if let Some(reply) = out.reply {
+                self.send_frame(&reply);
+                self.slow.arp_replies += 1;
+            }
+            if let Some((ip, mac)) = out.learned {
+                if self.neigh.learn(ip, mac, Instant::now()) {
+                    info!("neighbour {} is at {}", Ipv4Addr::from(ip), fmt_mac(&mac));
+                    changed = true;
+                }
+                let onlink = self
+                    .ifinfo
+                    .ipv4
+                    .is_some_and(|a| (a ^ ip) & self.ifinfo.netmask == 0);
+                if onlink && self.seen.get(&ip) != Some(&mac) && self.seen.len() < MAX_SEEN_NEIGHBOURS {
+                    self.seen.insert(ip, mac);
+                    self.dirty = true;
+                }
+            }
+        }
+        if changed {
+            self.publish();
+        }
+    }
+
+    /// Send a gratuitous ARP for each of `vips`.
+    pub(super) fn announce(&mut self, vips: &[u32]) {
+        for &v in vips {
+            let g = arp::gratuitous(self.ifinfo.mac, v);
+            self.send_frame(&g);
+        }
+    }
+}

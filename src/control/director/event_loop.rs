@@ -1,0 +1,280 @@
+//! Start-up and the director's loop (slow path): one mio `Poll` over the
+//! control socket, the ARP socket and the metrics listener (and their
+//! connections), plus timers for ARP, health transitions, rates, signals and
+//! the systemd watchdog.
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{error, info};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use super::conn::Listeners;
+use super::report::SlowCounters;
+use super::workers::spawn_workers;
+use super::{health_targets, nat_servers, vips, Director, DirectorError, Step};
+use crate::control::arp::NeighbourCache;
+use crate::control::config::Config;
+use crate::control::health::Checker;
+use crate::control::nft;
+use crate::control::publish::{Health, MaglevCache, Runtime};
+use crate::control::rates::RateMeter;
+use crate::control::route;
+use crate::control::watchdog::{self, Liveness, Watchdog};
+use crate::dataplane::worker::Shared;
+use crate::fwd::table::FwdTable;
+use crate::io::sys::{self, RawSocket};
+use crate::wire::ethernet::fmt_mac;
+
+const ARP: Token = Token(1);
+
+/// Removes the kernel drop rule when dropped (normal exit, error, panic unwind).
+struct NftGuard {
+    ifname: String,
+}
+
+impl Drop for NftGuard {
+    fn drop(&mut self) {
+        match nft::remove(&self.ifname) {
+            Ok(()) => info!("removed the VIP drop rule on {}", self.ifname),
+            Err(e) => error!("could not remove the VIP drop rule on {}: {e}", self.ifname),
+        }
+    }
+}
+
+/// Removes the control socket file when dropped.
+struct SocketGuard(PathBuf);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn bind_control(path: &Path) -> Result<UnixListener, DirectorError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).step(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(DirectorError::Refused(format!(
+                "another director is listening on {}",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path).step(|| format!("removing stale {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path).step(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| DirectorError::Other(e.into()))?;
+    l.set_nonblocking(true)
+        .map_err(|e| DirectorError::Other(e.into()))?;
+    Ok(l)
+}
+
+fn io_err(e: std::io::Error) -> DirectorError {
+    DirectorError::Other(e.into())
+}
+
+/// Run the director until SIGTERM/SIGINT.
+///
+/// # Errors
+/// Startup failed (interface, permissions, nft) or a worker died.
+pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
+    let ifinfo = sys::if_info(&cfg.interface).step(|| format!("interface {}", cfg.interface))?;
+    info!(
+        "interface {} (index {}, MAC {}, IPv4 {}, MTU {})",
+        cfg.interface,
+        ifinfo.index,
+        fmt_mac(&ifinfo.mac),
+        ifinfo
+            .ipv4
+            .map(|a| Ipv4Addr::from(a).to_string())
+            .unwrap_or_else(|| "none".into()),
+        ifinfo.mtu
+    );
+    let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone()).map_err(io_err)?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, term.clone()).map_err(io_err)?;
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()).map_err(io_err)?;
+
+    let mut rt = Runtime::default();
+    rt.sync(&cfg).map_err(|e| DirectorError::Other(e.into()))?;
+    let listener = bind_control(&cfg.control_socket)?;
+    let _sock_guard = SocketGuard(cfg.control_socket.clone());
+
+    nft::install(&cfg.interface, &vips(&cfg), &nat_servers(&cfg), ifinfo.ipv4)
+        .step(|| "installing the VIP drop rule".to_string())?;
+    let _nft_guard = NftGuard {
+        ifname: cfg.interface.clone(),
+    };
+    info!(
+        "kernel drop rule installed: table netdev {}",
+        nft::table_name(&cfg.interface)
+    );
+
+    let arp_sock =
+        RawSocket::new(ifinfo.index, sys::ETH_P_ARP).step(|| "opening the ARP socket".to_string())?;
+    let gateway = std::fs::read_to_string("/proc/net/route")
+        .ok()
+        .and_then(|t| route::default_gateway(&t, &cfg.interface));
+    let metrics_listener = match cfg.metrics_listen {
+        Some(a) => {
+            let l = TcpListener::bind(a).step(|| format!("binding metrics_listen {a}"))?;
+            l.set_nonblocking(true).map_err(io_err)?;
+            info!("metrics on http://{a}/metrics");
+            Some(l)
+        }
+        None => None,
+    };
+    let checker =
+        Checker::spawn(health_targets(&cfg, &rt)).step(|| "starting the health checker".to_string())?;
+    let shared = Arc::new(Shared::new(FwdTable::empty(ifinfo.mac)));
+    let dead = Arc::new(AtomicBool::new(false));
+    let (stats, handles, xdp) = spawn_workers(&cfg, &ifinfo, &shared, &dead)?;
+    let mut d = Director {
+        path,
+        cfg,
+        ifinfo,
+        shared: shared.clone(),
+        stats,
+        rt,
+        neigh: NeighbourCache::default(),
+        arp: arp_sock,
+        slow: SlowCounters::default(),
+        rates: RateMeter::default(),
+        health_reasons: HashMap::new(),
+        checker,
+        gateway,
+        seen: HashMap::new(),
+        dirty: false,
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
+        xdp,
+        cache: MaglevCache::default(),
+        digests: HashMap::new(),
+        baseline: HashMap::new(),
+        listeners: Default::default(),
+    };
+    let wanted = d.wanted();
+    d.neigh.set_wanted(wanted);
+
+    let mut poll = Poll::new().map_err(io_err)?;
+    poll.registry()
+        .register(&mut SourceFd(&d.arp.as_raw_fd()), ARP, Interest::READABLE)
+        .map_err(io_err)?;
+    let mut listeners = Listeners::new(listener, metrics_listener, poll.registry()).map_err(io_err)?;
+    let mut events = Events::with_capacity(256);
+
+    // Resolve the real servers before announcing the VIPs (up to 1 s), so the
+    // first flows find their MACs, and let the first probe of each checked
+    // server decide its state (it gets no new flows before): the checker
+    // probes new targets at once, so this takes about one probe timeout.
+    d.arp_tick();
+    let start = Instant::now();
+    let health_wait = Duration::from_millis(
+        d.cfg
+            .services
+            .iter()
+            .map(|s| s.health.timeout_ms + 200)
+            .max()
+            .unwrap_or(0)
+            .clamp(1000, 3000),
+    );
+    loop {
+        d.health_tick();
+        let resolved = d.wanted().iter().all(|a| d.neigh.mac(*a).is_some());
+        let decided = d.rt.servers.values().all(|s| s.health != Health::Pending);
+        let waited = start.elapsed();
+        if (resolved || waited >= Duration::from_secs(1)) && (decided || waited >= health_wait) {
+            break;
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(50)))
+            .map_err(io_err)?;
+        d.arp_read();
+        d.arp_tick();
+    }
+    d.publish();
+    let all_vips = vips(&d.cfg);
+    d.announce(&all_vips);
+    info!(
+        "director up: {} service(s), {} VIP(s); control socket {}",
+        d.cfg.services.len(),
+        all_vips.len(),
+        d.cfg.control_socket.display()
+    );
+
+    watchdog::ready("running");
+    let mut wd = Watchdog::from_env();
+    let mut liveness = Liveness::new(d.stats.len(), Instant::now(), wd.max_stall());
+    let mut last_tick = Instant::now();
+    let mut last_rates = Instant::now();
+    // Readiness is edge-triggered: read whatever ARP arrived while starting
+    // up (the listeners accept what is queued at every iteration).
+    let mut first = true;
+    while !term.load(Ordering::Relaxed) {
+        if dead.load(Ordering::Relaxed) {
+            break;
+        }
+        match poll.poll(&mut events, Some(Duration::from_millis(100))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        let tokens: Vec<Token> = events.iter().map(|e| e.token()).collect();
+        // ARP first: a VIP's answer never waits behind control requests.
+        if std::mem::take(&mut first) || tokens.contains(&ARP) {
+            d.arp_read();
+        }
+        listeners.serve(&mut d, poll.registry(), &tokens, Instant::now());
+        if hup.swap(false, Ordering::Relaxed) {
+            info!("SIGHUP: reloading {}", d.path.display());
+            let _ = d.reload_notified();
+        }
+        d.health_tick();
+        if last_tick.elapsed() >= Duration::from_millis(200) {
+            last_tick = Instant::now();
+            d.arp_tick();
+            if d.dirty {
+                d.publish();
+            }
+        }
+        if last_rates.elapsed() >= Duration::from_secs(1) {
+            last_rates = Instant::now();
+            d.sample_rates(last_rates);
+        }
+        // Ping systemd only while this loop runs and every worker moves.
+        let beats: Vec<u64> = d
+            .stats
+            .iter()
+            .map(|s| s.heartbeat.load(Ordering::Relaxed))
+            .collect();
+        let live = liveness.check(&beats, Instant::now());
+        wd.tick(Instant::now(), live);
+    }
+    info!("stopping");
+    watchdog::stopping();
+    shared.stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    if dead.load(Ordering::Relaxed) {
+        return Err(DirectorError::Refused(
+            "a worker stopped unexpectedly (see the log above)".into(),
+        ));
+    }
+    info!("clean stop");
+    Ok(())
+}
