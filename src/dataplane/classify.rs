@@ -62,10 +62,13 @@ pub enum Reason {
     NextHopUnknown,
     /// No room to build a frame (headroom or segmentation arena).
     NoBuffer,
+    /// A rewrite would need a length or fragment offset beyond its 16-bit
+    /// (13-bit) field, e.g. an IP-in-IP header on a 65,516-byte packet.
+    LengthOverflow,
 }
 
 impl Reason {
-    pub const COUNT: usize = 24;
+    pub const COUNT: usize = 25;
     /// Every reason, in discriminant order.
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::Runt,
@@ -92,6 +95,7 @@ impl Reason {
         Reason::IcmpOther,
         Reason::NextHopUnknown,
         Reason::NoBuffer,
+        Reason::LengthOverflow,
     ];
 
     /// The counter name used in `ulvsadm stats` and metrics.
@@ -121,6 +125,18 @@ impl Reason {
             Reason::IcmpOther => "icmp_other",
             Reason::NextHopUnknown => "next_hop_unknown",
             Reason::NoBuffer => "no_buffer",
+            Reason::LengthOverflow => "length_overflow",
+        }
+    }
+}
+
+impl From<Ipv4Error> for Reason {
+    fn from(e: Ipv4Error) -> Self {
+        match e {
+            Ipv4Error::Truncated => Reason::Runt,
+            Ipv4Error::BadVersion => Reason::BadVersion,
+            Ipv4Error::BadIhl => Reason::BadIhl,
+            Ipv4Error::BadTotalLength => Reason::BadTotalLength,
         }
     }
 }
@@ -167,12 +183,7 @@ pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<
         EtherType::Vlan => return Err(Reason::Vlan),
         _ => return Err(Reason::NotIpv4),
     }
-    let ip = ipv4::Packet::new_checked(eth.payload()).map_err(|e| match e {
-        Ipv4Error::Truncated => Reason::Runt,
-        Ipv4Error::BadVersion => Reason::BadVersion,
-        Ipv4Error::BadIhl => Reason::BadIhl,
-        Ipv4Error::BadTotalLength => Reason::BadTotalLength,
-    })?;
+    let ip = ipv4::Packet::new_checked(eth.payload())?;
     let dst = ip.dst();
     let to_vip = table.is_vip(dst);
     if !to_vip && !table.is_nat_backend(ip.src()) {
