@@ -423,7 +423,9 @@ pub fn tun_fragment(
         let total = (chunk.len() + ipv4::MIN_HEADER_LEN) as u16;
         let offset = (k * step / 8) as u16;
         write_outer(out, o, total, mf | offset, id);
-        out[ETH + ipv4::MIN_HEADER_LEN..].copy_from_slice(chunk);
+        ipv4::Packet::new_unchecked(&mut out[ETH..])
+            .payload_mut()
+            .copy_from_slice(chunk);
     }
     Ok(n)
 }

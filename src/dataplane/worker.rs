@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
-use super::classify::{classify_packet, Classified, Packet, Reason};
+use super::classify::{classify_packet, Classified, Kind, Reason};
 use super::rewrite::{self, Macs, Nat, NatSide, Payload, Sent, ToServer};
 use super::stats::{bump, bump_i, WorkerStats};
 use crate::fwd::flow::{FlowEntry, FlowKey, FlowState, FlowTable};
@@ -629,13 +629,13 @@ fn nat_icmp_from_server(f: &mut Frame<'_>, cx: &mut Ctx<'_>, rkey: &FlowKey) -> 
 fn handle(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>) -> Action {
     bump(&cx.stats.frames_seen, 1);
     let r = match classify_packet(f.data(), &f.meta, cx.table) {
-        Ok(Packet::Flow(c)) => flow_packet(f, arena, cx, &c),
-        Ok(Packet::LaterFragment(k)) => later_fragment(f, arena, cx, &k),
-        Ok(Packet::IcmpError { key, .. }) => icmp_error(f, arena, cx, &key),
-        Ok(Packet::NatReply(c)) => nat_reply(f, cx, &c),
-        Ok(Packet::NatReplyFragment(k)) => nat_reply_fragment(f, cx, &k),
-        Ok(Packet::NatIcmpFromServer { rkey }) => nat_icmp_from_server(f, cx, &rkey),
-        Ok(Packet::Echo) => rewrite::icmp_echo_reply(f.data_mut(), cx.table.director_mac).map(|()| {
+        Ok(Kind::Flow(c)) => flow_packet(f, arena, cx, &c),
+        Ok(Kind::LaterFragment(k)) => later_fragment(f, arena, cx, &k),
+        Ok(Kind::IcmpError { key, .. }) => icmp_error(f, arena, cx, &key),
+        Ok(Kind::NatReply(c)) => nat_reply(f, cx, &c),
+        Ok(Kind::NatReplyFragment(k)) => nat_reply_fragment(f, cx, &k),
+        Ok(Kind::NatIcmpFromServer { rkey }) => nat_icmp_from_server(f, cx, &rkey),
+        Ok(Kind::Echo) => rewrite::icmp_echo_reply(f.data_mut(), cx.table.director_mac).map(|()| {
             f.vnet = crate::io::VnetHdr::default();
             // Answered in place: counted as forwarded (it leaves the
             // director), so frames_seen = forwarded + drops holds.
