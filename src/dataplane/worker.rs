@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
-use super::classify::{classify_packet, Classified, Packet, Reason};
-use super::rewrite::{self, NatSide, TunOuter};
+use super::classify::{classify_packet, Classified, Kind, Reason};
+use super::rewrite::{self, Macs, Nat, NatSide, Payload, Sent, ToServer};
 use super::stats::{bump, bump_i, WorkerStats};
 use crate::fwd::flow::{FlowEntry, FlowKey, FlowState, FlowTable};
 use crate::fwd::frag::{FragKey, FragTable};
@@ -428,27 +428,6 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<Bac
     Ok(id)
 }
 
-/// What is being sent to a real server.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Payload {
-    /// A TCP/UDP packet (or first fragment) with its transport header.
-    Flow,
-    /// A later fragment: addresses only.
-    Fragment,
-    /// An ICMP error quoting a packet the VIP sent.
-    IcmpError,
-}
-
-/// What `send_to` did with a frame.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Sent {
-    /// Rewritten for the server (or segmented into the arena).
-    Server(Action),
-    /// Not sent to the server: turned into an ICMP error back to the client
-    /// (counted as a drop by its reason, the answer goes out).
-    Answered,
-}
-
 /// Rewrite the frame for backend `b` by its service's mode.
 #[inline]
 fn send_to(
@@ -458,126 +437,30 @@ fn send_to(
     b: &BackendFwd,
     what: Payload,
 ) -> Result<Sent, Reason> {
-    let t = cx.table;
-    let mac = b.mac.ok_or(Reason::ServerMacUnknown)?;
-    match b.mode {
-        Mode::Dr => {
-            rewrite::dr(f.data_mut(), mac, t.director_mac);
-            Ok(Sent::Server(Action::Transmit))
-        }
-        Mode::Nat => {
-            let port = (b.port != 0).then_some(b.port);
-            let partial = f.vnet.needs_csum();
-            let ok = match what {
-                Payload::Flow => rewrite::nat(
-                    f.data_mut(),
-                    NatSide::Dst,
-                    b.addr,
-                    port,
-                    true,
-                    partial,
-                    mac,
-                    t.director_mac,
-                ),
-                Payload::Fragment => rewrite::nat(
-                    f.data_mut(),
-                    NatSide::Dst,
-                    b.addr,
-                    None,
-                    false,
-                    partial,
-                    mac,
-                    t.director_mac,
-                ),
-                Payload::IcmpError => {
-                    rewrite::nat_icmp_error(f.data_mut(), b.addr, port, mac, t.director_mac)
-                }
-            };
-            if ok {
-                Ok(Sent::Server(Action::Transmit))
-            } else {
-                Err(Reason::TtlExceeded)
-            }
-        }
-        Mode::Tun => {
-            let outer = TunOuter {
-                src: t.director_ip,
-                dst: b.addr,
-                dst_mac: mac,
-                src_mac: t.director_mac,
-                ttl: 64,
-            };
-            let d = f.data();
-            let df = d.len() > 20 && u16::from_be_bytes([d[20], d[21]]) & crate::wire::ipv4::FLAG_DF != 0;
-            let ihl = ((d[14] & 0xf) as usize) * 4;
-            // Largest inner packet that will go on the wire.
-            let inner = if f.vnet.is_gso() {
-                let l4 = 14 + ihl;
-                let thl = if d.len() > l4 + 12 {
-                    ((d[l4 + 12] >> 4) as usize) * 4
-                } else {
-                    20
-                };
-                (ihl + thl + f.vnet.gso_size as usize).min(f.len() - 14)
-            } else {
-                f.len() - 14
-            };
-            if inner + 20 > t.mtu as usize && !df && !f.vnet.is_gso() {
-                // DF clear: fragment the outer packet, as IPVS does.
-                let mut vnet = f.vnet;
-                if !rewrite::complete_checksum(f.data_mut(), &mut vnet) {
-                    return Err(Reason::TruncatedL4);
-                }
-                let id = *cx.ip_id;
-                *cx.ip_id = id.wrapping_add(1);
-                rewrite::tun_fragment(f.data(), &outer, id, t.mtu as usize, arena).ok_or(Reason::NoBuffer)?;
-                return Ok(Sent::Server(Action::Drop));
-            }
-            if inner + 20 > t.mtu as usize {
-                if !df {
-                    return Err(Reason::TunTooBig);
-                }
-                let mtu = (t.mtu.saturating_sub(20)).min(u16::MAX as u32) as u16;
-                return if rewrite::icmp_frag_needed(f, t.director_mac, mtu) {
-                    Ok(Sent::Answered)
-                } else {
-                    Err(Reason::NoBuffer)
-                };
-            }
-            if f.vnet.is_gso() {
-                let vnet = f.vnet;
-                let n = rewrite::segment_tcp4(f.data(), &vnet, Some((&outer, &mut *cx.ip_id)), arena)
-                    .ok_or(Reason::NoBuffer)?;
-                bump(&cx.stats.tun_segmented, n as u64);
-                // The segments are in the arena; the super-frame itself is not sent.
-                return Ok(Sent::Server(Action::Drop));
-            }
-            let mut vnet = f.vnet;
-            if !rewrite::complete_checksum(f.data_mut(), &mut vnet) {
-                return Err(Reason::TruncatedL4);
-            }
-            f.vnet = vnet;
-            let id = *cx.ip_id;
-            *cx.ip_id = id.wrapping_add(1);
-            if rewrite::tun_encap(f, &outer, id) {
-                Ok(Sent::Server(Action::Transmit))
-            } else {
-                Err(Reason::NoBuffer)
-            }
-        }
-    }
+    let how = ToServer::new(cx.table, b)?;
+    rewrite::to_server(f, arena, &how, what, cx.ip_id)
 }
 
-/// Count what `send_to` did; an ICMP answer instead of forwarding is a drop
-/// by its reason (the frame did not reach the server), its answer goes out.
+/// Count what `send_to` did. A frame sent in place or as fragments or
+/// segments reached the server; one answered with "fragmentation needed"
+/// is a drop by that reason (the answer goes out).
 #[inline]
 fn forwarded(cx: &mut Ctx<'_>, id: BackendId, len: usize, sent: Sent) -> Result<Action, Reason> {
     match sent {
-        Sent::Server(a) => {
+        Sent::Frame => {
             count_in(cx, id, len);
-            Ok(a)
+            Ok(Action::Transmit)
         }
-        Sent::Answered => {
+        Sent::Fragmented => {
+            count_in(cx, id, len);
+            Ok(Action::Drop)
+        }
+        Sent::Segmented(n) => {
+            bump(&cx.stats.tun_segmented, n as u64);
+            count_in(cx, id, len);
+            Ok(Action::Drop)
+        }
+        Sent::FragNeeded => {
             cx.stats.drop(Reason::TunFragNeeded);
             Ok(Action::Transmit)
         }
@@ -636,7 +519,7 @@ fn flow_packet(
             .set_reply(&c.key, rkey, cx.tick, &mut |e| on_removed(stats, e));
     }
     let len = f.len();
-    let sent = send_to(f, arena, cx, &b, Payload::Flow)?;
+    let sent = send_to(f, arena, cx, &b, Payload::Packet)?;
     forwarded(cx, id, len, sent)
 }
 
@@ -653,7 +536,7 @@ fn later_fragment(
         return Err(Reason::Fragment);
     }
     let len = f.len();
-    let sent = send_to(f, arena, cx, &b, Payload::Fragment)?;
+    let sent = send_to(f, arena, cx, &b, Payload::Packet)?;
     let a = forwarded(cx, id, len, sent);
     bump(&cx.stats.fragments_forwarded, 1);
     a
@@ -691,8 +574,9 @@ fn reply_flow<'a>(cx: &'a mut Ctx<'_>, key: &FlowKey) -> Option<&'a mut FlowEntr
 fn nat_reply(f: &mut Frame<'_>, cx: &mut Ctx<'_>, c: &Classified) -> Result<Action, Reason> {
     let (now, tick) = (cx.now, cx.tick);
     let e = reply_flow(cx, &c.key).ok_or(Reason::NatNoFlow)?;
-    // The server's packets keep the flow alive; its state follows the
-    // client's packets (as before the two directions shared an entry).
+    // The server's packets keep the flow alive (one lifetime for both
+    // directions); its TCP state follows the client's packets, as it did
+    // when the reply direction had an entry of its own.
     e.last_ms = tick;
     let id = e.backend;
     let b = *cx.table.backend(id);
@@ -702,19 +586,17 @@ fn nat_reply(f: &mut Frame<'_>, cx: &mut Ctx<'_>, c: &Classified) -> Result<Acti
     let mac = cx.table.next_hop_mac(c.key.dst).ok_or(Reason::NextHopUnknown)?;
     let vport = if b.svc_port != 0 { b.svc_port } else { c.key.sport };
     let len = f.len();
-    let partial = f.vnet.needs_csum();
-    if !rewrite::nat(
-        f.data_mut(),
-        NatSide::Src,
-        b.svc_vip,
-        Some(vport),
-        true,
-        partial,
-        mac,
-        cx.table.director_mac,
-    ) {
-        return Err(Reason::TtlExceeded);
-    }
+    let n = Nat {
+        side: NatSide::Src,
+        addr: b.svc_vip,
+        port: Some(vport),
+        macs: Macs {
+            dst: mac,
+            src: cx.table.director_mac,
+        },
+    };
+    let csum = rewrite::checksum_state(&f.vnet);
+    rewrite::nat(f.data_mut(), csum, &n)?;
     count_out(cx, id, len);
     Ok(Action::Transmit)
 }
@@ -727,18 +609,17 @@ fn nat_reply_fragment(f: &mut Frame<'_>, cx: &mut Ctx<'_>, k: &FragKey) -> Resul
     let b = *cx.table.backend(id);
     let mac = cx.table.next_hop_mac(k.dst).ok_or(Reason::NextHopUnknown)?;
     let len = f.len();
-    if !rewrite::nat(
-        f.data_mut(),
-        NatSide::Src,
-        b.svc_vip,
-        None,
-        false,
-        false,
-        mac,
-        cx.table.director_mac,
-    ) {
-        return Err(Reason::TtlExceeded);
-    }
+    let n = Nat {
+        side: NatSide::Src,
+        addr: b.svc_vip,
+        port: None,
+        macs: Macs {
+            dst: mac,
+            src: cx.table.director_mac,
+        },
+    };
+    let csum = rewrite::checksum_state(&f.vnet);
+    rewrite::nat(f.data_mut(), csum, &n)?;
     count_out(cx, id, len);
     bump(&cx.stats.fragments_forwarded, 1);
     Ok(Action::Transmit)
@@ -755,9 +636,11 @@ fn nat_icmp_from_server(f: &mut Frame<'_>, cx: &mut Ctx<'_>, rkey: &FlowKey) -> 
     let mac = cx.table.next_hop_mac(rkey.dst).ok_or(Reason::NextHopUnknown)?;
     let vport = if b.svc_port != 0 { b.svc_port } else { rkey.sport };
     let len = f.len();
-    if !rewrite::nat_icmp_from_server(f.data_mut(), b.svc_vip, vport, mac, cx.table.director_mac) {
-        return Err(Reason::TruncatedL4);
-    }
+    let macs = Macs {
+        dst: mac,
+        src: cx.table.director_mac,
+    };
+    rewrite::nat_icmp_from_server(f.data_mut(), b.svc_vip, vport, macs)?;
     count_out(cx, id, len);
     Ok(Action::Transmit)
 }
@@ -767,25 +650,21 @@ fn nat_icmp_from_server(f: &mut Frame<'_>, cx: &mut Ctx<'_>, rkey: &FlowKey) -> 
 fn handle(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>) -> Action {
     bump(&cx.stats.frames_seen, 1);
     let r = match classify_packet(f.data(), &f.meta, cx.table) {
-        Ok(Packet::Flow(c)) => flow_packet(f, arena, cx, &c),
-        Ok(Packet::LaterFragment(k)) => later_fragment(f, arena, cx, &k),
-        Ok(Packet::IcmpError { key, .. }) => icmp_error(f, arena, cx, &key),
-        Ok(Packet::NatReply(c)) => nat_reply(f, cx, &c),
-        Ok(Packet::NatReplyFragment(k)) => nat_reply_fragment(f, cx, &k),
-        Ok(Packet::NatIcmpFromServer { rkey }) => nat_icmp_from_server(f, cx, &rkey),
-        Ok(Packet::Echo) => {
-            if rewrite::icmp_echo_reply(f.data_mut(), cx.table.director_mac) {
-                f.vnet = crate::io::VnetHdr::default();
-                // Answered in place: counted as forwarded (it leaves the
-                // director), so frames_seen = forwarded + drops holds.
-                bump(&cx.stats.echo_replies, 1);
-                cx.sent += 1;
-                bump(&cx.stats.bytes_forwarded, f.len() as u64);
-                Ok(Action::Transmit)
-            } else {
-                Err(Reason::TruncatedL4)
-            }
-        }
+        Ok(Kind::Flow(c)) => flow_packet(f, arena, cx, &c),
+        Ok(Kind::LaterFragment(k)) => later_fragment(f, arena, cx, &k),
+        Ok(Kind::IcmpError { key, .. }) => icmp_error(f, arena, cx, &key),
+        Ok(Kind::NatReply(c)) => nat_reply(f, cx, &c),
+        Ok(Kind::NatReplyFragment(k)) => nat_reply_fragment(f, cx, &k),
+        Ok(Kind::NatIcmpFromServer { rkey }) => nat_icmp_from_server(f, cx, &rkey),
+        Ok(Kind::Echo) => rewrite::icmp_echo_reply(f.data_mut(), cx.table.director_mac).map(|()| {
+            f.vnet = crate::io::VnetHdr::default();
+            // Answered in place: counted as forwarded (it leaves the
+            // director), so frames_seen = forwarded + drops holds.
+            bump(&cx.stats.echo_replies, 1);
+            cx.sent += 1;
+            bump(&cx.stats.bytes_forwarded, f.len() as u64);
+            Action::Transmit
+        }),
         Err(r) => Err(r),
     };
     match r {
