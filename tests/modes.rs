@@ -904,7 +904,7 @@ fn icmp_error_follows_its_flow_dr() {
     assert!(accounting_holds(rig.stats()));
 }
 
-/// NAT: the error goes to the server (outer destination), and the quoted
+/// NAT: the error goes to the server (outer destination, TTL - 1), and the quoted
 /// packet becomes the one the server sent (source = its IP:port), with
 /// valid outer, quoted-header and ICMP checksums.
 #[test]
@@ -917,7 +917,7 @@ fn icmp_error_follows_its_flow_nat() {
     assert_eq!(o.moved, icmp_forwarded(id, err.len()));
     let s = sent(&o);
     let quoted = tcp_frame(NAT_RS, 8080, CLIENT, 40000, tcp::ACK, &[]);
-    let mut want = icmp_frame(
+    let want = icmp_frame(
         PATH_ROUTER,
         NAT_RS,
         icmp::DEST_UNREACHABLE,
@@ -925,8 +925,8 @@ fn icmp_error_follows_its_flow_nat() {
         [0, 0, 0x05, 0x78],
         &quote_of(&quoted),
     );
-    want[0..6].copy_from_slice(&mac_of(addr(NAT_RS)));
-    want[6..12].copy_from_slice(&DIRECTOR_MAC);
+    // Routed on to the server: TTL - 1 like any NAT packet.
+    let want = sent_as(want, mac_of(addr(NAT_RS)), 63);
     assert_eq!(s.bytes, want);
     assert!(ipv4_checksum_ok(&s.bytes, 14) && icmp_checksum_ok(&s.bytes, 14));
     assert!(ipv4_checksum_ok(&s.bytes, 42), "quoted header checksum");
@@ -1397,12 +1397,12 @@ fn reused_tuple_after_close_avoids_a_draining_server() {
     let drained = t.backends.iter().position(|b| b.addr == u32::from(a)).unwrap() as u32;
     for s in t.services.iter_mut() {
         if let Some(pos) = s.members.iter().position(|&m| m == drained) {
-            let other = (0..s.members.len()).find(|&i| i != pos).unwrap() as u16;
-            for e in s.maglev.iter_mut() {
-                if *e == pos as u16 {
-                    *e = other;
-                }
-            }
+            let other = (0..s.members.len()).find(|&i| i != pos).unwrap();
+            let slots = s.maglev.slots().iter().map(|e| match e {
+                Some(m) if m.index() == pos => ulvs::fwd::maglev::Member::new(other),
+                e => *e,
+            });
+            s.maglev = ulvs::fwd::maglev::MaglevTable::from_slots(slots.collect());
         }
     }
     rig.publish(t);
@@ -1413,4 +1413,89 @@ fn reused_tuple_after_close_avoids_a_draining_server() {
         b, a,
         "a new connection on a reused tuple must avoid the draining server"
     );
+}
+
+// ---------------------------------------------------------------------------
+// 6. Review defects (issue 8 §5): each test failed on the code before its fix.
+
+/// A partial checksum is completed over the IP packet, not over the
+/// Ethernet padding after it, and the padding is not encapsulated.
+#[test]
+fn tun_partial_checksum_ignores_ethernet_padding() {
+    let (rt, mut rig) = rig();
+    let id = id_of(&rt, "tun-web", "198.18.0.31");
+    let full = tcp_frame(CLIENT, 40005, VIP_TUN, 80, tcp::ACK | tcp::PSH, b"hi");
+    let (mut f, vnet) = partial_tcp(full.clone());
+    // A 56-byte frame padded to the Ethernet minimum with non-zero bytes.
+    f.resize(64, 0xee);
+    let o = rig.send_with(&f, RxMeta::default(), vnet);
+    assert_eq!(o.moved, new_flow(id, f.len(), 1));
+    let s = sent(&o);
+    assert!(l4_checksum_ok(&s.bytes, 34), "inner checksum over the IP length");
+    assert_eq!(&s.bytes[34..], &full[14..], "no padding inside the tunnel");
+    assert_eq!(
+        &s.bytes[..34],
+        &outer(full.len() - 14, true, be16(&s.bytes, 18))[..]
+    );
+}
+
+/// NAT: an ICMP error forwarded to a server is routed, so its TTL drops by
+/// one like every other NAT packet; one that arrives with TTL 1 is dropped
+/// as `ttl_exceeded`.
+#[test]
+fn nat_icmp_error_to_server_decrements_ttl() {
+    let (_, mut rig) = rig();
+    rig.send(&tcp_frame(CLIENT, 40000, VIP_NAT, 80, tcp::SYN, &[]));
+    let err = icmp_error_to(VIP_NAT, 80, 40000);
+    let s = rig.forward_any(&err);
+    assert_eq!(s.bytes[22], err[22] - 1, "TTL decremented");
+    assert!(ipv4_checksum_ok(&s.bytes, 14));
+    let mut expiring = err.clone();
+    expiring[22] = 1;
+    refresh_ipv4_checksum(&mut expiring);
+    let o = rig.send(&expiring);
+    assert!(o.sent.is_none());
+    assert_eq!(o.moved, dropped("ttl_exceeded"));
+    assert!(accounting_holds(rig.stats()));
+}
+
+/// NAT: an ICMP error from a server that arrives with TTL 1 is dropped as
+/// `ttl_exceeded` (it was counted as `truncated_l4`).
+#[test]
+fn nat_icmp_from_server_expired_ttl_is_named() {
+    let (_, mut rig) = rig();
+    let rs_mac = mac_of(addr(NAT_RS));
+    let q = udp_frame(CLIENT, 5001, VIP_NAT, 53, b"query");
+    let got = rig.forward_any(&q).bytes;
+    let mut err = from_mac(
+        icmp_frame(NAT_RS, CLIENT, icmp::DEST_UNREACHABLE, 3, [0; 4], &quote_of(&got)),
+        rs_mac,
+    );
+    err[22] = 1;
+    refresh_ipv4_checksum(&mut err);
+    let o = rig.send(&err);
+    assert!(o.sent.is_none());
+    assert_eq!(o.moved, dropped("ttl_exceeded"));
+}
+
+/// TUN on a link with a 65,536-byte MTU (loopback's): a 65,516-byte packet
+/// passes the MTU check, but its outer length (65,536) does not fit the
+/// 16-bit field: a counted drop, never a wrapped length on the wire.
+#[test]
+fn tun_outer_length_over_65535_is_a_counted_drop() {
+    let (_, mut t) = modes();
+    t.mtu = 65_536;
+    let shared = std::sync::Arc::new(ulvs::dataplane::worker::Shared::new(t));
+    let stats = std::sync::Arc::new(ulvs::dataplane::stats::WorkerStats::default());
+    let dev = ulvs::io::mem::MemDevice::new(2, 70_000);
+    let mut w = ulvs::dataplane::worker::Worker::new(dev, 64, shared, stats);
+    let f = tcp_frame(CLIENT, 40006, VIP_TUN, 80, tcp::ACK, &vec![7; 65_516 - 40]);
+    assert_eq!(be16(&f, 16), 65_516);
+    let before = snapshot(w.stats());
+    assert!(w.device().push_rx(&f, RxMeta::default(), VnetHdr::default()));
+    assert_eq!(w.poll_once(1000).unwrap(), 1);
+    let sent: Vec<_> = w.device().sent.drain(..).collect();
+    assert!(sent.is_empty(), "sent {} frame(s)", sent.len());
+    let m = diff(&before, &snapshot(w.stats()));
+    assert_eq!(m.get("drops.length_overflow"), Some(&1), "{m:?}");
 }

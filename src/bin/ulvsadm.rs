@@ -185,6 +185,14 @@ fn print_stats(stats: &Stats) {
     for f in STAT_FIELDS {
         println!("{:<20} {}", f.key, (f.get)(stats));
     }
+    println!("flow evictions by kind:");
+    for (k, v) in [
+        ("expired", stats.flow_evictions_expired),
+        ("embryonic", stats.flow_evictions_embryonic),
+        ("established", stats.flow_evictions_established),
+    ] {
+        println!("  {k:<18} {v}");
+    }
     println!("drops:");
     for (k, v) in &stats.drops {
         println!("  {k:<18} {v}");

@@ -17,10 +17,8 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::config::{Config, HealthKind, Mode as CfgMode, OnServerDown, Protocol, RealServer, Service};
 use crate::fwd::flow::Timeouts;
-use crate::fwd::maglev::{self, MaglevInput, NO_SERVER};
-use crate::fwd::table::{
-    BackendFwd, BackendId, BackendState, FwdTable, Mode, ServiceFwd, Slots, MAX_BACKEND_IDS,
-};
+use crate::fwd::maglev::{self, MaglevInput, MaglevTable};
+use crate::fwd::table::{BackendFwd, BackendId, BackendState, FwdTable, Mode, ServiceFwd, MAX_BACKEND_IDS};
 use crate::wire::ethernet::Mac;
 
 /// Backend ids usable by servers (the last one is the counters' dummy sink).
@@ -369,7 +367,7 @@ struct MemberKey {
 struct CacheEntry {
     m: u32,
     members: Vec<MemberKey>,
-    slots: Slots,
+    slots: MaglevTable,
     digest: u64,
 }
 
@@ -384,7 +382,7 @@ pub struct MaglevCache {
 impl MaglevCache {
     /// The slots and digest for `members` (sorted), built only when the
     /// service's inputs changed.
-    fn get(&mut self, service: &str, m: u32, members: &[MemberKey]) -> (Slots, u64) {
+    fn get(&mut self, service: &str, m: u32, members: &[MemberKey]) -> (MaglevTable, u64) {
         if let Some(e) = self.entries.get(service) {
             if e.m == m && e.members == members {
                 return (e.slots.clone(), e.digest);
@@ -404,7 +402,7 @@ impl MaglevCache {
                 }
             })
             .collect();
-        let slots: Slots = maglev::build(m, &inputs).into();
+        let slots = maglev::build(m, &inputs);
         let digest = digest(&slots, members);
         self.builds += 1;
         self.entries.insert(
@@ -433,12 +431,14 @@ impl MaglevCache {
 /// then for every slot the (address, port) of its server, or nothing. Equal
 /// exactly when two tables send every slot to the same server, whatever
 /// ineligible members either side lists.
-fn digest(slots: &[u16], members: &[MemberKey]) -> u64 {
+fn digest(table: &MaglevTable, members: &[MemberKey]) -> u64 {
+    /// Marks "no server" in the digest input (ranks are below 65535).
+    const NONE: u16 = u16::MAX;
     let mut h = Xxh3::new();
-    h.update(&(slots.len() as u64).to_le_bytes());
+    h.update(&(table.len() as u64).to_le_bytes());
     // Rank of each member among those that own slots (member order is sorted
     // by endpoint, so ranks are the same on every director).
-    let mut rank = vec![NO_SERVER; members.len()];
+    let mut rank = vec![NONE; members.len()];
     let mut owners = Vec::new();
     for (i, k) in members.iter().enumerate() {
         if k.weight > 0 {
@@ -450,13 +450,9 @@ fn digest(slots: &[u16], members: &[MemberKey]) -> u64 {
         h.update(&k.addr.to_be_bytes());
         h.update(&k.port.to_be_bytes());
     }
-    let mut buf = Vec::with_capacity(slots.len() * 2);
-    for &s in slots {
-        let r = if s == NO_SERVER {
-            NO_SERVER
-        } else {
-            rank[s as usize]
-        };
+    let mut buf = Vec::with_capacity(table.len() * 2);
+    for s in table.slots() {
+        let r = s.map_or(NONE, |m| rank[m.index()]);
         buf.extend_from_slice(&r.to_le_bytes());
     }
     h.update(&buf);
@@ -599,7 +595,6 @@ pub fn is_checked(kind: HealthKind) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fwd::maglev::NO_SERVER;
 
     fn cfg(text: &str) -> Config {
         Config::from_str(text, "t.yaml").unwrap()
@@ -781,12 +776,16 @@ mod tests {
         assert_eq!(t.generation, 3);
         let s = &t.services[0];
         assert_eq!(s.maglev.len(), 251);
-        assert!(s.maglev.iter().all(|&e| e == NO_SERVER));
+        assert!(s.maglev.slots().iter().all(Option::is_none));
         let t = build_table(&c, &rt, mac, [2; 6], 0, 4);
         let s = &t.services[0];
         // only .13 is eligible now
         let id13 = rt.get("web", ip("198.18.0.13"), None).unwrap().id;
-        assert!(s.maglev.iter().all(|&e| s.members[e as usize] == id13));
+        assert!(s
+            .maglev
+            .slots()
+            .iter()
+            .all(|e| s.members[e.unwrap().index()] == id13));
         let id11 = rt.get("web", ip("198.18.0.11"), None).unwrap().id;
         assert_eq!(t.backend(id11).state, BackendState::Draining);
     }
@@ -802,7 +801,7 @@ mod tests {
         assert!(rt.servers.values().all(|s| s.health == Health::Pending));
         let t = build_table(&c, &rt, mac, [2; 6], 0, 1);
         assert!(
-            t.services[0].maglev.iter().all(|&e| e == NO_SERVER),
+            t.services[0].maglev.slots().iter().all(Option::is_none),
             "no new flows while pending"
         );
         let s11 = rt.find_mut(&c, "web", "198.18.0.11").unwrap();
@@ -812,8 +811,9 @@ mod tests {
         let t = build_table(&c, &rt, mac, [2; 6], 0, 2);
         assert!(t.services[0]
             .maglev
+            .slots()
             .iter()
-            .all(|&e| t.services[0].members[e as usize] == id11));
+            .all(|e| t.services[0].members[e.unwrap().index()] == id11));
         // Unchecked services' servers start up.
         let mut rt = Runtime::default();
         rt.sync(&cfg(BASE)).unwrap();
@@ -837,7 +837,11 @@ mod tests {
         );
         // Maglev never picks it.
         let s = &new.services[0];
-        assert!(s.maglev.iter().all(|&e| s.members[e as usize] != id13));
+        assert!(s
+            .maglev
+            .slots()
+            .iter()
+            .all(|e| e.is_none_or(|m| s.members[m.index()] != id13)));
     }
 
     #[test]
@@ -847,8 +851,8 @@ mod tests {
         rt.sync(&c).unwrap();
         let t = build_table(&c, &rt, mac, [2; 6], 0, 1);
         let mut counts = [0usize; 3];
-        for &e in t.services[0].maglev.iter() {
-            counts[e as usize] += 1;
+        for e in t.services[0].maglev.slots() {
+            counts[e.unwrap().index()] += 1;
         }
         assert!(counts.iter().all(|&n| (83..=84).contains(&n)), "{counts:?}");
     }
@@ -898,7 +902,7 @@ mod tests {
                 .iter()
                 .map(|&id| (b.table.backend(id).addr, b.table.backend(id).port))
                 .collect();
-            (s.maglev.to_vec(), endpoints, b.digests["web"])
+            (s.maglev.slots().to_vec(), endpoints, b.digests["web"])
         };
         let (a, ea, da) = one(&text(servers, 2));
         let (b, eb, db) = one(&text(reversed, 2));
@@ -941,7 +945,7 @@ mod tests {
         assert_eq!(cache.builds, 51, "one service rebuilt");
         let fresh = built(&c, &rt, &mut MaglevCache::default());
         for (a, b) in drained.table.services.iter().zip(&fresh.table.services) {
-            assert!(*a.maglev == *b.maglev, "the cache changes no result");
+            assert!(a.maglev == b.maglev, "the cache changes no result");
         }
         assert_eq!(drained.digests, fresh.digests);
         assert_ne!(drained.digests["s7"], first.digests["s7"]);

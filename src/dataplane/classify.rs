@@ -62,10 +62,13 @@ pub enum Reason {
     NextHopUnknown,
     /// No room to build a frame (headroom or segmentation arena).
     NoBuffer,
+    /// A rewrite would need a length or fragment offset beyond its 16-bit
+    /// (13-bit) field, e.g. an IP-in-IP header on a 65,516-byte packet.
+    LengthOverflow,
 }
 
 impl Reason {
-    pub const COUNT: usize = 24;
+    pub const COUNT: usize = 25;
     /// Every reason, in discriminant order.
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::Runt,
@@ -92,6 +95,7 @@ impl Reason {
         Reason::IcmpOther,
         Reason::NextHopUnknown,
         Reason::NoBuffer,
+        Reason::LengthOverflow,
     ];
 
     /// The counter name used in `ulvsadm stats` and metrics.
@@ -121,13 +125,26 @@ impl Reason {
             Reason::IcmpOther => "icmp_other",
             Reason::NextHopUnknown => "next_hop_unknown",
             Reason::NoBuffer => "no_buffer",
+            Reason::LengthOverflow => "length_overflow",
         }
     }
 }
 
-/// What a frame the worker should act on is.
+impl From<Ipv4Error> for Reason {
+    fn from(e: Ipv4Error) -> Self {
+        match e {
+            Ipv4Error::Truncated => Reason::Runt,
+            Ipv4Error::BadVersion => Reason::BadVersion,
+            Ipv4Error::BadIhl => Reason::BadIhl,
+            Ipv4Error::BadTotalLength => Reason::BadTotalLength,
+        }
+    }
+}
+
+/// What kind of frame the worker acts on (the bytes themselves are viewed
+/// with `wire::ipv4::Packet` and friends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Packet {
+pub enum Kind {
     /// TCP/UDP to a VIP service (also the first fragment of a datagram).
     Flow(Classified),
     /// A later fragment to a VIP (no ports): follows its first fragment.
@@ -151,7 +168,7 @@ pub enum Packet {
 /// # Errors
 /// The [`Reason`] the frame is not acted on.
 #[inline]
-pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<Packet, Reason> {
+pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<Kind, Reason> {
     if meta.vlan_tci.is_some() {
         return Err(Reason::Vlan);
     }
@@ -167,12 +184,7 @@ pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<
         EtherType::Vlan => return Err(Reason::Vlan),
         _ => return Err(Reason::NotIpv4),
     }
-    let ip = ipv4::Packet::new_checked(eth.payload()).map_err(|e| match e {
-        Ipv4Error::Truncated => Reason::Runt,
-        Ipv4Error::BadVersion => Reason::BadVersion,
-        Ipv4Error::BadIhl => Reason::BadIhl,
-        Ipv4Error::BadTotalLength => Reason::BadTotalLength,
-    })?;
+    let ip = ipv4::Packet::new_checked(eth.payload())?;
     let dst = ip.dst();
     let to_vip = table.is_vip(dst);
     if !to_vip && !table.is_nat_backend(ip.src()) {
@@ -183,25 +195,21 @@ pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<
     }
     let proto = ip.protocol();
     let proto_num: u8 = proto.into();
-    let frag_off = ip.flags_frag() & ipv4::OFFSET_MASK;
-    let first_fragment = ip.flags_frag() & ipv4::FLAG_MF != 0 && frag_off == 0;
-    if frag_off != 0 {
+    let first_fragment = ip.more_fragments() && ip.frag_offset() == 0;
+    if ip.frag_offset() != 0 {
         let k = FragKey {
             src: ip.src(),
             dst,
             id: ip.ident(),
             proto: proto_num,
         };
-        if !to_vip {
-            // A later fragment of a NAT reply: follows its first fragment.
-            return Ok(Packet::NatReplyFragment(k));
-        }
-        return Ok(Packet::LaterFragment(FragKey {
-            src: ip.src(),
-            dst,
-            id: ip.ident(),
-            proto: proto_num,
-        }));
+        // Without ports it follows its first fragment (to a server, or
+        // back from one as a NAT reply).
+        return Ok(if to_vip {
+            Kind::LaterFragment(k)
+        } else {
+            Kind::NatReplyFragment(k)
+        });
     }
     if !to_vip && proto == Protocol::Icmp {
         // An ICMP error from a NAT server about a packet it received
@@ -210,23 +218,17 @@ pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<
         if first_fragment || !m.is_error() {
             return Err(Reason::IcmpOther);
         }
-        let quoted = m.payload();
-        let qihl = quoted.first().map_or(0, |b| ((b & 0xf) as usize) * 4);
-        if quoted.len() < 28 || quoted[0] >> 4 != 4 || qihl < 20 || quoted.len() < qihl + 4 {
-            return Err(Reason::TruncatedL4);
-        }
-        let qsrc = u32::from_be_bytes([quoted[12], quoted[13], quoted[14], quoted[15]]);
-        let qdst = u32::from_be_bytes([quoted[16], quoted[17], quoted[18], quoted[19]]);
-        if qdst != ip.src() || qsrc != dst {
+        let q = m.quote().map_err(|_| Reason::TruncatedL4)?;
+        if q.dst() != ip.src() || q.src() != dst {
             return Err(Reason::IcmpOther);
         }
-        return Ok(Packet::NatIcmpFromServer {
+        return Ok(Kind::NatIcmpFromServer {
             rkey: FlowKey {
-                src: qdst,
-                dst: qsrc,
-                sport: u16::from_be_bytes([quoted[qihl + 2], quoted[qihl + 3]]),
-                dport: u16::from_be_bytes([quoted[qihl], quoted[qihl + 1]]),
-                proto: quoted[9],
+                src: q.dst(),
+                dst: q.src(),
+                sport: q.dst_port(),
+                dport: q.src_port(),
+                proto: q.protocol().into(),
             },
         });
     }
@@ -234,7 +236,7 @@ pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<
         // NAT reply candidate (maybe a first fragment): the caller checks
         // the flow table.
         let c = ports(&ip, proto)?;
-        return Ok(Packet::NatReply(Classified {
+        return Ok(Kind::NatReply(Classified {
             key: FlowKey {
                 src: ip.src(),
                 dst,
@@ -256,41 +258,32 @@ pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<
         }
         let m = icmp::Message::new_checked(ip.payload()).map_err(|_| Reason::TruncatedL4)?;
         if m.msg_type() == icmp::ECHO_REQUEST && table.answer_ping {
-            return Ok(Packet::Echo);
+            return Ok(Kind::Echo);
         }
         if !m.is_error() {
             return Err(Reason::IcmpOther);
         }
         // The quoted packet: VIP:vport -> client:cport.
-        let quoted = m.payload();
-        if quoted.len() < 28 {
-            return Err(Reason::TruncatedL4);
-        }
-        let qihl = ((quoted[0] & 0xf) as usize) * 4;
-        if quoted[0] >> 4 != 4 || qihl < 20 || quoted.len() < qihl + 4 {
-            return Err(Reason::TruncatedL4);
-        }
-        let qsrc = u32::from_be_bytes([quoted[12], quoted[13], quoted[14], quoted[15]]);
-        let qdst = u32::from_be_bytes([quoted[16], quoted[17], quoted[18], quoted[19]]);
-        let qproto = quoted[9];
-        if qsrc != dst || (qproto != 6 && qproto != 17) {
+        let q = m.quote().map_err(|_| Reason::TruncatedL4)?;
+        let qproto = q.protocol();
+        if q.src() != dst || !matches!(qproto, Protocol::Tcp | Protocol::Udp) {
             return Err(Reason::IcmpOther);
         }
-        let sport = u16::from_be_bytes([quoted[qihl], quoted[qihl + 1]]);
-        let dport = u16::from_be_bytes([quoted[qihl + 2], quoted[qihl + 3]]);
         let key = FlowKey {
-            src: qdst,
+            src: q.dst(),
             dst,
-            sport: dport,
-            dport: sport,
-            proto: qproto,
+            sport: q.dst_port(),
+            dport: q.src_port(),
+            proto: qproto.into(),
         };
-        let service = table.find_service(dst, qproto, sport).ok_or(Reason::NoService)?;
-        return Ok(Packet::IcmpError { key, service });
+        let service = table
+            .find_service(dst, qproto.into(), q.src_port())
+            .ok_or(Reason::NoService)?;
+        return Ok(Kind::IcmpError { key, service });
     }
     let c = ports(&ip, proto)?;
     let service = table.find_service(dst, proto_num, c.1).ok_or(Reason::NoService)?;
-    Ok(Packet::Flow(Classified {
+    Ok(Kind::Flow(Classified {
         key: FlowKey {
             src: ip.src(),
             dst,
@@ -364,12 +357,10 @@ impl Classified {
 #[inline]
 pub fn classify(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<Classified, Reason> {
     match classify_packet(frame, meta, table)? {
-        Packet::Flow(c) if !c.first_fragment => Ok(c),
-        Packet::Flow(_) | Packet::LaterFragment(_) => Err(Reason::Fragment),
-        Packet::NatReply(_) | Packet::NatReplyFragment(_) | Packet::NatIcmpFromServer { .. } => {
-            Err(Reason::NotVip)
-        }
-        Packet::Echo | Packet::IcmpError { .. } => Err(Reason::NoService),
+        Kind::Flow(c) if !c.first_fragment => Ok(c),
+        Kind::Flow(_) | Kind::LaterFragment(_) => Err(Reason::Fragment),
+        Kind::NatReply(_) | Kind::NatReplyFragment(_) | Kind::NatIcmpFromServer { .. } => Err(Reason::NotVip),
+        Kind::Echo | Kind::IcmpError { .. } => Err(Reason::NoService),
     }
 }
 
@@ -385,7 +376,7 @@ mod tests {
             port: 80,
             proto: 6,
             mode: Mode::Dr,
-            maglev: vec![0; 7].into(),
+            maglev: crate::fwd::maglev::MaglevTable::from_slots(vec![crate::fwd::maglev::Member::new(0); 7]),
             members: vec![0],
         });
         t.sort();

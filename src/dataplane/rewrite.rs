@@ -1,4 +1,6 @@
-//! In-place frame rewrites (fast path).
+//! In-place frame rewrites (fast path), written with the `wire` views.
+//! Each returns what it did or the [`Reason`] it could not, so the worker
+//! counts the drop under the counter the rewrite named, never a guess.
 //!
 //! * DR: only the Ethernet header changes: destination = the server's MAC,
 //!   source = the director's own. Keeping the router's source MAC would make
@@ -9,52 +11,160 @@
 //!   A partial checksum (vnet `NEEDS_CSUM`) holds only the pseudo-header sum,
 //!   so addresses update it un-complemented and ports (covered by the sum the
 //!   kernel completes later) do not touch it, as Linux's
-//!   `inet_proto_csum_replace*` does.
+//!   `inet_proto_csum_replace*` does ([`checksum::State`]).
 //! * TUN: the IPv4 packet is wrapped in an outer IPv4 header (protocol 4).
 //!   Super-frames are segmented here (a vnet header cannot describe IP-in-IP
 //!   GSO) and partial checksums completed (the server decapsulates in software
 //!   and needs final checksums).
-//! * ICMP: echo replies and fragmentation-needed errors are built in place.
+//! * ICMP: echo replies and fragmentation-needed errors are built in place;
+//!   errors about NAT flows are translated, quote included ([`icmp::Quote`]).
 
+use crate::fwd::table::{BackendFwd, FwdTable, Mode};
 use crate::io::{Frame, TxArena, VnetHdr};
-use crate::wire::checksum::{self, fold, update16, update32};
-use crate::wire::ethernet::HEADER_LEN as ETH;
-use crate::wire::{icmp, ipv4, tcp, udp};
+use crate::wire::checksum::{self, State};
+use crate::wire::ethernet::{self, EtherType, Mac, HEADER_LEN as ETH};
+use crate::wire::ipv4::{self, Protocol};
+use crate::wire::{icmp, tcp, udp};
 
-/// Rewrite a frame for direct routing.
-///
-/// # Panics
-/// If `frame` is shorter than an Ethernet header (classify guarantees it is not).
-#[inline]
-pub fn dr(frame: &mut [u8], server_mac: [u8; 6], director_mac: [u8; 6]) {
-    frame[0..6].copy_from_slice(&server_mac);
-    frame[6..12].copy_from_slice(&director_mac);
+use super::classify::Reason;
+
+/// The Ethernet addresses of a frame the director sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Macs {
+    pub dst: Mac,
+    pub src: Mac,
 }
 
-/// Update a transport checksum field for a change of a pseudo-header word
-/// (addresses): full checksums per RFC 1624, partial ones un-complemented.
+/// How a packet reaches a real server: its service's mode with what that
+/// mode needs, resolved once per packet from the published table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToServer {
+    /// Direct routing: new MACs only.
+    Dr(Macs),
+    /// NAT: the destination becomes `rip` (and `rport`, unless the service
+    /// keeps the client's port).
+    Nat {
+        rip: u32,
+        rport: Option<u16>,
+        macs: Macs,
+    },
+    /// IP-in-IP to the server, on a link of `mtu` bytes.
+    Tun { outer: TunOuter, mtu: u32 },
+}
+
+impl ToServer {
+    /// The way to backend `b` of `table`.
+    ///
+    /// # Errors
+    /// [`Reason::ServerMacUnknown`] when the server's MAC is not resolved.
+    #[inline]
+    pub fn new(table: &FwdTable, b: &BackendFwd) -> Result<Self, Reason> {
+        let macs = Macs {
+            dst: b.mac.ok_or(Reason::ServerMacUnknown)?,
+            src: table.director_mac,
+        };
+        Ok(match b.mode {
+            Mode::Dr => ToServer::Dr(macs),
+            Mode::Nat => ToServer::Nat {
+                rip: b.addr,
+                rport: (b.port != 0).then_some(b.port),
+                macs,
+            },
+            Mode::Tun => ToServer::Tun {
+                outer: TunOuter {
+                    src: table.director_ip,
+                    dst: b.addr,
+                    macs,
+                    ttl: 64,
+                },
+                mtu: table.mtu,
+            },
+        })
+    }
+}
+
+/// What is being sent to a real server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// A TCP/UDP packet or a fragment of one.
+    Packet,
+    /// An ICMP error quoting a packet the VIP sent.
+    IcmpError,
+}
+
+/// What a rewrite toward a server did with the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Rewritten in place: send it.
+    Frame,
+    /// Fragmented into the TX arena (TUN, DF clear); the frame is not sent.
+    Fragmented,
+    /// Segmented into this many frames in the TX arena (TUN of a GSO
+    /// super-frame); the frame is not sent.
+    Segmented(usize),
+    /// Not for the server: turned into an ICMP "fragmentation needed" back
+    /// to the sender (the packet counts as dropped, the answer goes out).
+    FragNeeded,
+}
+
+/// Rewrite the frame for a real server.
+///
+/// # Errors
+/// The [`Reason`] the frame cannot be sent.
 #[inline]
-fn l4_addr_update(field: u16, old: u32, new: u32, partial: bool) -> u16 {
-    if partial {
-        !update32(!field, old, new)
+pub fn to_server(
+    f: &mut Frame<'_>,
+    arena: &mut TxArena,
+    how: &ToServer,
+    what: Payload,
+    ip_id: &mut u16,
+) -> Result<Sent, Reason> {
+    match (how, what) {
+        (ToServer::Dr(macs), _) => dr(f.data_mut(), *macs).map(|()| Sent::Frame),
+        (&ToServer::Nat { rip, rport, macs }, Payload::Packet) => {
+            let csum = checksum_state(&f.vnet);
+            let n = Nat {
+                side: NatSide::Dst,
+                addr: rip,
+                port: rport,
+                macs,
+            };
+            nat(f.data_mut(), csum, &n).map(|()| Sent::Frame)
+        }
+        (&ToServer::Nat { rip, rport, macs }, Payload::IcmpError) => {
+            nat_icmp_error(f.data_mut(), rip, rport, macs).map(|()| Sent::Frame)
+        }
+        (ToServer::Tun { outer, mtu }, _) => tun(f, arena, outer, *mtu, ip_id),
+    }
+}
+
+/// What the transport checksum field of a frame with this vnet header holds.
+#[inline]
+pub fn checksum_state(vnet: &VnetHdr) -> State {
+    if vnet.needs_csum() {
+        State::Partial
     } else {
-        update32(field, old, new)
+        State::Full
     }
 }
 
 #[inline]
-fn rd16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+fn ipv4_of(frame: &[u8]) -> Result<ipv4::Packet<&[u8]>, Reason> {
+    let eth = frame.get(ETH..).ok_or(Reason::Runt)?;
+    Ok(ipv4::Packet::new_checked(eth)?)
 }
 
+/// Rewrite a frame for direct routing.
+///
+/// # Errors
+/// [`Reason::Runt`] when shorter than an Ethernet header (classify
+/// guarantees it is not).
 #[inline]
-fn wr16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
-#[inline]
-fn rd32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+pub fn dr(frame: &mut [u8], macs: Macs) -> Result<(), Reason> {
+    let mut eth = ethernet::Frame::new_checked(frame).map_err(|_| Reason::Runt)?;
+    eth.set_dst(macs.dst);
+    eth.set_src(macs.src);
+    Ok(())
 }
 
 /// Which side of the packet NAT rewrites.
@@ -66,385 +176,469 @@ pub enum NatSide {
     Src,
 }
 
-/// NAT rewrite of an IPv4 packet in `frame` (Ethernet at 0, IPv4 at 14 with
-/// no options). `l4` is false for non-first fragments (no transport header).
-/// Returns false when the TTL is exhausted (the packet must be dropped).
+/// A NAT translation of one side of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nat {
+    pub side: NatSide,
+    /// The new address of that side.
+    pub addr: u32,
+    /// The new port of that side; `None` keeps it.
+    pub port: Option<u16>,
+    /// The frame's new Ethernet addresses.
+    pub macs: Macs,
+}
+
+/// NAT rewrite of the IPv4 packet in `frame`, whose transport checksum is
+/// in state `csum`. A later fragment (non-zero offset) has no transport
+/// header: only its address changes.
 ///
-/// # Panics
-/// If the frame is shorter than its headers (classify guarantees they are present).
-#[allow(clippy::too_many_arguments)]
-pub fn nat(
-    frame: &mut [u8],
-    side: NatSide,
-    new_addr: u32,
-    new_port: Option<u16>,
-    l4: bool,
-    partial: bool,
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-) -> bool {
-    let ip = ETH;
-    let ttl = frame[ip + 8];
-    if ttl <= 1 {
-        return false;
+/// # Errors
+/// [`Reason::TtlExceeded`] when the TTL runs out; a header reason when the
+/// packet is malformed (classify guarantees it is not).
+pub fn nat(frame: &mut [u8], csum: State, n: &Nat) -> Result<(), Reason> {
+    let mut eth = ethernet::Frame::new_checked(frame).map_err(|_| Reason::Runt)?;
+    let mut ip = ipv4::Packet::new_checked(eth.payload_mut())?;
+    if ip.ttl() <= 1 {
+        return Err(Reason::TtlExceeded);
     }
-    let (addr_at, port_off) = match side {
-        NatSide::Dst => (ip + 16, 2),
-        NatSide::Src => (ip + 12, 0),
-    };
-    let old_addr = rd32(frame, addr_at);
-    let mut hc = rd16(frame, ip + 10);
-    let old_w = rd16(frame, ip + 8);
-    frame[ip + 8] = ttl - 1;
-    hc = update16(hc, old_w, rd16(frame, ip + 8));
-    hc = update32(hc, old_addr, new_addr);
-    frame[addr_at..addr_at + 4].copy_from_slice(&new_addr.to_be_bytes());
-    wr16(frame, ip + 10, hc);
-    if l4 {
-        let ihl = ((frame[ip] & 0xf) as usize) * 4;
-        let l4o = ip + ihl;
-        let proto = frame[ip + 9];
-        let csum_at = match proto {
-            6 => Some(l4o + tcp::CHECKSUM_OFFSET),
-            17 if partial || rd16(frame, l4o + udp::CHECKSUM_OFFSET) != 0 => Some(l4o + udp::CHECKSUM_OFFSET),
-            _ => None,
-        };
-        let old_port = rd16(frame, l4o + port_off);
-        let port = new_port.unwrap_or(old_port);
-        if let Some(at) = csum_at {
-            let mut c = l4_addr_update(rd16(frame, at), old_addr, new_addr, partial);
-            if !partial {
-                c = update16(c, old_port, port);
-            }
-            if proto == 17 && !partial && c == 0 {
-                c = 0xffff;
-            }
-            wr16(frame, at, c);
+    let has_l4 = ip.frag_offset() == 0;
+    let proto = ip.protocol();
+    // Check the transport header before anything changes.
+    match proto {
+        Protocol::Tcp if has_l4 => {
+            tcp::Segment::new_checked(ip.payload()).map_err(|_| Reason::TruncatedL4)?;
         }
-        wr16(frame, l4o + port_off, port);
+        Protocol::Udp if has_l4 => {
+            udp::Datagram::new_checked(ip.payload()).map_err(|_| Reason::TruncatedL4)?;
+        }
+        _ => {}
     }
-    dr(frame, dst_mac, src_mac);
-    true
+    ip.decrement_ttl();
+    let old = match n.side {
+        NatSide::Dst => ip.replace_dst(n.addr),
+        NatSide::Src => ip.replace_src(n.addr),
+    };
+    if has_l4 {
+        match proto {
+            Protocol::Tcp => {
+                let mut t = tcp::Segment::new_checked(ip.payload_mut()).map_err(|_| Reason::TruncatedL4)?;
+                t.pseudo_header_changed(old, n.addr, csum);
+                match (n.side, n.port) {
+                    (NatSide::Dst, Some(p)) => t.rewrite_dst_port(p, csum),
+                    (NatSide::Src, Some(p)) => t.rewrite_src_port(p, csum),
+                    (_, None) => {}
+                }
+            }
+            Protocol::Udp => {
+                let mut u = udp::Datagram::new_checked(ip.payload_mut()).map_err(|_| Reason::TruncatedL4)?;
+                u.pseudo_header_changed(old, n.addr, csum);
+                match (n.side, n.port) {
+                    (NatSide::Dst, Some(p)) => u.rewrite_dst_port(p, csum),
+                    (NatSide::Src, Some(p)) => u.rewrite_src_port(p, csum),
+                    (_, None) => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    eth.set_dst(n.macs.dst);
+    eth.set_src(n.macs.src);
+    Ok(())
 }
 
 /// Compute a partial (vnet `NEEDS_CSUM`) checksum in software and clear the
-/// flag: the sum over `csum_start..` goes to `csum_start + csum_offset`.
-/// Returns false when the offsets do not fit the frame.
-pub fn complete_checksum(frame: &mut [u8], vnet: &mut VnetHdr) -> bool {
+/// flag: the sum over `csum_start` to the end of the IP packet (not of the
+/// frame: Ethernet padding is not part of it) goes to
+/// `csum_start + csum_offset`.
+///
+/// # Errors
+/// [`Reason::TruncatedL4`] when the offsets do not fit the IP packet.
+pub fn complete_checksum(frame: &mut [u8], vnet: &mut VnetHdr) -> Result<(), Reason> {
     if !vnet.needs_csum() {
-        return true;
+        return Ok(());
     }
-    let start = vnet.csum_start as usize;
-    let at = start + vnet.csum_offset as usize;
-    if at + 2 > frame.len() || start > frame.len() {
-        return false;
-    }
-    // The field holds the pseudo-header sum; summing over it completes it.
-    let c = !checksum::sum(&frame[start..], 0);
-    wr16(frame, at, c);
+    let end = ETH + ipv4_of(frame)?.total_len();
+    let (start, field) = (vnet.csum_start as usize, vnet.csum_offset as usize);
+    checksum::complete_partial(&mut frame[..end], start, field).map_err(|_| Reason::TruncatedL4)?;
     vnet.flags &= !VnetHdr::F_NEEDS_CSUM;
-    true
+    Ok(())
 }
 
 /// What an IP-in-IP encapsulation needs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TunOuter {
+    /// The director's address.
     pub src: u32,
+    /// The real server's address.
     pub dst: u32,
-    pub dst_mac: [u8; 6],
-    pub src_mac: [u8; 6],
+    pub macs: Macs,
     pub ttl: u8,
 }
 
-fn write_outer(out: &mut [u8], o: &TunOuter, inner_len: usize, df: bool, id: u16) {
-    out[0..6].copy_from_slice(&o.dst_mac);
-    out[6..12].copy_from_slice(&o.src_mac);
-    out[12..14].copy_from_slice(&[0x08, 0x00]);
-    let mut p = ipv4::Packet::new_unchecked(&mut out[ETH..ETH + 20]);
-    p.set_ver_ihl(20);
+/// The outer total length for an inner packet of `inner_len` bytes.
+#[inline]
+fn outer_len(inner_len: usize) -> Result<u16, Reason> {
+    u16::try_from(inner_len + ipv4::MIN_HEADER_LEN).map_err(|_| Reason::LengthOverflow)
+}
+
+/// Write the Ethernet and outer IPv4 headers at the start of `out`.
+fn write_outer(out: &mut [u8], o: &TunOuter, total_len: u16, flags_frag: u16, id: u16) {
+    let mut eth = ethernet::Frame::new_unchecked(out);
+    eth.set_dst(o.macs.dst);
+    eth.set_src(o.macs.src);
+    eth.set_ethertype(EtherType::Ipv4);
+    let mut p = ipv4::Packet::new_unchecked(&mut eth.payload_mut()[..ipv4::MIN_HEADER_LEN]);
+    p.set_ver_ihl(ipv4::MIN_HEADER_LEN);
     p.set_tos(0);
-    p.set_total_len((inner_len + 20) as u16);
+    p.set_total_len(total_len);
     p.set_ident(id);
-    p.set_flags_frag(if df { ipv4::FLAG_DF } else { 0 });
+    p.set_flags_frag(flags_frag);
     p.set_ttl(o.ttl);
-    p.set_protocol(ipv4::Protocol::IpIp);
+    p.set_protocol(Protocol::IpIp);
     p.set_src(o.src);
     p.set_dst(o.dst);
     p.fill_checksum();
 }
 
-/// Wrap the frame's IPv4 packet (no GSO; checksum already complete) in an
-/// outer header, in place. Returns false when the headroom is too small.
-pub fn tun_encap(f: &mut Frame<'_>, o: &TunOuter, id: u16) -> bool {
-    let inner_len = f.len() - ETH;
-    let df = rd16(f.data(), ETH + 6) & ipv4::FLAG_DF != 0;
-    if !f.push_front(20) {
-        return false;
+/// TUN: send the frame to the server in IP-in-IP, segmenting, fragmenting
+/// or answering "fragmentation needed" when it does not fit the MTU.
+fn tun(
+    f: &mut Frame<'_>,
+    arena: &mut TxArena,
+    o: &TunOuter,
+    mtu: u32,
+    ip_id: &mut u16,
+) -> Result<Sent, Reason> {
+    let (df, total, inner) = {
+        let ip = ipv4_of(f.data())?;
+        let total = ip.total_len();
+        // The largest inner packet that will go on the wire.
+        let inner = if f.vnet.is_gso() {
+            let thl = tcp::Segment::new_checked(ip.payload()).map_or(tcp::MIN_HEADER_LEN, |t| t.header_len());
+            (ip.header_len() + thl + f.vnet.gso_size as usize).min(total)
+        } else {
+            total
+        };
+        (ip.dont_fragment(), total, inner)
+    };
+    // Bytes after the IP packet are link padding, not for the tunnel.
+    f.set_len(ETH + total);
+    let mtu = mtu as usize;
+    let fits = inner + ipv4::MIN_HEADER_LEN <= mtu;
+    if !fits && !df && !f.vnet.is_gso() {
+        // DF clear: fragment the outer packet, as IPVS does.
+        let mut vnet = f.vnet;
+        complete_checksum(f.data_mut(), &mut vnet)?;
+        let id = next_id(ip_id);
+        tun_fragment(f.data(), o, id, mtu, arena)?;
+        return Ok(Sent::Fragmented);
     }
-    write_outer(f.data_mut(), o, inner_len, df, id);
-    true
+    if !fits {
+        if !df {
+            return Err(Reason::TunTooBig);
+        }
+        let room = mtu.saturating_sub(ipv4::MIN_HEADER_LEN).min(u16::MAX as usize) as u16;
+        icmp_frag_needed(f, o.macs.src, room)?;
+        return Ok(Sent::FragNeeded);
+    }
+    if f.vnet.is_gso() {
+        let vnet = f.vnet;
+        let n = segment_tcp4(f.data(), &vnet, Some((o, ip_id)), arena)?;
+        return Ok(Sent::Segmented(n));
+    }
+    let mut vnet = f.vnet;
+    complete_checksum(f.data_mut(), &mut vnet)?;
+    f.vnet = vnet;
+    let id = next_id(ip_id);
+    tun_encap(f, o, id)?;
+    Ok(Sent::Frame)
+}
+
+#[inline]
+fn next_id(ip_id: &mut u16) -> u16 {
+    let id = *ip_id;
+    *ip_id = id.wrapping_add(1);
+    id
+}
+
+/// Wrap the frame's IPv4 packet (no GSO; checksum already complete) in an
+/// outer header, in place; link padding after the packet is left out.
+///
+/// # Errors
+/// [`Reason::LengthOverflow`] when the outer length exceeds 65,535,
+/// [`Reason::NoBuffer`] when the headroom is too small.
+pub fn tun_encap(f: &mut Frame<'_>, o: &TunOuter, id: u16) -> Result<(), Reason> {
+    let (inner_len, df) = {
+        let ip = ipv4_of(f.data())?;
+        (ip.total_len(), ip.dont_fragment())
+    };
+    let total = outer_len(inner_len)?;
+    f.set_len(ETH + inner_len);
+    if !f.push_front(ipv4::MIN_HEADER_LEN) {
+        return Err(Reason::NoBuffer);
+    }
+    let flags = if df { ipv4::FLAG_DF } else { 0 };
+    write_outer(f.data_mut(), o, total, flags, id);
+    Ok(())
 }
 
 /// IP-in-IP for a packet too big for the tunnel whose inner DF is clear:
 /// fragment the *outer* packet (as IPVS lets the kernel do), each fragment
-/// at most `mtu` bytes, into the arena. `frame` is the whole Ethernet frame
-/// with complete checksums. Returns the number of fragments, or None when
-/// the arena is full.
-pub fn tun_fragment(frame: &[u8], o: &TunOuter, id: u16, mtu: usize, arena: &mut TxArena) -> Option<usize> {
-    let inner = &frame[ETH..];
-    let step = (mtu.saturating_sub(20) / 8) * 8;
+/// at most `mtu` bytes, into the arena. `frame` is an Ethernet frame with
+/// complete checksums. Returns the number of fragments; on failure nothing
+/// is left in the arena.
+///
+/// # Errors
+/// [`Reason::NoBuffer`] when the arena is full, [`Reason::LengthOverflow`]
+/// when a length or offset does not fit its field, [`Reason::TunTooBig`]
+/// when the MTU leaves no room for 8 bytes of payload.
+pub fn tun_fragment(
+    frame: &[u8],
+    o: &TunOuter,
+    id: u16,
+    mtu: usize,
+    arena: &mut TxArena,
+) -> Result<usize, Reason> {
+    let ip = ipv4_of(frame)?;
+    let inner = &frame[ETH..ETH + ip.total_len()];
+    let step = (mtu.saturating_sub(ipv4::MIN_HEADER_LEN) / 8) * 8;
     if step == 0 {
-        return None;
+        return Err(Reason::TunTooBig);
     }
     let n = inner.len().div_ceil(step);
-    for k in 0..n {
-        let chunk = &inner[k * step..((k + 1) * step).min(inner.len())];
-        let out = arena.push(ETH + 20 + chunk.len())?;
-        write_outer(out, o, chunk.len(), false, id);
-        let mf = if k + 1 < n { ipv4::FLAG_MF } else { 0 };
-        let mut p = ipv4::Packet::new_unchecked(&mut out[ETH..ETH + 20]);
-        p.set_flags_frag(mf | ((k * step / 8) as u16 & ipv4::OFFSET_MASK));
-        p.fill_checksum();
-        out[ETH + 20..].copy_from_slice(chunk);
+    // The last fragment starts furthest and the first is longest.
+    let last_offset = u16::try_from((n - 1) * step / 8).map_err(|_| Reason::LengthOverflow)?;
+    if last_offset > ipv4::OFFSET_MASK {
+        return Err(Reason::LengthOverflow);
     }
-    Some(n)
+    outer_len(step.min(inner.len()))?;
+    let mark = arena.len();
+    for (k, chunk) in inner.chunks(step).enumerate() {
+        let Some(out) = arena.push(ETH + ipv4::MIN_HEADER_LEN + chunk.len()) else {
+            arena.truncate(mark);
+            return Err(Reason::NoBuffer);
+        };
+        let mf = if k + 1 < n { ipv4::FLAG_MF } else { 0 };
+        // Both fit: checked above.
+        let total = (chunk.len() + ipv4::MIN_HEADER_LEN) as u16;
+        let offset = (k * step / 8) as u16;
+        write_outer(out, o, total, mf | offset, id);
+        ipv4::Packet::new_unchecked(&mut out[ETH..])
+            .payload_mut()
+            .copy_from_slice(chunk);
+    }
+    Ok(n)
 }
 
 /// Segment a TCPv4 super-frame (vnet GSO) into frames of at most `gso_size`
 /// payload bytes, each with complete checksums, optionally wrapped in an
-/// IP-in-IP header, into the arena. Returns the number of frames written, or
-/// None when the frame is not a segmentable TCPv4 frame or the arena is full.
+/// IP-in-IP header, into the arena. Returns the number of frames written; on
+/// failure nothing is left in the arena.
+///
+/// # Errors
+/// [`Reason::TruncatedL4`] when the frame is not a segmentable TCPv4 frame,
+/// [`Reason::LengthOverflow`] when a segment's length does not fit,
+/// [`Reason::NoBuffer`] when the arena is full.
 pub fn segment_tcp4(
     frame: &[u8],
     vnet: &VnetHdr,
     outer: Option<(&TunOuter, &mut u16)>,
     arena: &mut TxArena,
-) -> Option<usize> {
-    let ip = ETH;
-    if frame.len() < ip + 20 || frame[ip + 9] != 6 {
-        return None;
+) -> Result<usize, Reason> {
+    let ip = ipv4_of(frame)?;
+    if ip.protocol() != Protocol::Tcp {
+        return Err(Reason::TruncatedL4);
     }
-    let ihl = ((frame[ip] & 0xf) as usize) * 4;
-    let l4 = ip + ihl;
-    if frame.len() < l4 + 20 {
-        return None;
-    }
-    let thl = ((frame[l4 + 12] >> 4) as usize) * 4;
-    let hdrs = l4 + thl;
+    let seg = tcp::Segment::new_checked(ip.payload()).map_err(|_| Reason::TruncatedL4)?;
+    let (ihl, thl) = (ip.header_len(), seg.header_len());
+    let hdrs = ETH + ihl + thl;
     let mss = vnet.gso_size as usize;
-    if thl < 20 || frame.len() < hdrs || mss == 0 {
-        return None;
+    if mss == 0 {
+        return Err(Reason::TruncatedL4);
     }
-    let payload = &frame[hdrs..];
+    // The payload ends with the IP packet, not with the frame.
+    let payload = &frame[hdrs..ETH + ip.total_len()];
     let n = payload.len().div_ceil(mss).max(1);
-    let seq0 = rd32(frame, l4 + 4);
-    let id0 = rd16(frame, ip + 4);
-    let flags = frame[l4 + 13];
-    let (src, dst) = (rd32(frame, ip + 12), rd32(frame, ip + 16));
+    u16::try_from(ihl + thl + mss.min(payload.len())).map_err(|_| Reason::LengthOverflow)?;
+    let extra = if outer.is_some() {
+        outer_len(ihl + thl + mss.min(payload.len()))?;
+        ipv4::MIN_HEADER_LEN
+    } else {
+        0
+    };
+    let (seq0, id0, flags, df) = (seg.seq(), ip.ident(), seg.flags(), ip.dont_fragment());
     let mut outer = outer;
-    let extra = if outer.is_some() { 20 } else { 0 };
+    let mark = arena.len();
     for i in 0..n {
         let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
-        let len = hdrs + extra + chunk.len();
-        let out = arena.push(len)?;
+        let Some(out) = arena.push(hdrs + extra + chunk.len()) else {
+            arena.truncate(mark);
+            return Err(Reason::NoBuffer);
+        };
         let body = &mut out[extra..];
         body[..hdrs].copy_from_slice(&frame[..hdrs]);
         body[hdrs..].copy_from_slice(chunk);
+        // Fits: checked above for the longest segment.
         let ip_len = (ihl + thl + chunk.len()) as u16;
-        wr16(body, ip + 2, ip_len);
-        wr16(body, ip + 4, id0.wrapping_add(i as u16));
-        wr16(body, ip + 10, 0);
-        let c = checksum::checksum(&body[ip..ip + ihl]);
-        wr16(body, ip + 10, c);
-        body[l4 + 4..l4 + 8].copy_from_slice(&seq0.wrapping_add((i * mss) as u32).to_be_bytes());
+        let mut p = ipv4::Packet::new_unchecked(&mut body[ETH..]);
+        p.set_total_len(ip_len);
+        p.set_ident(id0.wrapping_add(i as u16));
+        p.fill_checksum();
+        let (src, dst) = (p.src(), p.dst());
+        let mut t = tcp::Segment::new_unchecked(p.payload_mut());
+        t.set_seq(seq0.wrapping_add((i * mss) as u32));
         let mut fl = flags;
         if i + 1 < n {
             fl &= !(tcp::FIN | tcp::PSH);
         }
         if i > 0 {
-            fl &= !0x80; // CWR only on the first segment
+            fl &= !tcp::CWR;
         }
-        body[l4 + 13] = fl;
-        wr16(body, l4 + 16, 0);
-        let seg_len = (thl + chunk.len()) as u32;
-        let pseudo = fold(
-            (src >> 16) as u64
-                + (src & 0xffff) as u64
-                + (dst >> 16) as u64
-                + (dst & 0xffff) as u64
-                + 6
-                + seg_len as u64,
-        );
-        let c = !checksum::sum(&body[l4..], pseudo as u32);
-        wr16(body, l4 + 16, c);
+        t.set_flags(fl);
+        t.fill_checksum(src, dst);
         if let Some((o, id)) = outer.as_mut() {
-            let df = rd16(frame, ip + 6) & ipv4::FLAG_DF != 0;
-            let inner_len = ip_len as usize;
             // write_outer writes the Ethernet header too, over the copy's.
-            write_outer(out, o, inner_len, df, **id);
+            let flags = if df { ipv4::FLAG_DF } else { 0 };
+            write_outer(out, o, ip_len + ipv4::MIN_HEADER_LEN as u16, flags, **id);
             **id = id.wrapping_add(1);
-        } else {
-            let _ = body;
         }
     }
-    Some(n)
+    Ok(n)
 }
 
 /// Turn the frame (a VIP packet that cannot be sent) into an ICMP
 /// "fragmentation needed" error to its sender, in place: it quotes the IP
-/// header and 8 bytes, as RFC 792 asks. Returns false without headroom.
-pub fn icmp_frag_needed(f: &mut Frame<'_>, my_mac: [u8; 6], mtu: u16) -> bool {
-    let d = f.data();
-    if d.len() < ETH + 28 {
-        return false;
+/// header and 8 bytes, as RFC 792 asks.
+///
+/// # Errors
+/// [`Reason::TruncatedL4`] when the packet is shorter than what is quoted,
+/// [`Reason::NoBuffer`] without headroom.
+pub fn icmp_frag_needed(f: &mut Frame<'_>, my_mac: Mac, mtu: u16) -> Result<(), Reason> {
+    const PUSHED: usize = ipv4::MIN_HEADER_LEN + icmp::HEADER_LEN;
+    let (router_mac, client, vip, quote_len) = {
+        let eth = ethernet::Frame::new_checked(f.data()).map_err(|_| Reason::Runt)?;
+        let ip = ipv4::Packet::new_checked(eth.payload())?;
+        let quote_len = ip.header_len() + icmp::QUOTED_PAYLOAD_LEN;
+        if ip.total_len() < quote_len {
+            return Err(Reason::TruncatedL4);
+        }
+        (eth.src(), ip.src(), ip.dst(), quote_len)
+    };
+    if !f.push_front(PUSHED) {
+        return Err(Reason::NoBuffer);
     }
-    let mut router_mac = [0u8; 6];
-    router_mac.copy_from_slice(&d[6..12]);
-    let (client, vip) = (rd32(d, ETH + 12), rd32(d, ETH + 16));
-    if !f.push_front(28) {
-        return false;
-    }
-    // Quote: IP header (20) + 8 bytes, now at offset 28 + 14 = 42.
-    let total = ETH + 20 + 8 + 28;
-    f.set_len(total);
-    let b = f.data_mut();
-    // The quoted header keeps its content, but clear a GSO total length of 0.
-    b[0..6].copy_from_slice(&router_mac);
-    b[6..12].copy_from_slice(&my_mac);
-    b[12..14].copy_from_slice(&[0x08, 0x00]);
-    {
-        let mut p = ipv4::Packet::new_unchecked(&mut b[ETH..ETH + 20]);
-        p.set_ver_ihl(20);
-        p.set_tos(0);
-        p.set_total_len(56);
-        p.set_ident(0);
-        p.set_flags_frag(ipv4::FLAG_DF);
-        p.set_ttl(64);
-        p.set_protocol(ipv4::Protocol::Icmp);
-        p.set_src(vip);
-        p.set_dst(client);
-        p.fill_checksum();
-    }
-    let mut m = icmp::Message::new_checked(&mut b[ETH + 20..total]).expect("36 bytes");
+    // The quote (the packet's first bytes) is already in place after the
+    // room just made for the new IP and ICMP headers.
+    f.set_len(ETH + PUSHED + quote_len);
+    let mut eth = ethernet::Frame::new_unchecked(f.data_mut());
+    eth.set_dst(router_mac);
+    eth.set_src(my_mac);
+    eth.set_ethertype(EtherType::Ipv4);
+    let mut p = ipv4::Packet::new_unchecked(eth.payload_mut());
+    p.set_ver_ihl(ipv4::MIN_HEADER_LEN);
+    p.set_tos(0);
+    p.set_total_len((PUSHED + quote_len) as u16);
+    p.set_ident(0);
+    p.set_flags_frag(ipv4::FLAG_DF);
+    p.set_ttl(64);
+    p.set_protocol(Protocol::Icmp);
+    p.set_src(vip);
+    p.set_dst(client);
+    p.fill_checksum();
+    let mut m = icmp::Message::new_unchecked(p.payload_mut());
     m.set_type(icmp::DEST_UNREACHABLE);
     m.set_code(icmp::CODE_FRAG_NEEDED);
     let mtu = mtu.to_be_bytes();
     m.set_rest([0, 0, mtu[0], mtu[1]]);
     m.fill_checksum();
     f.vnet = VnetHdr::default();
-    true
+    Ok(())
 }
 
 /// Turn an ICMP echo request to a VIP into the reply, in place.
-/// Returns false when the message is malformed.
-pub fn icmp_echo_reply(frame: &mut [u8], my_mac: [u8; 6]) -> bool {
-    if frame.len() < ETH + 20 + 8 {
-        return false;
-    }
-    let ihl = ((frame[ETH] & 0xf) as usize) * 4;
-    let total = rd16(frame, ETH + 2) as usize;
-    if ETH + total > frame.len() || total < ihl + 8 {
-        return false;
-    }
-    let mut mac = [0u8; 6];
-    mac.copy_from_slice(&frame[6..12]);
-    frame[0..6].copy_from_slice(&mac);
-    frame[6..12].copy_from_slice(&my_mac);
-    let (src, dst) = (rd32(frame, ETH + 12), rd32(frame, ETH + 16));
-    {
-        let mut p = ipv4::Packet::new_unchecked(&mut frame[ETH..ETH + total]);
-        p.set_src(dst);
-        p.set_dst(src);
-        p.set_ttl(64);
-        p.fill_checksum();
-    }
-    let at = ETH + ihl;
-    let old = rd16(frame, at);
-    frame[at] = icmp::ECHO_REPLY;
-    let c = update16(rd16(frame, at + 2), old, rd16(frame, at));
-    wr16(frame, at + 2, c);
-    true
+///
+/// # Errors
+/// [`Reason::TruncatedL4`] when the message is shorter than its header.
+pub fn icmp_echo_reply(frame: &mut [u8], my_mac: Mac) -> Result<(), Reason> {
+    let mut eth = ethernet::Frame::new_checked(frame).map_err(|_| Reason::Runt)?;
+    let mut ip = ipv4::Packet::new_checked(eth.payload_mut())?;
+    icmp::Message::new_checked(ip.payload_mut())
+        .map_err(|_| Reason::TruncatedL4)?
+        .rewrite_type(icmp::ECHO_REPLY);
+    let (src, dst) = (ip.src(), ip.dst());
+    ip.set_src(dst);
+    ip.set_dst(src);
+    ip.set_ttl(64);
+    ip.fill_checksum();
+    let sender = eth.src();
+    eth.set_dst(sender);
+    eth.set_src(my_mac);
+    Ok(())
 }
 
-/// NAT rewrite of an ICMP error addressed to the VIP whose quoted packet is a
-/// reply the VIP sent (VIP:vport -> client): the outer destination and the
-/// quoted source become the real server's, and both checksums are redone.
-pub fn nat_icmp_error(
-    frame: &mut [u8],
-    rip: u32,
-    rport: Option<u16>,
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-) -> bool {
-    let ihl = ((frame[ETH] & 0xf) as usize) * 4;
-    let total = rd16(frame, ETH + 2) as usize;
-    let ic = ETH + ihl;
-    let q = ic + 8;
-    if ETH + total > frame.len() || frame.len() < q + 28 || ihl != 20 {
-        return false;
+/// NAT rewrite of an ICMP error addressed to the VIP whose quoted packet is
+/// a reply the VIP sent (VIP:vport -> client): routed on to the real server
+/// (TTL - 1), the outer destination and the quoted source become the
+/// server's, and the checksums are redone.
+///
+/// # Errors
+/// [`Reason::TtlExceeded`] when the TTL runs out, [`Reason::TruncatedL4`]
+/// when the quote is malformed (classify guarantees it is not), another
+/// header reason when the packet is.
+pub fn nat_icmp_error(frame: &mut [u8], rip: u32, rport: Option<u16>, macs: Macs) -> Result<(), Reason> {
+    let mut eth = ethernet::Frame::new_checked(frame).map_err(|_| Reason::Runt)?;
+    let mut ip = ipv4::Packet::new_checked(eth.payload_mut())?;
+    if ip.header_len() != ipv4::MIN_HEADER_LEN {
+        return Err(Reason::IpOptions);
     }
-    let qihl = ((frame[q] & 0xf) as usize) * 4;
-    if frame.len() < q + qihl + 4 {
-        return false;
-    }
-    frame[q + 12..q + 16].copy_from_slice(&rip.to_be_bytes());
-    wr16(frame, q + 10, 0);
-    let c = checksum::checksum(&frame[q..q + qihl]);
-    wr16(frame, q + 10, c);
-    if let Some(p) = rport {
-        wr16(frame, q + qihl, p);
+    if ip.ttl() <= 1 {
+        return Err(Reason::TtlExceeded);
     }
     {
-        let mut p = ipv4::Packet::new_unchecked(&mut frame[ETH..ETH + total]);
-        p.set_dst(rip);
-        p.fill_checksum();
+        let mut m = icmp::Message::new_checked(ip.payload_mut()).map_err(|_| Reason::TruncatedL4)?;
+        let mut q = m.quote_mut().map_err(|_| Reason::TruncatedL4)?;
+        q.set_src(rip);
+        if let Some(p) = rport {
+            q.set_src_port(p);
+        }
+        m.fill_checksum();
     }
-    let mut m = icmp::Message::new_checked(&mut frame[ic..ETH + total]).expect("checked length");
-    m.fill_checksum();
-    dr(frame, dst_mac, src_mac);
-    true
+    ip.decrement_ttl();
+    ip.replace_dst(rip);
+    eth.set_dst(macs.dst);
+    eth.set_src(macs.src);
+    Ok(())
 }
 
 /// NAT rewrite of an ICMP error a real server sent to a client about a
 /// packet it received (client -> RIP:rport): the outer source and the quoted
 /// destination become the VIP and its port, TTL is decremented, and the
 /// quoted IP header and ICMP checksums are redone (the quoted transport
-/// checksum is left as IPVS leaves it). Returns false when malformed or the
-/// TTL ran out.
-pub fn nat_icmp_from_server(
-    frame: &mut [u8],
-    vip: u32,
-    vport: u16,
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-) -> bool {
-    let ihl = ((frame[ETH] & 0xf) as usize) * 4;
-    let total = rd16(frame, ETH + 2) as usize;
-    let ic = ETH + ihl;
-    let q = ic + 8;
-    if ihl != 20 || ETH + total > frame.len() || ETH + total < q + 24 || frame[ETH + 8] <= 1 {
-        return false;
+/// checksum is left as IPVS leaves it).
+///
+/// # Errors
+/// As [`nat_icmp_error`].
+pub fn nat_icmp_from_server(frame: &mut [u8], vip: u32, vport: u16, macs: Macs) -> Result<(), Reason> {
+    let mut eth = ethernet::Frame::new_checked(frame).map_err(|_| Reason::Runt)?;
+    let mut ip = ipv4::Packet::new_checked(eth.payload_mut())?;
+    if ip.header_len() != ipv4::MIN_HEADER_LEN {
+        return Err(Reason::IpOptions);
     }
-    let qihl = ((frame[q] & 0xf) as usize) * 4;
-    if qihl < 20 || ETH + total < q + qihl + 4 {
-        return false;
+    if ip.ttl() <= 1 {
+        return Err(Reason::TtlExceeded);
     }
-    frame[q + 16..q + 20].copy_from_slice(&vip.to_be_bytes());
-    wr16(frame, q + 10, 0);
-    let c = checksum::checksum(&frame[q..q + qihl]);
-    wr16(frame, q + 10, c);
-    wr16(frame, q + qihl + 2, vport);
     {
-        let mut p = ipv4::Packet::new_unchecked(&mut frame[ETH..ETH + total]);
-        let ttl = p.ttl();
-        p.set_ttl(ttl - 1);
-        p.set_src(vip);
-        p.fill_checksum();
+        let mut m = icmp::Message::new_checked(ip.payload_mut()).map_err(|_| Reason::TruncatedL4)?;
+        let mut q = m.quote_mut().map_err(|_| Reason::TruncatedL4)?;
+        q.set_dst(vip);
+        q.set_dst_port(vport);
+        m.fill_checksum();
     }
-    let mut m = icmp::Message::new_checked(&mut frame[ic..ETH + total]).expect("checked length");
-    m.fill_checksum();
-    dr(frame, dst_mac, src_mac);
-    true
+    ip.decrement_ttl();
+    ip.replace_src(vip);
+    eth.set_dst(macs.dst);
+    eth.set_src(macs.src);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -484,7 +678,7 @@ pub(crate) mod tests {
     fn dr_changes_only_macs() {
         let orig = tcp_frame(0xc612_0102, 0xc612_6401, 40000, 80, 0x02);
         let mut f = orig.clone();
-        dr(&mut f, [2, 0, 0, 0, 0, 0x0b], [2, 0, 0, 0, 0, 2]);
+        dr(&mut f, MACS).unwrap();
         assert_eq!(&f[0..6], &[2, 0, 0, 0, 0, 0x0b]);
         assert_eq!(&f[6..12], &[2, 0, 0, 0, 0, 2]);
         assert_eq!(&f[12..], &orig[12..]);
@@ -509,29 +703,32 @@ pub(crate) mod tests {
 
     const RS_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0b];
     const DIR_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+    const MACS: Macs = Macs {
+        dst: RS_MAC,
+        src: DIR_MAC,
+    };
     /// Director 198.18.0.2 -> server 198.18.0.11.
     const OUTER: TunOuter = TunOuter {
         src: 0xc612_0002,
         dst: 0xc612_000b,
-        dst_mac: RS_MAC,
-        src_mac: DIR_MAC,
+        macs: MACS,
         ttl: 64,
     };
+
+    fn to(side: NatSide, addr: u32, port: Option<u16>) -> Nat {
+        Nat {
+            side,
+            addr,
+            port,
+            macs: MACS,
+        }
+    }
 
     #[test]
     fn nat_inbound_full_checksums() {
         let mut f = tcp_frame(0xc612_0102, 0xc612_6401, 40000, 80, 0x10);
         assert!(l4_ok(&f) && ip_ok(&f));
-        assert!(nat(
-            &mut f,
-            NatSide::Dst,
-            0xc612_000b,
-            Some(8080),
-            true,
-            false,
-            RS_MAC,
-            DIR_MAC
-        ));
+        nat(&mut f, State::Full, &to(NatSide::Dst, 0xc612_000b, Some(8080))).unwrap();
         assert_eq!(&f[30..34], &[198, 18, 0, 11]);
         assert_eq!(&f[36..38], &8080u16.to_be_bytes());
         assert_eq!(f[22], 63, "TTL decremented");
@@ -543,16 +740,7 @@ pub(crate) mod tests {
     #[test]
     fn nat_outbound_full_checksums() {
         let mut f = tcp_frame(0xc612_000b, 0xc612_0102, 8080, 40000, 0x12);
-        assert!(nat(
-            &mut f,
-            NatSide::Src,
-            0xc612_6401,
-            Some(80),
-            true,
-            false,
-            RS_MAC,
-            DIR_MAC
-        ));
+        nat(&mut f, State::Full, &to(NatSide::Src, 0xc612_6401, Some(80))).unwrap();
         assert_eq!(&f[26..30], &[198, 18, 100, 1]);
         assert_eq!(&f[34..36], &80u16.to_be_bytes());
         assert!(ip_ok(&f) && l4_ok(&f));
@@ -570,16 +758,7 @@ pub(crate) mod tests {
         };
         let ps = pseudo(&f);
         f[50..52].copy_from_slice(&ps.to_be_bytes());
-        assert!(nat(
-            &mut f,
-            NatSide::Dst,
-            0xc612_000b,
-            Some(8080),
-            true,
-            true,
-            RS_MAC,
-            DIR_MAC
-        ));
+        nat(&mut f, State::Partial, &to(NatSide::Dst, 0xc612_000b, Some(8080))).unwrap();
         assert_eq!(u16::from_be_bytes([f[50], f[51]]), pseudo(&f));
         // Completing it as the kernel would gives a valid checksum.
         let mut vnet = VnetHdr {
@@ -588,7 +767,7 @@ pub(crate) mod tests {
             csum_offset: 16,
             ..VnetHdr::default()
         };
-        assert!(complete_checksum(&mut f, &mut vnet));
+        complete_checksum(&mut f, &mut vnet).unwrap();
         assert!(!vnet.needs_csum());
         assert!(l4_ok(&f));
     }
@@ -597,7 +776,12 @@ pub(crate) mod tests {
     fn nat_refuses_expiring_ttl() {
         let mut f = tcp_frame(0xc612_0102, 0xc612_6401, 40000, 80, 0x10);
         f[22] = 1;
-        assert!(!nat(&mut f, NatSide::Dst, 1, None, true, false, RS_MAC, DIR_MAC));
+        let before = f.clone();
+        assert_eq!(
+            nat(&mut f, State::Full, &to(NatSide::Dst, 1, None)),
+            Err(Reason::TtlExceeded)
+        );
+        assert_eq!(f, before, "left untouched");
     }
 
     fn frame_in(buf: &mut [u8], bytes: &[u8], vnet: VnetHdr) -> usize {
@@ -620,7 +804,7 @@ pub(crate) mod tests {
             VnetHdr::default(),
         );
         let o = OUTER;
-        assert!(tun_encap(&mut fr, &o, 7));
+        tun_encap(&mut fr, &o, 7).unwrap();
         let d = fr.data().to_vec();
         assert_eq!(d.len(), inner.len() + 20);
         assert_eq!(&d[0..12], &[RS_MAC, DIR_MAC].concat()[..]);
@@ -660,7 +844,7 @@ pub(crate) mod tests {
         let mut arena = TxArena::new(1 << 16, 16);
         let o = OUTER;
         let mut id = 100u16;
-        assert_eq!(segment_tcp4(&f, &vnet, Some((&o, &mut id)), &mut arena), Some(3));
+        assert_eq!(segment_tcp4(&f, &vnet, Some((&o, &mut id)), &mut arena), Ok(3));
         assert_eq!(id, 103);
         let mut payload = Vec::new();
         for i in 0..3 {
@@ -678,11 +862,12 @@ pub(crate) mod tests {
         assert_eq!(payload, f[54..].to_vec());
         // Without an outer header the segments are plain TCP/IP frames.
         let mut arena = TxArena::new(1 << 16, 16);
-        assert_eq!(segment_tcp4(&f, &vnet, None, &mut arena), Some(3));
+        assert_eq!(segment_tcp4(&f, &vnet, None, &mut arena), Ok(3));
         assert!(l4_ok(&arena.frame_with_vnet(0)[VnetHdr::LEN..]));
         // A full arena reports failure rather than sending a partial set.
         let mut small = TxArena::new(2000, 16);
-        assert_eq!(segment_tcp4(&f, &vnet, None, &mut small), None);
+        assert_eq!(segment_tcp4(&f, &vnet, None, &mut small), Err(Reason::NoBuffer));
+        assert!(small.is_empty(), "nothing half-sent");
     }
 
     #[test]
@@ -697,7 +882,7 @@ pub(crate) mod tests {
             Default::default(),
             VnetHdr::default(),
         );
-        assert!(icmp_frag_needed(&mut fr, DIR_MAC, 1480));
+        icmp_frag_needed(&mut fr, DIR_MAC, 1480).unwrap();
         let d = fr.data().to_vec();
         assert_eq!(d.len(), 14 + 20 + 8 + 28);
         assert_eq!(&d[0..6], &inner[6..12], "back to the router");
@@ -722,7 +907,7 @@ pub(crate) mod tests {
         f[34..46].copy_from_slice(&[8, 0, 0, 0, 0, 1, 0, 2, b'p', b'i', b'n', b'g']);
         let c = checksum::checksum(&f[34..46]);
         f[36..38].copy_from_slice(&c.to_be_bytes());
-        assert!(icmp_echo_reply(&mut f, DIR_MAC));
+        icmp_echo_reply(&mut f, DIR_MAC).unwrap();
         assert_eq!(f[34], icmp::ECHO_REPLY);
         assert_eq!(&f[26..30], &[198, 18, 100, 1]);
         assert_eq!(&f[30..34], &[198, 18, 1, 2]);
@@ -740,7 +925,7 @@ pub(crate) mod tests {
         f[20] = 0; // DF clear
         let o = OUTER;
         let mut arena = TxArena::new(1 << 16, 16);
-        assert_eq!(tun_fragment(&f, &o, 9, 1500, &mut arena), Some(2));
+        assert_eq!(tun_fragment(&f, &o, 9, 1500, &mut arena), Ok(2));
         let a = arena.frame_with_vnet(0)[VnetHdr::LEN..].to_vec();
         let b = arena.frame_with_vnet(1)[VnetHdr::LEN..].to_vec();
         assert!(a.len() - 14 <= 1500 && ip_ok(&a) && ip_ok(&b));
@@ -754,5 +939,79 @@ pub(crate) mod tests {
             f[14..].to_vec(),
             "the fragments carry the whole inner packet"
         );
+    }
+
+    /// An ICMP error quoting `quoted` (an IP header and 8 bytes), to the VIP.
+    fn icmp_error_frame(quoted: &[u8]) -> Vec<u8> {
+        let mut f = tcp_frame(0xc000_0201, 0xc612_6401, 0, 0, 0);
+        f.truncate(34);
+        f[23] = 1;
+        let total = (20 + 8 + quoted.len()) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&[3, 4, 0, 0, 0, 0, 5, 0x78]);
+        f.extend_from_slice(quoted);
+        let c = checksum::checksum(&f[34..]);
+        f[36..38].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn nat_icmp_error_refuses_a_quote_with_ihl_below_5() {
+        let sent = tcp_frame(0xc612_6401, 0xc612_0102, 80, 40000, 0x10);
+        let mut quoted = sent[14..42].to_vec();
+        quoted[0] = 0x44; // IHL 4: 16 bytes, shorter than any IPv4 header
+        let mut f = icmp_error_frame(&quoted);
+        let before = f.clone();
+        assert_eq!(
+            nat_icmp_error(&mut f, 0xc612_000b, Some(8080), MACS),
+            Err(Reason::TruncatedL4)
+        );
+        assert_eq!(f, before, "left untouched");
+    }
+
+    #[test]
+    fn segmentation_stops_at_the_ip_total_length() {
+        let mut f = tcp_frame(0xc612_0102, 0xc612_6401, 40000, 80, tcp::ACK);
+        f.extend((0..100).map(|i| i as u8));
+        let total = (f.len() - 14) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&[0xee; 60]); // bytes beyond the IP packet
+        let vnet = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4,
+            gso_size: 1000,
+            csum_start: 34,
+            csum_offset: 16,
+            ..VnetHdr::default()
+        };
+        let mut arena = TxArena::new(1 << 16, 16);
+        assert_eq!(segment_tcp4(&f, &vnet, None, &mut arena), Ok(1));
+        let seg = arena.frame_with_vnet(0)[VnetHdr::LEN..].to_vec();
+        assert_eq!(seg.len(), 14 + 40 + 100);
+        assert!(ip_ok(&seg) && l4_ok(&seg));
+    }
+
+    #[test]
+    fn complete_checksum_stops_at_the_ip_total_length() {
+        let mut f = tcp_frame(0xc612_0102, 0xc612_6401, 40000, 80, 0x10);
+        f.extend_from_slice(b"ab");
+        f[16..18].copy_from_slice(&42u16.to_be_bytes());
+        let mut p = Vec::new();
+        p.extend_from_slice(&f[26..34]);
+        p.extend_from_slice(&[0, 6, 0, 22]);
+        let ps = checksum::sum(&p, 0);
+        f[50..52].copy_from_slice(&ps.to_be_bytes());
+        f.resize(64, 0xee); // Ethernet padding
+        let mut vnet = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 16,
+            ..VnetHdr::default()
+        };
+        complete_checksum(&mut f, &mut vnet).unwrap();
+        assert!(l4_ok(&f));
     }
 }

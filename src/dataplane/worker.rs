@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
-use super::classify::{classify_packet, Classified, Packet, Reason};
-use super::rewrite::{self, NatSide, TunOuter};
+use super::classify::{classify_packet, Classified, Kind, Reason};
+use super::rewrite::{self, Macs, Nat, NatSide, Payload, Sent, ToServer};
 use super::stats::{bump, bump_i, WorkerStats};
 use crate::fwd::flow::{FlowEntry, FlowKey, FlowState, FlowTable};
 use crate::fwd::frag::{FragKey, FragTable};
-use crate::fwd::maglev::{flow_hash, NO_SERVER};
-use crate::fwd::table::{BackendFwd, BackendState, FwdTable, Mode, ServiceFwd};
+use crate::fwd::maglev::flow_hash;
+use crate::fwd::table::{BackendFwd, BackendId, BackendState, FwdTable, Mode, ServiceFwd};
 use crate::io::{Action, Device, Frame, TxArena};
 use crate::wire::tcp;
 
@@ -26,15 +26,12 @@ pub const SWEEP_BUCKETS_BUSY: usize = 16;
 pub const SWEEP_BUCKETS_IDLE: usize = 1024;
 /// A SYN retransmitted this long after the first moves to the next server.
 pub const SYN_SECOND_CHANCE_MS: u32 = 500;
+/// Most SYN second chances one flow takes (and servers its walk remembers);
+/// fewer when its service has fewer servers.
+const MAX_SECOND_CHANCES: u8 = 7;
 /// Fragment table size and lifetime (per worker).
 const FRAG_SLOTS: usize = 4096;
-const FRAG_TIMEOUT_MS: u32 = 30_000;
-/// `FlowEntry::flags` bit 0: the entry is the reply direction of a NAT flow.
-/// Bits 1..7 count SYN second chances taken (the flow's current server is
-/// that many steps along its Maglev preference order). `aux` holds the
-/// initial sequence number of a flow in SYN state.
-const FLAG_REVERSE: u8 = 1;
-const MOVE_ONE: u8 = 2;
+const FRAG_TIMEOUT_MS: u64 = 30_000;
 
 /// State shared between the slow path and every worker.
 pub struct Shared {
@@ -59,18 +56,21 @@ pub struct Worker<D: Device> {
     flows: FlowTable,
     frags: FragTable,
     /// Per backend id: when a flow to it last completed a handshake (SYN
-    /// state -> established); evidence that it is alive.
-    last_est: Box<[u32]>,
+    /// state -> established); evidence that it is alive. Never swept, so on
+    /// the worker's non-wrapping clock.
+    last_est: Box<[u64]>,
     stats: Arc<WorkerStats>,
     shared: Arc<Shared>,
     epoch: Instant,
     ip_id: u16,
 }
 
-/// A coarse millisecond clock that wraps (flow entries use wrapping math).
+/// Milliseconds since the worker started: does not wrap in the lifetime of
+/// a process. The flow table takes its low 32 bits (it sweeps every entry
+/// well within a wrap); timestamps nothing sweeps keep all 64.
 #[inline]
-fn now_ms(epoch: Instant) -> u32 {
-    epoch.elapsed().as_millis() as u32
+fn now_ms(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
 }
 
 impl<D: Device> Worker<D> {
@@ -85,7 +85,7 @@ impl<D: Device> Worker<D> {
             dev,
             flows,
             frags: FragTable::new(FRAG_SLOTS, FRAG_TIMEOUT_MS),
-            last_est: vec![0u32; crate::fwd::table::MAX_BACKEND_IDS].into_boxed_slice(),
+            last_est: vec![0u64; crate::fwd::table::MAX_BACKEND_IDS].into_boxed_slice(),
             stats,
             shared,
             epoch: Instant::now(),
@@ -122,12 +122,12 @@ impl<D: Device> Worker<D> {
         Ok(())
     }
 
-    /// Process one batch at time `now` (milliseconds on the worker's clock).
-    /// Returns the number of frames received.
+    /// Process one batch at time `now` (milliseconds on the worker's clock,
+    /// which must not go backwards). Returns the number of frames received.
     ///
     /// # Errors
     /// A device-level failure.
-    pub fn poll_once(&mut self, now: u32) -> std::io::Result<usize> {
+    pub fn poll_once(&mut self, now: u64) -> std::io::Result<usize> {
         let table = self.shared.table.load();
         if self.flows.timeouts() != table.timeouts {
             self.flows.set_timeouts(table.timeouts);
@@ -144,25 +144,37 @@ impl<D: Device> Worker<D> {
             last_est: &mut self.last_est,
             stats,
             now,
+            tick: now as u32,
             ip_id: &mut self.ip_id,
+            sent: 0,
         };
         let st = self
             .dev
             .process_batch(BATCH, |f, arena| handle(f, arena, &mut cx))?;
-        let flows = &mut self.flows;
+        // Frames are counted as forwarded once the device said how many it
+        // could not send, never before: a counter that went up and then
+        // down again would read as a reset to whoever scraped in between.
+        let sent = cx.sent;
+        bump(&stats.forwarded, sent.saturating_sub(st.tx_failed as u64));
         if st.tx_failed > 0 {
             bump(&stats.drops[Reason::TxError as usize], st.tx_failed as u64);
-            bump(&stats.forwarded, 0u64.wrapping_sub(st.tx_failed as u64));
         }
+        let flows = &mut self.flows;
         let sweep = if st.received == 0 {
             SWEEP_BUCKETS_IDLE
         } else {
             SWEEP_BUCKETS_BUSY
         };
-        flows.sweep(now, sweep, &mut |e| on_removed(stats, e));
+        flows.sweep(now as u32, sweep, &mut |e| on_removed(stats, e));
         stats.flows.store(flows.len() as u64, Ordering::Relaxed);
         stats.evictions.store(flows.evictions(), Ordering::Relaxed);
         stats.expirations.store(flows.expirations(), Ordering::Relaxed);
+        let ev = flows.evictions_by_kind();
+        stats.evictions_expired.store(ev.expired, Ordering::Relaxed);
+        stats.evictions_embryonic.store(ev.embryonic, Ordering::Relaxed);
+        stats
+            .evictions_established
+            .store(ev.established, Ordering::Relaxed);
         Ok(st.received)
     }
 
@@ -174,9 +186,6 @@ impl<D: Device> Worker<D> {
 
 /// A flow left the table: undo its share of its server's gauges.
 fn on_removed(stats: &WorkerStats, e: &FlowEntry) {
-    if e.flags & FLAG_REVERSE != 0 {
-        return;
-    }
     let b = stats.backend(e.backend);
     if is_active(e.state) {
         bump_i(&b.active, -1);
@@ -228,7 +237,7 @@ fn initial_state(proto: u8, tcp_flags: u8) -> FlowState {
 
 /// Advance a TCP entry's state with one packet's flags (seen at `now`).
 #[inline]
-fn advance(e: &mut FlowEntry, proto: u8, flags: u8, now: u32) {
+fn advance(e: &mut FlowEntry, proto: u8, flags: u8, now: u32, seq: u32) {
     if proto != 6 {
         return;
     }
@@ -240,6 +249,7 @@ fn advance(e: &mut FlowEntry, proto: u8, flags: u8, now: u32) {
         // Port reuse: a new connection on a remembered tuple.
         e.state = FlowState::TcpSyn;
         e.first_ms = now;
+        e.isn = seq;
     }
 }
 
@@ -254,41 +264,52 @@ fn move_gauges(stats: &WorkerStats, old: u32, was_active: bool, new: u32, now_ac
     bump_i(if now_active { &n.active } else { &n.inactive }, 1);
 }
 
+/// SYN second chances a flow of `svc` may take: one per other server in its
+/// table (so it never walks the table looking for a server that is not
+/// there), at most [`MAX_SECOND_CHANCES`].
+#[inline]
+fn second_chances_allowed(svc: &ServiceFwd) -> u8 {
+    let others = svc.maglev.servers().saturating_sub(1);
+    others.min(usize::from(MAX_SECOND_CHANCES)) as u8
+}
+
 /// The server `moves` steps along a flow's Maglev preference order: walking
 /// the table from the flow's slot, the (moves+1)-th distinct server met (the
-/// SYN second chance; every move tries a server not tried before).
+/// SYN second chance; every move tries a server not tried before). `moves`
+/// is capped at the number of other servers in the table, so the walk ends
+/// as soon as it has met every distinct server; `probes` counts the slots
+/// it read.
 #[inline]
-fn maglev_step(svc: &ServiceFwd, hash: u64, moves: u8) -> Option<u32> {
-    const MAX_TRIED: usize = 8;
-    let m = svc.maglev.len() as u32;
+fn maglev_step(svc: &ServiceFwd, hash: u64, moves: u8, probes: &mut u64) -> Option<BackendId> {
+    const MAX_TRIED: usize = MAX_SECOND_CHANCES as usize + 1;
+    let m = svc.maglev.len();
     if m == 0 {
         return None;
     }
-    let mut slot = (hash % m as u64) as u32;
-    let mut tried = [u32::MAX; MAX_TRIED];
-    tried[0] = svc.pick_slot(slot)?;
-    let want = (moves as usize).min(MAX_TRIED - 1);
+    let mut slot = (hash % m as u64) as usize;
+    let first = svc.pick_slot(slot as u32)?;
+    let want = moves.min(second_chances_allowed(svc)) as usize;
+    let mut tried: [BackendId; MAX_TRIED] = [first; MAX_TRIED];
     let mut n = 1;
-    for _ in 0..m {
-        if n > want {
-            break;
-        }
+    // Bounded by `m` too, so an inconsistent table (a member listed twice)
+    // costs one walk, never a hang.
+    let mut left = m;
+    while n <= want && left > 0 {
+        left -= 1;
         slot += 1;
-        if slot >= m {
+        if slot == m {
             slot = 0;
         }
-        let i = svc.maglev[slot as usize];
-        if i == NO_SERVER {
+        *probes += 1;
+        let Some(id) = svc.pick_slot(slot as u32) else {
             continue;
-        }
-        let id = svc.members[i as usize];
+        };
         if !tried[..n].contains(&id) {
             tried[n] = id;
             n += 1;
         }
     }
-    // Fewer distinct servers than asked for: stay on the last one found.
-    Some(tried[n.min(want + 1) - 1])
+    Some(tried[n - 1])
 }
 
 /// Everything `handle` works with.
@@ -296,55 +317,61 @@ struct Ctx<'a> {
     table: &'a FwdTable,
     flows: &'a mut FlowTable,
     frags: &'a mut FragTable,
-    last_est: &'a mut [u32],
+    last_est: &'a mut [u64],
     stats: &'a WorkerStats,
-    now: u32,
+    /// The worker's clock (ms, does not wrap).
+    now: u64,
+    /// Its low 32 bits: the flow table's wrapping clock.
+    tick: u32,
     ip_id: &'a mut u16,
+    /// Frames handed to the device for sending in this batch; counted as
+    /// forwarded once the device has reported its failures.
+    sent: u64,
 }
 
 /// Find the flow's backend, creating or re-pinning the flow as needed.
 #[inline]
-fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<u32, Reason> {
-    let (table, stats, now) = (cx.table, cx.stats, cx.now);
-    if let Some(e) = cx.flows.get(&c.key, now, &mut |e| on_removed(stats, e)) {
+fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<BackendId, Reason> {
+    let (table, stats, now, tick) = (cx.table, cx.stats, cx.now, cx.tick);
+    if let Some(e) = cx.flows.get(&c.key, tick, &mut |e| on_removed(stats, e)) {
         let was_active = is_active(e.state);
         let bare_syn = c.key.proto == 6 && c.tcp_flags & tcp::SYN != 0 && c.tcp_flags & tcp::ACK == 0;
         // A retransmission repeats the initial sequence number; a new
         // connection on a reused tuple does not (and starts afresh).
-        let waited = now.wrapping_sub(e.first_ms);
+        let waited = tick.wrapping_sub(e.first_ms);
         // Only when the server shows no sign of life: no flow to it completed
         // a handshake since this SYN was first seen. A live server that lost
         // or delayed one SYN-ACK keeps the flow, so its late SYN-ACK cannot
         // meet a different server (which would answer the client's ACK with
         // a reset).
-        let silent = |id: u32| {
+        let silent = |id: BackendId| {
             let i = (id as usize).min(cx.last_est.len() - 1);
-            now.wrapping_sub(cx.last_est[i]) >= waited
+            now.saturating_sub(cx.last_est[i]) >= u64::from(waited)
         };
+        // Once it has tried every server, a replayed SYN is just a packet of
+        // its flow: no walk, whatever the rate of replays.
         let syn_retransmit = e.state == FlowState::TcpSyn
             && bare_syn
-            && e.aux == c.tcp_seq
+            && e.isn == c.tcp_seq
             && waited >= SYN_SECOND_CHANCE_MS
+            && e.second_chances < second_chances_allowed(svc)
             && silent(e.backend);
         // A new connection on a remembered tuple (the client reused its
         // port): scheduled afresh like any new flow, so a drained or
         // weight-0 server gets none.
         let new_conn = bare_syn
-            && (e.state == FlowState::TcpClosing || (e.state == FlowState::TcpSyn && e.aux != c.tcp_seq));
-        if e.state == FlowState::TcpSyn && bare_syn && e.aux != c.tcp_seq {
-            e.aux = c.tcp_seq;
-            e.first_ms = now;
+            && (e.state == FlowState::TcpClosing || (e.state == FlowState::TcpSyn && e.isn != c.tcp_seq));
+        if e.state == FlowState::TcpSyn && bare_syn && e.isn != c.tcp_seq {
+            e.isn = c.tcp_seq;
+            e.first_ms = tick;
         }
         let was_syn = e.state == FlowState::TcpSyn;
-        advance(e, c.key.proto, c.tcp_flags, now);
-        if !was_syn && e.state == FlowState::TcpSyn {
-            e.aux = c.tcp_seq;
-        }
+        advance(e, c.key.proto, c.tcp_flags, tick, c.tcp_seq);
         if was_syn && e.state == FlowState::TcpEstablished {
             let i = (e.backend as usize).min(cx.last_est.len() - 1);
             cx.last_est[i] = now;
         }
-        e.last_ms = now;
+        e.last_ms = tick;
         let old = e.backend;
         let mut id = old;
         let ob = table.backend(old);
@@ -353,7 +380,7 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<u32
                 move_gauges(stats, old, was_active, old, is_active(e.state));
                 return Err(Reason::NoServer);
             };
-            e.flags &= FLAG_REVERSE;
+            e.second_chances = 0;
             id = nid;
             bump(&stats.backend(nid).conns, 1);
         } else if !keeps_backend(ob.state, table.reschedule_on_down) || ob.mac.is_none() {
@@ -364,20 +391,24 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<u32
                 move_gauges(stats, old, was_active, old, is_active(e.state));
                 return Err(Reason::NoServer);
             };
-            e.flags &= FLAG_REVERSE;
+            e.second_chances = 0;
             id = nid;
             bump(&stats.rescheduled, 1);
         } else if syn_retransmit {
             // The server did not answer the first SYN: a silent failure the
             // health check has not seen yet. Try the next server.
-            let moves = (e.flags >> 1).saturating_add(1).min(7);
-            if let Some(nid) = maglev_step(svc, flow_hash(&key_bytes(&c.key)), moves) {
-                if nid != old {
-                    e.flags = (e.flags & FLAG_REVERSE) | (moves * MOVE_ONE);
-                    e.first_ms = now;
-                    id = nid;
-                    bump(&stats.syn_second_chance, 1);
-                }
+            let moves = e.second_chances + 1;
+            let mut probes = 0;
+            let next = maglev_step(svc, flow_hash(&key_bytes(&c.key)), moves, &mut probes);
+            bump(&stats.maglev_probes, probes);
+            // Counted as taken even when the walk ends on the same server
+            // (it met fewer distinct servers than the table has), so the
+            // number of walks per flow stays bounded.
+            e.second_chances = moves;
+            if let Some(nid) = next.filter(|&nid| nid != old) {
+                e.first_ms = tick;
+                id = nid;
+                bump(&stats.syn_second_chance, 1);
             }
         }
         e.backend = id;
@@ -390,33 +421,12 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<u32
     let state = initial_state(c.key.proto, c.tcp_flags);
     let e = cx
         .flows
-        .insert(c.key, state, id, now, &mut |e| on_removed(stats, e));
-    e.aux = c.tcp_seq;
+        .insert(c.key, state, id, tick, &mut |e| on_removed(stats, e));
+    e.isn = c.tcp_seq;
     let b = stats.backend(id);
     bump(&b.conns, 1);
     bump_i(if is_active(state) { &b.active } else { &b.inactive }, 1);
     Ok(id)
-}
-
-/// What is being sent to a real server.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Payload {
-    /// A TCP/UDP packet (or first fragment) with its transport header.
-    Flow,
-    /// A later fragment: addresses only.
-    Fragment,
-    /// An ICMP error quoting a packet the VIP sent.
-    IcmpError,
-}
-
-/// What `send_to` did with a frame.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Sent {
-    /// Rewritten for the server (or segmented into the arena).
-    Server(Action),
-    /// Not sent to the server: turned into an ICMP error back to the client
-    /// (counted as a drop by its reason, the answer goes out).
-    Answered,
 }
 
 /// Rewrite the frame for backend `b` by its service's mode.
@@ -428,126 +438,30 @@ fn send_to(
     b: &BackendFwd,
     what: Payload,
 ) -> Result<Sent, Reason> {
-    let t = cx.table;
-    let mac = b.mac.ok_or(Reason::ServerMacUnknown)?;
-    match b.mode {
-        Mode::Dr => {
-            rewrite::dr(f.data_mut(), mac, t.director_mac);
-            Ok(Sent::Server(Action::Transmit))
-        }
-        Mode::Nat => {
-            let port = (b.port != 0).then_some(b.port);
-            let partial = f.vnet.needs_csum();
-            let ok = match what {
-                Payload::Flow => rewrite::nat(
-                    f.data_mut(),
-                    NatSide::Dst,
-                    b.addr,
-                    port,
-                    true,
-                    partial,
-                    mac,
-                    t.director_mac,
-                ),
-                Payload::Fragment => rewrite::nat(
-                    f.data_mut(),
-                    NatSide::Dst,
-                    b.addr,
-                    None,
-                    false,
-                    partial,
-                    mac,
-                    t.director_mac,
-                ),
-                Payload::IcmpError => {
-                    rewrite::nat_icmp_error(f.data_mut(), b.addr, port, mac, t.director_mac)
-                }
-            };
-            if ok {
-                Ok(Sent::Server(Action::Transmit))
-            } else {
-                Err(Reason::TtlExceeded)
-            }
-        }
-        Mode::Tun => {
-            let outer = TunOuter {
-                src: t.director_ip,
-                dst: b.addr,
-                dst_mac: mac,
-                src_mac: t.director_mac,
-                ttl: 64,
-            };
-            let d = f.data();
-            let df = d.len() > 20 && u16::from_be_bytes([d[20], d[21]]) & crate::wire::ipv4::FLAG_DF != 0;
-            let ihl = ((d[14] & 0xf) as usize) * 4;
-            // Largest inner packet that will go on the wire.
-            let inner = if f.vnet.is_gso() {
-                let l4 = 14 + ihl;
-                let thl = if d.len() > l4 + 12 {
-                    ((d[l4 + 12] >> 4) as usize) * 4
-                } else {
-                    20
-                };
-                (ihl + thl + f.vnet.gso_size as usize).min(f.len() - 14)
-            } else {
-                f.len() - 14
-            };
-            if inner + 20 > t.mtu as usize && !df && !f.vnet.is_gso() {
-                // DF clear: fragment the outer packet, as IPVS does.
-                let mut vnet = f.vnet;
-                if !rewrite::complete_checksum(f.data_mut(), &mut vnet) {
-                    return Err(Reason::TruncatedL4);
-                }
-                let id = *cx.ip_id;
-                *cx.ip_id = id.wrapping_add(1);
-                rewrite::tun_fragment(f.data(), &outer, id, t.mtu as usize, arena).ok_or(Reason::NoBuffer)?;
-                return Ok(Sent::Server(Action::Drop));
-            }
-            if inner + 20 > t.mtu as usize {
-                if !df {
-                    return Err(Reason::TunTooBig);
-                }
-                let mtu = (t.mtu.saturating_sub(20)).min(u16::MAX as u32) as u16;
-                return if rewrite::icmp_frag_needed(f, t.director_mac, mtu) {
-                    Ok(Sent::Answered)
-                } else {
-                    Err(Reason::NoBuffer)
-                };
-            }
-            if f.vnet.is_gso() {
-                let vnet = f.vnet;
-                let n = rewrite::segment_tcp4(f.data(), &vnet, Some((&outer, &mut *cx.ip_id)), arena)
-                    .ok_or(Reason::NoBuffer)?;
-                bump(&cx.stats.tun_segmented, n as u64);
-                // The segments are in the arena; the super-frame itself is not sent.
-                return Ok(Sent::Server(Action::Drop));
-            }
-            let mut vnet = f.vnet;
-            if !rewrite::complete_checksum(f.data_mut(), &mut vnet) {
-                return Err(Reason::TruncatedL4);
-            }
-            f.vnet = vnet;
-            let id = *cx.ip_id;
-            *cx.ip_id = id.wrapping_add(1);
-            if rewrite::tun_encap(f, &outer, id) {
-                Ok(Sent::Server(Action::Transmit))
-            } else {
-                Err(Reason::NoBuffer)
-            }
-        }
-    }
+    let how = ToServer::new(cx.table, b)?;
+    rewrite::to_server(f, arena, &how, what, cx.ip_id)
 }
 
-/// Count what `send_to` did; an ICMP answer instead of forwarding is a drop
-/// by its reason (the frame did not reach the server), its answer goes out.
+/// Count what `send_to` did. A frame sent in place or as fragments or
+/// segments reached the server; one answered with "fragmentation needed"
+/// is a drop by that reason (the answer goes out).
 #[inline]
-fn forwarded(cx: &Ctx<'_>, id: u32, len: usize, sent: Sent) -> Result<Action, Reason> {
+fn forwarded(cx: &mut Ctx<'_>, id: BackendId, len: usize, sent: Sent) -> Result<Action, Reason> {
     match sent {
-        Sent::Server(a) => {
+        Sent::Frame => {
             count_in(cx, id, len);
-            Ok(a)
+            Ok(Action::Transmit)
         }
-        Sent::Answered => {
+        Sent::Fragmented => {
+            count_in(cx, id, len);
+            Ok(Action::Drop)
+        }
+        Sent::Segmented(n) => {
+            bump(&cx.stats.tun_segmented, n as u64);
+            count_in(cx, id, len);
+            Ok(Action::Drop)
+        }
+        Sent::FragNeeded => {
             cx.stats.drop(Reason::TunFragNeeded);
             Ok(Action::Transmit)
         }
@@ -556,21 +470,21 @@ fn forwarded(cx: &Ctx<'_>, id: u32, len: usize, sent: Sent) -> Result<Action, Re
 
 /// Count a frame from backend `id` sent on to a client (NAT replies).
 #[inline]
-fn count_out(stats: &WorkerStats, id: u32, len: usize) {
-    let b = stats.backend(id);
+fn count_out(cx: &mut Ctx<'_>, id: BackendId, len: usize) {
+    let b = cx.stats.backend(id);
     bump(&b.out_packets, 1);
     bump(&b.out_bytes, len as u64);
-    bump(&stats.forwarded, 1);
-    bump(&stats.bytes_forwarded, len as u64);
+    cx.sent += 1;
+    bump(&cx.stats.bytes_forwarded, len as u64);
 }
 
 /// Count a frame sent to backend `id`.
 #[inline]
-fn count_in(cx: &Ctx<'_>, id: u32, len: usize) {
+fn count_in(cx: &mut Ctx<'_>, id: BackendId, len: usize) {
     let b = cx.stats.backend(id);
     bump(&b.packets, 1);
     bump(&b.bytes, len as u64);
-    bump(&cx.stats.forwarded, 1);
+    cx.sent += 1;
     bump(&cx.stats.bytes_forwarded, len as u64);
 }
 
@@ -591,8 +505,8 @@ fn flow_packet(
         cx.frags.insert(c.frag_key(), id, cx.now);
     }
     if b.mode == Mode::Nat {
-        // Make sure the reply direction is known (created with the flow,
-        // recreated if it expired on its own).
+        // Make sure the reply direction is known: linked to the flow, so the
+        // two share one lifetime; replaced when the flow changed server.
         let rport = if b.port != 0 { b.port } else { c.key.dport };
         let rkey = FlowKey {
             src: b.addr,
@@ -602,20 +516,11 @@ fn flow_packet(
             proto: c.key.proto,
         };
         let stats = cx.stats;
-        let hit = cx
-            .flows
-            .get(&rkey, cx.now, &mut |e| on_removed(stats, e))
-            .map(|e| e.backend == id);
-        if hit != Some(true) {
-            let state = initial_state(c.key.proto, 0);
-            let e = cx
-                .flows
-                .insert(rkey, state, id, cx.now, &mut |e| on_removed(stats, e));
-            e.flags = FLAG_REVERSE;
-        }
+        cx.flows
+            .set_reply(&c.key, rkey, cx.tick, &mut |e| on_removed(stats, e));
     }
     let len = f.len();
-    let sent = send_to(f, arena, cx, &b, Payload::Flow)?;
+    let sent = send_to(f, arena, cx, &b, Payload::Packet)?;
     forwarded(cx, id, len, sent)
 }
 
@@ -632,7 +537,7 @@ fn later_fragment(
         return Err(Reason::Fragment);
     }
     let len = f.len();
-    let sent = send_to(f, arena, cx, &b, Payload::Fragment)?;
+    let sent = send_to(f, arena, cx, &b, Payload::Packet)?;
     let a = forwarded(cx, id, len, sent);
     bump(&cx.stats.fragments_forwarded, 1);
     a
@@ -648,7 +553,7 @@ fn icmp_error(
     let stats = cx.stats;
     let id = cx
         .flows
-        .get(key, cx.now, &mut |e| on_removed(stats, e))
+        .get(key, cx.tick, &mut |e| on_removed(stats, e))
         .map(|e| e.backend)
         .ok_or(Reason::IcmpNoFlow)?;
     let b = *cx.table.backend(id);
@@ -659,21 +564,21 @@ fn icmp_error(
     a
 }
 
-/// The reply-direction entry of a NAT flow (server -> client key).
+/// The NAT flow whose reply direction (server -> client key) is `key`.
 #[inline]
 fn reply_flow<'a>(cx: &'a mut Ctx<'_>, key: &FlowKey) -> Option<&'a mut FlowEntry> {
     let stats = cx.stats;
-    cx.flows
-        .get(key, cx.now, &mut |e| on_removed(stats, e))
-        .filter(|e| e.flags & FLAG_REVERSE != 0)
+    cx.flows.get_reply(key, cx.tick, &mut |e| on_removed(stats, e))
 }
 
 #[inline]
 fn nat_reply(f: &mut Frame<'_>, cx: &mut Ctx<'_>, c: &Classified) -> Result<Action, Reason> {
-    let (stats, now) = (cx.stats, cx.now);
+    let (now, tick) = (cx.now, cx.tick);
     let e = reply_flow(cx, &c.key).ok_or(Reason::NatNoFlow)?;
-    e.last_ms = now;
-    advance(e, c.key.proto, c.tcp_flags, now);
+    // The server's packets keep the flow alive (one lifetime for both
+    // directions); its TCP state follows the client's packets, as it did
+    // when the reply direction had an entry of its own.
+    e.last_ms = tick;
     let id = e.backend;
     let b = *cx.table.backend(id);
     if c.first_fragment {
@@ -682,20 +587,18 @@ fn nat_reply(f: &mut Frame<'_>, cx: &mut Ctx<'_>, c: &Classified) -> Result<Acti
     let mac = cx.table.next_hop_mac(c.key.dst).ok_or(Reason::NextHopUnknown)?;
     let vport = if b.svc_port != 0 { b.svc_port } else { c.key.sport };
     let len = f.len();
-    let partial = f.vnet.needs_csum();
-    if !rewrite::nat(
-        f.data_mut(),
-        NatSide::Src,
-        b.svc_vip,
-        Some(vport),
-        true,
-        partial,
-        mac,
-        cx.table.director_mac,
-    ) {
-        return Err(Reason::TtlExceeded);
-    }
-    count_out(stats, id, len);
+    let n = Nat {
+        side: NatSide::Src,
+        addr: b.svc_vip,
+        port: Some(vport),
+        macs: Macs {
+            dst: mac,
+            src: cx.table.director_mac,
+        },
+    };
+    let csum = rewrite::checksum_state(&f.vnet);
+    rewrite::nat(f.data_mut(), csum, &n)?;
+    count_out(cx, id, len);
     Ok(Action::Transmit)
 }
 
@@ -707,19 +610,18 @@ fn nat_reply_fragment(f: &mut Frame<'_>, cx: &mut Ctx<'_>, k: &FragKey) -> Resul
     let b = *cx.table.backend(id);
     let mac = cx.table.next_hop_mac(k.dst).ok_or(Reason::NextHopUnknown)?;
     let len = f.len();
-    if !rewrite::nat(
-        f.data_mut(),
-        NatSide::Src,
-        b.svc_vip,
-        None,
-        false,
-        false,
-        mac,
-        cx.table.director_mac,
-    ) {
-        return Err(Reason::TtlExceeded);
-    }
-    count_out(cx.stats, id, len);
+    let n = Nat {
+        side: NatSide::Src,
+        addr: b.svc_vip,
+        port: None,
+        macs: Macs {
+            dst: mac,
+            src: cx.table.director_mac,
+        },
+    };
+    let csum = rewrite::checksum_state(&f.vnet);
+    rewrite::nat(f.data_mut(), csum, &n)?;
+    count_out(cx, id, len);
     bump(&cx.stats.fragments_forwarded, 1);
     Ok(Action::Transmit)
 }
@@ -728,7 +630,6 @@ fn nat_reply_fragment(f: &mut Frame<'_>, cx: &mut Ctx<'_>, k: &FragKey) -> Resul
 /// client as if the VIP had sent it.
 #[inline]
 fn nat_icmp_from_server(f: &mut Frame<'_>, cx: &mut Ctx<'_>, rkey: &FlowKey) -> Result<Action, Reason> {
-    let stats = cx.stats;
     let id = reply_flow(cx, rkey)
         .map(|e| e.backend)
         .ok_or(Reason::IcmpNoFlow)?;
@@ -736,10 +637,12 @@ fn nat_icmp_from_server(f: &mut Frame<'_>, cx: &mut Ctx<'_>, rkey: &FlowKey) -> 
     let mac = cx.table.next_hop_mac(rkey.dst).ok_or(Reason::NextHopUnknown)?;
     let vport = if b.svc_port != 0 { b.svc_port } else { rkey.sport };
     let len = f.len();
-    if !rewrite::nat_icmp_from_server(f.data_mut(), b.svc_vip, vport, mac, cx.table.director_mac) {
-        return Err(Reason::TruncatedL4);
-    }
-    count_out(stats, id, len);
+    let macs = Macs {
+        dst: mac,
+        src: cx.table.director_mac,
+    };
+    rewrite::nat_icmp_from_server(f.data_mut(), b.svc_vip, vport, macs)?;
+    count_out(cx, id, len);
     Ok(Action::Transmit)
 }
 
@@ -748,25 +651,21 @@ fn nat_icmp_from_server(f: &mut Frame<'_>, cx: &mut Ctx<'_>, rkey: &FlowKey) -> 
 fn handle(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>) -> Action {
     bump(&cx.stats.frames_seen, 1);
     let r = match classify_packet(f.data(), &f.meta, cx.table) {
-        Ok(Packet::Flow(c)) => flow_packet(f, arena, cx, &c),
-        Ok(Packet::LaterFragment(k)) => later_fragment(f, arena, cx, &k),
-        Ok(Packet::IcmpError { key, .. }) => icmp_error(f, arena, cx, &key),
-        Ok(Packet::NatReply(c)) => nat_reply(f, cx, &c),
-        Ok(Packet::NatReplyFragment(k)) => nat_reply_fragment(f, cx, &k),
-        Ok(Packet::NatIcmpFromServer { rkey }) => nat_icmp_from_server(f, cx, &rkey),
-        Ok(Packet::Echo) => {
-            if rewrite::icmp_echo_reply(f.data_mut(), cx.table.director_mac) {
-                f.vnet = crate::io::VnetHdr::default();
-                // Answered in place: counted as forwarded (it leaves the
-                // director), so frames_seen = forwarded + drops holds.
-                bump(&cx.stats.echo_replies, 1);
-                bump(&cx.stats.forwarded, 1);
-                bump(&cx.stats.bytes_forwarded, f.len() as u64);
-                Ok(Action::Transmit)
-            } else {
-                Err(Reason::TruncatedL4)
-            }
-        }
+        Ok(Kind::Flow(c)) => flow_packet(f, arena, cx, &c),
+        Ok(Kind::LaterFragment(k)) => later_fragment(f, arena, cx, &k),
+        Ok(Kind::IcmpError { key, .. }) => icmp_error(f, arena, cx, &key),
+        Ok(Kind::NatReply(c)) => nat_reply(f, cx, &c),
+        Ok(Kind::NatReplyFragment(k)) => nat_reply_fragment(f, cx, &k),
+        Ok(Kind::NatIcmpFromServer { rkey }) => nat_icmp_from_server(f, cx, &rkey),
+        Ok(Kind::Echo) => rewrite::icmp_echo_reply(f.data_mut(), cx.table.director_mac).map(|()| {
+            f.vnet = crate::io::VnetHdr::default();
+            // Answered in place: counted as forwarded (it leaves the
+            // director), so frames_seen = forwarded + drops holds.
+            bump(&cx.stats.echo_replies, 1);
+            cx.sent += 1;
+            bump(&cx.stats.bytes_forwarded, f.len() as u64);
+            Action::Transmit
+        }),
         Err(r) => Err(r),
     };
     match r {

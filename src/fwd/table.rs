@@ -2,11 +2,8 @@
 //! real servers, built on the slow path and published with one atomic pointer
 //! swap. Workers load it once per batch and only read it.
 
-use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
-
 use super::flow::Timeouts;
-use super::maglev::NO_SERVER;
+use super::maglev::MaglevTable;
 
 /// Stable identity of a real server within one director process. The slow
 /// path reuses an id only once no flow refers to it any more, so a flow
@@ -75,40 +72,6 @@ impl BackendFwd {
     };
 }
 
-/// A Maglev lookup table, shared between successive published tables: a
-/// service whose inputs did not change keeps the same slots, so publishing
-/// neither rebuilds nor copies them.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Slots(Arc<[u16]>);
-
-impl Deref for Slots {
-    type Target = [u16];
-    #[inline]
-    fn deref(&self) -> &[u16] {
-        &self.0
-    }
-}
-
-impl DerefMut for Slots {
-    /// Copy on write (tests edit tables in place; the slow path never does).
-    fn deref_mut(&mut self) -> &mut [u16] {
-        Arc::make_mut(&mut self.0)
-    }
-}
-
-impl From<Vec<u16>> for Slots {
-    fn from(v: Vec<u16>) -> Self {
-        Slots(v.into())
-    }
-}
-
-impl Slots {
-    /// Whether two tables share the same slots (no copy was made).
-    pub fn same(&self, other: &Slots) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
 /// One virtual service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceFwd {
@@ -118,8 +81,8 @@ pub struct ServiceFwd {
     /// IP protocol number (6 or 17).
     pub proto: u8,
     pub mode: Mode,
-    /// Maglev lookup table: indices into `members`, or [`NO_SERVER`].
-    pub maglev: Slots,
+    /// Maglev lookup table: indices into `members`, or no server.
+    pub maglev: MaglevTable,
     /// Backend ids of this service's real servers, sorted by (address, port).
     pub members: Vec<BackendId>,
 }
@@ -138,10 +101,8 @@ impl ServiceFwd {
     /// The backend in one Maglev slot.
     #[inline]
     pub fn pick_slot(&self, slot: u32) -> Option<BackendId> {
-        match self.maglev.get(slot as usize) {
-            Some(&i) if i != NO_SERVER => self.members.get(i as usize).copied(),
-            _ => None,
-        }
+        let m = self.maglev.get(slot as usize)?;
+        self.members.get(m.index()).copied()
     }
 }
 
@@ -253,6 +214,7 @@ impl FwdTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fwd::maglev::Member;
 
     fn svc(vip: u32, proto: u8, port: u16) -> ServiceFwd {
         ServiceFwd {
@@ -260,7 +222,7 @@ mod tests {
             port,
             proto,
             mode: Mode::Dr,
-            maglev: vec![0, 1, 0].into(),
+            maglev: MaglevTable::from_slots(vec![Member::new(0), Member::new(1), Member::new(0)]),
             members: vec![7, 9],
         }
     }
@@ -283,9 +245,9 @@ mod tests {
     #[test]
     fn no_server_is_none() {
         let mut s = svc(1, 6, 80);
-        s.maglev = vec![NO_SERVER; 3].into();
+        s.maglev = MaglevTable::from_slots(vec![None; 3]);
         assert_eq!(s.pick(0), None);
-        s.maglev = Slots::default();
+        s.maglev = MaglevTable::from_slots(vec![]);
         assert_eq!(s.pick(0), None);
     }
 }

@@ -211,6 +211,15 @@ impl TxArena {
         Some(&mut self.buf[start + VnetHdr::LEN..start + need])
     }
 
+    /// Forget the frames pushed after the first `frames` (a rewrite that
+    /// fails half way must not send a partial set).
+    pub fn truncate(&mut self, frames: usize) {
+        if let Some(&(start, _)) = self.frames.get(frames) {
+            self.used = start;
+            self.frames.truncate(frames);
+        }
+    }
+
     /// Number of frames held.
     pub fn len(&self) -> usize {
         self.frames.len()

@@ -14,9 +14,12 @@
 //! veth peer, as in the test bed) may use checksum offload: its TCP and UDP
 //! segments hold only the pseudo-header sum, and the kernel does not finish
 //! it before XDP sees the bytes. Forwarded as they are, the real server
-//! would drop them. [`complete_partial_checksum`] recognises such a frame
-//! and completes its checksum in place before the worker sees it (see the
-//! function for why the test cannot misfire on a correct frame). GSO
+//! would drop them. On such software links only ([`software_link`]: AF_XDP
+//! gives no checksum status, so the link must tell),
+//! [`complete_partial_checksum`] recognises such a frame and completes its
+//! checksum in place before the worker sees it (see the functions for why
+//! the test cannot misfire on a correct frame, and what a hardware link's
+//! corrupt frame gets instead). GSO
 //! super-frames cannot arrive: an XDP program without multi-buffer support
 //! makes veth turn GSO off on its peer, and other drivers hand XDP single
 //! MTU-sized frames.
@@ -29,7 +32,9 @@ use std::sync::{Arc, Mutex};
 use super::sys::xdp::{self as sys, BpfMap, Insn, MapKind, XdpError, XdpMode, XskConfig, XskSocket};
 use super::sys::Fd;
 use super::{pkttype, Action, BatchStats, Device, Frame, TxArena};
-use crate::wire::checksum;
+use crate::wire::ethernet::{self, EtherType};
+use crate::wire::ipv4::{self, Protocol};
+use crate::wire::{checksum, tcp, udp};
 
 /// Map value bits: redirect frames whose destination / source is the key.
 const TO_ADDR: u32 = 1;
@@ -474,68 +479,102 @@ fn stripped_vlan(frame: &mut Frame<'_>) -> Option<u16> {
     (u16::from_ne_bytes([m[0], m[1]]) == META_VLAN).then(|| u16::from_ne_bytes([m[2], m[3]]))
 }
 
-/// Complete the TCP or UDP checksum of an unfragmented IPv4 frame whose
-/// sender left it to checksum offload (`CHECKSUM_PARTIAL`: the field holds
-/// the folded pseudo-header sum, not inverted). Returns true when it did.
+/// Whether frames from interface `ifindex` can hold partial checksums.
+///
+/// AF_XDP gives no checksum status with a frame: XDP sees bytes before any
+/// `sk_buff` exists, and the XDP RX metadata kfuncs (timestamp, hash, VLAN
+/// tag as of Linux 6.18) have none for it. So the bytes alone must tell,
+/// and they cannot always: a partial field (the pseudo-header sum) and a
+/// corrupt frame whose field happens to equal that sum look the same. What
+/// can tell is the link. A frame from a wire carries the checksum the
+/// sender's NIC completed, and virtio-net turns its guest checksum offload
+/// off while an XDP program is attached; only a software link (veth, tap:
+/// no `device` in sysfs) hands over a sender's partial frame from this host.
+/// So only there is a frame completed ([`complete_partial_checksum`]); on a
+/// hardware link a bad checksum is a corrupt frame, left as it is for the
+/// real server to drop, as the director does in every mode.
+///
+/// Unknown (sysfs unreadable) counts as software: without completion, a
+/// partial frame is lost for sure; with it, only a frame already corrupt
+/// whose field equals the pseudo-header sum (about 1 in 65,536 of those)
+/// would go on with a checksum that verifies.
+pub fn software_link(ifindex: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return true;
+    };
+    for e in dir.filter_map(|e| e.ok()) {
+        let p = e.path();
+        let idx = std::fs::read_to_string(p.join("ifindex")).ok();
+        if idx.and_then(|s| s.trim().parse::<i32>().ok()) == Some(ifindex) {
+            return !p.join("device").exists();
+        }
+    }
+    true
+}
+
+/// Complete the TCP or UDP checksum of an unfragmented IPv4 frame from a
+/// software link ([`software_link`]) whose sender left it to checksum
+/// offload (`CHECKSUM_PARTIAL`: the field holds the folded pseudo-header
+/// sum, not inverted). Returns true when it did.
 ///
 /// A frame counts as partial only when the field equals that pseudo-header
 /// sum **and** the checksum does not verify, so a frame with a correct full
 /// checksum is never touched. (A partial frame whose bytes happen to verify
 /// as well, about 1 in 65,535, is left as it is and dropped by the receiver;
-/// TCP retransmits it with a new timestamp.) A corrupted frame is completed
-/// only in the same 1-in-65,535 case.
+/// TCP retransmits it with a new timestamp.)
 pub fn complete_partial_checksum(d: &mut [u8]) -> bool {
-    const ETH: usize = 14;
-    if d.len() < ETH + 20 || d[12..14] != [0x08, 0x00] || d[ETH] >> 4 != 4 {
+    let Ok(mut eth) = ethernet::Frame::new_checked(d) else {
+        return false;
+    };
+    if eth.ethertype() != EtherType::Ipv4 {
         return false;
     }
-    let ihl = ((d[ETH] & 0xf) as usize) * 4;
-    let total = u16::from_be_bytes([d[ETH + 2], d[ETH + 3]]) as usize;
-    if ihl < 20 || total < ihl || ETH + total > d.len() {
+    let Ok(mut ip) = ipv4::Packet::new_checked(eth.payload_mut()) else {
         return false;
+    };
+    if ip.is_fragment() {
+        return false; // offload never leaves those partial
     }
-    if u16::from_be_bytes([d[ETH + 6], d[ETH + 7]]) & 0x3fff != 0 {
-        return false; // a fragment: offload never leaves those partial
-    }
-    let proto = d[ETH + 9];
-    let (at, min) = match proto {
-        6 => (16, 20),
-        17 => (6, 8),
+    let (src, dst, proto) = (ip.src(), ip.dst(), ip.protocol());
+    let l4 = ip.payload_mut();
+    let Ok(l4_len) = u16::try_from(l4.len()) else {
+        return false;
+    };
+    let (field, at) = match proto {
+        Protocol::Tcp => match tcp::Segment::new_checked(&l4[..]) {
+            Ok(t) => (t.checksum(), tcp::CHECKSUM_OFFSET),
+            Err(_) => return false,
+        },
+        Protocol::Udp => match udp::Datagram::new_checked(&l4[..]) {
+            Ok(u) if u.checksum() != 0 => (u.checksum(), udp::CHECKSUM_OFFSET),
+            _ => return false, // UDP without a checksum, or truncated
+        },
         _ => return false,
     };
-    let l4 = ETH + ihl;
-    let l4_len = total - ihl;
-    if l4_len < min {
+    let pseudo = checksum::pseudo_header(src, dst, proto, l4_len);
+    if field != pseudo {
         return false;
     }
-    let field = u16::from_be_bytes([d[l4 + at], d[l4 + at + 1]]);
-    if proto == 17 && field == 0 {
-        return false; // UDP without a checksum
-    }
-    let word = |i: usize| u64::from(u16::from_be_bytes([d[i], d[i + 1]]));
-    let pseudo =
-        word(ETH + 12) + word(ETH + 14) + word(ETH + 16) + word(ETH + 18) + proto as u64 + l4_len as u64;
-    if field != checksum::fold(pseudo) {
-        return false;
-    }
-    let s = checksum::sum(&d[l4..ETH + total], 0);
-    if checksum::fold(s as u64 + pseudo) == 0xffff {
+    if checksum::sum(l4, u32::from(pseudo)) == 0xffff {
         return false; // a correct full checksum
     }
-    // The field already holds the pseudo-header sum: summing over it
-    // completes it (as the kernel's skb_checksum_help does).
-    let c = match !s {
-        0 => 0xffff,
-        c => c,
-    };
-    d[l4 + at..l4 + at + 2].copy_from_slice(&c.to_be_bytes());
-    true
+    checksum::complete_partial(l4, 0, at).is_ok()
+}
+
+/// What the device does to a frame's checksum before the worker sees it:
+/// complete a partial one on a software link, touch nothing on a hardware
+/// link. True when it completed one.
+#[inline]
+fn repair_checksum(d: &mut [u8], software_link: bool) -> bool {
+    software_link && complete_partial_checksum(d)
 }
 
 /// A worker's AF_XDP device: one socket on one RX queue.
 pub struct XdpDevice {
     sock: XskSocket,
     mac: [u8; 6],
+    /// The link can carry partial checksums ([`software_link`]).
+    complete_partial: bool,
     repaired: u64,
     // Keeps the program attached while the device lives.
     _prog: Arc<XdpRedirect>,
@@ -561,6 +600,7 @@ impl XdpDevice {
         Ok(XdpDevice {
             sock,
             mac,
+            complete_partial: software_link(ifindex),
             repaired: 0,
             _prog: prog.clone(),
         })
@@ -588,12 +628,16 @@ impl Device for XdpDevice {
         mut f: F,
     ) -> io::Result<BatchStats> {
         let XdpDevice {
-            sock, mac, repaired, ..
+            sock,
+            mac,
+            complete_partial,
+            repaired,
+            ..
         } = self;
         sock.process_batch(max, |frame, arena| {
             frame.meta.pkttype = pkttype_of(frame.data(), mac);
             frame.meta.vlan_tci = stripped_vlan(frame);
-            if complete_partial_checksum(frame.data_mut()) {
+            if repair_checksum(frame.data_mut(), *complete_partial) {
                 *repaired += 1;
             }
             f(frame, arena)
@@ -680,6 +724,33 @@ mod tests {
         let mut short = partial(&tcp_frame([198, 18, 100, 1], b"xyz"));
         short.truncate(40);
         assert!(!complete_partial_checksum(&mut short));
+    }
+
+    /// A frame corrupted on the way whose checksum field happens to equal
+    /// the pseudo-header sum: on a hardware link nothing can hand over a
+    /// partial frame, so it is left as it is (the old code "repaired" it on
+    /// every link); on a software link it cannot be told from a partial one.
+    #[test]
+    fn corrupt_frames_are_repaired_only_where_partial_ones_can_arrive() {
+        let full = tcp_frame([198, 18, 100, 1], b"some payload");
+        let mut corrupt = partial(&full);
+        corrupt[60] ^= 0x10; // a payload bit flipped after the checksum
+        let before = corrupt.clone();
+        assert!(!repair_checksum(&mut corrupt, false));
+        assert_eq!(corrupt, before, "hardware link: untouched");
+        let mut p = partial(&full);
+        assert!(!repair_checksum(&mut p, false), "hardware link: never partial");
+        let mut p = partial(&full);
+        assert!(repair_checksum(&mut p, true));
+        assert_eq!(p, full, "software link: completed");
+    }
+
+    #[test]
+    fn loopback_is_a_software_link() {
+        // `lo` has no device behind it in sysfs; an unknown index counts
+        // as software too (see `software_link`).
+        assert!(software_link(1));
+        assert!(software_link(i32::MAX));
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Internet checksum helpers (RFC 1071 full sums, RFC 1624 incremental
-//! updates). Fast path.
+//! updates, the IPv4 pseudo-header). Fast path.
+
+use super::ipv4::Protocol;
+use super::{put16, WireError};
 
 /// One's-complement sum of `data` folded into 16 bits, not inverted.
 pub fn sum(data: &[u8], initial: u32) -> u16 {
@@ -40,6 +43,72 @@ pub fn update32(hc: u16, old: u32, new: u32) -> u16 {
     update16(hc, old as u16, new as u16)
 }
 
+/// The IPv4 pseudo-header sum (RFC 793, RFC 768): folded, not inverted.
+/// It starts a TCP/UDP checksum, and it is what a partial checksum field
+/// (vnet `NEEDS_CSUM`, Linux `CHECKSUM_PARTIAL`) holds.
+pub fn pseudo_header(src: u32, dst: u32, proto: Protocol, l4_len: u16) -> u16 {
+    let acc = (src >> 16) as u64
+        + (src & 0xffff) as u64
+        + (dst >> 16) as u64
+        + (dst & 0xffff) as u64
+        + u64::from(u8::from(proto))
+        + u64::from(l4_len);
+    fold(acc)
+}
+
+/// Complete a partial checksum in place, as Linux's `skb_checksum_help`
+/// does: the field at `start + field` holds the pseudo-header sum, so the
+/// sum over `data[start..]` (the field included) is the checksum. `data`
+/// must end where the packet ends (not with the frame's link padding). A
+/// result of 0 is sent as 0xffff (the same in one's complement; 0 means
+/// "no checksum" to UDP).
+///
+/// # Errors
+/// [`WireError::Truncated`] when the field is not inside `data[start..]`.
+pub fn complete_partial(data: &mut [u8], start: usize, field: usize) -> Result<(), WireError> {
+    let at = start.checked_add(field).ok_or(WireError::Truncated)?;
+    if at.checked_add(2).is_none_or(|end| end > data.len()) {
+        return Err(WireError::Truncated);
+    }
+    let c = match !sum(&data[start..], 0) {
+        0 => 0xffff,
+        c => c,
+    };
+    put16(data, at, c);
+    Ok(())
+}
+
+/// What a TCP/UDP checksum field holds, which decides how a rewrite keeps
+/// it right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// The complete checksum (RFC 1071): every change updates it (RFC 1624).
+    Full,
+    /// Only the pseudo-header sum, un-complemented, which the sender's
+    /// offload completes later over the bytes (vnet `NEEDS_CSUM`). Address
+    /// changes update it un-complemented; changes to covered bytes (ports)
+    /// must not touch it, as Linux's `inet_proto_csum_replace*` does.
+    Partial,
+}
+
+/// A TCP/UDP checksum field after an address of the pseudo-header changed
+/// from `old` to `new`.
+pub fn update_pseudo32(field: u16, state: State, old: u32, new: u32) -> u16 {
+    match state {
+        State::Full => update32(field, old, new),
+        State::Partial => !update32(!field, old, new),
+    }
+}
+
+/// A TCP/UDP checksum field after a 16-bit word of the segment (not of the
+/// pseudo-header, e.g. a port) changed from `old` to `new`.
+pub fn update_covered16(field: u16, state: State, old: u16, new: u16) -> u16 {
+    match state {
+        State::Full => update16(field, old, new),
+        State::Partial => field,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +138,27 @@ mod tests {
         hc = update16(hc, old_w, u16::from_be_bytes([d[8], d[9]]));
         d[10..12].copy_from_slice(&[0, 0]);
         assert_eq!(hc, checksum(&d));
+    }
+
+    #[test]
+    fn pseudo_header_matches_the_bytes() {
+        // 198.18.1.2 -> 198.18.100.1, TCP, 20 bytes.
+        let bytes = [198, 18, 1, 2, 198, 18, 100, 1, 0, 6, 0, 20];
+        assert_eq!(
+            pseudo_header(0xc612_0102, 0xc612_6401, Protocol::Tcp, 20),
+            sum(&bytes, 0)
+        );
+    }
+
+    #[test]
+    fn partial_fields_follow_addresses_not_ports() {
+        let ps = pseudo_header(0x0a00_0001, 0x0a00_0002, Protocol::Udp, 8);
+        let moved = update_pseudo32(ps, State::Partial, 0x0a00_0002, 0xc612_000b);
+        assert_eq!(moved, pseudo_header(0x0a00_0001, 0xc612_000b, Protocol::Udp, 8));
+        assert_eq!(update_covered16(moved, State::Partial, 53, 5353), moved);
+        assert_eq!(
+            update_covered16(0x1234, State::Full, 1, 2),
+            update16(0x1234, 1, 2)
+        );
     }
 }

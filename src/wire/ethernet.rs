@@ -71,6 +71,14 @@ impl<T: AsRef<[u8]>> Frame<T> {
         Ok(Frame { buf })
     }
 
+    /// Wrap without checks, for buffers this crate reserved itself.
+    ///
+    /// # Panics
+    /// Accessors panic if `buf` is shorter than 14 bytes.
+    pub fn new_unchecked(buf: T) -> Self {
+        Frame { buf }
+    }
+
     pub fn dst(&self) -> Mac {
         let mut m = [0; 6];
         m.copy_from_slice(&self.buf.as_ref()[field::DST]);

@@ -80,6 +80,30 @@ impl From<Ipv4Error> for WireError {
     }
 }
 
+/// Check that `b` starts with a whole IPv4 header (version 4, IHL at least
+/// 5, the options it claims present) and return its length. The total
+/// length is not checked: the header quoted by an ICMP error is followed by
+/// only 8 bytes of its packet.
+///
+/// # Errors
+/// The specific [`Ipv4Error`] for the first check that fails.
+pub fn check_header(b: &[u8]) -> Result<usize, Ipv4Error> {
+    if b.len() < MIN_HEADER_LEN {
+        return Err(Ipv4Error::Truncated);
+    }
+    if b[field::VER_IHL] >> 4 != 4 {
+        return Err(Ipv4Error::BadVersion);
+    }
+    let ihl = ((b[field::VER_IHL] & 0xf) as usize) * 4;
+    if ihl < MIN_HEADER_LEN {
+        return Err(Ipv4Error::BadIhl);
+    }
+    if ihl > b.len() {
+        return Err(Ipv4Error::Truncated);
+    }
+    Ok(ihl)
+}
+
 /// A view of an IPv4 packet. After [`Packet::new_checked`], the header
 /// (including options) and `total_len` bytes are known to be present.
 #[derive(Debug)]
@@ -94,16 +118,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// The specific [`Ipv4Error`] for the first check that fails.
     pub fn new_checked(buf: T) -> Result<Self, Ipv4Error> {
         let b = buf.as_ref();
-        if b.len() < MIN_HEADER_LEN {
-            return Err(Ipv4Error::Truncated);
-        }
-        if b[field::VER_IHL] >> 4 != 4 {
-            return Err(Ipv4Error::BadVersion);
-        }
-        let ihl = ((b[field::VER_IHL] & 0xf) as usize) * 4;
-        if ihl < MIN_HEADER_LEN {
-            return Err(Ipv4Error::BadIhl);
-        }
+        let ihl = check_header(b).map_err(|e| match e {
+            // Options claimed beyond the bytes: the total length is wrong too.
+            Ipv4Error::Truncated if b.len() >= MIN_HEADER_LEN => Ipv4Error::BadTotalLength,
+            e => e,
+        })?;
         let total = be16(b, field::TOTAL_LEN) as usize;
         if total < ihl || total > b.len() {
             return Err(Ipv4Error::BadTotalLength);
@@ -137,6 +156,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
     pub fn dont_fragment(&self) -> bool {
         self.flags_frag() & FLAG_DF != 0
+    }
+    pub fn more_fragments(&self) -> bool {
+        self.flags_frag() & FLAG_MF != 0
+    }
+    /// The fragment offset in 8-byte units (non-zero: no transport header).
+    pub fn frag_offset(&self) -> u16 {
+        self.flags_frag() & OFFSET_MASK
     }
     pub fn ttl(&self) -> u8 {
         self.buf.as_ref()[field::TTL]
@@ -195,6 +221,36 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
     pub fn set_dst(&mut self, a: u32) {
         put32(self.buf.as_mut(), field::DST, a)
+    }
+    /// Decrement the TTL, keeping the checksum valid (RFC 1624).
+    ///
+    /// # Panics
+    /// In debug builds, when the TTL is already 0 (callers drop TTL <= 1).
+    pub fn decrement_ttl(&mut self) {
+        let b = self.buf.as_mut();
+        let old = be16(b, field::TTL);
+        b[field::TTL] -= 1;
+        let new = be16(b, field::TTL);
+        let c = checksum::update16(be16(b, field::CHECKSUM), old, new);
+        put16(b, field::CHECKSUM, c);
+    }
+    /// Set the source address, keeping the checksum valid (RFC 1624);
+    /// returns the old one (for the transport checksum).
+    pub fn replace_src(&mut self, a: u32) -> u32 {
+        self.replace_addr(field::SRC, a)
+    }
+    /// Set the destination address, keeping the checksum valid (RFC 1624);
+    /// returns the old one (for the transport checksum).
+    pub fn replace_dst(&mut self, a: u32) -> u32 {
+        self.replace_addr(field::DST, a)
+    }
+    fn replace_addr(&mut self, at: usize, a: u32) -> u32 {
+        let b = self.buf.as_mut();
+        let old = be32(b, at);
+        let c = checksum::update32(be16(b, field::CHECKSUM), old, a);
+        put32(b, at, a);
+        put16(b, field::CHECKSUM, c);
+        old
     }
     /// Recompute the header checksum from scratch.
     pub fn fill_checksum(&mut self) {
@@ -286,5 +342,45 @@ mod tests {
         assert!(Packet::new_checked(&b[..]).unwrap().is_fragment());
         b[6..8].copy_from_slice(&5u16.to_be_bytes());
         assert!(Packet::new_checked(&b[..]).unwrap().is_fragment());
+    }
+
+    #[test]
+    fn incremental_setters_keep_the_checksum() {
+        let mut b = sample();
+        let mut p = Packet::new_checked(&mut b[..]).unwrap();
+        p.decrement_ttl();
+        assert_eq!(p.replace_dst(0xc612_000b), 0xc612_6401);
+        assert_eq!(p.replace_src(0xc612_6402), 0xc612_0102);
+        assert!(p.verify_checksum());
+        assert_eq!((p.ttl(), p.src(), p.dst()), (63, 0xc612_6402, 0xc612_000b));
+        let mut want = [0xa5u8; 28];
+        let mut q = Packet::new_unchecked(&mut want[..]);
+        q.set_ver_ihl(20);
+        q.set_tos(0);
+        q.set_total_len(28);
+        q.set_ident(0x1234);
+        q.set_flags_frag(FLAG_DF);
+        q.set_ttl(63);
+        q.set_protocol(Protocol::Udp);
+        q.set_src(0xc612_6402);
+        q.set_dst(0xc612_000b);
+        q.fill_checksum();
+        q.payload_mut().fill(0);
+        assert_eq!(b, want);
+    }
+
+    #[test]
+    fn quoted_header_check() {
+        // A quoted header: total length 28, only the header and 4 bytes here.
+        let b = sample();
+        assert_eq!(check_header(&b[..24]), Ok(20));
+        assert_eq!(check_header(&b[..19]), Err(Ipv4Error::Truncated));
+        let mut b = sample();
+        b[0] = 0x44;
+        assert_eq!(check_header(&b), Err(Ipv4Error::BadIhl));
+        b[0] = 0x4f; // 60 bytes of header claimed, 28 present
+        assert_eq!(check_header(&b), Err(Ipv4Error::Truncated));
+        b[0] = 0x55;
+        assert_eq!(check_header(&b), Err(Ipv4Error::BadVersion));
     }
 }

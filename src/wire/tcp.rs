@@ -1,6 +1,8 @@
 //! TCP header view (fast path): ports, flags, checksum.
 
-use super::{be16, put16, WireError};
+use super::checksum::{self, State};
+use super::ipv4::Protocol;
+use super::{be16, put16, put32, WireError};
 
 pub const MIN_HEADER_LEN: usize = 20;
 pub const FIN: u8 = 0x01;
@@ -8,6 +10,8 @@ pub const SYN: u8 = 0x02;
 pub const RST: u8 = 0x04;
 pub const PSH: u8 = 0x08;
 pub const ACK: u8 = 0x10;
+/// Congestion window reduced (RFC 3168): only on the first segment of a burst.
+pub const CWR: u8 = 0x80;
 
 mod field {
     pub const SRC_PORT: usize = 0;
@@ -18,7 +22,8 @@ mod field {
     pub const CHECKSUM: usize = 16;
 }
 
-/// Offset of the checksum field within the TCP header.
+/// Offset of the checksum field within the TCP header (what a vnet
+/// header's `csum_offset` names).
 pub const CHECKSUM_OFFSET: usize = field::CHECKSUM;
 
 /// A view of a TCP segment; after `new_checked` the whole header (with
@@ -46,6 +51,13 @@ impl<T: AsRef<[u8]>> Segment<T> {
         }
         Ok(Segment { buf })
     }
+    /// Wrap without checks, for a header this crate copied from a checked one.
+    ///
+    /// # Panics
+    /// Accessors panic if `buf` is shorter than the header.
+    pub fn new_unchecked(buf: T) -> Self {
+        Segment { buf }
+    }
     pub fn src_port(&self) -> u16 {
         be16(self.buf.as_ref(), field::SRC_PORT)
     }
@@ -61,6 +73,22 @@ impl<T: AsRef<[u8]>> Segment<T> {
     pub fn checksum(&self) -> u16 {
         be16(self.buf.as_ref(), field::CHECKSUM)
     }
+    /// Header length with options (the data offset).
+    pub fn header_len(&self) -> usize {
+        ((self.buf.as_ref()[field::DATA_OFF] >> 4) as usize) * 4
+    }
+    /// True when the checksum verifies over the whole buffer (which must be
+    /// exactly the segment) and the pseudo-header of `src` -> `dst`.
+    pub fn verify_checksum(&self, src: u32, dst: u32) -> bool {
+        let b = self.buf.as_ref();
+        match u16::try_from(b.len()) {
+            Ok(len) => {
+                let ps = checksum::pseudo_header(src, dst, Protocol::Tcp, len);
+                checksum::sum(b, u32::from(ps)) == 0xffff
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Segment<T> {
@@ -72,6 +100,42 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Segment<T> {
     }
     pub fn set_checksum(&mut self, c: u16) {
         put16(self.buf.as_mut(), field::CHECKSUM, c)
+    }
+    pub fn set_seq(&mut self, v: u32) {
+        put32(self.buf.as_mut(), field::SEQ, v)
+    }
+    pub fn set_flags(&mut self, v: u8) {
+        self.buf.as_mut()[field::FLAGS] = v;
+    }
+    /// Keep the checksum right after an address of the pseudo-header changed.
+    pub fn pseudo_header_changed(&mut self, old: u32, new: u32, state: State) {
+        let c = checksum::update_pseudo32(self.checksum(), state, old, new);
+        self.set_checksum(c);
+    }
+    /// Set the source port, keeping the checksum right (RFC 1624).
+    pub fn rewrite_src_port(&mut self, p: u16, state: State) {
+        let c = checksum::update_covered16(self.checksum(), state, self.src_port(), p);
+        self.set_src_port(p);
+        self.set_checksum(c);
+    }
+    /// Set the destination port, keeping the checksum right (RFC 1624).
+    pub fn rewrite_dst_port(&mut self, p: u16, state: State) {
+        let c = checksum::update_covered16(self.checksum(), state, self.dst_port(), p);
+        self.set_dst_port(p);
+        self.set_checksum(c);
+    }
+    /// Compute the full checksum over the whole buffer (which must be
+    /// exactly the segment) with the pseudo-header of `src` -> `dst`.
+    ///
+    /// # Panics
+    /// If the buffer is longer than 65,535 bytes (no IPv4 packet is).
+    pub fn fill_checksum(&mut self, src: u32, dst: u32) {
+        self.set_checksum(0);
+        let b = self.buf.as_ref();
+        let len = u16::try_from(b.len()).expect("a segment of an IPv4 packet");
+        let ps = checksum::pseudo_header(src, dst, Protocol::Tcp, len);
+        let c = !checksum::sum(b, u32::from(ps));
+        self.set_checksum(c);
     }
 }
 
@@ -102,6 +166,40 @@ mod tests {
         s.set_checksum(3);
         assert_eq!(&b[..4], &[0, 1, 0, 2]);
         assert_eq!(&b[16..18], &[0, 3]);
+    }
+
+    #[test]
+    fn emit_into_junk() {
+        let (src, dst) = (0xc612_0102, 0xc612_6401);
+        let mut b = [0x5au8; 20];
+        b[12] = 0x50;
+        let mut s = Segment::new_checked(&mut b[..]).unwrap();
+        s.set_src_port(40000);
+        s.set_dst_port(80);
+        s.set_seq(1);
+        s.set_flags(SYN);
+        s.fill_checksum(src, dst);
+        assert!(s.verify_checksum(src, dst));
+        assert_eq!(s.header_len(), 20);
+        let mut want = [0x5au8; 20];
+        want[..8].copy_from_slice(&SYN_SEG[..8]);
+        want[12..14].copy_from_slice(&[0x50, SYN]);
+        let mut ps = vec![198, 18, 1, 2, 198, 18, 100, 1, 0, 6, 0, 20];
+        want[16..18].copy_from_slice(&[0, 0]);
+        ps.extend_from_slice(&want);
+        want[16..18].copy_from_slice(&checksum::checksum(&ps).to_be_bytes());
+        assert_eq!(b, want);
+    }
+
+    #[test]
+    fn incremental_port_rewrites_match_a_full_checksum() {
+        let (src, dst) = (0xc612_0102, 0xc612_6401);
+        let mut b = SYN_SEG;
+        let mut s = Segment::new_checked(&mut b[..]).unwrap();
+        s.fill_checksum(src, dst);
+        s.pseudo_header_changed(dst, 0xc612_000b, State::Full);
+        s.rewrite_dst_port(8080, State::Full);
+        assert!(s.verify_checksum(src, 0xc612_000b));
     }
 
     #[test]

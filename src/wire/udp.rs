@@ -1,10 +1,20 @@
 //! UDP header view (fast path).
 
+use super::checksum::{self, State};
 use super::{be16, put16, WireError};
 
 pub const HEADER_LEN: usize = 8;
-/// Offset of the checksum field within the UDP header.
-pub const CHECKSUM_OFFSET: usize = 6;
+
+mod field {
+    pub const SRC_PORT: usize = 0;
+    pub const DST_PORT: usize = 2;
+    pub const LENGTH: usize = 4;
+    pub const CHECKSUM: usize = 6;
+}
+
+/// Offset of the checksum field within the UDP header (what a vnet
+/// header's `csum_offset` names).
+pub const CHECKSUM_OFFSET: usize = field::CHECKSUM;
 
 /// A view of a UDP datagram; after `new_checked` the 8-byte header is present.
 #[derive(Debug)]
@@ -22,13 +32,13 @@ impl<T: AsRef<[u8]>> Datagram<T> {
         Ok(Datagram { buf })
     }
     pub fn src_port(&self) -> u16 {
-        be16(self.buf.as_ref(), 0)
+        be16(self.buf.as_ref(), field::SRC_PORT)
     }
     pub fn dst_port(&self) -> u16 {
-        be16(self.buf.as_ref(), 2)
+        be16(self.buf.as_ref(), field::DST_PORT)
     }
     pub fn len(&self) -> u16 {
-        be16(self.buf.as_ref(), 4)
+        be16(self.buf.as_ref(), field::LENGTH)
     }
     pub fn is_empty(&self) -> bool {
         self.len() as usize <= HEADER_LEN
@@ -40,13 +50,42 @@ impl<T: AsRef<[u8]>> Datagram<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Datagram<T> {
     pub fn set_src_port(&mut self, p: u16) {
-        put16(self.buf.as_mut(), 0, p)
+        put16(self.buf.as_mut(), field::SRC_PORT, p)
     }
     pub fn set_dst_port(&mut self, p: u16) {
-        put16(self.buf.as_mut(), 2, p)
+        put16(self.buf.as_mut(), field::DST_PORT, p)
     }
     pub fn set_checksum(&mut self, c: u16) {
         put16(self.buf.as_mut(), CHECKSUM_OFFSET, c)
+    }
+    /// Keep the checksum right after an address of the pseudo-header changed.
+    pub fn pseudo_header_changed(&mut self, old: u32, new: u32, state: State) {
+        self.update(state, |c| checksum::update_pseudo32(c, state, old, new));
+    }
+    /// Set the source port, keeping the checksum right (RFC 1624).
+    pub fn rewrite_src_port(&mut self, p: u16, state: State) {
+        let old = self.src_port();
+        self.update(state, |c| checksum::update_covered16(c, state, old, p));
+        self.set_src_port(p);
+    }
+    /// Set the destination port, keeping the checksum right (RFC 1624).
+    pub fn rewrite_dst_port(&mut self, p: u16, state: State) {
+        let old = self.dst_port();
+        self.update(state, |c| checksum::update_covered16(c, state, old, p));
+        self.set_dst_port(p);
+    }
+    /// A full checksum of 0 means "none" (RFC 768) and stays 0; a computed 0
+    /// is sent as 0xffff. A partial field always holds a sum.
+    fn update(&mut self, state: State, f: impl FnOnce(u16) -> u16) {
+        let old = self.checksum();
+        if state == State::Full && old == 0 {
+            return;
+        }
+        let c = match f(old) {
+            0 if state == State::Full => 0xffff,
+            c => c,
+        };
+        self.set_checksum(c);
     }
 }
 
@@ -66,5 +105,30 @@ mod tests {
         assert_eq!(&b[2..4], &5353u16.to_be_bytes());
         assert_eq!(&b[6..8], &[0, 0]);
         assert_eq!(Datagram::new_checked(&b[..7]).unwrap_err(), WireError::Truncated);
+    }
+
+    #[test]
+    fn rewrites_keep_the_checksum() {
+        // 198.18.1.2:12345 -> 198.18.100.1:53, "abcd".
+        let (src, dst) = (0xc612_0102u32, 0xc612_6401u32);
+        let mut b = [0x30, 0x39, 0x00, 0x35, 0x00, 0x0c, 0, 0, b'a', b'b', b'c', b'd'];
+        let full = |b: &[u8], dst: u32| {
+            let ps = checksum::pseudo_header(src, dst, super::super::ipv4::Protocol::Udp, 12);
+            !checksum::sum(b, u32::from(ps))
+        };
+        let c = full(&b, dst);
+        b[6..8].copy_from_slice(&c.to_be_bytes());
+        let mut d = Datagram::new_checked(&mut b[..]).unwrap();
+        d.pseudo_header_changed(dst, 0xc612_000b, State::Full);
+        d.rewrite_dst_port(5353, State::Full);
+        let got = d.checksum();
+        b[6..8].copy_from_slice(&[0, 0]);
+        assert_eq!(got, full(&b, 0xc612_000b));
+        // No checksum stays none.
+        let mut d = Datagram::new_checked(&mut b[..]).unwrap();
+        d.rewrite_dst_port(53, State::Full);
+        d.pseudo_header_changed(0xc612_000b, dst, State::Full);
+        assert_eq!(d.checksum(), 0);
+        assert_eq!(&b[2..4], &53u16.to_be_bytes());
     }
 }
