@@ -50,7 +50,7 @@
 //!   configured, else the number of CPUs; capped at [`MAX_WORKERS`].
 
 use std::collections::HashMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -334,10 +334,26 @@ impl fmt::Display for ConfigError {
             write!(f, ":{line}")?;
         }
         if !self.field.is_empty() {
-            write!(f, ": {}", self.field)?;
+            write!(f, ": ")?;
+            one_line(f, &self.field)?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": ")?;
+        one_line(f, &self.message)
     }
+}
+
+/// Write `s` with control characters escaped (`\n`, `\u{1b}`): a message
+/// may quote the operator's input, and each problem must stay one line
+/// (found by the config fuzz target: a quoted interface name with a newline).
+fn one_line(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    for c in s.chars() {
+        if c.is_control() {
+            write!(f, "{}", c.escape_default())?;
+        } else {
+            f.write_char(c)?;
+        }
+    }
+    Ok(())
 }
 
 impl std::error::Error for ConfigError {}

@@ -31,8 +31,16 @@ pub struct MemDevice {
 }
 
 impl MemDevice {
-    /// A device with `slots` buffers of `slot_size` bytes of frame space each.
+    /// A device with `slots` buffers of `slot_size` bytes of frame space each
+    /// and a 1 MiB transmit arena (room for a segmented 64 KiB super-frame).
     pub fn new(slots: usize, slot_size: usize) -> Self {
+        Self::with_arena(slots, slot_size, 1 << 20, 1024)
+    }
+
+    /// [`MemDevice::new`] with a transmit arena of `arena_bytes` bytes for at
+    /// most `arena_frames` frames: a fuzz target makes a device per input,
+    /// and zeroing 1 MiB each time would cost more than the frames.
+    pub fn with_arena(slots: usize, slot_size: usize, arena_bytes: usize, arena_frames: usize) -> Self {
         MemDevice {
             slots: (0..slots)
                 .map(|_| vec![0u8; HEADROOM + slot_size].into_boxed_slice())
@@ -44,7 +52,7 @@ impl MemDevice {
             sent: Vec::new(),
             sent_count: 0,
             sent_bytes: 0,
-            arena: TxArena::new(1 << 20, 1024),
+            arena: TxArena::new(arena_bytes, arena_frames),
         }
     }
 

@@ -3,6 +3,7 @@
 //! can panic. Setters exist when `T: AsMut<[u8]>`.
 
 pub mod arp;
+pub mod builder;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmp;

@@ -1,0 +1,38 @@
+//! Inputs the fuzz targets (`fuzz/`, run by `scripts/fuzz`) found to break
+//! an invariant, kept as fixtures so the fix stays fixed. Each case names
+//! the target, the input and what must hold; the raw crash files are in
+//! `tests/fuzz-regressions/`.
+
+use ulvs::control::config::Config;
+
+fn regression(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fuzz-regressions/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// `config`: every refused file gives one single-line message per problem,
+/// naming the file (the `--check` contract).
+fn assert_one_line_each(text: &str) -> Vec<String> {
+    let errors = Config::from_str(text, "fuzz.yaml").expect_err("refused");
+    let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    for l in &lines {
+        assert!(l.starts_with("fuzz.yaml"), "{l:?}");
+        assert!(!l.contains('\n'), "a problem spans lines: {l:?}");
+    }
+    lines
+}
+
+/// An interface name with a newline in it was quoted raw, so one problem
+/// printed as two lines (config target, first minutes of fuzzing).
+#[test]
+fn config_quoted_newline_stays_on_one_line() {
+    let text = String::from_utf8(regression("config-interface-newline.yaml")).unwrap();
+    let lines = assert_one_line_each(&text);
+    assert_eq!(
+        lines,
+        [
+            "fuzz.yaml: services: at least one service is required",
+            "fuzz.yaml:1: interface: \":`80\\n-config dire8.\" is longer than 15 characters",
+        ]
+    );
+}
