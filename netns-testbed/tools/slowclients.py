@@ -22,12 +22,14 @@ stdout gets one JSON line at the end:
 Exit 0 unless the usage is wrong.
 """
 import argparse
+import errno
 import json
 import os
 import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 
 HTTP_HEAD = b"GET /metrics HTTP/1.1\r\nHost: ulvs\r\nX-Slow: " + b"a" * 100000
@@ -61,48 +63,77 @@ def main():
     res = {"opened": 0, "reopened": 0, "connect_failed": 0, "trickled_bytes": 0, "closed_by_server": 0,
            "big_line": None}
     sel = selectors.DefaultSelector()
-    end = time.time() + a.seconds
-
-    def connect():
-        s = socket.socket(family, socket.SOCK_STREAM)
-        s.settimeout(0.5)
-        try:
-            s.connect(addr)
-        except OSError:
-            s.close()
-            res["connect_failed"] += 1
-            return None
-        s.setblocking(False)
-        res["opened"] += 1
-        return s
-
-    # kind: "idle" | "trickle"; trickle state: bytes sent so far
+    t_start = time.time()
+    end = t_start + a.seconds
+    # socket -> [kind, bytes trickled, connected?, connect deadline]
     conns = {}
+    want = {"trickle": a.tricklers, "idle": a.idle}
+    first_round = {"trickle": 0, "idle": 0}
+
+    def drop(s, by_server):
+        if by_server:
+            res["closed_by_server"] += 1
+        sel.unregister(s)
+        conns.pop(s, None)
+        s.close()
 
     def open_one(kind):
-        s = connect()
-        if s is not None:
-            conns[s] = [kind, 0]
-            sel.register(s, selectors.EVENT_READ)
-        return s
+        # non-blocking: a listener whose backlog is full must not stall the
+        # tricklers already connected
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setblocking(False)
+        err = s.connect_ex(addr)
+        if err not in (0, errno.EINPROGRESS):
+            s.close()
+            res["connect_failed"] += 1
+            return False
+        conns[s] = [kind, 0, err == 0, time.time() + 1.0]
+        sel.register(s, selectors.EVENT_READ | (0 if err == 0 else selectors.EVENT_WRITE))
+        if err == 0:
+            res["opened"] += 1
+        if first_round[kind] < want[kind]:
+            first_round[kind] += 1
+        else:
+            res["reopened"] += 1
+        return True
 
-    for _ in range(a.tricklers):
-        open_one("trickle")
-    for _ in range(a.idle):
-        open_one("idle")
-    if a.ready_file:
-        with open(a.ready_file, "w") as f:
-            f.write("%d\n" % os.getpid())
-
+    big = []
     if a.big_line:
-        res["big_line"] = big_line(family, addr, a.big_line)
-
+        th = threading.Thread(target=lambda: big.append(big_line(family, addr, a.big_line)), daemon=True)
+        th.start()
+    ready_written = False
     next_trickle = time.time()
-    want = {"idle": a.idle, "trickle": a.tricklers}
     while not stop[0] and time.time() < end:
-        timeout = max(0.0, min(next_trickle, end) - time.time())
-        for key, _ in sel.select(timeout):
+        now = time.time()
+        # keep the pressure on: (re)open what is missing, a bounded batch per round
+        budget = 50
+        for kind in ("trickle", "idle"):
+            have = sum(1 for st in conns.values() if st[0] == kind)
+            for _ in range(min(budget, want[kind] - have)):
+                budget -= 1
+                if not open_one(kind):
+                    break
+        if not ready_written and a.ready_file and (
+                first_round == want or time.time() - t_start > 3.0):
+            with open(a.ready_file, "w") as f:
+                f.write("%d\n" % os.getpid())
+            ready_written = True
+        timeout = max(0.0, min(next_trickle, end, now + 0.05) - time.time())
+        for key, ev in sel.select(timeout):
             s = key.fileobj
+            st = conns.get(s)
+            if st is None:
+                continue
+            if not st[2]:
+                if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0:
+                    res["connect_failed"] += 1
+                    drop(s, False)
+                    continue
+                st[2] = True
+                res["opened"] += 1
+                sel.modify(s, selectors.EVENT_READ)
+                if not ev & selectors.EVENT_READ:
+                    continue
             try:
                 data = s.recv(4096)
             except (BlockingIOError, InterruptedError):
@@ -110,35 +141,31 @@ def main():
             except OSError:
                 data = b""
             if not data:
-                # closed by the server (deadline, refusal): count, drop
-                res["closed_by_server"] += 1
-                sel.unregister(s)
-                conns.pop(s, None)
-                s.close()
+                # closed by the server (deadline, refusal)
+                drop(s, True)
+        # connects that never completed (a full backlog)
+        for s, st in list(conns.items()):
+            if not st[2] and time.time() > st[3]:
+                res["connect_failed"] += 1
+                drop(s, False)
         if time.time() >= next_trickle:
             next_trickle += a.trickle_interval
             for s, st in list(conns.items()):
-                if st[0] != "trickle":
+                if st[0] != "trickle" or not st[2]:
                     continue
                 try:
                     s.send(payload[st[1] % len(payload):][:1])
                     st[1] += 1
                     res["trickled_bytes"] += 1
+                except BlockingIOError:
+                    pass
                 except OSError:
-                    res["closed_by_server"] += 1
-                    sel.unregister(s)
-                    conns.pop(s, None)
-                    s.close()
-        # keep the pressure on: reopen what the server closed
-        for kind in ("idle", "trickle"):
-            have = sum(1 for st in conns.values() if st[0] == kind)
-            for _ in range(want[kind] - have):
-                if time.time() >= end or stop[0]:
-                    break
-                if open_one(kind) is not None:
-                    res["reopened"] += 1
+                    drop(s, True)
     for s in list(conns):
         s.close()
+    if a.big_line:
+        th.join(timeout=15)
+        res["big_line"] = big[0] if big else {"sent": 0, "reply": "", "error": "unfinished", "seconds": None}
     print(json.dumps(res))
     return 0
 

@@ -96,11 +96,25 @@ impl<T, E: Into<Box<dyn std::error::Error + Send + Sync>>> Step<T> for Result<T,
     }
 }
 
-/// Config that is valid per the contract but that this build cannot run yet
-/// (nothing at the moment: `io: af_xdp` is checked when the director starts,
-/// since only then is it known whether the program loads).
-pub fn unsupported(_cfg: &Config, _file: &str) -> Vec<ConfigError> {
-    Vec::new()
+/// Config that is valid per the contract but that this director cannot run:
+/// more real servers than backend ids. `--check`, start-up and reload all
+/// ask. (`io: af_xdp` is checked when the director starts, since only then
+/// is it known whether the program loads.)
+pub fn unsupported(cfg: &Config, file: &str) -> Vec<ConfigError> {
+    let mut out = Vec::new();
+    let servers: usize = cfg.services.iter().map(|s| s.real_servers.len()).sum();
+    if servers > publish::USABLE_BACKEND_IDS {
+        out.push(ConfigError {
+            file: file.to_string(),
+            line: None,
+            field: "services".into(),
+            message: format!(
+                "{servers} real servers in all; one director runs at most {} (split the services over several directors)",
+                publish::USABLE_BACKEND_IDS
+            ),
+        });
+    }
+    out
 }
 
 /// The running director: everything the slow-path loop works on.
@@ -435,5 +449,33 @@ impl Director {
             }
             Err(e) => Response::err(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::config::Service;
+
+    #[test]
+    fn more_servers_than_ids_is_refused_with_a_sentence() {
+        let text = "interface: eth0\nservices:\n  - name: web\n    vip: 198.18.100.1\n    port: 80\n    real_servers:\n      - address: 198.18.0.11\n";
+        let mut cfg = Config::from_str(text, "big.yaml").unwrap();
+        assert!(unsupported(&cfg, "big.yaml").is_empty());
+        let one = cfg.services[0].real_servers[0].clone();
+        cfg.services[0].real_servers = vec![one; publish::USABLE_BACKEND_IDS];
+        assert!(unsupported(&cfg, "big.yaml").is_empty(), "exactly the limit fits");
+        let extra = cfg.services[0].clone();
+        cfg.services.push(Service {
+            real_servers: extra.real_servers[..1].to_vec(),
+            ..extra
+        });
+        let e = unsupported(&cfg, "big.yaml");
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            e[0].to_string(),
+            "big.yaml: services: 65536 real servers in all; one director runs at most 65535 \
+             (split the services over several directors)"
+        );
     }
 }

@@ -200,7 +200,9 @@ pub struct ServiceSnap {
     pub mode: String,
     pub scheduler: String,
     /// Hex digest of its Maglev table: equal exactly when two directors'
-    /// tables send every slot to the same server.
+    /// tables send every slot to the same server (empty from a director
+    /// that predates it).
+    #[serde(default)]
     pub table_digest: String,
     pub active_flows: u64,
     pub inactive_flows: u64,
@@ -281,5 +283,69 @@ mod tests {
         assert_eq!(r["packets"], 120);
         assert_eq!(r["bytes"], 9000);
         assert_eq!(r["weight"], 1);
+    }
+
+    #[test]
+    fn ulvsadm_reads_back_what_the_director_writes() {
+        let list = List {
+            services: vec![ServiceSnap {
+                name: "web".into(),
+                protocol: "tcp".into(),
+                table_digest: "00ff".into(),
+                real_servers: vec![ServerSnap {
+                    address: "198.18.0.11".into(),
+                    state: "draining".into(),
+                    health_reason: Some("connect: refused".into()),
+                    mac: Some("02:00:c6:12:00:0b".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let back: List = serde_json::from_str(&serde_json::to_string(&list).unwrap()).unwrap();
+        assert_eq!(back, list);
+        let stats = Stats {
+            frames_seen: 7,
+            drops: BTreeMap::from([("runt".to_string(), 2)]),
+            control_connections: Some(ConnCounters {
+                timed_out: 3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let back: Stats = serde_json::from_str(&serde_json::to_string(&stats).unwrap()).unwrap();
+        assert_eq!(back, stats);
+    }
+
+    #[test]
+    fn a_missing_counter_is_an_error_not_a_zero() {
+        let mut v = serde_json::to_value(Stats::default()).unwrap();
+        v.as_object_mut().unwrap().remove("forwarded");
+        let e = serde_json::from_value::<Stats>(v).unwrap_err();
+        assert!(e.to_string().contains("missing field `forwarded`"), "{e}");
+        // What later versions added may be absent (an older director).
+        let mut v = serde_json::to_value(Stats::default()).unwrap();
+        v.as_object_mut().unwrap().remove("control_connections");
+        assert!(serde_json::from_value::<Stats>(v).is_ok());
+        let mut v = serde_json::to_value(ServiceSnap::default()).unwrap();
+        v.as_object_mut().unwrap().remove("table_digest");
+        assert!(serde_json::from_value::<ServiceSnap>(v).is_ok());
+    }
+
+    #[test]
+    fn every_plain_stats_field_is_listed_once() {
+        let v = serde_json::to_value(Stats::default()).unwrap();
+        let plain: Vec<&String> = v
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, x)| x.is_u64())
+            .map(|(k, _)| k)
+            .collect();
+        let mut keys: Vec<&str> = STAT_FIELDS.iter().map(|f| f.key).collect();
+        keys.sort_unstable();
+        let mut want: Vec<&str> = plain.iter().map(|k| k.as_str()).collect();
+        want.sort_unstable();
+        assert_eq!(keys, want);
     }
 }

@@ -299,10 +299,7 @@ impl FlowTable {
     /// Panics if `capacity == 0` or if the rounded capacity overflows `usize`.
     pub fn new(capacity: usize, timeouts: Timeouts) -> Self {
         assert!(capacity > 0, "flow table capacity must be > 0");
-        let nb = capacity
-            .div_ceil(WAYS)
-            .checked_next_power_of_two()
-            .expect("flow table capacity too large");
+        let nb = Self::rounded_capacity(capacity) / WAYS;
         // Random per process and per table (RandomState is keyed from the OS
         // once, then incremented for each new state).
         let rs = RandomState::new();
@@ -323,6 +320,20 @@ impl FlowTable {
             evictions: Evictions::default(),
             expirations: 0,
         }
+    }
+
+    /// The capacity a table asked for `capacity` gets: [`WAYS`] × a
+    /// power-of-two number of buckets (the director logs it).
+    ///
+    /// # Panics
+    ///
+    /// Panics if the rounded capacity overflows `usize`.
+    pub fn rounded_capacity(capacity: usize) -> usize {
+        capacity
+            .div_ceil(WAYS)
+            .checked_next_power_of_two()
+            .and_then(|nb| nb.checked_mul(WAYS))
+            .expect("flow table capacity too large")
     }
 
     /// Maximum number of live entries (requested capacity rounded up). A NAT

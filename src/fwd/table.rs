@@ -34,7 +34,8 @@ pub enum BackendState {
     /// Failed its health check: no new flows; existing ones follow the
     /// `on_server_down` policy.
     Down,
-    /// Drained by the operator: no new flows, existing ones stay.
+    /// Drained by the operator, or waiting for its first health check: no
+    /// new flows, existing ones stay.
     Draining,
     /// Not in the configuration (any more): no new flows; flows pinned to it
     /// stay while the table still carries its MAC (the slow path keeps removed

@@ -12,6 +12,7 @@ use super::{has_nat, nat_servers, vips, DirectorError, Step};
 use crate::control::config::{Config, IoBackend};
 use crate::dataplane::stats::WorkerStats;
 use crate::dataplane::worker::{Shared, Worker};
+use crate::fwd::flow::{FlowTable, WAYS};
 use crate::io::packet_ring::PacketDevice;
 use crate::io::sys::{self, IfInfo, RingConfig};
 use crate::io::xdp::{self as xdpio, XdpDevice, XdpRedirect};
@@ -148,6 +149,17 @@ fn start_workers<D: Device + Send + 'static>(
 ) -> Result<Threads, DirectorError> {
     let n = devs.len().max(1);
     let per_worker = (cfg.flow_capacity / n).max(1024);
+    let real = FlowTable::rounded_capacity(per_worker);
+    if real * n != cfg.flow_capacity {
+        info!(
+            "flow_capacity {} rounded up to {} ({n} worker(s) × {real}: each worker's flow table has a \
+             power-of-two number of {WAYS}-way buckets, at least 1024 flows)",
+            cfg.flow_capacity,
+            real * n
+        );
+    } else {
+        info!("flow_capacity {} ({n} worker(s) × {real})", cfg.flow_capacity);
+    }
     let mut stats = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
     for (i, dev) in devs.into_iter().enumerate() {
