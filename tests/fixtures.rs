@@ -395,7 +395,7 @@ fn server_mac_unknown() {
         port: 80,
         proto: 6,
         mode: Mode::Dr,
-        maglev: vec![1; 7],
+        maglev: ulvs::fwd::maglev::MaglevTable::from_slots(vec![ulvs::fwd::maglev::Member::new(1); 7]),
         members: vec![0, 1],
     });
     t.sort();

@@ -1,6 +1,8 @@
 //! Worker-level flow behaviour on an explicit clock: flows keep their server
 //! across table changes, drain and down, the active/inactive gauges follow
-//! the TCP state and expiry, and the incremental sweep covers the whole table.
+//! the TCP state and expiry, the incremental sweep covers the whole table, a
+//! SYN flood into a full table evicts only embryonic flows, replayed SYNs
+//! cost no table walk, and counters never go backwards.
 
 mod common;
 
@@ -9,10 +11,16 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 
 use common::*;
+use std::sync::Arc;
 use ulvs::control::config::Config;
 use ulvs::control::publish::{build_table, Health, Runtime};
+
+use ulvs::dataplane::stats::WorkerStats;
+use ulvs::dataplane::worker::{Shared, Worker, SYN_SECOND_CHANCE_MS};
 use ulvs::fwd::flow::WAYS;
 use ulvs::fwd::table::FwdTable;
+use ulvs::io::mem::MemDevice;
+use ulvs::io::{Action, BatchStats, Device, Frame, RxMeta, TxArena, VnetHdr};
 use ulvs::wire::tcp;
 
 /// `web`: TCP :80, and `dns`: UDP :53, on the VIP, with `servers`; short
@@ -47,9 +55,9 @@ services:
     ))
 }
 
-const TCP_SYN_MS: u32 = 3000;
-const TCP_FIN_MS: u32 = 2000;
-const UDP_MS: u32 = 5000;
+const TCP_SYN_MS: u64 = 3000;
+const TCP_FIN_MS: u64 = 2000;
+const UDP_MS: u64 = 5000;
 
 fn table(c: &Config, rt: &Runtime, generation: u64) -> FwdTable {
     build_table(c, rt, |a| Some(mac_of(a)), DIRECTOR_MAC, 0, generation)
@@ -389,4 +397,282 @@ fn gauges_stay_exact_when_a_closing_flow_has_no_server() {
     }
     assert_eq!(rig.worker.flow_count(), 0);
     assert_eq!(gauges(&rig, id), (0, 0));
+}
+
+fn probes(rig: &Rig) -> u64 {
+    rig.stats().maglev_probes.load(Ordering::Relaxed)
+}
+
+fn load(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// A SYN replayed over and over (same tuple, same ISN, 600 ms apart, the
+/// server never completing a handshake) reads no more Maglev slots than a
+/// fresh SYN does (one: its pick): the second-chance walk happens at most
+/// once per other server, then never again. Before the fix, every replay
+/// after the last distinct server walked the whole table (251 slots here;
+/// 65,537 by default), and with one server from the first replay on.
+#[test]
+fn replayed_syn_costs_no_table_walk() {
+    for n in 1..=3 {
+        let c = cfg(&SERVERS[..n], "reschedule");
+        let mut rt = Runtime::default();
+        rt.sync(&c).unwrap();
+        let mut rig = Rig::new(table(&c, &rt, 1), 1024);
+        let f = tcp_frame_seq(CLIENT, 41_000, VIP, 80, tcp::SYN, 7777, &[]);
+        let mut servers = std::collections::BTreeSet::from([rig.forward(&f)]);
+        const REPLAYS: u64 = 200;
+        let mut walks = 0;
+        for i in 0..REPLAYS {
+            rig.now += u64::from(SYN_SECOND_CHANCE_MS) + 100;
+            let before = probes(&rig);
+            servers.insert(rig.forward(&f));
+            let read = probes(&rig) - before;
+            if read > 0 {
+                walks += 1;
+                // A walk ends at the first server not tried yet.
+                assert!(read < 251, "{n} servers, replay {i}: walked {read} slots");
+            }
+        }
+        // Every server was tried, each once, and nothing more was walked.
+        assert_eq!(servers.len(), n, "{n} servers");
+        assert_eq!(walks, n as u64 - 1, "{n} servers: walks");
+        assert_eq!(
+            rig.stats().syn_second_chance.load(Ordering::Relaxed),
+            n as u64 - 1
+        );
+        // Per replay, the slot reads besides the flow lookup stay under one:
+        // a replayed SYN costs what a fresh one does, within 2x.
+        let per_replay = probes(&rig) as f64 / REPLAYS as f64;
+        assert!(
+            per_replay <= 1.0,
+            "{n} servers: {per_replay} slots per replayed SYN"
+        );
+    }
+}
+
+/// The SYN second chance asks whether the server completed any handshake
+/// since the SYN was first seen. That evidence is never swept, so it must
+/// not look fresh again when a 32-bit millisecond clock wraps (49.7 days):
+/// a handshake completed 2^32 ms ago is no sign of life now.
+#[test]
+fn handshake_evidence_does_not_look_fresh_after_the_32_bit_wrap() {
+    let c = cfg(&SERVERS, "reschedule");
+    let mut rt = Runtime::default();
+    rt.sync(&c).unwrap();
+    let mut rig = Rig::new(table(&c, &rt, 1), 1024);
+    // Flows to every server complete their handshakes at t = 1000..
+    let open = open_flows(&mut rig, 10_000, 30);
+    assert_eq!(open.values().collect::<std::collections::BTreeSet<_>>().len(), 3);
+    // Exactly 2^32 ms later (the sweep keeps the table clean meanwhile).
+    let wrap = 1u64 << 32;
+    for _ in 0..4 {
+        rig.now += wrap / 4;
+        for _ in 0..8 {
+            rig.worker.poll_once(rig.now).unwrap();
+        }
+    }
+    rig.now -= 300;
+    let f = tcp_frame_seq(CLIENT, 42_000, VIP, 80, tcp::SYN, 99, &[]);
+    let first = rig.forward(&f);
+    rig.now += u64::from(SYN_SECOND_CHANCE_MS) + 100;
+    // Its server has been silent for 49.7 days: the retransmission moves.
+    assert_ne!(rig.forward(&f), first, "old handshakes looked fresh");
+    assert_eq!(rig.stats().syn_second_chance.load(Ordering::Relaxed), 1);
+}
+
+/// `web` in NAT mode (TCP :80 -> `servers` :8080) with the gateway known,
+/// so server replies can be sent on.
+fn nat_table(servers: &[&str]) -> (Runtime, FwdTable) {
+    let list: String = servers
+        .iter()
+        .map(|s| format!("      - address: {s}:8080\n"))
+        .collect();
+    let c = config(&format!(
+        "\
+interface: eth0
+maglev_table_size: 251
+services:
+  - name: web
+    vip: 198.18.100.1
+    port: 80
+    protocol: tcp
+    mode: nat
+    real_servers:
+{list}"
+    ));
+    let mut rt = Runtime::default();
+    rt.sync(&c).unwrap();
+    let mut t = table(&c, &rt, 1);
+    t.gateway_mac = Some([2, 0, 0, 0, 0, 0xfe]);
+    t.onlink = (0xc612_0000, 0xffff_0000);
+    (rt, t)
+}
+
+/// Run `frames` through the worker in device-sized batches.
+fn blast(rig: &mut Rig, frames: impl Iterator<Item = Vec<u8>>) {
+    let mut pending = 0;
+    for f in frames {
+        assert!(rig
+            .worker
+            .device()
+            .push_rx(&f, RxMeta::default(), VnetHdr::default()));
+        pending += 1;
+        if pending == 64 {
+            rig.worker.poll_once(rig.now).unwrap();
+            rig.worker.device().sent.clear();
+            pending = 0;
+        }
+    }
+    while rig.worker.poll_once(rig.now).unwrap() > 0 {}
+    rig.worker.device().sent.clear();
+}
+
+/// A spoofed SYN from 198.18.0.0/15 (splitmix-like, deterministic).
+fn spoofed_syn(i: u32) -> Vec<u8> {
+    let h = i.wrapping_mul(0x9e37_79b9) ^ (i >> 7);
+    let src = 0xc612_0000 | (h & 0x1_ffff);
+    tcp_frame_seq(src, (h >> 16) as u16 | 1024, VIP, 80, tcp::SYN, h, &[])
+}
+
+/// A spoofed SYN flood into a table far too small for it evicts embryonic
+/// flows only: every established flow keeps its server (no new connection
+/// is counted for it), a NAT flow keeps both directions, and the evictions
+/// are counted by kind. Under plain LRU the idle established flows were the
+/// oldest and went first.
+#[test]
+fn syn_flood_evicts_embryonic_flows_only() {
+    for nat in [false, true] {
+        let (rt, t) = if nat {
+            nat_table(&SERVERS)
+        } else {
+            let c = cfg(&SERVERS, "reschedule");
+            let mut rt = Runtime::default();
+            rt.sync(&c).unwrap();
+            let t = table(&c, &rt, 1);
+            (rt, t)
+        };
+        // 128 buckets; 40 established flows (80 ways with NAT) spread over
+        // them leave each bucket room for the flood.
+        let mut rig = Rig::new(t, 1024);
+        let to = |rig: &mut Rig, sport: u16, flags: u8| {
+            server_of(&rig.forward_any(&tcp_to_vip(sport, 80, flags)).bytes[0..6])
+        };
+        let open: BTreeMap<u16, Ipv4Addr> = (10_000..10_040)
+            .map(|sport| {
+                let s = to(&mut rig, sport, tcp::SYN);
+                assert_eq!(to(&mut rig, sport, tcp::ACK), s);
+                (sport, s)
+            })
+            .collect();
+        let _ = &rt;
+        let conns0: u64 = (0..16384u32).map(|id| load(&rig.stats().backend(id).conns)).sum();
+        assert_eq!(conns0, 40);
+        rig.now += 1000;
+        blast(&mut rig, (0..20_000).map(spoofed_syn));
+        let s = rig.stats();
+        assert_eq!(load(&s.evictions_established), 0, "nat={nat}");
+        assert!(
+            load(&s.evictions_embryonic) > 10_000,
+            "{}",
+            load(&s.evictions_embryonic)
+        );
+        assert_eq!(load(&s.evictions_expired), 0);
+        assert_eq!(load(&s.evictions), load(&s.evictions_embryonic));
+        assert!(accounting_holds(s));
+        // Every established flow is still there: its next packet goes to the
+        // same server and is no new connection.
+        rig.now += 1000;
+        for (&sport, &server) in &open {
+            assert_eq!(to(&mut rig, sport, tcp::ACK), server, "port {sport}");
+            if nat {
+                let reply = tcp_frame(u32::from(server), 8080, CLIENT, sport, tcp::ACK, &[]);
+                let o = rig.send(&reply);
+                assert!(
+                    o.sent.is_some(),
+                    "nat reply of port {sport} dropped: {:?}",
+                    o.moved
+                );
+            }
+        }
+        let conns1: u64 = (0..16384u32).map(|id| load(&rig.stats().backend(id).conns)).sum();
+        assert_eq!(conns1 - conns0, 20_000, "an established flow was recreated");
+        assert!(rig.worker.flow_count() <= 1024);
+        // The gauges count exactly the flows in the table (in NAT mode each
+        // with its reply key).
+        let active: i64 = (0..16384u32)
+            .map(|id| rig.stats().backend(id).active.load(Ordering::Relaxed))
+            .sum();
+        let ways = rig.worker.flow_count() as i64;
+        assert_eq!(active, if nat { ways / 2 } else { ways }, "nat={nat}");
+    }
+}
+
+/// A device that fails to send every frame, and records `forwarded` as a
+/// scrape would see it after each frame of a batch.
+struct FailingTx {
+    inner: MemDevice,
+    stats: Arc<WorkerStats>,
+    seen: Vec<u64>,
+}
+
+impl Device for FailingTx {
+    fn wait(&mut self, t: i32) -> std::io::Result<()> {
+        self.inner.wait(t)
+    }
+
+    fn process_batch<F: FnMut(&mut Frame<'_>, &mut TxArena) -> Action>(
+        &mut self,
+        max: usize,
+        mut f: F,
+    ) -> std::io::Result<BatchStats> {
+        let (stats, seen) = (&self.stats, &mut self.seen);
+        let mut st = self.inner.process_batch(max, |fr, arena| {
+            let a = f(fr, arena);
+            seen.push(stats.forwarded.load(Ordering::Relaxed));
+            a
+        })?;
+        st.tx_failed = st.sent;
+        st.sent = 0;
+        Ok(st)
+    }
+}
+
+/// Frames the device failed to send are counted as `tx_error` drops and
+/// never as forwarded, and `forwarded` never goes down in between (a
+/// Prometheus scrape would read a decrease as a counter reset).
+#[test]
+fn forwarded_never_goes_backwards_on_tx_failure() {
+    let c = cfg(&SERVERS, "reschedule");
+    let mut rt = Runtime::default();
+    rt.sync(&c).unwrap();
+    let stats = Arc::new(WorkerStats::default());
+    let dev = FailingTx {
+        inner: MemDevice::new(64, 2048),
+        stats: stats.clone(),
+        seen: vec![],
+    };
+    let shared = Arc::new(Shared::new(table(&c, &rt, 1)));
+    let mut w = Worker::new(dev, 1024, shared, stats.clone());
+    for i in 0..10u16 {
+        let f = tcp_to_vip(20_000 + i, 80, tcp::SYN);
+        assert!(w
+            .device()
+            .inner
+            .push_rx(&f, RxMeta::default(), VnetHdr::default()));
+    }
+    assert_eq!(w.poll_once(5).unwrap(), 10);
+    let mut seen = std::mem::take(&mut w.device().seen);
+    seen.push(load(&stats.forwarded));
+    assert!(
+        seen.windows(2).all(|p| p[0] <= p[1]),
+        "forwarded went backwards: {seen:?}"
+    );
+    assert_eq!(load(&stats.forwarded), 0);
+    assert_eq!(
+        load(&stats.drops[ulvs::dataplane::classify::Reason::TxError as usize]),
+        10
+    );
+    assert_eq!(load(&stats.frames_seen), 10);
 }

@@ -1397,12 +1397,12 @@ fn reused_tuple_after_close_avoids_a_draining_server() {
     let drained = t.backends.iter().position(|b| b.addr == u32::from(a)).unwrap() as u32;
     for s in t.services.iter_mut() {
         if let Some(pos) = s.members.iter().position(|&m| m == drained) {
-            let other = (0..s.members.len()).find(|&i| i != pos).unwrap() as u16;
-            for e in s.maglev.iter_mut() {
-                if *e == pos as u16 {
-                    *e = other;
-                }
-            }
+            let other = (0..s.members.len()).find(|&i| i != pos).unwrap();
+            let slots = s.maglev.slots().iter().map(|e| match e {
+                Some(m) if m.index() == pos => ulvs::fwd::maglev::Member::new(other),
+                e => *e,
+            });
+            s.maglev = ulvs::fwd::maglev::MaglevTable::from_slots(slots.collect());
         }
     }
     rig.publish(t);

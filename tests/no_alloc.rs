@@ -201,7 +201,7 @@ fn fast_path_does_not_allocate() {
     let mut worker = Worker::new(dev, 1024, shared.clone(), stats.clone());
     let t = templates();
     let mut scratch = [0u8; 128];
-    let mut now = 1000u32;
+    let mut now = 1000u64;
 
     // Warm-up: every kind of frame once (first-use lazy state, such as
     // arc-swap's per-thread debt node, is set up here).
@@ -235,7 +235,7 @@ fn fast_path_does_not_allocate() {
             }
             while worker.device().pending() > 0 {
                 worker.poll_once(now).unwrap();
-                now = now.wrapping_add(50);
+                now += 50;
             }
         });
         allocs += a;

@@ -168,6 +168,9 @@ fn print_stats(data: &Value) {
         "flow_capacity",
         "flow_evictions",
         "flow_expirations",
+        "flow_evictions_expired",
+        "flow_evictions_embryonic",
+        "flow_evictions_established",
         "rescheduled",
         "syn_second_chance",
         "echo_replies",
@@ -182,12 +185,12 @@ fn print_stats(data: &Value) {
         "reloads",
         "reload_failures",
     ] {
-        println!("{k:<20} {}", n(data, k));
+        println!("{k:<27} {}", n(data, k));
     }
     println!("drops:");
     if let Some(d) = data["drops"].as_object() {
         for (k, v) in d {
-            println!("  {k:<18} {}", v.as_u64().unwrap_or(0));
+            println!("  {k:<25} {}", v.as_u64().unwrap_or(0));
         }
     }
 }

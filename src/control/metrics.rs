@@ -345,6 +345,18 @@ pub fn render(stats: &Stats, list: &List, extra: &Extra) -> String {
     for (name, help, v) in counters {
         o.single(name, Counter, help, Int(v));
     }
+    o.family(
+        "ulvs_flow_evictions_by_kind_total",
+        Counter,
+        "Flows taken out of a full flow-table bucket, by kind: expired, embryonic (SYN only) or established.",
+    );
+    for (kind, n) in [
+        ("expired", stats.flow_evictions_expired),
+        ("embryonic", stats.flow_evictions_embryonic),
+        ("established", stats.flow_evictions_established),
+    ] {
+        o.sample("ulvs_flow_evictions_by_kind_total", &[("kind", kind)], Int(n));
+    }
     o.family("ulvs_drops_total", Counter, "Frames not forwarded, by reason.");
     for (reason, n) in &stats.drops {
         o.sample("ulvs_drops_total", &[("reason", reason)], Int(*n));
@@ -636,6 +648,7 @@ mod tests {
         ("ulvs_flow_capacity", "gauge"),
         ("ulvs_flow_evictions_total", "counter"),
         ("ulvs_flow_expirations_total", "counter"),
+        ("ulvs_flow_evictions_by_kind_total", "counter"),
         ("ulvs_flows_rescheduled_total", "counter"),
         ("ulvs_syn_second_chance_total", "counter"),
         ("ulvs_icmp_echo_replies_total", "counter"),

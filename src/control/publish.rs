@@ -295,7 +295,6 @@ pub fn is_checked(kind: HealthKind) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fwd::maglev::NO_SERVER;
 
     fn cfg(text: &str) -> Config {
         Config::from_str(text, "t.yaml").unwrap()
@@ -364,12 +363,16 @@ mod tests {
         assert_eq!(t.generation, 3);
         let s = &t.services[0];
         assert_eq!(s.maglev.len(), 251);
-        assert!(s.maglev.iter().all(|&e| e == NO_SERVER));
+        assert!(s.maglev.slots().iter().all(Option::is_none));
         let t = build_table(&c, &rt, mac, [2; 6], 0, 4);
         let s = &t.services[0];
         // only .13 is eligible now
         let id13 = rt.get("web", "198.18.0.13".parse().unwrap(), None).unwrap().id;
-        assert!(s.maglev.iter().all(|&e| s.members[e as usize] == id13));
+        assert!(s
+            .maglev
+            .slots()
+            .iter()
+            .all(|e| s.members[e.unwrap().index()] == id13));
         let id11 = rt.get("web", "198.18.0.11".parse().unwrap(), None).unwrap().id;
         assert_eq!(t.backend(id11).state, BackendState::Draining);
     }
@@ -394,7 +397,11 @@ mod tests {
         );
         // Maglev never picks it.
         let s = &new.services[0];
-        assert!(s.maglev.iter().all(|&e| s.members[e as usize] != id13));
+        assert!(s
+            .maglev
+            .slots()
+            .iter()
+            .all(|e| s.members[e.unwrap().index()] != id13));
     }
 
     #[test]
@@ -404,8 +411,8 @@ mod tests {
         rt.sync(&c).unwrap();
         let t = build_table(&c, &rt, mac, [2; 6], 0, 1);
         let mut counts = [0usize; 3];
-        for &e in &t.services[0].maglev {
-            counts[e as usize] += 1;
+        for e in t.services[0].maglev.slots() {
+            counts[e.unwrap().index()] += 1;
         }
         assert!(counts.iter().all(|&n| (83..=84).contains(&n)), "{counts:?}");
     }

@@ -20,8 +20,16 @@ pub struct Stats {
     pub ring_drops: u64,
     pub flows: u64,
     pub flow_capacity: u64,
+    /// Live flows evicted from full buckets (embryonic + established).
     pub flow_evictions: u64,
     pub flow_expirations: u64,
+    /// Flows taken out of full buckets by kind: expired ones (also in
+    /// `flow_expirations`), embryonic (a SYN only, never a handshake),
+    /// established (every other live flow). A SYN flood should move only
+    /// the first two.
+    pub flow_evictions_expired: u64,
+    pub flow_evictions_embryonic: u64,
+    pub flow_evictions_established: u64,
     /// Flows moved off a server that went down or was removed.
     pub rescheduled: u64,
     /// SYN retransmits moved to the next server in Maglev order.

@@ -376,7 +376,7 @@ mod tests {
             port: 80,
             proto: 6,
             mode: Mode::Dr,
-            maglev: vec![0; 7],
+            maglev: crate::fwd::maglev::MaglevTable::from_slots(vec![crate::fwd::maglev::Member::new(0); 7]),
             members: vec![0],
         });
         t.sort();

@@ -46,8 +46,17 @@ pub struct WorkerStats {
     pub ring_drops: AtomicU64,
     pub flows: AtomicU64,
     pub flow_capacity: AtomicU64,
+    /// Live flows evicted from full buckets (embryonic + established).
     pub evictions: AtomicU64,
     pub expirations: AtomicU64,
+    /// Flows taken out of full buckets, by kind: expired (also counted in
+    /// `expirations`), embryonic (SYN only), established (everything else).
+    pub evictions_expired: AtomicU64,
+    pub evictions_embryonic: AtomicU64,
+    pub evictions_established: AtomicU64,
+    /// Maglev slots read by SYN second-chance walks (bounded per flow by
+    /// the number of servers; the cost of replayed SYNs shows here).
+    pub maglev_probes: AtomicU64,
     pub rescheduled: AtomicU64,
     pub syn_second_chance: AtomicU64,
     pub echo_replies: AtomicU64,
@@ -70,6 +79,10 @@ impl Default for WorkerStats {
             flow_capacity: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             expirations: AtomicU64::new(0),
+            evictions_expired: AtomicU64::new(0),
+            evictions_embryonic: AtomicU64::new(0),
+            evictions_established: AtomicU64::new(0),
+            maglev_probes: AtomicU64::new(0),
             rescheduled: AtomicU64::new(0),
             syn_second_chance: AtomicU64::new(0),
             echo_replies: AtomicU64::new(0),

@@ -12,8 +12,8 @@ use super::rewrite::{self, Macs, Nat, NatSide, Payload, Sent, ToServer};
 use super::stats::{bump, bump_i, WorkerStats};
 use crate::fwd::flow::{FlowEntry, FlowKey, FlowState, FlowTable};
 use crate::fwd::frag::{FragKey, FragTable};
-use crate::fwd::maglev::{flow_hash, NO_SERVER};
-use crate::fwd::table::{BackendFwd, BackendState, FwdTable, Mode, ServiceFwd};
+use crate::fwd::maglev::flow_hash;
+use crate::fwd::table::{BackendFwd, BackendId, BackendState, FwdTable, Mode, ServiceFwd};
 use crate::io::{Action, Device, Frame, TxArena};
 use crate::wire::tcp;
 
@@ -26,15 +26,12 @@ pub const SWEEP_BUCKETS_BUSY: usize = 16;
 pub const SWEEP_BUCKETS_IDLE: usize = 1024;
 /// A SYN retransmitted this long after the first moves to the next server.
 pub const SYN_SECOND_CHANCE_MS: u32 = 500;
+/// Most SYN second chances one flow takes (and servers its walk remembers);
+/// fewer when its service has fewer servers.
+const MAX_SECOND_CHANCES: u8 = 7;
 /// Fragment table size and lifetime (per worker).
 const FRAG_SLOTS: usize = 4096;
-const FRAG_TIMEOUT_MS: u32 = 30_000;
-/// `FlowEntry::flags` bit 0: the entry is the reply direction of a NAT flow.
-/// Bits 1..7 count SYN second chances taken (the flow's current server is
-/// that many steps along its Maglev preference order). `aux` holds the
-/// initial sequence number of a flow in SYN state.
-const FLAG_REVERSE: u8 = 1;
-const MOVE_ONE: u8 = 2;
+const FRAG_TIMEOUT_MS: u64 = 30_000;
 
 /// State shared between the slow path and every worker.
 pub struct Shared {
@@ -59,18 +56,21 @@ pub struct Worker<D: Device> {
     flows: FlowTable,
     frags: FragTable,
     /// Per backend id: when a flow to it last completed a handshake (SYN
-    /// state -> established); evidence that it is alive.
-    last_est: Box<[u32]>,
+    /// state -> established); evidence that it is alive. Never swept, so on
+    /// the worker's non-wrapping clock.
+    last_est: Box<[u64]>,
     stats: Arc<WorkerStats>,
     shared: Arc<Shared>,
     epoch: Instant,
     ip_id: u16,
 }
 
-/// A coarse millisecond clock that wraps (flow entries use wrapping math).
+/// Milliseconds since the worker started: does not wrap in the lifetime of
+/// a process. The flow table takes its low 32 bits (it sweeps every entry
+/// well within a wrap); timestamps nothing sweeps keep all 64.
 #[inline]
-fn now_ms(epoch: Instant) -> u32 {
-    epoch.elapsed().as_millis() as u32
+fn now_ms(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
 }
 
 impl<D: Device> Worker<D> {
@@ -85,7 +85,7 @@ impl<D: Device> Worker<D> {
             dev,
             flows,
             frags: FragTable::new(FRAG_SLOTS, FRAG_TIMEOUT_MS),
-            last_est: vec![0u32; crate::fwd::table::MAX_BACKEND_IDS].into_boxed_slice(),
+            last_est: vec![0u64; crate::fwd::table::MAX_BACKEND_IDS].into_boxed_slice(),
             stats,
             shared,
             epoch: Instant::now(),
@@ -121,12 +121,12 @@ impl<D: Device> Worker<D> {
         Ok(())
     }
 
-    /// Process one batch at time `now` (milliseconds on the worker's clock).
-    /// Returns the number of frames received.
+    /// Process one batch at time `now` (milliseconds on the worker's clock,
+    /// which must not go backwards). Returns the number of frames received.
     ///
     /// # Errors
     /// A device-level failure.
-    pub fn poll_once(&mut self, now: u32) -> std::io::Result<usize> {
+    pub fn poll_once(&mut self, now: u64) -> std::io::Result<usize> {
         let table = self.shared.table.load();
         if self.flows.timeouts() != table.timeouts {
             self.flows.set_timeouts(table.timeouts);
@@ -143,25 +143,37 @@ impl<D: Device> Worker<D> {
             last_est: &mut self.last_est,
             stats,
             now,
+            tick: now as u32,
             ip_id: &mut self.ip_id,
+            sent: 0,
         };
         let st = self
             .dev
             .process_batch(BATCH, |f, arena| handle(f, arena, &mut cx))?;
-        let flows = &mut self.flows;
+        // Frames are counted as forwarded once the device said how many it
+        // could not send, never before: a counter that went up and then
+        // down again would read as a reset to whoever scraped in between.
+        let sent = cx.sent;
+        bump(&stats.forwarded, sent.saturating_sub(st.tx_failed as u64));
         if st.tx_failed > 0 {
             bump(&stats.drops[Reason::TxError as usize], st.tx_failed as u64);
-            bump(&stats.forwarded, 0u64.wrapping_sub(st.tx_failed as u64));
         }
+        let flows = &mut self.flows;
         let sweep = if st.received == 0 {
             SWEEP_BUCKETS_IDLE
         } else {
             SWEEP_BUCKETS_BUSY
         };
-        flows.sweep(now, sweep, &mut |e| on_removed(stats, e));
+        flows.sweep(now as u32, sweep, &mut |e| on_removed(stats, e));
         stats.flows.store(flows.len() as u64, Ordering::Relaxed);
         stats.evictions.store(flows.evictions(), Ordering::Relaxed);
         stats.expirations.store(flows.expirations(), Ordering::Relaxed);
+        let ev = flows.evictions_by_kind();
+        stats.evictions_expired.store(ev.expired, Ordering::Relaxed);
+        stats.evictions_embryonic.store(ev.embryonic, Ordering::Relaxed);
+        stats
+            .evictions_established
+            .store(ev.established, Ordering::Relaxed);
         Ok(st.received)
     }
 
@@ -173,9 +185,6 @@ impl<D: Device> Worker<D> {
 
 /// A flow left the table: undo its share of its server's gauges.
 fn on_removed(stats: &WorkerStats, e: &FlowEntry) {
-    if e.flags & FLAG_REVERSE != 0 {
-        return;
-    }
     let b = stats.backend(e.backend);
     if is_active(e.state) {
         bump_i(&b.active, -1);
@@ -227,7 +236,7 @@ fn initial_state(proto: u8, tcp_flags: u8) -> FlowState {
 
 /// Advance a TCP entry's state with one packet's flags (seen at `now`).
 #[inline]
-fn advance(e: &mut FlowEntry, proto: u8, flags: u8, now: u32) {
+fn advance(e: &mut FlowEntry, proto: u8, flags: u8, now: u32, seq: u32) {
     if proto != 6 {
         return;
     }
@@ -239,6 +248,7 @@ fn advance(e: &mut FlowEntry, proto: u8, flags: u8, now: u32) {
         // Port reuse: a new connection on a remembered tuple.
         e.state = FlowState::TcpSyn;
         e.first_ms = now;
+        e.isn = seq;
     }
 }
 
@@ -253,41 +263,52 @@ fn move_gauges(stats: &WorkerStats, old: u32, was_active: bool, new: u32, now_ac
     bump_i(if now_active { &n.active } else { &n.inactive }, 1);
 }
 
+/// SYN second chances a flow of `svc` may take: one per other server in its
+/// table (so it never walks the table looking for a server that is not
+/// there), at most [`MAX_SECOND_CHANCES`].
+#[inline]
+fn second_chances_allowed(svc: &ServiceFwd) -> u8 {
+    let others = svc.maglev.servers().saturating_sub(1);
+    others.min(usize::from(MAX_SECOND_CHANCES)) as u8
+}
+
 /// The server `moves` steps along a flow's Maglev preference order: walking
 /// the table from the flow's slot, the (moves+1)-th distinct server met (the
-/// SYN second chance; every move tries a server not tried before).
+/// SYN second chance; every move tries a server not tried before). `moves`
+/// is capped at the number of other servers in the table, so the walk ends
+/// as soon as it has met every distinct server; `probes` counts the slots
+/// it read.
 #[inline]
-fn maglev_step(svc: &ServiceFwd, hash: u64, moves: u8) -> Option<u32> {
-    const MAX_TRIED: usize = 8;
-    let m = svc.maglev.len() as u32;
+fn maglev_step(svc: &ServiceFwd, hash: u64, moves: u8, probes: &mut u64) -> Option<BackendId> {
+    const MAX_TRIED: usize = MAX_SECOND_CHANCES as usize + 1;
+    let m = svc.maglev.len();
     if m == 0 {
         return None;
     }
-    let mut slot = (hash % m as u64) as u32;
-    let mut tried = [u32::MAX; MAX_TRIED];
-    tried[0] = svc.pick_slot(slot)?;
-    let want = (moves as usize).min(MAX_TRIED - 1);
+    let mut slot = (hash % m as u64) as usize;
+    let first = svc.pick_slot(slot as u32)?;
+    let want = moves.min(second_chances_allowed(svc)) as usize;
+    let mut tried: [BackendId; MAX_TRIED] = [first; MAX_TRIED];
     let mut n = 1;
-    for _ in 0..m {
-        if n > want {
-            break;
-        }
+    // Bounded by `m` too, so an inconsistent table (a member listed twice)
+    // costs one walk, never a hang.
+    let mut left = m;
+    while n <= want && left > 0 {
+        left -= 1;
         slot += 1;
-        if slot >= m {
+        if slot == m {
             slot = 0;
         }
-        let i = svc.maglev[slot as usize];
-        if i == NO_SERVER {
+        *probes += 1;
+        let Some(id) = svc.pick_slot(slot as u32) else {
             continue;
-        }
-        let id = svc.members[i as usize];
+        };
         if !tried[..n].contains(&id) {
             tried[n] = id;
             n += 1;
         }
     }
-    // Fewer distinct servers than asked for: stay on the last one found.
-    Some(tried[n.min(want + 1) - 1])
+    Some(tried[n - 1])
 }
 
 /// Everything `handle` works with.
@@ -295,55 +316,61 @@ struct Ctx<'a> {
     table: &'a FwdTable,
     flows: &'a mut FlowTable,
     frags: &'a mut FragTable,
-    last_est: &'a mut [u32],
+    last_est: &'a mut [u64],
     stats: &'a WorkerStats,
-    now: u32,
+    /// The worker's clock (ms, does not wrap).
+    now: u64,
+    /// Its low 32 bits: the flow table's wrapping clock.
+    tick: u32,
     ip_id: &'a mut u16,
+    /// Frames handed to the device for sending in this batch; counted as
+    /// forwarded once the device has reported its failures.
+    sent: u64,
 }
 
 /// Find the flow's backend, creating or re-pinning the flow as needed.
 #[inline]
-fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<u32, Reason> {
-    let (table, stats, now) = (cx.table, cx.stats, cx.now);
-    if let Some(e) = cx.flows.get(&c.key, now, &mut |e| on_removed(stats, e)) {
+fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<BackendId, Reason> {
+    let (table, stats, now, tick) = (cx.table, cx.stats, cx.now, cx.tick);
+    if let Some(e) = cx.flows.get(&c.key, tick, &mut |e| on_removed(stats, e)) {
         let was_active = is_active(e.state);
         let bare_syn = c.key.proto == 6 && c.tcp_flags & tcp::SYN != 0 && c.tcp_flags & tcp::ACK == 0;
         // A retransmission repeats the initial sequence number; a new
         // connection on a reused tuple does not (and starts afresh).
-        let waited = now.wrapping_sub(e.first_ms);
+        let waited = tick.wrapping_sub(e.first_ms);
         // Only when the server shows no sign of life: no flow to it completed
         // a handshake since this SYN was first seen. A live server that lost
         // or delayed one SYN-ACK keeps the flow, so its late SYN-ACK cannot
         // meet a different server (which would answer the client's ACK with
         // a reset).
-        let silent = |id: u32| {
+        let silent = |id: BackendId| {
             let i = (id as usize).min(cx.last_est.len() - 1);
-            now.wrapping_sub(cx.last_est[i]) >= waited
+            now.saturating_sub(cx.last_est[i]) >= u64::from(waited)
         };
+        // Once it has tried every server, a replayed SYN is just a packet of
+        // its flow: no walk, whatever the rate of replays.
         let syn_retransmit = e.state == FlowState::TcpSyn
             && bare_syn
-            && e.aux == c.tcp_seq
+            && e.isn == c.tcp_seq
             && waited >= SYN_SECOND_CHANCE_MS
+            && e.second_chances < second_chances_allowed(svc)
             && silent(e.backend);
         // A new connection on a remembered tuple (the client reused its
         // port): scheduled afresh like any new flow, so a drained or
         // weight-0 server gets none.
         let new_conn = bare_syn
-            && (e.state == FlowState::TcpClosing || (e.state == FlowState::TcpSyn && e.aux != c.tcp_seq));
-        if e.state == FlowState::TcpSyn && bare_syn && e.aux != c.tcp_seq {
-            e.aux = c.tcp_seq;
-            e.first_ms = now;
+            && (e.state == FlowState::TcpClosing || (e.state == FlowState::TcpSyn && e.isn != c.tcp_seq));
+        if e.state == FlowState::TcpSyn && bare_syn && e.isn != c.tcp_seq {
+            e.isn = c.tcp_seq;
+            e.first_ms = tick;
         }
         let was_syn = e.state == FlowState::TcpSyn;
-        advance(e, c.key.proto, c.tcp_flags, now);
-        if !was_syn && e.state == FlowState::TcpSyn {
-            e.aux = c.tcp_seq;
-        }
+        advance(e, c.key.proto, c.tcp_flags, tick, c.tcp_seq);
         if was_syn && e.state == FlowState::TcpEstablished {
             let i = (e.backend as usize).min(cx.last_est.len() - 1);
             cx.last_est[i] = now;
         }
-        e.last_ms = now;
+        e.last_ms = tick;
         let old = e.backend;
         let mut id = old;
         let ob = table.backend(old);
@@ -352,7 +379,7 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<u32
                 move_gauges(stats, old, was_active, old, is_active(e.state));
                 return Err(Reason::NoServer);
             };
-            e.flags &= FLAG_REVERSE;
+            e.second_chances = 0;
             id = nid;
             bump(&stats.backend(nid).conns, 1);
         } else if !keeps_backend(ob.state, table.reschedule_on_down) || ob.mac.is_none() {
@@ -363,20 +390,24 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<u32
                 move_gauges(stats, old, was_active, old, is_active(e.state));
                 return Err(Reason::NoServer);
             };
-            e.flags &= FLAG_REVERSE;
+            e.second_chances = 0;
             id = nid;
             bump(&stats.rescheduled, 1);
         } else if syn_retransmit {
             // The server did not answer the first SYN: a silent failure the
             // health check has not seen yet. Try the next server.
-            let moves = (e.flags >> 1).saturating_add(1).min(7);
-            if let Some(nid) = maglev_step(svc, flow_hash(&key_bytes(&c.key)), moves) {
-                if nid != old {
-                    e.flags = (e.flags & FLAG_REVERSE) | (moves * MOVE_ONE);
-                    e.first_ms = now;
-                    id = nid;
-                    bump(&stats.syn_second_chance, 1);
-                }
+            let moves = e.second_chances + 1;
+            let mut probes = 0;
+            let next = maglev_step(svc, flow_hash(&key_bytes(&c.key)), moves, &mut probes);
+            bump(&stats.maglev_probes, probes);
+            // Counted as taken even when the walk ends on the same server
+            // (it met fewer distinct servers than the table has), so the
+            // number of walks per flow stays bounded.
+            e.second_chances = moves;
+            if let Some(nid) = next.filter(|&nid| nid != old) {
+                e.first_ms = tick;
+                id = nid;
+                bump(&stats.syn_second_chance, 1);
             }
         }
         e.backend = id;
@@ -389,8 +420,8 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<u32
     let state = initial_state(c.key.proto, c.tcp_flags);
     let e = cx
         .flows
-        .insert(c.key, state, id, now, &mut |e| on_removed(stats, e));
-    e.aux = c.tcp_seq;
+        .insert(c.key, state, id, tick, &mut |e| on_removed(stats, e));
+    e.isn = c.tcp_seq;
     let b = stats.backend(id);
     bump(&b.conns, 1);
     bump_i(if is_active(state) { &b.active } else { &b.inactive }, 1);
@@ -414,7 +445,7 @@ fn send_to(
 /// segments reached the server; one answered with "fragmentation needed"
 /// is a drop by that reason (the answer goes out).
 #[inline]
-fn forwarded(cx: &Ctx<'_>, id: u32, len: usize, sent: Sent) -> Result<Action, Reason> {
+fn forwarded(cx: &mut Ctx<'_>, id: BackendId, len: usize, sent: Sent) -> Result<Action, Reason> {
     match sent {
         Sent::Frame => {
             count_in(cx, id, len);
@@ -438,21 +469,21 @@ fn forwarded(cx: &Ctx<'_>, id: u32, len: usize, sent: Sent) -> Result<Action, Re
 
 /// Count a frame from backend `id` sent on to a client (NAT replies).
 #[inline]
-fn count_out(stats: &WorkerStats, id: u32, len: usize) {
-    let b = stats.backend(id);
+fn count_out(cx: &mut Ctx<'_>, id: BackendId, len: usize) {
+    let b = cx.stats.backend(id);
     bump(&b.out_packets, 1);
     bump(&b.out_bytes, len as u64);
-    bump(&stats.forwarded, 1);
-    bump(&stats.bytes_forwarded, len as u64);
+    cx.sent += 1;
+    bump(&cx.stats.bytes_forwarded, len as u64);
 }
 
 /// Count a frame sent to backend `id`.
 #[inline]
-fn count_in(cx: &Ctx<'_>, id: u32, len: usize) {
+fn count_in(cx: &mut Ctx<'_>, id: BackendId, len: usize) {
     let b = cx.stats.backend(id);
     bump(&b.packets, 1);
     bump(&b.bytes, len as u64);
-    bump(&cx.stats.forwarded, 1);
+    cx.sent += 1;
     bump(&cx.stats.bytes_forwarded, len as u64);
 }
 
@@ -473,8 +504,8 @@ fn flow_packet(
         cx.frags.insert(c.frag_key(), id, cx.now);
     }
     if b.mode == Mode::Nat {
-        // Make sure the reply direction is known (created with the flow,
-        // recreated if it expired on its own).
+        // Make sure the reply direction is known: linked to the flow, so the
+        // two share one lifetime; replaced when the flow changed server.
         let rport = if b.port != 0 { b.port } else { c.key.dport };
         let rkey = FlowKey {
             src: b.addr,
@@ -484,17 +515,8 @@ fn flow_packet(
             proto: c.key.proto,
         };
         let stats = cx.stats;
-        let hit = cx
-            .flows
-            .get(&rkey, cx.now, &mut |e| on_removed(stats, e))
-            .map(|e| e.backend == id);
-        if hit != Some(true) {
-            let state = initial_state(c.key.proto, 0);
-            let e = cx
-                .flows
-                .insert(rkey, state, id, cx.now, &mut |e| on_removed(stats, e));
-            e.flags = FLAG_REVERSE;
-        }
+        cx.flows
+            .set_reply(&c.key, rkey, cx.tick, &mut |e| on_removed(stats, e));
     }
     let len = f.len();
     let sent = send_to(f, arena, cx, &b, Payload::Packet)?;
@@ -530,7 +552,7 @@ fn icmp_error(
     let stats = cx.stats;
     let id = cx
         .flows
-        .get(key, cx.now, &mut |e| on_removed(stats, e))
+        .get(key, cx.tick, &mut |e| on_removed(stats, e))
         .map(|e| e.backend)
         .ok_or(Reason::IcmpNoFlow)?;
     let b = *cx.table.backend(id);
@@ -541,21 +563,21 @@ fn icmp_error(
     a
 }
 
-/// The reply-direction entry of a NAT flow (server -> client key).
+/// The NAT flow whose reply direction (server -> client key) is `key`.
 #[inline]
 fn reply_flow<'a>(cx: &'a mut Ctx<'_>, key: &FlowKey) -> Option<&'a mut FlowEntry> {
     let stats = cx.stats;
-    cx.flows
-        .get(key, cx.now, &mut |e| on_removed(stats, e))
-        .filter(|e| e.flags & FLAG_REVERSE != 0)
+    cx.flows.get_reply(key, cx.tick, &mut |e| on_removed(stats, e))
 }
 
 #[inline]
 fn nat_reply(f: &mut Frame<'_>, cx: &mut Ctx<'_>, c: &Classified) -> Result<Action, Reason> {
-    let (stats, now) = (cx.stats, cx.now);
+    let (now, tick) = (cx.now, cx.tick);
     let e = reply_flow(cx, &c.key).ok_or(Reason::NatNoFlow)?;
-    e.last_ms = now;
-    advance(e, c.key.proto, c.tcp_flags, now);
+    // The server's packets keep the flow alive (one lifetime for both
+    // directions); its TCP state follows the client's packets, as it did
+    // when the reply direction had an entry of its own.
+    e.last_ms = tick;
     let id = e.backend;
     let b = *cx.table.backend(id);
     if c.first_fragment {
@@ -575,7 +597,7 @@ fn nat_reply(f: &mut Frame<'_>, cx: &mut Ctx<'_>, c: &Classified) -> Result<Acti
     };
     let csum = rewrite::checksum_state(&f.vnet);
     rewrite::nat(f.data_mut(), csum, &n)?;
-    count_out(stats, id, len);
+    count_out(cx, id, len);
     Ok(Action::Transmit)
 }
 
@@ -598,7 +620,7 @@ fn nat_reply_fragment(f: &mut Frame<'_>, cx: &mut Ctx<'_>, k: &FragKey) -> Resul
     };
     let csum = rewrite::checksum_state(&f.vnet);
     rewrite::nat(f.data_mut(), csum, &n)?;
-    count_out(cx.stats, id, len);
+    count_out(cx, id, len);
     bump(&cx.stats.fragments_forwarded, 1);
     Ok(Action::Transmit)
 }
@@ -607,7 +629,6 @@ fn nat_reply_fragment(f: &mut Frame<'_>, cx: &mut Ctx<'_>, k: &FragKey) -> Resul
 /// client as if the VIP had sent it.
 #[inline]
 fn nat_icmp_from_server(f: &mut Frame<'_>, cx: &mut Ctx<'_>, rkey: &FlowKey) -> Result<Action, Reason> {
-    let stats = cx.stats;
     let id = reply_flow(cx, rkey)
         .map(|e| e.backend)
         .ok_or(Reason::IcmpNoFlow)?;
@@ -620,7 +641,7 @@ fn nat_icmp_from_server(f: &mut Frame<'_>, cx: &mut Ctx<'_>, rkey: &FlowKey) -> 
         src: cx.table.director_mac,
     };
     rewrite::nat_icmp_from_server(f.data_mut(), b.svc_vip, vport, macs)?;
-    count_out(stats, id, len);
+    count_out(cx, id, len);
     Ok(Action::Transmit)
 }
 
@@ -640,7 +661,7 @@ fn handle(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>) -> Action {
             // Answered in place: counted as forwarded (it leaves the
             // director), so frames_seen = forwarded + drops holds.
             bump(&cx.stats.echo_replies, 1);
-            bump(&cx.stats.forwarded, 1);
+            cx.sent += 1;
             bump(&cx.stats.bytes_forwarded, f.len() as u64);
             Action::Transmit
         }),

@@ -7,10 +7,22 @@
 //! there is no locking, and all memory is allocated in [`FlowTable::new`]:
 //! nothing allocates afterwards. The table is set-associative: a power-of-two
 //! number of buckets of [`WAYS`] entries each; a key lives only in the bucket
-//! its hash selects, so a lookup touches one bucket. When a bucket is full the
-//! least recently used entry of that bucket is evicted; every entry that leaves
-//! the table (expired, evicted, removed) is reported to the caller's `removed`
-//! callback so per-backend connection counters stay exact.
+//! its hash selects, so a lookup touches one bucket.
+//!
+//! The bucket is chosen by the flow's *client* (address, port, protocol)
+//! only. A NAT flow's reply-direction key (server → client) names the same
+//! client, so it lands in the same bucket as its flow and is stored there as
+//! a link to it ([`FlowTable::set_reply`], [`FlowTable::get_reply`]): the two
+//! directions share one entry, one state and one lifetime, and leave the
+//! table together (opte's `LftEntry` pairs its two directions for the same
+//! reason: a half-evicted NAT flow can be neither forwarded nor re-picked).
+//!
+//! When a bucket is full, room is made by taking, in order: an expired flow;
+//! else the least recently used flow that never completed a handshake
+//! (`TcpSyn`: what a spoofed SYN flood creates); else the least recently used
+//! flow of any other state. Each is counted by kind ([`Evictions`]). Every
+//! flow that leaves the table (expired, evicted, removed) is reported to the
+//! caller's `removed` callback so per-backend connection counters stay exact.
 //!
 //! Times are the caller's millisecond clock as a wrapping `u32` (wraps every
 //! ~49.7 days). Ages are computed with `wrapping_sub`, which is correct as long
@@ -20,6 +32,8 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+
+use super::table::BackendId;
 
 /// Entries per bucket. 8 × 32-byte entries = 256 bytes = 4 cache lines; the
 /// per-bucket 16-bit tags (one cache line for 4 buckets) are checked first so
@@ -36,9 +50,9 @@ pub const WAYS: usize = 8;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[repr(C, packed(2))]
 pub struct FlowKey {
-    /// Source (client) address.
+    /// Source address (the client, for a flow's original direction).
     pub src: u32,
-    /// Destination (virtual service) address.
+    /// Destination address (the virtual service; the client for a reply key).
     pub dst: u32,
     /// Source port (0 when the protocol has none).
     pub sport: u16,
@@ -49,12 +63,18 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
-    /// The key as two words, for hashing. Lossless, so equal words ⇔ equal keys.
+    /// (client part, other part) of the key as words, for hashing. Lossless,
+    /// so equal words ⇔ equal keys.
     #[inline(always)]
-    fn words(&self) -> (u64, u64) {
-        let a = (u64::from(self.src) << 32) | u64::from(self.dst);
-        let b = (u64::from(self.sport) << 24) | (u64::from(self.dport) << 8) | u64::from(self.proto);
-        (a, b)
+    fn words(&self, reply: bool) -> (u64, u64) {
+        let (caddr, cport, oaddr, oport) = if reply {
+            (self.dst, self.dport, self.src, self.sport)
+        } else {
+            (self.src, self.sport, self.dst, self.dport)
+        };
+        let client = (u64::from(caddr) << 24) | (u64::from(cport) << 8) | u64::from(self.proto);
+        let other = (u64::from(oaddr) << 16) | u64::from(oport);
+        (client, other)
     }
 }
 
@@ -81,21 +101,23 @@ pub enum FlowState {
 /// to, except `key` (the entry would no longer be found under its new key).
 #[derive(Clone, Copy, Debug)]
 pub struct FlowEntry {
-    /// Identity; do not modify through a `&mut FlowEntry`.
+    /// Identity (original direction); do not modify through a `&mut FlowEntry`.
     pub key: FlowKey,
-    /// Current state; selects the idle timeout.
+    /// Current state; selects the idle timeout and the eviction preference.
     pub state: FlowState,
-    /// Free for the caller (e.g. "rescheduled once"); 0 on insert.
-    pub flags: u8,
-    /// Opaque backend id chosen by the caller.
-    pub backend: u32,
+    /// SYN second chances taken: the flow's backend is this many steps along
+    /// its Maglev preference order. 0 on insert.
+    pub second_chances: u8,
+    /// The backend chosen by the caller.
+    pub backend: BackendId,
     /// Time of the last packet on the caller's millisecond clock. The table
     /// never updates it after insert: the caller sets it on each packet.
     pub last_ms: u32,
-    /// Time the entry was created.
+    /// Time the flow (or its current connection attempt) began.
     pub first_ms: u32,
-    /// Free for the caller (e.g. the Maglev slot used); 0 on insert.
-    pub aux: u32,
+    /// Initial sequence number of the current TCP connection attempt (that
+    /// of its SYN): a SYN repeating it is a retransmission. 0 on insert.
+    pub isn: u32,
 }
 
 // Two entries per 64-byte cache line, a bucket is exactly 4 lines.
@@ -110,12 +132,41 @@ const EMPTY_ENTRY: FlowEntry = FlowEntry {
         proto: 0,
     },
     state: FlowState::Empty,
-    flags: 0,
+    second_chances: 0,
     backend: 0,
     last_ms: 0,
     first_ms: 0,
-    aux: 0,
+    isn: 0,
 };
+
+/// Why a live or expired flow was taken out of a full bucket to make room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvictionKind {
+    /// Idle past its timeout (not yet swept).
+    Expired,
+    /// A TCP flow that never completed its handshake (`TcpSyn`).
+    Embryonic,
+    /// Any other live flow (established, closing, UDP, other).
+    Established,
+}
+
+/// Flows taken out of full buckets, by [`EvictionKind`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Evictions {
+    pub expired: u64,
+    pub embryonic: u64,
+    pub established: u64,
+}
+
+impl Evictions {
+    fn count(&mut self, kind: EvictionKind) {
+        match kind {
+            EvictionKind::Expired => self.expired += 1,
+            EvictionKind::Embryonic => self.embryonic += 1,
+            EvictionKind::Established => self.established += 1,
+        }
+    }
+}
 
 /// Idle timeouts per state, in milliseconds. An entry expires when
 /// `now - last_ms > timeout` (so it is still live at exactly `timeout`).
@@ -166,6 +217,31 @@ impl Timeouts {
     }
 }
 
+/// What a used way holds: a flow (its original direction), or the reply key
+/// of the flow in another way of the same bucket. One byte per way, kept
+/// beside the tags so [`FlowEntry`] stays 32 bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Link(u8);
+
+impl Link {
+    const FLOW: Link = Link(0);
+
+    fn reply_of(w: usize) -> Link {
+        Link(w as u8 + 1)
+    }
+
+    /// The way of the flow this reply key belongs to; `None` for a flow.
+    #[inline(always)]
+    fn partner(self) -> Option<usize> {
+        self.0.checked_sub(1).map(usize::from)
+    }
+
+    #[inline(always)]
+    fn is_reply(self) -> bool {
+        self.0 != 0
+    }
+}
+
 /// A bucket's entries, cache-line aligned so no entry straddles two lines.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
@@ -176,6 +252,8 @@ pub struct FlowTable {
     /// Per way: 0 = free, else 16 bits of the key's hash (never 0). Kept apart
     /// from the entries so the scan of a bucket reads 16 bytes, not 256.
     tags: Box<[[u16; WAYS]]>,
+    /// Per way: flow or reply key (meaningful where the tag is not 0).
+    links: Box<[[Link; WAYS]]>,
     buckets: Box<[Bucket]>,
     /// `buckets.len() - 1` (power of two).
     mask: usize,
@@ -187,7 +265,7 @@ pub struct FlowTable {
     /// Next bucket [`FlowTable::sweep`] looks at.
     cursor: usize,
     timeouts: Timeouts,
-    evictions: u64,
+    evictions: Evictions,
     expirations: u64,
 }
 
@@ -235,23 +313,26 @@ impl FlowTable {
         });
         FlowTable {
             tags: vec![[0u16; WAYS]; nb].into_boxed_slice(),
+            links: vec![[Link::FLOW; WAYS]; nb].into_boxed_slice(),
             buckets: vec![Bucket([EMPTY_ENTRY; WAYS]); nb].into_boxed_slice(),
             mask: nb - 1,
             seed,
             len: 0,
             cursor: 0,
             timeouts,
-            evictions: 0,
+            evictions: Evictions::default(),
             expirations: 0,
         }
     }
 
-    /// Maximum number of live entries (requested capacity rounded up).
+    /// Maximum number of live entries (requested capacity rounded up). A NAT
+    /// flow with its reply key takes two.
     pub fn capacity(&self) -> usize {
         self.buckets.len() * WAYS
     }
 
-    /// Number of live entries (including expired ones not yet looked at).
+    /// Number of ways in use (including expired flows not yet looked at; a
+    /// NAT flow with its reply key counts two).
     pub fn len(&self) -> usize {
         self.len
     }
@@ -271,59 +352,104 @@ impl FlowTable {
         self.timeouts
     }
 
-    /// Entries evicted (live, unexpired) to make room for a new flow.
+    /// Live (unexpired) flows evicted to make room for a new one: embryonic
+    /// plus established in [`Self::evictions_by_kind`].
     pub fn evictions(&self) -> u64 {
+        self.evictions.embryonic + self.evictions.established
+    }
+
+    /// Flows taken out of full buckets, by kind. Expired ones are also
+    /// counted in [`Self::expirations`].
+    pub fn evictions_by_kind(&self) -> Evictions {
         self.evictions
     }
 
-    /// Entries removed because they were idle past their timeout (by `get`,
+    /// Flows removed because they were idle past their timeout (by `get`,
     /// `insert` or `sweep`).
     pub fn expirations(&self) -> u64 {
         self.expirations
     }
 
     /// Bytes of memory held by the table (for the "1M flows in ≤ 128 MB"
-    /// target): ~34 bytes per slot of capacity.
+    /// target): ~35 bytes per slot of capacity.
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + std::mem::size_of_val::<[Bucket]>(&self.buckets)
             + std::mem::size_of_val::<[[u16; WAYS]]>(&self.tags)
+            + std::mem::size_of_val::<[[Link; WAYS]]>(&self.links)
     }
 
-    /// Bucket index and tag of `key`.
+    /// Bucket index and tag of `key` read as a flow (`reply` false) or as a
+    /// reply key.
     #[inline(always)]
-    fn locate(&self, key: &FlowKey) -> (usize, u16) {
-        let (a, b) = key.words();
-        // Two rounds: the first mixes the key with the secret seeds, the
-        // second spreads it over all 64 bits so that both the low bits (bucket)
-        // and the top 16 (tag) are well distributed.
-        let h = fold_mul(a ^ self.seed[0], b ^ self.seed[1]);
+    fn locate(&self, key: &FlowKey, reply: bool) -> (usize, u16) {
+        let (client, other) = key.words(reply);
+        // The bucket depends on the client only (so a NAT flow and its reply
+        // key share it): two rounds, the first mixes in the secret seeds, the
+        // second spreads the result over all 64 bits.
+        let h = fold_mul(client ^ self.seed[0], self.seed[1] | 1);
         let h = fold_mul(h ^ 0xa076_1d64_78bd_642f, 0xe703_7ed1_a0b4_28db);
+        // The tag tells keys of one bucket apart, so it covers the rest.
+        let t = fold_mul(h ^ other, 0x8ebc_6af0_9c88_c6e3);
         // Tag 0 marks a free way; folding 0 into 1 costs nothing measurable.
-        ((h as usize) & self.mask, ((h >> 48) as u16).max(1))
+        ((h as usize) & self.mask, ((t >> 48) as u16).max(1))
     }
 
-    /// Way of `key` in bucket `b`, if present.
+    /// Way of `key` (as a flow, or as a reply key) in bucket `b`, if present.
     #[inline(always)]
-    fn find(&self, b: usize, tag: u16, key: &FlowKey) -> Option<usize> {
+    fn find(&self, b: usize, tag: u16, key: &FlowKey, reply: bool) -> Option<usize> {
         let tags = &self.tags[b];
-        (0..WAYS).find(|&w| tags[w] == tag && self.buckets[b].0[w].key == *key)
+        (0..WAYS).find(|&w| {
+            tags[w] == tag && self.links[b][w].is_reply() == reply && self.buckets[b].0[w].key == *key
+        })
     }
 
-    /// Free way `w` of bucket `b` and report what it held. The table is updated
-    /// before the callback runs so it stays consistent if the callback panics.
+    /// Free way `w` of bucket `b`; what it held.
     #[inline]
-    fn clear(&mut self, b: usize, w: usize, removed: &mut impl FnMut(&FlowEntry)) {
-        let old = std::mem::replace(&mut self.buckets[b].0[w], EMPTY_ENTRY);
+    fn clear_way(&mut self, b: usize, w: usize) -> FlowEntry {
         self.tags[b][w] = 0;
+        self.links[b][w] = Link::FLOW;
         self.len -= 1;
+        std::mem::replace(&mut self.buckets[b].0[w], EMPTY_ENTRY)
+    }
+
+    /// Free the flow in way `w` of bucket `b` with its reply key, and report
+    /// the flow. The table is updated before the callback runs so it stays
+    /// consistent if the callback panics.
+    #[inline]
+    fn clear_flow(&mut self, b: usize, w: usize, removed: &mut impl FnMut(&FlowEntry)) {
+        for r in 0..WAYS {
+            if self.tags[b][r] != 0 && self.links[b][r].partner() == Some(w) {
+                self.clear_way(b, r);
+            }
+        }
+        let old = self.clear_way(b, w);
         removed(&old);
     }
 
-    /// Find a live entry. An entry found but expired at `now`
-    /// (`now.wrapping_sub(last_ms) >` the timeout of its state) is removed,
-    /// reported through `removed` (and counted in [`Self::expirations`]), and
-    /// `None` is returned. The caller updates `last_ms` (and `state`) itself.
+    /// The live flow in way `w` of bucket `b`, or `None` after removing it
+    /// (with its reply key) if it expired at `now`.
+    #[inline]
+    fn live(
+        &mut self,
+        b: usize,
+        w: usize,
+        now: u32,
+        removed: &mut impl FnMut(&FlowEntry),
+    ) -> Option<&mut FlowEntry> {
+        if self.timeouts.expired(&self.buckets[b].0[w], now) {
+            self.expirations += 1;
+            self.clear_flow(b, w, removed);
+            return None;
+        }
+        Some(&mut self.buckets[b].0[w])
+    }
+
+    /// Find a live flow by its original-direction key. A flow found but
+    /// expired at `now` (`now.wrapping_sub(last_ms) >` the timeout of its
+    /// state) is removed with its reply key, reported through `removed` (and
+    /// counted in [`Self::expirations`]), and `None` is returned. The caller
+    /// updates `last_ms` (and `state`) itself.
     #[inline]
     pub fn get(
         &mut self,
@@ -331,27 +457,40 @@ impl FlowTable {
         now: u32,
         removed: &mut impl FnMut(&FlowEntry),
     ) -> Option<&mut FlowEntry> {
-        let (b, tag) = self.locate(key);
-        let w = self.find(b, tag, key)?;
-        if self.timeouts.expired(&self.buckets[b].0[w], now) {
-            self.expirations += 1;
-            self.clear(b, w, removed);
-            return None;
-        }
-        Some(&mut self.buckets[b].0[w])
+        let (b, tag) = self.locate(key, false);
+        let w = self.find(b, tag, key, false)?;
+        self.live(b, w, now, removed)
     }
 
-    /// Insert a new entry (the caller has just checked that `get` returned
-    /// `None`). Uses a free way of the key's bucket; else an expired one
-    /// (counted in [`Self::expirations`]); else evicts the least recently used
-    /// way, the one with the largest `now - last_ms` (counted in
-    /// [`Self::evictions`]). Every entry removed to make room is reported
-    /// through `removed`. Should the key be present after all, its entry is
-    /// replaced (and reported as removed, counted in neither), so a key is
-    /// never in the table twice.
+    /// Find the live flow whose reply key (see [`Self::set_reply`]) is
+    /// `rkey`: the returned entry is the flow itself (its key is the original
+    /// direction), so both directions update one state and one lifetime.
+    /// Expiry as in [`Self::get`].
+    #[inline]
+    pub fn get_reply(
+        &mut self,
+        rkey: &FlowKey,
+        now: u32,
+        removed: &mut impl FnMut(&FlowEntry),
+    ) -> Option<&mut FlowEntry> {
+        let (b, tag) = self.locate(rkey, true);
+        let r = self.find(b, tag, rkey, true)?;
+        let w = self.links[b][r].partner()?;
+        self.live(b, w, now, removed)
+    }
+
+    /// Insert a new flow (the caller has just checked that `get` returned
+    /// `None`). Uses a free way of the key's bucket; else takes a flow out of
+    /// the bucket (with its reply key): an expired one (counted in
+    /// [`Self::expirations`]), else the least recently used embryonic one
+    /// (`TcpSyn`), else the least recently used one, each counted by kind in
+    /// [`Self::evictions_by_kind`]. Every flow taken out is reported through
+    /// `removed`. Should the key be present after all, its flow is replaced
+    /// (and reported as removed, counted in neither), so a key is never in
+    /// the table twice.
     ///
     /// Returns the new entry with `state`/`backend` set, `last_ms` =
-    /// `first_ms` = `now`, `flags` = 0 and `aux` = 0.
+    /// `first_ms` = `now`, `second_chances` = 0 and `isn` = 0.
     ///
     /// # Panics
     ///
@@ -361,73 +500,138 @@ impl FlowTable {
         &mut self,
         key: FlowKey,
         state: FlowState,
-        backend: u32,
+        backend: BackendId,
         now: u32,
         removed: &mut impl FnMut(&FlowEntry),
     ) -> &mut FlowEntry {
         assert!(state != FlowState::Empty, "cannot insert a flow in state Empty");
-        let (b, tag) = self.locate(&key);
-        let w = self.make_room(b, tag, &key, now, removed);
+        let (b, tag) = self.locate(&key, false);
+        let w = self.make_room(b, tag, &key, false, None, now, removed);
         self.tags[b][w] = tag;
+        self.links[b][w] = Link::FLOW;
         self.len += 1;
         let e = &mut self.buckets[b].0[w];
         *e = FlowEntry {
             key,
             state,
-            flags: 0,
+            second_chances: 0,
             backend,
             last_ms: now,
             first_ms: now,
-            aux: 0,
+            isn: 0,
         };
         e
     }
 
-    /// A free way of bucket `b` for `key`, emptying one if needed.
+    /// Give the flow `key` the reply key `rkey` (a NAT flow's server → client
+    /// direction), replacing a different reply key it had (its server
+    /// changed). Room is made as in [`Self::insert`], never by taking `key`'s
+    /// own flow; a reply key another flow had moves to this one.
+    ///
+    /// Returns false (and changes nothing) when `key` is not in the table or
+    /// `rkey` does not name the same client (`rkey.dst`/`dport` must be
+    /// `key.src`/`sport`, same protocol).
+    pub fn set_reply(
+        &mut self,
+        key: &FlowKey,
+        rkey: FlowKey,
+        now: u32,
+        removed: &mut impl FnMut(&FlowEntry),
+    ) -> bool {
+        let (b, tag) = self.locate(key, false);
+        let (rb, rtag) = self.locate(&rkey, true);
+        let Some(w) = self.find(b, tag, key, false) else {
+            return false;
+        };
+        if rb != b || key.words(false).0 != rkey.words(true).0 {
+            return false;
+        }
+        let old = (0..WAYS).find(|&r| self.tags[b][r] != 0 && self.links[b][r].partner() == Some(w));
+        if let Some(r) = old {
+            if self.buckets[b].0[r].key == rkey {
+                return true;
+            }
+            self.clear_way(b, r);
+        }
+        let r = self.make_room(b, rtag, &rkey, true, Some(w), now, removed);
+        self.tags[b][r] = rtag;
+        self.links[b][r] = Link::reply_of(w);
+        self.len += 1;
+        self.buckets[b].0[r] = FlowEntry {
+            key: rkey,
+            backend: self.buckets[b].0[w].backend,
+            ..EMPTY_ENTRY
+        };
+        true
+    }
+
+    /// A free way of bucket `b` for `key` (a flow, or a reply key), emptying
+    /// one if needed; never the way `pinned`.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn make_room(
         &mut self,
         b: usize,
         tag: u16,
         key: &FlowKey,
+        reply: bool,
+        pinned: Option<usize>,
         now: u32,
         removed: &mut impl FnMut(&FlowEntry),
     ) -> usize {
         // Common case first, from the tags alone: a duplicate or a free way.
-        if let Some(w) = self.find(b, tag, key) {
-            self.clear(b, w, removed);
+        if let Some(w) = self.find(b, tag, key, reply) {
+            if reply {
+                self.clear_way(b, w);
+            } else {
+                self.clear_flow(b, w, removed);
+            }
             return w;
         }
         if let Some(w) = self.tags[b].iter().position(|&t| t == 0) {
             return w;
         }
-        // Full bucket: only now read all the entries.
-        let mut victim = 0;
-        let mut victim_age = 0;
-        for (w, e) in self.buckets[b].0.iter().enumerate() {
+        // Full bucket: only now read the entries. Reply keys leave with their
+        // flow, so only flows are candidates; a bucket holds at most one reply
+        // key per flow, so besides `pinned` there always is one.
+        let mut victim = None;
+        let mut worst = (false, 0u32);
+        for w in 0..WAYS {
+            if Some(w) == pinned || self.links[b][w].is_reply() {
+                continue;
+            }
+            let e = &self.buckets[b].0[w];
             if self.timeouts.expired(e, now) {
                 self.expirations += 1;
-                self.clear(b, w, removed);
+                self.evictions.count(EvictionKind::Expired);
+                self.clear_flow(b, w, removed);
                 return w;
             }
-            let age = now.wrapping_sub(e.last_ms);
-            if age >= victim_age {
-                victim = w;
-                victim_age = age;
+            // Embryonic before anything else, the least recently used first.
+            let rank = (e.state == FlowState::TcpSyn, now.wrapping_sub(e.last_ms));
+            if victim.is_none() || rank >= worst {
+                victim = Some(w);
+                worst = rank;
             }
         }
-        self.evictions += 1;
-        self.clear(b, victim, removed);
-        victim
+        let w = victim.expect("a full bucket holds a flow besides the pinned one");
+        self.evictions.count(if worst.0 {
+            EvictionKind::Embryonic
+        } else {
+            EvictionKind::Established
+        });
+        self.clear_flow(b, w, removed);
+        w
     }
 
-    /// Remove the entry of `key` if present (reported through `removed`, not
-    /// counted as eviction or expiration). Returns whether it was present.
+    /// Remove the flow of `key` (and its reply key) if present (reported
+    /// through `removed`, not counted as eviction or expiration). Returns
+    /// whether it was present.
     pub fn remove(&mut self, key: &FlowKey, removed: &mut impl FnMut(&FlowEntry)) -> bool {
-        let (b, tag) = self.locate(key);
-        match self.find(b, tag, key) {
+        let (b, tag) = self.locate(key, false);
+        match self.find(b, tag, key, false) {
             Some(w) => {
-                self.clear(b, w, removed);
+                self.clear_flow(b, w, removed);
                 true
             }
             None => false,
@@ -436,7 +640,7 @@ impl FlowTable {
 
     /// Incremental expiry: scan the next `buckets` buckets (a cursor wraps
     /// around the table; at most the whole table per call), removing expired
-    /// entries, reported through `removed` and counted in
+    /// flows with their reply keys, reported through `removed` and counted in
     /// [`Self::expirations`]. Calling it regularly bounds both the memory held
     /// by dead flows and the age of any entry (see the module doc on clock wrap).
     pub fn sweep(&mut self, now: u32, buckets: usize, removed: &mut impl FnMut(&FlowEntry)) {
@@ -447,18 +651,21 @@ impl FlowTable {
                 continue;
             }
             for w in 0..WAYS {
-                if self.tags[b][w] != 0 && self.timeouts.expired(&self.buckets[b].0[w], now) {
+                if self.tags[b][w] != 0
+                    && !self.links[b][w].is_reply()
+                    && self.timeouts.expired(&self.buckets[b].0[w], now)
+                {
                     self.expirations += 1;
-                    self.clear(b, w, removed);
+                    self.clear_flow(b, w, removed);
                 }
             }
         }
     }
 
-    /// Visit every live entry mutably, removing those for which `f` returns
-    /// false (reported through `removed`, counted in neither counter). Slow
-    /// path: it walks the whole table (e.g. when a server is removed). `f` must
-    /// not change `key`.
+    /// Visit every live flow mutably, removing (with its reply key) those
+    /// for which `f` returns false (reported through `removed`, counted in
+    /// neither counter). Slow path: it walks the whole table (e.g. when a
+    /// server is removed). `f` must not change `key`.
     pub fn retain(
         &mut self,
         mut f: impl FnMut(&mut FlowEntry) -> bool,
@@ -466,8 +673,8 @@ impl FlowTable {
     ) {
         for b in 0..self.buckets.len() {
             for w in 0..WAYS {
-                if self.tags[b][w] != 0 && !f(&mut self.buckets[b].0[w]) {
-                    self.clear(b, w, removed);
+                if self.tags[b][w] != 0 && !self.links[b][w].is_reply() && !f(&mut self.buckets[b].0[w]) {
+                    self.clear_flow(b, w, removed);
                 }
             }
         }
@@ -535,9 +742,10 @@ mod tests {
     fn memory_for_1m() {
         let t = FlowTable::new(1_000_000, Timeouts::default());
         let mb = t.memory_bytes() as f64 / (1 << 20) as f64;
-        // 2^17 buckets × (256 + 16) bytes = 34 MiB.
-        assert!(t.memory_bytes() <= 128 << 20, "{mb} MiB");
-        assert!(t.memory_bytes() >= t.capacity() * 34, "{mb} MiB");
+        eprintln!("MEASURE flow table for 1M flows: {mb:.2} MiB");
+        // 2^17 buckets × (256 entries + 16 tags + 8 links) bytes = 35 MiB.
+        assert!(t.memory_bytes() <= 36 << 20, "{mb} MiB");
+        assert!(t.memory_bytes() >= t.capacity() * 35, "{mb} MiB");
     }
 
     #[test]
@@ -548,11 +756,11 @@ mod tests {
         assert!(t.get(&k, 10, &mut none).is_none());
         let e = t.insert(k, FlowState::TcpSyn, 7, 10, &mut none);
         assert_eq!((e.key, e.state, e.backend), (k, FlowState::TcpSyn, 7));
-        assert_eq!((e.flags, e.aux, e.last_ms, e.first_ms), (0, 0, 10, 10));
-        e.aux = 42;
+        assert_eq!((e.second_chances, e.isn, e.last_ms, e.first_ms), (0, 0, 10, 10));
+        e.isn = 42;
         assert_eq!(t.len(), 1);
         let e = t.get(&k, 20, &mut none).unwrap();
-        assert_eq!((e.backend, e.aux), (7, 42));
+        assert_eq!((e.backend, e.isn), (7, 42));
         e.state = FlowState::TcpEstablished;
         e.last_ms = 20;
         assert_eq!(t.get(&k, 21, &mut none).unwrap().state, FlowState::TcpEstablished);
@@ -618,8 +826,12 @@ mod tests {
 
     /// `n` distinct keys that all land in bucket `b` of `t`.
     fn same_bucket(t: &FlowTable, n: usize) -> (usize, Vec<FlowKey>) {
-        let b = t.locate(&rkey(0)).0;
-        let keys: Vec<_> = (0..).map(rkey).filter(|k| t.locate(k).0 == b).take(n).collect();
+        let b = t.locate(&rkey(0), false).0;
+        let keys: Vec<_> = (0..)
+            .map(rkey)
+            .filter(|k| t.locate(k, false).0 == b)
+            .take(n)
+            .collect();
         (b, keys)
     }
 
@@ -712,7 +924,7 @@ mod tests {
         let live: Vec<_> = (0..500u64).filter(|&i| !lost.contains(&rkey(i))).collect();
         t.retain(
             |e| {
-                e.flags = 1;
+                e.isn = 1;
                 e.backend != 2
             },
             &mut collect(&mut gone),
@@ -720,7 +932,7 @@ mod tests {
         assert_eq!(gone.len(), live.iter().filter(|&&i| i % 4 == 2).count());
         assert!(gone.iter().all(|e| e.backend == 2));
         for &i in &live {
-            let hit = t.get(&rkey(i), 1, &mut none).map(|e| e.flags);
+            let hit = t.get(&rkey(i), 1, &mut none).map(|e| e.isn);
             assert_eq!(hit, if i % 4 == 2 { None } else { Some(1) }, "{i}");
         }
         assert_eq!(t.len(), live.len() - gone.len());
@@ -747,10 +959,146 @@ mod tests {
         assert!(share < 0.015, "evicted {share}");
     }
 
-    #[derive(Clone, Debug)]
+    /// Fill bucket `b`'s ways with flows of `keys` in the given states,
+    /// created (and last seen) at 1000 + i.
+    fn fill(t: &mut FlowTable, keys: &[FlowKey], states: &[FlowState]) {
+        for (i, (k, st)) in keys.iter().zip(states).enumerate() {
+            t.insert(*k, *st, i as u32, 1000 + i as u32, &mut none);
+        }
+    }
+
+    #[test]
+    fn eviction_prefers_expired_then_embryonic_then_oldest() {
+        use FlowState::{TcpEstablished as Est, TcpSyn as Syn};
+        let mut t = FlowTable::new(64, Timeouts::default());
+        let (_, keys) = same_bucket(&t, WAYS + 4);
+        // Established flows are the oldest: LRU alone would take them first.
+        let states = [Est, Est, Est, Syn, Est, Syn, Est, Est];
+        fill(&mut t, &keys[..WAYS], &states);
+        let mut gone = vec![];
+        // 1. Two embryonic flows go first, the least recently used of them first.
+        for (n, want) in [(WAYS, 3), (WAYS + 1, 5)] {
+            gone.clear();
+            t.insert(keys[n], Est, 0, 2000, &mut collect(&mut gone));
+            assert_eq!(gone.len(), 1);
+            assert_eq!(gone[0].key, keys[want], "took {:?}", gone[0].state);
+        }
+        // 2. No embryonic flow left: the least recently used one (keys[1],
+        //    keys[0] just saw a packet).
+        t.get(&keys[0], 2001, &mut none).unwrap().last_ms = 2001;
+        gone.clear();
+        t.insert(keys[WAYS + 2], Syn, 0, 2002, &mut collect(&mut gone));
+        assert_eq!(gone[0].key, keys[1]);
+        let ev = t.evictions_by_kind();
+        assert_eq!((ev.expired, ev.embryonic, ev.established), (0, 2, 1));
+        // 3. An expired flow beats a live embryonic one: keys[2] closes
+        //    (120 s timeout) and idles past it while keys[WAYS+2] (SYN,
+        //    120 s) is younger.
+        t.get(&keys[2], 2003, &mut none).unwrap().state = FlowState::TcpClosing;
+        let now = 1002 + 120_001 + 1;
+        gone.clear();
+        t.insert(keys[WAYS + 3], Est, 0, now, &mut collect(&mut gone));
+        assert_eq!(gone[0].key, keys[2]);
+        assert!(t.get(&keys[WAYS + 2], now, &mut none).is_some());
+        let ev = t.evictions_by_kind();
+        assert_eq!((ev.expired, ev.embryonic, ev.established), (1, 2, 1));
+        assert_eq!((t.evictions(), t.expirations()), (3, 1));
+        assert_eq!(t.len(), WAYS);
+    }
+
+    /// The reply key (server → client) of flow `k` for server `server`.
+    fn reply_of(k: &FlowKey, server: u32) -> FlowKey {
+        FlowKey {
+            src: server,
+            dst: k.src,
+            sport: 8080,
+            dport: k.sport,
+            proto: k.proto,
+        }
+    }
+
+    #[test]
+    fn nat_pair_shares_a_bucket_and_a_lifetime() {
+        let to = Timeouts::default();
+        let mut t = FlowTable::new(1 << 12, to);
+        let k = rkey(7);
+        let r = reply_of(&k, 0x0a00_000b);
+        assert_eq!(t.locate(&k, false).0, t.locate(&r, true).0);
+        assert!(!t.set_reply(&k, r, 0, &mut none), "no flow yet");
+        t.insert(k, FlowState::TcpSyn, 3, 0, &mut none);
+        // A reply key naming another client is refused.
+        assert!(!t.set_reply(&k, reply_of(&rkey(8), 1), 0, &mut none));
+        assert!(t.set_reply(&k, r, 0, &mut none));
+        assert!(t.set_reply(&k, r, 0, &mut none), "idempotent");
+        assert_eq!(t.len(), 2);
+        // The reply lookup yields the flow itself: one state, one clock.
+        let e = t.get_reply(&r, 10, &mut none).unwrap();
+        assert_eq!((e.key, e.backend), (k, 3));
+        e.last_ms = 100_000;
+        assert_eq!(t.get(&k, 100_001, &mut none).unwrap().last_ms, 100_000);
+        // The reply key is not a flow, and the flow's key is not a reply key.
+        assert!(t.get(&r, 10, &mut none).is_none());
+        assert!(t.get_reply(&k, 10, &mut none).is_none());
+        // A new server: the old reply key goes, the new one comes.
+        let r2 = reply_of(&k, 0x0a00_000c);
+        assert!(t.set_reply(&k, r2, 100_001, &mut none));
+        assert_eq!(t.len(), 2);
+        assert!(t.get_reply(&r, 100_001, &mut none).is_none());
+        assert!(t.get_reply(&r2, 100_001, &mut none).is_some());
+        // Expiry through either key removes both, reported once.
+        let mut gone = vec![];
+        let late = 100_000 + to.tcp_syn_ms + 1;
+        assert!(t.get_reply(&r2, late, &mut collect(&mut gone)).is_none());
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].key, k);
+        assert!(t.is_empty());
+        // Removal of the flow takes its reply key along.
+        t.insert(k, FlowState::Udp, 3, 0, &mut none);
+        t.set_reply(&k, r, 0, &mut none);
+        assert!(t.remove(&k, &mut none));
+        assert!(t.is_empty());
+        assert!(t.get_reply(&r, 1, &mut none).is_none());
+    }
+
+    #[test]
+    fn nat_pair_evicted_together() {
+        use FlowState::{TcpEstablished as Est, TcpSyn as Syn};
+        let mut t = FlowTable::new(64, Timeouts::default());
+        let (_, keys) = same_bucket(&t, 2 * WAYS);
+        // Three NAT flows (6 ways), then two more flows: full.
+        for (i, k) in keys[..3].iter().enumerate() {
+            t.insert(*k, Est, i as u32, 1000 + i as u32, &mut none);
+            assert!(t.set_reply(k, reply_of(k, 1), 1000 + i as u32, &mut none));
+        }
+        t.insert(keys[3], Est, 3, 1500, &mut none);
+        t.insert(keys[4], Est, 4, 1501, &mut none);
+        assert_eq!(t.len(), WAYS);
+        // The oldest is NAT flow keys[0]: evicted with its reply key, which
+        // leaves a free way for the next insert without another eviction.
+        let mut gone = vec![];
+        t.insert(keys[5], Syn, 5, 2000, &mut collect(&mut gone));
+        assert_eq!(gone.iter().map(|e| e.key).collect::<Vec<_>>(), vec![keys[0]]);
+        assert!(t.get_reply(&reply_of(&keys[0], 1), 2000, &mut none).is_none());
+        assert_eq!(t.len(), WAYS - 1);
+        t.insert(keys[6], Syn, 6, 2001, &mut collect(&mut gone));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(t.len(), WAYS);
+        // Giving a flow a reply key in a full bucket evicts another flow
+        // (embryonic first), never the flow itself.
+        gone.clear();
+        assert!(t.set_reply(&keys[3], reply_of(&keys[3], 1), 2002, &mut collect(&mut gone)));
+        assert_eq!(gone.iter().map(|e| e.key).collect::<Vec<_>>(), vec![keys[5]]);
+        assert!(t.get_reply(&reply_of(&keys[3], 1), 2003, &mut none).is_some());
+        assert_eq!(t.len(), WAYS);
+        assert_eq!(t.evictions(), 2);
+    }
+
+    #[derive(Clone, Copy, Debug)]
     enum Op {
         Insert(u8, u8),
         Get(u8),
+        SetReply(u8),
+        GetReply(u8),
         Remove(u8),
         Sweep(u8),
         Tick(u32),
@@ -760,6 +1108,8 @@ mod tests {
         prop_oneof![
             4 => (any::<u8>(), 1u8..6).prop_map(|(k, s)| Op::Insert(k, s)),
             3 => any::<u8>().prop_map(Op::Get),
+            2 => any::<u8>().prop_map(Op::SetReply),
+            2 => any::<u8>().prop_map(Op::GetReply),
             1 => any::<u8>().prop_map(Op::Remove),
             1 => any::<u8>().prop_map(Op::Sweep),
             2 => (0u32..400).prop_map(Op::Tick),
@@ -770,29 +1120,41 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(32))]
 
         /// The table against a model that applies every reported removal:
-        /// the two must hold exactly the same keys, and len <= capacity.
+        /// the two must hold exactly the same flows and reply keys,
+        /// len <= capacity, and a live established flow is only ever
+        /// evicted from a bucket holding no embryonic flow (but the one the
+        /// operation serves).
         #[test]
         fn matches_model(cap in 1usize..40, start in any::<u32>(), ops in prop::collection::vec(op(), 1..300)) {
             let to = Timeouts { tcp_syn_ms: 100, tcp_ms: 1000, tcp_closing_ms: 50, udp_ms: 300, other_ms: 10 };
             let mut t = FlowTable::new(cap, to);
-            let mut model: HashMap<FlowKey, u32> = HashMap::new();
+            // Flow -> (backend, has a reply key).
+            let mut model: HashMap<FlowKey, (u32, bool)> = HashMap::new();
             let mut now = start;
             let key = |k: u8| rkey(u64::from(k) % 64);
             for (n, op) in ops.into_iter().enumerate() {
                 let mut gone = vec![];
+                let established_before = t.evictions_by_kind().established;
+                let mut served = None;
                 match op {
                     Op::Insert(k, s) => {
                         let k = key(k);
+                        served = Some(k);
                         if t.get(&k, now, &mut collect(&mut gone)).is_none() {
                             let st = all_states()[usize::from(s) - 1];
                             t.insert(k, st, n as u32, now, &mut collect(&mut gone));
                         }
                     }
-                    Op::Get(k) => {
+                    Op::Get(k) | Op::GetReply(k) => {
                         let k = key(k);
-                        let found = t.get(&k, now, &mut collect(&mut gone)).map(|e| {
+                        let found = if let Op::Get(_) = op {
+                            t.get(&k, now, &mut collect(&mut gone))
+                        } else {
+                            t.get_reply(&reply_of(&k, 1), now, &mut collect(&mut gone))
+                        };
+                        let found = found.map(|e| {
                             e.last_ms = now;
-                            e.backend
+                            (e.key, e.backend)
                         });
                         // Apply removals before comparing: an expired entry
                         // reported here must be the one asked for.
@@ -801,7 +1163,17 @@ mod tests {
                             model.remove(&e.key);
                         }
                         gone.clear();
-                        prop_assert_eq!(found, model.get(&k).copied());
+                        let want = match (op, model.get(&k)) {
+                            (Op::Get(_), Some(&(b, _))) | (Op::GetReply(_), Some(&(b, true))) => Some((k, b)),
+                            _ => None,
+                        };
+                        prop_assert_eq!(found, want);
+                    }
+                    Op::SetReply(k) => {
+                        let k = key(k);
+                        served = Some(k);
+                        let present = model.contains_key(&k);
+                        prop_assert_eq!(t.set_reply(&k, reply_of(&k, 1), now, &mut collect(&mut gone)), present);
                     }
                     Op::Remove(k) => {
                         let k = key(k);
@@ -814,14 +1186,38 @@ mod tests {
                 for e in &gone {
                     prop_assert!(model.remove(&e.key).is_some(), "unknown removal {:?}", e.key);
                 }
-                if let Op::Insert(k, _) = op {
-                    let k = key(k);
-                    if let Some(e) = t.get(&k, now, &mut none) {
-                        model.insert(k, e.backend);
+                if t.evictions_by_kind().established > established_before {
+                    // Only insert and set_reply evict; the bucket they used
+                    // holds no embryonic flow besides the one served.
+                    let served = served.expect("evicted by insert or set_reply");
+                    let b = t.locate(&served, false).0;
+                    for w in 0..WAYS {
+                        let e = &t.buckets[b].0[w];
+                        let flow = t.tags[b][w] != 0 && !t.links[b][w].is_reply();
+                        prop_assert!(
+                            !flow || e.state != FlowState::TcpSyn || e.key == served,
+                            "established evicted beside embryonic {:?}", e.key
+                        );
                     }
                 }
+                match op {
+                    Op::Insert(k, _) => {
+                        let k = key(k);
+                        if let Some(e) = t.get(&k, now, &mut none) {
+                            let had = model.get(&k).is_some_and(|m| m.1);
+                            model.insert(k, (e.backend, had));
+                        }
+                    }
+                    Op::SetReply(k) => {
+                        if let Some(m) = model.get_mut(&key(k)) {
+                            m.1 = true;
+                        }
+                    }
+                    _ => {}
+                }
+                let replies = model.values().filter(|m| m.1).count();
                 prop_assert!(t.len() <= t.capacity());
-                prop_assert_eq!(t.len(), model.len());
+                prop_assert_eq!(t.len(), model.len() + replies);
             }
             prop_assert!(t.evictions() + t.expirations() <= 300);
         }

@@ -3,6 +3,10 @@
 //! keyed by (source, destination, IP ID, protocol), and later fragments follow
 //! it (as Maglev does). Direct-mapped and fixed-size: no allocation after
 //! construction; a colliding newer datagram simply replaces an older one.
+//!
+//! Nothing sweeps it, so its times are on a clock that does not wrap in the
+//! lifetime of a process (milliseconds as `u64`): an old entry must never look
+//! fresh again (a 32-bit millisecond clock wraps after 49.7 days).
 
 /// Identity of a fragmented datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -17,7 +21,7 @@ pub struct FragKey {
 struct Entry {
     key: FragKey,
     backend: u32,
-    at_ms: u32,
+    at_ms: u64,
     used: bool,
 }
 
@@ -25,7 +29,7 @@ struct Entry {
 #[derive(Debug)]
 pub struct FragTable {
     entries: Box<[Entry]>,
-    timeout_ms: u32,
+    timeout_ms: u64,
 }
 
 impl FragTable {
@@ -33,7 +37,7 @@ impl FragTable {
     ///
     /// # Panics
     /// If `slots` is 0.
-    pub fn new(slots: usize, timeout_ms: u32) -> Self {
+    pub fn new(slots: usize, timeout_ms: u64) -> Self {
         assert!(slots > 0);
         FragTable {
             entries: vec![Entry::default(); slots.next_power_of_two()].into_boxed_slice(),
@@ -51,7 +55,7 @@ impl FragTable {
 
     /// Remember that the datagram `k` goes to `backend`.
     #[inline]
-    pub fn insert(&mut self, k: FragKey, backend: u32, now: u32) {
+    pub fn insert(&mut self, k: FragKey, backend: u32, now: u64) {
         let i = self.slot(&k);
         self.entries[i] = Entry {
             key: k,
@@ -63,9 +67,9 @@ impl FragTable {
 
     /// The backend of datagram `k`, if its first fragment was seen recently.
     #[inline]
-    pub fn get(&self, k: &FragKey, now: u32) -> Option<u32> {
+    pub fn get(&self, k: &FragKey, now: u64) -> Option<u32> {
         let e = &self.entries[self.slot(k)];
-        (e.used && e.key == *k && now.wrapping_sub(e.at_ms) <= self.timeout_ms).then_some(e.backend)
+        (e.used && e.key == *k && now.saturating_sub(e.at_ms) <= self.timeout_ms).then_some(e.backend)
     }
 }
 
@@ -87,5 +91,23 @@ mod tests {
         assert_eq!(t.get(&k, 500), Some(5));
         assert_eq!(t.get(&FragKey { id: 78, ..k }, 500), None);
         assert_eq!(t.get(&k, 1011), None, "expired");
+    }
+
+    #[test]
+    fn old_entry_stays_old_past_a_32_bit_wrap() {
+        // A 32-bit millisecond clock wraps after 49.7 days; an entry never
+        // looked at again must not look fresh when it does.
+        let mut t = FragTable::new(16, 30_000);
+        let k = FragKey {
+            src: 1,
+            dst: 2,
+            id: 9,
+            proto: 17,
+        };
+        let start = u64::from(u32::MAX) - 1000;
+        t.insert(k, 3, start);
+        assert_eq!(t.get(&k, start + 30_000), Some(3));
+        assert_eq!(t.get(&k, start + (1 << 32)), None);
+        assert_eq!(t.get(&k, start + (1 << 32) + 10), None);
     }
 }

@@ -11,6 +11,8 @@
 //! before and after a restart, must build bit-identical tables from the same
 //! configuration, otherwise established flows would move on failover.
 
+use std::num::NonZeroU16;
+
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// Default lookup table size: the prime the paper uses for small deployments.
@@ -18,12 +20,93 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 /// imbalance under ~1 %.
 pub const DEFAULT_TABLE_SIZE: u32 = 65537;
 
-/// "No server" value in a table entry: never a valid index.
-pub const NO_SERVER: u16 = u16::MAX;
-
-/// Largest number of backends [`build`] accepts: indices must stay below
-/// [`NO_SERVER`].
+/// Largest number of backends [`build`] accepts: every index must fit a
+/// [`Member`].
 pub const MAX_BACKENDS: usize = 65535 - 1;
+
+/// Index of a backend in the input of [`build`] (a service's member index).
+/// Stored as `index + 1` in a `NonZeroU16`, so an `Option<Member>` ([`Slot`])
+/// is still two bytes: "no server" is `None`, never a reserved index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Member(NonZeroU16);
+
+impl Member {
+    /// The member with index `index`, if `index < MAX_BACKENDS`.
+    #[inline]
+    pub const fn new(index: usize) -> Option<Member> {
+        if index >= MAX_BACKENDS {
+            return None;
+        }
+        match NonZeroU16::new(index as u16 + 1) {
+            Some(n) => Some(Member(n)),
+            None => None,
+        }
+    }
+
+    /// Its index into the input of [`build`].
+    #[inline]
+    pub const fn index(self) -> usize {
+        self.0.get() as usize - 1
+    }
+}
+
+/// One lookup-table entry: the member owning the slot, or `None` (no server).
+pub type Slot = Option<Member>;
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 2);
+
+/// A Maglev lookup table and the number of distinct members that own slots
+/// in it (so a walk looking for "the next different server" knows when it has
+/// seen them all).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaglevTable {
+    slots: Box<[Slot]>,
+    servers: usize,
+}
+
+impl MaglevTable {
+    /// A table from its slots; counts the distinct members (slow path).
+    pub fn from_slots(slots: Vec<Slot>) -> Self {
+        let mut seen = std::collections::HashSet::new();
+        for m in slots.iter().flatten() {
+            seen.insert(*m);
+        }
+        MaglevTable {
+            slots: slots.into_boxed_slice(),
+            servers: seen.len(),
+        }
+    }
+
+    /// Number of slots (the table size `m`, or 0).
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the table has no slot at all.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The member owning slot `i` (`None`: no server, or `i` out of range).
+    #[inline]
+    pub fn get(&self, i: usize) -> Slot {
+        self.slots.get(i).copied().flatten()
+    }
+
+    /// All slots.
+    #[inline]
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
+    /// Distinct members owning at least one slot.
+    #[inline]
+    pub fn servers(&self) -> usize {
+        self.servers
+    }
+}
 
 /// Seed of the hash that picks a backend's `offset`. Part of the on-the-wire
 /// contract between directors: changing it moves every flow.
@@ -87,8 +170,8 @@ pub fn is_prime(n: u32) -> bool {
     true
 }
 
-/// Build the lookup table of size `m`. Entry = index into `backends`, or
-/// [`NO_SERVER`] everywhere when no backend has weight > 0. Backends with
+/// Build the lookup table of size `m`. Entry = index into `backends` (a
+/// [`Member`]), or `None` everywhere when no backend has weight > 0. Backends with
 /// weight 0 get no slots; when at least one has weight > 0, every slot is
 /// filled.
 ///
@@ -105,7 +188,7 @@ pub fn is_prime(n: u32) -> bool {
 /// Panics if `m` is not prime, if `backends.len() > MAX_BACKENDS`, or if a
 /// backend with weight > 0 has `offset >= m` or `skip` outside `1..m` (use
 /// [`permutation`] to get valid values).
-pub fn build(m: u32, backends: &[MaglevInput]) -> Vec<u16> {
+pub fn build(m: u32, backends: &[MaglevInput]) -> MaglevTable {
     assert!(is_prime(m), "maglev table size {m} is not prime");
     assert!(
         backends.len() <= MAX_BACKENDS,
@@ -113,15 +196,17 @@ pub fn build(m: u32, backends: &[MaglevInput]) -> Vec<u16> {
         backends.len()
     );
     let size = m as usize;
-    let mut table = vec![NO_SERVER; size];
+    let mut table: Vec<Slot> = vec![None; size];
 
     struct Active {
-        index: u16,
+        member: Member,
         /// Next slot of this backend's permutation to try.
         next: u32,
         skip: u32,
         weight: u64,
         credit: u64,
+        /// Owns at least one slot.
+        claimed: bool,
     }
     // Zero-weight backends are dropped up front so the round loop does not
     // iterate over them up to `m` times.
@@ -137,16 +222,20 @@ pub fn build(m: u32, backends: &[MaglevInput]) -> Vec<u16> {
                 b.skip
             );
             Active {
-                index: i as u16, // < MAX_BACKENDS < NO_SERVER, checked above
+                member: Member::new(i).expect("< MAX_BACKENDS, checked above"),
                 next: b.offset,
                 skip: b.skip,
                 weight: u64::from(b.weight),
                 credit: 0,
+                claimed: false,
             }
         })
         .collect();
     let Some(max_weight) = active.iter().map(|a| a.weight).max() else {
-        return table;
+        return MaglevTable {
+            slots: table.into_boxed_slice(),
+            servers: 0,
+        };
     };
 
     // Occupancy bitmap probed instead of the table: 8 KiB for m = 65537 stays
@@ -171,7 +260,8 @@ pub fn build(m: u32, backends: &[MaglevInput]) -> Vec<u16> {
                     next = wrap_add(next, a.skip, m);
                 }
                 taken[next as usize / 64] |= 1 << (next % 64);
-                table[next as usize] = a.index;
+                table[next as usize] = Some(a.member);
+                a.claimed = true;
                 a.next = wrap_add(next, a.skip, m);
                 filled += 1;
                 if filled == size {
@@ -180,7 +270,12 @@ pub fn build(m: u32, backends: &[MaglevInput]) -> Vec<u16> {
             }
         }
     }
-    table
+    // Light backends may get no slot when m is small next to their number.
+    let servers = active.iter().filter(|a| a.claimed).count();
+    MaglevTable {
+        slots: table.into_boxed_slice(),
+        servers,
+    }
 }
 
 /// `(x + y) % m` for `x, y < m` without a division.
@@ -213,10 +308,22 @@ mod tests {
         }
     }
 
-    fn counts(table: &[u16], n: usize) -> Vec<usize> {
+    /// Member indices of a full table (panics on a slot with no server).
+    fn ix(t: &MaglevTable) -> Vec<usize> {
+        t.slots()
+            .iter()
+            .map(|s| s.expect("slot filled").index())
+            .collect()
+    }
+
+    fn no_server(t: &MaglevTable) -> bool {
+        t.slots().iter().all(Option::is_none)
+    }
+
+    fn counts(table: &MaglevTable, n: usize) -> Vec<usize> {
         let mut c = vec![0usize; n];
-        for &e in table {
-            c[e as usize] += 1;
+        for e in ix(table) {
+            c[e] += 1;
         }
         c
     }
@@ -247,9 +354,10 @@ mod tests {
         let b1 = eq(3, 4);
         let b2 = eq(0, 2);
         let b3 = eq(3, 1);
-        assert_eq!(build(7, &[b1, b2, b3]), vec![1, 0, 1, 0, 2, 2, 0]);
+        assert_eq!(ix(&build(7, &[b1, b2, b3])), vec![1, 0, 1, 0, 2, 2, 0]);
         // B2 removed: B1 and B3 keep all their old slots.
-        assert_eq!(build(7, &[b1, b3]), vec![0, 0, 0, 0, 1, 1, 1]);
+        assert_eq!(ix(&build(7, &[b1, b3])), vec![0, 0, 0, 0, 1, 1, 1]);
+        assert_eq!(build(7, &[b1, b3]).servers(), 2);
     }
 
     #[test]
@@ -278,7 +386,8 @@ mod tests {
 
     #[test]
     fn empty_or_all_zero_weight_is_no_server() {
-        assert!(build(7, &[]).iter().all(|&e| e == NO_SERVER));
+        assert!(no_server(&build(7, &[])));
+        assert_eq!(build(7, &[]).servers(), 0);
         let zero = MaglevInput {
             offset: 1,
             skip: 2,
@@ -286,7 +395,8 @@ mod tests {
         };
         let t = build(DEFAULT_TABLE_SIZE, &[zero, zero]);
         assert_eq!(t.len(), DEFAULT_TABLE_SIZE as usize);
-        assert!(t.iter().all(|&e| e == NO_SERVER));
+        assert!(no_server(&t));
+        assert_eq!(t.servers(), 0);
     }
 
     #[test]
@@ -297,7 +407,7 @@ mod tests {
         ins[3].weight = 0;
         ins[7].weight = 0;
         let t = build(m, &ins);
-        assert!(t.iter().all(|&e| e != NO_SERVER));
+        assert_eq!(t.servers(), 8);
         let c = counts(&t, ins.len());
         assert_eq!((c[3], c[7]), (0, 0));
         assert!(c.iter().enumerate().all(|(i, &n)| n > 0 || i == 3 || i == 7));
@@ -357,7 +467,7 @@ mod tests {
         ins[1].weight = 1;
         ins[2].weight = u32::MAX;
         let t = build(m, &ins);
-        assert!(t.iter().all(|&e| e != NO_SERVER));
+        assert!(t.slots().iter().all(Option::is_some));
     }
 
     #[test]
@@ -380,16 +490,15 @@ mod tests {
         rest.remove(removed);
         let after = build(m, &inputs(&rest, m));
         let (mut others, mut moved) = (0usize, 0usize);
-        for (&b, &a) in before.iter().zip(&after) {
-            let b = b as usize;
+        for (&b, &a) in before.slots().iter().zip(after.slots()) {
+            let b = b.expect("full").index();
+            // The removed server's own slots must all go somewhere.
+            let a = a.expect("full").index();
             if b == removed {
-                // The removed server's own slots must all go somewhere.
-                assert_ne!(a, NO_SERVER);
                 continue;
             }
             others += 1;
             // Indices after `removed` shift down by one in the new input.
-            let a = a as usize;
             let a = if a >= removed { a + 1 } else { a };
             if a != b {
                 moved += 1;
@@ -447,9 +556,10 @@ mod tests {
             let t = build(m, &ins);
             prop_assert_eq!(t.len(), m as usize);
             if ws.iter().any(|&w| w > 0) {
-                prop_assert!(t.iter().all(|&e| (e as usize) < ins.len() && ins[e as usize].weight > 0));
+                prop_assert!(t.slots().iter().all(|e| e.is_some_and(|e| e.index() < ins.len() && ins[e.index()].weight > 0)));
+                prop_assert_eq!(t.servers(), MaglevTable::from_slots(t.slots().to_vec()).servers());
             } else {
-                prop_assert!(t.iter().all(|&e| e == NO_SERVER));
+                prop_assert!(no_server(&t));
             }
         }
     }

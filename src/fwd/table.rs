@@ -3,7 +3,7 @@
 //! swap. Workers load it once per batch and only read it.
 
 use super::flow::Timeouts;
-use super::maglev::NO_SERVER;
+use super::maglev::MaglevTable;
 
 /// Stable identity of a real server within one director process. The slow
 /// path never reuses an id, so a flow pinned to an id can never silently
@@ -79,8 +79,8 @@ pub struct ServiceFwd {
     /// IP protocol number (6 or 17).
     pub proto: u8,
     pub mode: Mode,
-    /// Maglev lookup table: indices into `members`, or [`NO_SERVER`].
-    pub maglev: Vec<u16>,
+    /// Maglev lookup table: indices into `members`, or no server.
+    pub maglev: MaglevTable,
     /// Backend ids of this service's real servers, in config order.
     pub members: Vec<BackendId>,
 }
@@ -99,10 +99,8 @@ impl ServiceFwd {
     /// The backend in one Maglev slot.
     #[inline]
     pub fn pick_slot(&self, slot: u32) -> Option<BackendId> {
-        match self.maglev.get(slot as usize) {
-            Some(&i) if i != NO_SERVER => self.members.get(i as usize).copied(),
-            _ => None,
-        }
+        let m = self.maglev.get(slot as usize)?;
+        self.members.get(m.index()).copied()
     }
 }
 
@@ -214,6 +212,7 @@ impl FwdTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fwd::maglev::Member;
 
     fn svc(vip: u32, proto: u8, port: u16) -> ServiceFwd {
         ServiceFwd {
@@ -221,7 +220,7 @@ mod tests {
             port,
             proto,
             mode: Mode::Dr,
-            maglev: vec![0, 1, 0],
+            maglev: MaglevTable::from_slots(vec![Member::new(0), Member::new(1), Member::new(0)]),
             members: vec![7, 9],
         }
     }
@@ -244,9 +243,9 @@ mod tests {
     #[test]
     fn no_server_is_none() {
         let mut s = svc(1, 6, 80);
-        s.maglev = vec![NO_SERVER; 3];
+        s.maglev = MaglevTable::from_slots(vec![None; 3]);
         assert_eq!(s.pick(0), None);
-        s.maglev.clear();
+        s.maglev = MaglevTable::from_slots(vec![]);
         assert_eq!(s.pick(0), None);
     }
 }

@@ -307,7 +307,7 @@ pub struct Rig {
     pub worker: Worker<MemDevice>,
     pub shared: Arc<Shared>,
     /// The clock passed to `poll_once`, in ms.
-    pub now: u32,
+    pub now: u64,
 }
 
 /// What one frame did.
