@@ -460,12 +460,15 @@ pub fn rx_queues(name: &str) -> io::Result<u32> {
 /// `pkttype` of a frame from its destination MAC (AF_XDP does not say).
 #[inline]
 fn pkttype_of(frame: &[u8], own: &[u8; 6]) -> u8 {
-    match frame.get(..6) {
-        Some(d) if d == own => pkttype::HOST,
-        Some(d) if d == [0xff; 6] => pkttype::BROADCAST,
-        Some(d) if d[0] & 1 != 0 => pkttype::MULTICAST,
-        Some(_) => pkttype::OTHERHOST,
-        None => pkttype::HOST,
+    // Shorter than a header: classify drops it as a runt whatever this says.
+    let Ok(eth) = ethernet::Frame::new_checked(frame) else {
+        return pkttype::HOST;
+    };
+    match eth.dst() {
+        d if d == *own => pkttype::HOST,
+        ethernet::BROADCAST => pkttype::BROADCAST,
+        d if d[0] & 1 != 0 => pkttype::MULTICAST,
+        _ => pkttype::OTHERHOST,
     }
 }
 
@@ -760,7 +763,15 @@ mod tests {
         assert_eq!(pkttype_of(&f, &me), pkttype::HOST);
         assert_eq!(pkttype_of(&f, &[2, 0, 0, 0, 0, 9]), pkttype::OTHERHOST);
         assert_eq!(pkttype_of(&[0xff; 14], &me), pkttype::BROADCAST);
-        assert_eq!(pkttype_of(&[0x01, 0, 0x5e, 0, 0, 1], &me), pkttype::MULTICAST);
+        assert_eq!(
+            pkttype_of(&[0x01, 0, 0x5e, 0, 0, 1, 0, 0, 0, 0, 0, 0, 8, 0], &me),
+            pkttype::MULTICAST
+        );
+        assert_eq!(
+            pkttype_of(&[0xff; 13], &me),
+            pkttype::HOST,
+            "a runt, for classify"
+        );
     }
 
     #[test]
