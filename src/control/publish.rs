@@ -8,8 +8,7 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use super::config::{Config, HealthKind, Mode as CfgMode, OnServerDown, Protocol};
-use crate::fwd::flow::Timeouts;
+use super::config::{Config, HealthKind, OnServerDown};
 use crate::fwd::maglev::{self, MaglevInput};
 use crate::fwd::table::{BackendFwd, BackendId, BackendState, FwdTable, Mode, ServiceFwd, MAX_BACKEND_IDS};
 
@@ -22,11 +21,7 @@ pub struct ServerKey {
 }
 
 /// Health as last decided by the damper.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
-    Up,
-    Down,
-}
+pub use super::health::Health;
 
 /// Runtime state of one real server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,25 +159,6 @@ pub fn state_name(rt: &ServerRt) -> &'static str {
     }
 }
 
-fn fwd_timeouts(cfg: &Config) -> Timeouts {
-    let t = cfg.timeouts;
-    Timeouts {
-        tcp_syn_ms: t.tcp_syn_ms,
-        tcp_ms: t.tcp_ms,
-        tcp_closing_ms: t.tcp_fin_ms,
-        udp_ms: t.udp_ms,
-        other_ms: t.udp_ms,
-    }
-}
-
-fn fwd_mode(m: CfgMode) -> Mode {
-    match m {
-        CfgMode::Dr => Mode::Dr,
-        CfgMode::Nat => Mode::Nat,
-        CfgMode::Tun => Mode::Tun,
-    }
-}
-
 /// Build the forwarding table from the config, the runtime state and the
 /// neighbour cache.
 pub fn build_table(
@@ -198,7 +174,7 @@ pub fn build_table(
     t.director_ip = director_ip;
     t.reschedule_on_down = cfg.on_server_down == OnServerDown::Reschedule;
     t.answer_ping = cfg.answer_ping;
-    t.timeouts = fwd_timeouts(cfg);
+    t.timeouts = cfg.timeouts;
     let max_id = rt
         .servers
         .values()
@@ -238,17 +214,14 @@ pub fn build_table(
                 state,
                 svc_vip: u32::from(s.vip),
                 svc_port: s.port,
-                mode: fwd_mode(s.mode),
+                mode: s.mode,
             };
         }
         t.services.push(ServiceFwd {
             vip: u32::from(s.vip),
             port: s.port,
-            proto: match s.protocol {
-                Protocol::Tcp => 6,
-                Protocol::Udp => 17,
-            },
-            mode: fwd_mode(s.mode),
+            proto: s.protocol.ip_protocol(),
+            mode: s.mode,
             maglev: maglev::build(m, &inputs),
             members,
         });
@@ -256,7 +229,7 @@ pub fn build_table(
     t.nat_backends = cfg
         .services
         .iter()
-        .filter(|s| s.mode == CfgMode::Nat)
+        .filter(|s| s.mode == Mode::Nat)
         .flat_map(|s| s.real_servers.iter().map(|r| u32::from(r.address)))
         .collect();
     t.nat_backends.sort_unstable();

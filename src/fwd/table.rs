@@ -13,8 +13,9 @@ pub type BackendId = u32;
 /// Most backend ids one director process hands out (counters are sized for it).
 pub const MAX_BACKEND_IDS: usize = 16384;
 
-/// Forwarding method of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Forwarding method of a service, as in LVS (the config's `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Direct routing: rewrite the MACs only.
     Dr,
@@ -22,6 +23,17 @@ pub enum Mode {
     Nat,
     /// IP-in-IP to the server.
     Tun,
+}
+
+impl Mode {
+    /// The spelling in the config, `ulvsadm list` and the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Dr => "dr",
+            Mode::Nat => "nat",
+            Mode::Tun => "tun",
+        }
+    }
 }
 
 /// What the fast path may do with a real server.
