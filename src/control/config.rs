@@ -449,12 +449,30 @@ struct Problem {
 }
 
 impl Problem {
+    /// The problem as one line of `--check` output: text quoted from the
+    /// file (a key, a value) may hold line breaks and other control
+    /// characters, which are shown escaped.
     fn into_error(self, file: &str) -> ConfigError {
+        let one_line = |s: String| {
+            if s.contains(char::is_control) {
+                s.chars()
+                    .map(|c| {
+                        if c.is_control() {
+                            c.escape_debug().to_string()
+                        } else {
+                            c.to_string()
+                        }
+                    })
+                    .collect()
+            } else {
+                s
+            }
+        };
         ConfigError {
             file: file.to_string(),
             line: self.line,
-            field: self.field,
-            message: self.message,
+            field: one_line(self.field),
+            message: one_line(self.message),
         }
     }
 }

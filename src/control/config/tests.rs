@@ -1083,9 +1083,8 @@ mod never_panics {
         chars.into_iter().collect()
     }
 
+    // 256 cases each; PROPTEST_CASES=N runs more.
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
-
         #[test]
         fn on_arbitrary_text(text in "\\PC{0,200}") {
             let _ = Config::from_str(&text, "f.yaml");
@@ -1106,4 +1105,25 @@ mod never_panics {
             }
         }
     }
+}
+
+/// Text quoted from the file keeps each problem on one line (found by the
+/// property test below: a quoted interface name spanning two lines).
+#[test]
+fn quoted_line_breaks_stay_escaped() {
+    let text = BASE.replace("interface: eth0", "interface: \"eth0\n\n  more text here\"");
+    let e = one(&text, Some(1), "interface", "is longer than 15 characters");
+    assert!(e.message.contains("\\n"), "{e}");
+    let text = BASE.replace("vip: 198.18.100.1", "vip: \"2001:db8::1\n\n      x\"");
+    let e = one(&text, Some(4), "services[0].vip", "IPv6 is not supported");
+    assert_eq!(e.to_string().lines().count(), 1, "{e}");
+    // A key with a control character (`\a` in a double-quoted key).
+    let text = BASE.replace("weight: 1", "\"wei\\aght\": 1");
+    let e = one(
+        &text,
+        Some(8),
+        "services[0].real_servers[0].wei\\u{7}ght",
+        "unknown field",
+    );
+    assert_eq!(e.to_string().lines().count(), 1, "{e}");
 }
