@@ -13,17 +13,17 @@
 //! The types below are the schema: they derive `Deserialize` and are filled
 //! straight from the YAML by `serde-saphyr`.
 //!
-//! 1. [`place`] reads the document once more loosely (any shape) and notes
+//! 1. `place` reads the document once more loosely (any shape) and notes
 //!    where each field is written, so that every problem can name its line
 //!    and field path (`services[1].real_servers[0].weight`). A YAML syntax
 //!    error stops here: it is then the single reported problem.
 //! 2. `serde-saphyr` deserializes [`Config`]. Each field whose value can be
-//!    wrong goes through a function of [`field`] that checks it with its
+//!    wrong goes through a function of `field` that checks it with its
 //!    [`serde_saphyr::Spanned`] location and, when it is wrong, notes the
 //!    problem and carries on with the default, so that one pass reports every
 //!    bad value. A type or unknown-field error stops here: it is then the
 //!    single reported problem.
-//! 3. [`check`] applies the rules that span fields and services (required
+//! 3. `check` applies the rules that span fields and services (required
 //!    fields, duplicates, overlaps, health settings that depend on the kind).
 //!    *All* problems are sorted by line and returned together as
 //!    [`ConfigErrors`].

@@ -14,7 +14,7 @@ pub type BackendId = u32;
 pub const MAX_BACKEND_IDS: usize = 16384;
 
 /// Forwarding method of a service, as in LVS (the config's `mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Direct routing: rewrite the MACs only.

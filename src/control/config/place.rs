@@ -5,8 +5,9 @@
 //! `serde-saphyr` gives the location of a value ([`Spanned`]) and of an
 //! error, but not the field path there. [`Places::of`] deserializes the
 //! document into a shape-agnostic tree of spanned nodes (by the same parser,
-//! so locations agree) and walks it once, noting for each path where its key
-//! and value are written and for each location which path starts there.
+//! so locations agree). The rules ask it where a field path is written; a
+//! problem found at a location asks which path starts there (an index built
+//! only when a file has problems).
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
