@@ -183,15 +183,7 @@ fn print_list(list: &List, view: View) {
 
 fn print_stats(stats: &Stats) {
     for f in STAT_FIELDS {
-        println!("{:<20} {}", f.key, (f.get)(stats));
-    }
-    println!("flow evictions by kind:");
-    for (k, v) in [
-        ("expired", stats.flow_evictions_expired),
-        ("embryonic", stats.flow_evictions_embryonic),
-        ("established", stats.flow_evictions_established),
-    ] {
-        println!("  {k:<18} {v}");
+        println!("{:<27} {}", f.key, (f.get)(stats));
     }
     println!("drops:");
     for (k, v) in &stats.drops {

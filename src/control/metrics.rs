@@ -260,24 +260,18 @@ pub fn render(stats: &Stats, list: &List, extra: &Extra) -> String {
         "When the director started, in seconds since the Unix epoch.",
         Float(extra.start_time_seconds),
     );
+    let mut family = "";
     for f in STAT_FIELDS {
         let kind = match f.kind {
             MetricKind::Counter => Counter,
             MetricKind::Gauge => Gauge,
         };
-        o.single(f.metric, kind, f.help, Int((f.get)(stats)));
-    }
-    o.family(
-        "ulvs_flow_evictions_by_kind_total",
-        Counter,
-        "Flows taken out of a full flow-table bucket, by kind: expired, embryonic (SYN only) or established.",
-    );
-    for (kind, n) in [
-        ("expired", stats.flow_evictions_expired),
-        ("embryonic", stats.flow_evictions_embryonic),
-        ("established", stats.flow_evictions_established),
-    ] {
-        o.sample("ulvs_flow_evictions_by_kind_total", &[("kind", kind)], Int(n));
+        if f.metric != family {
+            o.family(f.metric, kind, f.help);
+            family = f.metric;
+        }
+        let labels = f.label.as_slice();
+        o.sample(f.metric, labels, Int((f.get)(stats)));
     }
     o.family("ulvs_drops_total", Counter, "Frames not forwarded, by reason.");
     for (reason, n) in &stats.drops {

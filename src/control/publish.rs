@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use xxhash_rust::xxh3::Xxh3;
 
-use super::config::{Config, HealthKind, Mode as CfgMode, OnServerDown, Protocol, RealServer, Service};
-use crate::fwd::flow::Timeouts;
+use super::config::{Config, HealthKind, OnServerDown, RealServer, Service};
 use crate::fwd::maglev::{self, MaglevInput, MaglevTable};
 use crate::fwd::table::{BackendFwd, BackendId, BackendState, FwdTable, Mode, ServiceFwd, MAX_BACKEND_IDS};
 use crate::wire::ethernet::Mac;
@@ -319,25 +318,6 @@ pub fn state_name(rt: &ServerRt) -> &'static str {
     }
 }
 
-fn fwd_timeouts(cfg: &Config) -> Timeouts {
-    let t = cfg.timeouts;
-    Timeouts {
-        tcp_syn_ms: t.tcp_syn_ms,
-        tcp_ms: t.tcp_ms,
-        tcp_closing_ms: t.tcp_fin_ms,
-        udp_ms: t.udp_ms,
-        other_ms: t.udp_ms,
-    }
-}
-
-fn fwd_mode(m: CfgMode) -> Mode {
-    match m {
-        CfgMode::Dr => Mode::Dr,
-        CfgMode::Nat => Mode::Nat,
-        CfgMode::Tun => Mode::Tun,
-    }
-}
-
 /// The director's interface as the table needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Iface {
@@ -483,7 +463,7 @@ pub fn build(inp: &Inputs<'_>, cache: &mut MaglevCache) -> Built {
     t.director_ip = inp.iface.ipv4.unwrap_or(0);
     t.reschedule_on_down = cfg.on_server_down == OnServerDown::Reschedule;
     t.answer_ping = cfg.answer_ping;
-    t.timeouts = fwd_timeouts(cfg);
+    t.timeouts = cfg.timeouts;
     t.mtu = inp.iface.mtu;
     let max_id = rt
         .servers
@@ -521,7 +501,7 @@ pub fn build(inp: &Inputs<'_>, cache: &mut MaglevCache) -> Built {
                 state,
                 svc_vip: u32::from(s.vip),
                 svc_port: s.port,
-                mode: fwd_mode(s.mode),
+                mode: s.mode,
             };
         }
         // The table depends on the servers, never on their order in the file.
@@ -532,11 +512,8 @@ pub fn build(inp: &Inputs<'_>, cache: &mut MaglevCache) -> Built {
         t.services.push(ServiceFwd {
             vip: u32::from(s.vip),
             port: s.port,
-            proto: match s.protocol {
-                Protocol::Tcp => 6,
-                Protocol::Udp => 17,
-            },
-            mode: fwd_mode(s.mode),
+            proto: s.protocol.ip_protocol(),
+            mode: s.mode,
             maglev: slots,
             members: servers.iter().map(|(_, id)| *id).collect(),
         });
@@ -545,7 +522,7 @@ pub fn build(inp: &Inputs<'_>, cache: &mut MaglevCache) -> Built {
     t.nat_backends = cfg
         .services
         .iter()
-        .filter(|s| s.mode == CfgMode::Nat)
+        .filter(|s| s.mode == Mode::Nat)
         .flat_map(|s| s.real_servers.iter().map(|r| u32::from(r.address)))
         .collect();
     t.nat_backends.sort_unstable();

@@ -72,23 +72,29 @@ pub struct StatField {
     /// The key in `ulvsadm stats` (and in its `--json`).
     pub key: &'static str,
     pub metric: &'static str,
+    /// `(label, value)` when the number is one sample of a labelled family
+    /// (consecutive fields share the family), else `None`.
+    pub label: Option<(&'static str, &'static str)>,
     pub kind: MetricKind,
     pub help: &'static str,
     pub get: fn(&Stats) -> u64,
 }
 
 macro_rules! stat_fields {
-    ($($key:ident: $metric:literal, $kind:ident, $help:literal;)*) => {
+    ($($key:ident: $metric:literal $({$lk:literal = $lv:literal})?, $kind:ident, $help:literal;)*) => {
         /// Every plain number of [`Stats`] (all but `drops` and the connection
         /// counters), in `ulvsadm stats` order.
         pub const STAT_FIELDS: &[StatField] = &[$(StatField {
             key: stringify!($key),
             metric: $metric,
+            label: stat_fields!(@label $($lk, $lv)?),
             kind: MetricKind::$kind,
             help: $help,
             get: |s| s.$key,
         }),*];
     };
+    (@label) => { None };
+    (@label $k:literal, $v:literal) => { Some(($k, $v)) };
 }
 
 stat_fields! {
@@ -99,6 +105,12 @@ stat_fields! {
     flow_capacity: "ulvs_flow_capacity", Gauge, "Capacity of the flow tables of all workers.";
     flow_evictions: "ulvs_flow_evictions_total", Counter, "Flows evicted from a full flow table.";
     flow_expirations: "ulvs_flow_expirations_total", Counter, "Flows removed after their idle timeout.";
+    flow_evictions_expired: "ulvs_flow_evictions_by_kind_total" {"kind" = "expired"}, Counter,
+        "Flows taken out of a full flow-table bucket, by kind: expired, embryonic (SYN only) or established.";
+    flow_evictions_embryonic: "ulvs_flow_evictions_by_kind_total" {"kind" = "embryonic"}, Counter,
+        "Flows taken out of a full flow-table bucket, by kind: expired, embryonic (SYN only) or established.";
+    flow_evictions_established: "ulvs_flow_evictions_by_kind_total" {"kind" = "established"}, Counter,
+        "Flows taken out of a full flow-table bucket, by kind: expired, embryonic (SYN only) or established.";
     rescheduled: "ulvs_flows_rescheduled_total", Counter,
         "Flows moved off a real server that went down or was removed.";
     syn_second_chance: "ulvs_syn_second_chance_total", Counter,

@@ -15,8 +15,9 @@ pub type BackendId = u32;
 /// once (plus removed ones whose flows linger), not over the process's life.
 pub const MAX_BACKEND_IDS: usize = 65536;
 
-/// Forwarding method of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Forwarding method of a service, as in LVS (the config's `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Direct routing: rewrite the MACs only.
     Dr,
@@ -24,6 +25,17 @@ pub enum Mode {
     Nat,
     /// IP-in-IP to the server.
     Tun,
+}
+
+impl Mode {
+    /// The spelling in the config, `ulvsadm list` and the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Dr => "dr",
+            Mode::Nat => "nat",
+            Mode::Tun => "tun",
+        }
+    }
 }
 
 /// What the fast path may do with a real server.

@@ -1,0 +1,297 @@
+//! The rules of a config that span fields and services (slow path): required
+//! fields, health settings that depend on the kind, real-server addresses
+//! that depend on the mode, duplicates and overlapping services.
+//!
+//! They run on the deserialized [`Config`] after every value was read, and
+//! skip a rule whose inputs were already reported wrong, so that one mistake
+//! is reported once.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+
+use super::field::allowed;
+use super::place::Places;
+use super::{Config, HealthKind, Mode, Problem, RealServer, Service, Transport, MAX_WORKERS};
+
+/// Applies the rules, adding to the problems found so far.
+pub(super) struct Rules<'a> {
+    places: &'a Places,
+    problems: &'a mut Vec<Problem>,
+    /// Fields whose value was reported wrong.
+    bad: HashSet<String>,
+}
+
+/// A service's identity, for overlap checks.
+struct ServiceKey<'s> {
+    vip: Ipv4Addr,
+    port: u16,
+    protocol: Transport,
+    name: &'s str,
+    line: Option<usize>,
+}
+
+/// " (first at line N)" or "".
+fn first_at(line: Option<usize>) -> String {
+    line.map(|l| format!(" (first at line {l})")).unwrap_or_default()
+}
+
+impl<'a> Rules<'a> {
+    pub(super) fn new(places: &'a Places, problems: &'a mut Vec<Problem>) -> Rules<'a> {
+        let bad = problems.iter().map(|p| p.field.clone()).collect();
+        Rules {
+            places,
+            problems,
+            bad,
+        }
+    }
+
+    fn error(&mut self, line: Option<usize>, field: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line,
+            field: field.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Written with a value, and that value was not reported wrong.
+    fn valid(&self, path: &str) -> bool {
+        self.places.given(path) && !self.bad.contains(path)
+    }
+
+    pub(super) fn apply(mut self, c: &mut Config) {
+        if !self.places.given("interface") {
+            self.error(
+                self.places.key_line("interface"),
+                "interface",
+                "required: the director's interface on the shared segment",
+            );
+        }
+        if c.workers == 0 {
+            c.workers = if c.cpus.is_empty() {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                c.cpus.len()
+            }
+            .min(MAX_WORKERS);
+        }
+        if c.services.is_empty() {
+            self.error(
+                self.places.key_line("services"),
+                "services",
+                "at least one service is required",
+            );
+        }
+        let mut names: HashMap<&str, Option<usize>> = HashMap::new();
+        let mut keys: Vec<ServiceKey> = Vec::new();
+        for (i, s) in c.services.iter_mut().enumerate() {
+            let f = format!("services[{i}]");
+            self.service(s, &f, c.maglev_table_size);
+        }
+        for (i, s) in c.services.iter().enumerate() {
+            let f = format!("services[{i}]");
+            let name_field = format!("{f}.name");
+            if self.valid(&name_field) {
+                let line = self.places.line(&name_field).or(s.line);
+                if let Some(first) = names.get(s.name.as_str()) {
+                    self.error(
+                        line,
+                        &name_field,
+                        format!("duplicate service name \"{}\"{}", s.name, first_at(*first)),
+                    );
+                } else {
+                    names.insert(&s.name, line);
+                }
+            }
+            let identified = ["vip", "port"].iter().all(|k| self.valid(&format!("{f}.{k}")))
+                && !self.bad.contains(&format!("{f}.protocol"));
+            if !identified {
+                continue;
+            }
+            let (vip, port, protocol) = (s.vip, s.port, s.protocol);
+            let clash = keys.iter().find(|k| {
+                k.vip == vip && k.protocol == protocol && (k.port == port || k.port == 0 || port == 0)
+            });
+            if let Some(k) = clash {
+                let what = if port == 0 || k.port == 0 {
+                    " (port 0 takes every port of the VIP)"
+                } else {
+                    ""
+                };
+                let message = format!(
+                    "{vip}:{port}/{} overlaps service \"{}\" ({}:{}/{}{}){what}",
+                    protocol.as_str(),
+                    k.name,
+                    k.vip,
+                    k.port,
+                    k.protocol.as_str(),
+                    k.line.map(|l| format!(", line {l}")).unwrap_or_default()
+                );
+                self.error(s.line, &f, message);
+            } else {
+                keys.push(ServiceKey {
+                    vip,
+                    port,
+                    protocol,
+                    name: &s.name,
+                    line: s.line,
+                });
+            }
+        }
+    }
+
+    fn service(&mut self, s: &mut Service, f: &str, maglev: u32) {
+        for (key, what) in [
+            ("name", "required"),
+            ("vip", "required"),
+            ("port", "required (0 means every port of the VIP)"),
+        ] {
+            if !self.places.given(&format!("{f}.{key}")) {
+                self.error(s.line, &format!("{f}.{key}"), what);
+            }
+        }
+        self.health(s, f);
+        let servers = self.real_servers(s, f);
+        if s.health.kind != HealthKind::None
+            && s.health.port.is_none()
+            && self.valid(&format!("{f}.port"))
+            && s.port == 0
+            && servers.iter().any(|r| r.port.is_none())
+        {
+            let line = self.places.line(&format!("{f}.health")).or(s.line);
+            self.error(
+                line,
+                &format!("{f}.health.port"),
+                "required: the service port is 0, so there is no port to probe",
+            );
+        }
+        if servers.len() > maglev as usize {
+            let line = self.places.line(&format!("{f}.real_servers")).or(s.line);
+            self.error(
+                line,
+                &format!("{f}.real_servers"),
+                format!(
+                    "{} real servers do not fit a Maglev table of {maglev} entries",
+                    servers.len()
+                ),
+            );
+        }
+    }
+
+    fn health(&mut self, s: &mut Service, f: &str) {
+        let f = format!("{f}.health");
+        if !self.places.given(&f) {
+            return;
+        }
+        let field = |name: &str| format!("{f}.{name}");
+        let h = &mut s.health;
+        if !self.places.given(&field("kind")) {
+            self.error(
+                self.places.line(&f),
+                &field("kind"),
+                format!(
+                    "required when `health` is given; allowed: {}",
+                    allowed::<HealthKind>().join(", ")
+                ),
+            );
+        }
+        // Settings for HTTP only are refused with another kind unless they
+        // are the defaults (see the module documentation).
+        if self.valid(&field("kind")) && h.kind != HealthKind::Http {
+            let kind = h.kind.as_str();
+            if self.valid(&field("path")) && h.path != "/" {
+                self.error(
+                    self.places.line(&field("path")),
+                    &field("path"),
+                    format!("is only used with kind http, not {kind}"),
+                );
+            }
+            if self.valid(&field("expect_status")) && h.expect_status != 200 {
+                self.error(
+                    self.places.line(&field("expect_status")),
+                    &field("expect_status"),
+                    format!("is only used with kind http, not {kind}"),
+                );
+            }
+        }
+        // Compare against the interval only when that one is valid.
+        if self.bad.contains(&field("interval_ms")) {
+            return;
+        }
+        if self.places.given(&field("timeout_ms")) {
+            if self.valid(&field("timeout_ms")) && h.timeout_ms > h.interval_ms {
+                self.error(
+                    self.places.line(&field("timeout_ms")),
+                    &field("timeout_ms"),
+                    format!("{} must not exceed interval_ms ({})", h.timeout_ms, h.interval_ms),
+                );
+            }
+        } else {
+            // Only the default timeout is too long for a short interval: use the interval.
+            h.timeout_ms = h.timeout_ms.min(h.interval_ms);
+        }
+    }
+
+    /// Checks the servers; returns those whose every field is valid.
+    fn real_servers(&mut self, s: &Service, f: &str) -> Vec<RealServer> {
+        let mode = (!self.bad.contains(&format!("{f}.mode"))).then_some(s.mode);
+        let service_port = self.valid(&format!("{f}.port")).then_some(s.port);
+        let mut seen: HashMap<(Ipv4Addr, Option<u16>), Option<usize>> = HashMap::new();
+        let mut out = Vec::new();
+        for (j, r) in s.real_servers.iter().enumerate() {
+            let field = format!("{f}.real_servers[{j}].address");
+            if !self.places.given(&field) {
+                self.error(r.line, &field, "required");
+                continue;
+            }
+            if self.bad.contains(&field) {
+                continue;
+            }
+            let line = self.places.line(&field);
+            let address = r.address;
+            match (r.port, mode) {
+                (Some(_), Some(Mode::Dr | Mode::Tun)) => {
+                    self.error(
+                        line,
+                        &field,
+                        format!(
+                            "IP:PORT is only allowed in nat mode; {} forwards to the service's port, write just {address}",
+                            mode.map_or("this mode", Mode::as_str)
+                        ),
+                    );
+                    continue;
+                }
+                (Some(0), _) => {
+                    self.error(line, &field, "port 0 is not allowed");
+                    continue;
+                }
+                (Some(_), Some(Mode::Nat)) if service_port == Some(0) => {
+                    // Every VIP port would map onto one server port, and the
+                    // reply could not tell which VIP port to answer from.
+                    self.error(
+                        line,
+                        &field,
+                        format!("a port-0 (all ports) nat service keeps each port: write just {address}"),
+                    );
+                    continue;
+                }
+                _ => {}
+            }
+            // A nat server without a port receives the service's port, so
+            // `IP` and `IP:PORT` are the same server when PORT is that port.
+            let key = (address, r.port.or(service_port.filter(|p| *p != 0)));
+            if let Some(first) = seen.get(&key) {
+                self.error(
+                    line,
+                    &field,
+                    format!("duplicate real server {}{}", r.endpoint(), first_at(*first)),
+                );
+                continue;
+            }
+            seen.insert(key, line);
+            if !self.bad.contains(&format!("{f}.real_servers[{j}].weight")) {
+                out.push(r.clone());
+            }
+        }
+        out
+    }
+}

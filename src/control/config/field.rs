@@ -1,0 +1,532 @@
+//! How each config field is read from YAML (slow path): the `deserialize_with`
+//! functions of the schema types.
+//!
+//! A value that parses but is wrong (out of range, not an address, an unknown
+//! choice) must not stop deserialization, or only the first of several
+//! mistakes would be reported. So these functions read the value with its
+//! [`Spanned`] location, and when it is wrong they note a [`BadValue`] with
+//! [`bad`] and return the field's default; [`collecting`] gathers the notes
+//! of one deserialization. A null value (`key:` with nothing after it) reads
+//! as if the key were absent; [`super::check`] tells the two apart where it
+//! matters.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::de::value::StrDeserializer;
+use serde::de::{self, DeserializeOwned, Deserializer};
+use serde::Deserialize;
+use serde_saphyr::{Location, Spanned};
+
+use super::{
+    default_timeouts, Mode, RealServer, Service, Timeouts, DEFAULT_CONTROL_SOCKET, DEFAULT_MAGLEV_TABLE_SIZE,
+    MAX_CPU_INDEX, MAX_MAGLEV_TABLE_SIZE, MIN_MAGLEV_TABLE_SIZE,
+};
+use crate::fwd::maglev::is_prime;
+
+/// Longest interface name Linux accepts (`IFNAMSIZ` - 1).
+const MAX_IFNAME_LEN: usize = 15;
+/// Longest path that fits in `sockaddr_un.sun_path` with its NUL.
+const MAX_SOCKET_PATH_LEN: usize = 107;
+
+/// A value found wrong while deserializing, at the location of the value.
+#[derive(Debug)]
+pub(super) struct BadValue {
+    pub(super) at: Location,
+    pub(super) message: String,
+}
+
+thread_local! {
+    /// The bad values of the deserialization running on this thread, if any.
+    static BAD_VALUES: RefCell<Option<Vec<BadValue>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (a deserialization) and returns its result with the bad values
+/// it noted.
+pub(super) fn collecting<T>(f: impl FnOnce() -> T) -> (T, Vec<BadValue>) {
+    BAD_VALUES.with(|b| *b.borrow_mut() = Some(Vec::new()));
+    let out = f();
+    let bad = BAD_VALUES.with(|b| b.borrow_mut().take()).unwrap_or_default();
+    (out, bad)
+}
+
+/// Notes a wrong value (outside [`collecting`] the note is dropped: the
+/// schema types are only deserialized through [`super::Config::from_str`]).
+fn bad(at: Location, message: impl Into<String>) {
+    let message = message.into();
+    BAD_VALUES.with(|b| {
+        if let Some(v) = b.borrow_mut().as_mut() {
+            v.push(BadValue { at, message });
+        }
+    });
+}
+
+type Read<T> = Option<Spanned<T>>;
+
+/// The value if given; null and absent read alike.
+pub(super) fn or_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// An integer in `LO..=HI`; `DEFAULT` when null or wrong.
+pub(super) fn int<'de, D, T, const LO: i64, const HI: i64, const DEFAULT: i64>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    let n = match Read::<i64>::deserialize(d)? {
+        Some(v) => in_range(&v, LO, HI).unwrap_or(DEFAULT),
+        None => DEFAULT,
+    };
+    // The bounds are chosen to fit T; a mismatch is a bug in the schema.
+    T::try_from(n).map_err(|_| de::Error::custom(format!("{n} does not fit the field")))
+}
+
+fn in_range(v: &Spanned<i64>, lo: i64, hi: i64) -> Option<i64> {
+    if (lo..=hi).contains(&v.value) {
+        Some(v.value)
+    } else {
+        bad(
+            v.referenced,
+            format!("must be between {lo} and {hi}, got {}", v.value),
+        );
+        None
+    }
+}
+
+pub(super) fn health_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    Ok(Read::<i64>::deserialize(d)?
+        .and_then(|v| in_range(&v, 1, 65535))
+        .and_then(|p| u16::try_from(p).ok()))
+}
+
+pub(super) fn interface<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let Some(v) = Read::<String>::deserialize(d)? else {
+        return Ok(String::new());
+    };
+    let name = v.value.as_str();
+    if name.is_empty() {
+        bad(v.referenced, "must not be empty");
+    } else if name.len() > MAX_IFNAME_LEN {
+        bad(
+            v.referenced,
+            format!("\"{name}\" is longer than {MAX_IFNAME_LEN} characters"),
+        );
+    } else if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    {
+        bad(
+            v.referenced,
+            format!(
+                "\"{}\" is not an interface name (no whitespace or '/')",
+                name.escape_debug()
+            ),
+        );
+    }
+    Ok(v.value)
+}
+
+pub(super) fn control_socket<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let Some(v) = Read::<String>::deserialize(d)? else {
+        return Ok(PathBuf::from(DEFAULT_CONTROL_SOCKET));
+    };
+    if v.value.is_empty() {
+        bad(v.referenced, "must not be empty");
+    } else if v.value.len() > MAX_SOCKET_PATH_LEN {
+        bad(
+            v.referenced,
+            format!("a Unix socket path is at most {MAX_SOCKET_PATH_LEN} bytes"),
+        );
+    }
+    Ok(PathBuf::from(v.value))
+}
+
+pub(super) fn metrics_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let Some(v) = Read::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    Ok(match v.value.trim().parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 => Some(a),
+        Ok(_) => {
+            bad(v.referenced, "port 0 is not allowed");
+            None
+        }
+        Err(_) => {
+            bad(
+                v.referenced,
+                format!(
+                    "\"{}\" is not IP:PORT (for example 127.0.0.1:9469)",
+                    v.value.escape_debug()
+                ),
+            );
+            None
+        }
+    })
+}
+
+pub(super) fn maglev_table_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let Some(v) = Read::<i64>::deserialize(d)? else {
+        return Ok(DEFAULT_MAGLEV_TABLE_SIZE);
+    };
+    let lo = i64::from(MIN_MAGLEV_TABLE_SIZE);
+    let hi = i64::from(MAX_MAGLEV_TABLE_SIZE);
+    let Some(m) = in_range(&v, lo, hi).and_then(|m| u32::try_from(m).ok()) else {
+        return Ok(DEFAULT_MAGLEV_TABLE_SIZE);
+    };
+    if !is_prime(m) {
+        bad(
+            v.referenced,
+            format!(
+                "must be a prime number; {m} is not (nearest primes: {} and {})",
+                prev_prime(m),
+                next_prime(m)
+            ),
+        );
+        return Ok(DEFAULT_MAGLEV_TABLE_SIZE);
+    }
+    Ok(m)
+}
+
+pub(super) fn prev_prime(n: u32) -> u32 {
+    (2..n).rev().find(|&m| is_prime(m)).unwrap_or(2)
+}
+
+pub(super) fn next_prime(n: u32) -> u32 {
+    (n.saturating_add(1)..=u32::MAX)
+        .find(|&m| is_prime(m))
+        .unwrap_or(u32::MAX)
+}
+
+/// The `timeouts` section as written: seconds, possibly fractional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename = "timeouts")]
+struct TimeoutSeconds {
+    #[serde(default)]
+    tcp: Read<f64>,
+    #[serde(default)]
+    tcp_fin: Read<f64>,
+    #[serde(default)]
+    udp: Read<f64>,
+    #[serde(default)]
+    tcp_syn: Read<f64>,
+}
+
+pub(super) fn timeouts<'de, D: Deserializer<'de>>(d: D) -> Result<Timeouts, D::Error> {
+    let mut t = default_timeouts();
+    let Some(secs) = Option::<TimeoutSeconds>::deserialize(d)? else {
+        return Ok(t);
+    };
+    let set = |given: Read<f64>, slot: &mut u32| {
+        let Some(s) = given else { return };
+        let ms = s.value * 1000.0;
+        let max_secs = f64::from(u32::MAX) / 1000.0;
+        if !ms.is_finite() || ms.round() < 1.0 || ms.round() > f64::from(u32::MAX) {
+            bad(
+                s.referenced,
+                format!(
+                    "must be a number of seconds > 0 (at least 0.001) and at most {max_secs}, got {}",
+                    s.value
+                ),
+            );
+        } else {
+            *slot = ms.round() as u32;
+        }
+    };
+    set(secs.tcp, &mut t.tcp_ms);
+    set(secs.tcp_fin, &mut t.tcp_closing_ms);
+    set(secs.udp, &mut t.udp_ms);
+    set(secs.tcp_syn, &mut t.tcp_syn_ms);
+    t.other_ms = t.udp_ms;
+    Ok(t)
+}
+
+pub(super) fn answer_ping<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(true))
+}
+
+pub(super) fn cpus<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Error> {
+    let mut cpus = Vec::new();
+    let mut seen: HashMap<i64, u64> = HashMap::new();
+    for cpu in Option::<Vec<Spanned<i64>>>::deserialize(d)?.unwrap_or_default() {
+        if let Some(first) = seen.get(&cpu.value) {
+            bad(
+                cpu.referenced,
+                format!("CPU {} is listed twice{}", cpu.value, first_at(*first)),
+            );
+            continue;
+        }
+        seen.insert(cpu.value, cpu.referenced.line());
+        if let Some(c) = in_range(&cpu, 0, MAX_CPU_INDEX as i64) {
+            cpus.push(c as usize);
+        }
+    }
+    Ok(cpus)
+}
+
+/// " (first at line N)", or "" when the line is unknown.
+pub(super) fn first_at(line: u64) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(" (first at line {line})")
+    }
+}
+
+pub(super) fn services<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Service>, D::Error> {
+    Ok(Option::<Vec<Spanned<Service>>>::deserialize(d)?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| Service {
+            line: line_of(&s.referenced),
+            ..s.value
+        })
+        .collect())
+}
+
+pub(super) fn real_servers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RealServer>, D::Error> {
+    Ok(Option::<Vec<Spanned<RealServer>>>::deserialize(d)?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| RealServer {
+            line: line_of(&r.referenced),
+            ..r.value
+        })
+        .collect())
+}
+
+/// The 1-based line of a location, `None` when unknown.
+pub(super) fn line_of(at: &Location) -> Option<usize> {
+    match at.line() {
+        0 => None,
+        l => usize::try_from(l).ok(),
+    }
+}
+
+pub(super) fn service_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let Some(v) = Read::<String>::deserialize(d)? else {
+        return Ok(String::new());
+    };
+    if v.value.is_empty() {
+        bad(v.referenced, "must not be empty");
+    } else if v.value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bad(
+            v.referenced,
+            format!("\"{}\" must not contain whitespace", v.value.escape_debug()),
+        );
+    }
+    Ok(v.value)
+}
+
+pub(super) fn vip<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv4Addr, D::Error> {
+    let Some(v) = Read::<String>::deserialize(d)? else {
+        return Ok(Ipv4Addr::UNSPECIFIED);
+    };
+    Ok(parse_ipv4(&v.value).unwrap_or_else(|message| {
+        bad(v.referenced, message);
+        Ipv4Addr::UNSPECIFIED
+    }))
+}
+
+/// The HTTP path: it must start with '/' and hold no whitespace. Whether it
+/// may differ from `/` depends on the kind ([`super::check`]).
+pub(super) fn http_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let Some(v) = Read::<String>::deserialize(d)? else {
+        return Ok("/".to_string());
+    };
+    if !v.value.starts_with('/') {
+        bad(
+            v.referenced,
+            format!("\"{}\" must start with '/'", v.value.escape_debug()),
+        );
+    } else if v.value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bad(
+            v.referenced,
+            format!(
+                "\"{}\" must not contain whitespace or control characters",
+                v.value.escape_debug()
+            ),
+        );
+    }
+    Ok(v.value)
+}
+
+/// A real server's entry as written: `address` holds the IP and, in nat
+/// mode, a port, which [`RealServer`] keeps apart.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename = "real_server")]
+pub(super) struct ServerEntry {
+    #[serde(default = "no_endpoint", deserialize_with = "endpoint")]
+    address: (Ipv4Addr, Option<u16>),
+    #[serde(default = "one", deserialize_with = "int::<_, _, 0, 65535, 1>")]
+    weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The placeholder of a missing or wrong address ([`super::check`] reports it).
+fn no_endpoint() -> (Ipv4Addr, Option<u16>) {
+    (Ipv4Addr::UNSPECIFIED, None)
+}
+
+impl From<ServerEntry> for RealServer {
+    fn from(e: ServerEntry) -> Self {
+        RealServer {
+            address: e.address.0,
+            port: e.address.1,
+            weight: e.weight,
+            line: None,
+        }
+    }
+}
+
+fn endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<(Ipv4Addr, Option<u16>), D::Error> {
+    let Some(v) = Read::<String>::deserialize(d)? else {
+        return Ok(no_endpoint());
+    };
+    Ok(parse_endpoint(&v.value).unwrap_or_else(|message| {
+        bad(v.referenced, message);
+        no_endpoint()
+    }))
+}
+
+/// Whether the text looks like an IPv6 address, with or without brackets/port.
+fn looks_like_ipv6(s: &str) -> bool {
+    s.starts_with('[') || s.matches(':').count() >= 2
+}
+
+/// A unicast IPv4 address usable as a VIP or real server.
+fn check_unicast(ip: Ipv4Addr) -> Result<Ipv4Addr, String> {
+    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
+        Err(format!(
+            "{ip} is not a usable address (unspecified, broadcast, multicast or loopback)"
+        ))
+    } else {
+        Ok(ip)
+    }
+}
+
+/// A VIP: an IPv4 address, no port.
+fn parse_ipv4(text: &str) -> Result<Ipv4Addr, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    match t.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => check_unicast(ip),
+        Ok(IpAddr::V6(_)) => Err(format!("{t}: IPv6 is not supported")),
+        Err(_) if looks_like_ipv6(t) => Err(format!("{t}: IPv6 is not supported")),
+        Err(_) if t.parse::<SocketAddr>().is_ok() => Err(format!(
+            "\"{t}\" must be an IPv4 address without a port (the port goes in `port`)"
+        )),
+        Err(_) => Err(format!("\"{}\" is not a valid IPv4 address", t.escape_debug())),
+    }
+}
+
+/// A real server's address: `IP` or `IP:PORT` (the mode decides whether a port may be given).
+fn parse_endpoint(text: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if let Ok(ip) = t.parse::<IpAddr>() {
+        return match ip {
+            IpAddr::V4(ip) => check_unicast(ip).map(|ip| (ip, None)),
+            IpAddr::V6(_) => Err(format!("{t}: IPv6 is not supported")),
+        };
+    }
+    if looks_like_ipv6(t) {
+        return Err(format!("{t}: IPv6 is not supported"));
+    }
+    if let Some((host, port)) = t.rsplit_once(':') {
+        let ip = host
+            .parse::<Ipv4Addr>()
+            .map_err(|_| format!("\"{}\" is not a valid IPv4 address", host.escape_debug()))?;
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("\"{}\" is not a port number (0..=65535)", port.escape_debug()))?;
+        return check_unicast(ip).map(|ip| (ip, Some(port)));
+    }
+    Err(format!("\"{}\" is not a valid IPv4 address", t.escape_debug()))
+}
+
+/// One of the enum's spellings, forgiving about case and `-` for `_`; the
+/// default when null or wrong.
+pub(super) fn choice<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned + Default,
+{
+    choice_or(d, T::default())
+}
+
+/// `mode`: dr unless given ([`Mode`] belongs to the forwarding table, which
+/// has no default).
+pub(super) fn mode<'de, D: Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
+    choice_or(d, Mode::Dr)
+}
+
+fn choice_or<'de, D, T>(d: D, default: T) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let Some(v) = Read::<String>::deserialize(d)? else {
+        return Ok(default);
+    };
+    let wanted = v.value.trim().to_ascii_lowercase().replace('-', "_");
+    match T::deserialize(StrDeserializer::<VariantError>::new(&wanted)) {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            bad(
+                v.referenced,
+                format!(
+                    "unknown value \"{}\"; allowed: {}",
+                    v.value.escape_debug(),
+                    e.allowed.join(", ")
+                ),
+            );
+            Ok(default)
+        }
+    }
+}
+
+/// Every spelling of a fieldless enum, in declaration order.
+pub(super) fn allowed<T: DeserializeOwned>() -> &'static [&'static str] {
+    // No variant is spelled with a NUL: this asks serde for the list.
+    T::deserialize(StrDeserializer::<VariantError>::new("\0"))
+        .err()
+        .map_or(&[], |e| e.allowed)
+}
+
+/// What deserializing an enum from a string says when the string is no
+/// variant: the variants serde knows.
+#[derive(Debug)]
+struct VariantError {
+    allowed: &'static [&'static str],
+}
+
+impl de::Error for VariantError {
+    fn custom<T: fmt::Display>(_: T) -> Self {
+        VariantError { allowed: &[] }
+    }
+
+    fn unknown_variant(_: &str, expected: &'static [&'static str]) -> Self {
+        VariantError { allowed: expected }
+    }
+}
+
+impl fmt::Display for VariantError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "expected one of {}", self.allowed.join(", "))
+    }
+}
+
+impl std::error::Error for VariantError {}
