@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
-use super::field::allowed;
+use super::field::{allowed, first_at};
 use super::place::Places;
 use super::{Config, HealthKind, Mode, Problem, RealServer, Service, Transport, MAX_WORKERS};
 
@@ -28,11 +28,6 @@ struct ServiceKey<'s> {
     protocol: Transport,
     name: &'s str,
     line: Option<usize>,
-}
-
-/// " (first at line N)" or "".
-fn first_at(line: Option<usize>) -> String {
-    line.map(|l| format!(" (first at line {l})")).unwrap_or_default()
 }
 
 impl<'a> Rules<'a> {

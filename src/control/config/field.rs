@@ -252,7 +252,7 @@ pub(super) fn answer_ping<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Er
 
 pub(super) fn cpus<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Error> {
     let mut cpus = Vec::new();
-    let mut seen: HashMap<i64, u64> = HashMap::new();
+    let mut seen: HashMap<i64, Option<usize>> = HashMap::new();
     for cpu in Option::<Vec<Spanned<i64>>>::deserialize(d)?.unwrap_or_default() {
         if let Some(first) = seen.get(&cpu.value) {
             bad(
@@ -261,7 +261,7 @@ pub(super) fn cpus<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Err
             );
             continue;
         }
-        seen.insert(cpu.value, cpu.referenced.line());
+        seen.insert(cpu.value, line_of(&cpu.referenced));
         if let Some(c) = in_range(&cpu, 0, MAX_CPU_INDEX as i64) {
             cpus.push(c as usize);
         }
@@ -270,12 +270,8 @@ pub(super) fn cpus<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Err
 }
 
 /// " (first at line N)", or "" when the line is unknown.
-pub(super) fn first_at(line: u64) -> String {
-    if line == 0 {
-        String::new()
-    } else {
-        format!(" (first at line {line})")
-    }
+pub(super) fn first_at(line: Option<usize>) -> String {
+    line.map(|l| format!(" (first at line {l})")).unwrap_or_default()
 }
 
 pub(super) fn services<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Service>, D::Error> {
