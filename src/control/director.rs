@@ -314,7 +314,9 @@ impl Director {
 
     /// Feed the rate estimator with every backend's counters.
     fn sample_rates(&mut self, now: Instant) {
-        let ids: Vec<u32> = self.rt.servers.values().map(|s| s.id).collect();
+        // A set: 5,000 services of 3 servers made a Vec's `contains` cost
+        // 225 million comparisons a second.
+        let ids: std::collections::HashSet<u32> = self.rt.servers.values().map(|s| s.id).collect();
         for &id in &ids {
             self.rates
                 .sample(id, now, report::backend_counters(&self.stats, id));
