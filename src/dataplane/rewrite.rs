@@ -193,8 +193,10 @@ pub struct Nat {
 /// header: only its address changes.
 ///
 /// # Errors
-/// [`Reason::TtlExceeded`] when the TTL runs out; a header reason when the
-/// packet is malformed (classify guarantees it is not).
+/// [`Reason::TtlExceeded`] when the TTL runs out (the frame is untouched);
+/// a header reason when the packet is malformed (classify guarantees it is
+/// not; the frame, dropped, may then be half rewritten).
+#[inline]
 pub fn nat(frame: &mut [u8], csum: State, n: &Nat) -> Result<(), Reason> {
     let mut eth = ethernet::Frame::new_checked(frame).map_err(|_| Reason::Runt)?;
     let mut ip = ipv4::Packet::new_checked(eth.payload_mut())?;
@@ -203,16 +205,6 @@ pub fn nat(frame: &mut [u8], csum: State, n: &Nat) -> Result<(), Reason> {
     }
     let has_l4 = ip.frag_offset() == 0;
     let proto = ip.protocol();
-    // Check the transport header before anything changes.
-    match proto {
-        Protocol::Tcp if has_l4 => {
-            tcp::Segment::new_checked(ip.payload()).map_err(|_| Reason::TruncatedL4)?;
-        }
-        Protocol::Udp if has_l4 => {
-            udp::Datagram::new_checked(ip.payload()).map_err(|_| Reason::TruncatedL4)?;
-        }
-        _ => {}
-    }
     ip.decrement_ttl();
     let old = match n.side {
         NatSide::Dst => ip.replace_dst(n.addr),
@@ -400,7 +392,7 @@ pub fn tun_fragment(
     arena: &mut TxArena,
 ) -> Result<usize, Reason> {
     let ip = ipv4_of(frame)?;
-    let inner = &frame[ETH..ETH + ip.total_len()];
+    let inner = ip.bytes();
     let step = (mtu.saturating_sub(ipv4::MIN_HEADER_LEN) / 8) * 8;
     if step == 0 {
         return Err(Reason::TunTooBig);
@@ -457,7 +449,7 @@ pub fn segment_tcp4(
         return Err(Reason::TruncatedL4);
     }
     // The payload ends with the IP packet, not with the frame.
-    let payload = &frame[hdrs..ETH + ip.total_len()];
+    let payload = seg.payload();
     let n = payload.len().div_ceil(mss).max(1);
     u16::try_from(ihl + thl + mss.min(payload.len())).map_err(|_| Reason::LengthOverflow)?;
     let extra = if outer.is_some() {

@@ -5,6 +5,7 @@ use super::ipv4::Protocol;
 use super::{put16, WireError};
 
 /// One's-complement sum of `data` folded into 16 bits, not inverted.
+#[inline]
 pub fn sum(data: &[u8], initial: u32) -> u16 {
     let mut acc = initial as u64;
     let mut chunks = data.chunks_exact(2);
@@ -18,6 +19,7 @@ pub fn sum(data: &[u8], initial: u32) -> u16 {
 }
 
 /// Fold a wide accumulator into 16 bits.
+#[inline]
 pub fn fold(mut acc: u64) -> u16 {
     while acc > 0xffff {
         acc = (acc & 0xffff) + (acc >> 16);
@@ -26,18 +28,21 @@ pub fn fold(mut acc: u64) -> u16 {
 }
 
 /// The checksum field value for `data` (whose checksum field must be zero).
+#[inline]
 pub fn checksum(data: &[u8]) -> u16 {
     !sum(data, 0)
 }
 
 /// RFC 1624 eqn. 3: the new checksum after a 16-bit word changed from `old`
 /// to `new`: HC' = ~(~HC + ~m + m').
+#[inline]
 pub fn update16(hc: u16, old: u16, new: u16) -> u16 {
     let acc = (!hc as u64) + (!old as u64) + new as u64;
     !fold(acc)
 }
 
 /// RFC 1624 update for a 32-bit field (two 16-bit words).
+#[inline]
 pub fn update32(hc: u16, old: u32, new: u32) -> u16 {
     let hc = update16(hc, (old >> 16) as u16, (new >> 16) as u16);
     update16(hc, old as u16, new as u16)
@@ -46,6 +51,7 @@ pub fn update32(hc: u16, old: u32, new: u32) -> u16 {
 /// The IPv4 pseudo-header sum (RFC 793, RFC 768): folded, not inverted.
 /// It starts a TCP/UDP checksum, and it is what a partial checksum field
 /// (vnet `NEEDS_CSUM`, Linux `CHECKSUM_PARTIAL`) holds.
+#[inline]
 pub fn pseudo_header(src: u32, dst: u32, proto: Protocol, l4_len: u16) -> u16 {
     let acc = (src >> 16) as u64
         + (src & 0xffff) as u64
@@ -65,6 +71,7 @@ pub fn pseudo_header(src: u32, dst: u32, proto: Protocol, l4_len: u16) -> u16 {
 ///
 /// # Errors
 /// [`WireError::Truncated`] when the field is not inside `data[start..]`.
+#[inline]
 pub fn complete_partial(data: &mut [u8], start: usize, field: usize) -> Result<(), WireError> {
     let at = start.checked_add(field).ok_or(WireError::Truncated)?;
     if at.checked_add(2).is_none_or(|end| end > data.len()) {
@@ -93,6 +100,7 @@ pub enum State {
 
 /// A TCP/UDP checksum field after an address of the pseudo-header changed
 /// from `old` to `new`.
+#[inline]
 pub fn update_pseudo32(field: u16, state: State, old: u32, new: u32) -> u16 {
     match state {
         State::Full => update32(field, old, new),
@@ -102,6 +110,7 @@ pub fn update_pseudo32(field: u16, state: State, old: u32, new: u32) -> u16 {
 
 /// A TCP/UDP checksum field after a 16-bit word of the segment (not of the
 /// pseudo-header, e.g. a port) changed from `old` to `new`.
+#[inline]
 pub fn update_covered16(field: u16, state: State, old: u16, new: u16) -> u16 {
     match state {
         State::Full => update16(field, old, new),

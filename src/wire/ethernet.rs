@@ -30,6 +30,7 @@ pub enum EtherType {
 }
 
 impl From<u16> for EtherType {
+    #[inline]
     fn from(v: u16) -> Self {
         match v {
             0x0800 => EtherType::Ipv4,
@@ -42,6 +43,7 @@ impl From<u16> for EtherType {
 }
 
 impl From<EtherType> for u16 {
+    #[inline]
     fn from(v: EtherType) -> u16 {
         match v {
             EtherType::Ipv4 => 0x0800,
@@ -64,6 +66,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
     ///
     /// # Errors
     /// [`WireError::Truncated`] when shorter than 14 bytes.
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         if buf.as_ref().len() < HEADER_LEN {
             return Err(WireError::Truncated);
@@ -75,51 +78,61 @@ impl<T: AsRef<[u8]>> Frame<T> {
     ///
     /// # Panics
     /// Accessors panic if `buf` is shorter than 14 bytes.
+    #[inline]
     pub fn new_unchecked(buf: T) -> Self {
         Frame { buf }
     }
 
+    #[inline]
     pub fn dst(&self) -> Mac {
         let mut m = [0; 6];
         m.copy_from_slice(&self.buf.as_ref()[field::DST]);
         m
     }
 
+    #[inline]
     pub fn src(&self) -> Mac {
         let mut m = [0; 6];
         m.copy_from_slice(&self.buf.as_ref()[field::SRC]);
         m
     }
 
+    #[inline]
     pub fn ethertype(&self) -> EtherType {
         EtherType::from(be16(self.buf.as_ref(), field::ETHERTYPE))
     }
 
     /// Bytes after the header.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[HEADER_LEN..]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
+    #[inline]
     pub fn set_dst(&mut self, m: Mac) {
         self.buf.as_mut()[field::DST].copy_from_slice(&m);
     }
 
+    #[inline]
     pub fn set_src(&mut self, m: Mac) {
         self.buf.as_mut()[field::SRC].copy_from_slice(&m);
     }
 
+    #[inline]
     pub fn set_ethertype(&mut self, t: EtherType) {
         put16(self.buf.as_mut(), field::ETHERTYPE, t.into());
     }
 
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buf.as_mut()[HEADER_LEN..]
     }
 }
 
 /// Format a MAC as `aa:bb:cc:dd:ee:ff` (slow path only).
+#[inline]
 pub fn fmt_mac(m: &Mac) -> String {
     format!(
         "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",

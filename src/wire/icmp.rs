@@ -34,6 +34,7 @@ pub struct Message<T> {
 impl<T: AsRef<[u8]>> Message<T> {
     /// # Errors
     /// `Truncated` when fewer than 8 bytes.
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         if buf.as_ref().len() < HEADER_LEN {
             return Err(WireError::Truncated);
@@ -44,27 +45,34 @@ impl<T: AsRef<[u8]>> Message<T> {
     ///
     /// # Panics
     /// Accessors panic if `buf` is shorter than 8 bytes.
+    #[inline]
     pub fn new_unchecked(buf: T) -> Self {
         Message { buf }
     }
+    #[inline]
     pub fn msg_type(&self) -> u8 {
         self.buf.as_ref()[field::TYPE]
     }
+    #[inline]
     pub fn code(&self) -> u8 {
         self.buf.as_ref()[field::CODE]
     }
+    #[inline]
     pub fn checksum(&self) -> u16 {
         be16(self.buf.as_ref(), field::CHECKSUM)
     }
     /// True when the checksum verifies over the whole message.
+    #[inline]
     pub fn verify_checksum(&self) -> bool {
         checksum::sum(self.buf.as_ref(), 0) == 0xffff
     }
     /// True for the error types that quote a packet the VIP sent.
+    #[inline]
     pub fn is_error(&self) -> bool {
         matches!(self.msg_type(), DEST_UNREACHABLE | TIME_EXCEEDED)
     }
     /// Bytes after the 8-byte header (the quoted packet of an error).
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[HEADER_LEN..]
     }
@@ -72,27 +80,33 @@ impl<T: AsRef<[u8]>> Message<T> {
     ///
     /// # Errors
     /// See [`Quote::new_checked`].
+    #[inline]
     pub fn quote(&self) -> Result<Quote<&[u8]>, WireError> {
         Quote::new_checked(self.payload())
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Message<T> {
+    #[inline]
     pub fn set_type(&mut self, t: u8) {
         self.buf.as_mut()[field::TYPE] = t;
     }
+    #[inline]
     pub fn set_code(&mut self, c: u8) {
         self.buf.as_mut()[field::CODE] = c;
     }
+    #[inline]
     pub fn set_checksum(&mut self, c: u16) {
         put16(self.buf.as_mut(), field::CHECKSUM, c)
     }
     /// The 4 bytes after type/code/checksum (id+seq, or unused+MTU).
+    #[inline]
     pub fn set_rest(&mut self, v: [u8; 4]) {
         self.buf.as_mut()[field::REST].copy_from_slice(&v);
     }
     /// Set the type, keeping the checksum valid (RFC 1624) without a pass
     /// over the message (an echo reply answers in place).
+    #[inline]
     pub fn rewrite_type(&mut self, t: u8) {
         let b = self.buf.as_mut();
         let old = be16(b, field::TYPE);
@@ -104,10 +118,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Message<T> {
     ///
     /// # Errors
     /// See [`Quote::new_checked`].
+    #[inline]
     pub fn quote_mut(&mut self) -> Result<Quote<&mut [u8]>, WireError> {
         Quote::new_checked(&mut self.buf.as_mut()[HEADER_LEN..])
     }
     /// Recompute the checksum over the whole message.
+    #[inline]
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
         let c = super::checksum::checksum(self.buf.as_ref());
@@ -135,6 +151,7 @@ impl<T: AsRef<[u8]>> Quote<T> {
     /// # Errors
     /// `Truncated` when the header it claims or the 8 bytes after it are
     /// missing; `Malformed` when it is not an IPv4 header (version, IHL < 5).
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         let ihl = ipv4::check_header(buf.as_ref())?;
         if buf.as_ref().len() < ihl + QUOTED_PAYLOAD_LEN {
@@ -143,27 +160,34 @@ impl<T: AsRef<[u8]>> Quote<T> {
         Ok(Quote { buf })
     }
     /// Length of the quoted IPv4 header.
+    #[inline]
     pub fn header_len(&self) -> usize {
         ((self.buf.as_ref()[0] & 0xf) as usize) * 4
     }
+    #[inline]
     pub fn protocol(&self) -> Protocol {
         Protocol::from(self.buf.as_ref()[quote::PROTOCOL])
     }
+    #[inline]
     pub fn src(&self) -> u32 {
         be32(self.buf.as_ref(), quote::SRC)
     }
+    #[inline]
     pub fn dst(&self) -> u32 {
         be32(self.buf.as_ref(), quote::DST)
     }
     /// The quoted TCP/UDP source port.
+    #[inline]
     pub fn src_port(&self) -> u16 {
         be16(self.buf.as_ref(), self.header_len())
     }
     /// The quoted TCP/UDP destination port.
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         be16(self.buf.as_ref(), self.header_len() + 2)
     }
     /// True when the quoted header's checksum verifies.
+    #[inline]
     pub fn verify_checksum(&self) -> bool {
         checksum::sum(&self.buf.as_ref()[..self.header_len()], 0) == 0xffff
     }
@@ -173,22 +197,27 @@ impl<T: AsRef<[u8]>> Quote<T> {
 /// (it is short); the quoted transport checksum is left as it is, as IPVS
 /// leaves it (only 8 bytes of the segment are there to check it against).
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Quote<T> {
+    #[inline]
     pub fn set_src(&mut self, a: u32) {
         put32(self.buf.as_mut(), quote::SRC, a);
         self.fill_checksum();
     }
+    #[inline]
     pub fn set_dst(&mut self, a: u32) {
         put32(self.buf.as_mut(), quote::DST, a);
         self.fill_checksum();
     }
+    #[inline]
     pub fn set_src_port(&mut self, p: u16) {
         let at = self.header_len();
         put16(self.buf.as_mut(), at, p);
     }
+    #[inline]
     pub fn set_dst_port(&mut self, p: u16) {
         let at = self.header_len() + 2;
         put16(self.buf.as_mut(), at, p);
     }
+    #[inline]
     fn fill_checksum(&mut self) {
         let hl = self.header_len();
         let b = self.buf.as_mut();

@@ -34,6 +34,7 @@ pub enum Protocol {
 }
 
 impl From<u8> for Protocol {
+    #[inline]
     fn from(v: u8) -> Self {
         match v {
             1 => Protocol::Icmp,
@@ -46,6 +47,7 @@ impl From<u8> for Protocol {
 }
 
 impl From<Protocol> for u8 {
+    #[inline]
     fn from(v: Protocol) -> u8 {
         match v {
             Protocol::Icmp => 1,
@@ -72,6 +74,7 @@ pub enum Ipv4Error {
 }
 
 impl From<Ipv4Error> for WireError {
+    #[inline]
     fn from(e: Ipv4Error) -> Self {
         match e {
             Ipv4Error::Truncated => WireError::Truncated,
@@ -87,6 +90,7 @@ impl From<Ipv4Error> for WireError {
 ///
 /// # Errors
 /// The specific [`Ipv4Error`] for the first check that fails.
+#[inline]
 pub fn check_header(b: &[u8]) -> Result<usize, Ipv4Error> {
     if b.len() < MIN_HEADER_LEN {
         return Err(Ipv4Error::Truncated);
@@ -116,6 +120,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     ///
     /// # Errors
     /// The specific [`Ipv4Error`] for the first check that fails.
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, Ipv4Error> {
         let b = buf.as_ref();
         let ihl = check_header(b).map_err(|e| match e {
@@ -134,91 +139,123 @@ impl<T: AsRef<[u8]>> Packet<T> {
     ///
     /// # Panics
     /// Accessors panic if `buf` is shorter than the header it claims.
+    #[inline]
     pub fn new_unchecked(buf: T) -> Self {
         Packet { buf }
     }
 
+    #[inline]
     pub fn header_len(&self) -> usize {
         ((self.buf.as_ref()[field::VER_IHL] & 0xf) as usize) * 4
     }
+    #[inline]
     pub fn total_len(&self) -> usize {
         be16(self.buf.as_ref(), field::TOTAL_LEN) as usize
     }
+    #[inline]
     pub fn ident(&self) -> u16 {
         be16(self.buf.as_ref(), field::IDENT)
     }
+    #[inline]
     pub fn flags_frag(&self) -> u16 {
         be16(self.buf.as_ref(), field::FLAGS_FRAG)
     }
     /// True for any fragment (MF set or a non-zero offset).
+    #[inline]
     pub fn is_fragment(&self) -> bool {
         self.flags_frag() & (FLAG_MF | OFFSET_MASK) != 0
     }
+    #[inline]
     pub fn dont_fragment(&self) -> bool {
         self.flags_frag() & FLAG_DF != 0
     }
+    #[inline]
     pub fn more_fragments(&self) -> bool {
         self.flags_frag() & FLAG_MF != 0
     }
     /// The fragment offset in 8-byte units (non-zero: no transport header).
+    #[inline]
     pub fn frag_offset(&self) -> u16 {
         self.flags_frag() & OFFSET_MASK
     }
+    #[inline]
     pub fn ttl(&self) -> u8 {
         self.buf.as_ref()[field::TTL]
     }
+    #[inline]
     pub fn protocol(&self) -> Protocol {
         Protocol::from(self.buf.as_ref()[field::PROTOCOL])
     }
+    #[inline]
     pub fn checksum(&self) -> u16 {
         be16(self.buf.as_ref(), field::CHECKSUM)
     }
     /// Source address as a host-order integer.
+    #[inline]
     pub fn src(&self) -> u32 {
         be32(self.buf.as_ref(), field::SRC)
     }
     /// Destination address as a host-order integer.
+    #[inline]
     pub fn dst(&self) -> u32 {
         be32(self.buf.as_ref(), field::DST)
     }
     /// True when the header checksum verifies.
+    #[inline]
     pub fn verify_checksum(&self) -> bool {
         checksum::sum(&self.buf.as_ref()[..self.header_len()], 0) == 0xffff
     }
+    /// The packet itself, header and payload, without the link padding
+    /// that may follow it (`..total_len`).
+    #[inline]
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf.as_ref()[..self.total_len()]
+    }
     /// The transport payload (`header_len..total_len`).
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[self.header_len()..self.total_len()]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    #[inline]
     pub fn set_ver_ihl(&mut self, ihl_bytes: usize) {
         self.buf.as_mut()[field::VER_IHL] = 0x40 | ((ihl_bytes / 4) as u8 & 0xf);
     }
+    #[inline]
     pub fn set_tos(&mut self, v: u8) {
         self.buf.as_mut()[1] = v;
     }
+    #[inline]
     pub fn set_total_len(&mut self, v: u16) {
         put16(self.buf.as_mut(), field::TOTAL_LEN, v)
     }
+    #[inline]
     pub fn set_ident(&mut self, v: u16) {
         put16(self.buf.as_mut(), field::IDENT, v)
     }
+    #[inline]
     pub fn set_flags_frag(&mut self, v: u16) {
         put16(self.buf.as_mut(), field::FLAGS_FRAG, v)
     }
+    #[inline]
     pub fn set_ttl(&mut self, v: u8) {
         self.buf.as_mut()[field::TTL] = v;
     }
+    #[inline]
     pub fn set_protocol(&mut self, p: Protocol) {
         self.buf.as_mut()[field::PROTOCOL] = p.into();
     }
+    #[inline]
     pub fn set_checksum(&mut self, v: u16) {
         put16(self.buf.as_mut(), field::CHECKSUM, v)
     }
+    #[inline]
     pub fn set_src(&mut self, a: u32) {
         put32(self.buf.as_mut(), field::SRC, a)
     }
+    #[inline]
     pub fn set_dst(&mut self, a: u32) {
         put32(self.buf.as_mut(), field::DST, a)
     }
@@ -226,6 +263,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     ///
     /// # Panics
     /// In debug builds, when the TTL is already 0 (callers drop TTL <= 1).
+    #[inline]
     pub fn decrement_ttl(&mut self) {
         let b = self.buf.as_mut();
         let old = be16(b, field::TTL);
@@ -236,14 +274,17 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
     /// Set the source address, keeping the checksum valid (RFC 1624);
     /// returns the old one (for the transport checksum).
+    #[inline]
     pub fn replace_src(&mut self, a: u32) -> u32 {
         self.replace_addr(field::SRC, a)
     }
     /// Set the destination address, keeping the checksum valid (RFC 1624);
     /// returns the old one (for the transport checksum).
+    #[inline]
     pub fn replace_dst(&mut self, a: u32) -> u32 {
         self.replace_addr(field::DST, a)
     }
+    #[inline]
     fn replace_addr(&mut self, at: usize, a: u32) -> u32 {
         let b = self.buf.as_mut();
         let old = be32(b, at);
@@ -253,12 +294,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         old
     }
     /// Recompute the header checksum from scratch.
+    #[inline]
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
         let hl = self.header_len();
         let c = checksum::checksum(&self.buf.as_ref()[..hl]);
         self.set_checksum(c);
     }
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let (h, t) = (self.header_len(), self.total_len());
         &mut self.buf.as_mut()[h..t]
@@ -293,6 +336,12 @@ mod tests {
         assert!(!p.is_fragment());
         assert!(p.verify_checksum());
         assert_eq!(p.payload().len(), 8);
+        // Link padding after the packet is not part of it.
+        let mut padded = [0xeeu8; 46];
+        padded[..28].copy_from_slice(&b);
+        let p = Packet::new_checked(&padded[..]).unwrap();
+        assert_eq!(p.bytes(), &b[..]);
+        assert_eq!(p.payload(), &b[20..]);
     }
 
     #[test]

@@ -37,6 +37,7 @@ impl<T: AsRef<[u8]>> Segment<T> {
     /// # Errors
     /// `Truncated` when the fixed header or the options it claims are missing;
     /// `Malformed` when the data offset is below 5.
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         let b = buf.as_ref();
         if b.len() < MIN_HEADER_LEN {
@@ -55,30 +56,43 @@ impl<T: AsRef<[u8]>> Segment<T> {
     ///
     /// # Panics
     /// Accessors panic if `buf` is shorter than the header.
+    #[inline]
     pub fn new_unchecked(buf: T) -> Self {
         Segment { buf }
     }
+    #[inline]
     pub fn src_port(&self) -> u16 {
         be16(self.buf.as_ref(), field::SRC_PORT)
     }
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         be16(self.buf.as_ref(), field::DST_PORT)
     }
+    #[inline]
     pub fn seq(&self) -> u32 {
         super::be32(self.buf.as_ref(), field::SEQ)
     }
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.buf.as_ref()[field::FLAGS]
     }
+    #[inline]
     pub fn checksum(&self) -> u16 {
         be16(self.buf.as_ref(), field::CHECKSUM)
     }
     /// Header length with options (the data offset).
+    #[inline]
     pub fn header_len(&self) -> usize {
         ((self.buf.as_ref()[field::DATA_OFF] >> 4) as usize) * 4
     }
+    /// The bytes after the header (options included in the header).
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.buf.as_ref()[self.header_len()..]
+    }
     /// True when the checksum verifies over the whole buffer (which must be
     /// exactly the segment) and the pseudo-header of `src` -> `dst`.
+    #[inline]
     pub fn verify_checksum(&self, src: u32, dst: u32) -> bool {
         let b = self.buf.as_ref();
         match u16::try_from(b.len()) {
@@ -92,33 +106,41 @@ impl<T: AsRef<[u8]>> Segment<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Segment<T> {
+    #[inline]
     pub fn set_src_port(&mut self, p: u16) {
         put16(self.buf.as_mut(), field::SRC_PORT, p)
     }
+    #[inline]
     pub fn set_dst_port(&mut self, p: u16) {
         put16(self.buf.as_mut(), field::DST_PORT, p)
     }
+    #[inline]
     pub fn set_checksum(&mut self, c: u16) {
         put16(self.buf.as_mut(), field::CHECKSUM, c)
     }
+    #[inline]
     pub fn set_seq(&mut self, v: u32) {
         put32(self.buf.as_mut(), field::SEQ, v)
     }
+    #[inline]
     pub fn set_flags(&mut self, v: u8) {
         self.buf.as_mut()[field::FLAGS] = v;
     }
     /// Keep the checksum right after an address of the pseudo-header changed.
+    #[inline]
     pub fn pseudo_header_changed(&mut self, old: u32, new: u32, state: State) {
         let c = checksum::update_pseudo32(self.checksum(), state, old, new);
         self.set_checksum(c);
     }
     /// Set the source port, keeping the checksum right (RFC 1624).
+    #[inline]
     pub fn rewrite_src_port(&mut self, p: u16, state: State) {
         let c = checksum::update_covered16(self.checksum(), state, self.src_port(), p);
         self.set_src_port(p);
         self.set_checksum(c);
     }
     /// Set the destination port, keeping the checksum right (RFC 1624).
+    #[inline]
     pub fn rewrite_dst_port(&mut self, p: u16, state: State) {
         let c = checksum::update_covered16(self.checksum(), state, self.dst_port(), p);
         self.set_dst_port(p);
@@ -129,6 +151,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Segment<T> {
     ///
     /// # Panics
     /// If the buffer is longer than 65,535 bytes (no IPv4 packet is).
+    #[inline]
     pub fn fill_checksum(&mut self, src: u32, dst: u32) {
         self.set_checksum(0);
         let b = self.buf.as_ref();
@@ -155,6 +178,11 @@ mod tests {
         assert_eq!(s.flags(), SYN);
         assert_eq!(s.seq(), 1);
         assert_eq!(s.checksum(), 0x1234);
+        assert!(s.payload().is_empty());
+        let mut with_data = [0u8; 23];
+        with_data[..20].copy_from_slice(&SYN_SEG);
+        with_data[20..].copy_from_slice(b"abc");
+        assert_eq!(Segment::new_checked(&with_data[..]).unwrap().payload(), b"abc");
     }
 
     #[test]

@@ -25,50 +25,62 @@ pub struct Datagram<T> {
 impl<T: AsRef<[u8]>> Datagram<T> {
     /// # Errors
     /// `Truncated` when fewer than 8 bytes.
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         if buf.as_ref().len() < HEADER_LEN {
             return Err(WireError::Truncated);
         }
         Ok(Datagram { buf })
     }
+    #[inline]
     pub fn src_port(&self) -> u16 {
         be16(self.buf.as_ref(), field::SRC_PORT)
     }
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         be16(self.buf.as_ref(), field::DST_PORT)
     }
+    #[inline]
     pub fn len(&self) -> u16 {
         be16(self.buf.as_ref(), field::LENGTH)
     }
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() as usize <= HEADER_LEN
     }
+    #[inline]
     pub fn checksum(&self) -> u16 {
         be16(self.buf.as_ref(), CHECKSUM_OFFSET)
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Datagram<T> {
+    #[inline]
     pub fn set_src_port(&mut self, p: u16) {
         put16(self.buf.as_mut(), field::SRC_PORT, p)
     }
+    #[inline]
     pub fn set_dst_port(&mut self, p: u16) {
         put16(self.buf.as_mut(), field::DST_PORT, p)
     }
+    #[inline]
     pub fn set_checksum(&mut self, c: u16) {
         put16(self.buf.as_mut(), CHECKSUM_OFFSET, c)
     }
     /// Keep the checksum right after an address of the pseudo-header changed.
+    #[inline]
     pub fn pseudo_header_changed(&mut self, old: u32, new: u32, state: State) {
         self.update(state, |c| checksum::update_pseudo32(c, state, old, new));
     }
     /// Set the source port, keeping the checksum right (RFC 1624).
+    #[inline]
     pub fn rewrite_src_port(&mut self, p: u16, state: State) {
         let old = self.src_port();
         self.update(state, |c| checksum::update_covered16(c, state, old, p));
         self.set_src_port(p);
     }
     /// Set the destination port, keeping the checksum right (RFC 1624).
+    #[inline]
     pub fn rewrite_dst_port(&mut self, p: u16, state: State) {
         let old = self.dst_port();
         self.update(state, |c| checksum::update_covered16(c, state, old, p));
@@ -76,6 +88,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Datagram<T> {
     }
     /// A full checksum of 0 means "none" (RFC 768) and stays 0; a computed 0
     /// is sent as 0xffff. A partial field always holds a sum.
+    #[inline]
     fn update(&mut self, state: State, f: impl FnOnce(u16) -> u16) {
         let old = self.checksum();
         if state == State::Full && old == 0 {
