@@ -69,18 +69,43 @@ impl AsRawFd for Fd {
     }
 }
 
-fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
-    // SAFETY: `v` lives for the call and its size is passed.
+/// Block up to `timeout_ms` until `fd` has one of `events`; a timeout or a
+/// signal is not an error.
+fn poll_one(fd: RawFd, events: libc::c_short, timeout_ms: i32) -> io::Result<()> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Set a socket option whose value is the plain C value `v`.
+fn setsockopt<T>(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: &T) -> io::Result<()> {
+    // SAFETY: `v` lives for the call and its exact size is passed; the
+    // kernel only reads it (and copies what it keeps).
     cvt(unsafe {
         libc::setsockopt(
             fd,
             level,
             opt,
-            &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            v as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     })
     .map(|_| ())
+}
+
+fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    setsockopt(fd, level, opt, &v)
 }
 
 /// Read a socket option that is a plain C struct; also returns the length
@@ -104,21 +129,10 @@ fn set_cbpf(fd: RawFd, level: libc::c_int, opt: libc::c_int, prog: &[libc::sock_
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "cBPF program too long"))?;
     let fprog = libc::sock_fprog {
         len,
-        // The kernel only reads through this pointer.
+        // The kernel only reads through this pointer, while `prog` lives.
         filter: prog.as_ptr().cast_mut(),
     };
-    // SAFETY: `fprog` points at `len` instructions of `prog`, both alive for
-    // the call; its size is passed; the kernel copies the program.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            &fprog as *const libc::sock_fprog as *const libc::c_void,
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    })
-    .map(|_| ())
+    setsockopt(fd, level, opt, &fprog)
 }
 
 fn packet_socket(proto: u16, nonblock: bool) -> io::Result<Fd> {
@@ -512,16 +526,7 @@ impl PacketRing {
             tp_frame_size: cfg.frame_size as u32,
             tp_frame_nr: cfg.frame_nr as u32,
         };
-        // SAFETY: `req` is valid for the call and its size is passed.
-        cvt(unsafe {
-            libc::setsockopt(
-                raw,
-                libc::SOL_PACKET,
-                libc::PACKET_RX_RING,
-                &req as *const libc::tpacket_req as *const libc::c_void,
-                std::mem::size_of::<libc::tpacket_req>() as libc::socklen_t,
-            )
-        })?;
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
         let map_len = cfg.frame_size * cfg.frame_nr;
         // SAFETY: mapping the ring the kernel just allocated for this socket.
         let map = unsafe {
@@ -580,20 +585,7 @@ impl PacketRing {
         if self.status(self.cursor).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0 {
             return Ok(());
         }
-        let mut pfd = libc::pollfd {
-            fd: self.fd.0,
-            events: libc::POLLIN | libc::POLLERR,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-        Ok(())
+        poll_one(self.fd.0, libc::POLLIN | libc::POLLERR, timeout_ms)
     }
 
     /// See [`super::Device::process_batch`].
