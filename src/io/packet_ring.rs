@@ -155,4 +155,64 @@ mod tests {
             .collect();
         assert_eq!(got, listing);
     }
+
+    /// Run a classic BPF program over an Ethernet frame the way the kernel
+    /// does for the opcodes the fanout uses (`SKF_NET_OFF` loads are relative
+    /// to the IPv4 header at 14); a load past the end returns 0.
+    fn run(prog: &[libc::sock_filter], frame: &[u8]) -> u32 {
+        let (mut a, mut x, mut m0, mut pc) = (0u32, 0u32, 0u32, 0usize);
+        loop {
+            let i = prog[pc];
+            pc += 1;
+            let at = |k: u32| (k as i32 - libc::SKF_NET_OFF) as usize + 14;
+            let load = |k: u32, n: usize| frame.get(at(k)..at(k) + n);
+            match i.code {
+                0x30 | 0x28 | 0x20 => {
+                    let n = match i.code {
+                        0x30 => 1,
+                        0x28 => 2,
+                        _ => 4,
+                    };
+                    let Some(b) = load(i.k, n) else { return 0 };
+                    a = b.iter().fold(0, |v, &b| v << 8 | u32::from(b));
+                }
+                0x07 => x = a,
+                0xac => a ^= x,
+                0x02 => m0 = a,
+                0x60 => a = m0,
+                0x54 => a &= i.k,
+                0x74 => a >>= i.k,
+                0x15 => pc += usize::from(if a == i.k { i.jt } else { i.jf }),
+                0x05 => pc += i.k as usize,
+                0x16 => return a,
+                c => panic!("opcode {c:#x} not interpreted"),
+            }
+        }
+    }
+
+    /// Both directions of a flow, every fragment of a datagram, and an ICMP
+    /// error quoting a flow reach the same worker.
+    #[test]
+    fn fanout_keeps_flows_fragments_and_errors_together() {
+        use crate::wire::builder::{proto, PacketBuilder};
+        use crate::wire::{icmp, tcp};
+        let p = fanout_program();
+        let (client, vip, router) = ([203, 0, 113, 7], [198, 18, 100, 1], [192, 0, 2, 1]);
+        let to_vip = PacketBuilder::new(client, vip).tcp(40000, 80, tcp::SYN, &[]);
+        let back = PacketBuilder::new(vip, client).tcp(80, 40000, tcp::SYN | tcp::ACK, &[]);
+        let other = PacketBuilder::new(client, vip).tcp(40001, 80, tcp::SYN, &[]);
+        let h = run(&p, &to_vip);
+        assert_eq!(run(&p, &back), h);
+        assert_ne!(run(&p, &other), h, "the port takes part");
+        // The error quotes the packet VIP:80 -> client:40000 (header + 8 bytes).
+        let err = PacketBuilder::new(router, vip).icmp(icmp::DEST_UNREACHABLE, 4, [0; 4], &back[14..42]);
+        assert_eq!(run(&p, &err), h);
+        // Fragments: the first one carries the ports, later ones do not.
+        let b = PacketBuilder::new(client, vip).ident(9).df(false);
+        let udp = b.udp_datagram(5000, 53, &[7; 40]);
+        let frags = b.fragments(proto::UDP, &udp, &[24]);
+        assert_eq!(run(&p, &frags[0]), run(&p, &frags[1]));
+        // Not IPv4 enough to hash: worker 0.
+        assert_eq!(run(&p, &to_vip[..20]), 0);
+    }
 }
