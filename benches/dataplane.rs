@@ -15,27 +15,18 @@ use ulvs::dataplane::stats::WorkerStats;
 use ulvs::dataplane::worker::{Shared, Worker};
 use ulvs::io::mem::MemDevice;
 use ulvs::io::{RxMeta, VnetHdr};
-use ulvs::wire::checksum;
+use ulvs::wire::builder::PacketBuilder;
+use ulvs::wire::tcp;
 
+/// 198.18.100.1
+const VIP: u32 = 0xc612_6401;
 const YAML: &str = "interface: eth0\nservices:\n  - name: web\n    vip: 198.18.100.1\n    port: 80\n    real_servers:\n      - address: 198.18.0.11\n      - address: 198.18.0.12\n      - address: 198.18.0.13\n";
 
+/// A 64-byte TCP ACK from `src:sport` to the VIP's port 80.
 fn frame(sport: u16, src: u32) -> Vec<u8> {
-    let mut f = vec![0u8; 64];
-    f[0..6].copy_from_slice(&[2, 0, 0xc6, 0x12, 0, 2]);
-    f[6..12].copy_from_slice(&[2, 0, 0xc6, 0x12, 0, 1]);
-    f[12..14].copy_from_slice(&[8, 0]);
-    let ip = &mut f[14..34];
-    ip.copy_from_slice(&[
-        0x45, 0, 0, 50, 0, 1, 0x40, 0, 64, 6, 0, 0, 0, 0, 0, 0, 198, 18, 100, 1,
-    ]);
-    ip[12..16].copy_from_slice(&src.to_be_bytes());
-    let c = checksum::checksum(ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f[34..36].copy_from_slice(&sport.to_be_bytes());
-    f[36..38].copy_from_slice(&80u16.to_be_bytes());
-    f[46] = 0x50;
-    f[47] = 0x10;
-    f
+    PacketBuilder::new(src, VIP)
+        .macs([2, 0, 0xc6, 0x12, 0, 2], [2, 0, 0xc6, 0x12, 0, 1])
+        .tcp(sport, 80, tcp::ACK, &[0; 10])
 }
 
 fn worker() -> Worker<MemDevice> {

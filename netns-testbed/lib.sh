@@ -142,23 +142,65 @@ wait_pid() {
   wait "$pid"
 }
 
-# start_httpd_all [PORT]: tools/httpd.py --name rsK on every real server
-start_httpd_all() {
-  local port=${1:-80} k ns
+# ------------------------------------------------------------------ real servers
+# One set of helpers for the servers of the bed; the ops_* and mode_* names
+# further down are kept as thin wrappers for the scenarios that use them.
+
+# rs_ip K / rs_ns K: address / namespace of real server K
+rs_ip() { eval echo "\$RS${1}_IP"; }
+rs_ns() { eval echo "\$RS${1}_NS"; }
+# rs_addr K [RS_PORT]: server K as the config (and ulvsadm) names it
+rs_addr() { if [ -n "${2:-}" ]; then echo "$(rs_ip "$1"):$2"; else rs_ip "$1"; fi; }
+# rs_k ADDRESS|NAME: K of the real server with this address (or name rsK)
+rs_k() {
+  local k
+  case "$1" in rs[0-9]*) echo "${1#rs}"; return 0 ;; esac
+  for k in $(seq "$N_SERVERS"); do [ "$(rs_ip "$k")" = "$1" ] && { echo "$k"; return 0; }; done
+  return 1
+}
+
+# rs_httpd_start K PORT READY [LOG]: start tools/httpd.py --name rsK on
+# server K, its PID (once it listens) in $WORK/READY.ready, output in
+# $WORK/LOG.log (default READY); does not wait
+rs_httpd_start() {
+  local k=$1 port=$2 ready=$3 log=${4:-$3}
+  rm -f "$WORK/$ready.ready"
+  start_bg "$log" "$(rs_ns "$k")" "$PY" "$TOOLS/httpd.py" --name "rs$k" --port "$port" \
+    --pidfile "$WORK/$ready.ready"
+}
+# rs_httpd_all PORT [TAG]: httpd on every server, named httpdTAG-rsK, and
+# wait until all listen (fatal otherwise)
+rs_httpd_all() {
+  local port=$1 tag=${2:-} k
+  for k in $(seq "$N_SERVERS"); do rs_httpd_start "$k" "$port" "httpd$tag-rs$k"; done
   for k in $(seq "$N_SERVERS"); do
-    ns=$(eval echo "\$RS${k}_NS")
-    start_bg "httpd-rs$k" "$ns" "$PY" "$TOOLS/httpd.py" --name "rs$k" --port "$port" --pidfile "$WORK/httpd-rs$k.ready"
-  done
-  for k in $(seq "$N_SERVERS"); do
-    wait_file "$WORK/httpd-rs$k.ready" 10 || fatal "httpd on rs$k did not start: $(cat "$WORK/httpd-rs$k.log")"
+    wait_file "$WORK/httpd$tag-rs$k.ready" 10 \
+      || fatal "httpd on rs$k:$port did not start: $(cat "$WORK/httpd$tag-rs$k.log")"
   done
 }
+# rs_httpd_pid K [TAG]: PID of server K's running httpd (httpdTAG-rsK)
+rs_httpd_pid() { head -n1 "$WORK/httpd${2:-}-rs$1.ready" 2>/dev/null | tr -dc 0-9; }
+# rs_httpd_kill K [SIGNAL] [TAG]: stop server K's httpd by its PID (default
+# SIGKILL) and wait until it is gone; false when there is none
+rs_httpd_kill() {
+  local k=$1 sig=${2:-KILL} tag=${3:-} pid
+  pid=$(rs_httpd_pid "$k" "$tag")
+  [ -n "$pid" ] || return 1
+  disown "$pid" 2>/dev/null   # our job? then no "Killed" notice from bash
+  kill "-$sig" "$pid" 2>/dev/null
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  { wait "$pid"; } 2>/dev/null
+  rm -f "$WORK/httpd$tag-rs$k.ready"
+  ! kill -0 "$pid" 2>/dev/null
+}
+# start_httpd_all [PORT]: httpd (httpd-rsK) on every real server
+start_httpd_all() { rs_httpd_all "${1:-80}"; }
 # start_udpecho_all [PORT]: tools/udpecho.py --name rsK on every real server
 start_udpecho_all() {
-  local port=${1:-53} k ns
+  local port=${1:-53} k
   for k in $(seq "$N_SERVERS"); do
-    ns=$(eval echo "\$RS${k}_NS")
-    start_bg "udpecho-rs$k" "$ns" "$PY" "$TOOLS/udpecho.py" --name "rs$k" --port "$port" --pidfile "$WORK/udpecho-rs$k.ready"
+    start_bg "udpecho-rs$k" "$(rs_ns "$k")" "$PY" "$TOOLS/udpecho.py" --name "rs$k" --port "$port" \
+      --pidfile "$WORK/udpecho-rs$k.ready"
   done
   for k in $(seq "$N_SERVERS"); do
     wait_file "$WORK/udpecho-rs$k.ready" 10 || fatal "udpecho on rs$k did not start: $(cat "$WORK/udpecho-rs$k.log")"
@@ -185,28 +227,67 @@ adm_json() {
     || { echo "      ulvsadm $* --json printed no JSON: $(head -c 300 "$f")"; return 1; }
 }
 
-# dr_config FILE PROTO PORT [SERVICE_NAME]: a one-service dr config over every server
-dr_config() {
-  local f=$1 proto=$2 port=$3 name=${4:-web} ip
+# bed_config FILE [--mode dr|nat|tun] [--proto tcp|udp] [--port N]
+#   [--name S] [--rs-port P] [--health FLOW] [--timeouts FLOW]
+#   [--weights "W1 W2 ..."] [--servers "K1 K2 ..."] [--top LINE]...
+#   [--server-line K LINE]: the one config generator of the scenarios: a
+#   one-service config (default: dr, tcp, port 80, name web) over the
+#   servers (all by default, weight 1).  --rs-port (nat) names the servers
+#   IP:P; FLOW is a YAML flow mapping, e.g. "{kind: tcp, interval_ms: 500}";
+#   --weights gives server K the K-th weight; --top adds a top-level line
+#   (metrics_listen: ..., on_server_down: ...); --server-line adds a line
+#   under server K's entry (e.g. a deliberately unknown field).
+#   $ULVS_WORKERS and $ULVS_IO, when set, become "workers:" and "io:".
+bed_config() {
+  local f=$1; shift
+  local mode=dr proto=tcp port=80 name=web rsport="" health="" timeouts="" weights="" servers=""
+  local tops=() sl_k="" sl_line="" k t w
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --mode) mode=$2; shift ;;
+      --proto) proto=$2; shift ;;
+      --port) port=$2; shift ;;
+      --name|--service) name=$2; shift ;;
+      --rs-port) rsport=$2; shift ;;
+      --health) health=$2; shift ;;
+      --timeouts) timeouts=$2; shift ;;
+      --weights) weights=$2; shift ;;
+      --servers) servers=$2; shift ;;
+      --top) tops+=("$2"); shift ;;
+      --server-line) sl_k=$2; sl_line=$3; shift 2 ;;
+      *) echo "bed_config: unknown option $1" >&2; return 2 ;;
+    esac
+    shift
+  done
+  [ -n "$servers" ] || servers=$(seq -s ' ' "$N_SERVERS")
   {
     echo "interface: eth0"
     echo "control_socket: $SOCK"
     [ -n "${ULVS_WORKERS:-}" ] && echo "workers: $ULVS_WORKERS"
     [ -n "${ULVS_IO:-}" ] && echo "io: $ULVS_IO"
+    [ -n "$timeouts" ] && echo "timeouts: $timeouts"
+    for t in "${tops[@]}"; do echo "$t"; done
     echo "services:"
     echo "  - name: $name"
     echo "    vip: $VIP"
     echo "    port: $port"
     echo "    protocol: $proto"
-    echo "    mode: dr"
+    echo "    mode: $mode"
     echo "    scheduler: maglev"
+    [ -n "$health" ] && echo "    health: $health"
     echo "    real_servers:"
-    for ip in $RS_IPS; do
-      echo "      - address: $ip"
-      echo "        weight: 1"
+    for k in $servers; do
+      w=1
+      [ -n "$weights" ] && w=$(echo "$weights" | awk -v k="$k" '{print $k}')
+      echo "      - address: $(rs_addr "$k" "$rsport")"
+      echo "        weight: ${w:-1}"
+      if [ "$k" = "$sl_k" ]; then echo "        $sl_line"; fi
     done
-  } >"$f"
+    true
+  } >"$f.tmp" && mv -f "$f.tmp" "$f"
 }
+# dr_config FILE PROTO PORT [SERVICE_NAME]: a one-service dr config over every server
+dr_config() { bed_config "$1" --proto "$2" --port "$3" --name "${4:-web}"; }
 
 # director_start CONFIG [SECONDS]: --check the config, start ulvs-director in
 # dir1 and wait until `ulvsadm list` answers
@@ -251,17 +332,52 @@ director_stop() {
   DIRECTOR_PID=""
 }
 
-# wait_vip_http SECONDS: until one GET through the VIP succeeds (ARP settled,
-# server MACs learned); not a check by itself
-wait_vip_http() {
-  local t=${1:-10}
+# wait_http URL SECONDS: until one GET of URL from the client succeeds (ARP
+# settled, server MACs learned); not a check by itself
+wait_http() {
+  local url=$1 t=${2:-10}
   for _ in $(seq "$t"); do
     director_alive || fatal "ulvs-director is no longer running"
-    ip netns exec "$NS_CLIENT" "$PY" "$TOOLS/httpload.py" --url "http://$VIP/" --count 1 --timeout 1 \
+    ip netns exec "$NS_CLIENT" "$PY" "$TOOLS/httpload.py" --url "$url" --count 1 --timeout 1 \
       --max-seconds 2 >"$WORK/warmup.json" 2>&1
     [ "$(jget "$WORK/warmup.json" 'd["ok"]' 2>/dev/null)" = 1 ] && return 0
   done
   return 1
+}
+# wait_vip_http SECONDS: wait_http on http://$VIP/
+wait_vip_http() { wait_http "http://$VIP/" "${1:-10}"; }
+
+# srv_eval LIST_JSON ADDRESS EXPR: a Python expression over r, the real server
+# ADDRESS of `ulvsadm list --json` (first service that has it)
+srv_eval() {
+  "$PY" -c 'import json,sys
+d=json.load(open(sys.argv[1]))
+r=[r for s in d["services"] for r in s["real_servers"] if r["address"]==sys.argv[2]][0]
+print(eval(sys.argv[3]))' "$1" "$2" "$3"
+}
+# wait_srv ADDRESS EXPR SECONDS: poll `ulvsadm list --json` (every 0.1 s)
+# until EXPR over r (that server) is true; prints the seconds it took and
+# leaves the last listing in $WORK/wait.json; false on timeout
+wait_srv() {
+  local addr=$1 expr=$2 t=$3 t0
+  t0=$(date +%s.%N)
+  while :; do
+    if adm list --json >"$WORK/wait.json" 2>/dev/null \
+        && [ "$(srv_eval "$WORK/wait.json" "$addr" "bool($expr)" 2>/dev/null)" = True ]; then
+      awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f\n", b - a}'
+      return 0
+    fi
+    awk -v a="$t0" -v b="$(date +%s.%N)" -v t="$t" 'BEGIN{exit !(b - a > t)}' && return 1
+    sleep 0.1
+  done
+}
+# bg_json NAME PID SECONDS: wait for a background tool (SIGTERM after
+# SECONDS), then its last JSON line from $WORK/NAME.log into $WORK/NAME.json
+bg_json() {
+  local name=$1 pid=$2 t=$3
+  wait_pid "$pid" "$t"
+  if [ $? -eq 124 ]; then kill -TERM "$pid" 2>/dev/null; wait_pid "$pid" 15; fi
+  grep '^{' "$WORK/$name.log" | tail -n1 >"$WORK/$name.json"
 }
 
 # ====================================================================== ops-*
@@ -271,116 +387,32 @@ wait_vip_http() {
 
 # ops_now: wall-clock seconds with fractions (comparable with tools/loadlog.py)
 ops_now() { date +%s.%N; }
-# ops_rs_ip K: address of real server K
-ops_rs_ip() { eval echo "\$RS${1}_IP"; }
-# ops_rs_ns K: namespace of real server K
-ops_rs_ns() { eval echo "\$RS${1}_NS"; }
-# ops_rs_k ADDRESS|NAME: K of the real server with this address (or name rsK)
-ops_rs_k() {
-  local k
-  case "$1" in rs[0-9]*) echo "${1#rs}"; return 0 ;; esac
-  for k in $(seq "$N_SERVERS"); do [ "$(ops_rs_ip "$k")" = "$1" ] && { echo "$k"; return 0; }; done
-  return 1
-}
+# ops_rs_ip, ops_rs_ns, ops_rs_k: rs_ip, rs_ns, rs_k
+ops_rs_ip() { rs_ip "$@"; }
+ops_rs_ns() { rs_ns "$@"; }
+ops_rs_k() { rs_k "$@"; }
 
-# ops_config FILE [--service NAME] [--health FLOW] [--timeouts FLOW]
-#   [--weights "W1 W2 ..."] [--servers "K1 K2 ..."] [--top LINE]...
-#   [--server-line K LINE]: a one-service tcp/80 dr config.  FLOW is a YAML
-#   flow mapping, e.g. "{kind: tcp, interval_ms: 500}"; --top adds a top-level
-#   line (metrics_listen: ..., on_server_down: ...); --server-line adds a line
-#   under server K's entry (e.g. a deliberately unknown field).
-ops_config() {
-  local f=$1; shift
-  local name=web health="" timeouts="" weights="" servers="" tops=() sl_k="" sl_line="" k i w
-  while [ $# -gt 0 ]; do
-    case "$1" in
-      --service) name=$2; shift ;;
-      --health) health=$2; shift ;;
-      --timeouts) timeouts=$2; shift ;;
-      --weights) weights=$2; shift ;;
-      --servers) servers=$2; shift ;;
-      --top) tops+=("$2"); shift ;;
-      --server-line) sl_k=$2; sl_line=$3; shift 2 ;;
-      *) echo "ops_config: unknown option $1" >&2; return 2 ;;
-    esac
-    shift
-  done
-  [ -n "$servers" ] || servers=$(seq -s ' ' "$N_SERVERS")
-  {
-    echo "interface: eth0"
-    echo "control_socket: $SOCK"
-    [ -n "${ULVS_WORKERS:-}" ] && echo "workers: $ULVS_WORKERS"
-    [ -n "${ULVS_IO:-}" ] && echo "io: $ULVS_IO"
-    [ -n "$timeouts" ] && echo "timeouts: $timeouts"
-    for i in "${tops[@]}"; do echo "$i"; done
-    echo "services:"
-    echo "  - name: $name"
-    echo "    vip: $VIP"
-    echo "    port: 80"
-    echo "    protocol: tcp"
-    echo "    mode: dr"
-    echo "    scheduler: maglev"
-    [ -n "$health" ] && echo "    health: $health"
-    echo "    real_servers:"
-    for k in $servers; do
-      w=1
-      [ -n "$weights" ] && w=$(echo "$weights" | awk -v k="$k" '{print $k}')
-      echo "      - address: $(ops_rs_ip "$k")"
-      echo "        weight: ${w:-1}"
-      if [ "$k" = "$sl_k" ]; then echo "        $sl_line"; fi
-    done
-    true
-  } >"$f.tmp" && mv -f "$f.tmp" "$f"
-}
+# ops_config FILE [bed_config options]: a one-service tcp/80 dr config
+ops_config() { bed_config "$@"; }
 
-# ops_httpd_start K [TAG]: (re)start tools/httpd.py --name rsK on server K;
+# ops_httpd_start K [TAG]: (re)start httpd on server K (log httpd-rsK-TAG);
 # waits until it listens.  Its PID is in $WORK/httpd-rsK.ready.
 ops_httpd_start() {
   local k=$1 tag=${2:-}
-  rm -f "$WORK/httpd-rs$k.ready"
-  start_bg "httpd-rs$k${tag:+-$tag}" "$(ops_rs_ns "$k")" "$PY" "$TOOLS/httpd.py" --name "rs$k" --port 80 \
-    --pidfile "$WORK/httpd-rs$k.ready"
+  rs_httpd_start "$k" 80 "httpd-rs$k" "httpd-rs$k${tag:+-$tag}"
   wait_file "$WORK/httpd-rs$k.ready" 10 || { fail "httpd on rs$k did not start"; return 1; }
 }
 # ops_httpd_pid K: PID of the running httpd of server K
-ops_httpd_pid() { head -n1 "$WORK/httpd-rs$1.ready" 2>/dev/null | tr -dc 0-9; }
-# ops_httpd_kill K [SIGNAL]: stop server K's httpd by its PID (default
-# SIGKILL) and wait until it is gone
+ops_httpd_pid() { rs_httpd_pid "$1"; }
+# ops_httpd_kill K [SIGNAL]: rs_httpd_kill, a FAIL when there is no httpd
 ops_httpd_kill() {
-  local k=$1 sig=${2:-KILL} pid i
-  pid=$(ops_httpd_pid "$k")
-  [ -n "$pid" ] || { fail "no httpd PID for rs$k"; return 1; }
-  disown "$pid" 2>/dev/null   # our job? then no "Killed" notice from bash
-  kill "-$sig" "$pid" 2>/dev/null
-  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  rm -f "$WORK/httpd-rs$k.ready"
-  ! kill -0 "$pid" 2>/dev/null
+  [ -n "$(rs_httpd_pid "$1")" ] || { fail "no httpd PID for rs$1"; return 1; }
+  rs_httpd_kill "$1" "${2:-KILL}"
 }
 
-# ops_srv LIST_JSON ADDRESS EXPR: a Python expression over r, the real server
-# ADDRESS of `ulvsadm list --json` (first service that has it)
-ops_srv() {
-  "$PY" -c 'import json,sys
-d=json.load(open(sys.argv[1]))
-r=[r for s in d["services"] for r in s["real_servers"] if r["address"]==sys.argv[2]][0]
-print(eval(sys.argv[3]))' "$1" "$2" "$3"
-}
-# ops_wait_srv ADDRESS EXPR SECONDS: poll `ulvsadm list --json` (every 0.1 s)
-# until EXPR over r (that server) is true; prints the seconds it took and
-# leaves the last listing in $WORK/wait.json; false on timeout
-ops_wait_srv() {
-  local addr=$1 expr=$2 t=$3 t0
-  t0=$(ops_now)
-  while :; do
-    if adm list --json >"$WORK/wait.json" 2>/dev/null \
-        && [ "$(ops_srv "$WORK/wait.json" "$addr" "bool($expr)" 2>/dev/null)" = True ]; then
-      awk -v a="$t0" -v b="$(ops_now)" 'BEGIN{printf "%.2f\n", b - a}'
-      return 0
-    fi
-    awk -v a="$t0" -v b="$(ops_now)" -v t="$t" 'BEGIN{exit !(b - a > t)}' && return 1
-    sleep 0.1
-  done
-}
+# ops_srv, ops_wait_srv: srv_eval, wait_srv
+ops_srv() { srv_eval "$@"; }
+ops_wait_srv() { wait_srv "$@"; }
 
 # ops_load_start NAME [loadlog.py args...]: continuous fresh-connection load
 # from the client against http://$VIP/ (tools/loadlog.py), per-request log in
@@ -389,14 +421,8 @@ ops_load_start() {
   local name=$1; shift
   start_bg "$name" "$NS_CLIENT" "$PY" "$TOOLS/loadlog.py" --url "http://$VIP/" --log "$WORK/$name.jsonl" "$@"
 }
-# ops_load_finish NAME PID SECONDS: wait for it (SIGTERM after SECONDS), its
-# summary JSON into $WORK/NAME.json
-ops_load_finish() {
-  local name=$1 pid=$2 t=$3
-  wait_pid "$pid" "$t"
-  if [ $? -eq 124 ]; then kill -TERM "$pid" 2>/dev/null; wait_pid "$pid" 15; fi
-  grep '^{' "$WORK/$name.log" | tail -n1 >"$WORK/$name.json"
-}
+# ops_load_finish NAME PID SECONDS: bg_json (its summary into $WORK/NAME.json)
+ops_load_finish() { bg_json "$@"; }
 # ops_reqs JSONL EXPR: a Python expression over L, the list of per-request
 # records of tools/loadlog.py; e.g. ops_reqs f 'sum(1 for x in L if x["ok"])'
 ops_reqs() {
@@ -426,93 +452,24 @@ ops_adm_capture() {
 # ====================================================================== modes: nat-*, tun-*, icmp-*, frag-*, allport-*
 # Helpers of the nat/tun/icmp/frag/allport scenarios (self-contained; prefix mode_).
 
-# mode_rs_ip K / mode_rs_ns K: server K's address / namespace
-mode_rs_ip() { eval echo "\$RS${1}_IP"; }
-mode_rs_ns() { eval echo "\$RS${1}_NS"; }
-# mode_rs_addr K [RS_PORT]: server K as the config (and ulvsadm) names it
-mode_rs_addr() { if [ -n "${2:-}" ]; then echo "$(mode_rs_ip "$1"):$2"; else mode_rs_ip "$1"; fi; }
+# mode_rs_ip, mode_rs_ns, mode_rs_addr: rs_ip, rs_ns, rs_addr
+mode_rs_ip() { rs_ip "$@"; }
+mode_rs_ns() { rs_ns "$@"; }
+mode_rs_addr() { rs_addr "$@"; }
 
-# mode_config FILE MODE PROTO PORT [--name S] [--rs-port P] [--health FLOW]
-#   [--top LINE]... [--servers "K ..."]: a one-service config over the
-#   servers (all by default).  MODE dr|nat|tun; --rs-port (nat) names the
-#   servers IP:P; FLOW is a YAML flow mapping such as
-#   "{kind: tcp, interval_ms: 500}"; --top adds a top-level line.
-#   $ULVS_WORKERS, when set, becomes "workers:".
+# mode_config FILE MODE PROTO PORT [bed_config options]
 mode_config() {
   local f=$1 mode=$2 proto=$3 port=$4; shift 4
-  local name=web rsport="" health="" servers="" tops=() k t
-  while [ $# -gt 0 ]; do
-    case "$1" in
-      --name) name=$2; shift ;;
-      --rs-port) rsport=$2; shift ;;
-      --health) health=$2; shift ;;
-      --top) tops+=("$2"); shift ;;
-      --servers) servers=$2; shift ;;
-      *) echo "mode_config: unknown option $1" >&2; return 2 ;;
-    esac
-    shift
-  done
-  [ -n "$servers" ] || servers=$(seq -s ' ' "$N_SERVERS")
-  {
-    echo "interface: eth0"
-    echo "control_socket: $SOCK"
-    [ -n "${ULVS_WORKERS:-}" ] && echo "workers: $ULVS_WORKERS"
-    [ -n "${ULVS_IO:-}" ] && echo "io: $ULVS_IO"
-    for t in "${tops[@]}"; do echo "$t"; done
-    echo "services:"
-    echo "  - name: $name"
-    echo "    vip: $VIP"
-    echo "    port: $port"
-    echo "    protocol: $proto"
-    echo "    mode: $mode"
-    echo "    scheduler: maglev"
-    [ -n "$health" ] && echo "    health: $health"
-    echo "    real_servers:"
-    for k in $servers; do
-      echo "      - address: $(mode_rs_addr "$k" "$rsport")"
-      echo "        weight: 1"
-    done
-    true
-  } >"$f.tmp" && mv -f "$f.tmp" "$f"
+  bed_config "$f" --mode "$mode" --proto "$proto" --port "$port" "$@"
 }
 
-# mode_httpd_all PORT [TAG]: tools/httpd.py --name rsK on every server on
-# PORT; logs $WORK/httpdTAG-rsK.log, PID (once listening) in
-# $WORK/httpdTAG-rsK.ready
-mode_httpd_all() {
-  local port=$1 tag=${2:-} k
-  for k in $(seq "$N_SERVERS"); do
-    start_bg "httpd$tag-rs$k" "$(mode_rs_ns "$k")" "$PY" "$TOOLS/httpd.py" --name "rs$k" --port "$port" \
-      --pidfile "$WORK/httpd$tag-rs$k.ready"
-  done
-  for k in $(seq "$N_SERVERS"); do
-    wait_file "$WORK/httpd$tag-rs$k.ready" 10 || fatal "httpd on rs$k:$port did not start: $(cat "$WORK/httpd$tag-rs$k.log")"
-  done
-}
-# mode_httpd_kill K [TAG]: SIGKILL server K's httpd (by its PID) and wait until gone
-mode_httpd_kill() {
-  local k=$1 tag=${2:-} pid i
-  pid=$(head -n1 "$WORK/httpd$tag-rs$k.ready" 2>/dev/null | tr -dc 0-9)
-  [ -n "$pid" ] || return 1
-  disown "$pid" 2>/dev/null   # no "Killed" job notice from bash
-  kill -KILL "$pid" 2>/dev/null
-  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  { wait "$pid"; } 2>/dev/null
-  rm -f "$WORK/httpd$tag-rs$k.ready"
-  ! kill -0 "$pid" 2>/dev/null
-}
+# mode_httpd_all PORT [TAG]: rs_httpd_all
+mode_httpd_all() { rs_httpd_all "$@"; }
+# mode_httpd_kill K [TAG]: SIGKILL server K's httpd and wait until gone
+mode_httpd_kill() { rs_httpd_kill "$1" KILL "${2:-}"; }
 
-# mode_wait_http URL SECONDS: until one GET of URL from the client succeeds
-mode_wait_http() {
-  local url=$1 t=${2:-10}
-  for _ in $(seq "$t"); do
-    director_alive || fatal "ulvs-director is no longer running"
-    ip netns exec "$NS_CLIENT" "$PY" "$TOOLS/httpload.py" --url "$url" --count 1 --timeout 1 \
-      --max-seconds 2 >"$WORK/warmup.json" 2>&1
-    [ "$(jget "$WORK/warmup.json" 'd["ok"]' 2>/dev/null)" = 1 ] && return 0
-  done
-  return 1
-}
+# mode_wait_http URL SECONDS: wait_http
+mode_wait_http() { wait_http "$@"; }
 # mode_wait_udp PORT SECONDS: until one datagram to VIP:PORT is echoed
 mode_wait_udp() {
   local port=$1 t=${2:-10}
@@ -537,22 +494,8 @@ mode_srv_expect() {
   expect "$desc" "$f" "(lambda r: r is not None and bool($expr))(next((r for s in d['services'] \
 for r in s['real_servers'] if r['address'] == '$addr'), None))"
 }
-# mode_wait_srv ADDRESS EXPR SECONDS: poll `ulvsadm list --json` every 0.1 s
-# until EXPR over r (that server) holds; the last listing stays in
-# $WORK/wait.json; false on timeout
-mode_wait_srv() {
-  local addr=$1 expr=$2 t=$3 i
-  for i in $(seq $((t * 10))); do
-    if adm list --json >"$WORK/wait.json" 2>/dev/null && "$PY" -c 'import json,sys
-d=json.load(open(sys.argv[1]))
-r=[r for s in d["services"] for r in s["real_servers"] if r["address"]==sys.argv[2]]
-sys.exit(0 if r and eval(sys.argv[3], {"r": r[0]}) else 1)' "$WORK/wait.json" "$addr" "$expr" 2>/dev/null; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  return 1
-}
+# mode_wait_srv ADDRESS EXPR SECONDS: wait_srv, quietly
+mode_wait_srv() { wait_srv "$@" >/dev/null; }
 
 # mode_bg_ready NAME NS SECONDS CMD...: start_bg, then wait for the file
 # $WORK/NAME.ready (pass it to CMD yourself); PID in $BG_PID
@@ -561,14 +504,8 @@ mode_bg_ready() {
   start_bg "$name" "$ns" "$@"
   wait_file "$WORK/$name.ready" "$t" || fatal "$name did not get ready: $(head -c 300 "$WORK/$name.log")"
 }
-# mode_bg_json NAME PID SECONDS: wait for a background tool (SIGTERM after
-# SECONDS), then its last JSON line from $WORK/NAME.log into $WORK/NAME.json
-mode_bg_json() {
-  local name=$1 pid=$2 t=$3
-  wait_pid "$pid" "$t"
-  if [ $? -eq 124 ]; then kill -TERM "$pid" 2>/dev/null; wait_pid "$pid" 10; fi
-  grep '^{' "$WORK/$name.log" | tail -n1 >"$WORK/$name.json"
-}
+# mode_bg_json NAME PID SECONDS: bg_json
+mode_bg_json() { bg_json "$@"; }
 # mode_sniff NAME NS IFACE SECONDS [sniffx.py args...]: tools/sniffx.py in the
 # background; waits until it captures; PID in $BG_PID
 mode_sniff() {

@@ -20,6 +20,7 @@ use ulvs::dataplane::worker::SYN_SECOND_CHANCE_MS;
 use ulvs::fwd::table::FwdTable;
 use ulvs::io::mem::Sent;
 use ulvs::io::{RxMeta, VnetHdr};
+use ulvs::wire::builder::proto;
 use ulvs::wire::{icmp, tcp};
 
 /// `web`/`dns` (DR, three servers) on [`VIP`]; `nat-web` (TCP :80 ->
@@ -510,16 +511,11 @@ fn nat_reply_next_hop() {
 /// `inner_len` bytes: director -> server, protocol 4, TTL 64, DF as given,
 /// identification `id`, valid checksum; Ethernet server <- director.
 fn outer(inner_len: usize, df: bool, id: u16) -> Vec<u8> {
-    let mut f = Vec::with_capacity(34);
-    f.extend_from_slice(&mac_of(addr(TUN_RS)));
-    f.extend_from_slice(&DIRECTOR_MAC);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let mut h = ipv4_header(DIRECTOR_IP, TUN_RS, 4, inner_len);
-    h[4..6].copy_from_slice(&id.to_be_bytes());
-    h[6] = if df { 0x40 } else { 0 };
-    f.extend_from_slice(&h);
-    refresh_ipv4_checksum(&mut f);
-    f
+    builder(DIRECTOR_IP, TUN_RS)
+        .macs(mac_of(addr(TUN_RS)), DIRECTOR_MAC)
+        .ident(id)
+        .df(df)
+        .headers(proto::IPIP, inner_len)
 }
 
 /// `f` with the DF flag cleared (IPv4 checksum refreshed).
@@ -779,17 +775,12 @@ fn tun_completes_partial_checksums() {
 // 4. ICMP.
 
 fn echo_request(ttl: u8) -> Vec<u8> {
-    let mut f = icmp_frame(
-        CLIENT,
-        VIP,
+    builder(CLIENT, VIP).ttl(ttl).icmp(
         icmp::ECHO_REQUEST,
         0,
         [0x12, 0x34, 0x00, 0x07],
         b"abcdefghijklmnopqrstuvwxyz012345",
-    );
-    f[22] = ttl;
-    refresh_ipv4_checksum(&mut f);
-    f
+    )
 }
 
 fn echo_case() -> (Rig, Outcome) {
@@ -990,23 +981,10 @@ fn nat_icmp_error_from_server_is_translated() {
 /// (offsets 0, 3 and 6 in 8-byte units), identification `ident`.
 fn udp_fragments(src: u32, sport: u16, dst: u32, dport: u16, ident: u16) -> (Vec<u8>, [Vec<u8>; 3]) {
     let payload: Vec<u8> = (0..56).map(|i| 0xa0 ^ i as u8).collect();
-    let whole = udp_frame(src, sport, dst, dport, &payload);
-    let udp = whole[34..].to_vec();
-    let frag = |range: std::ops::Range<usize>, mf: bool| {
-        let mut f = eth_ipv4();
-        let mut h = ipv4_header(src, dst, 17, range.len());
-        h[4..6].copy_from_slice(&ident.to_be_bytes());
-        let off = (range.start / 8) as u16 | if mf { 0x2000 } else { 0 };
-        h[6..8].copy_from_slice(&off.to_be_bytes());
-        f.extend_from_slice(&h);
-        refresh_ipv4_checksum(&mut f);
-        f.extend_from_slice(&udp[range]);
-        f
-    };
-    (
-        udp.clone(),
-        [frag(0..24, true), frag(24..48, true), frag(48..64, false)],
-    )
+    let b = builder(src, dst).ident(ident).df(false);
+    let udp = b.udp_datagram(sport, dport, &payload);
+    let frags = b.fragments(proto::UDP, &udp, &[24, 48]);
+    (udp, frags.try_into().expect("three fragments"))
 }
 
 /// DR: the first fragment (MF, offset 0, with the UDP header) picks the

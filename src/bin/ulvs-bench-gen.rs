@@ -21,20 +21,23 @@
 //!
 //! Safety net: every address written into a frame must be in 198.18.0.0/15
 //! (RFC 2544 benchmarking space) and both bounds are always in force.
+//!
+//! No `unsafe` here: the sockets are `ulvs::io::sys`'s, like the director's.
+#![deny(unsafe_code)]
 
 use std::fs;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
+use ulvs::io::bpf::Asm;
+use ulvs::io::sys::{self, FilterCounter, PacketSender};
+use ulvs::wire::builder::PacketBuilder;
+use ulvs::wire::{tcp, udp};
 
-const ETH_P_ALL: u16 = 0x0003;
-const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
-const PACKET_QDISC_BYPASS: libc::c_int = 20;
 /// Longest bound accepted for `--seconds`.
 const MAX_SECONDS: f64 = 3600.0;
 
@@ -160,55 +163,7 @@ fn check_seconds(s: f64) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(s))
 }
 
-// ------------------------------------------------------------------ syscalls
-
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, v: &T) -> io::Result<()> {
-    // SAFETY: `v` is a live value whose exact size is passed; the kernel only reads it.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            opt,
-            v as *const T as *const libc::c_void,
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    })
-    .map(|_| ())
-}
-
-/// An AF_PACKET raw socket created with protocol 0, so it receives nothing
-/// until it is bound with a protocol.
-fn packet_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall with constant arguments.
-    let fd = cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn bind_packet(fd: &OwnedFd, ifindex: i32, proto: u16) -> io::Result<()> {
-    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = proto.to_be();
-    sll.sll_ifindex = ifindex;
-    // SAFETY: `sll` is valid for the call and its size is passed.
-    cvt(unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    })
-    .map(|_| ())
-}
+// ------------------------------------------------------------------ interfaces
 
 fn read_trim(path: &str) -> io::Result<String> {
     Ok(fs::read_to_string(path)?.trim().to_string())
@@ -232,40 +187,7 @@ fn if_stat(name: &str, stat: &str) -> Option<u64> {
         .ok()
 }
 
-fn pin_to_cpu(cpu: usize) -> io::Result<()> {
-    // SAFETY: cpu_set_t is plain old data; CPU_SET only writes inside it (it
-    // bounds-checks `cpu`), and sched_setaffinity reads exactly its size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        cvt(libc::sched_setaffinity(
-            0,
-            std::mem::size_of::<libc::cpu_set_t>(),
-            &set,
-        ))?;
-    }
-    Ok(())
-}
-
 // ------------------------------------------------------------------ frames
-
-fn csum_add(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    sum
-}
-
-fn csum_fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 struct FrameSpec {
     dst_mac: [u8; 6],
@@ -279,67 +201,27 @@ struct FrameSpec {
     id: u16,
 }
 
-/// One complete Ethernet + IPv4 + UDP/TCP frame with valid checksums; the
-/// payload fills the rest of `size`.
+/// One complete Ethernet + IPv4 + UDP/TCP SYN frame with valid checksums
+/// (DF, TTL 64, identification `id`); the payload fills the rest of `size`
+/// with byte `k * 31` at offset `k` of the transport segment.
 fn build_frame(s: &FrameSpec) -> Vec<u8> {
-    let mut f = vec![0u8; s.size];
-    f[0..6].copy_from_slice(&s.dst_mac);
-    f[6..12].copy_from_slice(&s.src_mac);
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip_len = s.size - 14;
-    let l4_len = ip_len - 20;
-    let proto_num: u8 = match s.proto {
-        Proto::Udp => 17,
-        Proto::TcpSyn => 6,
+    let b = PacketBuilder::new(s.src, s.dst)
+        .macs(s.dst_mac, s.src_mac)
+        .ident(s.id);
+    let filler = |l4_header: usize| -> Vec<u8> {
+        (l4_header..s.size - 34)
+            .map(|k| (k as u8).wrapping_mul(31))
+            .collect()
     };
-    {
-        let ip = &mut f[14..34];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-        ip[4..6].copy_from_slice(&s.id.to_be_bytes());
-        ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
-        ip[8] = 64;
-        ip[9] = proto_num;
-        ip[12..16].copy_from_slice(&s.src.octets());
-        ip[16..20].copy_from_slice(&s.dst.octets());
-        let c = csum_fold(csum_add(0, ip));
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    match s.proto {
+        Proto::Udp => b.udp(s.sport, s.dport, &filler(udp::HEADER_LEN)),
+        Proto::TcpSyn => b.seq(u32::from(s.id) * 7919).window(65535).tcp(
+            s.sport,
+            s.dport,
+            tcp::SYN,
+            &filler(tcp::MIN_HEADER_LEN),
+        ),
     }
-    for (i, b) in f[34..].iter_mut().enumerate() {
-        *b = (i as u8).wrapping_mul(31);
-    }
-    let l4 = &mut f[34..];
-    let csum_at = match s.proto {
-        Proto::Udp => {
-            l4[0..2].copy_from_slice(&s.sport.to_be_bytes());
-            l4[2..4].copy_from_slice(&s.dport.to_be_bytes());
-            l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-            l4[6..8].fill(0);
-            6
-        }
-        Proto::TcpSyn => {
-            l4[0..2].copy_from_slice(&s.sport.to_be_bytes());
-            l4[2..4].copy_from_slice(&s.dport.to_be_bytes());
-            l4[4..8].copy_from_slice(&(u32::from(s.id) * 7919).to_be_bytes());
-            l4[8..12].fill(0);
-            l4[12] = 5 << 4;
-            l4[13] = 0x02; // SYN
-            l4[14..16].copy_from_slice(&65535u16.to_be_bytes());
-            l4[16..20].fill(0);
-            16
-        }
-    };
-    let mut pseudo = [0u8; 12];
-    pseudo[0..4].copy_from_slice(&s.src.octets());
-    pseudo[4..8].copy_from_slice(&s.dst.octets());
-    pseudo[9] = proto_num;
-    pseudo[10..12].copy_from_slice(&(l4_len as u16).to_be_bytes());
-    let mut c = csum_fold(csum_add(csum_add(0, &pseudo), l4));
-    if c == 0 && s.proto == Proto::Udp {
-        c = 0xffff;
-    }
-    l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
-    f
 }
 
 // ------------------------------------------------------------------ send
@@ -371,7 +253,7 @@ fn send(a: &SendArgs) -> Result<Value, String> {
         return Err("--src-port + flows/src-ips exceeds 65535".into());
     }
     if let Some(cpu) = a.cpu {
-        pin_to_cpu(cpu).map_err(|e| format!("cannot pin to CPU {cpu}: {e}"))?;
+        sys::pin_to_cpu(cpu).map_err(|e| format!("cannot pin to CPU {cpu}: {e}"))?;
     }
     let idx = ifindex(&a.iface).map_err(|e| format!("interface {}: {e}", a.iface))?;
     let src_mac = match a.src_mac {
@@ -395,21 +277,8 @@ fn send(a: &SendArgs) -> Result<Value, String> {
         })
         .collect();
 
-    let sock = packet_socket().map_err(|e| format!("AF_PACKET socket: {e} (run as root)"))?;
-    // Straight to the driver: no qdisc in the way of the measurement.
-    setsockopt(&sock, libc::SOL_PACKET, PACKET_QDISC_BYPASS, &(1 as libc::c_int))
-        .map_err(|e| e.to_string())?;
-    let sndbuf: libc::c_int = 4 << 20;
-    setsockopt(&sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &sndbuf)
-        .or_else(|_| setsockopt(&sock, libc::SOL_SOCKET, libc::SO_SNDBUF, &sndbuf))
-        .map_err(|e| e.to_string())?;
-    // Protocol 0: bound to the interface for sending, receives nothing.
-    bind_packet(&sock, idx, 0).map_err(|e| format!("bind to {}: {e}", a.iface))?;
-
-    // SAFETY: iovec and mmsghdr are plain old data; all-zero is valid.
-    let mut iov: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; a.batch];
-    // SAFETY: as above.
-    let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; a.batch];
+    let mut sock = PacketSender::new(idx, a.batch, 4 << 20)
+        .map_err(|e| format!("AF_PACKET sender on {}: {e} (run as root)", a.iface))?;
 
     let start = Instant::now();
     let mut sent: u64 = 0;
@@ -437,41 +306,31 @@ fn send(a: &SendArgs) -> Result<Value, String> {
             // Keep bursts short when rate-limited.
             n = n.min((pps / 1000).max(1) as usize);
         }
-        for k in 0..n {
-            let fr = &frames[(next + k) % frames.len()];
-            iov[k].iov_base = fr.as_ptr() as *mut libc::c_void;
-            iov[k].iov_len = fr.len();
-            msgs[k].msg_hdr.msg_iov = &mut iov[k];
-            msgs[k].msg_hdr.msg_iovlen = 1;
-            msgs[k].msg_len = 0;
-        }
-        // SAFETY: msgs[..n] point at iov[..n], which point into `frames`; all
-        // stay alive and unmoved for the call; the kernel only reads them
-        // (and writes msg_len).
-        let r = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), n as libc::c_uint, 0) };
+        let r = sock.send_cycle(&frames, next, n);
         calls += 1;
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                // The device or the socket is full: back off briefly and retry
-                // the same frames (trafgen gives up here).
-                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
-                    busy_retries += 1;
-                    std::thread::sleep(Duration::from_micros(20));
-                }
-                Some(libc::EINTR) => {}
-                _ => {
-                    errors += 1;
-                    last_error = e.to_string();
-                    if errors > 1000 {
-                        return Err(format!("sendmmsg keeps failing: {e}"));
+        let done = match r {
+            Ok(done) => done,
+            Err(e) => {
+                match e.raw_os_error() {
+                    // The device or the socket is full: back off briefly and
+                    // retry the same frames (trafgen gives up here).
+                    Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
+                        busy_retries += 1;
+                        std::thread::sleep(Duration::from_micros(20));
                     }
-                    std::thread::sleep(Duration::from_millis(1));
+                    Some(libc::EINTR) => {}
+                    _ => {
+                        errors += 1;
+                        last_error = e.to_string();
+                        if errors > 1000 {
+                            return Err(format!("sendmmsg keeps failing: {e}"));
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                 }
+                continue;
             }
-            continue;
-        }
-        let done = r as usize;
+        };
         sent += done as u64;
         next = (next + done) % frames.len();
     }
@@ -502,64 +361,33 @@ fn round3(x: f64) -> f64 {
 // ------------------------------------------------------------------ count
 
 /// Classic BPF: accept (first 64 bytes of) frames whose destination MAC is `mac`.
-fn mac_filter(mac: &[u8; 6]) -> [libc::sock_filter; 6] {
+fn mac_filter(mac: &[u8; 6]) -> Vec<libc::sock_filter> {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Reject;
+    use libc::{BPF_ABS, BPF_H, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
     let hi = u32::from_be_bytes([mac[0], mac[1], mac[2], mac[3]]);
     let lo = u32::from(u16::from_be_bytes([mac[4], mac[5]]));
-    let ins = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+    let op = |code: u32, k: u32| libc::sock_filter {
         code: code as u16,
-        jt,
-        jf,
+        jt: 0,
+        jf: 0,
         k,
     };
-    [
-        ins(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
-        ins(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 3, hi),
-        ins(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, 0, 0, 4),
-        ins(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 1, lo),
-        ins(libc::BPF_RET | libc::BPF_K, 0, 0, 64),
-        ins(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
-    ]
+    let mut a = Asm::new();
+    a.push(op(BPF_LD | BPF_W | BPF_ABS, 0));
+    a.push_branch(op(BPF_JMP | BPF_JEQ | BPF_K, hi), None, Some(Reject));
+    a.push(op(BPF_LD | BPF_H | BPF_ABS, 4));
+    a.push_branch(op(BPF_JMP | BPF_JEQ | BPF_K, lo), None, Some(Reject));
+    a.push(op(BPF_RET | BPF_K, 64));
+    a.label(Reject);
+    a.push(op(BPF_RET | BPF_K, 0));
+    a.finish()
 }
 
-/// Every frame that passed the filter since the last call (queued + dropped);
-/// reading resets the kernel's counters.
-fn take_matched(fd: &OwnedFd) -> io::Result<u64> {
-    let mut st = libc::tpacket_stats {
-        tp_packets: 0,
-        tp_drops: 0,
-    };
-    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
-    // SAFETY: `st` and `len` are valid and writable; the kernel writes at most `len` bytes.
-    cvt(unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_PACKET,
-            libc::PACKET_STATISTICS,
-            &mut st as *mut libc::tpacket_stats as *mut libc::c_void,
-            &mut len,
-        )
-    })?;
-    // The kernel already adds the drops into tp_packets for TPACKET_V1/V2 sockets.
-    Ok(u64::from(st.tp_packets))
-}
-
-fn counter_socket(iface: &str, mac: &[u8; 6]) -> Result<OwnedFd, String> {
+fn counter_socket(iface: &str, mac: &[u8; 6]) -> Result<FilterCounter, String> {
     let idx = ifindex(iface).map_err(|e| format!("interface {iface}: {e}"))?;
-    let fd = packet_socket().map_err(|e| format!("AF_PACKET socket: {e} (run as root)"))?;
-    let prog = mac_filter(mac);
-    let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_ptr() as *mut libc::sock_filter,
-    };
-    // The filter and a tiny buffer go on before bind, so no frame is ever
-    // copied to userspace: past the first few, matching frames are dropped
-    // (and counted) right after the filter.
-    setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog).map_err(|e| format!("filter: {e}"))?;
-    setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &(4096 as libc::c_int)).map_err(|e| e.to_string())?;
-    setsockopt(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &(1 as libc::c_int))
-        .map_err(|e| e.to_string())?;
-    bind_packet(&fd, idx, ETH_P_ALL).map_err(|e| format!("bind to {iface}: {e}"))?;
-    Ok(fd)
+    FilterCounter::new(idx, &mac_filter(mac))
+        .map_err(|e| format!("AF_PACKET counter on {iface}: {e} (run as root)"))
 }
 
 /// CPU time of a process in nanoseconds: the scheduler's exact run time
@@ -610,13 +438,7 @@ fn cpu_ticks(cpu: usize) -> Option<[u64; 8]> {
 }
 
 fn clk_tck() -> f64 {
-    // SAFETY: sysconf has no memory effects.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
+    sys::clock_ticks_per_second().map_or(100.0, |t| t as f64)
 }
 
 fn count(a: &CountArgs) -> Result<Value, String> {
@@ -642,7 +464,7 @@ fn count(a: &CountArgs) -> Result<Value, String> {
 
     // Open the window: reset the socket counters, read every start value.
     for (_, _, fd) in &socks {
-        take_matched(fd).map_err(|e| format!("PACKET_STATISTICS: {e}"))?;
+        fd.take().map_err(|e| format!("PACKET_STATISTICS: {e}"))?;
     }
     let rx0: Vec<Option<u64>> = socks.iter().map(|(i, _, _)| if_stat(i, "rx_packets")).collect();
     let tck = clk_tck();
@@ -652,7 +474,7 @@ fn count(a: &CountArgs) -> Result<Value, String> {
     std::thread::sleep(window);
     let mut matched = Vec::new();
     for (_, _, fd) in &socks {
-        matched.push(take_matched(fd).map_err(|e| format!("PACKET_STATISTICS: {e}"))?);
+        matched.push(fd.take().map_err(|e| format!("PACKET_STATISTICS: {e}"))?);
     }
     let secs = t0.elapsed().as_secs_f64();
     let rx1: Vec<Option<u64>> = socks.iter().map(|(i, _, _)| if_stat(i, "rx_packets")).collect();
@@ -732,6 +554,8 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ulvs::wire::builder;
+    use ulvs::wire::checksum;
 
     fn spec(proto: Proto, size: usize) -> FrameSpec {
         FrameSpec {
@@ -753,16 +577,14 @@ mod tests {
             for size in [64, 1400] {
                 let f = build_frame(&spec(proto, size));
                 assert_eq!(f.len(), size);
-                assert_eq!(csum_fold(csum_add(0, &f[14..34])), 0, "ip header");
+                assert_eq!(checksum::sum(&f[14..34], 0), 0xffff, "ip header");
                 let l4 = &f[34..];
-                let mut pseudo = [0u8; 12];
-                pseudo[0..4].copy_from_slice(&f[26..30]);
-                pseudo[4..8].copy_from_slice(&f[30..34]);
-                pseudo[9] = f[23];
-                pseudo[10..12].copy_from_slice(&(l4.len() as u16).to_be_bytes());
+                let src = Ipv4Addr::new(f[26], f[27], f[28], f[29]);
+                let dst = Ipv4Addr::new(f[30], f[31], f[32], f[33]);
+                let pseudo = builder::pseudo_sum(src, dst, f[23], l4.len());
                 assert_eq!(
-                    csum_fold(csum_add(csum_add(0, &pseudo), l4)),
-                    0,
+                    checksum::sum(l4, u32::from(pseudo)),
+                    0xffff,
                     "l4 {proto:?} {size}"
                 );
             }
@@ -782,7 +604,18 @@ mod tests {
     #[test]
     fn filter_matches_mac_words() {
         let p = mac_filter(&[2, 0, 0xc6, 0x12, 0, 0x0b]);
-        assert_eq!(p[1].k, 0x0200_c612);
-        assert_eq!(p[3].k, 0x000b);
+        let got: Vec<_> = p.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect();
+        // ld [0]; jeq hi, 0, 3; ldh [4]; jeq lo, 0, 1; ret 64; ret 0
+        assert_eq!(
+            got,
+            [
+                (0x20, 0, 0, 0),
+                (0x15, 0, 3, 0x0200_c612),
+                (0x28, 0, 0, 4),
+                (0x15, 0, 1, 0x000b),
+                (0x06, 0, 0, 64),
+                (0x06, 0, 0, 0),
+            ]
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! without root; [`xdp`] is the AF_XDP device. All `unsafe` code of the crate
 //! is in [`sys`].
 
+pub mod bpf;
 pub mod mem;
 pub mod packet_ring;
 #[allow(unsafe_code)]

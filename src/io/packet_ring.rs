@@ -4,8 +4,93 @@
 
 use std::io;
 
+use super::bpf::{Asm, Branch};
 use super::sys::{PacketRing, RingConfig};
 use super::{Action, BatchStats, Device, Frame, TxArena};
+
+/// Where a classic BPF load is relative to: the network header (`SKF_NET_OFF`).
+fn net(offset: i32) -> u32 {
+    (libc::SKF_NET_OFF + offset) as u32
+}
+
+/// The fanout program: a worker index from source ^ destination ^ sport ^
+/// dport of the IPv4 header, folded to 16 bits, symmetric in both address
+/// and port order. Every packet of a 4-tuple lands on the same worker
+/// whatever `skb->hash` the sender set (a client's TCP stack re-draws it on
+/// retransmission timeouts and per socket, which would split one flow, or a
+/// reused tuple, across `PACKET_FANOUT_HASH` workers). Two kinds of packet
+/// must meet the state their flow left in one worker's tables:
+/// * fragments (MF set or an offset) hash on the addresses alone, so every
+///   fragment of a datagram reaches the worker that saw the first one;
+/// * ICMP errors hash on the packet they quote (VIP:vport -> client:cport),
+///   which the symmetric hash maps to the flow's own worker.
+///
+/// Non-IPv4 frames fail a load and go to worker 0.
+pub fn fanout_program() -> Vec<libc::sock_filter> {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Label {
+        NotIcmp,
+        NotFragment,
+        Fold,
+    }
+    use libc::{
+        BPF_A, BPF_ABS, BPF_ALU, BPF_AND, BPF_B, BPF_H, BPF_JA, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_MEM,
+        BPF_MISC, BPF_RET, BPF_RSH, BPF_ST, BPF_TAX, BPF_W, BPF_X, BPF_XOR,
+    };
+    let op = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let ldb = |off| op(BPF_LD | BPF_B | BPF_ABS, net(off));
+    let ldh = |off| op(BPF_LD | BPF_H | BPF_ABS, net(off));
+    let ld = |off| op(BPF_LD | BPF_W | BPF_ABS, net(off));
+    let tax = op(BPF_MISC | BPF_TAX, 0);
+    let xor_x = op(BPF_ALU | BPF_XOR | BPF_X, 0);
+    let st_m0 = op(BPF_ST, 0);
+    let ld_m0 = op(BPF_LD | BPF_MEM, 0);
+    let jeq = |k| op(BPF_JMP | BPF_JEQ | BPF_K, k);
+    let ja = op(BPF_JMP | BPF_JA, 0);
+    // A = (address ^ address) ^ (port ^ port) of the two addresses at
+    // `addrs` and the two ports at `ports`: the same in both directions.
+    let four_tuple = |a: &mut Asm<libc::sock_filter, Label>, addrs: i32, ports: i32| {
+        for i in [ld(addrs), tax, ld(addrs + 4), xor_x, st_m0] {
+            a.push(i);
+        }
+        for i in [ldh(ports), tax, ldh(ports + 2), xor_x, tax, ld_m0, xor_x] {
+            a.push(i);
+        }
+    };
+    let mut a = Asm::new();
+    a.push(ldb(9)); // protocol
+    a.push_branch(jeq(1), None, Some(Label::NotIcmp));
+    // ICMP: the quoted packet's addresses (20 + 8 + 12) and ports.
+    four_tuple(&mut a, 40, 48);
+    a.push_jump(ja, Branch::Always, Label::Fold);
+    a.label(Label::NotIcmp);
+    a.push(ldh(6)); // flags and fragment offset
+    a.push(op(BPF_ALU | BPF_AND | BPF_K, 0x3fff)); // MF | offset
+    a.push_branch(jeq(0), Some(Label::NotFragment), None);
+    // A fragment: addresses only.
+    for i in [ld(12), tax, ld(16), xor_x] {
+        a.push(i);
+    }
+    a.push_jump(ja, Branch::Always, Label::Fold);
+    a.label(Label::NotFragment);
+    // Addresses and ports (no IP options on VIP traffic).
+    four_tuple(&mut a, 12, 20);
+    a.label(Label::Fold);
+    for i in [
+        tax,
+        op(BPF_ALU | BPF_RSH | BPF_K, 16),
+        xor_x,
+        op(BPF_RET | BPF_A, 0),
+    ] {
+        a.push(i);
+    }
+    a.finish()
+}
 
 /// A worker's AF_PACKET device.
 pub struct PacketDevice {
@@ -19,7 +104,7 @@ impl PacketDevice {
     /// Socket setup failed (see [`PacketRing::new`]).
     pub fn open(ifindex: i32, cfg: RingConfig) -> io::Result<Self> {
         Ok(PacketDevice {
-            ring: PacketRing::new(ifindex, cfg)?,
+            ring: PacketRing::new(ifindex, cfg, &fanout_program())?,
         })
     }
 }
@@ -39,5 +124,95 @@ impl Device for PacketDevice {
 
     fn ring_drops(&mut self) -> u64 {
         self.ring.ring_drops()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The assembled program is, instruction for instruction, the
+    /// hand-numbered listing it replaced (code, jt, jf, k).
+    #[test]
+    fn fanout_program_is_the_listing() {
+        #[rustfmt::skip]
+        let listing: [(u16, u8, u8, u32); 39] = [
+            (0x30, 0, 0, net(9)), (0x15, 0, 13, 1),
+            (0x20, 0, 0, net(40)), (0x07, 0, 0, 0), (0x20, 0, 0, net(44)), (0xac, 0, 0, 0),
+            (0x02, 0, 0, 0), (0x28, 0, 0, net(48)), (0x07, 0, 0, 0), (0x28, 0, 0, net(50)),
+            (0xac, 0, 0, 0), (0x07, 0, 0, 0), (0x60, 0, 0, 0), (0xac, 0, 0, 0), (0x05, 0, 0, 20),
+            (0x28, 0, 0, net(6)), (0x54, 0, 0, 0x3fff), (0x15, 5, 0, 0),
+            (0x20, 0, 0, net(12)), (0x07, 0, 0, 0), (0x20, 0, 0, net(16)), (0xac, 0, 0, 0),
+            (0x05, 0, 0, 12),
+            (0x20, 0, 0, net(12)), (0x07, 0, 0, 0), (0x20, 0, 0, net(16)), (0xac, 0, 0, 0),
+            (0x02, 0, 0, 0), (0x28, 0, 0, net(20)), (0x07, 0, 0, 0), (0x28, 0, 0, net(22)),
+            (0xac, 0, 0, 0), (0x07, 0, 0, 0), (0x60, 0, 0, 0), (0xac, 0, 0, 0),
+            (0x07, 0, 0, 0), (0x74, 0, 0, 16), (0xac, 0, 0, 0), (0x16, 0, 0, 0),
+        ];
+        let got: Vec<_> = fanout_program()
+            .iter()
+            .map(|i| (i.code, i.jt, i.jf, i.k))
+            .collect();
+        assert_eq!(got, listing);
+    }
+
+    /// Run a classic BPF program over an Ethernet frame the way the kernel
+    /// does for the opcodes the fanout uses (`SKF_NET_OFF` loads are relative
+    /// to the IPv4 header at 14); a load past the end returns 0.
+    fn run(prog: &[libc::sock_filter], frame: &[u8]) -> u32 {
+        let (mut a, mut x, mut m0, mut pc) = (0u32, 0u32, 0u32, 0usize);
+        loop {
+            let i = prog[pc];
+            pc += 1;
+            let at = |k: u32| (k as i32 - libc::SKF_NET_OFF) as usize + 14;
+            let load = |k: u32, n: usize| frame.get(at(k)..at(k) + n);
+            match i.code {
+                0x30 | 0x28 | 0x20 => {
+                    let n = match i.code {
+                        0x30 => 1,
+                        0x28 => 2,
+                        _ => 4,
+                    };
+                    let Some(b) = load(i.k, n) else { return 0 };
+                    a = b.iter().fold(0, |v, &b| v << 8 | u32::from(b));
+                }
+                0x07 => x = a,
+                0xac => a ^= x,
+                0x02 => m0 = a,
+                0x60 => a = m0,
+                0x54 => a &= i.k,
+                0x74 => a >>= i.k,
+                0x15 => pc += usize::from(if a == i.k { i.jt } else { i.jf }),
+                0x05 => pc += i.k as usize,
+                0x16 => return a,
+                c => panic!("opcode {c:#x} not interpreted"),
+            }
+        }
+    }
+
+    /// Both directions of a flow, every fragment of a datagram, and an ICMP
+    /// error quoting a flow reach the same worker.
+    #[test]
+    fn fanout_keeps_flows_fragments_and_errors_together() {
+        use crate::wire::builder::{proto, PacketBuilder};
+        use crate::wire::{icmp, tcp};
+        let p = fanout_program();
+        let (client, vip, router) = ([203, 0, 113, 7], [198, 18, 100, 1], [192, 0, 2, 1]);
+        let to_vip = PacketBuilder::new(client, vip).tcp(40000, 80, tcp::SYN, &[]);
+        let back = PacketBuilder::new(vip, client).tcp(80, 40000, tcp::SYN | tcp::ACK, &[]);
+        let other = PacketBuilder::new(client, vip).tcp(40001, 80, tcp::SYN, &[]);
+        let h = run(&p, &to_vip);
+        assert_eq!(run(&p, &back), h);
+        assert_ne!(run(&p, &other), h, "the port takes part");
+        // The error quotes the packet VIP:80 -> client:40000 (header + 8 bytes).
+        let err = PacketBuilder::new(router, vip).icmp(icmp::DEST_UNREACHABLE, 4, [0; 4], &back[14..42]);
+        assert_eq!(run(&p, &err), h);
+        // Fragments: the first one carries the ports, later ones do not.
+        let b = PacketBuilder::new(client, vip).ident(9).df(false);
+        let udp = b.udp_datagram(5000, 53, &[7; 40]);
+        let frags = b.fragments(proto::UDP, &udp, &[24]);
+        assert_eq!(run(&p, &frags[0]), run(&p, &frags[1]));
+        // Not IPv4 enough to hash: worker 0.
+        assert_eq!(run(&p, &to_vip[..20]), 0);
     }
 }

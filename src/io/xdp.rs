@@ -29,6 +29,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 
+use super::bpf::{self, Branch};
 use super::sys::xdp::{self as sys, BpfMap, Insn, MapKind, XdpError, XdpMode, XskConfig, XskSocket};
 use super::sys::Fd;
 use super::{pkttype, Action, BatchStats, Device, Frame, TxArena};
@@ -83,7 +84,7 @@ const VLAN_KFUNC: &str = "bpf_xdp_metadata_rx_vlan_tag";
 const META_VLAN: u16 = 0x564c;
 
 /// Jump targets of the program.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Label {
     Ipv4,
     Source,
@@ -92,46 +93,23 @@ enum Label {
     Pass,
 }
 
-/// A tiny assembler: instructions plus jumps to labels fixed up at the end.
-struct Asm {
-    insns: Vec<Insn>,
-    jumps: Vec<(usize, Label)>,
-    labels: Vec<(Label, usize)>,
-}
+/// The crate's labelled assembler with eBPF's operand order spelled out.
+struct Asm(bpf::Asm<Insn, Label>);
 
 impl Asm {
-    fn new() -> Self {
-        Asm {
-            insns: Vec::with_capacity(48),
-            jumps: Vec::new(),
-            labels: Vec::new(),
-        }
-    }
     fn i(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
-        self.insns.push(Insn::new(code, dst, src, off, imm));
+        self.0.push(Insn::new(code, dst, src, off, imm));
     }
     fn jump(&mut self, code: u8, dst: u8, src: u8, imm: i32, to: Label) {
-        self.jumps.push((self.insns.len(), to));
-        self.i(code, dst, src, 0, imm);
+        self.0
+            .push_jump(Insn::new(code, dst, src, 0, imm), Branch::Always, to);
     }
     fn label(&mut self, l: Label) {
-        self.labels.push((l, self.insns.len()));
+        self.0.label(l);
     }
     fn map_fd(&mut self, dst: u8, fd: RawFd) {
         self.i(op::LD_IMM64, dst, op::PSEUDO_MAP_FD, 0, fd);
         self.i(0, 0, 0, 0, 0);
-    }
-    fn finish(mut self) -> Vec<Insn> {
-        for &(at, to) in &self.jumps {
-            let target = self
-                .labels
-                .iter()
-                .find(|(l, _)| *l == to)
-                .map(|&(_, pc)| pc)
-                .expect("every label is placed");
-            self.insns[at].off = (target as isize - at as isize - 1) as i16;
-        }
-        self.insns
     }
 }
 
@@ -160,7 +138,7 @@ fn program(
 ) -> Vec<Insn> {
     use Label::*;
     // Registers: r6 ctx, r7 data, r8 destination, r9 source (callee-saved).
-    let mut a = Asm::new();
+    let mut a = Asm(bpf::Asm::new());
     a.i(op::MOV64_REG, 6, 1, 0, 0);
     a.i(op::LDXW, 7, 6, 0, 0); // data
     a.i(op::LDXW, 3, 6, 4, 0); // data_end
@@ -247,7 +225,7 @@ fn program(
     a.label(Pass);
     a.i(op::MOV64_IMM, 0, 0, 0, XDP_PASS);
     a.i(op::EXIT, 0, 0, 0, 0);
-    a.finish()
+    a.0.finish()
 }
 
 /// The XDP program attached to an interface, with its two maps. The program
@@ -655,51 +633,29 @@ impl Device for XdpDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::builder::{self, PacketBuilder};
+    use crate::wire::tcp;
+    use std::net::Ipv4Addr;
 
-    /// A TCP/IPv4 frame 198.18.1.2:40000 -> `dst`:80 with `payload`, its
-    /// checksum complete.
+    /// A TCP/IPv4 frame 198.18.1.2:40000 -> `dst`:80 (PSH|ACK, sequence 7,
+    /// window 512, identification 0) with `payload`, its checksum complete.
     fn tcp_frame(dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![0u8; 14 + 20 + 20];
-        f[0..6].copy_from_slice(&[2, 0, 0xc6, 0x12, 0, 2]);
-        f[6..12].copy_from_slice(&[2, 0, 0xc6, 0x12, 1, 1]);
-        f[12..14].copy_from_slice(&[8, 0]);
-        let total = (40 + payload.len()) as u16;
-        f[14] = 0x45;
-        f[16..18].copy_from_slice(&total.to_be_bytes());
-        f[20] = 0x40; // DF
-        f[22] = 64;
-        f[23] = 6;
-        f[26..30].copy_from_slice(&[198, 18, 1, 2]);
-        f[30..34].copy_from_slice(&dst);
-        let ipc = checksum::checksum(&f[14..34]);
-        f[24..26].copy_from_slice(&ipc.to_be_bytes());
-        f[34..36].copy_from_slice(&40000u16.to_be_bytes());
-        f[36..38].copy_from_slice(&80u16.to_be_bytes());
-        f[38..42].copy_from_slice(&7u32.to_be_bytes());
-        f[46] = 0x50;
-        f[47] = 0x18;
-        f[48..50].copy_from_slice(&512u16.to_be_bytes());
-        f.extend_from_slice(payload);
-        let mut pseudo = Vec::new();
-        pseudo.extend_from_slice(&f[26..34]);
-        pseudo.extend_from_slice(&[0, 6]);
-        pseudo.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
-        pseudo.extend_from_slice(&f[34..]);
-        let c = checksum::checksum(&pseudo);
-        f[50..52].copy_from_slice(&c.to_be_bytes());
-        f
+        PacketBuilder::new([198, 18, 1, 2], dst)
+            .macs([2, 0, 0xc6, 0x12, 0, 2], [2, 0, 0xc6, 0x12, 1, 1])
+            .ident(0)
+            .seq(7)
+            .window(512)
+            .tcp(40000, 80, tcp::PSH | tcp::ACK, payload)
     }
 
     /// The same frame as its sender's offload leaves it: the field holds
     /// the pseudo-header sum.
     fn partial(full: &[u8]) -> Vec<u8> {
         let mut f = full.to_vec();
-        let l4_len = f.len() - 34;
-        let mut p = Vec::new();
-        p.extend_from_slice(&f[26..34]);
-        p.extend_from_slice(&[0, 6]);
-        p.extend_from_slice(&(l4_len as u16).to_be_bytes());
-        f[50..52].copy_from_slice(&checksum::sum(&p, 0).to_be_bytes());
+        let src = Ipv4Addr::new(f[26], f[27], f[28], f[29]);
+        let dst = Ipv4Addr::new(f[30], f[31], f[32], f[33]);
+        let ps = builder::pseudo_sum(src, dst, builder::proto::TCP, f.len() - 34);
+        f[50..52].copy_from_slice(&ps.to_be_bytes());
         f
     }
 

@@ -1,6 +1,7 @@
-//! Helpers shared by the integration tests: frame builders with the bytes
-//! spelled out, `.hex` fixture files, the test topology's config, and counter
-//! snapshots so a test can assert exactly which counters moved.
+//! Helpers shared by the integration tests: frames of the test topology
+//! (from `ulvs::wire::builder`, the crate's one frame builder), `.hex`
+//! fixture files, the test topology's config, and counter snapshots so a
+//! test can assert exactly which counters moved.
 //!
 //! Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -18,12 +19,13 @@ use ulvs::dataplane::worker::{Shared, Worker};
 use ulvs::fwd::table::FwdTable;
 use ulvs::io::mem::{MemDevice, Sent};
 use ulvs::io::{RxMeta, VnetHdr};
+use ulvs::wire::builder::{self, PacketBuilder};
 use ulvs::wire::checksum;
 
-/// The director's MAC: the destination of frames routed to a VIP.
-pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-/// The router's MAC: the source of frames routed to a VIP.
-pub const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+/// The director's MAC (the destination of frames routed to a VIP) and the
+/// router's (their source): the frame builder's defaults.
+#[allow(unused_imports)] // each test crate uses a different subset
+pub use ulvs::wire::builder::{DIRECTOR_MAC, ROUTER_MAC};
 /// 198.18.100.1
 pub const VIP: u32 = 0xc612_6401;
 /// 203.0.113.7
@@ -120,79 +122,37 @@ pub fn id_of(rt: &Runtime, service: &str, addr: &str) -> u32 {
 // ---------------------------------------------------------------------------
 // Frames.
 
-/// Ethernet header: director <- router, IPv4.
-pub fn eth_ipv4() -> Vec<u8> {
-    let mut f = Vec::with_capacity(64);
-    f.extend_from_slice(&DIRECTOR_MAC);
-    f.extend_from_slice(&ROUTER_MAC);
-    f.extend_from_slice(&[0x08, 0x00]);
-    f
+/// Frames of the test topology (router -> director MACs, TTL 64, DF) from
+/// the crate's one frame builder.
+pub fn builder(src: u32, dst: u32) -> PacketBuilder {
+    PacketBuilder::new(src, dst)
 }
 
-/// An IPv4 header (IHL 5, DF, TTL 64) with a valid checksum.
+/// Ethernet header: director <- router, IPv4.
+pub fn eth_ipv4() -> Vec<u8> {
+    builder(0, 0).ethernet_header().to_vec()
+}
+
+/// An IPv4 header (IHL 5, DF, TTL 64, identification 1) with a valid checksum.
 pub fn ipv4_header(src: u32, dst: u32, proto: u8, l4_len: usize) -> [u8; 20] {
-    let total = (20 + l4_len) as u16;
-    let mut h = [0u8; 20];
-    h[0] = 0x45;
-    h[2..4].copy_from_slice(&total.to_be_bytes());
-    h[4..6].copy_from_slice(&[0x00, 0x01]); // identification
-    h[6..8].copy_from_slice(&[0x40, 0x00]); // DF
-    h[8] = 64;
-    h[9] = proto;
-    h[12..16].copy_from_slice(&src.to_be_bytes());
-    h[16..20].copy_from_slice(&dst.to_be_bytes());
-    let c = checksum::checksum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    h
+    builder(src, dst).ipv4_header(proto, l4_len)
 }
 
 /// The transport checksum over the IPv4 pseudo-header and `l4` (whose
 /// checksum field must be zero).
 pub fn l4_checksum(src: u32, dst: u32, proto: u8, l4: &[u8]) -> u16 {
-    let mut pseudo = [0u8; 12];
-    pseudo[0..4].copy_from_slice(&src.to_be_bytes());
-    pseudo[4..8].copy_from_slice(&dst.to_be_bytes());
-    pseudo[9] = proto;
-    pseudo[10..12].copy_from_slice(&(l4.len() as u16).to_be_bytes());
-    let s = checksum::sum(&pseudo, 0);
-    !checksum::sum(l4, u32::from(s))
+    builder::l4_checksum(src.into(), dst.into(), proto, l4)
 }
 
 /// Ethernet + IPv4 + TCP (20-byte header, window 64240) + payload, with valid
 /// checksums.
 pub fn tcp_frame(src: u32, sport: u16, dst: u32, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut t = vec![0u8; 20];
-    t[0..2].copy_from_slice(&sport.to_be_bytes());
-    t[2..4].copy_from_slice(&dport.to_be_bytes());
-    t[4..8].copy_from_slice(&0x0102_0304u32.to_be_bytes()); // seq
-    t[12] = 0x50; // data offset 5
-    t[13] = flags;
-    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    t.extend_from_slice(payload);
-    let c = l4_checksum(src, dst, 6, &t);
-    t[16..18].copy_from_slice(&c.to_be_bytes());
-    let mut f = eth_ipv4();
-    f.extend_from_slice(&ipv4_header(src, dst, 6, t.len()));
-    f.extend_from_slice(&t);
-    f
+    builder(src, dst).tcp(sport, dport, flags, payload)
 }
 
 /// Ethernet + IPv4 + UDP + payload, with valid checksums.
 pub fn udp_frame(src: u32, sport: u16, dst: u32, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut u = vec![0u8; 8];
-    u[0..2].copy_from_slice(&sport.to_be_bytes());
-    u[2..4].copy_from_slice(&dport.to_be_bytes());
-    u[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    u.extend_from_slice(payload);
-    let c = match l4_checksum(src, dst, 17, &u) {
-        0 => 0xffff,
-        c => c,
-    };
-    u[6..8].copy_from_slice(&c.to_be_bytes());
-    let mut f = eth_ipv4();
-    f.extend_from_slice(&ipv4_header(src, dst, 17, u.len()));
-    f.extend_from_slice(&u);
-    f
+    builder(src, dst).udp(sport, dport, payload)
 }
 
 /// A TCP frame from the client to the VIP.
@@ -431,12 +391,7 @@ pub fn icmp_checksum_ok(f: &[u8], at: usize) -> bool {
 /// The IPv4 pseudo-header sum, folded, not inverted: what a partial
 /// (virtio `NEEDS_CSUM`) checksum field holds.
 pub fn pseudo_sum(src: u32, dst: u32, proto: u8, l4_len: usize) -> u16 {
-    let mut pseudo = [0u8; 12];
-    pseudo[0..4].copy_from_slice(&src.to_be_bytes());
-    pseudo[4..8].copy_from_slice(&dst.to_be_bytes());
-    pseudo[9] = proto;
-    pseudo[10..12].copy_from_slice(&(l4_len as u16).to_be_bytes());
-    checksum::sum(&pseudo, 0)
+    builder::pseudo_sum(src.into(), dst.into(), proto, l4_len)
 }
 
 /// Recompute the IPv4 header checksum of the packet at offset 14.
@@ -473,24 +428,13 @@ pub fn tcp_frame_seq(
     seq: u32,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut f = tcp_frame(src, sport, dst, dport, flags, payload);
-    f[38..42].copy_from_slice(&seq.to_be_bytes());
-    refresh_l4_checksum(&mut f);
-    f
+    builder(src, dst).seq(seq).tcp(sport, dport, flags, payload)
 }
 
 /// Ethernet (director <- router) + IPv4 + ICMP: `icmp_type`, `code`, the 4
 /// bytes after the checksum (`rest`) and `body`, with valid checksums.
 pub fn icmp_frame(src: u32, dst: u32, icmp_type: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
-    let mut m = vec![icmp_type, code, 0, 0];
-    m.extend_from_slice(&rest);
-    m.extend_from_slice(body);
-    let c = checksum::checksum(&m);
-    m[2..4].copy_from_slice(&c.to_be_bytes());
-    let mut f = eth_ipv4();
-    f.extend_from_slice(&ipv4_header(src, dst, 1, m.len()));
-    f.extend_from_slice(&m);
-    f
+    builder(src, dst).icmp(icmp_type, code, rest, body)
 }
 
 /// The first 28 bytes of the IPv4 packet in a frame (its header and 8

@@ -1,6 +1,8 @@
 //! The only `unsafe` code of the crate: AF_PACKET sockets, the mmap'ed
 //! TPACKET_V2 receive ring, batched `sendmmsg`, interface ioctls and CPU
-//! pinning, all on `libc`. Every block says why it holds.
+//! pinning, all on `libc` and its definitions (tpacket, `PACKET_*`), and
+//! the sockets of the benchmark's load generator. Every block says why it
+//! holds.
 //!
 //! Why these choices (measured on the project's 2-vCPU test machine, see the
 //! README): per-frame `recvfrom`/`sendto` ran at 0.16x the kernel's rate; a
@@ -19,15 +21,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::{Action, BatchStats, Frame, RxMeta, TxArena, VnetHdr};
 
-const ETH_P_ALL: u16 = 0x0003;
+const ETH_P_ALL: u16 = libc::ETH_P_ALL as u16;
 /// EtherType of ARP, for the slow path's socket.
-pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_ARP: u16 = libc::ETH_P_ARP as u16;
 
-const TP_STATUS_KERNEL: u32 = 0;
-const TP_STATUS_USER: u32 = 1;
-const TP_STATUS_COPY: u32 = 0x2;
-const TP_STATUS_VLAN_VALID: u32 = 0x10;
-const PACKET_COPY_THRESH: libc::c_int = 7;
 /// Buffers for frames larger than a ring slot (GSO/GRO super-frames), which
 /// the kernel queues whole on the socket (`PACKET_COPY_THRESH`).
 const BIG_FRAMES: usize = 8;
@@ -36,109 +33,14 @@ const BIG_SIZE: usize = BIG_HEAD + 65536 + 1024;
 /// Ring block size (the kernel wants whole pages per block).
 const BLOCK_SIZE: usize = 1 << 16;
 
-const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
-const PACKET_VNET_HDR: libc::c_int = 15;
-const PACKET_QDISC_BYPASS: libc::c_int = 20;
-const PACKET_FANOUT_CBPF: u32 = 6;
-const PACKET_FANOUT_DATA: libc::c_int = 22;
-/// cBPF offset base for loads relative to the network header (SKF_NET_OFF).
-const SKF_NET_OFF: i32 = -0x100000;
-
-/// The fanout program: a worker index from source ^ destination ^ sport ^
-/// dport of the IPv4 header, folded to 16 bits, symmetric in both address
-/// and port order. Every packet of a 4-tuple lands on the same worker
-/// whatever `skb->hash` the sender set (a client's TCP stack re-draws it on
-/// retransmission timeouts and per socket, which would split one flow, or a
-/// reused tuple, across `PACKET_FANOUT_HASH` workers). Two kinds of packet
-/// must meet the state their flow left in one worker's tables:
-/// * fragments (MF set or an offset) hash on the addresses alone, so every
-///   fragment of a datagram reaches the worker that saw the first one;
-/// * ICMP errors hash on the packet they quote (VIP:vport -> client:cport),
-///   which the symmetric hash maps to the flow's own worker.
-///
-/// Non-IPv4 frames fail a load and go to worker 0.
-fn fanout_program() -> [libc::sock_filter; 39] {
-    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
-    let s = |code: u16, k: u32| op(code, 0, 0, k);
-    let net = |off: i32| (SKF_NET_OFF + off) as u32;
-    const LDB: u16 = 0x30; // ldb [k]
-    const LDH: u16 = 0x28; // ldh [k]
-    const LD: u16 = 0x20; // ld [k]
-    const TAX: u16 = 0x07;
-    const XOR_X: u16 = 0xac;
-    const ST: u16 = 0x02; // st M[k]
-    const LD_MEM: u16 = 0x60; // ld M[k]
-    const AND_K: u16 = 0x54;
-    const JEQ_K: u16 = 0x15;
-    const JA: u16 = 0x05;
-    const RSH_K: u16 = 0x74;
-    const RET_A: u16 = 0x16;
-    [
-        s(LDB, net(9)),      // 0: protocol
-        op(JEQ_K, 0, 13, 1), // 1: ICMP? -> 2, else -> 15
-        s(LD, net(40)),      // 2: quoted source (20 + 8 + 12)
-        s(TAX, 0),           // 3
-        s(LD, net(44)),      // 4: quoted destination
-        s(XOR_X, 0),         // 5
-        s(ST, 0),            // 6
-        s(LDH, net(48)),     // 7: quoted source port
-        s(TAX, 0),           // 8
-        s(LDH, net(50)),     // 9: quoted destination port
-        s(XOR_X, 0),         // 10
-        s(TAX, 0),           // 11
-        s(LD_MEM, 0),        // 12
-        s(XOR_X, 0),         // 13
-        s(JA, 20),           // 14: -> 35 fold
-        s(LDH, net(6)),      // 15: flags and fragment offset
-        s(AND_K, 0x3fff),    // 16: MF | offset
-        op(JEQ_K, 5, 0, 0),  // 17: not a fragment -> 23
-        s(LD, net(12)),      // 18: fragment: addresses only
-        s(TAX, 0),           // 19
-        s(LD, net(16)),      // 20
-        s(XOR_X, 0),         // 21
-        s(JA, 12),           // 22: -> 35 fold
-        s(LD, net(12)),      // 23: source
-        s(TAX, 0),           // 24
-        s(LD, net(16)),      // 25: destination
-        s(XOR_X, 0),         // 26
-        s(ST, 0),            // 27
-        s(LDH, net(20)),     // 28: source port (no IP options on VIP traffic)
-        s(TAX, 0),           // 29
-        s(LDH, net(22)),     // 30: destination port
-        s(XOR_X, 0),         // 31
-        s(TAX, 0),           // 32
-        s(LD_MEM, 0),        // 33
-        s(XOR_X, 0),         // 34
-        s(TAX, 0),           // 35: fold
-        s(RSH_K, 16),        // 36
-        s(XOR_X, 0),         // 37
-        s(RET_A, 0),         // 38
-    ]
-}
-
 /// Size of the per-ring arena for software-segmented frames.
 const ARENA_BYTES: usize = 4 << 20;
 const ARENA_FRAMES: usize = 2048;
 
-/// `struct tpacket2_hdr` (linux/if_packet.h).
-#[repr(C)]
-struct Tpacket2Hdr {
-    tp_status: u32,
-    tp_len: u32,
-    tp_snaplen: u32,
-    tp_mac: u16,
-    tp_net: u16,
-    tp_sec: u32,
-    tp_nsec: u32,
-    tp_vlan_tci: u16,
-    tp_vlan_tpid: u16,
-    tp_padding: [u8; 4],
-}
-
 /// Offset of `sockaddr_ll` in a slot: TPACKET_ALIGN(sizeof(tpacket2_hdr)).
-const SLL_OFFSET: usize = 32;
+const SLL_OFFSET: usize = libc::TPACKET2_HDRLEN - std::mem::size_of::<libc::sockaddr_ll>();
 /// Start of the area a [`Frame`] may use: after the header and `sockaddr_ll`.
-const DATA_OFFSET: usize = SLL_OFFSET + std::mem::size_of::<libc::sockaddr_ll>();
+const DATA_OFFSET: usize = libc::TPACKET2_HDRLEN;
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
@@ -167,18 +69,43 @@ impl AsRawFd for Fd {
     }
 }
 
-fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
-    // SAFETY: `v` lives for the call and its size is passed.
+/// Block up to `timeout_ms` until `fd` has one of `events`; a timeout or a
+/// signal is not an error.
+fn poll_one(fd: RawFd, events: libc::c_short, timeout_ms: i32) -> io::Result<()> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Set a socket option whose value is the plain C value `v`.
+fn setsockopt<T>(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: &T) -> io::Result<()> {
+    // SAFETY: `v` lives for the call and its exact size is passed; the
+    // kernel only reads it (and copies what it keeps).
     cvt(unsafe {
         libc::setsockopt(
             fd,
             level,
             opt,
-            &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            v as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     })
     .map(|_| ())
+}
+
+fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    setsockopt(fd, level, opt, &v)
 }
 
 /// Read a socket option that is a plain C struct; also returns the length
@@ -193,6 +120,19 @@ unsafe fn getsockopt_pod<T>(fd: RawFd, level: libc::c_int, opt: libc::c_int) -> 
     // SAFETY: `v` and `len` are valid for the kernel to write, `len` bytes at most.
     cvt(unsafe { libc::getsockopt(fd, level, opt, &mut v as *mut T as *mut libc::c_void, &mut len) })?;
     Ok((v, len as usize))
+}
+
+/// Hand a classic BPF program to the socket option `level`/`opt`
+/// (`SO_ATTACH_FILTER`, `PACKET_FANOUT_DATA`); the kernel copies it.
+fn set_cbpf(fd: RawFd, level: libc::c_int, opt: libc::c_int, prog: &[libc::sock_filter]) -> io::Result<()> {
+    let len = u16::try_from(prog.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "cBPF program too long"))?;
+    let fprog = libc::sock_fprog {
+        len,
+        // The kernel only reads through this pointer, while `prog` lives.
+        filter: prog.as_ptr().cast_mut(),
+    };
+    setsockopt(fd, level, opt, &fprog)
 }
 
 fn packet_socket(proto: u16, nonblock: bool) -> io::Result<Fd> {
@@ -331,7 +271,7 @@ impl RawSocket {
     pub fn new(ifindex: i32, proto: u16) -> io::Result<Self> {
         let fd = packet_socket(proto, true)?;
         bind_packet(fd.0, ifindex, proto)?;
-        setsockopt_int(fd.0, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
+        setsockopt_int(fd.0, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
         Ok(RawSocket { fd })
     }
 
@@ -378,6 +318,118 @@ impl AsRawFd for RawSocket {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.0
     }
+}
+
+/// An AF_PACKET socket that only sends, for a load generator
+/// (`ulvs-bench-gen send`): bound with protocol 0 so it receives nothing,
+/// past the qdisc, sending prebuilt frames with `sendmmsg`.
+pub struct PacketSender {
+    fd: Fd,
+    iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the iovec/mmsghdr buffers hold pointers only during `send_cycle`
+// (they are rewritten before each call); nothing is shared between threads.
+unsafe impl Send for PacketSender {}
+
+impl PacketSender {
+    /// A blocking sender on `ifindex` for batches of up to `batch` frames,
+    /// with a send buffer of `sndbuf` bytes (forced past `wmem_max` when
+    /// allowed).
+    ///
+    /// # Errors
+    /// Socket creation, an option or bind failed (not root, no interface).
+    pub fn new(ifindex: i32, batch: usize, sndbuf: i32) -> io::Result<Self> {
+        let fd = packet_socket(0, false)?;
+        // Straight to the driver: no qdisc in the way of the measurement.
+        setsockopt_int(fd.0, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
+        setsockopt_int(fd.0, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, sndbuf)
+            .or_else(|_| setsockopt_int(fd.0, libc::SOL_SOCKET, libc::SO_SNDBUF, sndbuf))?;
+        // Protocol 0: bound to the interface for sending, receives nothing.
+        bind_packet(fd.0, ifindex, 0)?;
+        Ok(PacketSender {
+            fd,
+            iov: Vec::with_capacity(batch),
+            msgs: Vec::with_capacity(batch),
+        })
+    }
+
+    /// One `sendmmsg` of `n` frames of `frames`, starting at `first` and
+    /// wrapping around; the number the kernel took.
+    ///
+    /// # Errors
+    /// The call failed (`EAGAIN`/`ENOBUFS` when the device queue is full).
+    pub fn send_cycle(&mut self, frames: &[Vec<u8>], first: usize, n: usize) -> io::Result<usize> {
+        self.iov.clear();
+        self.msgs.clear();
+        for k in 0..n {
+            let fr = &frames[(first + k) % frames.len()];
+            self.iov.push(libc::iovec {
+                // The kernel only reads through this pointer.
+                iov_base: fr.as_ptr().cast_mut() as *mut libc::c_void,
+                iov_len: fr.len(),
+            });
+        }
+        for iov in self.iov.iter_mut() {
+            // SAFETY: mmsghdr is plain old data; zeroed then filled.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = iov as *mut libc::iovec;
+            m.msg_hdr.msg_iovlen = 1;
+            self.msgs.push(m);
+        }
+        // SAFETY: msgs[..n] point at iov[..n], which point into `frames`; all
+        // stay alive and unmoved for the call; the kernel only reads them
+        // (and writes msg_len).
+        let r = unsafe { libc::sendmmsg(self.fd.0, self.msgs.as_mut_ptr(), n as libc::c_uint, 0) };
+        cvt(r).map(|r| r as usize)
+    }
+}
+
+/// An AF_PACKET socket that only counts, for a load generator
+/// (`ulvs-bench-gen count`): the kernel runs `filter` on every frame of the
+/// interface and counts those that pass; none is copied to userspace, as
+/// the receive buffer is tiny and never read.
+pub struct FilterCounter {
+    fd: Fd,
+}
+
+impl FilterCounter {
+    /// # Errors
+    /// Socket creation, an option or bind failed (not root, no interface).
+    pub fn new(ifindex: i32, filter: &[libc::sock_filter]) -> io::Result<Self> {
+        let fd = packet_socket(0, false)?;
+        // The filter and a tiny buffer go on before bind, so no frame is ever
+        // copied to userspace: past the first few, matching frames are dropped
+        // (and counted) right after the filter.
+        set_cbpf(fd.0, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, filter)?;
+        setsockopt_int(fd.0, libc::SOL_SOCKET, libc::SO_RCVBUF, 4096)?;
+        setsockopt_int(fd.0, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
+        bind_packet(fd.0, ifindex, ETH_P_ALL)?;
+        Ok(FilterCounter { fd })
+    }
+
+    /// Every frame that passed the filter since the last call (queued +
+    /// dropped); reading resets the kernel's counters.
+    ///
+    /// # Errors
+    /// `PACKET_STATISTICS` failed.
+    pub fn take(&self) -> io::Result<u64> {
+        // SAFETY: tpacket_stats is two u32 counters; zero is valid.
+        let (st, _) = unsafe {
+            getsockopt_pod::<libc::tpacket_stats>(self.fd.0, libc::SOL_PACKET, libc::PACKET_STATISTICS)?
+        };
+        // The kernel already adds the drops into tp_packets for TPACKET_V1/V2 sockets.
+        Ok(u64::from(st.tp_packets))
+    }
+}
+
+/// Clock ticks per second (`_SC_CLK_TCK`), the unit of `/proc/PID/stat`
+/// CPU times; `None` when the system does not say.
+pub fn clock_ticks_per_second() -> Option<u64> {
+    // SAFETY: sysconf has no memory effects.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(t).ok().filter(|&t| t > 0)
 }
 
 /// Shape of a receive ring.
@@ -427,11 +479,13 @@ pub struct PacketRing {
 unsafe impl Send for PacketRing {}
 
 impl PacketRing {
-    /// Open the socket on `ifindex` (all EtherTypes), set it up and map the ring.
+    /// Open the socket on `ifindex` (all EtherTypes), set it up and map the
+    /// ring; with `cfg.fanout_group`, join it with `fanout_program` choosing
+    /// each frame's socket.
     ///
     /// # Errors
     /// Any setup syscall failed (not root, interface gone, out of memory).
-    pub fn new(ifindex: i32, cfg: RingConfig) -> io::Result<Self> {
+    pub fn new(ifindex: i32, cfg: RingConfig, fanout_program: &[libc::sock_filter]) -> io::Result<Self> {
         let fd = packet_socket(ETH_P_ALL, true)?;
         let raw = fd.0;
         setsockopt_int(
@@ -440,23 +494,23 @@ impl PacketRing {
             libc::PACKET_VERSION,
             libc::tpacket_versions::TPACKET_V2 as libc::c_int,
         )?;
-        setsockopt_int(raw, libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
+        setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
         setsockopt_int(
             raw,
             libc::SOL_PACKET,
             libc::PACKET_RESERVE,
             cfg.reserve as libc::c_int,
         )?;
-        setsockopt_int(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
+        setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
         if std::env::var_os("ULVS_NO_QDISC_BYPASS").is_none() {
-            setsockopt_int(raw, libc::SOL_PACKET, PACKET_QDISC_BYPASS, 1)?;
+            setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
         }
         // Big send buffer: GSO frames are charged whole against it.
         setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 8 << 20)
             .or_else(|_| setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, 8 << 20))?;
         // Frames that do not fit a slot are queued whole on the socket and
         // read with recv (`TP_STATUS_COPY`): slots stay small and many.
-        setsockopt_int(raw, libc::SOL_PACKET, PACKET_COPY_THRESH, 1)?;
+        setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_COPY_THRESH, 1)?;
         setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 16 << 20)
             .or_else(|_| setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, 16 << 20))?;
         let block = BLOCK_SIZE.max(cfg.frame_size);
@@ -472,16 +526,7 @@ impl PacketRing {
             tp_frame_size: cfg.frame_size as u32,
             tp_frame_nr: cfg.frame_nr as u32,
         };
-        // SAFETY: `req` is valid for the call and its size is passed.
-        cvt(unsafe {
-            libc::setsockopt(
-                raw,
-                libc::SOL_PACKET,
-                libc::PACKET_RX_RING,
-                &req as *const libc::tpacket_req as *const libc::c_void,
-                std::mem::size_of::<libc::tpacket_req>() as libc::socklen_t,
-            )
-        })?;
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
         let map_len = cfg.frame_size * cfg.frame_nr;
         // SAFETY: mapping the ring the kernel just allocated for this socket.
         let map = unsafe {
@@ -513,24 +558,9 @@ impl PacketRing {
         };
         bind_packet(raw, ifindex, ETH_P_ALL)?;
         if let Some(group) = cfg.fanout_group {
-            let v = (group as u32 | (PACKET_FANOUT_CBPF << 16)) as libc::c_int;
+            let v = (group as u32 | (libc::PACKET_FANOUT_CBPF << 16)) as libc::c_int;
             setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_FANOUT, v)?;
-            let mut prog = fanout_program();
-            let fprog = libc::sock_fprog {
-                len: prog.len() as u16,
-                filter: prog.as_mut_ptr(),
-            };
-            // SAFETY: `fprog` points at `prog`, both alive for the call; the
-            // kernel copies the program.
-            cvt(unsafe {
-                libc::setsockopt(
-                    raw,
-                    libc::SOL_PACKET,
-                    PACKET_FANOUT_DATA,
-                    &fprog as *const libc::sock_fprog as *const libc::c_void,
-                    std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-                )
-            })?;
+            set_cbpf(raw, libc::SOL_PACKET, libc::PACKET_FANOUT_DATA, fanout_program)?;
         }
         Ok(ring)
     }
@@ -552,23 +582,10 @@ impl PacketRing {
     /// # Errors
     /// poll(2) failed for a reason other than EINTR.
     pub fn wait(&mut self, timeout_ms: i32) -> io::Result<()> {
-        if self.status(self.cursor).load(Ordering::Acquire) & TP_STATUS_USER != 0 {
+        if self.status(self.cursor).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0 {
             return Ok(());
         }
-        let mut pfd = libc::pollfd {
-            fd: self.fd.0,
-            events: libc::POLLIN | libc::POLLERR,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-        Ok(())
+        poll_one(self.fd.0, libc::POLLIN | libc::POLLERR, timeout_ms)
     }
 
     /// See [`super::Device::process_batch`].
@@ -590,17 +607,17 @@ impl PacketRing {
         while st.received < max {
             let i = (self.cursor + st.received) % n_slots;
             let status = self.status(i).load(Ordering::Acquire);
-            if status & TP_STATUS_USER == 0 {
+            if status & libc::TP_STATUS_USER == 0 {
                 break;
             }
-            if status & TP_STATUS_COPY != 0 && big_used == self.big.len() {
+            if status & libc::TP_STATUS_COPY != 0 && big_used == self.big.len() {
                 break; // no buffer for another super-frame in this batch
             }
             st.received += 1;
             let base = self.slot(i);
             // SAFETY: the slot is ours (TP_STATUS_USER) until we hand it back
             // below; the header is at its start.
-            let hdr = unsafe { &*(base as *const Tpacket2Hdr) };
+            let hdr = unsafe { &*(base as *const libc::tpacket2_hdr) };
             // SAFETY: sockaddr_ll follows the header inside the slot.
             let pkttype = unsafe { *base.add(SLL_OFFSET + 10) };
             let mac = hdr.tp_mac as usize;
@@ -610,7 +627,7 @@ impl PacketRing {
             }
             let meta = RxMeta {
                 pkttype,
-                vlan_tci: (status & TP_STATUS_VLAN_VALID != 0).then_some(hdr.tp_vlan_tci),
+                vlan_tci: (status & libc::TP_STATUS_VLAN_VALID != 0).then_some(hdr.tp_vlan_tci),
                 truncated: snap < hdr.tp_len as usize,
             };
             // SAFETY: bytes DATA_OFFSET..frame_size of an owned slot belong to
@@ -622,7 +639,7 @@ impl PacketRing {
             let mut len = snap;
             let mut meta = meta;
             let mut area = area;
-            if status & TP_STATUS_COPY != 0 {
+            if status & libc::TP_STATUS_COPY != 0 {
                 // The whole frame (vnet header first) waits on the socket.
                 let b = &mut self.big[big_used];
                 // SAFETY: `b` is writable for its length minus BIG_HEAD - LEN.
@@ -674,7 +691,7 @@ impl PacketRing {
         }
         for k in 0..st.received {
             let i = (self.cursor + k) % n_slots;
-            self.status(i).store(TP_STATUS_KERNEL, Ordering::Release);
+            self.status(i).store(libc::TP_STATUS_KERNEL, Ordering::Release);
         }
         self.cursor = (self.cursor + st.received) % n_slots;
         Ok(st)

@@ -16,7 +16,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{cvt, getsockopt_pod, setsockopt_int, Fd};
+use super::{cvt, getsockopt_pod, poll_one, setsockopt, setsockopt_int, Fd};
 use crate::io::{Action, BatchStats, Frame, RxMeta, TxArena, VnetHdr};
 
 // ---------------------------------------------------------------- bpf(2)
@@ -650,17 +650,8 @@ impl XskSocket {
             flags: 0,
             tx_metadata_len: 0,
         };
-        // SAFETY: `reg` is valid for the call and its size is passed; the
-        // area it names is our mapping, which outlives the socket.
-        cvt(unsafe {
-            libc::setsockopt(
-                fd.0,
-                libc::SOL_XDP,
-                libc::XDP_UMEM_REG,
-                &reg as *const libc::xdp_umem_reg as *const libc::c_void,
-                std::mem::size_of::<libc::xdp_umem_reg>() as libc::socklen_t,
-            )
-        })?;
+        // The area `reg` names is our mapping, which outlives the socket.
+        setsockopt(fd.0, libc::SOL_XDP, libc::XDP_UMEM_REG, &reg)?;
         for opt in [
             libc::XDP_UMEM_FILL_RING,
             libc::XDP_UMEM_COMPLETION_RING,
@@ -834,20 +825,7 @@ impl XskSocket {
         if self.rx.ready() > 0 {
             return Ok(());
         }
-        let mut pfd = libc::pollfd {
-            fd: self.fd.0,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-        Ok(())
+        poll_one(self.fd.0, libc::POLLIN, timeout_ms)
     }
 
     /// Queue a frame for transmission from chunk offset `addr`; false when
