@@ -143,19 +143,12 @@ fn modes_worker() -> Worker<MemDevice> {
     Worker::new(dev, 1 << 20, shared, Arc::new(WorkerStats::default()))
 }
 
-/// `frame` to `vip` with a valid TCP checksum (NAT updates it).
+/// A 64-byte TCP ACK from `src:sport` to `vip`:80 with valid checksums
+/// (NAT updates them).
 fn frame_to(sport: u16, src: u32, vip: u32) -> Vec<u8> {
-    let mut f = frame(sport, src);
-    f[30..34].copy_from_slice(&vip.to_be_bytes());
-    f[24..26].copy_from_slice(&[0, 0]);
-    let c = checksum::checksum(&f[14..34]);
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    let mut pseudo = f[26..34].to_vec();
-    pseudo.extend_from_slice(&[0, 6, 0, 30]);
-    pseudo.extend_from_slice(&f[34..64]);
-    let c = checksum::checksum(&pseudo);
-    f[50..52].copy_from_slice(&c.to_be_bytes());
-    f
+    PacketBuilder::new(src, vip)
+        .macs([2, 0, 0xc6, 0x12, 0, 2], [2, 0, 0xc6, 0x12, 0, 1])
+        .tcp(sport, 80, tcp::ACK, &[0; 10])
 }
 
 fn per_frame_modes(c: &mut Criterion) {
