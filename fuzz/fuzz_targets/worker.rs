@@ -250,7 +250,7 @@ struct Rig {
     worker: Worker<MemDevice>,
     shared: Arc<Shared>,
     slow: SlowPath,
-    now: u32,
+    now: u64,
 }
 
 impl Rig {
@@ -358,7 +358,7 @@ fuzz_target!(|input: Input| {
                 }
             }
             Op::Tick(ms) => {
-                rig.now = rig.now.wrapping_add(u32::from(*ms) * 64);
+                rig.now = rig.now.wrapping_add(u64::from(*ms) * 64);
             }
             Op::Publish { server, change } => {
                 let mut ids: Vec<u32> = rig.slow.rt.servers.values().map(|s| s.id).collect();
@@ -368,9 +368,12 @@ fuzz_target!(|input: Input| {
                 match change % 5 {
                     0 => srt.drained = !srt.drained,
                     1 => {
+                        // Up -> Down -> Pending -> Up: every state a
+                        // server can be in reaches the fast path.
                         srt.health = match srt.health {
                             Health::Up => Health::Down,
-                            Health::Down => Health::Up,
+                            Health::Down => Health::Pending,
+                            Health::Pending => Health::Up,
                         }
                     }
                     2 => srt.weight_override = Some(u32::from(change / 5 % 4)),
