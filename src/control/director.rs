@@ -148,6 +148,10 @@ pub struct Director {
     /// Connection counters of the control socket and of `metrics_listen`
     /// (copied from their endpoints each loop iteration).
     listeners: (ConnCounters, Option<ConnCounters>),
+    /// Whether the director answers ARP for its VIPs and announces them.
+    /// Starts from the config (`announce: arp` on, `none` off); then only
+    /// `ulvsadm announce` changes it (a reload keeps it).
+    announcing: bool,
 }
 
 /// Does the config have any NAT service?

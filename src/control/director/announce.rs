@@ -37,10 +37,17 @@ impl Director {
         }
     }
 
-    /// Read every queued ARP frame: answer VIP requests, learn server MACs.
+    /// Read every queued ARP frame: answer VIP requests (only while
+    /// announcing), learn server MACs.
     pub(super) fn arp_read(&mut self) {
         let mut buf = [0u8; 2048];
-        let vips = vips(&self.cfg);
+        // A standby answers for no VIP but still learns its neighbours, so
+        // it forwards at once when frames arrive or it is switched on.
+        let vips = if self.announcing {
+            vips(&self.cfg)
+        } else {
+            Vec::new()
+        };
         let mut changed = false;
         loop {
             let (n, _pkttype) = match self.arp.recv(&mut buf) {
@@ -79,8 +86,11 @@ impl Director {
         }
     }
 
-    /// Send a gratuitous ARP for each of `vips`.
+    /// Send a gratuitous ARP for each of `vips` (nothing when not announcing).
     pub(super) fn announce(&mut self, vips: &[u32]) {
+        if !self.announcing {
+            return;
+        }
         for &v in vips {
             let g = arp::gratuitous(self.ifinfo.mac, v);
             self.send_frame(&g);

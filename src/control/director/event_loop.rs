@@ -23,7 +23,7 @@ use super::report::SlowCounters;
 use super::workers::spawn_workers;
 use super::{health_targets, nat_servers, vips, Director, DirectorError, Step};
 use crate::control::arp::NeighbourCache;
-use crate::control::config::Config;
+use crate::control::config::{Announce, Config};
 use crate::control::health::Checker;
 use crate::control::nft;
 use crate::control::publish::{Health, MaglevCache, Runtime};
@@ -167,7 +167,9 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         digests: HashMap::new(),
         baseline: HashMap::new(),
         listeners: Default::default(),
+        announcing: false,
     };
+    d.announcing = d.cfg.announce == Announce::Arp;
     let wanted = d.wanted();
     d.neigh.set_wanted(wanted);
 
@@ -210,10 +212,15 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
     let all_vips = vips(&d.cfg);
     d.announce(&all_vips);
     info!(
-        "director up: {} service(s), {} VIP(s); control socket {}",
+        "director up: {} service(s), {} VIP(s); control socket {}; {}",
         d.cfg.services.len(),
         all_vips.len(),
-        d.cfg.control_socket.display()
+        d.cfg.control_socket.display(),
+        if d.announcing {
+            "announcing the VIPs (ARP)"
+        } else {
+            "not announcing the VIPs (announce: none; `ulvsadm announce on` starts)"
+        }
     );
 
     watchdog::ready("running");
