@@ -152,6 +152,11 @@ pub struct Director {
     /// Starts from the config (`announce: arp` on, `none` off); then only
     /// `ulvsadm announce` changes it (a reload keeps it).
     announcing: bool,
+    /// Rounds of gratuitous ARP still due after `announce on`.
+    garp_left: u8,
+    /// Whether every worker made progress recently (the loop's watchdog
+    /// view, for `ulvsadm check`).
+    workers_live: bool,
 }
 
 /// Does the config have any NAT service?
@@ -367,6 +372,15 @@ impl Director {
                 // problems follow, one per line, as `--check` prints them.
                 Err(e) => Response::err(format!("reload rejected, running config kept: {e}")),
             },
+            Request::Announce { on: None } => Response::ok(json!({ "announcing": self.announcing })),
+            Request::Announce { on: Some(on) } => {
+                let m = self.set_announcing(on);
+                Response::ok(json!({ "announcing": self.announcing, "message": m }))
+            }
+            Request::Check => {
+                let reason = report::not_forwarding(&self.list(), self.workers_live);
+                Response::ok(json!({ "forwarding": reason.is_none(), "reason": reason }))
+            }
             Request::Drain { service, address } => {
                 self.set_server(&service, &address, |s| s.drained = true, "draining")
             }
@@ -408,6 +422,7 @@ impl Director {
     /// The `ulvsadm stats` snapshot, with the listeners' connection counters.
     pub fn stats(&self) -> Stats {
         Stats {
+            announcing: self.announcing,
             control_connections: Some(self.listeners.0),
             http_connections: self.listeners.1,
             ..report::stats(&self.stats, &self.slow)

@@ -46,6 +46,13 @@ pub struct Stats {
     pub generation: u64,
     pub reloads: u64,
     pub reload_failures: u64,
+    /// Gratuitous ARPs sent for the VIPs (at start, on `announce on`, for
+    /// VIPs a reload adds).
+    #[serde(default)]
+    pub gratuitous_arps: u64,
+    /// Whether the director answers ARP for its VIPs (`ulvsadm announce`).
+    #[serde(default)]
+    pub announcing: bool,
     /// Frames not forwarded, by reason name.
     pub drops: BTreeMap<String, u64>,
     /// The control socket's connections (absent from a director that does
@@ -124,6 +131,7 @@ stat_fields! {
     tun_segments: "ulvs_tun_segments_total", Counter, "Frames made by segmenting super-frames for IP-in-IP.";
     arp_replies: "ulvs_arp_replies_total", Counter, "ARP replies sent for the VIPs.";
     arp_requests: "ulvs_arp_requests_total", Counter, "ARP requests sent to resolve real servers.";
+    gratuitous_arps: "ulvs_gratuitous_arps_total", Counter, "Gratuitous ARPs sent to announce the VIPs.";
     ring_drops: "ulvs_ring_drops_total", Counter, "Frames the kernel dropped because a receive ring was full.";
     workers: "ulvs_workers", Gauge, "Forwarding worker threads.";
     generation: "ulvs_config_generation", Gauge, "Generation of the forwarding table in use.";

@@ -168,6 +168,8 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         baseline: HashMap::new(),
         listeners: Default::default(),
         announcing: false,
+        garp_left: 0,
+        workers_live: true,
     };
     d.announcing = d.cfg.announce == Announce::Arp;
     let wanted = d.wanted();
@@ -254,6 +256,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         if last_tick.elapsed() >= Duration::from_millis(200) {
             last_tick = Instant::now();
             d.arp_tick();
+            d.announce_burst();
             if d.dirty {
                 d.publish();
             }
@@ -269,6 +272,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
             .map(|s| s.heartbeat.load(Ordering::Relaxed))
             .collect();
         let live = liveness.check(&beats, Instant::now());
+        d.workers_live = live;
         wd.tick(Instant::now(), live);
     }
     info!("stopping");
