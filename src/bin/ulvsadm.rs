@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use ulvs::control::ctl::{call, Request};
 use ulvs::control::rates::Rates;
-use ulvs::control::snapshot::{List, ServerSnap, ServiceSnap, Stats, STAT_FIELDS};
+use ulvs::control::snapshot::{Flows, List, ServerSnap, ServiceSnap, Stats, STAT_FIELDS};
 
 /// Control client for the ulvs director (named after ipvsadm).
 #[derive(Parser, Debug)]
@@ -61,6 +61,15 @@ enum Cmd {
     /// has a real server up), else 1 with the reason on one line (for
     /// keepalived's track_script).
     Check,
+    /// Connections: protocol, client, VIP, real server, state, time to
+    /// expiry (as `ipvsadm -Lnc`); at most 100,000 (then "truncated").
+    Flows {
+        #[arg(long)]
+        json: bool,
+        /// Only the flows of this service.
+        #[arg(long)]
+        service: Option<String>,
+    },
 }
 
 /// The argument of `announce`.
@@ -223,6 +232,36 @@ fn decode<T: DeserializeOwned>(data: &Value) -> Result<T, String> {
     T::deserialize(data).map_err(|e| format!("bad answer from the daemon: {e}"))
 }
 
+/// `ulvsadm flows` as `ipvsadm -Lnc` prints connections (expiry mm:ss).
+fn print_flows(f: &Flows) {
+    println!(
+        "{:<4} {:>7} {:<11} {:<21} {:<21} {:<21} Service",
+        "Pro", "Expire", "State", "Source", "Virtual", "Destination"
+    );
+    for c in &f.flows {
+        println!(
+            "{:<4} {:>4}:{:02} {:<11} {:<21} {:<21} {:<21} {}",
+            c.protocol.to_uppercase(),
+            c.expires_in / 60,
+            c.expires_in % 60,
+            c.state.to_uppercase(),
+            c.client,
+            c.vip,
+            c.server,
+            c.service
+        );
+    }
+    if f.truncated {
+        println!("(truncated: more flows than one listing holds)");
+    }
+    if f.workers_answered < f.workers {
+        println!(
+            "(incomplete: {} of {} workers answered in time)",
+            f.workers_answered, f.workers
+        );
+    }
+}
+
 fn on_off(b: bool) -> &'static str {
     if b {
         "on"
@@ -299,6 +338,14 @@ fn print_reply(req: &Request, data: &Value, json: bool, view: View) -> Result<()
                 print_stats(&stats);
             }
         }
+        Request::Flows { .. } => {
+            let f: Flows = decode(data)?;
+            if json {
+                println!("{data}");
+            } else {
+                print_flows(&f);
+            }
+        }
         Request::Announce { .. } => {
             let a: Announcing = decode(data)?;
             if json {
@@ -347,6 +394,7 @@ fn main() -> ExitCode {
         ),
         Cmd::Reload => (Request::Reload, false),
         Cmd::Check => return check(&socket),
+        Cmd::Flows { json, service } => (Request::Flows { service }, json),
         Cmd::Announce { state } => (
             Request::Announce {
                 on: state.map(|s| s == OnOff::On),

@@ -37,6 +37,11 @@ pub enum Request {
     },
     /// `ulvsadm check`: does the director forward?
     Check,
+    /// `ulvsadm flows`: the connections (of one service, when named).
+    Flows {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<String>,
+    },
 }
 
 /// The daemon's answer.

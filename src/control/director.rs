@@ -12,10 +12,12 @@
 //! - [`reload`]: re-reading the config as one transaction.
 //! - [`conn`]: the control socket and `metrics_listen` (never waiting on a client).
 //! - [`report`]: the `list`/`stats` snapshots.
+//! - [`dump`]: `ulvsadm flows` (asks each worker for a copy of its flows).
 //! - [`workers`]: opening the devices and starting the worker threads.
 
 mod announce;
 mod conn;
+mod dump;
 mod event_loop;
 mod reload;
 pub mod report;
@@ -377,6 +379,10 @@ impl Director {
                 let m = self.set_announcing(on);
                 Response::ok(json!({ "announcing": self.announcing, "message": m }))
             }
+            Request::Flows { service } => match self.flows(service.as_deref()) {
+                Ok(f) => Response::ok(json!(f)),
+                Err(e) => Response::err(e),
+            },
             Request::Check => {
                 let reason = report::not_forwarding(&self.list(), self.workers_live);
                 Response::ok(json!({ "forwarding": reason.is_none(), "reason": reason }))

@@ -235,6 +235,40 @@ pub struct ServiceSnap {
     pub real_servers: Vec<ServerSnap>,
 }
 
+/// One connection of `ulvsadm flows` (as a line of `ipvsadm -Lnc`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowSnap {
+    /// `tcp`, `udp`, `icmp`, else the IP protocol number.
+    pub protocol: String,
+    /// `IP:PORT` of the client.
+    pub client: String,
+    /// `VIP:PORT` the client reached.
+    pub vip: String,
+    /// The service of that VIP and port (empty if the config no longer has it).
+    pub service: String,
+    /// The real server as in the config (`IP` or `IP:PORT`); a server that
+    /// a reload removed shows as `IP (removed)`.
+    pub server: String,
+    /// `syn`, `established`, `closing`, `udp` or `other`.
+    pub state: String,
+    /// Seconds until it expires if no packet comes (rounded up).
+    pub expires_in: u64,
+    /// The worker whose table holds it.
+    pub worker: usize,
+}
+
+/// `ulvsadm flows --json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flows {
+    pub flows: Vec<FlowSnap>,
+    /// More flows matched than one listing holds ([`Flows::flows`] is a part).
+    pub truncated: bool,
+    /// Workers asked, and those that answered in time (a worker that did not
+    /// has none of its flows listed).
+    pub workers: usize,
+    pub workers_answered: usize,
+}
+
 /// `ulvsadm list --json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct List {
