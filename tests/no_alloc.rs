@@ -224,6 +224,10 @@ fn fast_path_does_not_allocate() {
             // The slow path's swap (allocation-free here: the Arc is built).
             shared.table.store(tables[i / PUBLISH_EVERY].clone());
             next_publish += PUBLISH_EVERY;
+            // `ulvsadm flows` asks (the slow path preallocates the copy's
+            // buffer, here, uncounted); the worker's copies between the
+            // counted batches must not allocate, even when the buffer fills.
+            stats.dump.ask(None, 16);
         }
         let ((), a, f) = count(|| {
             while i < FRAMES && i < next_publish {
@@ -248,6 +252,11 @@ fn fast_path_does_not_allocate() {
     drop(v);
 
     assert_eq!(allocs, 0, "the fast path allocated {allocs} times");
+    let copy = stats
+        .dump
+        .take()
+        .expect("the worker answered the last flows request");
+    assert_eq!(copy.flows.len(), 16, "the copy filled its buffer");
     assert_eq!(frees, 0, "the fast path freed {frees} times");
 
     let s = &*stats;

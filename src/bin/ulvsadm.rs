@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use ulvs::control::ctl::{call, Request};
 use ulvs::control::rates::Rates;
-use ulvs::control::snapshot::{List, ServerSnap, ServiceSnap, Stats, STAT_FIELDS};
+use ulvs::control::snapshot::{Flows, List, ServerSnap, ServiceSnap, Stats, STAT_FIELDS};
 
 /// Control client for the ulvs director (named after ipvsadm).
 #[derive(Parser, Debug)]
@@ -54,6 +54,29 @@ enum Cmd {
     },
     /// Re-read the config file, as SIGHUP.
     Reload,
+    /// Answer ARP for the VIPs and announce them (on; gratuitous ARP at
+    /// once), or stop answering (off). Without an argument: print on or off.
+    Announce { state: Option<OnOff> },
+    /// Exit 0 when the director forwards (data plane running, every service
+    /// has a real server up), else 1 with the reason on one line (for
+    /// keepalived's track_script).
+    Check,
+    /// Connections: protocol, client, VIP, real server, state, time to
+    /// expiry (as `ipvsadm -Lnc`); at most 100,000 (then "truncated").
+    Flows {
+        #[arg(long)]
+        json: bool,
+        /// Only the flows of this service.
+        #[arg(long)]
+        service: Option<String>,
+    },
+}
+
+/// The argument of `announce`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum OnOff {
+    On,
+    Off,
 }
 
 fn socket_path(arg: Option<PathBuf>) -> PathBuf {
@@ -185,6 +208,7 @@ fn print_stats(stats: &Stats) {
     for f in STAT_FIELDS {
         println!("{:<27} {}", f.key, (f.get)(stats));
     }
+    println!("{:<27} {}", "announcing", on_off(stats.announcing));
     println!("drops:");
     for (k, v) in &stats.drops {
         println!("  {k:<18} {v}");
@@ -206,6 +230,87 @@ fn print_stats(stats: &Stats) {
 /// The `data` of a reply as the type the director serialized it from.
 fn decode<T: DeserializeOwned>(data: &Value) -> Result<T, String> {
     T::deserialize(data).map_err(|e| format!("bad answer from the daemon: {e}"))
+}
+
+/// `ulvsadm flows` as `ipvsadm -Lnc` prints connections (expiry mm:ss).
+fn print_flows(f: &Flows) {
+    println!(
+        "{:<4} {:>7} {:<11} {:<21} {:<21} {:<21} Service",
+        "Pro", "Expire", "State", "Source", "Virtual", "Destination"
+    );
+    for c in &f.flows {
+        println!(
+            "{:<4} {:>4}:{:02} {:<11} {:<21} {:<21} {:<21} {}",
+            c.protocol.to_uppercase(),
+            c.expires_in / 60,
+            c.expires_in % 60,
+            c.state.to_uppercase(),
+            c.client,
+            c.vip,
+            c.server,
+            c.service
+        );
+    }
+    if f.truncated {
+        println!("(truncated: more flows than one listing holds)");
+    }
+    if f.workers_answered < f.workers {
+        println!(
+            "(incomplete: {} of {} workers answered in time)",
+            f.workers_answered, f.workers
+        );
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// The answer of `announce`: the state, and a message when it was set.
+#[derive(Deserialize)]
+struct Announcing {
+    announcing: bool,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// The answer of `check`.
+#[derive(Deserialize)]
+struct Forwarding {
+    forwarding: bool,
+    reason: Option<String>,
+}
+
+/// `ulvsadm check`: 0 when the director forwards, else 1 with the reason
+/// on one line, whatever the failure (no director is a reason too).
+fn check(socket: &std::path::Path) -> ExitCode {
+    let answer = call(socket, &Request::Check, Duration::from_secs(5))
+        .map_err(|e| e.to_string())
+        .and_then(|r| {
+            if r.ok {
+                decode::<Forwarding>(&r.data)
+            } else {
+                Err(r.error.unwrap_or_else(|| "failed".into()))
+            }
+        });
+    match answer {
+        Ok(Forwarding { forwarding: true, .. }) => {
+            println!("forwarding");
+            ExitCode::SUCCESS
+        }
+        Ok(Forwarding { reason, .. }) => {
+            println!("{}", reason.unwrap_or_else(|| "not forwarding".into()));
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            println!("{e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// The answer of drain, enable, weight and reload.
@@ -231,6 +336,22 @@ fn print_reply(req: &Request, data: &Value, json: bool, view: View) -> Result<()
                 println!("{data}");
             } else {
                 print_stats(&stats);
+            }
+        }
+        Request::Flows { .. } => {
+            let f: Flows = decode(data)?;
+            if json {
+                println!("{data}");
+            } else {
+                print_flows(&f);
+            }
+        }
+        Request::Announce { .. } => {
+            let a: Announcing = decode(data)?;
+            if json {
+                println!("{data}");
+            } else {
+                println!("{}", a.message.as_deref().unwrap_or(on_off(a.announcing)));
             }
         }
         _ => {
@@ -272,6 +393,14 @@ fn main() -> ExitCode {
             false,
         ),
         Cmd::Reload => (Request::Reload, false),
+        Cmd::Check => return check(&socket),
+        Cmd::Flows { json, service } => (Request::Flows { service }, json),
+        Cmd::Announce { state } => (
+            Request::Announce {
+                on: state.map(|s| s == OnOff::On),
+            },
+            false,
+        ),
     };
     let resp = match call(&socket, &req, Duration::from_secs(10)) {
         Ok(r) => r,

@@ -45,6 +45,8 @@
 //!   `health.port` (there is nothing else to probe).
 //! * `workers` absent or 0: the number of entries in `cpus` when pinning is
 //!   configured, else the number of CPUs; capped at [`MAX_WORKERS`].
+//! * `announce: route` is part of the contract but not built: it is refused
+//!   with a message saying so, and `route_table` is refused without it.
 //! * Enumerated values (`mode`, `protocol`, ...) are forgiving about case and
 //!   take `-` for `_` (`AF-XDP` is `af_xdp`).
 
@@ -127,6 +129,13 @@ pub struct Config {
     /// CPUs to pin workers to (worker `i` on `cpus[i % cpus.len()]`); empty = no pinning.
     #[serde(deserialize_with = "field::cpus")]
     pub cpus: Vec<usize>,
+    /// How the segment learns that the VIPs are here (`arp` or `none`;
+    /// `route` is refused: not built yet).
+    #[serde(deserialize_with = "field::choice")]
+    pub announce: Announce,
+    /// The kernel routing table for `announce: route` (refused elsewhere).
+    #[serde(deserialize_with = "field::route_table")]
+    pub route_table: Option<u32>,
     /// The virtual services, in file order.
     #[serde(deserialize_with = "field::services")]
     pub services: Vec<Service>,
@@ -148,6 +157,8 @@ impl Default for Config {
             answer_ping: true,
             io: IoBackend::Auto,
             cpus: Vec::new(),
+            announce: Announce::Arp,
+            route_table: None,
             services: Vec::new(),
         }
     }
@@ -174,6 +185,34 @@ pub enum OnServerDown {
     Reschedule,
     /// Keep sending them to the dead server until they time out.
     Keep,
+}
+
+/// How the director makes the segment send it the VIPs' frames (YAML
+/// `announce`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Announce {
+    /// Answer ARP for the VIPs and announce them gratuitously (the director
+    /// starts announcing).
+    #[default]
+    Arp,
+    /// Forward every VIP frame that arrives but never answer ARP for a VIP:
+    /// a standby (it starts silent; `ulvsadm announce on` switches it).
+    None,
+    /// A host route per served VIP in `route_table` (the validator refuses
+    /// it: this director does not build it yet).
+    Route,
+}
+
+impl Announce {
+    /// The spelling in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Announce::Arp => "arp",
+            Announce::None => "none",
+            Announce::Route => "route",
+        }
+    }
 }
 
 /// Packet I/O backend.

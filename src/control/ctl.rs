@@ -29,6 +29,19 @@ pub enum Request {
         weight: u64,
     },
     Reload,
+    /// `ulvsadm announce [on|off]`: switch announcing the VIPs (ARP) on or
+    /// off, or (without `on`) ask whether it is on.
+    Announce {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on: Option<bool>,
+    },
+    /// `ulvsadm check`: does the director forward?
+    Check,
+    /// `ulvsadm flows`: the connections (of one service, when named).
+    Flows {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<String>,
+    },
 }
 
 /// The daemon's answer.
@@ -136,6 +149,15 @@ mod tests {
             Request::List
         );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
+        let on = Request::Announce { on: Some(true) };
+        assert_eq!(
+            serde_json::to_string(&on).unwrap(),
+            r#"{"cmd":"announce","on":true}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"announce"}"#).unwrap(),
+            Request::Announce { on: None }
+        );
         let e = serde_json::to_string(&Response::err("nope")).unwrap();
         assert_eq!(e, r#"{"ok":false,"error":"nope"}"#);
     }

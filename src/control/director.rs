@@ -12,10 +12,12 @@
 //! - [`reload`]: re-reading the config as one transaction.
 //! - [`conn`]: the control socket and `metrics_listen` (never waiting on a client).
 //! - [`report`]: the `list`/`stats` snapshots.
+//! - [`dump`]: `ulvsadm flows` (asks each worker for a copy of its flows).
 //! - [`workers`]: opening the devices and starting the worker threads.
 
 mod announce;
 mod conn;
+mod dump;
 mod event_loop;
 mod reload;
 pub mod report;
@@ -148,6 +150,15 @@ pub struct Director {
     /// Connection counters of the control socket and of `metrics_listen`
     /// (copied from their endpoints each loop iteration).
     listeners: (ConnCounters, Option<ConnCounters>),
+    /// Whether the director answers ARP for its VIPs and announces them.
+    /// Starts from the config (`announce: arp` on, `none` off); then only
+    /// `ulvsadm announce` changes it (a reload keeps it).
+    announcing: bool,
+    /// Rounds of gratuitous ARP still due after `announce on`.
+    garp_left: u8,
+    /// Whether every worker made progress recently (the loop's watchdog
+    /// view, for `ulvsadm check`).
+    workers_live: bool,
 }
 
 /// Does the config have any NAT service?
@@ -365,6 +376,19 @@ impl Director {
                 // problems follow, one per line, as `--check` prints them.
                 Err(e) => Response::err(format!("reload rejected, running config kept: {e}")),
             },
+            Request::Announce { on: None } => Response::ok(json!({ "announcing": self.announcing })),
+            Request::Announce { on: Some(on) } => {
+                let m = self.set_announcing(on);
+                Response::ok(json!({ "announcing": self.announcing, "message": m }))
+            }
+            Request::Flows { service } => match self.flows(service.as_deref()) {
+                Ok(f) => Response::ok(json!(f)),
+                Err(e) => Response::err(e),
+            },
+            Request::Check => {
+                let reason = report::not_forwarding(&self.list(), self.workers_live);
+                Response::ok(json!({ "forwarding": reason.is_none(), "reason": reason }))
+            }
             Request::Drain { service, address } => {
                 self.set_server(&service, &address, |s| s.drained = true, "draining")
             }
@@ -406,6 +430,7 @@ impl Director {
     /// The `ulvsadm stats` snapshot, with the listeners' connection counters.
     pub fn stats(&self) -> Stats {
         Stats {
+            announcing: self.announcing,
             control_connections: Some(self.listeners.0),
             http_connections: self.listeners.1,
             ..report::stats(&self.stats, &self.slow)

@@ -273,6 +273,12 @@ pub fn render(stats: &Stats, list: &List, extra: &Extra) -> String {
         let labels = f.label.as_slice();
         o.sample(f.metric, labels, Int((f.get)(stats)));
     }
+    o.single(
+        "ulvs_announcing",
+        Gauge,
+        "1 while the director answers ARP for its VIPs (announce on), else 0.",
+        Int(u64::from(stats.announcing)),
+    );
     o.family("ulvs_drops_total", Counter, "Frames not forwarded, by reason.");
     for (reason, n) in &stats.drops {
         o.sample("ulvs_drops_total", &[("reason", reason)], Int(*n));
@@ -597,6 +603,8 @@ mod tests {
         ("ulvs_reloads_total", "counter"),
         ("ulvs_reload_failures_total", "counter"),
         ("ulvs_workers", "gauge"),
+        ("ulvs_gratuitous_arps_total", "counter"),
+        ("ulvs_announcing", "gauge"),
         ("ulvs_listener_connections_open", "gauge"),
         ("ulvs_listener_connections_total", "counter"),
         ("ulvs_build_info", "gauge"),

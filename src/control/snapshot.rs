@@ -46,6 +46,13 @@ pub struct Stats {
     pub generation: u64,
     pub reloads: u64,
     pub reload_failures: u64,
+    /// Gratuitous ARPs sent for the VIPs (at start, on `announce on`, for
+    /// VIPs a reload adds).
+    #[serde(default)]
+    pub gratuitous_arps: u64,
+    /// Whether the director answers ARP for its VIPs (`ulvsadm announce`).
+    #[serde(default)]
+    pub announcing: bool,
     /// Frames not forwarded, by reason name.
     pub drops: BTreeMap<String, u64>,
     /// The control socket's connections (absent from a director that does
@@ -124,6 +131,7 @@ stat_fields! {
     tun_segments: "ulvs_tun_segments_total", Counter, "Frames made by segmenting super-frames for IP-in-IP.";
     arp_replies: "ulvs_arp_replies_total", Counter, "ARP replies sent for the VIPs.";
     arp_requests: "ulvs_arp_requests_total", Counter, "ARP requests sent to resolve real servers.";
+    gratuitous_arps: "ulvs_gratuitous_arps_total", Counter, "Gratuitous ARPs sent to announce the VIPs.";
     ring_drops: "ulvs_ring_drops_total", Counter, "Frames the kernel dropped because a receive ring was full.";
     workers: "ulvs_workers", Gauge, "Forwarding worker threads.";
     generation: "ulvs_config_generation", Gauge, "Generation of the forwarding table in use.";
@@ -225,6 +233,40 @@ pub struct ServiceSnap {
     pub out_bytes: u64,
     pub rates: Rates,
     pub real_servers: Vec<ServerSnap>,
+}
+
+/// One connection of `ulvsadm flows` (as a line of `ipvsadm -Lnc`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowSnap {
+    /// `tcp`, `udp`, `icmp`, else the IP protocol number.
+    pub protocol: String,
+    /// `IP:PORT` of the client.
+    pub client: String,
+    /// `VIP:PORT` the client reached.
+    pub vip: String,
+    /// The service of that VIP and port (empty if the config no longer has it).
+    pub service: String,
+    /// The real server as in the config (`IP` or `IP:PORT`); a server that
+    /// a reload removed shows as `IP (removed)`.
+    pub server: String,
+    /// `syn`, `established`, `closing`, `udp` or `other`.
+    pub state: String,
+    /// Seconds until it expires if no packet comes (rounded up).
+    pub expires_in: u64,
+    /// The worker whose table holds it.
+    pub worker: usize,
+}
+
+/// `ulvsadm flows --json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flows {
+    pub flows: Vec<FlowSnap>,
+    /// More flows matched than one listing holds ([`Flows::flows`] is a part).
+    pub truncated: bool,
+    /// Workers asked, and those that answered in time (a worker that did not
+    /// has none of its flows listed).
+    pub workers: usize,
+    pub workers_answered: usize,
 }
 
 /// `ulvsadm list --json`.

@@ -3,6 +3,7 @@
 //! logs or formats per frame.
 
 pub mod classify;
+pub mod dump;
 pub mod rewrite;
 pub mod stats;
 pub mod worker;

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use super::classify::Reason;
+use super::dump::FlowDump;
 use crate::fwd::table::MAX_BACKEND_IDS;
 
 /// Add `n` to a counter this thread alone writes.
@@ -68,6 +69,10 @@ pub struct WorkerStats {
     /// (systemd watchdog) sees a worker that stops moving it as stuck.
     pub heartbeat: AtomicU64,
     pub backends: Box<[BackendCounters]>,
+    /// `ulvsadm flows`: the slow path's request for a copy of this
+    /// worker's flows, and the copy (not a counter, but per worker and
+    /// shared the same way).
+    pub dump: FlowDump,
 }
 
 impl Default for WorkerStats {
@@ -95,6 +100,7 @@ impl Default for WorkerStats {
             generation: AtomicU64::new(0),
             heartbeat: AtomicU64::new(0),
             backends: (0..MAX_BACKEND_IDS).map(|_| BackendCounters::default()).collect(),
+            dump: FlowDump::default(),
         }
     }
 }

@@ -166,6 +166,7 @@ impl<D: Device> Worker<D> {
             SWEEP_BUCKETS_BUSY
         };
         flows.sweep(now as u32, sweep, &mut |e| on_removed(stats, e));
+        stats.dump.serve(flows, now as u32, st.received == 0);
         stats.flows.store(flows.len() as u64, Ordering::Relaxed);
         stats.evictions.store(flows.evictions(), Ordering::Relaxed);
         stats.expirations.store(flows.expirations(), Ordering::Relaxed);

@@ -673,6 +673,45 @@ impl FlowTable {
         }
     }
 
+    /// Number of buckets (the range of [`FlowTable::copy_out`]'s cursor).
+    pub fn bucket_count(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Show the live flows of buckets `from..from + buckets` (cut at the end
+    /// of the table) to `f` with their milliseconds to expiry at `now`,
+    /// until `f` returns false; returns the bucket to go on from
+    /// ([`FlowTable::bucket_count`] once the table is done). Reply keys are
+    /// skipped (each flow is shown once), and so are flows that have expired
+    /// but are not swept yet. Read only, no allocation: a worker
+    /// copies its table for `ulvsadm flows` in pieces between batches.
+    pub fn copy_out(
+        &self,
+        from: usize,
+        buckets: usize,
+        now: u32,
+        f: &mut impl FnMut(&FlowEntry, u32) -> bool,
+    ) -> usize {
+        let end = from.saturating_add(buckets).min(self.buckets.len());
+        for b in from..end {
+            for w in 0..WAYS {
+                if self.tags[b][w] == 0 || self.links[b][w].is_reply() {
+                    continue;
+                }
+                let e = &self.buckets[b].0[w];
+                // Expired but not yet swept: already gone for the fast path.
+                if self.timeouts.expired(e, now) {
+                    continue;
+                }
+                let left = self.timeouts.of(e.state) - now.wrapping_sub(e.last_ms);
+                if !f(e, left) {
+                    return b;
+                }
+            }
+        }
+        end
+    }
+
     /// Visit every live flow mutably, removing (with its reply key) those
     /// for which `f` returns false (reported through `removed`, counted in
     /// neither counter). Slow path: it walks the whole table (e.g. when a

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 
 use super::field::{allowed, first_at};
 use super::place::Places;
-use super::{Config, HealthKind, Mode, Problem, RealServer, Service, Transport, MAX_WORKERS};
+use super::{Announce, Config, HealthKind, Mode, Problem, RealServer, Service, Transport, MAX_WORKERS};
 
 /// Applies the rules, adding to the problems found so far.
 pub(super) struct Rules<'a> {
@@ -69,6 +69,7 @@ impl<'a> Rules<'a> {
             }
             .min(MAX_WORKERS);
         }
+        self.announce(c);
         if c.services.is_empty() {
             self.error(
                 self.places.key_line("services"),
@@ -131,6 +132,29 @@ impl<'a> Rules<'a> {
                     line: s.line,
                 });
             }
+        }
+    }
+
+    /// `announce: route` is in the contract but not built: refuse it rather
+    /// than run a director that announces nothing. `route_table` means
+    /// nothing without it.
+    fn announce(&mut self, c: &Config) {
+        if c.announce == Announce::Route {
+            self.error(
+                self.places.line("announce"),
+                "announce",
+                "route is not supported yet by this director (no host routes are installed); \
+                 use arp, or none for a standby switched on by `ulvsadm announce on`",
+            );
+        } else if self.valid("route_table") && !self.bad.contains("announce") {
+            self.error(
+                self.places.line("route_table"),
+                "route_table",
+                format!(
+                    "only meaningful with announce: route (announce is {})",
+                    c.announce.as_str()
+                ),
+            );
         }
     }
 

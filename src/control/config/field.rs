@@ -250,6 +250,27 @@ pub(super) fn answer_ping<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Er
     Ok(Option::<bool>::deserialize(d)?.unwrap_or(true))
 }
 
+/// `route_table`: a kernel table id, not one of the kernel's own (0
+/// unspecified, 253 default, 254 main, 255 local).
+pub(super) fn route_table<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let Some(v) = Read::<i64>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let Some(t) = in_range(&v, 1, i64::from(u32::MAX)).and_then(|t| u32::try_from(t).ok()) else {
+        return Ok(None);
+    };
+    if (253..=255).contains(&t) {
+        bad(
+            v.referenced,
+            format!(
+                "table {t} is one of the kernel's own (253 default, 254 main, 255 local); choose another"
+            ),
+        );
+        return Ok(None);
+    }
+    Ok(Some(t))
+}
+
 pub(super) fn cpus<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Error> {
     let mut cpus = Vec::new();
     let mut seen: HashMap<i64, Option<usize>> = HashMap::new();

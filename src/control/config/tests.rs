@@ -91,6 +91,8 @@ fn contract_example_parses() {
         answer_ping: true,
         io: IoBackend::Auto,
         cpus: vec![],
+        announce: Announce::Arp,
+        route_table: None,
         services: vec![Service {
             name: "web".into(),
             vip: Ipv4Addr::new(198, 18, 100, 1),
@@ -133,6 +135,47 @@ fn defaults() {
     assert_eq!(c.control_socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
     assert_eq!(c.metrics_listen, None);
     assert!(c.answer_ping);
+    assert_eq!(c.announce, Announce::Arp);
+    assert_eq!(c.route_table, None);
+}
+
+/// `announce`: arp and none are taken (any case); route is refused with a
+/// sentence that says it is not built; `route_table` is checked and means
+/// nothing without route.
+#[test]
+fn announce_modes() {
+    assert_eq!(ok(&format!("announce: arp\n{BASE}")).announce, Announce::Arp);
+    assert_eq!(ok(&format!("announce: None\n{BASE}")).announce, Announce::None);
+    let render = |text: &str| Config::from_str(text, "t.yaml").unwrap_err().to_string();
+    assert_eq!(
+        render(&format!("announce: route\nroute_table: 4096\n{BASE}")),
+        "t.yaml:1: announce: route is not supported yet by this director (no host routes are \
+         installed); use arp, or none for a standby switched on by `ulvsadm announce on`"
+    );
+    assert_eq!(
+        render(&format!("{BASE}announce: bgp\n")),
+        "t.yaml:9: announce: unknown value \"bgp\"; allowed: arp, none, route"
+    );
+    assert_eq!(
+        render(&format!("announce: none\nroute_table: 4096\n{BASE}")),
+        "t.yaml:2: route_table: only meaningful with announce: route (announce is none)"
+    );
+    assert_eq!(
+        render(&format!("route_table: 4096\n{BASE}")),
+        "t.yaml:1: route_table: only meaningful with announce: route (announce is arp)"
+    );
+    assert_eq!(
+        render(&format!("route_table: 254\n{BASE}")),
+        "t.yaml:1: route_table: table 254 is one of the kernel's own (253 default, 254 main, \
+         255 local); choose another"
+    );
+    assert_eq!(
+        render(&format!("route_table: 0\n{BASE}")),
+        "t.yaml:1: route_table: must be between 1 and 4294967295, got 0"
+    );
+    // A bad announce value is reported once, not again through route_table.
+    let e = errs(&format!("announce: bgp\nroute_table: 7\n{BASE}"));
+    assert_eq!(e.len(), 1, "{e:?}");
 }
 
 #[test]
@@ -1042,6 +1085,10 @@ fn enum_spellings_agree() {
     );
     assert_eq!(allowed::<Scheduler>(), [Scheduler::Maglev].map(Scheduler::as_str));
     assert_eq!(allowed::<OnServerDown>(), ["reschedule", "keep"]);
+    assert_eq!(
+        allowed::<Announce>(),
+        [Announce::Arp, Announce::None, Announce::Route].map(Announce::as_str)
+    );
     assert_eq!(
         allowed::<IoBackend>(),
         [IoBackend::Auto, IoBackend::AfXdp, IoBackend::AfPacket].map(IoBackend::as_str)

@@ -12,6 +12,9 @@ use super::{vips, Director};
 use crate::control::arp;
 use crate::wire::ethernet::fmt_mac;
 
+/// Rounds of gratuitous ARP after the first when announcing is switched on.
+const GARP_REPEATS: u8 = 2;
+
 /// Most on-link neighbours remembered from ARP (next hops for NAT replies).
 const MAX_SEEN_NEIGHBOURS: usize = 4096;
 
@@ -37,10 +40,17 @@ impl Director {
         }
     }
 
-    /// Read every queued ARP frame: answer VIP requests, learn server MACs.
+    /// Read every queued ARP frame: answer VIP requests (only while
+    /// announcing), learn server MACs.
     pub(super) fn arp_read(&mut self) {
         let mut buf = [0u8; 2048];
-        let vips = vips(&self.cfg);
+        // A standby answers for no VIP but still learns its neighbours, so
+        // it forwards at once when frames arrive or it is switched on.
+        let vips = if self.announcing {
+            vips(&self.cfg)
+        } else {
+            Vec::new()
+        };
         let mut changed = false;
         loop {
             let (n, _pkttype) = match self.arp.recv(&mut buf) {
@@ -79,11 +89,52 @@ impl Director {
         }
     }
 
-    /// Send a gratuitous ARP for each of `vips`.
+    /// `ulvsadm announce on|off`. Switching on announces every VIP at once
+    /// and [`GARP_REPEATS`] times more on the next ticks (a short burst, so
+    /// a switch or router that missed one frame still learns the new owner
+    /// within a second); switching off only stops the answers (the
+    /// neighbours' caches age out or the new owner's ARP overrides them).
+    pub(super) fn set_announcing(&mut self, on: bool) -> String {
+        let was = std::mem::replace(&mut self.announcing, on);
+        if !on {
+            self.garp_left = 0;
+            info!("announcing off: no ARP answers for the VIPs");
+            return if was {
+                "announcing off".into()
+            } else {
+                "announcing off (it was off)".into()
+            };
+        }
+        let all = vips(&self.cfg);
+        self.announce(&all);
+        self.garp_left = GARP_REPEATS;
+        info!("announcing on: gratuitous ARP sent for {} VIP(s)", all.len());
+        format!(
+            "announcing on{}: gratuitous ARP sent for {} VIP(s)",
+            if was { " (it was on)" } else { "" },
+            all.len()
+        )
+    }
+
+    /// The rest of the burst [`Director::set_announcing`] began (one round
+    /// per call; the loop calls it every 200 ms).
+    pub(super) fn announce_burst(&mut self) {
+        if self.garp_left > 0 {
+            self.garp_left -= 1;
+            let all = vips(&self.cfg);
+            self.announce(&all);
+        }
+    }
+
+    /// Send a gratuitous ARP for each of `vips` (nothing when not announcing).
     pub(super) fn announce(&mut self, vips: &[u32]) {
+        if !self.announcing {
+            return;
+        }
         for &v in vips {
             let g = arp::gratuitous(self.ifinfo.mac, v);
             self.send_frame(&g);
+            self.slow.gratuitous_arps += 1;
         }
     }
 }

@@ -23,7 +23,7 @@ use super::report::SlowCounters;
 use super::workers::spawn_workers;
 use super::{health_targets, nat_servers, vips, Director, DirectorError, Step};
 use crate::control::arp::NeighbourCache;
-use crate::control::config::Config;
+use crate::control::config::{Announce, Config};
 use crate::control::health::Checker;
 use crate::control::nft;
 use crate::control::publish::{Health, MaglevCache, Runtime};
@@ -167,7 +167,11 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         digests: HashMap::new(),
         baseline: HashMap::new(),
         listeners: Default::default(),
+        announcing: false,
+        garp_left: 0,
+        workers_live: true,
     };
+    d.announcing = d.cfg.announce == Announce::Arp;
     let wanted = d.wanted();
     d.neigh.set_wanted(wanted);
 
@@ -210,10 +214,15 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
     let all_vips = vips(&d.cfg);
     d.announce(&all_vips);
     info!(
-        "director up: {} service(s), {} VIP(s); control socket {}",
+        "director up: {} service(s), {} VIP(s); control socket {}; {}",
         d.cfg.services.len(),
         all_vips.len(),
-        d.cfg.control_socket.display()
+        d.cfg.control_socket.display(),
+        if d.announcing {
+            "announcing the VIPs (ARP)"
+        } else {
+            "not announcing the VIPs (announce: none; `ulvsadm announce on` starts)"
+        }
     );
 
     watchdog::ready("running");
@@ -247,6 +256,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         if last_tick.elapsed() >= Duration::from_millis(200) {
             last_tick = Instant::now();
             d.arp_tick();
+            d.announce_burst();
             if d.dirty {
                 d.publish();
             }
@@ -262,6 +272,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
             .map(|s| s.heartbeat.load(Ordering::Relaxed))
             .collect();
         let live = liveness.check(&beats, Instant::now());
+        d.workers_live = live;
         wd.tick(Instant::now(), live);
     }
     info!("stopping");

@@ -23,6 +23,7 @@ pub struct SlowCounters {
     pub generation: u64,
     pub reloads: u64,
     pub reload_failures: u64,
+    pub gratuitous_arps: u64,
 }
 
 fn sum(stats: &[Arc<WorkerStats>], f: impl Fn(&WorkerStats) -> u64) -> u64 {
@@ -55,6 +56,7 @@ pub fn stats(stats: &[Arc<WorkerStats>], slow: &SlowCounters) -> Stats {
         generation: slow.generation,
         reloads: slow.reloads,
         reload_failures: slow.reload_failures,
+        gratuitous_arps: slow.gratuitous_arps,
         drops: Reason::ALL
             .iter()
             .map(|r| {
@@ -183,4 +185,93 @@ pub fn list(src: &Sources<'_>) -> List {
         })
         .collect();
     List { services }
+}
+
+/// Why the director does not forward, for `ulvsadm check` (keepalived's
+/// `track_script`); `None` when it does: every worker made progress
+/// recently and every service has a real server that takes new flows (up,
+/// weight > 0, MAC resolved). The first reason found, as one line.
+pub fn not_forwarding(list: &List, workers_live: bool) -> Option<String> {
+    if !workers_live {
+        return Some(
+            "the data plane is stalled: a worker made no progress recently (see the director log)".into(),
+        );
+    }
+    for s in &list.services {
+        let up: Vec<_> = s.real_servers.iter().filter(|r| r.state == "up").collect();
+        if up.is_empty() {
+            return Some(format!("service {} has no real server up", s.name));
+        }
+        if !up.iter().any(|r| r.weight > 0 && r.mac.is_some()) {
+            return Some(format!(
+                "service {} has no real server that takes new flows ({} up, but each has weight 0 or no resolved MAC)",
+                s.name,
+                up.len()
+            ));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(state: &str, weight: u32, mac: bool) -> ServerSnap {
+        ServerSnap {
+            address: "198.18.0.11".into(),
+            weight,
+            state: state.into(),
+            mac: mac.then(|| "02:00:00:00:00:0b".into()),
+            ..Default::default()
+        }
+    }
+
+    fn service(name: &str, real_servers: Vec<ServerSnap>) -> ServiceSnap {
+        ServiceSnap {
+            name: name.into(),
+            real_servers,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn check_names_the_first_reason() {
+        let good = service("web", vec![server("down", 1, true), server("up", 1, true)]);
+        let list = List {
+            services: vec![good.clone()],
+        };
+        assert_eq!(not_forwarding(&list, true), None);
+        assert_eq!(
+            not_forwarding(&list, false).as_deref(),
+            Some("the data plane is stalled: a worker made no progress recently (see the director log)")
+        );
+        let list = List {
+            services: vec![
+                good.clone(),
+                service("dns", vec![server("down", 1, true), server("draining", 1, true)]),
+            ],
+        };
+        assert_eq!(
+            not_forwarding(&list, true).as_deref(),
+            Some("service dns has no real server up")
+        );
+        let list = List {
+            services: vec![service("empty", vec![])],
+        };
+        assert_eq!(
+            not_forwarding(&list, true).as_deref(),
+            Some("service empty has no real server up")
+        );
+        let list = List {
+            services: vec![service(
+                "web",
+                vec![server("up", 0, true), server("up", 1, false)],
+            )],
+        };
+        assert_eq!(
+            not_forwarding(&list, true).as_deref(),
+            Some("service web has no real server that takes new flows (2 up, but each has weight 0 or no resolved MAC)")
+        );
+    }
 }
