@@ -431,7 +431,7 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<Bac
 }
 
 /// Rewrite the frame for backend `b` by its service's mode.
-#[inline]
+#[inline(always)]
 fn send_to(
     f: &mut Frame<'_>,
     arena: &mut TxArena,
@@ -446,7 +446,7 @@ fn send_to(
 /// Count what `send_to` did. A frame sent in place or as fragments or
 /// segments reached the server; one answered with "fragmentation needed"
 /// is a drop by that reason (the answer goes out).
-#[inline]
+#[inline(always)]
 fn forwarded(cx: &mut Ctx<'_>, id: BackendId, len: usize, sent: Sent) -> Result<Action, Reason> {
     match sent {
         Sent::Frame => {

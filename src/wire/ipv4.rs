@@ -90,7 +90,7 @@ impl From<Ipv4Error> for WireError {
 ///
 /// # Errors
 /// The specific [`Ipv4Error`] for the first check that fails.
-#[inline]
+#[inline(always)]
 pub fn check_header(b: &[u8]) -> Result<usize, Ipv4Error> {
     if b.len() < MIN_HEADER_LEN {
         return Err(Ipv4Error::Truncated);
@@ -120,7 +120,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
     ///
     /// # Errors
     /// The specific [`Ipv4Error`] for the first check that fails.
-    #[inline]
+    // Always inlined: on every frame's path, from classify and rewrite.
+    #[inline(always)]
     pub fn new_checked(buf: T) -> Result<Self, Ipv4Error> {
         let b = buf.as_ref();
         let ihl = check_header(b).map_err(|e| match e {
