@@ -36,3 +36,14 @@ fn config_quoted_newline_stays_on_one_line() {
         ]
     );
 }
+
+/// `ctl_request`: an unknown verb holding an escaped line break was quoted
+/// unescaped in the refusal, so `ulvsadm` printed a two-line reason (found
+/// as soon as the target ran on `serve::parse_request`).
+#[test]
+fn ctl_request_unknown_verb_reason_stays_on_one_line() {
+    let input = regression("ctl-request-unknown-verb-newline.bin");
+    let why = ulvs::control::serve::parse_request(&input).expect_err("refused");
+    assert!(why.starts_with("bad request: unknown variant"), "{why}");
+    assert!(!why.contains('\n'), "a refusal spans lines: {why:?}");
+}

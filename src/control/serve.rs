@@ -195,7 +195,23 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Err("empty request; a control request is one JSON object such as {\"cmd\":\"list\"}".into());
     }
-    serde_json::from_slice(line).map_err(|e| format!("bad request: {e}"))
+    serde_json::from_slice(line).map_err(|e| {
+        // serde quotes the request (an unknown verb, say) after unescaping
+        // it: escape control characters so the reason stays one line (found
+        // by the ctl_request fuzz target).
+        let why: String = e
+            .to_string()
+            .chars()
+            .flat_map(|c| {
+                let escaped = c.is_control().then(|| c.escape_default());
+                escaped
+                    .into_iter()
+                    .flatten()
+                    .chain((!c.is_control()).then_some(c))
+            })
+            .collect();
+        format!("bad request: {why}")
+    })
 }
 
 /// Answer one HTTP request head with [`metrics::http_response`]; a head it

@@ -122,6 +122,11 @@ fn bad_requests_read_as_sentences() {
     let e = parse_request(b"{\"cmd\":\"explode\"}\n").unwrap_err();
     assert!(e.starts_with("bad request: unknown variant `explode`"), "{e}");
     assert_eq!(parse_request(b"{\"cmd\":\"list\"}\r\n"), Ok(Request::List));
+    // A quoted verb with an escaped line break stays one line (the
+    // ctl_request fuzz target's first find).
+    let e = parse_request(b"{\"cmd\":\"a\\nb\"}\n").unwrap_err();
+    assert!(e.starts_with("bad request: unknown variant `a\\nb`"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
     let r = control_answer(b"not json\n");
     assert!(r.bad_request);
     let v: serde_json::Value = serde_json::from_slice(&r.bytes).unwrap();
