@@ -102,31 +102,25 @@ struct Traffic<'a> {
     rates: &'a Rates,
 }
 
-impl<'a> From<&'a ServiceSnap> for Traffic<'a> {
-    fn from(s: &'a ServiceSnap) -> Self {
-        Traffic {
-            conns: s.conns,
-            packets: s.packets,
-            out_packets: s.out_packets,
-            bytes: s.bytes,
-            out_bytes: s.out_bytes,
-            rates: &s.rates,
+/// `From<&$snap>` for each snapshot type that carries the traffic fields.
+macro_rules! traffic_from {
+    ($($snap:ty),*) => {$(
+        impl<'a> From<&'a $snap> for Traffic<'a> {
+            fn from(s: &'a $snap) -> Self {
+                Traffic {
+                    conns: s.conns,
+                    packets: s.packets,
+                    out_packets: s.out_packets,
+                    bytes: s.bytes,
+                    out_bytes: s.out_bytes,
+                    rates: &s.rates,
+                }
+            }
         }
-    }
+    )*};
 }
 
-impl<'a> From<&'a ServerSnap> for Traffic<'a> {
-    fn from(s: &'a ServerSnap) -> Self {
-        Traffic {
-            conns: s.conns,
-            packets: s.packets,
-            out_packets: s.out_packets,
-            bytes: s.bytes,
-            out_bytes: s.out_bytes,
-            rates: &s.rates,
-        }
-    }
-}
+traffic_from!(ServiceSnap, ServerSnap);
 
 /// The `--stats` or `--rate` columns.
 fn traffic_columns(t: &Traffic, view: View) -> String {
