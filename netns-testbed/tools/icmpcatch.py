@@ -12,13 +12,11 @@ early (the summary is still printed).
 """
 import argparse
 import json
-import os
-import select
-import signal
 import socket
 import struct
 import sys
-import time
+
+from common import readable
 
 ERROR_TYPES = (3, 4, 5, 11, 12)
 
@@ -34,27 +32,8 @@ def main():
         s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     except OSError as e:
         sys.exit("icmpcatch.py: cannot open a raw ICMP socket: %s" % e)
-    stop = {"now": False}
-
-    def on_term(signum, frame):
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    if a.ready_file:
-        with open(a.ready_file, "w") as f:
-            f.write("%d\n" % os.getpid())
     out = {"errors": 0, "by_key": {}, "mtus": {}, "echo_requests": 0, "other": 0}
-    deadline = time.monotonic() + a.seconds
-    while not stop["now"]:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        try:
-            r, _, _ = select.select([s], [], [], min(left, 0.2))
-        except InterruptedError:
-            continue
-        if not r:
-            continue
+    for _ in readable(s, a.seconds, a.ready_file):
         data = s.recv(65535)
         if len(data) < 28:
             continue

@@ -27,6 +27,8 @@ import struct
 import sys
 import time
 
+from common import csum
+
 CLASSES = ["runt", "bad_ihl", "bad_total_length", "truncated_l4", "ip_options",
            "vlan", "fragment", "bad_version", "random"]
 
@@ -46,15 +48,6 @@ def ip_bytes(s):
         return socket.inet_aton(s)
     except OSError:
         raise argparse.ArgumentTypeError("bad IPv4 address %r" % s)
-
-
-def csum(data):
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return (~s) & 0xFFFF
 
 
 def ipv4(src, dst, proto, payload, *, ihl=5, options=b"", version=4, total_length=None,

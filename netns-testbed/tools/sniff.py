@@ -23,16 +23,14 @@ import struct
 import sys
 import time
 
+from common import mac_str
+
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_AUXDATA = 8
 TP_STATUS_CSUMNOTREADY = 0x8
 TP_STATUS_VLAN_VALID = 0x10
 PACKET_OUTGOING = 4
-
-
-def mac_str(b):
-    return ":".join("%02x" % x for x in b)
 
 
 def new_dir():

@@ -19,21 +19,15 @@ early (the summary is still printed).
 """
 import argparse
 import json
-import os
-import select
-import signal
 import socket
 import struct
 import sys
-import time
+
+from common import mac_str, readable
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 MAX_KEYS = 400
-
-
-def mac_str(b):
-    return ":".join("%02x" % x for x in b)
 
 
 def new_dir():
@@ -90,27 +84,8 @@ def main():
         s.bind((a.iface, ETH_P_ALL))
     except OSError as e:
         sys.exit("sniffx.py: cannot capture on %s: %s" % (a.iface, e))
-    stop = {"now": False}
-
-    def on_term(signum, frame):
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    if a.ready_file:
-        with open(a.ready_file, "w") as f:
-            f.write("%d\n" % os.getpid())
     out = {"iface": a.iface, "seconds": a.seconds, "incoming": new_dir(), "outgoing": new_dir()}
-    deadline = time.monotonic() + a.seconds
-    while not stop["now"]:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        try:
-            r, _, _ = select.select([s], [], [], min(left, 0.2))
-        except InterruptedError:
-            continue
-        if not r:
-            continue
+    for _ in readable(s, a.seconds, a.ready_file):
         try:
             data, addr = s.recvfrom(262144)
         except InterruptedError:

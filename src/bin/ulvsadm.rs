@@ -102,31 +102,25 @@ struct Traffic<'a> {
     rates: &'a Rates,
 }
 
-impl<'a> From<&'a ServiceSnap> for Traffic<'a> {
-    fn from(s: &'a ServiceSnap) -> Self {
-        Traffic {
-            conns: s.conns,
-            packets: s.packets,
-            out_packets: s.out_packets,
-            bytes: s.bytes,
-            out_bytes: s.out_bytes,
-            rates: &s.rates,
+/// `From<&$snap>` for each snapshot type that carries the traffic fields.
+macro_rules! traffic_from {
+    ($($snap:ty),*) => {$(
+        impl<'a> From<&'a $snap> for Traffic<'a> {
+            fn from(s: &'a $snap) -> Self {
+                Traffic {
+                    conns: s.conns,
+                    packets: s.packets,
+                    out_packets: s.out_packets,
+                    bytes: s.bytes,
+                    out_bytes: s.out_bytes,
+                    rates: &s.rates,
+                }
+            }
         }
-    }
+    )*};
 }
 
-impl<'a> From<&'a ServerSnap> for Traffic<'a> {
-    fn from(s: &'a ServerSnap) -> Self {
-        Traffic {
-            conns: s.conns,
-            packets: s.packets,
-            out_packets: s.out_packets,
-            bytes: s.bytes,
-            out_bytes: s.out_bytes,
-            rates: &s.rates,
-        }
-    }
-}
+traffic_from!(ServiceSnap, ServerSnap);
 
 /// The `--stats` or `--rate` columns.
 fn traffic_columns(t: &Traffic, view: View) -> String {
@@ -319,41 +313,26 @@ struct Message {
     message: String,
 }
 
+/// Print `data` as it came (`json`) or decoded as a `T` by `print`.
+fn show<T: DeserializeOwned>(data: &Value, json: bool, print: impl FnOnce(&T)) -> Result<(), String> {
+    let v: T = decode(data)?;
+    if json {
+        println!("{data}");
+    } else {
+        print(&v);
+    }
+    Ok(())
+}
+
 /// Print the reply to `req`.
 fn print_reply(req: &Request, data: &Value, json: bool, view: View) -> Result<(), String> {
     match req {
-        Request::List => {
-            let list: List = decode(data)?;
-            if json {
-                println!("{data}");
-            } else {
-                print_list(&list, view);
-            }
-        }
-        Request::Stats => {
-            let stats: Stats = decode(data)?;
-            if json {
-                println!("{data}");
-            } else {
-                print_stats(&stats);
-            }
-        }
-        Request::Flows { .. } => {
-            let f: Flows = decode(data)?;
-            if json {
-                println!("{data}");
-            } else {
-                print_flows(&f);
-            }
-        }
-        Request::Announce { .. } => {
-            let a: Announcing = decode(data)?;
-            if json {
-                println!("{data}");
-            } else {
-                println!("{}", a.message.as_deref().unwrap_or(on_off(a.announcing)));
-            }
-        }
+        Request::List => show(data, json, |list: &List| print_list(list, view))?,
+        Request::Stats => show(data, json, print_stats)?,
+        Request::Flows { .. } => show(data, json, print_flows)?,
+        Request::Announce { .. } => show(data, json, |a: &Announcing| {
+            println!("{}", a.message.as_deref().unwrap_or(on_off(a.announcing)));
+        })?,
         _ => {
             let m: Message = decode(data)?;
             println!("{}", m.message);

@@ -55,23 +55,18 @@ pub fn handle_frame(frame: &[u8], my_mac: Mac, vips: &[u32]) -> Option<ArpOutcom
 /// A broadcast request for `target` from (`my_mac`, `my_ip`); `my_ip` 0
 /// makes it an ARP probe, which hosts still answer.
 pub fn request(my_mac: Mac, my_ip: u32, target: u32) -> [u8; 42] {
-    let mut out = [0u8; 42];
-    arp::emit_frame(
-        &mut out,
-        BROADCAST,
-        my_mac,
-        Op::Request,
-        my_mac,
-        my_ip,
-        [0; 6],
-        target,
-    );
-    out
+    broadcast_request(my_mac, my_ip, [0; 6], target)
 }
 
 /// A gratuitous ARP announcing `vip` at `my_mac` (a request for itself, which
 /// updates every neighbour cache that has an entry).
 pub fn gratuitous(my_mac: Mac, vip: u32) -> [u8; 42] {
+    broadcast_request(my_mac, vip, BROADCAST, vip)
+}
+
+/// A broadcast ARP request from `my_mac` claiming `sender_ip`, asking for
+/// (`target_mac`, `target_ip`).
+fn broadcast_request(my_mac: Mac, sender_ip: u32, target_mac: Mac, target_ip: u32) -> [u8; 42] {
     let mut out = [0u8; 42];
     arp::emit_frame(
         &mut out,
@@ -79,9 +74,9 @@ pub fn gratuitous(my_mac: Mac, vip: u32) -> [u8; 42] {
         my_mac,
         Op::Request,
         my_mac,
-        vip,
-        BROADCAST,
-        vip,
+        sender_ip,
+        target_mac,
+        target_ip,
     );
     out
 }

@@ -122,35 +122,27 @@ struct Traffic {
     rates: Rates,
 }
 
-impl From<&ServiceSnap> for Traffic {
-    fn from(s: &ServiceSnap) -> Self {
-        Traffic {
-            active_flows: s.active_flows,
-            inactive_flows: s.inactive_flows,
-            conns: s.conns,
-            packets: s.packets,
-            bytes: s.bytes,
-            out_packets: s.out_packets,
-            out_bytes: s.out_bytes,
-            rates: s.rates,
+/// `From<&$snap>` for each snapshot type that carries the traffic fields.
+macro_rules! traffic_from {
+    ($($snap:ty),*) => {$(
+        impl From<&$snap> for Traffic {
+            fn from(s: &$snap) -> Self {
+                Traffic {
+                    active_flows: s.active_flows,
+                    inactive_flows: s.inactive_flows,
+                    conns: s.conns,
+                    packets: s.packets,
+                    bytes: s.bytes,
+                    out_packets: s.out_packets,
+                    out_bytes: s.out_bytes,
+                    rates: s.rates,
+                }
+            }
         }
-    }
+    )*};
 }
 
-impl From<&ServerSnap> for Traffic {
-    fn from(s: &ServerSnap) -> Self {
-        Traffic {
-            active_flows: s.active_flows,
-            inactive_flows: s.inactive_flows,
-            conns: s.conns,
-            packets: s.packets,
-            bytes: s.bytes,
-            out_packets: s.out_packets,
-            out_bytes: s.out_bytes,
-            rates: s.rates,
-        }
-    }
-}
+traffic_from!(ServiceSnap, ServerSnap);
 
 /// How a traffic family's series are read.
 enum Read {

@@ -296,24 +296,22 @@ pub(super) fn first_at(line: Option<usize>) -> String {
 }
 
 pub(super) fn services<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Service>, D::Error> {
-    Ok(Option::<Vec<Spanned<Service>>>::deserialize(d)?
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| Service {
-            line: line_of(&s.referenced),
-            ..s.value
-        })
-        .collect())
+    with_lines(d, |s, line| Service { line, ..s })
 }
 
 pub(super) fn real_servers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RealServer>, D::Error> {
-    Ok(Option::<Vec<Spanned<RealServer>>>::deserialize(d)?
+    with_lines(d, |r, line| RealServer { line, ..r })
+}
+
+/// An optional list, each item given the line it starts at by `at`.
+fn with_lines<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+    at: fn(T, Option<usize>) -> T,
+) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<Spanned<T>>>::deserialize(d)?
         .unwrap_or_default()
         .into_iter()
-        .map(|r| RealServer {
-            line: line_of(&r.referenced),
-            ..r.value
-        })
+        .map(|s| at(s.value, line_of(&s.referenced)))
         .collect())
 }
 

@@ -102,13 +102,7 @@ fn contract_example_parses() {
             scheduler: Scheduler::Maglev,
             health: HealthCheck {
                 kind: HealthKind::Tcp,
-                path: "/".into(),
-                expect_status: 200,
-                interval_ms: 1000,
-                timeout_ms: 500,
-                rise: 2,
-                fall: 2,
-                port: None,
+                ..HealthCheck::default()
             },
             real_servers: vec![RealServer {
                 address: Ipv4Addr::new(198, 18, 0, 11),

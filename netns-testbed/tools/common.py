@@ -1,0 +1,46 @@
+"""Helpers shared by the testbed tools (stdlib only).  A tool imports this
+module by name: python3 puts the tool's own directory first on sys.path."""
+import os
+import select
+import signal
+import struct
+import time
+
+
+def csum(data):
+    """The Internet checksum (RFC 1071) of `data`, padded to even length."""
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return (~s) & 0xFFFF
+
+
+def mac_str(b):
+    return ":".join("%02x" % x for x in b)
+
+
+def readable(s, seconds, ready_file=None):
+    """Yield each time socket `s` has data, until `seconds` pass or SIGTERM
+    arrives.  Once SIGTERM is handled, writes our pid to `ready_file`."""
+    stop = {"now": False}
+
+    def on_term(signum, frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    if ready_file:
+        with open(ready_file, "w") as f:
+            f.write("%d\n" % os.getpid())
+    deadline = time.monotonic() + seconds
+    while not stop["now"]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            r, _, _ = select.select([s], [], [], min(left, 0.2))
+        except InterruptedError:
+            continue
+        if r:
+            yield
