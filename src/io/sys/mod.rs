@@ -89,6 +89,29 @@ fn poll_one(fd: RawFd, events: libc::c_short, timeout_ms: i32) -> io::Result<()>
 }
 
 /// Set a socket option whose value is the plain C value `v`.
+/// Map `len` bytes of the ring a socket's kernel side allocated at `offset`
+/// (shared, read-write, populated): the AF_PACKET RX ring and the AF_XDP
+/// rings. The caller unmaps it.
+fn map_ring(fd: RawFd, len: usize, offset: libc::off_t) -> io::Result<*mut u8> {
+    // SAFETY: a fresh shared mapping of a socket's ring; the kernel checks
+    // that `offset` and `len` lie within what it allocated for `fd`, and
+    // nothing else aliases the new address range.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            fd,
+            offset,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(map as *mut u8)
+}
+
 fn setsockopt<T>(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: &T) -> io::Result<()> {
     // SAFETY: `v` lives for the call and its exact size is passed; the
     // kernel only reads it (and copies what it keeps).
@@ -528,23 +551,10 @@ impl PacketRing {
         };
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
         let map_len = cfg.frame_size * cfg.frame_nr;
-        // SAFETY: mapping the ring the kernel just allocated for this socket.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                raw,
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        let map = map_ring(raw, map_len, 0)?;
         let ring = PacketRing {
             fd,
-            map: map as *mut u8,
+            map,
             map_len,
             cfg,
             cursor: 0,

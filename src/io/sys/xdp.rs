@@ -16,7 +16,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{cvt, getsockopt_pod, poll_one, setsockopt, setsockopt_int, Fd};
+use super::{cvt, getsockopt_pod, map_ring, poll_one, setsockopt, setsockopt_int, Fd};
 use crate::io::{Action, BatchStats, Frame, RxMeta, TxArena, VnetHdr};
 
 // ---------------------------------------------------------------- bpf(2)
@@ -471,22 +471,9 @@ impl Ring {
         we_consume: bool,
     ) -> io::Result<Ring> {
         let map_len = off.desc as usize + size as usize * entry;
-        // SAFETY: mapping the ring the kernel allocated for this socket at
-        // its documented page offset.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd,
-                pgoff as libc::off_t,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let map = map as *mut u8;
+        // The ring the kernel allocated for this socket, at its documented
+        // page offset.
+        let map = map_ring(fd, map_len, pgoff as libc::off_t)?;
         // SAFETY: the offsets come from XDP_MMAP_OFFSETS for this mapping and
         // lie inside it; the kernel aligns the u32 indexes.
         let (producer, consumer, flags, desc) = unsafe {
