@@ -586,28 +586,19 @@ pub fn icmp_echo_reply(frame: &mut [u8], my_mac: Mac) -> Result<(), Reason> {
 /// when the quote is malformed (classify guarantees it is not), another
 /// header reason when the packet is.
 pub fn nat_icmp_error(frame: &mut [u8], rip: u32, rport: Option<u16>, macs: Macs) -> Result<(), Reason> {
-    let mut eth = ethernet::Frame::new_checked(frame).map_err(|_| Reason::Runt)?;
-    let mut ip = ipv4::Packet::new_checked(eth.payload_mut())?;
-    if ip.header_len() != ipv4::MIN_HEADER_LEN {
-        return Err(Reason::IpOptions);
-    }
-    if ip.ttl() <= 1 {
-        return Err(Reason::TtlExceeded);
-    }
-    {
-        let mut m = icmp::Message::new_checked(ip.payload_mut()).map_err(|_| Reason::TruncatedL4)?;
-        let mut q = m.quote_mut().map_err(|_| Reason::TruncatedL4)?;
-        q.set_src(rip);
-        if let Some(p) = rport {
-            q.set_src_port(p);
-        }
-        m.fill_checksum();
-    }
-    ip.decrement_ttl();
-    ip.replace_dst(rip);
-    eth.set_dst(macs.dst);
-    eth.set_src(macs.src);
-    Ok(())
+    nat_icmp(
+        frame,
+        macs,
+        |q| {
+            q.set_src(rip);
+            if let Some(p) = rport {
+                q.set_src_port(p);
+            }
+        },
+        |ip| {
+            ip.replace_dst(rip);
+        },
+    )
 }
 
 /// NAT rewrite of an ICMP error a real server sent to a client about a
@@ -619,6 +610,29 @@ pub fn nat_icmp_error(frame: &mut [u8], rip: u32, rport: Option<u16>, macs: Macs
 /// # Errors
 /// As [`nat_icmp_error`].
 pub fn nat_icmp_from_server(frame: &mut [u8], vip: u32, vport: u16, macs: Macs) -> Result<(), Reason> {
+    nat_icmp(
+        frame,
+        macs,
+        |q| {
+            q.set_dst(vip);
+            q.set_dst_port(vport);
+        },
+        |ip| {
+            ip.replace_src(vip);
+        },
+    )
+}
+
+/// What both NAT rewrites of an ICMP error share: check the outer header and
+/// the TTL, let `quote` rewrite the quoted packet (the ICMP checksum is redone
+/// after it), decrement the TTL, let `outer` rewrite the outer addresses and
+/// set the MACs.
+fn nat_icmp(
+    frame: &mut [u8],
+    macs: Macs,
+    quote: impl FnOnce(&mut icmp::Quote<&mut [u8]>),
+    outer: impl FnOnce(&mut ipv4::Packet<&mut [u8]>),
+) -> Result<(), Reason> {
     let mut eth = ethernet::Frame::new_checked(frame).map_err(|_| Reason::Runt)?;
     let mut ip = ipv4::Packet::new_checked(eth.payload_mut())?;
     if ip.header_len() != ipv4::MIN_HEADER_LEN {
@@ -629,13 +643,11 @@ pub fn nat_icmp_from_server(frame: &mut [u8], vip: u32, vport: u16, macs: Macs) 
     }
     {
         let mut m = icmp::Message::new_checked(ip.payload_mut()).map_err(|_| Reason::TruncatedL4)?;
-        let mut q = m.quote_mut().map_err(|_| Reason::TruncatedL4)?;
-        q.set_dst(vip);
-        q.set_dst_port(vport);
+        quote(&mut m.quote_mut().map_err(|_| Reason::TruncatedL4)?);
         m.fill_checksum();
     }
     ip.decrement_ttl();
-    ip.replace_src(vip);
+    outer(&mut ip);
     eth.set_dst(macs.dst);
     eth.set_src(macs.src);
     Ok(())
