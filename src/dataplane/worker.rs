@@ -585,13 +585,26 @@ fn nat_reply(f: &mut Frame<'_>, cx: &mut Ctx<'_>, c: &Classified) -> Result<Acti
     if c.first_fragment {
         cx.frags.insert(c.frag_key(), id, now);
     }
-    let mac = cx.table.next_hop_mac(c.key.dst).ok_or(Reason::NextHopUnknown)?;
     let vport = if b.svc_port != 0 { b.svc_port } else { c.key.sport };
+    nat_to_client(f, cx, id, c.key.dst, Some(vport))
+}
+
+/// Send a NAT reply (or a later fragment of one, `vport` None) to the next
+/// hop toward `client` with the VIP of backend `id`'s service as its source.
+#[inline]
+fn nat_to_client(
+    f: &mut Frame<'_>,
+    cx: &mut Ctx<'_>,
+    id: BackendId,
+    client: u32,
+    vport: Option<u16>,
+) -> Result<Action, Reason> {
+    let mac = cx.table.next_hop_mac(client).ok_or(Reason::NextHopUnknown)?;
     let len = f.len();
     let n = Nat {
         side: NatSide::Src,
-        addr: b.svc_vip,
-        port: Some(vport),
+        addr: cx.table.backend(id).svc_vip,
+        port: vport,
         macs: Macs {
             dst: mac,
             src: cx.table.director_mac,
@@ -608,23 +621,9 @@ fn nat_reply(f: &mut Frame<'_>, cx: &mut Ctx<'_>, c: &Classified) -> Result<Acti
 #[inline]
 fn nat_reply_fragment(f: &mut Frame<'_>, cx: &mut Ctx<'_>, k: &FragKey) -> Result<Action, Reason> {
     let id = cx.frags.get(k, cx.now).ok_or(Reason::Fragment)?;
-    let b = *cx.table.backend(id);
-    let mac = cx.table.next_hop_mac(k.dst).ok_or(Reason::NextHopUnknown)?;
-    let len = f.len();
-    let n = Nat {
-        side: NatSide::Src,
-        addr: b.svc_vip,
-        port: None,
-        macs: Macs {
-            dst: mac,
-            src: cx.table.director_mac,
-        },
-    };
-    let csum = rewrite::checksum_state(&f.vnet);
-    rewrite::nat(f.data_mut(), csum, &n)?;
-    count_out(cx, id, len);
+    let action = nat_to_client(f, cx, id, k.dst, None)?;
     bump(&cx.stats.fragments_forwarded, 1);
-    Ok(Action::Transmit)
+    Ok(action)
 }
 
 /// An ICMP error from a NAT server about one of its flows: sent on to the
