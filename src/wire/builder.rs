@@ -25,17 +25,11 @@ pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 /// The test topology's router MAC (`02:00:00:00:00:01`), the default source.
 pub const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 
-/// The IPv4 pseudo-header sum of RFC 793/768 (source, destination, zero,
-/// protocol, transport length), folded but not inverted: what a partial
-/// (virtio `NEEDS_CSUM`) checksum field holds.
-// TODO(rewrite): becomes `checksum::pseudo_header` once that exists.
+/// The IPv4 pseudo-header sum of RFC 793/768, folded but not inverted: what
+/// a partial (virtio `NEEDS_CSUM`) checksum field holds. The fast path's
+/// [`checksum::pseudo_header`] in the address types tests use.
 pub fn pseudo_sum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4_len: usize) -> u16 {
-    let mut pseudo = [0u8; 12];
-    pseudo[0..4].copy_from_slice(&src.octets());
-    pseudo[4..8].copy_from_slice(&dst.octets());
-    pseudo[9] = protocol;
-    put16(&mut pseudo, 10, l4_len as u16);
-    checksum::sum(&pseudo, 0)
+    checksum::pseudo_header(src.into(), dst.into(), protocol.into(), l4_len as u16)
 }
 
 /// The TCP/UDP checksum field value of transport bytes `l4` (whose own
