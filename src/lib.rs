@@ -23,6 +23,7 @@
 //! everything. `unsafe` code lives in `io::sys` alone.
 #![deny(unsafe_code)]
 
+pub mod cli;
 pub mod control;
 pub mod dataplane;
 pub mod fwd;

@@ -6,7 +6,6 @@
 //! and stopped by `realserver-setup/ulvs-realserver up|down --mode tun`.
 
 use std::io::{Read, Write};
-use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,18 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use socket2::{Domain, Protocol, Socket, Type};
-
-/// Userspace IP-in-IP decapsulator for TUN-mode real servers.
-#[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {
-    /// A VIP whose tunnelled packets are accepted (repeatable).
-    #[arg(long = "vip", required = true)]
-    vips: Vec<Ipv4Addr>,
-    /// Name of the TUN device to create.
-    #[arg(long, default_value = "ulvs-tun0")]
-    tun: String,
-}
+use ulvs::cli::decap::Args;
 
 fn run(args: Args) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));

@@ -5,79 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
+use ulvs::cli::ulvsadm::{Args, Cmd, OnOff};
 use ulvs::control::ctl::{call, Request};
 use ulvs::control::rates::Rates;
 use ulvs::control::snapshot::{Flows, List, ServerSnap, ServiceSnap, Stats, STAT_FIELDS};
-
-/// Control client for the ulvs director (named after ipvsadm).
-#[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {
-    /// Control socket (else $ULVS_SOCKET, else /run/ulvs/ulvs.sock).
-    #[arg(long, global = true)]
-    socket: Option<PathBuf>,
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand, Debug)]
-enum Cmd {
-    /// Services and their real servers with state and counters.
-    List {
-        #[arg(long)]
-        json: bool,
-        /// Totals: connections, packets and bytes in and out (as `ipvsadm --stats`).
-        #[arg(long, conflicts_with = "rate")]
-        stats: bool,
-        /// Rates: connections, packets and bytes per second (as `ipvsadm --rate`).
-        #[arg(long)]
-        rate: bool,
-    },
-    /// Director-wide counters: frames seen, forwarded, drops by reason, flows.
-    Stats {
-        #[arg(long)]
-        json: bool,
-    },
-    /// No new flows to that server; its established flows stay.
-    Drain { service: String, address: String },
-    /// Undo drain.
-    Enable { service: String, address: String },
-    /// Set a server's weight (0..=65535; 0 = no new flows).
-    Weight {
-        service: String,
-        address: String,
-        weight: u64,
-    },
-    /// Re-read the config file, as SIGHUP.
-    Reload,
-    /// Answer ARP for the VIPs and announce them (on; gratuitous ARP at
-    /// once), or stop answering (off). Without an argument: print on or off.
-    Announce { state: Option<OnOff> },
-    /// Exit 0 when the director forwards (data plane running, every service
-    /// has a real server up), else 1 with the reason on one line (for
-    /// keepalived's track_script).
-    Check,
-    /// Connections: protocol, client, VIP, real server, state, time to
-    /// expiry (as `ipvsadm -Lnc`); at most 100,000 (then "truncated").
-    Flows {
-        #[arg(long)]
-        json: bool,
-        /// Only the flows of this service.
-        #[arg(long)]
-        service: Option<String>,
-    },
-}
-
-/// The argument of `announce`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum OnOff {
-    On,
-    Off,
-}
 
 fn socket_path(arg: Option<PathBuf>) -> PathBuf {
     arg.or_else(|| std::env::var_os("ULVS_SOCKET").map(PathBuf::from))

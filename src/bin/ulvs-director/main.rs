@@ -1,30 +1,12 @@
 //! `ulvs-director`: argument parsing and wiring. The director itself is
 //! `ulvs::control::director`; the fast path is `ulvs::dataplane`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use ulvs::cli::director::Args;
 use ulvs::control::config::Config;
 use ulvs::control::director;
-
-/// The ulvs director: a userspace LVS-style L4 load balancer.
-#[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {
-    /// The YAML configuration file.
-    #[arg(long, short)]
-    config: PathBuf,
-    /// Validate the file and exit (0 = valid, 1 = problems, one per line on stderr).
-    #[arg(long)]
-    check: bool,
-    /// Remove what a director of this config left behind when it did not stop
-    /// cleanly (its kernel drop rule, a stale control socket), then exit; does
-    /// nothing while a director answers on the control socket (systemd's
-    /// ExecStopPost=).
-    #[arg(long, conflicts_with = "check")]
-    cleanup: bool,
-}
 
 /// `--cleanup`: exit 0 when nothing is left behind.
 fn cleanup(cfg: &Config) -> ExitCode {
