@@ -6,4 +6,5 @@ pub mod classify;
 pub mod dump;
 pub mod rewrite;
 pub mod stats;
+pub mod synclink;
 pub mod worker;
