@@ -14,7 +14,7 @@ use super::wire::MAC_LEN;
 /// Shortest accepted key: 16 bytes (128 bits), below which an HMAC key is
 /// guessable in principle; 32 random bytes are recommended
 /// (`head -c 32 /dev/urandom > sync.key`).
-pub const MIN_KEY_LEN: usize = 16;
+pub const MIN_KEY_LEN: usize = crate::control::config::MIN_SYNC_KEY_LEN;
 
 /// Sequence numbers remembered behind the newest one seen from a peer. A
 /// datagram reordered by more than this is dropped as a replay; sync peers

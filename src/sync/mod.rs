@@ -17,4 +17,8 @@
 #![doc = include_str!("../../docs/sync-protocol.md")]
 
 pub mod auth;
+pub mod thread;
 pub mod wire;
+
+#[cfg(test)]
+mod tests;

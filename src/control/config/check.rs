@@ -191,7 +191,10 @@ impl<'a> Rules<'a> {
                 self.error(
                     self.places.line(&f),
                     &f,
-                    format!("{} is this director's own sync.listen; list the other directors only", s.listen),
+                    format!(
+                        "{} is this director's own sync.listen; list the other directors only",
+                        s.listen
+                    ),
                 );
             }
         }

@@ -262,7 +262,10 @@ fn sync_addr(v: &Spanned<String>) -> Option<SocketAddr> {
         Ok(a) => return Some(a),
         Err(_) => bad(
             v.referenced,
-            format!("\"{}\" is not IP:PORT (for example 198.18.0.2:8848)", v.value.escape_debug()),
+            format!(
+                "\"{}\" is not IP:PORT (for example 198.18.0.2:8848)",
+                v.value.escape_debug()
+            ),
         ),
     }
     None
@@ -281,7 +284,10 @@ pub(super) fn sync_peers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAd
     for v in Option::<Vec<Spanned<String>>>::deserialize(d)?.unwrap_or_default() {
         let Some(a) = sync_addr(&v) else { continue };
         if let Some(first) = seen.get(&a) {
-            bad(v.referenced, format!("peer {a} is listed twice{}", first_at(*first)));
+            bad(
+                v.referenced,
+                format!("peer {a} is listed twice{}", first_at(*first)),
+            );
             continue;
         }
         if peers.len() == MAX_SYNC_PEERS {

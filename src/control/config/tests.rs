@@ -1194,7 +1194,9 @@ fn sync_section_parses() {
     assert_eq!(s.refresh_ms, Some(2000));
     assert_eq!(s.refresh_interval_ms(&c.timeouts), 2000);
     // The contract's example, without the key file.
-    let c = ok(&format!("{BASE}sync:\n  listen: 198.18.0.2:8848\n  peers: [198.18.0.3:8848]\n"));
+    let c = ok(&format!(
+        "{BASE}sync:\n  listen: 198.18.0.2:8848\n  peers: [198.18.0.3:8848]\n"
+    ));
     let s = c.sync.unwrap();
     assert_eq!(s.key_file, None);
     assert_eq!(s.refresh_interval_ms(&c.timeouts), DEFAULT_SYNC_REFRESH_MS);
@@ -1225,9 +1227,24 @@ fn sync_refresh_follows_short_timeouts() {
 fn sync_errors_name_line_and_field() {
     let s = |body: &str| format!("{BASE}sync:\n{body}");
     // BASE has 8 lines: `sync:` is line 9.
-    one(&s("  peers: [198.18.0.3:8848]\n"), Some(9), "sync.listen", "required");
-    one(&s("  listen: 198.18.0.2:8848\n"), Some(9), "sync.peers", "at least one peer");
-    one(&s("  listen: 198.18.0.2:8848\n  peers: []\n"), Some(11), "sync.peers", "at least one peer");
+    one(
+        &s("  peers: [198.18.0.3:8848]\n"),
+        Some(9),
+        "sync.listen",
+        "required",
+    );
+    one(
+        &s("  listen: 198.18.0.2:8848\n"),
+        Some(9),
+        "sync.peers",
+        "at least one peer",
+    );
+    one(
+        &s("  listen: 198.18.0.2:8848\n  peers: []\n"),
+        Some(11),
+        "sync.peers",
+        "at least one peer",
+    );
     one(
         &s("  listen: 198.18.0.2\n  peers: [198.18.0.3:8848]\n"),
         Some(10),
@@ -1265,7 +1282,12 @@ fn sync_errors_name_line_and_field() {
         "this director's own sync.listen",
     );
     // Every item wrong: said once per item, not again as "no peers".
-    one(&s("  listen: 198.18.0.2:8848\n  peers: [x]\n"), Some(11), "sync.peers[0]", "is not IP:PORT");
+    one(
+        &s("  listen: 198.18.0.2:8848\n  peers: [x]\n"),
+        Some(11),
+        "sync.peers[0]",
+        "is not IP:PORT",
+    );
     one(
         &s("  listen: 198.18.0.2:8848\n  peers: [198.18.0.3:8848]\n  bogus: 1\n"),
         Some(12),
@@ -1286,8 +1308,25 @@ fn sync_key_file_must_be_readable_and_long_enough() {
         "cannot read /nonexistent/ulvs/sync.key",
     );
     let short = key_file("short.key", 15);
-    let e = one(&s(&short.display().to_string()), Some(12), "sync.key_file", "holds 15 bytes");
-    assert!(e.message.contains("at least 16") && e.message.contains("head -c 32 /dev/urandom"), "{e}");
+    let e = one(
+        &s(&short.display().to_string()),
+        Some(12),
+        "sync.key_file",
+        "holds 15 bytes",
+    );
+    assert!(
+        e.message.contains("at least 16") && e.message.contains("head -c 32 /dev/urandom"),
+        "{e}"
+    );
     let exact = key_file("exact.key", 16);
-    assert_eq!(ok(&s(&exact.display().to_string())).sync.unwrap().key_file.unwrap().bytes.len(), 16);
+    assert_eq!(
+        ok(&s(&exact.display().to_string()))
+            .sync
+            .unwrap()
+            .key_file
+            .unwrap()
+            .bytes
+            .len(),
+        16
+    );
 }
