@@ -25,7 +25,8 @@
 //! * Which worker's queue a synced flow goes to: [`worker_for`], the worker
 //!   whose device sees that flow's frames.
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 
@@ -36,6 +37,14 @@ use crate::fwd::table::BackendId;
 pub const NOTES: usize = 65_536;
 /// Synced flows waiting for one worker.
 pub const SYNCED: usize = 65_536;
+/// Synced flows a worker takes per batch (and per idle poll): bounded so a
+/// bulk transfer delays the frames of one batch by tens of microseconds at
+/// most, yet 65,536 queued flows go in within 256 polls.
+pub const SYNCED_PER_BATCH: usize = 256;
+/// Flow-table buckets (8 ways each) a walk copies after a batch with frames,
+/// and after an idle poll (a 1M-flow table has 131,072 buckets).
+pub const WALK_BUCKETS_BUSY: usize = 64;
+pub const WALK_BUCKETS_IDLE: usize = 4096;
 
 /// How frames are spread over the workers (the device kind the director
 /// opened).
@@ -126,7 +135,8 @@ pub struct Synced {
 pub struct WorkerLink {
     pub notes: ArrayQueue<Note>,
     pub synced: ArrayQueue<Synced>,
-    /// Notes dropped because `notes` was full.
+    /// Notes dropped because `notes` was full (written by the worker; a
+    /// walk pauses instead, its copies are never dropped).
     pub notes_full: AtomicU64,
     /// Synced flows dropped because `synced` was full (written by the sync
     /// thread).
@@ -138,8 +148,24 @@ pub struct WorkerLink {
     /// Read by the worker when it starts a walk: true = copy every live
     /// flow (bulk transfer), false = a refresh (only flows with a packet
     /// since the previous walk began, and flows this director created).
-    /// The sync thread sets it before bumping `walk_asked`.
+    /// The sync thread stores true before bumping `walk_asked` for a bulk
+    /// transfer and never stores false; the worker takes it (`swap(false)`)
+    /// when it starts a walk, so a bulk asked while a refresh runs makes the
+    /// next walk a full one, and one bulk walk answers every request made
+    /// before it started.
     pub walk_all: AtomicBool,
+    /// Written by the worker: synced flows it inserted, or applied to a
+    /// synced flow it had (`synced_applied`); synced flows it did not take
+    /// because it holds the flow as its own (`synced_kept_local`: this
+    /// director created it and sees its frames; only the last-packet time
+    /// is taken when later), or because they were already expired on
+    /// arrival or name a server id the current table does not know
+    /// (`synced_stale`).
+    pub synced_applied: AtomicU64,
+    pub synced_kept_local: AtomicU64,
+    pub synced_stale: AtomicU64,
+    /// Written by the worker: flows copied into `notes` by walks.
+    pub walk_copied: AtomicU64,
 }
 
 impl WorkerLink {
@@ -152,6 +178,62 @@ impl WorkerLink {
             walk_asked: AtomicU64::new(0),
             walk_done: AtomicU64::new(0),
             walk_all: AtomicBool::new(false),
+            synced_applied: AtomicU64::new(0),
+            synced_kept_local: AtomicU64::new(0),
+            synced_stale: AtomicU64::new(0),
+            walk_copied: AtomicU64::new(0),
+        }
+    }
+
+    /// Sync thread: ask for a walk (`all`: a bulk transfer, else a
+    /// refresh). The copies arrive in `notes` as [`NoteKind::Copy`]; the
+    /// walk is complete when [`WorkerLink::walk_complete`] says so for the
+    /// returned number.
+    pub fn ask_walk(&self, all: bool) -> u64 {
+        if all {
+            self.walk_all.store(true, Ordering::Release);
+        }
+        self.walk_asked.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Sync thread: has the walk `asked` (from [`WorkerLink::ask_walk`])
+    /// gone through the whole table?
+    pub fn walk_complete(&self, asked: u64) -> bool {
+        self.walk_done.load(Ordering::Acquire) >= asked
+    }
+}
+
+/// Every worker's link and how frames are spread over them: what the sync
+/// thread holds.
+pub struct Links {
+    pub workers: Vec<Arc<WorkerLink>>,
+    pub placement: Placement,
+}
+
+impl Links {
+    /// `workers` fresh links (at least one).
+    pub fn new(workers: usize, placement: Placement) -> Self {
+        Links {
+            workers: (0..workers.max(1)).map(|_| Arc::new(WorkerLink::new())).collect(),
+            placement,
+        }
+    }
+
+    /// Hand a synced flow to the worker that sees its frames, or to every
+    /// worker when that cannot be known ([`worker_for`]). A full queue
+    /// drops it there and counts `synced_full`. Returns how many queues
+    /// took it.
+    pub fn deliver(&self, s: Synced) -> usize {
+        let put = |l: &WorkerLink| {
+            let ok = l.synced.push(s).is_ok();
+            if !ok {
+                l.synced_full.fetch_add(1, Ordering::Relaxed);
+            }
+            usize::from(ok)
+        };
+        match worker_for(&s.key, self.workers.len(), self.placement) {
+            Some(i) => put(&self.workers[i]),
+            None => self.workers.iter().map(|l| put(l)).sum(),
         }
     }
 }
