@@ -179,8 +179,9 @@ pub fn default_timeouts() -> Timeouts {
     }
 }
 
-/// Most peers in `sync.peers` (a synced flow's origin is one byte).
-pub const MAX_SYNC_PEERS: usize = 32;
+/// Most peers in `sync.peers`: a flow records its origin (1 + the peer's
+/// index) in 5 bits of its flow-table entry.
+pub const MAX_SYNC_PEERS: usize = crate::fwd::flow::MAX_ORIGIN as usize;
 /// Shortest `sync.key_file` (see `crate::sync::auth::MIN_KEY_LEN`).
 pub const MIN_SYNC_KEY_LEN: usize = 16;
 /// Bounds of `sync.refresh_ms`.

@@ -41,7 +41,14 @@ impl Director {
             }
         };
         let copies = collect(&self.stats, filter, ANSWER_WAIT);
-        Ok(describe(&self.cfg, &self.rt, copies))
+        // The running sync thread's peers (a reload changes them only at
+        // the next start), in the order origins count them.
+        let peers: Vec<String> = self
+            .sync
+            .as_ref()
+            .map(|h| h.snapshot().peers.into_iter().map(|p| p.address).collect())
+            .unwrap_or_default();
+        Ok(describe(&self.cfg, &self.rt, &peers, copies))
     }
 }
 
@@ -98,16 +105,20 @@ fn state_name(s: FlowState) -> &'static str {
 }
 
 /// Who created a flow, for the listing: `local`, or the sync peer it came
-/// from by its place in the config's `sync.peers` (from 1).
-fn origin_name(origin: u8) -> String {
+/// from (`peers[origin - 1]`: the running sync thread's `sync.peers`), or
+/// `peer#N` should that list not have it.
+fn origin_name(origin: u8, peers: &[String]) -> String {
     match origin {
         0 => "local".into(),
-        n => format!("peer#{n}"),
+        n => peers
+            .get(usize::from(n) - 1)
+            .cloned()
+            .unwrap_or_else(|| format!("peer#{n}")),
     }
 }
 
 /// The copies as listing rows, sorted by service, client.
-fn describe(cfg: &Config, rt: &Runtime, copies: Copies) -> Flows {
+fn describe(cfg: &Config, rt: &Runtime, peers: &[String], copies: Copies) -> Flows {
     let mut servers: HashMap<BackendId, String> = HashMap::new();
     for (k, s) in &rt.servers {
         let ep = match k.port {
@@ -151,7 +162,7 @@ fn describe(cfg: &Config, rt: &Runtime, copies: Copies) -> Flows {
                 state: state_name(f.state).into(),
                 expires_in: u64::from(f.expires_in_ms).div_ceil(1000),
                 worker,
-                origin: origin_name(f.origin),
+                origin: origin_name(f.origin, peers),
             });
         }
     }
@@ -161,5 +172,54 @@ fn describe(cfg: &Config, rt: &Runtime, copies: Copies) -> Flows {
         truncated: copies.truncated,
         workers,
         workers_answered,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fwd::flow::FlowKey;
+
+    /// Each flow names who created it: this director, or a sync peer by
+    /// its address (a number when the peer list lacks it).
+    #[test]
+    fn flows_name_their_origin() {
+        let yaml = "interface: eth0\nservices:\n  - name: web\n    vip: 198.18.100.1\n    port: 80\n    real_servers:\n      - address: 198.18.0.11\n";
+        let cfg = Config::from_str(yaml, "t.yaml").expect("valid");
+        let mut rt = Runtime::default();
+        rt.sync(&cfg).expect("ids");
+        let id = rt.servers.values().next().expect("a server").id;
+        let flow = |sport, origin| DumpedFlow {
+            key: FlowKey {
+                src: 0xcb00_7107,
+                dst: 0xc612_6401,
+                sport,
+                dport: 80,
+                proto: 6,
+            },
+            state: FlowState::TcpEstablished,
+            backend: id,
+            expires_in_ms: 1500,
+            origin,
+        };
+        let copies = Copies {
+            per_worker: vec![Some(vec![flow(1, 0), flow(2, 1), flow(3, 2)])],
+            truncated: false,
+        };
+        let out = describe(&cfg, &rt, &["198.18.0.3:8848".to_string()], copies);
+        let got: Vec<_> = out
+            .flows
+            .iter()
+            .map(|f| (f.client.as_str(), f.origin.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("203.0.113.7:1", "local"),
+                ("203.0.113.7:2", "198.18.0.3:8848"),
+                ("203.0.113.7:3", "peer#2")
+            ]
+        );
+        assert_eq!(out.flows[1].server, "198.18.0.11");
     }
 }
