@@ -276,6 +276,29 @@ fn print_reply(req: &Request, data: &Value, json: bool, view: View) -> Result<()
     Ok(())
 }
 
+/// `ulvsadm import-keepalived`: the config on stdout, the notes on stderr;
+/// 0 when all was translated, 3 when some was not, 1 when unreadable.
+fn import_keepalived(file: &std::path::Path, interface: Option<String>) -> ExitCode {
+    use ulvs::control::import::keepalived::{import, Options};
+    match import(file, &Options { interface }) {
+        Ok(i) => {
+            print!("{}", i.yaml);
+            for n in &i.notes {
+                eprintln!("{n}");
+            }
+            if i.notes.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            }
+        }
+        Err(e) => {
+            eprintln!("ulvsadm: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let socket = socket_path(args.socket);
@@ -308,6 +331,7 @@ fn main() -> ExitCode {
         ),
         Cmd::Reload => (Request::Reload, false),
         Cmd::Check => return check(&socket),
+        Cmd::ImportKeepalived { file, interface } => return import_keepalived(&file, interface),
         Cmd::Flows { json, service } => (Request::Flows { service }, json),
         Cmd::Announce { state } => (
             Request::Announce {

@@ -63,6 +63,18 @@ pub enum Cmd {
         #[arg(long)]
         service: Option<String>,
     },
+    /// Print on stdout a ulvs config equivalent to the virtual_server blocks
+    /// of a keepalived.conf; each thing that cannot be translated goes to
+    /// stderr as FILE:LINE: what. Exit 0 when all was translated, 3 when some
+    /// was not, 1 when the file is unreadable.
+    ImportKeepalived {
+        /// The keepalived.conf to read (its includes are followed).
+        file: PathBuf,
+        /// The director's interface to write into the config (default: the
+        /// interface of the vrrp_instance that holds a VIP, else eth0).
+        #[arg(long)]
+        interface: Option<String>,
+    },
 }
 
 /// The argument of `announce`.
