@@ -255,6 +255,11 @@ pub struct FlowSnap {
     pub expires_in: u64,
     /// The worker whose table holds it.
     pub worker: usize,
+    /// Who created it: `local` (a frame of it reached this director
+    /// first), else the sync peer it came from (`peer#N`: the N-th of the
+    /// config's sync peers, counting from 1).
+    #[serde(default)]
+    pub origin: String,
 }
 
 /// `ulvsadm flows --json`.
