@@ -15,4 +15,5 @@ pub mod rates;
 pub mod route;
 pub mod serve;
 pub mod snapshot;
+pub mod trace;
 pub mod watchdog;

@@ -461,10 +461,7 @@ fn is_active(s: FlowState) -> bool {
 /// reach it (its MAC; the caller checks), as a drained one does.
 #[inline]
 fn keeps_backend(state: BackendState, reschedule_on_down: bool) -> bool {
-    match state {
-        BackendState::Up | BackendState::Draining | BackendState::Removed => true,
-        BackendState::Down => !reschedule_on_down,
-    }
+    state.keeps_flows(reschedule_on_down)
 }
 
 /// State of a new flow from its first packet.

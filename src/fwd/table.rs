@@ -55,6 +55,30 @@ pub enum BackendState {
     Removed,
 }
 
+impl BackendState {
+    /// Whether a flow pinned to a server in this state stays with it
+    /// (`reschedule_on_down`: `on_server_down: reschedule`). A removed
+    /// server keeps its flows while the table still knows its MAC (the
+    /// caller checks). The worker and `ulvsadm trace` decide by this.
+    #[inline]
+    pub fn keeps_flows(self, reschedule_on_down: bool) -> bool {
+        match self {
+            BackendState::Up | BackendState::Draining | BackendState::Removed => true,
+            BackendState::Down => !reschedule_on_down,
+        }
+    }
+
+    /// The name `ulvsadm trace` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Up => "up",
+            BackendState::Down => "down",
+            BackendState::Draining => "draining",
+            BackendState::Removed => "removed",
+        }
+    }
+}
+
 /// One real server as the fast path sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackendFwd {
