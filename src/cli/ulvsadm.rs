@@ -108,13 +108,15 @@ pub enum Cmd {
         #[arg(long)]
         client: Option<String>,
     },
-    /// Explain the decision for one connection: the service it matches, its
-    /// flow entry if one exists (which worker, created here or synced), else
-    /// the Maglev slot and the server in it, that server's state, and what
-    /// happens to the frame (forwarded where and how, or dropped with which
-    /// counter).
+    /// Explain what the director does with one connection's next frame.
+    ///
+    /// The service it matches, its flow entry if one exists (which worker,
+    /// created here or synced), else the Maglev slot and the server in it,
+    /// that server's state, and what happens to the frame (forwarded where
+    /// and how, or dropped with which counter).
     Trace {
         /// tcp or udp.
+        #[arg(ignore_case = true)]
         protocol: Proto,
         /// The client's IP:PORT.
         client: String,
@@ -124,10 +126,11 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print on stdout a ulvs config equivalent to the virtual_server blocks
-    /// of a keepalived.conf; each thing that cannot be translated goes to
-    /// stderr as FILE:LINE: what. Exit 0 when all was translated, 3 when some
-    /// was not, 1 when the file is unreadable.
+    /// Print a ulvs config equivalent to a keepalived.conf's virtual servers.
+    ///
+    /// The config goes to stdout; each thing that cannot be translated goes
+    /// to stderr as FILE:LINE: what. Exit 0 when all was translated, 3 when
+    /// some was not, 1 when the file is unreadable.
     ImportKeepalived {
         /// The keepalived.conf to read (its includes are followed).
         file: PathBuf,

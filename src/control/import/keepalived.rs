@@ -28,7 +28,10 @@
 //!   `interval_ms`, `retry`/`nb_get_retry` N → `fall: N+1` (the first failure
 //!   and N retries), `rise: 1` (keepalived takes a server back at its first
 //!   success). Timers may sit on the virtual server, the real server or the
-//!   checker, as in keepalived. ulvs checks all servers of a service alike:
+//!   checker, as in keepalived. `delay_before_retry` has no counterpart and
+//!   is passed over: ulvs probes every `interval_ms`, failed or not, so a
+//!   dead server is declared down after `fall` intervals rather than after
+//!   keepalived's `retry` × `delay_before_retry`. ulvs checks all servers of a service alike:
 //!   a server whose check differs from the first one's is a note.
 //! * `inhibit_on_failure` on every real server → `on_server_down: keep`
 //!   (established connections stay with a failed server, as with weight 0);
