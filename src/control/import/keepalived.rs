@@ -107,6 +107,26 @@ pub struct ImportError {
 /// How deep `include`s may nest (keepalived's own limit is similar; a file
 /// that includes itself stops here).
 const MAX_INCLUDE_DEPTH: usize = 8;
+/// Most files one import reads (includes that include themselves over and
+/// over stop here).
+const MAX_FILES: usize = 1000;
+
+thread_local! {
+    static FILES_READ: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Files included so far by the import running on this thread, after
+/// adding `add`.
+fn files_read(add: usize) -> usize {
+    FILES_READ.with(|c| {
+        c.set(c.get() + add);
+        c.get()
+    })
+}
+
+/// Most words read from all files together: includes that fan out (a
+/// file included many times over) stop here.
+const MAX_TOKENS: usize = 4_000_000;
 /// keepalived's defaults.
 const DEFAULT_DELAY_LOOP_MS: u64 = 60_000;
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
@@ -232,6 +252,20 @@ fn include(pattern: &str, from: &Path, loc: &Loc, depth: usize, out: &mut Vec<Le
             what,
         })
     };
+    if out.len() >= MAX_TOKENS {
+        note(
+            notes,
+            format!("include {pattern}: not read (more than {MAX_TOKENS} words read already)"),
+        );
+        return;
+    }
+    if files_read(0) >= MAX_FILES {
+        note(
+            notes,
+            format!("include {pattern}: not read (more than {MAX_FILES} files read already)"),
+        );
+        return;
+    }
     if depth >= MAX_INCLUDE_DEPTH {
         note(
             notes,
@@ -255,6 +289,7 @@ fn include(pattern: &str, from: &Path, loc: &Loc, depth: usize, out: &mut Vec<Le
     for f in files {
         match std::fs::read(&f) {
             Ok(text) => {
+                files_read(1);
                 let shown = f.display().to_string();
                 lex(&String::from_utf8_lossy(&text), &f, &shown, depth + 1, out, notes);
             }
@@ -282,21 +317,35 @@ fn expand(full: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// `*` and `?` matching (a leading dot is not special: keepalived uses
-/// glob(3) without GLOB_PERIOD, which hides dot files; so do we).
+/// glob(3) without GLOB_PERIOD, which hides dot files; so do we). Greedy
+/// with one backtrack point, so linear in practice, never exponential.
 fn glob(p: &[u8], s: &[u8]) -> bool {
     if s.first() == Some(&b'.') && p.first() != Some(&b'.') {
         return false;
     }
-    fn m(p: &[u8], s: &[u8]) -> bool {
-        match (p.first(), s.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => m(&p[1..], s) || (!s.is_empty() && m(p, &s[1..])),
-            (Some(b'?'), Some(_)) => m(&p[1..], &s[1..]),
-            (Some(a), Some(b)) if a == b => m(&p[1..], &s[1..]),
-            _ => false,
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi, si));
+                pi += 1;
+            }
+            Some(&c) if c == b'?' || c == s[si] => {
+                pi += 1;
+                si += 1;
+            }
+            _ => match star {
+                Some((sp, ss)) => {
+                    pi = sp + 1;
+                    si = ss + 1;
+                    star = Some((sp, ss + 1));
+                }
+                None => return false,
+            },
         }
     }
-    m(p, s)
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 /// One statement: a keyword, its arguments, and its block if it has one.
@@ -317,8 +366,40 @@ impl Node {
     }
 }
 
+/// Deepest block nesting read (keepalived's own configs nest 4 deep); a
+/// deeper block is skipped whole, so a hostile file cannot exhaust the stack.
+const MAX_NESTING: usize = 32;
+
+/// Skip the rest of a block opened before `*pos` (up to its `}`).
+fn skip_block(toks: &[Lexed], pos: &mut usize) {
+    let mut depth = 1usize;
+    while let Some(t) = toks.get(*pos) {
+        *pos += 1;
+        match t.tok {
+            Tok::Open => depth += 1,
+            Tok::Close => {
+                depth -= 1;
+                if depth == 0 {
+                    return;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The statements up to the `}` that closes `opened` (or the end).
 fn block(toks: &[Lexed], pos: &mut usize, opened: Option<&Loc>, notes: &mut Vec<Note>) -> Vec<Node> {
+    block_at(toks, pos, opened, 0, notes)
+}
+
+fn block_at(
+    toks: &[Lexed],
+    pos: &mut usize,
+    opened: Option<&Loc>,
+    depth: usize,
+    notes: &mut Vec<Note>,
+) -> Vec<Node> {
     let mut nodes: Vec<Node> = Vec::new();
     let mut cur: Vec<String> = Vec::new();
     let mut cur_loc: Option<Loc> = None;
@@ -344,8 +425,15 @@ fn block(toks: &[Lexed], pos: &mut usize, opened: Option<&Loc>, notes: &mut Vec<
                 cur.push(w.clone());
             }
             Tok::Eol => flush(&mut nodes, &mut cur, &mut cur_loc, None),
+            Tok::Open if depth >= MAX_NESTING => {
+                skip_block(toks, pos);
+                notes.push(Note {
+                    loc: t.loc.clone(),
+                    what: format!("blocks nested more than {MAX_NESTING} deep; skipped"),
+                });
+            }
             Tok::Open => {
-                let children = block(toks, pos, Some(&t.loc), notes);
+                let children = block_at(toks, pos, Some(&t.loc), depth + 1, notes);
                 if cur_loc.is_some() {
                     flush(&mut nodes, &mut cur, &mut cur_loc, Some(children));
                 } else if let Some(last) = nodes.last_mut().filter(|n| n.children.is_none()) {
@@ -1059,10 +1147,34 @@ mod tests {
     #[test]
     fn globbing() {
         assert!(glob(b"*.conf", b"a.conf"));
+        assert!(glob(b"a*b*c", b"axxbyyc"));
+        assert!(!glob(b"a*b*c", b"axxbyy"));
+        assert!(glob(b"**", b""));
+        assert!(!glob(b"a", b""));
+        // Would take 2^40 steps with naive backtracking.
+        let p = "*a".repeat(40) + "b";
+        assert!(!glob(p.as_bytes(), "a".repeat(200).as_bytes()));
         assert!(!glob(b"*.conf", b".a.conf"));
         assert!(glob(b"a?c", b"abc"));
         assert!(!glob(b"a?c", b"ac"));
         assert!(glob(b"*", b"x"));
+    }
+
+    #[test]
+    fn deep_nesting_is_skipped_not_a_crash() {
+        let text = format!(
+            "virtual_server 1.2.3.4 80 {{\n{}\n{}\n}}\n",
+            "a {".repeat(100_000),
+            "}".repeat(100_000)
+        );
+        let mut toks = Vec::new();
+        let mut notes = Vec::new();
+        lex(&text, Path::new("k.conf"), "k.conf", 0, &mut toks, &mut notes);
+        let mut pos = 0;
+        let tree = block(&toks, &mut pos, None, &mut notes);
+        assert_eq!(tree.len(), 1);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].what.contains("nested more than"));
     }
 
     #[test]
