@@ -351,9 +351,13 @@ impl Transport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scheduler {
-    /// Maglev consistent hashing.
+    /// Maglev consistent hashing of the whole 5-tuple.
     #[default]
     Maglev,
+    /// Maglev on the client address alone (client affinity, the job of
+    /// IPVS persistence): every connection of one client lands on one
+    /// server while the set of servers is stable.
+    MaglevClient,
 }
 
 impl Scheduler {
@@ -361,6 +365,7 @@ impl Scheduler {
     pub fn as_str(self) -> &'static str {
         match self {
             Scheduler::Maglev => "maglev",
+            Scheduler::MaglevClient => "maglev_client",
         }
     }
 }
@@ -408,7 +413,7 @@ pub struct Service {
     /// `dr` (default), `nat` or `tun`.
     #[serde(deserialize_with = "field::mode")]
     pub mode: Mode,
-    /// `maglev` (default, only choice).
+    /// `maglev` (default) or `maglev-client` (client affinity).
     #[serde(deserialize_with = "field::choice")]
     pub scheduler: Scheduler,
     /// Health checking; kind `None` when the YAML has no `health`.
