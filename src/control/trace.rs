@@ -15,7 +15,7 @@ pub struct TraceFlow {
     pub state: String,
     /// Seconds until it expires if no packet comes.
     pub expires_in: u64,
-    /// `local`, or `peer#N` when a sync peer created it.
+    /// `local`, or the sync peer that created it (`IP:PORT` as in `sync.peers`).
     #[serde(default)]
     pub origin: String,
     /// The real server it is pinned to.
