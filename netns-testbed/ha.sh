@@ -207,3 +207,71 @@ ha_broken_report() {
   jget "$WORK/$1.json" '"%d of %d broken; e.g. %s" % (d["broken"], d["count"], d["broken_list"][:3])' 2>/dev/null \
     || echo "(no summary: $(tail -c 300 "$WORK/$1.log"))"
 }
+
+# ------------------------------------------------------------------ the pair
+# ha_pair_up SHIPPED [ALLOWED_WARNING]: keepalived configs for A and B from
+# the shipped file, `keepalived -t` (only ALLOWED_WARNING, a grep pattern,
+# may appear), start directors A and B ($WORK/a.yaml, b.yaml), both silent,
+# then keepalived on both; A must become master and the router reach the VIP
+# at A. Fatal when the pair does not come up.
+ha_pair_up() {
+  local shipped=$1 allowed=${2:-^$} t=0
+  ha_keepalived_conf a "$shipped"
+  ha_keepalived_conf b "$shipped"
+  keepalived -t -f "$HA_KA_DIR/a.conf" >"$WORK/ka-test.log" 2>&1
+  check "keepalived -t accepts $(basename "$shipped") (instantiated for this bed)" \
+    test -z "$(grep -v -e "$allowed" "$WORK/ka-test.log")"
+  ha_start a
+  ha_start b
+  check "both directors start silent (announce: none)" test "$(adm announce)/$(admb announce)" = off/off
+  ha_keepalived a
+  ha_keepalived b
+  for t in $(seq 150); do [ "$(adm announce)" = on ] && break; sleep 0.1; done
+  check "keepalived made A master: A announces (after $((t / 10)).$((t % 10)) s)" test "$(adm announce)" = on
+  check "B stays backup: not announcing" test "$(admb announce)" = off
+  [ "$(adm announce)" = on ] || fatal "the pair did not come up"
+  wait_vip_http 10 || say "warm-up request through the VIP did not succeed"
+  check "the router reaches the VIP at A" test "$(ha_router_mac)" = "$DIR1_MAC"
+}
+
+# ha_expect_synced N: A lists at least N established flows and B holds every
+# one of them as synced (origin not local) with the same server
+ha_expect_synced() {
+  local n=$1
+  adm_json "$WORK/flows-a.json" flows || fail "A: ulvsadm flows --json"
+  admb flows --json >"$WORK/flows-b.json" 2>"$WORK/adm.err" || fail "B: ulvsadm flows --json: $(cat "$WORK/adm.err")"
+  expect "A lists at least the $n downloads as established" "$WORK/flows-a.json" \
+    "sum(1 for f in d['flows'] if f['state'] == 'established') >= $n"
+  expect "B holds every established flow of A, synced (origin not local), same server" "$WORK/flows-b.json" \
+    "(lambda a, b: len(a) >= $n and all(b.get(k) == v for k, v in a.items()))(
+       {(f['client'], f['vip']): f['server'] for f in json.load(open('$WORK/flows-a.json'))['flows'] if f['state'] == 'established'},
+       {(f['client'], f['vip']): f['server'] for f in d['flows'] if f.get('origin', 'local') != 'local'})"
+}
+
+# ha_takeover: SIGKILL director A; wait (15 s at most) until the router
+# reaches the VIP at B; the seconds it took in $HA_TAKEOVER (checks)
+ha_takeover() {
+  local t0
+  t0=$(ha_now)
+  ha_kill a || fail "SIGKILL director A"
+  ha_wait_router_mac "$DIR2_MAC" 15
+  HA_TAKEOVER=$(ha_since "$t0")
+  check "after A's director died, keepalived moved the VIP to B in $HA_TAKEOVER s" test "$(ha_router_mac)" = "$DIR2_MAC"
+  check "B announces" test "$(admb announce)" = on
+  say "takeover (SIGKILL to the router's ARP entry on B): $HA_TAKEOVER s"
+}
+
+# ha_verify_traffic DL_NAME N_DL LOAD_NAME MIN_OK: the downloads all complete
+# byte-exact and the steady load has no failed request (checks), then one
+# HA_RESULT line for the report
+ha_verify_traffic() {
+  local dl=$1 n=$2 load=$3 min=$4
+  ha_downloads_finish "$dl" "$HA_DL_PID" 90
+  say "downloads: $(ha_broken_report "$dl"); slowest $(jget "$WORK/$dl.json" 'd["max_elapsed"]') s"
+  expect "all $n long downloads completed byte-exact (0 broken)" "$WORK/$dl.json" \
+    "d['count'] == $n and d['ok'] == $n and d['broken'] == 0"
+  ops_load_finish "$load" "$HA_LOAD_PID" 60
+  say "steady load: $(jget "$WORK/$load.json" '"%d ok, %d failed, max latency %.2f s" % (d["ok"], d["failed"], d["max_latency"])')"
+  expect "steady load: 0 failed requests (at least $min answered)" "$WORK/$load.json" "d['failed'] == 0 and d['ok'] >= $min"
+  echo "HA_RESULT scenario=$SCENARIO sync=${SYNC:-?} takeover_s=${HA_TAKEOVER:-none} broken=$(jget "$WORK/$dl.json" 'd["broken"]' 2>/dev/null) failed_requests=$(jget "$WORK/$load.json" 'd["failed"]' 2>/dev/null) max_latency_s=$(jget "$WORK/$load.json" 'd["max_latency"]' 2>/dev/null)"
+}

@@ -60,7 +60,7 @@ def one(a, i, res, lock, started_headers):
                     intact = False
                     r["error"] = "byte mismatch at offset >= %d" % n
             n += len(chunk)
-        r["bytes"] = n
+            r["bytes"] = n  # as far as it got, should a later read fail
         if resp.status != 200:
             r["error"] = "status %d" % resp.status
         elif n != a.bytes or clen != str(a.bytes):
