@@ -275,3 +275,19 @@ ha_verify_traffic() {
   expect "steady load: 0 failed requests (at least $min answered)" "$WORK/$load.json" "d['failed'] == 0 and d['ok'] >= $min"
   echo "HA_RESULT scenario=$SCENARIO sync=${SYNC:-?} takeover_s=${HA_TAKEOVER:-none} broken=$(jget "$WORK/$dl.json" 'd["broken"]' 2>/dev/null) failed_requests=$(jget "$WORK/$load.json" 'd["failed"]' 2>/dev/null) max_latency_s=$(jget "$WORK/$load.json" 'd["max_latency"]' 2>/dev/null)"
 }
+
+# ------------------------------------------------------------------ sync
+# ha_sync_json a|b FILE: `ulvsadm stats --json` of A or B into FILE
+ha_sync_json() { ha_adm "$1" stats --json >"$2" 2>"$WORK/adm.err" && [ -s "$2" ]; }
+# ha_sync_ctr FILE NAME: sync counter NAME of a `stats --json` FILE (in its
+# "sync" object, or under "sync"/"rejected" for the rejection reasons)
+HA_SYNC_PY='import json,sys
+def ctr(f, n):
+    s = json.load(open(f))["sync"]
+    return s[n] if n in s else s["rejected"][n]
+'
+ha_sync_ctr() { "$PY" -c "$HA_SYNC_PY"'
+print(ctr(sys.argv[1], sys.argv[2]))' "$1" "$2"; }
+# ha_sync_delta BEFORE AFTER NAME: how much sync counter NAME moved
+ha_sync_delta() { "$PY" -c "$HA_SYNC_PY"'
+print(ctr(sys.argv[2], sys.argv[3]) - ctr(sys.argv[1], sys.argv[3]))' "$1" "$2" "$3"; }
