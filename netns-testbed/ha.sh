@@ -166,14 +166,27 @@ ha_keepalived_conf() {
     -e "s|priority 150|priority $prio|" -e "s|unicast_src_ip 198.18.0.2|unicast_src_ip $src|" \
     -e "s|^        198.18.0.3$|        $peer|" "$shipped" >"$HA_KA_DIR/$w.conf"
 }
-# ha_keepalived a|b: run keepalived (VRRP only, foreground) in A's or B's
-# namespace with $HA_KA_DIR/W.conf; PID in HA_KA_A_PID / HA_KA_B_PID
+# ha_keepalived a|b [TAG]: run keepalived (VRRP only, foreground) in A's or
+# B's namespace with $HA_KA_DIR/W.conf, log keepalived-W[TAG].log; PID in
+# HA_KA_A_PID / HA_KA_B_PID
 ha_keepalived() {
-  local w=$1 ns
+  local w=$1 tag=${2:-} ns
   if [ "$w" = a ]; then ns=$DIR1_NS; else ns=$DIR2_NS; fi
-  start_bg "keepalived-$w" "$ns" keepalived --dont-fork --log-console --log-detail --vrrp \
+  rm -f "$HA_KA_DIR/$w.pid" "$HA_KA_DIR/$w-vrrp.pid"
+  start_bg "keepalived-$w$tag" "$ns" keepalived --dont-fork --log-console --log-detail --vrrp \
     -f "$HA_KA_DIR/$w.conf" --pid "$HA_KA_DIR/$w.pid" --vrrp_pid "$HA_KA_DIR/$w-vrrp.pid"
   if [ "$w" = a ]; then HA_KA_A_PID=$BG_PID; else HA_KA_B_PID=$BG_PID; fi
+}
+# ha_keepalived_kill a|b: SIGKILL keepalived of A or B, its VRRP child
+# first (a host that dies sends no last advertisement)
+ha_keepalived_kill() {
+  local w=$1 pid child
+  if [ "$w" = a ]; then pid=$HA_KA_A_PID; else pid=$HA_KA_B_PID; fi
+  child=$(head -n1 "$HA_KA_DIR/$w-vrrp.pid" 2>/dev/null | tr -dc 0-9)
+  [ -n "$child" ] && kill -KILL "$child" 2>/dev/null
+  disown "$pid" 2>/dev/null
+  kill -KILL "$pid" 2>/dev/null
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
 }
 # ha_keepalived_log: the last state changes of both keepalived instances
 ha_keepalived_log() {
@@ -291,3 +304,6 @@ print(ctr(sys.argv[1], sys.argv[2]))' "$1" "$2"; }
 # ha_sync_delta BEFORE AFTER NAME: how much sync counter NAME moved
 ha_sync_delta() { "$PY" -c "$HA_SYNC_PY"'
 print(ctr(sys.argv[2], sys.argv[3]) - ctr(sys.argv[1], sys.argv[3]))' "$1" "$2" "$3"; }
+# HA_BULK_DONE: a Python expression over d (stats --json): every peer's
+# bulk transfer to this director is complete
+HA_BULK_DONE='all(p["bulk"] == "complete" for p in d["sync"]["peers"])'
