@@ -164,12 +164,12 @@ fn decode<T: DeserializeOwned>(data: &Value) -> Result<T, String> {
 /// `ulvsadm flows` as `ipvsadm -Lnc` prints connections (expiry mm:ss).
 fn print_flows(f: &Flows) {
     println!(
-        "{:<4} {:>7} {:<11} {:<21} {:<21} {:<21} Service",
-        "Pro", "Expire", "State", "Source", "Virtual", "Destination"
+        "{:<4} {:>7} {:<11} {:<21} {:<21} {:<21} {:<21} Service",
+        "Pro", "Expire", "State", "Source", "Virtual", "Destination", "Origin"
     );
     for c in &f.flows {
         println!(
-            "{:<4} {:>4}:{:02} {:<11} {:<21} {:<21} {:<21} {}",
+            "{:<4} {:>4}:{:02} {:<11} {:<21} {:<21} {:<21} {:<21} {}",
             c.protocol.to_uppercase(),
             c.expires_in / 60,
             c.expires_in % 60,
@@ -177,6 +177,7 @@ fn print_flows(f: &Flows) {
             c.client,
             c.vip,
             c.server,
+            c.origin,
             c.service
         );
     }
