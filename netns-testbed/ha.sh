@@ -297,7 +297,7 @@ ha_sync_json() { ha_adm "$1" stats --json >"$2" 2>"$WORK/adm.err" && [ -s "$2" ]
 HA_SYNC_PY='import json,sys
 def ctr(f, n):
     s = json.load(open(f))["sync"]
-    return s[n] if n in s else s["rejected"][n]
+    return s[n] if n in s else s["rejected"].get(n, 0)
 '
 ha_sync_ctr() { "$PY" -c "$HA_SYNC_PY"'
 print(ctr(sys.argv[1], sys.argv[2]))' "$1" "$2"; }
