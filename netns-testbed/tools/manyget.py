@@ -51,12 +51,12 @@ def one(a, i, res, lock, started_headers):
         while True:
             if time.monotonic() > deadline:
                 raise TimeoutError("past --max-seconds")
-            chunk = resp.read(65536)
+            chunk = resp.read1(65536)  # what has arrived, so "bytes" tells how far it got
             if not chunk:
                 break
             if intact:
                 off = n % 251
-                if chunk != SEQ[off:off + len(chunk)]:  # read(65536): never longer
+                if chunk != SEQ[off:off + len(chunk)]:  # read1(65536): never longer
                     intact = False
                     r["error"] = "byte mismatch at offset >= %d" % n
             n += len(chunk)
