@@ -1,7 +1,9 @@
 //! The fast path does not allocate: 100,000 mixed frames (new TCP flows,
 //! repeated flows, UDP, malformed and foreign frames, with evictions,
 //! expirations and table swaps along the way) go through a real
-//! `Worker<MemDevice>` while a counting global allocator watches this thread.
+//! `Worker<MemDevice>` while a counting global allocator watches this thread;
+//! then again with a flow-sync link attached (notes pushed, a full notes
+//! queue, synced flows taken, table walks).
 
 mod common;
 
@@ -13,7 +15,9 @@ use std::sync::Arc;
 use common::*;
 use ulvs::control::publish::build_table;
 use ulvs::dataplane::stats::WorkerStats;
+use ulvs::dataplane::synclink::{Note, NoteKind, Synced, WorkerLink};
 use ulvs::dataplane::worker::{Shared, Worker};
+use ulvs::fwd::flow::{FlowKey, FlowState};
 use ulvs::io::mem::MemDevice;
 use ulvs::io::{pkttype, RxMeta, VnetHdr};
 use ulvs::wire::tcp;
@@ -172,8 +176,50 @@ fn frame<'a>(i: usize, t: &'a Templates, scratch: &'a mut [u8; 128]) -> (&'a [u8
     }
 }
 
+/// One test (the counters are process-wide): without, then with a link.
 #[test]
 fn fast_path_does_not_allocate() {
+    mix(None);
+    mix(Some(Arc::new(WorkerLink::new())));
+}
+
+/// What the sync thread does between the counted sections, `round` of
+/// them: take the notes (or, once, fill the queue so the worker meets it
+/// full), hand over synced flows (more than a batch takes, some of the
+/// mix's own keys), ask for a walk, bulk and refresh in turn.
+fn sync_thread(link: &WorkerLink, round: usize) {
+    if round == 2 {
+        let filler = Note {
+            kind: NoteKind::New,
+            key: FlowKey::default(),
+            backend: 0,
+            state: FlowState::Udp,
+            idle_ms: 0,
+            origin: 0,
+        };
+        while link.notes.push(filler).is_ok() {}
+    } else {
+        while link.notes.pop().is_some() {}
+    }
+    for p in 0..300u16 {
+        let _ = link.synced.push(Synced {
+            key: FlowKey {
+                src: CLIENT,
+                dst: VIP,
+                sport: if p % 2 == 0 { 1000 + p % 64 } else { 30_000 + p },
+                dport: 80,
+                proto: 6,
+            },
+            backend: 1 + u32::from(p % 3),
+            state: FlowState::TcpEstablished,
+            idle_ms: u32::from(p),
+            origin: 1,
+        });
+    }
+    link.ask_walk(round % 2 == 0);
+}
+
+fn mix(link: Option<Arc<WorkerLink>>) {
     // Short timeouts and a small flow table, so that expiry, the sweep and
     // eviction all run during the counted phase.
     let yaml = TOPOLOGY.replace(
@@ -199,6 +245,9 @@ fn fast_path_does_not_allocate() {
     dev.capture = false;
     let stats = Arc::new(WorkerStats::default());
     let mut worker = Worker::new(dev, 1024, shared.clone(), stats.clone());
+    if let Some(l) = &link {
+        worker.attach_sync(l.clone());
+    }
     let t = templates();
     let mut scratch = [0u8; 128];
     let mut now = 1000u64;
@@ -228,6 +277,9 @@ fn fast_path_does_not_allocate() {
             // buffer, here, uncounted); the worker's copies between the
             // counted batches must not allocate, even when the buffer fills.
             stats.dump.ask(None, 16);
+            if let Some(l) = &link {
+                sync_thread(l, i / PUBLISH_EVERY);
+            }
         }
         let ((), a, f) = count(|| {
             while i < FRAMES && i < next_publish {
@@ -251,13 +303,14 @@ fn fast_path_does_not_allocate() {
     assert!(a >= 1, "the counting allocator saw {a} allocations of a Vec");
     drop(v);
 
-    assert_eq!(allocs, 0, "the fast path allocated {allocs} times");
+    let sync = if link.is_some() { " with a sync link" } else { "" };
+    assert_eq!(allocs, 0, "the fast path{sync} allocated {allocs} times");
     let copy = stats
         .dump
         .take()
         .expect("the worker answered the last flows request");
     assert_eq!(copy.flows.len(), 16, "the copy filled its buffer");
-    assert_eq!(frees, 0, "the fast path freed {frees} times");
+    assert_eq!(frees, 0, "the fast path{sync} freed {frees} times");
 
     let s = &*stats;
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -271,4 +324,11 @@ fn fast_path_does_not_allocate() {
     let dropped: u64 = s.drops.iter().map(get).sum();
     assert!(dropped >= FRAMES as u64 / 10, "{dropped}");
     assert_eq!(worker.device().sent_count, get(&s.forwarded));
+    if let Some(l) = &link {
+        // Every sync path ran in the counted phase.
+        assert!(get(&l.notes_full) > 0, "the worker never met a full queue");
+        assert!(!l.notes.is_empty(), "no notes pushed");
+        assert!(get(&l.synced_applied) > 0 && get(&l.synced_kept_local) > 0);
+        assert!(get(&l.walk_copied) > 0, "no walk copied");
+    }
 }

@@ -280,4 +280,42 @@ mod tests {
         assert!(seen.iter().all(|&n| n > 500), "{seen:?}");
         assert_eq!(worker_for(&key(1), 4, Placement::RxQueue), None);
     }
+
+    #[test]
+    fn deliver_reaches_the_worker_that_sees_the_flow_or_all() {
+        let s = |i| Synced {
+            key: key(i),
+            backend: 1,
+            state: FlowState::TcpEstablished,
+            idle_ms: 0,
+            origin: 1,
+        };
+        let fanout = Links::new(4, Placement::Fanout);
+        for i in 0..100 {
+            assert_eq!(fanout.deliver(s(i)), 1);
+            let w = worker_for(&key(i), 4, Placement::Fanout).unwrap();
+            let got = fanout.workers[w].synced.pop().expect("queued at its worker");
+            assert_eq!(got.key, key(i));
+            assert!(fanout.workers.iter().all(|l| l.synced.is_empty()));
+        }
+        let rss = Links::new(3, Placement::RxQueue);
+        assert_eq!(rss.deliver(s(7)), 3);
+        assert!(rss.workers.iter().all(|l| l.synced.len() == 1));
+        // A full queue drops and counts.
+        let one = Links::new(1, Placement::RxQueue);
+        while one.workers[0].synced.push(s(1)).is_ok() {}
+        assert_eq!(one.deliver(s(2)), 0);
+        assert_eq!(one.workers[0].synced_full.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_bulk_request_outlasts_a_refresh_asked_after_it() {
+        let l = WorkerLink::new();
+        let a = l.ask_walk(true);
+        let b = l.ask_walk(false);
+        assert!(b > a && !l.walk_complete(a));
+        assert!(l.walk_all.load(Ordering::Acquire), "a refresh does not clear it");
+        l.walk_done.store(b, Ordering::Release);
+        assert!(l.walk_complete(a) && l.walk_complete(b));
+    }
 }

@@ -191,7 +191,7 @@ fn bulk_transfer_walks_every_worker_then_says_done() {
 
 #[test]
 fn unanswered_bulk_requests_are_retried_then_given_up() {
-    let (mut a, _b) = pair(None);
+    let (mut a, b) = pair(None);
     let t0 = Instant::now();
     for i in 0..40u64 {
         a.engine.tick(t0 + Duration::from_millis(1001 * i));
@@ -199,6 +199,17 @@ fn unanswered_bulk_requests_are_retried_then_given_up() {
     let s = a.engine.status().snapshot(&a.links);
     assert_eq!(s.peers[0].bulk, "unanswered");
     assert_eq!(s.peers[0].bulk_requests, 30);
+    // The peer comes up (its own bulk request arrives): ask it again.
+    let mut b = b;
+    b.engine.tick(Instant::now());
+    let s = poll_until(&mut a, |s| s.peers[0].bulk == "requested");
+    assert_eq!(s.peers[0].bulk_requests, 0);
+    a.engine.tick(Instant::now());
+    let s = a.engine.status().snapshot(&a.links);
+    assert_eq!(
+        (s.peers[0].bulk.as_str(), s.peers[0].bulk_requests),
+        ("requested", 1)
+    );
 }
 
 #[test]
@@ -400,4 +411,67 @@ fn sender_id_is_the_listen_address() {
     assert_eq!(sender_id("198.18.0.2:8848".parse().unwrap()), 0xc612_0002);
     assert_eq!(sender_id("[2001:db8::c612:3]:8848".parse().unwrap()), 0xc612_0003);
     let _ = TICK;
+}
+
+/// Two sync threads (as the director runs them) over loopback: flows a
+/// worker notes on A reach B's workers' queues; each asked the other for a
+/// bulk transfer, answered once the (simulated) workers finish their walks.
+#[test]
+fn two_threads_over_loopback() {
+    let (sa, a) = bind();
+    let (sb, b) = bind();
+    let key = Key::new(b"two threads, one key");
+    let run = |sock, listen, peer, workers, ids| {
+        let settings = Settings {
+            listen,
+            peers: vec![peer],
+            key: Some(key.clone()),
+            refresh: Duration::from_secs(3600),
+        };
+        let links: Vec<Arc<WorkerLink>> = (0..workers).map(|_| Arc::new(WorkerLink::new())).collect();
+        let shared = Arc::new(Shared::new(table(ids)));
+        let h = super::thread::spawn_on(sock, &settings, links.clone(), Placement::Fanout, shared).unwrap();
+        (h, links)
+    };
+    let (ha, la) = run(sa, a, b, 1, [0, 1]);
+    let (hb, lb) = run(sb, b, a, 3, [5, 6]);
+    for i in 0..100 {
+        la[0].notes.push(note(i, i as u32 % 2, NoteKind::New)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let total = |l: &[Arc<WorkerLink>]| l.iter().map(|l| l.synced.len()).sum::<usize>();
+    while total(&lb) < 100 && Instant::now() < deadline {
+        // Play the workers: finish every walk asked for at once.
+        for l in la.iter().chain(&lb) {
+            l.walk_done.store(l.walk_asked.load(SeqCst), SeqCst);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(total(&lb), 100);
+    let mut ids = [0; 2];
+    for (w, l) in lb.iter().enumerate() {
+        while let Some(s) = l.synced.pop() {
+            assert_eq!(worker_for(&s.key, 3, Placement::Fanout), Some(w));
+            ids[(s.backend - 5) as usize] += 1;
+        }
+    }
+    assert_eq!(ids, [50, 50], "ids 0/1 on A are 5/6 on B");
+    while Instant::now() < deadline {
+        let (sa, sb) = (ha.snapshot(), hb.snapshot());
+        if sa.peers[0].bulk == "complete" && sb.peers[0].bulk == "complete" {
+            break;
+        }
+        for l in la.iter().chain(&lb) {
+            l.walk_done.store(l.walk_asked.load(SeqCst), SeqCst);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (sa, sb) = (ha.snapshot(), hb.snapshot());
+    assert_eq!(sa.peers[0].bulk, "complete", "{sa:?}");
+    assert_eq!(sb.peers[0].bulk, "complete", "{sb:?}");
+    assert_eq!(sb.flows_received, 100);
+    assert_eq!(sb.rejected.values().sum::<u64>(), 0);
+    assert!(sa.authenticated && sb.authenticated);
+    ha.stop();
+    hb.stop();
 }

@@ -403,11 +403,20 @@ impl Engine {
         }
         c.datagrams_received.fetch_add(1, Relaxed);
         peer.id = Some(h.sender);
+        if peer.bulk == BulkState::Unanswered {
+            // It came up after this director gave up asking: ask again.
+            peer.bulk = BulkState::Requested;
+            peer.bulk_requests = 0;
+            peer.last_request = None;
+            peer.asked_at = None;
+        }
         peer.datagrams += 1;
         peer.last_heard = Some(now);
         match h.msg {
             MsgType::Flows => {
-                if matches!(peer.bulk, BulkState::Requested) {
+                // Flows after the request answer it (before it, they are
+                // live flows and say nothing about the request).
+                if peer.bulk == BulkState::Requested && peer.last_request.is_some() {
                     peer.bulk = BulkState::Receiving;
                 }
                 let counting = peer.bulk == BulkState::Receiving;
@@ -678,24 +687,33 @@ impl Engine {
         }
     }
 
+    /// Copy the peers' state where `stats` reads it: in place, allocating
+    /// only when a bulk state changes (this runs for every datagram).
     fn publish_status(&self, now: Instant) {
-        let snaps = self
-            .peers
-            .iter()
-            .map(|p| SyncPeerSnap {
-                address: p.addr.to_string(),
-                bulk: p.bulk.as_str().to_string(),
-                bulk_requests: u64::from(p.bulk_requests),
-                bulk_flows: p.bulk_flows,
-                bulk_seconds: p.done_after.map(|d| d.as_secs_f64()),
-                datagrams_received: p.datagrams,
-                last_heard_seconds: p
-                    .last_heard
-                    .map(|t| now.saturating_duration_since(t).as_secs_f64()),
-            })
-            .collect();
-        if let Ok(mut g) = self.status.peers.lock() {
-            *g = snaps;
+        let Ok(mut g) = self.status.peers.lock() else {
+            return;
+        };
+        if g.len() != self.peers.len() {
+            *g = self
+                .peers
+                .iter()
+                .map(|p| SyncPeerSnap {
+                    address: p.addr.to_string(),
+                    ..SyncPeerSnap::default()
+                })
+                .collect();
+        }
+        for (snap, p) in g.iter_mut().zip(&self.peers) {
+            if snap.bulk != p.bulk.as_str() {
+                snap.bulk = p.bulk.as_str().to_string();
+            }
+            snap.bulk_requests = u64::from(p.bulk_requests);
+            snap.bulk_flows = p.bulk_flows;
+            snap.bulk_seconds = p.done_after.map(|d| d.as_secs_f64());
+            snap.datagrams_received = p.datagrams;
+            snap.last_heard_seconds = p
+                .last_heard
+                .map(|t| now.saturating_duration_since(t).as_secs_f64());
         }
     }
 
@@ -781,7 +799,22 @@ pub fn spawn(
     placement: Placement,
     shared: Arc<Shared>,
 ) -> io::Result<Handle> {
-    let mut engine = Engine::new(settings, links.clone(), placement, shared)?;
+    let sock = open_socket(settings.listen)?;
+    spawn_on(sock, settings, links, placement, shared)
+}
+
+/// [`spawn`] on a socket already bound to `settings.listen`.
+///
+/// # Errors
+/// The thread cannot be started.
+pub fn spawn_on(
+    sock: UdpSocket,
+    settings: &Settings,
+    links: Vec<Arc<WorkerLink>>,
+    placement: Placement,
+    shared: Arc<Shared>,
+) -> io::Result<Handle> {
+    let mut engine = Engine::with_socket(sock, settings, links.clone(), placement, shared);
     let status = engine.status();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
