@@ -3,15 +3,20 @@
 //! established flows (the common case), for new flows, and for SYNs: fresh
 //! ones against the same SYNs replayed long after the first (each replay is
 //! a SYN retransmission as far as the director can tell; once every server
-//! was tried it must cost no more than a fresh SYN).
+//! was tried it must cost no more than a fresh SYN). The `_sync` rows run
+//! the same frames with a flow-sync link attached (each new flow pushes a
+//! note, which the sync thread, here the bench between iterations and
+//! untimed, takes).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ulvs::control::config::Config;
 use ulvs::control::publish::{build_table, Runtime};
 use ulvs::dataplane::stats::WorkerStats;
+use ulvs::dataplane::synclink::WorkerLink;
 use ulvs::dataplane::worker::{Shared, Worker};
 use ulvs::io::mem::MemDevice;
 use ulvs::io::{RxMeta, VnetHdr};
@@ -122,6 +127,71 @@ fn per_frame(c: &mut Criterion) {
     g.finish();
 }
 
+/// The established and new-flow rows with and without a sync link, timed
+/// alike (the frames' push and the poll; the sync thread's work of taking
+/// the notes is left out, it runs on another thread).
+fn per_frame_sync(c: &mut Criterion) {
+    let mut g = c.benchmark_group("worker_per_frame");
+    const BATCH: usize = 64;
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let frames: Vec<Vec<u8>> = (0..4096u32)
+        .map(|i| frame(10_000 + (i % 50_000) as u16, 0xc612_0100 + i))
+        .collect();
+    for sync in [false, true] {
+        let suffix = if sync { "_sync" } else { "_nosync" };
+        let link = Arc::new(WorkerLink::new());
+        let mut w = worker();
+        if sync {
+            w.attach_sync(link.clone());
+        }
+        let mut i = 0usize;
+        g.bench_function(format!("established_dr{suffix}"), |b| {
+            b.iter_custom(|iters| {
+                let mut t = Duration::ZERO;
+                for _ in 0..iters {
+                    while link.notes.pop().is_some() {}
+                    let start = Instant::now();
+                    for _ in 0..BATCH {
+                        w.device()
+                            .push_rx(&frames[i % frames.len()], RxMeta::default(), VnetHdr::default());
+                        i += 1;
+                    }
+                    w.poll_once(1000).expect("mem device");
+                    t += start.elapsed();
+                }
+                t
+            })
+        });
+        let mut w = worker();
+        if sync {
+            w.attach_sync(link.clone());
+        }
+        let mut n = 0u32;
+        let mut f = frame(1, 0);
+        g.bench_function(format!("new_flow_dr{suffix}"), |b| {
+            b.iter_custom(|iters| {
+                let mut t = Duration::ZERO;
+                for _ in 0..iters {
+                    while link.notes.pop().is_some() {}
+                    let start = Instant::now();
+                    for _ in 0..BATCH {
+                        n = n.wrapping_add(1);
+                        f[26..30].copy_from_slice(&(0x0a00_0000 | (n >> 16)).to_be_bytes());
+                        f[34..36].copy_from_slice(&(n as u16).to_be_bytes());
+                        w.device().push_rx(&f, RxMeta::default(), VnetHdr::default());
+                    }
+                    w.poll_once(1000).expect("mem device");
+                    t += start.elapsed();
+                }
+                t
+            })
+        });
+        // Every note reached the queue (none was dropped as full).
+        assert_eq!(link.notes_full.load(Relaxed), 0);
+    }
+    g.finish();
+}
+
 /// NAT and TUN services on their own VIPs (the rewrite-heavy modes).
 const MODES_YAML: &str = "interface: eth0\nservices:\n  - name: nat\n    vip: 198.18.100.2\n    port: 80\n    mode: nat\n    real_servers:\n      - address: 198.18.0.21:8080\n      - address: 198.18.0.22:8080\n  - name: tun\n    vip: 198.18.100.3\n    port: 80\n    mode: tun\n    real_servers:\n      - address: 198.18.0.31\n      - address: 198.18.0.32\n";
 
@@ -183,5 +253,5 @@ fn per_frame_modes(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, per_frame, per_frame_modes);
+criterion_group!(benches, per_frame, per_frame_sync, per_frame_modes);
 criterion_main!(benches);

@@ -56,6 +56,7 @@ fn table(base: u32) -> FwdTable {
             mode: Mode::Dr,
             maglev: MaglevTable::default(),
             members,
+            client_affinity: false,
         });
     }
     t.sort();

@@ -228,7 +228,7 @@ adm_json() {
 }
 
 # bed_config FILE [--mode dr|nat|tun] [--proto tcp|udp] [--port N]
-#   [--name S] [--rs-port P] [--health FLOW] [--timeouts FLOW]
+#   [--name S] [--rs-port P] [--scheduler S] [--health FLOW] [--timeouts FLOW]
 #   [--weights "W1 W2 ..."] [--servers "K1 K2 ..."] [--top LINE]...
 #   [--server-line K LINE]: the one config generator of the scenarios: a
 #   one-service config (default: dr, tcp, port 80, name web) over the
@@ -240,7 +240,7 @@ adm_json() {
 #   $ULVS_WORKERS and $ULVS_IO, when set, become "workers:" and "io:".
 bed_config() {
   local f=$1; shift
-  local mode=dr proto=tcp port=80 name=web rsport="" health="" timeouts="" weights="" servers=""
+  local mode=dr proto=tcp port=80 name=web rsport="" health="" timeouts="" weights="" servers="" sched=maglev
   local tops=() sl_k="" sl_line="" k t w
   while [ $# -gt 0 ]; do
     case "$1" in
@@ -253,6 +253,7 @@ bed_config() {
       --timeouts) timeouts=$2; shift ;;
       --weights) weights=$2; shift ;;
       --servers) servers=$2; shift ;;
+      --scheduler) sched=$2; shift ;;
       --top) tops+=("$2"); shift ;;
       --server-line) sl_k=$2; sl_line=$3; shift 2 ;;
       *) echo "bed_config: unknown option $1" >&2; return 2 ;;
@@ -273,7 +274,7 @@ bed_config() {
     echo "    port: $port"
     echo "    protocol: $proto"
     echo "    mode: $mode"
-    echo "    scheduler: maglev"
+    echo "    scheduler: $sched"
     [ -n "$health" ] && echo "    health: $health"
     echo "    real_servers:"
     for k in $servers; do

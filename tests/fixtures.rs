@@ -397,6 +397,7 @@ fn server_mac_unknown() {
         mode: Mode::Dr,
         maglev: ulvs::fwd::maglev::MaglevTable::from_slots(vec![ulvs::fwd::maglev::Member::new(1); 7]),
         members: vec![0, 1],
+        client_affinity: false,
     });
     t.sort();
     let mut rig = Rig::new(t, 1024);

@@ -6,6 +6,9 @@ connection (Connection: close), C at a time.  Prints one JSON line:
    "requests": N, "elapsed": S}
 
 The server name comes from the X-Server header (else the first body word).
+With --sources A[:P],B[:P],... request i binds to the (i mod n)-th source
+address (and port, when given) and the output adds
+"per_source": {SOURCE: {NAME: N}}.
 Stops starting requests after --max-seconds; requests never started count as
 failed with reason "max_seconds".  Exit 0 unless the usage is wrong.
 """
@@ -26,7 +29,12 @@ def main():
     ap.add_argument("--timeout", type=float, default=5.0, help="per request, seconds")
     ap.add_argument("--max-seconds", type=float, default=60.0)
     ap.add_argument("--rate", type=float, default=0.0, help="at most this many requests per second (0: no limit)")
+    ap.add_argument("--sources", default="", help="comma-separated ADDR[:PORT] to bind, in turn")
     a = ap.parse_args()
+    sources = []
+    for s in filter(None, a.sources.split(",")):
+        addr, _, p = s.partition(":")
+        sources.append((s, (addr, int(p or 0))))
     u = urllib.parse.urlsplit(a.url)
     if u.scheme != "http" or not u.hostname:
         ap.error("--url must be http://HOST[:PORT]/PATH")
@@ -38,6 +46,7 @@ def main():
     lock = threading.Lock()
     state = {"next": 0, "ok": 0, "failed": 0}
     per_server = {}
+    per_source = {}
     errors = {}
     start = time.monotonic()
     deadline = start + a.max_seconds
@@ -47,8 +56,9 @@ def main():
             state["failed"] += 1
             errors[reason] = errors.get(reason, 0) + 1
 
-    def one():
-        conn = http.client.HTTPConnection(host, port, timeout=a.timeout)
+    def one(i):
+        src = sources[i % len(sources)] if sources else None
+        conn = http.client.HTTPConnection(host, port, timeout=a.timeout, source_address=src[1] if src else None)
         try:
             conn.request("GET", path, headers={"Connection": "close", "User-Agent": "ulvs-httpload"})
             r = conn.getresponse()
@@ -59,6 +69,9 @@ def main():
             with lock:
                 state["ok"] += 1
                 per_server[name] = per_server.get(name, 0) + 1
+                if src:
+                    mine = per_source.setdefault(src[0], {})
+                    mine[name] = mine.get(name, 0) + 1
         except (TimeoutError, OSError, http.client.HTTPException) as e:
             reason = type(e).__name__
             if isinstance(e, TimeoutError) or "timed out" in str(e):
@@ -81,7 +94,7 @@ def main():
                         error("max_seconds")
                         continue
                     time.sleep(delay)
-            one()
+            one(i)
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(a.concurrency, max(a.count, 1)))]
     for t in threads:
@@ -104,6 +117,8 @@ def main():
             "requests": a.count,
             "elapsed": round(time.monotonic() - start, 3),
         }
+        if sources:
+            out["per_source"] = per_source
     print(json.dumps(out), flush=True)
     return 0
 

@@ -9,10 +9,11 @@ use clap::Parser;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
-use ulvs::cli::ulvsadm::{Args, Cmd, OnOff};
+use ulvs::cli::ulvsadm::{Args, Cmd, OnOff, Proto};
 use ulvs::control::ctl::{call, Request};
 use ulvs::control::rates::Rates;
 use ulvs::control::snapshot::{Flows, List, ServerSnap, ServiceSnap, Stats, SyncSnap, STAT_FIELDS};
+use ulvs::control::trace::Trace;
 
 fn socket_path(arg: Option<PathBuf>) -> PathBuf {
     arg.or_else(|| std::env::var_os("ULVS_SOCKET").map(PathBuf::from))
@@ -255,7 +256,7 @@ struct Forwarding {
 
 /// `ulvsadm check`: 0 when the director forwards, else 1 with the reason
 /// on one line, whatever the failure (no director is a reason too).
-fn check(socket: &std::path::Path) -> ExitCode {
+fn check(socket: &std::path::Path, json: bool) -> ExitCode {
     let answer = call(socket, &Request::Check, Duration::from_secs(5))
         .map_err(|e| e.to_string())
         .and_then(|r| {
@@ -265,19 +266,24 @@ fn check(socket: &std::path::Path) -> ExitCode {
                 Err(r.error.unwrap_or_else(|| "failed".into()))
             }
         });
-    match answer {
-        Ok(Forwarding { forwarding: true, .. }) => {
-            println!("forwarding");
-            ExitCode::SUCCESS
-        }
-        Ok(Forwarding { reason, .. }) => {
-            println!("{}", reason.unwrap_or_else(|| "not forwarding".into()));
-            ExitCode::from(1)
-        }
-        Err(e) => {
-            println!("{e}");
-            ExitCode::from(1)
-        }
+    let (forwarding, line) = match answer {
+        Ok(Forwarding { forwarding: true, .. }) => (true, "forwarding".to_string()),
+        Ok(Forwarding { reason, .. }) => (false, reason.unwrap_or_else(|| "not forwarding".into())),
+        Err(e) => (false, e),
+    };
+    if json {
+        let reason = (!forwarding).then_some(&line);
+        println!(
+            "{}",
+            serde_json::json!({ "forwarding": forwarding, "reason": reason })
+        );
+    } else {
+        println!("{line}");
+    }
+    if forwarding {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
@@ -310,12 +316,49 @@ fn print_reply(req: &Request, data: &Value, json: bool, view: View) -> Result<()
         Request::Announce { .. } => show(data, json, |a: &Announcing| {
             println!("{}", a.message.as_deref().unwrap_or(on_off(a.announcing)));
         })?,
-        _ => {
-            let m: Message = decode(data)?;
-            println!("{}", m.message);
-        }
+        Request::Trace { .. } => show(data, json, |t: &Trace| {
+            for l in t.lines() {
+                println!("{l}");
+            }
+        })?,
+        _ => show(data, json, |m: &Message| println!("{}", m.message))?,
     }
     Ok(())
+}
+
+/// `ulvsadm import-keepalived`: the config on stdout, the notes on stderr;
+/// 0 when all was translated, 3 when some was not, 1 when unreadable.
+fn import_keepalived(file: &std::path::Path, interface: Option<String>, json: bool) -> ExitCode {
+    use ulvs::control::import::keepalived::{import, Options};
+    match import(file, &Options { interface }) {
+        Ok(i) => {
+            if json {
+                let notes: Vec<Value> = i
+                    .notes
+                    .iter()
+                    .map(|n| serde_json::json!({ "file": n.loc.file, "line": n.loc.line, "what": n.what }))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({ "config": i.yaml, "services": i.services, "notes": notes })
+                );
+            } else {
+                print!("{}", i.yaml);
+            }
+            for n in &i.notes {
+                eprintln!("{n}");
+            }
+            if i.notes.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            }
+        }
+        Err(e) => {
+            eprintln!("ulvsadm: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -334,28 +377,70 @@ fn main() -> ExitCode {
             (Request::List, json)
         }
         Cmd::Stats { json } => (Request::Stats, json),
-        Cmd::Drain { service, address } => (Request::Drain { service, address }, false),
-        Cmd::Enable { service, address } => (Request::Enable { service, address }, false),
+        Cmd::Drain {
+            service,
+            address,
+            json,
+        } => (Request::Drain { service, address }, json),
+        Cmd::Enable {
+            service,
+            address,
+            json,
+        } => (Request::Enable { service, address }, json),
         Cmd::Weight {
             service,
             address,
             weight,
+            json,
         } => (
             Request::Weight {
                 service,
                 address,
                 weight,
             },
-            false,
+            json,
         ),
-        Cmd::Reload => (Request::Reload, false),
-        Cmd::Check => return check(&socket),
-        Cmd::Flows { json, service } => (Request::Flows { service }, json),
-        Cmd::Announce { state } => (
+        Cmd::Reload { json } => (Request::Reload, json),
+        Cmd::Check { json } => return check(&socket, json),
+        Cmd::ImportKeepalived {
+            file,
+            interface,
+            json,
+        } => return import_keepalived(&file, interface, json),
+        Cmd::Flows {
+            json,
+            service,
+            server,
+            client,
+        } => (
+            Request::Flows {
+                service,
+                server,
+                client,
+            },
+            json,
+        ),
+        Cmd::Trace {
+            protocol,
+            client,
+            vip,
+            json,
+        } => (
+            Request::Trace {
+                protocol: match protocol {
+                    Proto::Tcp => "tcp".into(),
+                    Proto::Udp => "udp".into(),
+                },
+                client,
+                vip,
+            },
+            json,
+        ),
+        Cmd::Announce { state, json } => (
             Request::Announce {
                 on: state.map(|s| s == OnOff::On),
             },
-            false,
+            json,
         ),
     };
     let resp = match call(&socket, &req, Duration::from_secs(10)) {

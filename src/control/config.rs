@@ -179,8 +179,9 @@ pub fn default_timeouts() -> Timeouts {
     }
 }
 
-/// Most peers in `sync.peers` (a synced flow's origin is one byte).
-pub const MAX_SYNC_PEERS: usize = 32;
+/// Most peers in `sync.peers`: a flow records its origin (1 + the peer's
+/// index) in 5 bits of its flow-table entry.
+pub const MAX_SYNC_PEERS: usize = crate::fwd::flow::MAX_ORIGIN as usize;
 /// Shortest `sync.key_file` (see `crate::sync::auth::MIN_KEY_LEN`).
 pub const MIN_SYNC_KEY_LEN: usize = 16;
 /// Bounds of `sync.refresh_ms`.
@@ -350,9 +351,13 @@ impl Transport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scheduler {
-    /// Maglev consistent hashing.
+    /// Maglev consistent hashing of the whole 5-tuple.
     #[default]
     Maglev,
+    /// Maglev on the client address alone (client affinity, the job of
+    /// IPVS persistence): every connection of one client lands on one
+    /// server while the set of servers is stable.
+    MaglevClient,
 }
 
 impl Scheduler {
@@ -360,6 +365,7 @@ impl Scheduler {
     pub fn as_str(self) -> &'static str {
         match self {
             Scheduler::Maglev => "maglev",
+            Scheduler::MaglevClient => "maglev_client",
         }
     }
 }
@@ -407,7 +413,7 @@ pub struct Service {
     /// `dr` (default), `nat` or `tun`.
     #[serde(deserialize_with = "field::mode")]
     pub mode: Mode,
-    /// `maglev` (default, only choice).
+    /// `maglev` (default) or `maglev-client` (client affinity).
     #[serde(deserialize_with = "field::choice")]
     pub scheduler: Scheduler,
     /// Health checking; kind `None` when the YAML has no `health`.

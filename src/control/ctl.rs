@@ -37,10 +37,26 @@ pub enum Request {
     },
     /// `ulvsadm check`: does the director forward?
     Check,
-    /// `ulvsadm flows`: the connections (of one service, when named).
+    /// `ulvsadm flows`: the connections (of one service, to one real
+    /// server, from one client, when named).
     Flows {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         service: Option<String>,
+        /// `IP` (any port) or `IP:PORT`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server: Option<String>,
+        /// `IP` (any port) or `IP:PORT`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
+    },
+    /// `ulvsadm trace`: how the director treats the frames of one 5-tuple.
+    Trace {
+        /// `tcp` or `udp`.
+        protocol: String,
+        /// `IP:PORT` of the client.
+        client: String,
+        /// `VIP:PORT`.
+        vip: String,
     },
 }
 
@@ -157,6 +173,24 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Request>(r#"{"cmd":"announce"}"#).unwrap(),
             Request::Announce { on: None }
+        );
+        // An older client's flows request still reads.
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"flows","service":"web"}"#).unwrap(),
+            Request::Flows {
+                service: Some("web".into()),
+                server: None,
+                client: None
+            }
+        );
+        let t = Request::Trace {
+            protocol: "tcp".into(),
+            client: "198.18.1.10:40000".into(),
+            vip: "198.18.100.1:80".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            r#"{"cmd":"trace","protocol":"tcp","client":"198.18.1.10:40000","vip":"198.18.100.1:80"}"#
         );
         let e = serde_json::to_string(&Response::err("nope")).unwrap();
         assert_eq!(e, r#"{"ok":false,"error":"nope"}"#);

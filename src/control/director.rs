@@ -21,6 +21,7 @@ mod dump;
 mod event_loop;
 mod reload;
 pub mod report;
+mod trace;
 mod workers;
 
 use std::collections::HashMap;
@@ -394,8 +395,20 @@ impl Director {
                 let m = self.set_announcing(on);
                 Response::ok(json!({ "announcing": self.announcing, "message": m }))
             }
-            Request::Flows { service } => match self.flows(service.as_deref()) {
+            Request::Flows {
+                service,
+                server,
+                client,
+            } => match self.flows(service.as_deref(), server.as_deref(), client.as_deref()) {
                 Ok(f) => Response::ok(json!(f)),
+                Err(e) => Response::err(e),
+            },
+            Request::Trace {
+                protocol,
+                client,
+                vip,
+            } => match self.trace(&protocol, &client, &vip) {
+                Ok(t) => Response::ok(json!(t)),
                 Err(e) => Response::err(e),
             },
             Request::Check => {

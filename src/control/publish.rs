@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use xxhash_rust::xxh3::Xxh3;
 
-use super::config::{Config, HealthKind, OnServerDown, RealServer, Service};
+use super::config::{Config, HealthKind, OnServerDown, RealServer, Scheduler, Service};
 use crate::fwd::maglev::{self, MaglevInput, MaglevTable};
 use crate::fwd::table::{BackendFwd, BackendId, BackendState, FwdTable, Mode, ServiceFwd, MAX_BACKEND_IDS};
 use crate::wire::ethernet::Mac;
@@ -516,6 +516,7 @@ pub fn build(inp: &Inputs<'_>, cache: &mut MaglevCache) -> Built {
             mode: s.mode,
             maglev: slots,
             members: servers.iter().map(|(_, id)| *id).collect(),
+            client_affinity: s.scheduler == Scheduler::MaglevClient,
         });
     }
     cache.retain(cfg);

@@ -330,8 +330,8 @@ pub struct FlowSnap {
     /// The worker whose table holds it.
     pub worker: usize,
     /// Who created it: `local` (a frame of it reached this director
-    /// first), else the sync peer it came from (`peer#N`: the N-th of the
-    /// config's sync peers, counting from 1).
+    /// first), else the sync peer it came from, `IP:PORT` as in
+    /// `sync.peers`.
     #[serde(default)]
     pub origin: String,
 }

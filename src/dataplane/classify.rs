@@ -378,6 +378,7 @@ mod tests {
             mode: Mode::Dr,
             maglev: crate::fwd::maglev::MaglevTable::from_slots(vec![crate::fwd::maglev::Member::new(0); 7]),
             members: vec![0],
+            client_affinity: false,
         });
         t.sort();
         t

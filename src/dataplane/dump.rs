@@ -43,6 +43,24 @@ impl DumpFilter {
     }
 }
 
+/// Which flows a copy keeps by their client: those from `addr` and, when
+/// `port` is set, from that source port (with a service filter on that
+/// destination port: one 5-tuple, for `ulvsadm trace`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientFilter {
+    /// Host order.
+    pub addr: u32,
+    pub port: Option<u16>,
+}
+
+impl ClientFilter {
+    #[inline]
+    fn keeps(&self, k: &FlowKey) -> bool {
+        let (src, sport) = (k.src, k.sport);
+        src == self.addr && self.port.is_none_or(|p| p == sport)
+    }
+}
+
 /// One flow as copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DumpedFlow {
@@ -61,6 +79,7 @@ pub struct DumpedFlow {
 #[derive(Debug, Default)]
 struct Slot {
     filter: Option<DumpFilter>,
+    client: Option<ClientFilter>,
     out: Vec<DumpedFlow>,
     /// Next bucket to copy.
     cursor: usize,
@@ -88,8 +107,14 @@ impl FlowDump {
     /// Slow path: ask for a copy of at most `limit` flows (`filter`: only
     /// those). A request still running is replaced.
     pub fn ask(&self, filter: Option<DumpFilter>, limit: usize) {
+        self.ask_client(filter, None, limit);
+    }
+
+    /// [`FlowDump::ask`], keeping only the flows `client` keeps too.
+    pub fn ask_client(&self, filter: Option<DumpFilter>, client: Option<ClientFilter>, limit: usize) {
         let mut s = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         s.filter = filter;
+        s.client = client;
         s.out = Vec::with_capacity(limit);
         s.cursor = 0;
         s.truncated = false;
@@ -135,10 +160,10 @@ impl FlowDump {
         } else {
             CHUNK_BUCKETS_BUSY
         };
-        let (filter, out) = (s.filter, &mut s.out);
+        let (filter, client, out) = (s.filter, s.client, &mut s.out);
         let mut full = false;
         s.cursor = flows.copy_out(s.cursor, buckets, now, &mut |e, left| {
-            if filter.is_some_and(|f| !f.keeps(&e.key)) {
+            if filter.is_some_and(|f| !f.keeps(&e.key)) || client.is_some_and(|c| !c.keeps(&e.key)) {
                 return true;
             }
             if out.len() == out.capacity() {

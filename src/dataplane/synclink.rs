@@ -149,10 +149,10 @@ pub struct WorkerLink {
     /// flow (bulk transfer), false = a refresh (only flows with a packet
     /// since the previous walk began, and flows this director created).
     /// The sync thread stores true before bumping `walk_asked` for a bulk
-    /// transfer and never stores false; the worker takes it (`swap(false)`)
-    /// when it starts a walk, so a bulk asked while a refresh runs makes the
-    /// next walk a full one, and one bulk walk answers every request made
-    /// before it started.
+    /// transfer (and false, if at all, only once no bulk is pending); the
+    /// worker takes it (`swap(false)`) when it starts a walk, so a bulk
+    /// asked while a refresh runs makes the next walk a full one, and one
+    /// bulk walk answers every request made before it started.
     pub walk_all: AtomicBool,
     /// Written by the worker: synced flows it inserted, or applied to a
     /// synced flow it had (`synced_applied`); synced flows it did not take

@@ -24,7 +24,6 @@ use super::synclink::{
 };
 use crate::fwd::flow::{FlowEntry, FlowKey, FlowState, FlowTable, WAYS};
 use crate::fwd::frag::{FragKey, FragTable};
-use crate::fwd::maglev::flow_hash;
 use crate::fwd::table::{BackendFwd, BackendId, BackendState, FwdTable, Mode, ServiceFwd};
 use crate::io::{Action, Device, Frame, TxArena};
 use crate::wire::tcp;
@@ -457,26 +456,12 @@ fn is_active(s: FlowState) -> bool {
     !matches!(s, FlowState::TcpClosing)
 }
 
-#[inline]
-fn key_bytes(k: &FlowKey) -> [u8; 13] {
-    let mut b = [0u8; 13];
-    b[0..4].copy_from_slice(&k.src.to_be_bytes());
-    b[4..8].copy_from_slice(&k.dst.to_be_bytes());
-    b[8..10].copy_from_slice(&k.sport.to_be_bytes());
-    b[10..12].copy_from_slice(&k.dport.to_be_bytes());
-    b[12] = k.proto;
-    b
-}
-
 /// Whether a pinned flow may stay with its backend. A server removed from
 /// the config keeps its established flows while the table still knows how to
 /// reach it (its MAC; the caller checks), as a drained one does.
 #[inline]
 fn keeps_backend(state: BackendState, reschedule_on_down: bool) -> bool {
-    match state {
-        BackendState::Up | BackendState::Draining | BackendState::Removed => true,
-        BackendState::Down => !reschedule_on_down,
-    }
+    state.keeps_flows(reschedule_on_down)
 }
 
 /// State of a new flow from its first packet.
@@ -644,7 +629,7 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<Bac
         let mut id = old;
         let ob = table.backend(old);
         if new_conn {
-            let Some((nid, _)) = svc.pick(flow_hash(&key_bytes(&c.key))) else {
+            let Some((nid, _)) = svc.pick(svc.hash(&c.key)) else {
                 move_gauges(stats, old, was_active, old, is_active(e.state));
                 return Err(Reason::NoServer);
             };
@@ -654,7 +639,7 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<Bac
         } else if !keeps_backend(ob.state, table.reschedule_on_down) || ob.mac.is_none() {
             // Its server is gone, down or unreachable: pick a live one (IPVS
             // expire_nodest_conn).
-            let Some((nid, _)) = svc.pick(flow_hash(&key_bytes(&c.key))) else {
+            let Some((nid, _)) = svc.pick(svc.hash(&c.key)) else {
                 // The flow stays pinned; keep its gauges in step with its state.
                 move_gauges(stats, old, was_active, old, is_active(e.state));
                 return Err(Reason::NoServer);
@@ -667,7 +652,7 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<Bac
             // health check has not seen yet. Try the next server.
             let moves = e.second_chances() + 1;
             let mut probes = 0;
-            let next = maglev_step(svc, flow_hash(&key_bytes(&c.key)), moves, &mut probes);
+            let next = maglev_step(svc, svc.hash(&c.key), moves, &mut probes);
             bump(&stats.maglev_probes, probes);
             // Counted as taken even when the walk ends on the same server
             // (it met fewer distinct servers than the table has), so the
@@ -689,7 +674,7 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<Bac
         }
         return Ok(id);
     }
-    let Some((id, _)) = svc.pick(flow_hash(&key_bytes(&c.key))) else {
+    let Some((id, _)) = svc.pick(svc.hash(&c.key)) else {
         return Err(Reason::NoServer);
     };
     let state = initial_state(c.key.proto, c.tcp_flags);

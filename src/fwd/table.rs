@@ -2,8 +2,8 @@
 //! real servers, built on the slow path and published with one atomic pointer
 //! swap. Workers load it once per batch and only read it.
 
-use super::flow::Timeouts;
-use super::maglev::MaglevTable;
+use super::flow::{FlowKey, Timeouts};
+use super::maglev::{flow_hash, MaglevTable};
 
 /// Stable identity of a real server within one director process. The slow
 /// path reuses an id only once no flow refers to it any more, so a flow
@@ -55,6 +55,30 @@ pub enum BackendState {
     Removed,
 }
 
+impl BackendState {
+    /// Whether a flow pinned to a server in this state stays with it
+    /// (`reschedule_on_down`: `on_server_down: reschedule`). A removed
+    /// server keeps its flows while the table still knows its MAC (the
+    /// caller checks). The worker and `ulvsadm trace` decide by this.
+    #[inline]
+    pub fn keeps_flows(self, reschedule_on_down: bool) -> bool {
+        match self {
+            BackendState::Up | BackendState::Draining | BackendState::Removed => true,
+            BackendState::Down => !reschedule_on_down,
+        }
+    }
+
+    /// The name `ulvsadm trace` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Up => "up",
+            BackendState::Down => "down",
+            BackendState::Draining => "draining",
+            BackendState::Removed => "removed",
+        }
+    }
+}
+
 /// One real server as the fast path sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackendFwd {
@@ -98,9 +122,27 @@ pub struct ServiceFwd {
     pub maglev: MaglevTable,
     /// Backend ids of this service's real servers, sorted by (address, port).
     pub members: Vec<BackendId>,
+    /// `scheduler: maglev-client`: the slot comes from the client address
+    /// alone, so every connection of one client meets one server while the
+    /// set is stable (IPVS persistence, without its per-client table).
+    pub client_affinity: bool,
 }
 
 impl ServiceFwd {
+    /// The hash that picks the Maglev slot of a new flow with key `k`
+    /// (original direction): of the whole 5-tuple, or of the client address
+    /// alone under client affinity. A pure function of the key, so every
+    /// director (and `ulvsadm trace`) computes the same slot.
+    #[inline]
+    pub fn hash(&self, k: &FlowKey) -> u64 {
+        if self.client_affinity {
+            // A 4-byte input never collides in meaning with the 13-byte one.
+            flow_hash(&k.src.to_be_bytes())
+        } else {
+            flow_hash(&key_bytes(k))
+        }
+    }
+
     /// The backend Maglev assigns to a flow hash, if any.
     #[inline]
     pub fn pick(&self, hash: u64) -> Option<(BackendId, u32)> {
@@ -117,6 +159,18 @@ impl ServiceFwd {
         let m = self.maglev.get(slot as usize)?;
         self.members.get(m.index()).copied()
     }
+}
+
+/// A flow key as the bytes [`ServiceFwd::hash`] hashes (network order).
+#[inline]
+fn key_bytes(k: &FlowKey) -> [u8; 13] {
+    let mut b = [0u8; 13];
+    b[0..4].copy_from_slice(&k.src.to_be_bytes());
+    b[4..8].copy_from_slice(&k.dst.to_be_bytes());
+    b[8..10].copy_from_slice(&k.sport.to_be_bytes());
+    b[10..12].copy_from_slice(&k.dport.to_be_bytes());
+    b[12] = k.proto;
+    b
 }
 
 /// The whole snapshot.
@@ -237,6 +291,7 @@ mod tests {
             mode: Mode::Dr,
             maglev: MaglevTable::from_slots(vec![Member::new(0), Member::new(1), Member::new(0)]),
             members: vec![7, 9],
+            client_affinity: false,
         }
     }
 
@@ -253,6 +308,31 @@ mod tests {
         assert!(t.find_service(5, 6, 53).is_none());
         assert_eq!(t.services[i].pick(4), Some((9, 1)));
         assert_eq!(t.backend(3).state, BackendState::Removed);
+    }
+
+    #[test]
+    fn client_affinity_hashes_the_client_only() {
+        let mut s = svc(1, 6, 80);
+        let k = |src: u32, sport: u16| FlowKey {
+            src,
+            dst: 1,
+            sport,
+            dport: 80,
+            proto: 6,
+        };
+        // Without affinity the source port moves the hash ...
+        assert_ne!(s.hash(&k(7, 1000)), s.hash(&k(7, 1001)));
+        s.client_affinity = true;
+        // ... with it, only the client address does.
+        assert_eq!(s.hash(&k(7, 1000)), s.hash(&k(7, 1001)));
+        assert_eq!(
+            s.hash(&k(7, 1000)),
+            s.hash(&FlowKey {
+                dport: 443,
+                ..k(7, 5)
+            })
+        );
+        assert_ne!(s.hash(&k(7, 1000)), s.hash(&k(8, 1000)));
     }
 
     #[test]

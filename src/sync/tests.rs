@@ -45,6 +45,7 @@ fn table(ids: [u32; 2]) -> FwdTable {
         mode: Mode::Dr,
         maglev: MaglevTable::default(),
         members,
+        client_affinity: false,
     };
     t.services = vec![svc(80, 6, ids.to_vec()), svc(53, 17, vec![9])];
     t.sort();

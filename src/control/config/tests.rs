@@ -1078,7 +1078,10 @@ fn enum_spellings_agree() {
         allowed::<HealthKind>(),
         [HealthKind::Tcp, HealthKind::Http, HealthKind::None].map(HealthKind::as_str)
     );
-    assert_eq!(allowed::<Scheduler>(), [Scheduler::Maglev].map(Scheduler::as_str));
+    assert_eq!(
+        allowed::<Scheduler>(),
+        [Scheduler::Maglev, Scheduler::MaglevClient].map(Scheduler::as_str)
+    );
     assert_eq!(allowed::<OnServerDown>(), ["reschedule", "keep"]);
     assert_eq!(
         allowed::<Announce>(),

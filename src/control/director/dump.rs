@@ -2,16 +2,16 @@
 //! flows (see `dataplane::dump` for the worker's side), wait a bounded time
 //! for the answers, and name each flow's service and server.
 
-use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Director;
 use crate::control::config::Config;
-use crate::control::publish::Runtime;
+use crate::control::publish::{Runtime, ServerKey};
 use crate::control::snapshot::{FlowSnap, Flows};
-use crate::dataplane::dump::{DumpFilter, DumpedFlow};
+use crate::dataplane::dump::{ClientFilter, DumpFilter, DumpedFlow};
 use crate::dataplane::stats::WorkerStats;
 use crate::fwd::flow::FlowState;
 use crate::fwd::table::BackendId;
@@ -24,39 +24,112 @@ pub const MAX_FLOWS_LISTED: usize = 100_000;
 const ANSWER_WAIT: Duration = Duration::from_secs(2);
 
 impl Director {
-    /// `ulvsadm flows [--service NAME]`.
-    pub(super) fn flows(&self, service: Option<&str>) -> Result<Flows, String> {
-        let filter = match service {
+    /// `ulvsadm flows [--service NAME] [--server ADDRESS] [--client ADDRESS]`.
+    /// The service and client filters run in the workers; the server filter
+    /// here, on what they copied (so with more than [`MAX_FLOWS_LISTED`]
+    /// flows of other servers a listing may miss some).
+    pub(super) fn flows(
+        &self,
+        service: Option<&str>,
+        server: Option<&str>,
+        client: Option<&str>,
+    ) -> Result<Flows, String> {
+        let svc = match service {
             None => None,
-            Some(name) => {
-                let s = self
-                    .cfg
+            Some(name) => Some(
+                self.cfg
                     .service(name)
-                    .ok_or_else(|| format!("no service named \"{name}\""))?;
-                Some(DumpFilter {
-                    vip: u32::from(s.vip),
-                    port: s.port,
-                    proto: s.protocol.ip_protocol(),
-                })
+                    .ok_or_else(|| format!("no service named \"{name}\""))?,
+            ),
+        };
+        let filter = svc.map(|s| DumpFilter {
+            vip: u32::from(s.vip),
+            port: s.port,
+            proto: s.protocol.ip_protocol(),
+        });
+        let ids = match server {
+            None => None,
+            Some(a) => {
+                let (ip, port) = endpoint(a)?;
+                let wanted = |k: &ServerKey| {
+                    k.addr == ip
+                        && port.is_none_or(|p| k.port == Some(p))
+                        && svc.is_none_or(|s| s.name == k.service)
+                };
+                let mut ids: HashSet<BackendId> = self
+                    .rt
+                    .servers
+                    .iter()
+                    .filter(|(k, _)| wanted(k))
+                    .map(|(_, s)| s.id)
+                    .collect();
+                ids.extend(
+                    self.rt
+                        .removed
+                        .iter()
+                        .filter(|(_, c)| wanted(&c.key))
+                        .map(|(id, _)| *id),
+                );
+                if ids.is_empty() {
+                    return Err(match svc {
+                        Some(s) => format!("no real server {a} in service \"{}\"", s.name),
+                        None => format!("no real server {a}"),
+                    });
+                }
+                Some(ids)
             }
         };
-        let copies = collect(&self.stats, filter, ANSWER_WAIT);
-        Ok(describe(&self.cfg, &self.rt, copies))
+        let client = client.map(endpoint).transpose()?.map(|(ip, port)| ClientFilter {
+            addr: u32::from(ip),
+            port,
+        });
+        let mut copies = collect(&self.stats, filter, client, ANSWER_WAIT);
+        if let Some(ids) = ids {
+            for c in copies.per_worker.iter_mut().flatten() {
+                c.retain(|f| ids.contains(&f.backend));
+            }
+        }
+        Ok(describe(&self.cfg, &self.rt, &self.sync_peers(), copies))
     }
+
+    /// The running sync thread's peers (a reload changes them only at the
+    /// next start), in the order a flow's origin counts them.
+    pub(super) fn sync_peers(&self) -> Vec<String> {
+        self.sync
+            .as_ref()
+            .map(|h| h.snapshot().peers.into_iter().map(|p| p.address).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// `IP` or `IP:PORT` as the operator writes a server or a client.
+pub(super) fn endpoint(s: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
+    if let Ok(ip) = s.parse::<Ipv4Addr>() {
+        return Ok((ip, None));
+    }
+    s.parse::<SocketAddrV4>()
+        .map(|a| (*a.ip(), Some(a.port())))
+        .map_err(|_| format!("\"{s}\" is not an IPv4 address or IPv4:PORT"))
 }
 
 /// What each worker copied (`None`: it did not answer in time), and whether
 /// any copy was cut.
 pub(super) struct Copies {
-    per_worker: Vec<Option<Vec<DumpedFlow>>>,
+    pub(super) per_worker: Vec<Option<Vec<DumpedFlow>>>,
     truncated: bool,
 }
 
-/// Ask every worker, wait up to `wait` for all answers, take them.
-pub(super) fn collect(stats: &[Arc<WorkerStats>], filter: Option<DumpFilter>, wait: Duration) -> Copies {
+/// Ask every worker for its flows that `filter` and `client` keep, wait up
+/// to `wait` for all answers, take them.
+pub(super) fn collect(
+    stats: &[Arc<WorkerStats>],
+    filter: Option<DumpFilter>,
+    client: Option<ClientFilter>,
+    wait: Duration,
+) -> Copies {
     let per = MAX_FLOWS_LISTED.div_ceil(stats.len().max(1));
     for w in stats {
-        w.dump.ask(filter, per);
+        w.dump.ask_client(filter, client, per);
     }
     let deadline = Instant::now() + wait;
     while !stats.iter().all(|w| w.dump.answered()) && Instant::now() < deadline {
@@ -78,7 +151,7 @@ pub(super) fn collect(stats: &[Arc<WorkerStats>], filter: Option<DumpFilter>, wa
     }
 }
 
-fn protocol_name(p: u8) -> String {
+pub(super) fn protocol_name(p: u8) -> String {
     match p {
         6 => "tcp".into(),
         17 => "udp".into(),
@@ -87,7 +160,7 @@ fn protocol_name(p: u8) -> String {
     }
 }
 
-fn state_name(s: FlowState) -> &'static str {
+pub(super) fn state_name(s: FlowState) -> &'static str {
     match s {
         FlowState::TcpSyn => "syn",
         FlowState::TcpEstablished => "established",
@@ -98,16 +171,20 @@ fn state_name(s: FlowState) -> &'static str {
 }
 
 /// Who created a flow, for the listing: `local`, or the sync peer it came
-/// from by its place in the config's `sync.peers` (from 1).
-fn origin_name(origin: u8) -> String {
+/// from (`peers[origin - 1]`: the running sync thread's `sync.peers`), or
+/// `peer#N` should that list not have it.
+pub(super) fn origin_name(origin: u8, peers: &[String]) -> String {
     match origin {
         0 => "local".into(),
-        n => format!("peer#{n}"),
+        n => peers
+            .get(usize::from(n) - 1)
+            .cloned()
+            .unwrap_or_else(|| format!("peer#{n}")),
     }
 }
 
 /// The copies as listing rows, sorted by service, client.
-fn describe(cfg: &Config, rt: &Runtime, copies: Copies) -> Flows {
+fn describe(cfg: &Config, rt: &Runtime, peers: &[String], copies: Copies) -> Flows {
     let mut servers: HashMap<BackendId, String> = HashMap::new();
     for (k, s) in &rt.servers {
         let ep = match k.port {
@@ -151,7 +228,7 @@ fn describe(cfg: &Config, rt: &Runtime, copies: Copies) -> Flows {
                 state: state_name(f.state).into(),
                 expires_in: u64::from(f.expires_in_ms).div_ceil(1000),
                 worker,
-                origin: origin_name(f.origin),
+                origin: origin_name(f.origin, peers),
             });
         }
     }
@@ -161,5 +238,54 @@ fn describe(cfg: &Config, rt: &Runtime, copies: Copies) -> Flows {
         truncated: copies.truncated,
         workers,
         workers_answered,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fwd::flow::FlowKey;
+
+    /// Each flow names who created it: this director, or a sync peer by
+    /// its address (a number when the peer list lacks it).
+    #[test]
+    fn flows_name_their_origin() {
+        let yaml = "interface: eth0\nservices:\n  - name: web\n    vip: 198.18.100.1\n    port: 80\n    real_servers:\n      - address: 198.18.0.11\n";
+        let cfg = Config::from_str(yaml, "t.yaml").expect("valid");
+        let mut rt = Runtime::default();
+        rt.sync(&cfg).expect("ids");
+        let id = rt.servers.values().next().expect("a server").id;
+        let flow = |sport, origin| DumpedFlow {
+            key: FlowKey {
+                src: 0xcb00_7107,
+                dst: 0xc612_6401,
+                sport,
+                dport: 80,
+                proto: 6,
+            },
+            state: FlowState::TcpEstablished,
+            backend: id,
+            expires_in_ms: 1500,
+            origin,
+        };
+        let copies = Copies {
+            per_worker: vec![Some(vec![flow(1, 0), flow(2, 1), flow(3, 2)])],
+            truncated: false,
+        };
+        let out = describe(&cfg, &rt, &["198.18.0.3:8848".to_string()], copies);
+        let got: Vec<_> = out
+            .flows
+            .iter()
+            .map(|f| (f.client.as_str(), f.origin.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("203.0.113.7:1", "local"),
+                ("203.0.113.7:2", "198.18.0.3:8848"),
+                ("203.0.113.7:3", "peer#2")
+            ]
+        );
+        assert_eq!(out.flows[1].server, "198.18.0.11");
     }
 }
