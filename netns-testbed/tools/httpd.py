@@ -3,6 +3,8 @@
 
 GET /health            -> 200 "ok"
 GET /slow?seconds=S&bytes=B -> 200, B bytes streamed evenly over S seconds
+                          (all "x"; with &pattern=seq byte i is i % 251, so
+                          a client can check every byte's place)
 GET <any other path>   -> 200 "NAME\\n"
 POST <any path>        -> reads the whole body (Content-Length), answers
                           "NAME <bytes> <sha256hex>\\n"
@@ -20,6 +22,9 @@ import urllib.parse
 MAX_SLOW_SECONDS = 600.0
 MAX_SLOW_BYTES = 1 << 30
 MAX_BODY = 1 << 30
+# /slow?pattern=seq: byte i of the body is i % 251 (a prime, so no chunk
+# boundary lines up with the period); a window of this holds any chunk.
+SEQ = bytes(i % 251 for i in range(65536 + 251))
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -55,6 +60,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             seconds = min(max(float(q.get("seconds", ["10"])[0]), 0.0), MAX_SLOW_SECONDS)
             nbytes = min(max(int(q.get("bytes", ["1048576"])[0]), 0), MAX_SLOW_BYTES)
+            seq = q.get("pattern", ["x"])[0] == "seq"
         except ValueError:
             return self._send(400, b"bad seconds or bytes\n")
         self.send_response(200)
@@ -72,7 +78,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             target = nbytes * i // steps
             while sent < target:
                 n = min(target - sent, len(chunk))
-                self.wfile.write(chunk[:n])
+                self.wfile.write(SEQ[sent % 251:sent % 251 + n] if seq else chunk[:n])
                 sent += n
             self.wfile.flush()
             delay = start + seconds * i / steps - time.monotonic()
