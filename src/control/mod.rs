@@ -7,6 +7,7 @@ pub mod config;
 pub mod ctl;
 pub mod director;
 pub mod health;
+pub mod hostroutes;
 pub mod metrics;
 pub mod nft;
 pub mod publish;

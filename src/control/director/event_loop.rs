@@ -25,6 +25,7 @@ use super::{health_targets, nat_servers, vips, Director, DirectorError, Step};
 use crate::control::arp::NeighbourCache;
 use crate::control::config::{Announce, Config};
 use crate::control::health::Checker;
+use crate::control::hostroutes::{HostRoutes, RouteDevice};
 use crate::control::nft;
 use crate::control::publish::{Health, MaglevCache, Runtime};
 use crate::control::rates::RateMeter;
@@ -123,6 +124,18 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         nft::table_name(&cfg.interface)
     );
 
+    // Before the workers: a table or device in use stops the start here.
+    let routes = match (cfg.announce, cfg.route_table) {
+        (Announce::Route, Some(table)) => {
+            let (dev, ops) = RouteDevice::open(table).step(|| "announce: route".to_string())?;
+            info!(
+                "announce: route: host routes go to table {table} on TUN device {} (index {}); it vanishes with this process",
+                dev.name, dev.index
+            );
+            Some((dev, HostRoutes::new(ops)))
+        }
+        _ => None,
+    };
     let arp_sock =
         RawSocket::new(ifinfo.index, sys::ETH_P_ARP).step(|| "opening the ARP socket".to_string())?;
     let gateway = std::fs::read_to_string("/proc/net/route")
@@ -170,6 +183,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         announcing: false,
         garp_left: 0,
         workers_live: true,
+        routes,
     };
     d.announcing = d.cfg.announce == Announce::Arp;
     let wanted = d.wanted();
@@ -210,6 +224,11 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         d.arp_read();
         d.arp_tick();
     }
+    // Routes only now that the servers are resolved and probed (the
+    // publish below installs them).
+    if d.cfg.announce == Announce::Route {
+        d.announcing = true;
+    }
     d.publish();
     let all_vips = vips(&d.cfg);
     d.announce(&all_vips);
@@ -218,10 +237,10 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         d.cfg.services.len(),
         all_vips.len(),
         d.cfg.control_socket.display(),
-        if d.announcing {
-            "announcing the VIPs (ARP)"
-        } else {
-            "not announcing the VIPs (announce: none; `ulvsadm announce on` starts)"
+        match (d.cfg.announce, d.announcing) {
+            (Announce::Route, _) => "announcing the VIPs with a server up as host routes",
+            (_, true) => "announcing the VIPs (ARP)",
+            (_, false) => "not announcing the VIPs (announce: none; `ulvsadm announce on` starts)",
         }
     );
 
@@ -257,6 +276,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
             last_tick = Instant::now();
             d.arp_tick();
             d.announce_burst();
+            d.retry_routes();
             if d.dirty {
                 d.publish();
             }
@@ -277,6 +297,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
     }
     info!("stopping");
     watchdog::stopping();
+    d.withdraw_routes();
     shared.stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();
