@@ -539,6 +539,7 @@ mode_delta() {
 
 ECMP_TABLE=4096
 ECMP_PIDS=()   # index K: PID of director K's ulvs-director
+ECMP_OPTS=()   # the bed_config options of ecmp_up, for ecmp_join
 
 # ecmp_require: bird and birdc exist (Debian package bird2)
 ecmp_require() {
@@ -638,19 +639,26 @@ ecmp_wait_paths() {
 # NDIRS paths for the VIP
 ecmp_up() {
   local n=$1 k t; shift
+  ECMP_OPTS=("$@")
   ecmp_require
   require_director
   ecmp_router_up
-  for k in $(seq "$n"); do
-    ecmp_bird_start "$k"
-    ecmp_config "$k" "$@"
-    ecmp_director_start "$k"
-  done
+  for k in $(seq "$n"); do ecmp_join "$k"; done
   if t=$(ecmp_wait_paths "$n" 20); then pass "the router has $n ECMP paths for $VIP after ${t}s: $(ecmp_paths | tr '\n' ' ')"
   else fatal "the router has $(ecmp_paths | wc -l) path(s) for $VIP, not $n: $(ip -n "$NS_ROUTER" route show "$VIP/32")"; fi
 }
+# ecmp_join K: BIRD, the config of ecmp_up and ulvs on director K
+ecmp_join() {
+  ecmp_bird_start "$1"
+  ecmp_config "$1" "${ECMP_OPTS[@]}"
+  ecmp_director_start "$1"
+}
+# ecmp_stat K EXPR: a Python expression over d, director K's stats --json
+ecmp_stat() {
+  ecmp_adm "$1" stats --json 2>/dev/null | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2"
+}
 # ecmp_forwarded K: frames director K forwarded so far
-ecmp_forwarded() { ecmp_adm "$1" stats --json 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["forwarded"])'; }
+ecmp_forwarded() { ecmp_stat "$1" 'd["forwarded"]'; }
 # ecmp_conns K: new connections director K scheduled (sum over its servers)
 ecmp_conns() {
   ecmp_adm "$1" list --json 2>/dev/null | "$PY" -c 'import json,sys
