@@ -114,17 +114,9 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
     let listener = bind_control(&cfg.control_socket)?;
     let _sock_guard = SocketGuard(cfg.control_socket.clone());
 
-    nft::install(&cfg.interface, &vips(&cfg), &nat_servers(&cfg), ifinfo.ipv4)
-        .step(|| "installing the VIP drop rule".to_string())?;
-    let _nft_guard = NftGuard {
-        ifname: cfg.interface.clone(),
-    };
-    info!(
-        "kernel drop rule installed: table netdev {}",
-        nft::table_name(&cfg.interface)
-    );
-
-    // Before the workers: a table or device in use stops the start here.
+    // Before the drop rule and the workers: a table or device in use (a
+    // second director on this host) stops the start before it touches
+    // anything the first one owns.
     let routes = match (cfg.announce, cfg.route_table) {
         (Announce::Route, Some(table)) => {
             let (dev, ops) = RouteDevice::open(table).step(|| "announce: route".to_string())?;
@@ -136,6 +128,16 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         }
         _ => None,
     };
+    nft::install(&cfg.interface, &vips(&cfg), &nat_servers(&cfg), ifinfo.ipv4)
+        .step(|| "installing the VIP drop rule".to_string())?;
+    let _nft_guard = NftGuard {
+        ifname: cfg.interface.clone(),
+    };
+    info!(
+        "kernel drop rule installed: table netdev {}",
+        nft::table_name(&cfg.interface)
+    );
+
     let arp_sock =
         RawSocket::new(ifinfo.index, sys::ETH_P_ARP).step(|| "opening the ARP socket".to_string())?;
     let gateway = std::fs::read_to_string("/proc/net/route")
