@@ -117,6 +117,9 @@ pub(super) fn stage(
         ("metrics_listen", new.metrics_listen != cfg.metrics_listen),
         ("announce", new.announce != cfg.announce),
         ("route_table", new.route_table != cfg.route_table),
+        // The sync thread keeps its socket, peers, key and refresh interval
+        // (and the workers their queues) until the next start.
+        ("sync", new.sync != cfg.sync),
     ] {
         if changed {
             warn!("reload: {what} changed; it takes effect at the next restart");

@@ -30,7 +30,7 @@ def one(a, i, res, headers_in):
         conn.connect()
         out["port"] = conn.sock.getsockname()[1]
         conn.request("GET", "/slow?seconds=%g&bytes=%d" % (a.seconds, a.bytes),
-                     headers={"Connection": "close", "User-Agent": "ulvs-manyget"})
+                     headers={"Connection": "close", "User-Agent": "ulvs-slowgets"})
         r = conn.getresponse()
         out["server"] = r.getheader("X-Server")
         headers_in.release()
