@@ -540,6 +540,7 @@ mode_delta() {
 ECMP_TABLE=4096
 ECMP_PIDS=()   # index K: PID of director K's ulvs-director
 ECMP_OPTS=()   # the bed_config options of ecmp_up, for ecmp_join
+ECMP_SYNC=0    # 1: each director's config gets flow sync with every other director of the bed
 
 # ecmp_require: bird and birdc exist (Debian package bird2)
 ecmp_require() {
@@ -581,10 +582,15 @@ ecmp_bird_start() {
 }
 # ecmp_adm K ARGS...: ulvsadm against director K
 ecmp_adm() { local k=$1; shift; ip netns exec "$(eval echo "\$DIR${k}_NS")" "$ULVS_BIN/ulvsadm" --socket "$WORK/dir$k.sock" "$@"; }
-# ecmp_config K [bed_config options]: $WORK/dirK.yaml, announce: route
+# ecmp_config K [bed_config options]: $WORK/dirK.yaml, announce: route (and
+# with ECMP_SYNC=1, `sync` to the other directors of the bed, UDP port 8848)
 ecmp_config() {
-  local k=$1; shift
-  bed_config "$WORK/dir$k.yaml" --top "announce: route" --top "route_table: $ECMP_TABLE" "$@"
+  local k=$1 j peers="" sync=(); shift
+  if [ "$ECMP_SYNC" = 1 ]; then
+    for j in $(seq "$N_DIRECTORS"); do [ "$j" = "$k" ] || peers+="${peers:+, }$(eval echo "\$DIR${j}_IP"):8848"; done
+    sync=(--top "sync: {listen: $(eval echo "\$DIR${k}_IP"):8848, peers: [$peers]}")
+  fi
+  bed_config "$WORK/dir$k.yaml" --top "announce: route" --top "route_table: $ECMP_TABLE" "${sync[@]}" "$@"
   sed -i "s|^control_socket: .*|control_socket: $WORK/dir$k.sock|" "$WORK/dir$k.yaml"
 }
 # ecmp_director_start K: --check, start ulvs-director on director K with
