@@ -529,3 +529,146 @@ mode_delta() {
   "$PY" -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.load(open(sys.argv[2])); print(eval(sys.argv[3]))' "$1" "$2" "$3"
 }
 # ====================================================================== end modes
+
+# ====================================================================== ecmp-*
+# Helpers of the scale-out scenarios (ecmp-*): N directors with `announce:
+# route`, each next to BIRD 2, and BIRD 2 on the router merging their BGP
+# routes into one ECMP route.  The BIRD configs are director/bird/*.conf with
+# this bed's addresses; each director K has its own control socket
+# ($WORK/dirK.sock), config ($WORK/dirK.yaml) and log ($WORK/directorK.log).
+# Everything they start is in BG_PIDS (stopped by the cleanup trap).
+
+ECMP_TABLE=4096
+ECMP_PIDS=()   # index K: PID of director K's ulvs-director
+ECMP_OPTS=()   # the bed_config options of ecmp_up, for ecmp_join
+ECMP_SYNC=0    # 1: each director's config gets flow sync with every other director of the bed
+
+# ecmp_require: bird and birdc exist (Debian package bird2)
+ecmp_require() {
+  command -v bird >/dev/null && command -v birdc >/dev/null \
+    || fatal "bird/birdc missing (apt-get install bird2; .ci/run installs it)"
+}
+# ecmp_birdc WHO ARGS...: birdc of the router (WHO=router) or of director K
+ecmp_birdc() {
+  local who=$1; shift
+  if [ "$who" = router ]; then ip netns exec "$NS_ROUTER" birdc -s "$WORK/bird-router.ctl" "$@"
+  else ip netns exec "$(eval echo "\$DIR${who}_NS")" birdc -s "$WORK/bird-dir$who.ctl" "$@"; fi
+}
+# ecmp_bird_conf SRC DST [SED ARGS...]: copy a shipped BIRD config, logging
+# to stderr (bird -f keeps it in the foreground; its log is ours)
+ecmp_bird_conf() {
+  local src=$1 dst=$2; shift 2
+  sed -e 's|^log syslog all;|log stderr all;|' "$@" "$REPO_DIR/director/bird/$src" >"$dst"
+}
+# ecmp_router_up: the router's Linux settings (fib_multipath_hash_policy=1)
+# and BIRD with director/bird/router.conf; waits until it answers
+ecmp_router_up() {
+  ip netns exec "$NS_ROUTER" sysctl -qw net.ipv4.fib_multipath_hash_policy=1 \
+    || fatal "cannot set fib_multipath_hash_policy in $NS_ROUTER"
+  ecmp_bird_conf router.conf "$WORK/bird-router.conf"
+  start_bg bird-router "$NS_ROUTER" bird -f -c "$WORK/bird-router.conf" -s "$WORK/bird-router.ctl"
+  for _ in $(seq 50); do ecmp_birdc router show status >/dev/null 2>&1 && return 0; sleep 0.1; done
+  fatal "BIRD on the router did not start: $(tail -n 5 "$WORK/bird-router.log")"
+}
+# ecmp_bird_start K: BIRD with director/bird/director.conf on director K
+ecmp_bird_start() {
+  local k=$1 ip ns
+  ip=$(eval echo "\$DIR${k}_IP"); ns=$(eval echo "\$DIR${k}_NS")
+  ecmp_bird_conf director.conf "$WORK/bird-dir$k.conf" \
+    -e "s|^router id .*|router id $ip;|" -e "s|local 198.18.0.2 as|local $ip as|" \
+    -e "s|kernel table 4096;|kernel table $ECMP_TABLE;|"
+  start_bg "bird-dir$k" "$ns" bird -f -c "$WORK/bird-dir$k.conf" -s "$WORK/bird-dir$k.ctl"
+  for _ in $(seq 50); do ecmp_birdc "$k" show status >/dev/null 2>&1 && return 0; sleep 0.1; done
+  fatal "BIRD on dir$k did not start: $(tail -n 5 "$WORK/bird-dir$k.log")"
+}
+# ecmp_adm K ARGS...: ulvsadm against director K
+ecmp_adm() { local k=$1; shift; ip netns exec "$(eval echo "\$DIR${k}_NS")" "$ULVS_BIN/ulvsadm" --socket "$WORK/dir$k.sock" "$@"; }
+# ecmp_config K [bed_config options]: $WORK/dirK.yaml, announce: route (and
+# with ECMP_SYNC=1, `sync` to the other directors of the bed, UDP port 8848)
+ecmp_config() {
+  local k=$1 j peers="" sync=(); shift
+  if [ "$ECMP_SYNC" = 1 ]; then
+    for j in $(seq "$N_DIRECTORS"); do [ "$j" = "$k" ] || peers+="${peers:+, }$(eval echo "\$DIR${j}_IP"):8848"; done
+    sync=(--top "sync: {listen: $(eval echo "\$DIR${k}_IP"):8848, peers: [$peers]}")
+  fi
+  bed_config "$WORK/dir$k.yaml" --top "announce: route" --top "route_table: $ECMP_TABLE" "${sync[@]}" "$@"
+  sed -i "s|^control_socket: .*|control_socket: $WORK/dir$k.sock|" "$WORK/dir$k.yaml"
+}
+# ecmp_director_start K: --check, start ulvs-director on director K with
+# $WORK/dirK.yaml, wait until ulvsadm answers (PID in ECMP_PIDS[K])
+ecmp_director_start() {
+  local k=$1 ns
+  ns=$(eval echo "\$DIR${k}_NS")
+  ip netns exec "$ns" "$ULVS_BIN/ulvs-director" --check --config "$WORK/dir$k.yaml" >"$WORK/check$k.log" 2>&1 \
+    || fatal "ulvs-director --check dir$k: $(cat "$WORK/check$k.log")"
+  start_bg "director$k" "$ns" env RUST_LOG="${RUST_LOG:-info}" "$ULVS_BIN/ulvs-director" --config "$WORK/dir$k.yaml"
+  ECMP_PIDS[$k]=$BG_PID
+  [ "$k" = 1 ] && DIRECTOR_LOG="$WORK/director1.log"
+  for _ in $(seq 150); do
+    kill -0 "$BG_PID" 2>/dev/null || fatal "ulvs-director dir$k exited at start: $(tail -n 3 "$WORK/director$k.log")"
+    timeout 2 ip netns exec "$ns" "$ULVS_BIN/ulvsadm" --socket "$WORK/dir$k.sock" list >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  fatal "ulvsadm on dir$k did not answer within 15 s"
+}
+# ecmp_director_stop K: SIGTERM director K; true when it exits 0 within 10 s
+ecmp_director_stop() {
+  local pid=${ECMP_PIDS[$1]}
+  kill -TERM "$pid" 2>/dev/null
+  wait_pid "$pid" 10
+}
+# ecmp_kill K: SIGKILL director K (no chance to withdraw anything) and reap it
+ecmp_kill() {
+  local pid=${ECMP_PIDS[$1]}
+  kill -KILL "$pid" 2>/dev/null
+  { wait "$pid"; } 2>/dev/null
+  true
+}
+# ecmp_paths [VIP]: the router's next hops for VIP (one per line, sorted):
+# the directors it spreads the VIP's flows over
+ecmp_paths() {
+  ip -n "$NS_ROUTER" -4 route show "${1:-$VIP}/32" 2>/dev/null \
+    | awk '{for (i = 1; i < NF; i++) if ($i == "via") print $(i + 1)}' | sort
+}
+# ecmp_wait_paths N SECONDS [VIP]: until the router has exactly N paths;
+# prints the seconds it took (false on timeout)
+ecmp_wait_paths() {
+  local n=$1 t=$2 vip=${3:-$VIP} t0
+  t0=$(date +%s.%N)
+  while :; do
+    [ "$(ecmp_paths "$vip" | wc -l)" -eq "$n" ] && { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f\n", b - a}'; return 0; }
+    awk -v a="$t0" -v b="$(date +%s.%N)" -v t="$t" 'BEGIN{exit !(b - a > t)}' && return 1
+    sleep 0.05
+  done
+}
+# ecmp_up NDIRS [ecmp_config options]: router BIRD, then on directors
+# 1..NDIRS: BIRD, a route-mode config and ulvs; waits until the router has
+# NDIRS paths for the VIP
+ecmp_up() {
+  local n=$1 k t; shift
+  ECMP_OPTS=("$@")
+  ecmp_require
+  require_director
+  ecmp_router_up
+  for k in $(seq "$n"); do ecmp_join "$k"; done
+  if t=$(ecmp_wait_paths "$n" 20); then pass "the router has $n ECMP paths for $VIP after ${t}s: $(ecmp_paths | tr '\n' ' ')"
+  else fatal "the router has $(ecmp_paths | wc -l) path(s) for $VIP, not $n: $(ip -n "$NS_ROUTER" route show "$VIP/32")"; fi
+}
+# ecmp_join K: BIRD, the config of ecmp_up and ulvs on director K
+ecmp_join() {
+  ecmp_bird_start "$1"
+  ecmp_config "$1" "${ECMP_OPTS[@]}"
+  ecmp_director_start "$1"
+}
+# ecmp_stat K EXPR: a Python expression over d, director K's stats --json
+ecmp_stat() {
+  ecmp_adm "$1" stats --json 2>/dev/null | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2"
+}
+# ecmp_forwarded K: frames director K forwarded so far
+ecmp_forwarded() { ecmp_stat "$1" 'd["forwarded"]'; }
+# ecmp_conns K: new connections director K scheduled (sum over its servers)
+ecmp_conns() {
+  ecmp_adm "$1" list --json 2>/dev/null | "$PY" -c 'import json,sys
+d=json.load(sys.stdin); print(sum(r["conns"] for s in d["services"] for r in s["real_servers"]))'
+}
+# ====================================================================== end ecmp-*

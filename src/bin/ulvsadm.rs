@@ -142,6 +142,14 @@ fn print_stats(stats: &Stats) {
         println!("{:<27} {}", f.key, (f.get)(stats));
     }
     println!("{:<27} {}", "announcing", on_off(stats.announcing));
+    if let Some(routes) = &stats.announced_routes {
+        let shown = if routes.is_empty() {
+            "none".to_string()
+        } else {
+            routes.join(" ")
+        };
+        println!("{:<27} {shown}", "announced_routes");
+    }
     println!("drops:");
     for (k, v) in &stats.drops {
         println!("  {k:<18} {v}");

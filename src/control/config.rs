@@ -45,8 +45,9 @@
 //!   `health.port` (there is nothing else to probe).
 //! * `workers` absent or 0: the number of entries in `cpus` when pinning is
 //!   configured, else the number of CPUs; capped at [`MAX_WORKERS`].
-//! * `announce: route` is part of the contract but not built: it is refused
-//!   with a message saying so, and `route_table` is refused without it.
+//! * `announce: route` requires `route_table` (no default: the routing
+//!   daemon's config names the same table), and `route_table` is refused
+//!   without it. A reload keeps the running `announce` and `route_table`.
 //! * Enumerated values (`mode`, `protocol`, ...) are forgiving about case and
 //!   take `-` for `_` (`AF-XDP` is `af_xdp`).
 
@@ -129,8 +130,8 @@ pub struct Config {
     /// CPUs to pin workers to (worker `i` on `cpus[i % cpus.len()]`); empty = no pinning.
     #[serde(deserialize_with = "field::cpus")]
     pub cpus: Vec<usize>,
-    /// How the segment learns that the VIPs are here (`arp` or `none`;
-    /// `route` is refused: not built yet).
+    /// How the segment learns that the VIPs are here (`arp`, `none` or
+    /// `route`).
     #[serde(deserialize_with = "field::choice")]
     pub announce: Announce,
     /// The kernel routing table for `announce: route` (refused elsewhere).
@@ -278,8 +279,8 @@ pub enum Announce {
     /// Forward every VIP frame that arrives but never answer ARP for a VIP:
     /// a standby (it starts silent; `ulvsadm announce on` switches it).
     None,
-    /// A host route per served VIP in `route_table` (the validator refuses
-    /// it: this director does not build it yet).
+    /// A host route per served VIP in `route_table`, on a TUN device that
+    /// vanishes with the process; no ARP answers for the VIPs.
     Route,
 }
 

@@ -9,6 +9,7 @@
 //!
 //! - [`event_loop`]: start-up and the loop (signals, sockets, timers).
 //! - [`announce`]: ARP (answers for VIPs, neighbour resolution, gratuitous ARP).
+//! - [`routes`]: `announce: route` (host routes for the served VIPs).
 //! - [`reload`]: re-reading the config as one transaction.
 //! - [`conn`]: the control socket and `metrics_listen` (never waiting on a client).
 //! - [`report`]: the `list`/`stats` snapshots.
@@ -22,9 +23,10 @@ mod event_loop;
 mod reload;
 pub mod report;
 mod trace;
+mod routes;
 mod workers;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +39,7 @@ use super::arp::NeighbourCache;
 use super::config::{Config, ConfigError, HealthKind, Mode};
 use super::ctl::{Request, Response};
 use super::health::{self, Checker, ProbeKind, Target};
+use super::hostroutes::{HostRoutes, KernelRoutes, RouteDevice};
 use super::metrics;
 use super::publish::{self, Built, Iface, Inputs, MaglevCache, Runtime};
 use super::rates::{Counters, RateMeter};
@@ -44,7 +47,7 @@ use super::snapshot::{ConnCounters, Stats};
 use super::watchdog;
 use crate::dataplane::stats::WorkerStats;
 use crate::dataplane::worker::Shared;
-use crate::fwd::table::BackendId;
+use crate::fwd::table::{BackendId, BackendState};
 use crate::io::sys::{IfInfo, RawSocket};
 use crate::io::xdp::XdpRedirect;
 use report::SlowCounters;
@@ -160,6 +163,9 @@ pub struct Director {
     /// Whether every worker made progress recently (the loop's watchdog
     /// view, for `ulvsadm check`).
     workers_live: bool,
+    /// `announce: route`: the TUN device and the host routes on it (None in
+    /// the other modes). The device goes when the process does.
+    routes: Option<(RouteDevice, HostRoutes<KernelRoutes>)>,
     /// The flow-sync thread (with `sync`), its workers' links and how
     /// frames are spread over the workers.
     sync: Option<crate::sync::thread::Handle>,
@@ -226,6 +232,21 @@ fn vips(cfg: &Config) -> Vec<u32> {
     v
 }
 
+/// The VIPs with at least one real server up (healthy and not drained) in
+/// some service: those `announce: route` installs a host route for.
+fn served_vips(cfg: &Config, rt: &Runtime) -> BTreeSet<u32> {
+    cfg.services
+        .iter()
+        .filter(|s| {
+            s.real_servers.iter().any(|r| {
+                rt.get(&s.name, r.address, r.port)
+                    .is_some_and(|srt| srt.state() == BackendState::Up)
+            })
+        })
+        .map(|s| u32::from(s.vip))
+        .collect()
+}
+
 fn server_addrs(cfg: &Config) -> Vec<u32> {
     let mut v: Vec<u32> = cfg
         .services
@@ -290,6 +311,8 @@ impl Director {
         self.shared.table.store(Arc::new(built.table));
         self.digests = built.digests;
         self.dirty = false;
+        // Server states only change through a publish: the served VIPs too.
+        self.sync_routes();
     }
 
     /// Addresses whose MACs the director resolves: real servers (on-link;
@@ -457,6 +480,11 @@ impl Director {
     pub fn stats(&self) -> Stats {
         Stats {
             announcing: self.announcing,
+            announced_routes: self.routes.as_ref().map(|(_, h)| {
+                h.installed()
+                    .map(|v| format!("{}/32", std::net::Ipv4Addr::from(v)))
+                    .collect()
+            }),
             control_connections: Some(self.listeners.0),
             http_connections: self.listeners.1,
             sync: self.sync.as_ref().map(|h| h.snapshot()),
@@ -542,6 +570,47 @@ impl Director {
 mod tests {
     use super::*;
     use crate::control::config::Service;
+
+    #[test]
+    fn served_vips_are_those_with_a_server_up() {
+        let text = "interface: eth0\nservices:\n  - name: a\n    vip: 198.18.100.1\n    port: 80\n    real_servers:\n      - address: 198.18.0.11\n      - address: 198.18.0.12\n  - name: b\n    vip: 198.18.100.1\n    port: 443\n    real_servers:\n      - address: 198.18.0.13\n  - name: c\n    vip: 198.18.100.2\n    port: 80\n    real_servers: []\n";
+        let cfg = Config::from_str(text, "t.yaml").unwrap();
+        let mut rt = Runtime::default();
+        rt.sync(&cfg).unwrap();
+        let set = |h: &[(&str, &str, publish::Health, bool)], rt: &mut Runtime| {
+            for (svc, addr, health, drained) in h {
+                let s = rt.find_mut(&cfg, svc, addr).unwrap();
+                s.health = *health;
+                s.drained = *drained;
+            }
+        };
+        use publish::Health::{Down, Pending, Up};
+        set(
+            &[
+                ("a", "198.18.0.11", Pending, false),
+                ("a", "198.18.0.12", Down, false),
+                ("b", "198.18.0.13", Down, false),
+            ],
+            &mut rt,
+        );
+        assert!(served_vips(&cfg, &rt).is_empty(), "nothing up yet");
+        set(&[("b", "198.18.0.13", Up, true)], &mut rt);
+        assert!(
+            served_vips(&cfg, &rt).is_empty(),
+            "a drained server takes no new flows"
+        );
+        set(&[("a", "198.18.0.12", Up, false)], &mut rt);
+        assert_eq!(served_vips(&cfg, &rt), BTreeSet::from([0xc612_6401]));
+        set(
+            &[("a", "198.18.0.12", Down, false), ("b", "198.18.0.13", Up, false)],
+            &mut rt,
+        );
+        assert_eq!(
+            served_vips(&cfg, &rt),
+            BTreeSet::from([0xc612_6401]),
+            "any service of the VIP keeps it; the VIP without servers never"
+        );
+    }
 
     #[test]
     fn more_servers_than_ids_is_refused_with_a_sentence() {

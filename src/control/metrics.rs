@@ -389,6 +389,14 @@ pub fn render(stats: &Stats, list: &List, extra: &Extra) -> String {
         "1 while the director answers ARP for its VIPs (announce on), else 0.",
         Int(u64::from(stats.announcing)),
     );
+    if let Some(routes) = &stats.announced_routes {
+        o.single(
+            "ulvs_announced_routes",
+            Gauge,
+            "announce: route: host routes (VIP/32) installed in route_table.",
+            Int(routes.len() as u64),
+        );
+    }
     o.family("ulvs_drops_total", Counter, "Frames not forwarded, by reason.");
     for (reason, n) in &stats.drops {
         o.sample("ulvs_drops_total", &[("reason", reason)], Int(*n));
@@ -845,6 +853,18 @@ mod tests {
             assert_eq!(ty, want);
             assert_eq!(help.len(), FAMILIES.len());
         }
+    }
+
+    #[test]
+    fn announced_routes_only_in_route_mode() {
+        let (mut stats, list, extra) = fixture();
+        assert!(!render(&stats, &list, &extra).contains("ulvs_announced_routes"));
+        stats.announced_routes = Some(vec!["198.18.100.1/32".into(), "198.18.100.2/32".into()]);
+        let text = render(&stats, &list, &extra);
+        assert!(
+            text.contains("# TYPE ulvs_announced_routes gauge\nulvs_announced_routes 2\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod ctl;
 pub mod director;
 pub mod health;
 pub mod import;
+pub mod hostroutes;
 pub mod metrics;
 pub mod nft;
 pub mod publish;

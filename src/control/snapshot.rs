@@ -53,6 +53,10 @@ pub struct Stats {
     /// Whether the director answers ARP for its VIPs (`ulvsadm announce`).
     #[serde(default)]
     pub announcing: bool,
+    /// `announce: route` only: the host routes installed in `route_table`
+    /// (`VIP/32`), absent in the other modes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced_routes: Option<Vec<String>>,
     /// Frames not forwarded, by reason name.
     pub drops: BTreeMap<String, u64>,
     /// The control socket's connections (absent from a director that does

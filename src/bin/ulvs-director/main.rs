@@ -19,6 +19,24 @@ fn cleanup(cfg: &Config) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let _ = std::fs::remove_file(sock);
+    if let Some(table) = cfg.route_table {
+        // A director's own device dies with it; one that someone made
+        // persistent would block the next start.
+        match ulvs::control::hostroutes::cleanup(table) {
+            Ok(true) => eprintln!(
+                "ulvs-director: removed device {} (and its routes in table {table})",
+                ulvs::control::hostroutes::device_name(table)
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                eprintln!(
+                    "ulvs-director: cannot remove device {}: {e}",
+                    ulvs::control::hostroutes::device_name(table)
+                );
+                return ExitCode::from(1);
+            }
+        }
+    }
     match ulvs::control::nft::remove(&cfg.interface) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -139,17 +139,19 @@ impl<'a> Rules<'a> {
         }
     }
 
-    /// `announce: route` is in the contract but not built: refuse it rather
-    /// than run a director that announces nothing. `route_table` means
-    /// nothing without it.
+    /// `announce: route` needs `route_table` (the table the routing daemon
+    /// imports: no default, since the daemon's config must name the same);
+    /// `route_table` means nothing without it.
     fn announce(&mut self, c: &Config) {
         if c.announce == Announce::Route {
-            self.error(
-                self.places.line("announce"),
-                "announce",
-                "route is not supported yet by this director (no host routes are installed); \
-                 use arp, or none for a standby switched on by `ulvsadm announce on`",
-            );
+            if c.route_table.is_none() && !self.bad.contains("route_table") {
+                self.error(
+                    self.places.line("announce"),
+                    "route_table",
+                    "required with announce: route (the kernel table your routing daemon imports, \
+                     e.g. route_table: 4096)",
+                );
+            }
         } else if self.valid("route_table") && !self.bad.contains("announce") {
             self.error(
                 self.places.line("route_table"),

@@ -134,18 +134,27 @@ fn defaults() {
     assert_eq!(c.route_table, None);
 }
 
-/// `announce`: arp and none are taken (any case); route is refused with a
-/// sentence that says it is not built; `route_table` is checked and means
-/// nothing without route.
+/// `announce`: arp, none and route are taken (any case); route needs
+/// `route_table`, which is checked and means nothing without route.
 #[test]
 fn announce_modes() {
     assert_eq!(ok(&format!("announce: arp\n{BASE}")).announce, Announce::Arp);
     assert_eq!(ok(&format!("announce: None\n{BASE}")).announce, Announce::None);
+    let c = ok(&format!("announce: route\nroute_table: 4096\n{BASE}"));
+    assert_eq!((c.announce, c.route_table), (Announce::Route, Some(4096)));
+    let c = ok(&format!("{BASE}route_table: 4294967295\nannounce: ROUTE\n"));
+    assert_eq!((c.announce, c.route_table), (Announce::Route, Some(u32::MAX)));
     let render = |text: &str| Config::from_str(text, "t.yaml").unwrap_err().to_string();
     assert_eq!(
-        render(&format!("announce: route\nroute_table: 4096\n{BASE}")),
-        "t.yaml:1: announce: route is not supported yet by this director (no host routes are \
-         installed); use arp, or none for a standby switched on by `ulvsadm announce on`"
+        render(&format!("announce: route\n{BASE}")),
+        "t.yaml:1: route_table: required with announce: route (the kernel table your routing \
+         daemon imports, e.g. route_table: 4096)"
+    );
+    // A bad table is reported once, not again as missing.
+    assert_eq!(
+        render(&format!("announce: route\nroute_table: 255\n{BASE}")),
+        "t.yaml:2: route_table: table 255 is one of the kernel's own (253 default, 254 main, \
+         255 local); choose another"
     );
     assert_eq!(
         render(&format!("{BASE}announce: bgp\n")),

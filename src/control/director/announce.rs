@@ -10,6 +10,7 @@ use log::{info, warn};
 
 use super::{vips, Director};
 use crate::control::arp;
+use crate::control::config::Announce;
 use crate::wire::ethernet::fmt_mac;
 
 /// Rounds of gratuitous ARP after the first when announcing is switched on.
@@ -46,7 +47,9 @@ impl Director {
         let mut buf = [0u8; 2048];
         // A standby answers for no VIP but still learns its neighbours, so
         // it forwards at once when frames arrive or it is switched on.
-        let vips = if self.announcing {
+        // `announce: route` never answers for a VIP: the router routes it
+        // to the directors' own addresses.
+        let vips = if self.announcing && self.cfg.announce != Announce::Route {
             vips(&self.cfg)
         } else {
             Vec::new()
@@ -95,6 +98,9 @@ impl Director {
     /// within a second); switching off only stops the answers (the
     /// neighbours' caches age out or the new owner's ARP overrides them).
     pub(super) fn set_announcing(&mut self, on: bool) -> String {
+        if self.cfg.announce == Announce::Route {
+            return self.set_route_announcing(on);
+        }
         let was = std::mem::replace(&mut self.announcing, on);
         if !on {
             self.garp_left = 0;
@@ -128,7 +134,7 @@ impl Director {
 
     /// Send a gratuitous ARP for each of `vips` (nothing when not announcing).
     pub(super) fn announce(&mut self, vips: &[u32]) {
-        if !self.announcing {
+        if !self.announcing || self.cfg.announce == Announce::Route {
             return;
         }
         for &v in vips {

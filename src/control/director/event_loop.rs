@@ -25,6 +25,7 @@ use super::{health_targets, nat_servers, vips, Director, DirectorError, Step};
 use crate::control::arp::NeighbourCache;
 use crate::control::config::{Announce, Config};
 use crate::control::health::Checker;
+use crate::control::hostroutes::{HostRoutes, RouteDevice};
 use crate::control::nft;
 use crate::control::publish::{Health, MaglevCache, Runtime};
 use crate::control::rates::RateMeter;
@@ -113,6 +114,20 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
     let listener = bind_control(&cfg.control_socket)?;
     let _sock_guard = SocketGuard(cfg.control_socket.clone());
 
+    // Before the drop rule and the workers: a table or device in use (a
+    // second director on this host) stops the start before it touches
+    // anything the first one owns.
+    let routes = match (cfg.announce, cfg.route_table) {
+        (Announce::Route, Some(table)) => {
+            let (dev, ops) = RouteDevice::open(table).step(|| "announce: route".to_string())?;
+            info!(
+                "announce: route: host routes go to table {table} on TUN device {} (index {}); it vanishes with this process",
+                dev.name, dev.index
+            );
+            Some((dev, HostRoutes::new(ops)))
+        }
+        _ => None,
+    };
     nft::install(&cfg.interface, &vips(&cfg), &nat_servers(&cfg), ifinfo.ipv4)
         .step(|| "installing the VIP drop rule".to_string())?;
     let _nft_guard = NftGuard {
@@ -171,6 +186,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         announcing: false,
         garp_left: 0,
         workers_live: true,
+        routes,
         sync: None,
         sync_links: workers.links,
         sync_placement: workers.placement,
@@ -214,6 +230,11 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         d.arp_read();
         d.arp_tick();
     }
+    // Routes only now that the servers are resolved and probed (the
+    // publish below installs them).
+    if d.cfg.announce == Announce::Route {
+        d.announcing = true;
+    }
     d.publish();
     // After the first publish: flows a peer sends are resolved against the
     // services, which the empty start-up table does not have.
@@ -225,10 +246,10 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         d.cfg.services.len(),
         all_vips.len(),
         d.cfg.control_socket.display(),
-        if d.announcing {
-            "announcing the VIPs (ARP)"
-        } else {
-            "not announcing the VIPs (announce: none; `ulvsadm announce on` starts)"
+        match (d.cfg.announce, d.announcing) {
+            (Announce::Route, _) => "announcing the VIPs with a server up as host routes",
+            (_, true) => "announcing the VIPs (ARP)",
+            (_, false) => "not announcing the VIPs (announce: none; `ulvsadm announce on` starts)",
         }
     );
 
@@ -264,6 +285,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
             last_tick = Instant::now();
             d.arp_tick();
             d.announce_burst();
+            d.retry_routes();
             if d.dirty {
                 d.publish();
             }
@@ -284,6 +306,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
     }
     info!("stopping");
     watchdog::stopping();
+    d.withdraw_routes();
     if let Some(h) = d.sync.take() {
         h.stop();
     }

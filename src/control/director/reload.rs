@@ -115,6 +115,8 @@ pub(super) fn stage(
         ("cpus", new.cpus != cfg.cpus),
         ("io", new.io != cfg.io),
         ("metrics_listen", new.metrics_listen != cfg.metrics_listen),
+        ("announce", new.announce != cfg.announce),
+        ("route_table", new.route_table != cfg.route_table),
         // The sync thread keeps its socket, peers, key and refresh interval
         // (and the workers their queues) until the next start.
         ("sync", new.sync != cfg.sync),
@@ -130,6 +132,9 @@ pub(super) fn stage(
     new.cpus = cfg.cpus.clone();
     new.io = cfg.io;
     new.metrics_listen = cfg.metrics_listen;
+    // The announce mode (and route mode's TUN device) is set up at start.
+    new.announce = cfg.announce;
+    new.route_table = cfg.route_table;
     let mut staged_rt = rt.clone();
     staged_rt
         .sync_at(&new, Some(published), now)
