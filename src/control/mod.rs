@@ -8,6 +8,7 @@ pub mod ctl;
 pub mod director;
 pub mod health;
 pub mod metrics;
+pub mod netlink;
 pub mod nft;
 pub mod publish;
 pub mod rates;
