@@ -14,11 +14,13 @@
 //! - [`report`]: the `list`/`stats` snapshots.
 //! - [`dump`]: `ulvsadm flows` (asks each worker for a copy of its flows).
 //! - [`workers`]: opening the devices and starting the worker threads.
+//! - [`host`]: following the host's routes, addresses and MTU (netlink).
 
 mod announce;
 mod conn;
 mod dump;
 mod event_loop;
+mod host;
 mod reload;
 pub mod report;
 mod workers;
@@ -159,6 +161,14 @@ pub struct Director {
     /// Whether every worker made progress recently (the loop's watchdog
     /// view, for `ulvsadm check`).
     workers_live: bool,
+    /// The host's routes, addresses, link and neighbours, kept current by
+    /// `netlink` (none when netlink could not be opened: then the gateway
+    /// and the interface's facts stay as read at start).
+    netlink: Option<super::netlink::Watcher>,
+    view: super::netlink::HostView,
+    /// Real servers whose next hop is not themselves (off-link, through a
+    /// gateway): server address -> next-hop address.
+    hops: HashMap<u32, u32>,
 }
 
 /// Does the config have any NAT service?
@@ -239,12 +249,13 @@ fn build_with(
     rt: &Runtime,
     neigh: &NeighbourCache,
     seen: &HashMap<u32, [u8; 6]>,
-    gateway: Option<u32>,
+    (gateway, hops): (Option<u32>, &HashMap<u32, u32>),
     ifinfo: &IfInfo,
     generation: u64,
     cache: &mut MaglevCache,
 ) -> Built {
-    let resolved = |a: u32| neigh.mac(a);
+    // A server behind a gateway is reached at that gateway's MAC.
+    let resolved = |a: u32| neigh.mac(hops.get(&a).copied().unwrap_or(a));
     let inputs = Inputs {
         cfg,
         rt,
@@ -271,7 +282,7 @@ impl Director {
             &self.rt,
             &self.neigh,
             &self.seen,
-            self.gateway,
+            (self.gateway, &self.hops),
             &self.ifinfo,
             self.slow.generation,
             &mut self.cache,
@@ -286,10 +297,14 @@ impl Director {
         self.dirty = false;
     }
 
-    /// Addresses whose MACs the director resolves: real servers (on-link;
-    /// off-link ones are reached through the gateway) and the gateway.
+    /// Addresses whose MACs the director resolves: real servers' next hops
+    /// (the server itself on-link, else the gateway its route names) and
+    /// the default gateway.
     fn wanted(&self) -> Vec<u32> {
-        let mut w = server_addrs(&self.cfg);
+        let mut w: Vec<u32> = server_addrs(&self.cfg)
+            .into_iter()
+            .map(|a| self.hops.get(&a).copied().unwrap_or(a))
+            .collect();
         w.extend(self.gateway);
         w.sort_unstable();
         w.dedup();
