@@ -166,6 +166,10 @@ pub struct Director {
     /// and the interface's facts stay as read at start).
     netlink: Option<super::netlink::Watcher>,
     view: super::netlink::HostView,
+    /// A new default gateway not yet resolved: until its MAC is known the
+    /// table keeps the old one (which usually still forwards), so a change
+    /// of gateway drops nothing.
+    gateway_next: Option<Option<u32>>,
     /// Real servers whose next hop is not themselves (off-link, through a
     /// gateway): server address -> next-hop address.
     hops: HashMap<u32, u32>,
@@ -276,6 +280,7 @@ fn build_with(
 impl Director {
     /// Build and publish a new table of the current state.
     fn publish(&mut self) {
+        self.settle_gateway();
         self.slow.generation += 1;
         let built = build_with(
             &self.cfg,
@@ -306,6 +311,7 @@ impl Director {
             .map(|a| self.hops.get(&a).copied().unwrap_or(a))
             .collect();
         w.extend(self.gateway);
+        w.extend(self.gateway_next.flatten());
         w.sort_unstable();
         w.dedup();
         w

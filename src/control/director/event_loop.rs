@@ -185,6 +185,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         netlink,
         view,
         hops: HashMap::new(),
+        gateway_next: None,
     };
     d.host_apply();
     d.announcing = d.cfg.announce == Announce::Arp;

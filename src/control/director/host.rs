@@ -91,6 +91,22 @@ impl Director {
         changed
     }
 
+    /// Take the new gateway once it can be used: its MAC is known (or it is
+    /// no gateway at all, or there was none before).
+    pub(super) fn settle_gateway(&mut self) {
+        let Some(next) = self.gateway_next else {
+            return;
+        };
+        let ready = match next {
+            None => true,
+            Some(g) => self.gateway.is_none() || self.neigh.mac(g).is_some() || self.seen.contains_key(&g),
+        };
+        if ready {
+            self.gateway = next;
+            self.gateway_next = None;
+        }
+    }
+
     /// Read what netlink reported; when it changed what the table depends
     /// on, resolve the new next hops at once and publish.
     pub(super) fn host_read(&mut self) {
