@@ -166,6 +166,8 @@ pub struct Director {
     /// and the interface's facts stay as read at start).
     netlink: Option<super::netlink::Watcher>,
     view: super::netlink::HostView,
+    /// The view's `topology` when next hops were last derived from it.
+    view_topology: u64,
     /// A new default gateway not yet resolved: until its MAC is known the
     /// table keeps the old one (which usually still forwards), so a change
     /// of gateway drops nothing.

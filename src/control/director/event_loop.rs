@@ -184,6 +184,8 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         workers_live: true,
         netlink,
         view,
+        // Not the view's: the first host_apply derives everything.
+        view_topology: u64::MAX,
         hops: HashMap::new(),
         gateway_next: None,
     };

@@ -24,12 +24,35 @@ impl Director {
         if self.netlink.is_none() {
             return false;
         }
+        let mut changed = false;
+        // Neighbour events are frequent (every entry ages REACHABLE ->
+        // STALE): next hops are derived again only when the link, the
+        // addresses or the routes changed.
+        if self.view.topology != self.view_topology {
+            self.view_topology = self.view.topology;
+            changed |= self.host_derive();
+        }
+        // The kernel confirmed a neighbour we resolve (it talked to it):
+        // take its MAC now rather than at our next ARP answer.
+        let now = Instant::now();
+        let confirmed: Vec<(u32, [u8; 6])> = self.view.neighbours().collect();
+        for (a, mac) in confirmed {
+            changed |= self.neigh.learn(a, mac, now);
+        }
+        changed
+    }
+
+    /// Gateway, interface facts and next hops from the view's routes,
+    /// addresses and link; true when any changed.
+    fn host_derive(&mut self) -> bool {
         let v = &self.view;
         let mut changed = false;
         let gateway = v.default_gateway();
-        if gateway != self.gateway {
-            info!("default gateway {} -> {}", show(self.gateway), show(gateway));
-            self.gateway = gateway;
+        let target = self.gateway_next.unwrap_or(self.gateway);
+        if gateway != target {
+            info!("default gateway {} -> {}", show(target), show(gateway));
+            // Published by settle_gateway once resolved.
+            self.gateway_next = (gateway != self.gateway).then_some(gateway);
             changed = true;
         }
         if let Some(mtu) = v.mtu {
@@ -78,15 +101,9 @@ impl Director {
             self.hops = hops;
             changed = true;
         }
-        // The kernel confirmed a neighbour we resolve (it talked to it):
-        // take its MAC now rather than at our next ARP answer.
-        let wanted = self.wanted();
-        self.neigh.set_wanted(wanted);
-        let now = Instant::now();
-        for a in self.wanted() {
-            if let Some(mac) = self.view.neighbour_mac(a) {
-                changed |= self.neigh.learn(a, mac, now);
-            }
+        if changed {
+            let wanted = self.wanted();
+            self.neigh.set_wanted(wanted);
         }
         changed
     }

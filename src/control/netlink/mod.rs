@@ -89,6 +89,9 @@ pub struct HostView {
     /// IPv4 addresses of the interface with their prefix lengths, in the
     /// order the kernel reported them (the first is the primary).
     pub addrs: Vec<(u32, u8)>,
+    /// Bumped by every change of the link, addresses or routes (not of
+    /// neighbours): what next hops depend on.
+    pub topology: u64,
     /// Keyed as IPv4 keys them: (prefix, length, tos, metric).
     routes: HashMap<RouteKey, Route>,
     neighbours: HashMap<u32, Mac>,
@@ -160,6 +163,19 @@ impl HostView {
     /// Apply one rtnetlink message (a dump entry or a notification);
     /// true when the view changed.
     pub fn apply(&mut self, msg: &RouteNetlinkMessage) -> bool {
+        let changed = self.apply_inner(msg);
+        if changed
+            && !matches!(
+                msg,
+                RouteNetlinkMessage::NewNeighbour(_) | RouteNetlinkMessage::DelNeighbour(_)
+            )
+        {
+            self.topology += 1;
+        }
+        changed
+    }
+
+    fn apply_inner(&mut self, msg: &RouteNetlinkMessage) -> bool {
         match msg {
             RouteNetlinkMessage::NewLink(m) => self.link(m),
             RouteNetlinkMessage::NewAddress(m) => self.address(m, true),
@@ -255,9 +271,11 @@ impl HostView {
         let Some(ip) = ip else {
             return false;
         };
-        let usable = !matches!(
+        // Only entries the kernel confirmed recently (or that an operator
+        // set): a stale one may name a MAC that has moved.
+        let usable = matches!(
             m.header.state,
-            NeighbourState::Failed | NeighbourState::Incomplete | NeighbourState::None
+            NeighbourState::Reachable | NeighbourState::Permanent | NeighbourState::Noarp
         );
         match (add && usable, mac) {
             (true, Some(mac)) => self.neighbours.insert(ip, mac) != Some(mac),
@@ -299,6 +317,11 @@ impl HostView {
     /// The interface's primary IPv4 address and its netmask.
     pub fn primary(&self) -> Option<(u32, u32)> {
         self.addrs.first().map(|&(a, p)| (a, prefix_mask(p)))
+    }
+
+    /// The kernel's confirmed neighbours on the interface (address, MAC).
+    pub fn neighbours(&self) -> impl Iterator<Item = (u32, Mac)> + '_ {
+        self.neighbours.iter().map(|(a, m)| (*a, *m))
     }
 
     /// The kernel's entry for `ip` on the interface, if usable.

@@ -189,8 +189,10 @@ fn blackhole_matches_without_next_hop() {
 #[test]
 fn mtu_and_address_changes() {
     let mut v = host();
+    let topology = v.topology;
     assert!(v.apply(&M::NewLink(link(IF, 1400, [2, 0, 0, 0, 0, 2]))));
     assert_eq!(v.mtu, Some(1400));
+    assert_eq!(v.topology, topology + 1);
     assert!(
         !v.apply(&M::NewLink(link(IF, 1400, [2, 0, 0, 0, 0, 2]))),
         "same again"
@@ -228,19 +230,18 @@ fn kernel_neighbours() {
         NeighbourState::Failed
     ))));
     assert_eq!(v.neighbour_mac(ip("198.18.0.1")), None);
-    v.apply(&M::NewNeighbour(neigh(
-        IF,
-        "198.18.0.1",
-        mac,
-        NeighbourState::Stale,
-    )));
-    assert!(v.apply(&M::DelNeighbour(neigh(
-        IF,
-        "198.18.0.1",
-        mac,
-        NeighbourState::Stale
-    ))));
+    // Neither is a stale one (the MAC may have moved)...
+    let n = |state| neigh(IF, "198.18.0.1", mac, state);
+    v.apply(&M::NewNeighbour(n(NeighbourState::Reachable)));
+    assert!(v.apply(&M::NewNeighbour(n(NeighbourState::Stale))));
     assert_eq!(v.neighbour_mac(ip("198.18.0.1")), None);
+    // ...and a deleted one is gone; neither moves the topology.
+    let topology = v.topology;
+    v.apply(&M::NewNeighbour(n(NeighbourState::Permanent)));
+    assert_eq!(v.neighbours().collect::<Vec<_>>(), vec![(ip("198.18.0.1"), mac)]);
+    assert!(v.apply(&M::DelNeighbour(n(NeighbourState::Permanent))));
+    assert_eq!(v.neighbour_mac(ip("198.18.0.1")), None);
+    assert_eq!(v.topology, topology, "neighbours are not topology");
     assert!(!v.apply(&M::NewNeighbour(neigh(
         IF + 1,
         "198.18.0.1",
