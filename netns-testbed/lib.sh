@@ -12,7 +12,10 @@
 #
 # Environment: ULVS_BIN (default <repo>/target/release), ULVS_PREFIX,
 # RUST_LOG (default info), KEEP_WORK=1 keeps $WORK even on success,
-# ULVS_IO (auto|af_xdp|af_packet), when set, becomes "io:" in the configs.
+# ULVS_IO (auto|af_xdp|af_packet), when set, becomes "io:" in the configs;
+# ULVS_DIRECTOR_WRAP, when set, is a command the director runs under (split on
+# spaces), e.g. "setpriv --bounding-set -all,+net_admin,... --" to run the
+# scenarios with the capabilities of the systemd unit only.
 
 set -u
 set -o pipefail
@@ -299,7 +302,8 @@ director_start() {
     sed 's/^/      /' "$WORK/check.log"
     fatal "ulvs-director --check --config $cfg"
   fi
-  RUST_LOG=${RUST_LOG:-info} ip netns exec "$DIR1_NS" "$ULVS_BIN/ulvs-director" --config "$cfg" \
+  # shellcheck disable=SC2086
+  RUST_LOG=${RUST_LOG:-info} ip netns exec "$DIR1_NS" ${ULVS_DIRECTOR_WRAP:-} "$ULVS_BIN/ulvs-director" --config "$cfg" \
     >"$DIRECTOR_LOG" 2>&1 </dev/null &
   DIRECTOR_PID=$!
   echo "$DIRECTOR_PID" >"$TB_PIDS/director.pid"

@@ -6,12 +6,16 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+/// Where the config file is when `--config` is not given (the Debian
+/// package installs an example there).
+pub const DEFAULT_CONFIG: &str = "/etc/ulvs/ulvs.yaml";
+
 /// The ulvs director: a userspace LVS-style L4 load balancer.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 pub struct Args {
-    /// The YAML configuration file.
-    #[arg(long, short)]
+    /// The YAML configuration file (see ulvs.yaml(5)).
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
     /// Validate the file and exit (0 = valid, 1 = problems, one per line on stderr).
     #[arg(long)]

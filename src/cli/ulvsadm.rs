@@ -39,9 +39,9 @@ pub enum Cmd {
     },
     /// No new flows to that server; its established flows stay.
     Drain {
-        /// The service's name.
+        /// The service's name (as in the config file).
         service: String,
-        /// The real server: IP, or IP:PORT (NAT).
+        /// The real server's address as in the config file (IP, or IP:PORT for NAT).
         address: String,
         /// Print the answer as one JSON object.
         #[arg(long)]
@@ -49,9 +49,9 @@ pub enum Cmd {
     },
     /// Undo drain.
     Enable {
-        /// The service's name.
+        /// The service's name (as in the config file).
         service: String,
-        /// The real server: IP, or IP:PORT (NAT).
+        /// The real server's address as in the config file (IP, or IP:PORT for NAT).
         address: String,
         /// Print the answer as one JSON object.
         #[arg(long)]
@@ -59,11 +59,11 @@ pub enum Cmd {
     },
     /// Set a server's weight (0..=65535; 0 = no new flows).
     Weight {
-        /// The service's name.
+        /// The service's name (as in the config file).
         service: String,
-        /// The real server: IP, or IP:PORT (NAT).
+        /// The real server's address as in the config file (IP, or IP:PORT for NAT).
         address: String,
-        /// The new weight.
+        /// The new weight, 0..=65535 (0: no new flows).
         weight: u64,
         /// Print the answer as one JSON object.
         #[arg(long)]
@@ -155,6 +155,8 @@ pub enum Proto {
 /// The argument of `announce`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnOff {
+    /// Answer ARP for the VIPs and announce them.
     On,
+    /// Stop answering ARP for the VIPs (a standby).
     Off,
 }

@@ -15,11 +15,13 @@
 //! - [`report`]: the `list`/`stats` snapshots.
 //! - [`dump`]: `ulvsadm flows` (asks each worker for a copy of its flows).
 //! - [`workers`]: opening the devices and starting the worker threads.
+//! - [`host`]: following the host's routes, addresses and MTU (netlink).
 
 mod announce;
 mod conn;
 mod dump;
 mod event_loop;
+mod host;
 mod reload;
 pub mod report;
 mod trace;
@@ -171,6 +173,20 @@ pub struct Director {
     sync: Option<crate::sync::thread::Handle>,
     sync_links: Vec<Arc<crate::dataplane::synclink::WorkerLink>>,
     sync_placement: crate::dataplane::synclink::Placement,
+    /// The host's routes, addresses, link and neighbours, kept current by
+    /// `netlink` (none when netlink could not be opened: then the gateway
+    /// and the interface's facts stay as read at start).
+    netlink: Option<super::netlink::Watcher>,
+    view: super::netlink::HostView,
+    /// The view's `topology` when next hops were last derived from it.
+    view_topology: u64,
+    /// A new default gateway not yet resolved: until its MAC is known the
+    /// table keeps the old one (which usually still forwards), so a change
+    /// of gateway drops nothing.
+    gateway_next: Option<Option<u32>>,
+    /// Real servers whose next hop is not themselves (off-link, through a
+    /// gateway): server address -> next-hop address.
+    hops: HashMap<u32, u32>,
 }
 
 /// Does the config have any NAT service?
@@ -266,12 +282,13 @@ fn build_with(
     rt: &Runtime,
     neigh: &NeighbourCache,
     seen: &HashMap<u32, [u8; 6]>,
-    gateway: Option<u32>,
+    (gateway, hops): (Option<u32>, &HashMap<u32, u32>),
     ifinfo: &IfInfo,
     generation: u64,
     cache: &mut MaglevCache,
 ) -> Built {
-    let resolved = |a: u32| neigh.mac(a);
+    // A server behind a gateway is reached at that gateway's MAC.
+    let resolved = |a: u32| neigh.mac(hops.get(&a).copied().unwrap_or(a));
     let inputs = Inputs {
         cfg,
         rt,
@@ -292,13 +309,14 @@ fn build_with(
 impl Director {
     /// Build and publish a new table of the current state.
     fn publish(&mut self) {
+        self.settle_gateway();
         self.slow.generation += 1;
         let built = build_with(
             &self.cfg,
             &self.rt,
             &self.neigh,
             &self.seen,
-            self.gateway,
+            (self.gateway, &self.hops),
             &self.ifinfo,
             self.slow.generation,
             &mut self.cache,
@@ -315,11 +333,16 @@ impl Director {
         self.sync_routes();
     }
 
-    /// Addresses whose MACs the director resolves: real servers (on-link;
-    /// off-link ones are reached through the gateway) and the gateway.
+    /// Addresses whose MACs the director resolves: real servers' next hops
+    /// (the server itself on-link, else the gateway its route names) and
+    /// the default gateway.
     fn wanted(&self) -> Vec<u32> {
-        let mut w = server_addrs(&self.cfg);
+        let mut w: Vec<u32> = server_addrs(&self.cfg)
+            .into_iter()
+            .map(|a| self.hops.get(&a).copied().unwrap_or(a))
+            .collect();
         w.extend(self.gateway);
+        w.extend(self.gateway_next.flatten());
         w.sort_unstable();
         w.dedup();
         w

@@ -10,6 +10,7 @@ pub mod health;
 pub mod import;
 pub mod hostroutes;
 pub mod metrics;
+pub mod netlink;
 pub mod nft;
 pub mod publish;
 pub mod rates;

@@ -1,6 +1,6 @@
-//! The director's view of its routing table (slow path): the default
-//! gateway of its interface, read from `/proc/net/route`, is the next hop for
-//! NAT replies to clients and for TUN servers off the segment.
+//! The default gateway of the director's interface read from
+//! `/proc/net/route` (slow path): the fallback when netlink cannot be opened
+//! (`control::netlink` follows the routing table live otherwise).
 
 /// The default gateway (host-order IPv4) of `ifname` in the text of
 /// `/proc/net/route`, if any.

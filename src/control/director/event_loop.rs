@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{error, info};
+use log::{error, info, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
@@ -26,6 +26,7 @@ use crate::control::arp::NeighbourCache;
 use crate::control::config::{Announce, Config};
 use crate::control::health::Checker;
 use crate::control::hostroutes::{HostRoutes, RouteDevice};
+use crate::control::netlink::{HostView, Watcher};
 use crate::control::nft;
 use crate::control::publish::{Health, MaglevCache, Runtime};
 use crate::control::rates::RateMeter;
@@ -37,6 +38,8 @@ use crate::io::sys::{self, RawSocket};
 use crate::wire::ethernet::fmt_mac;
 
 const ARP: Token = Token(1);
+/// The rtnetlink socket (routes, addresses, links, neighbours).
+const NETLINK: Token = Token(2);
 
 /// Removes the kernel drop rule when dropped (normal exit, error, panic unwind).
 struct NftGuard {
@@ -140,6 +143,15 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
 
     let arp_sock =
         RawSocket::new(ifinfo.index, sys::ETH_P_ARP).step(|| "opening the ARP socket".to_string())?;
+    // The live view of the host; without netlink (a kernel or sandbox that
+    // refuses it) the gateway is read once from /proc/net/route as before.
+    let (netlink, view) = match Watcher::open(ifinfo.index as u32) {
+        Ok((w, v)) => (Some(w), v),
+        Err(e) => {
+            warn!("netlink unavailable ({e}): routes, addresses and MTU are read once, not followed");
+            (None, HostView::new(ifinfo.index as u32))
+        }
+    };
     let gateway = std::fs::read_to_string("/proc/net/route")
         .ok()
         .and_then(|t| route::default_gateway(&t, &cfg.interface));
@@ -190,7 +202,14 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         sync: None,
         sync_links: workers.links,
         sync_placement: workers.placement,
+        netlink,
+        view,
+        // Not the view's: the first host_apply derives everything.
+        view_topology: u64::MAX,
+        hops: HashMap::new(),
+        gateway_next: None,
     };
+    d.host_apply();
     d.announcing = d.cfg.announce == Announce::Arp;
     let wanted = d.wanted();
     d.neigh.set_wanted(wanted);
@@ -199,6 +218,11 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
     poll.registry()
         .register(&mut SourceFd(&d.arp.as_raw_fd()), ARP, Interest::READABLE)
         .map_err(io_err)?;
+    if let Some(w) = &d.netlink {
+        poll.registry()
+            .register(&mut SourceFd(&w.as_raw_fd()), NETLINK, Interest::READABLE)
+            .map_err(io_err)?;
+    }
     let mut listeners = Listeners::new(listener, metrics_listener, poll.registry()).map_err(io_err)?;
     let mut events = Events::with_capacity(256);
 
@@ -274,6 +298,9 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         // ARP first: a VIP's answer never waits behind control requests.
         if std::mem::take(&mut first) || tokens.contains(&ARP) {
             d.arp_read();
+        }
+        if tokens.contains(&NETLINK) {
+            d.host_read();
         }
         listeners.serve(&mut d, poll.registry(), &tokens, Instant::now());
         if hup.swap(false, Ordering::Relaxed) {

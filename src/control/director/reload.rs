@@ -219,7 +219,7 @@ impl Director {
             let (neigh, seen, gateway, ifinfo, cache) = (
                 &self.neigh,
                 &self.seen,
-                self.gateway,
+                (self.gateway, &self.hops),
                 &self.ifinfo,
                 &mut self.cache,
             );
@@ -251,6 +251,11 @@ impl Director {
         }
         self.take_baselines(&before);
         self.checker.update(applied.targets);
+        // New servers may be off-link: their next hops, then a table that
+        // uses them (at the next tick).
+        if self.host_apply() {
+            self.dirty = true;
+        }
         let wanted = self.wanted();
         self.neigh.set_wanted(wanted);
         self.install(applied.built);
