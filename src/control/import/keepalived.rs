@@ -146,19 +146,28 @@ pub fn import(path: &Path, opts: &Options) -> Result<Import, ImportError> {
         file: shown.clone(),
         err,
     })?;
+    Ok(import_from(
+        &String::from_utf8_lossy(&text),
+        Some(path),
+        &shown,
+        opts,
+    ))
+}
+
+/// Translate `text` as the contents of a file named `file` (in the notes);
+/// its `include`s are not followed (each is a note).
+pub fn import_text(text: &str, file: &str, opts: &Options) -> Import {
+    import_from(text, None, file, opts)
+}
+
+fn import_from(text: &str, path: Option<&Path>, shown: &str, opts: &Options) -> Import {
     let mut notes = Vec::new();
     let mut toks = Vec::new();
-    lex(
-        &String::from_utf8_lossy(&text),
-        path,
-        &shown,
-        0,
-        &mut toks,
-        &mut notes,
-    );
+    FILES_READ.with(|c| c.set(0));
+    lex(text, path, shown, 0, &mut toks, &mut notes);
     let mut pos = 0;
     let tree = block(&toks, &mut pos, None, &mut notes);
-    Ok(translate(&shown, &tree, opts, notes))
+    translate(shown, &tree, opts, notes)
 }
 
 // ---------------------------------------------------------------- reading
@@ -222,7 +231,16 @@ const INCLUDES: [&str; 6] = [
     "include", "includer", "includem", "includew", "includeb", "includea",
 ];
 
-fn lex(text: &str, path: &Path, shown: &str, depth: usize, out: &mut Vec<Lexed>, notes: &mut Vec<Note>) {
+/// The words of `text` (read from `path`, shown as `shown`), includes
+/// spliced in when `path` is known.
+fn lex(
+    text: &str,
+    path: Option<&Path>,
+    shown: &str,
+    depth: usize,
+    out: &mut Vec<Lexed>,
+    notes: &mut Vec<Note>,
+) {
     for (i, line) in text.lines().enumerate() {
         let loc = Loc {
             file: shown.to_string(),
@@ -231,7 +249,13 @@ fn lex(text: &str, path: &Path, shown: &str, depth: usize, out: &mut Vec<Lexed>,
         let words = split_line(line);
         if let [Tok::Word(kw), Tok::Word(pattern), ..] = words.as_slice() {
             if INCLUDES.contains(&kw.as_str()) {
-                include(pattern, path, &loc, depth, out, notes);
+                match path {
+                    Some(path) => include(pattern, path, &loc, depth, out, notes),
+                    None => notes.push(Note {
+                        loc,
+                        what: format!("{kw} {pattern}: not followed (no file to resolve it from)"),
+                    }),
+                }
                 continue;
             }
         }
@@ -291,7 +315,14 @@ fn include(pattern: &str, from: &Path, loc: &Loc, depth: usize, out: &mut Vec<Le
             Ok(text) => {
                 files_read(1);
                 let shown = f.display().to_string();
-                lex(&String::from_utf8_lossy(&text), &f, &shown, depth + 1, out, notes);
+                lex(
+                    &String::from_utf8_lossy(&text),
+                    Some(&f),
+                    &shown,
+                    depth + 1,
+                    out,
+                    notes,
+                );
             }
             Err(e) => note(notes, format!("include {}: cannot read: {e}", f.display())),
         }
@@ -602,13 +633,14 @@ fn translate(file: &str, tree: &[Node], opts: &Options, notes: Vec<Note>) -> Imp
     let mut y = String::new();
     let _ = writeln!(
         y,
-        "# ulvs config imported from {file} by ulvsadm import-keepalived."
+        "# ulvs config imported from {} by ulvsadm import-keepalived.",
+        comment(file)
     );
     let _ = writeln!(y, "# Check it: ulvs-director --check --config THIS_FILE");
     for h in &header {
-        let _ = writeln!(y, "# {h}");
+        let _ = writeln!(y, "# {}", comment(h));
     }
-    let _ = writeln!(y, "interface: {interface}  # {why}");
+    let _ = writeln!(y, "interface: {}  # {}", yaml_str(&interface), comment(&why));
     if keep {
         let _ = writeln!(
             y,
@@ -666,7 +698,13 @@ fn interface(tree: &[Node], services: &[Service], opts: &Options) -> (String, St
             .flat_map(|c| c.children())
             .filter_map(|a| a.key.split('/').next()?.parse::<Ipv4Addr>().ok())
             .any(|a| services.iter().any(|s| s.vip == a));
-        if holds_vip && !ifc.contains(['/', ' ']) && !ifc.is_empty() {
+        // Only a name the config accepts (else the default, and --check passes).
+        let valid = !ifc.is_empty()
+            && ifc.len() <= 15
+            && !ifc
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '/');
+        if holds_vip && valid {
             return (
                 ifc.to_string(),
                 format!("from vrrp_instance {} ({})", n.args.join(" "), n.loc),
@@ -679,14 +717,35 @@ fn interface(tree: &[Node], services: &[Service], opts: &Options) -> (String, St
     )
 }
 
+/// Text from the file as one YAML comment line: control characters (a
+/// carriage return would end the comment) and Unicode line separators are
+/// shown escaped.
+fn comment(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn yaml_str(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialize")
 }
 
 fn render(y: &mut String, s: &Service) {
-    let _ = writeln!(y, "  # virtual_server {} {} ({})", s.vip, s.port, s.loc);
+    let _ = writeln!(
+        y,
+        "  # virtual_server {} {} ({})",
+        s.vip,
+        s.port,
+        comment(&s.loc.to_string())
+    );
     for c in &s.comments {
-        let _ = writeln!(y, "  # {c}");
+        let _ = writeln!(y, "  # {}", comment(c));
     }
     let _ = writeln!(y, "  - name: {}", s.name());
     let _ = writeln!(y, "    vip: {}", s.vip);
@@ -774,12 +833,12 @@ fn virtual_server(n: &Node, notes: &mut Notes) -> Option<Service> {
         }
         _ => {}
     }
-    let Some(vip) = n.arg(0).and_then(|a| a.parse::<Ipv4Addr>().ok()) else {
-        let why = if n.arg(0).is_some_and(|a| a.contains(':')) {
-            "IPv6 is not supported by this director"
-        } else {
-            "not an IPv4 address"
-        };
+    let Some(vip) = n
+        .arg(0)
+        .and_then(|a| a.parse::<Ipv4Addr>().ok())
+        .filter(|a| usable(*a))
+    else {
+        let why = unusable_why(n.arg(0));
         notes.add(&n.loc, format!("{what}: not translated ({why})"));
         return None;
     };
@@ -910,14 +969,29 @@ fn virtual_server(n: &Node, notes: &mut Notes) -> Option<Service> {
     Some(s)
 }
 
+/// An address the config accepts (as `control::config` checks it).
+fn usable(a: Ipv4Addr) -> bool {
+    !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback())
+}
+
+fn unusable_why(a: Option<&str>) -> &'static str {
+    match a {
+        Some(a) if a.contains(':') => "IPv6 is not supported by this director",
+        Some(a) if a.parse::<Ipv4Addr>().is_ok() => {
+            "not a usable address (unspecified, broadcast, multicast or loopback)"
+        }
+        _ => "not an IPv4 address",
+    }
+}
+
 fn real_server(n: &Node, s: &Service, vs_timers: Timers, notes: &mut Notes) -> Option<Server> {
     let what = format!("real_server {}", n.args.join(" "));
-    let Some(addr) = n.arg(0).and_then(|a| a.parse::<Ipv4Addr>().ok()) else {
-        let why = if n.arg(0).is_some_and(|a| a.contains(':')) {
-            "IPv6 is not supported by this director"
-        } else {
-            "not an IPv4 address"
-        };
+    let Some(addr) = n
+        .arg(0)
+        .and_then(|a| a.parse::<Ipv4Addr>().ok())
+        .filter(|a| usable(*a))
+    else {
+        let why = unusable_why(n.arg(0));
         notes.add(&n.loc, format!("{what}: not translated ({why})"));
         return None;
     };
@@ -933,7 +1007,12 @@ fn real_server(n: &Node, s: &Service, vs_timers: Timers, notes: &mut Notes) -> O
         },
     };
     if let Some(p) = rport {
-        if s.mode != "nat" && p != s.port {
+        if s.mode == "nat" && s.port == 0 {
+            notes.add(
+                &n.loc,
+                format!("{what}: port {p} not translated (a port-0 NAT service keeps each port)"),
+            );
+        } else if s.mode != "nat" && s.port != 0 && p != s.port {
             notes.add(
                 &n.loc,
                 format!(
@@ -946,7 +1025,7 @@ fn real_server(n: &Node, s: &Service, vs_timers: Timers, notes: &mut Notes) -> O
     }
     let mut r = Server {
         addr,
-        port: rport.filter(|&p| p != s.port),
+        port: rport.filter(|&p| p != s.port && s.port != 0),
         weight: 1,
         inhibit: false,
         check: None,
@@ -1048,7 +1127,11 @@ fn url(n: &Node, http: &mut (String, u16), notes: &mut Notes) {
     for c in n.children() {
         match c.key.as_str() {
             "path" => match c.arg(0) {
-                Some(p) if p.starts_with('/') && !p.contains(char::is_whitespace) => http.0 = p.to_string(),
+                Some(p)
+                    if p.starts_with('/') && !p.contains(|c: char| c.is_whitespace() || c.is_control()) =>
+                {
+                    http.0 = p.to_string()
+                }
                 _ => notes.not_translated(c, "ulvs wants a path starting with '/'; used /"),
             },
             "status_code" => match (c.args.as_slice(), c.arg(0).and_then(|v| v.parse::<u16>().ok())) {
@@ -1169,7 +1252,14 @@ mod tests {
         );
         let mut toks = Vec::new();
         let mut notes = Vec::new();
-        lex(&text, Path::new("k.conf"), "k.conf", 0, &mut toks, &mut notes);
+        lex(
+            &text,
+            Some(Path::new("k.conf")),
+            "k.conf",
+            0,
+            &mut toks,
+            &mut notes,
+        );
         let mut pos = 0;
         let tree = block(&toks, &mut pos, None, &mut notes);
         assert_eq!(tree.len(), 1);
@@ -1182,7 +1272,14 @@ mod tests {
         let text = "virtual_server 1.2.3.4 80\n{\n  lb_kind DR\n}\n}\nreal_server {\n";
         let mut toks = Vec::new();
         let mut notes = Vec::new();
-        lex(text, Path::new("k.conf"), "k.conf", 0, &mut toks, &mut notes);
+        lex(
+            text,
+            Some(Path::new("k.conf")),
+            "k.conf",
+            0,
+            &mut toks,
+            &mut notes,
+        );
         let mut pos = 0;
         let tree = block(&toks, &mut pos, None, &mut notes);
         assert_eq!(tree[0].key, "virtual_server");
