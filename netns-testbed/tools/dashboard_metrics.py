@@ -2,6 +2,7 @@
 """Check that every metric a Grafana dashboard queries exists in a scrape.
 
   dashboard_metrics.py --dashboard director/grafana/ulvs.json --metrics SCRAPE.txt
+                       [--promtool PATH]
 
 Reads every PromQL expression of the dashboard (panel targets' "expr" and
 query variables' "query"), takes the metric names out of them and compares
@@ -9,17 +10,23 @@ them with the families of the Prometheus text in SCRAPE.txt. Prints one JSON
 line:
 
   {"exprs": N, "used": [...], "scraped": N, "missing": [...],
-   "unknown_tokens": [...], "panels": N}
+   "unknown_tokens": [...], "panels": N, "promql_errors": "..." | null}
 
 "missing" are names the dashboard uses that the scrape does not have;
 "unknown_tokens" are identifiers that are neither a PromQL keyword or function
-nor a ulvs_/process_ metric (a typo in a function name lands here). Exit 0 when
-both are empty and at least one expression was found, else 1. Stdlib only.
+nor a ulvs_/process_ metric (a typo in a function name lands here). With
+--promtool, the panels' expressions (Grafana's $variables replaced by values)
+go into a rules file that `promtool check rules` must accept: the PromQL
+parser's verdict ("promql_errors" is its complaint). Exit 0 when all is clean
+and at least one expression was found, else 1. Stdlib only.
 """
 import argparse
 import json
+import os
 import re
+import subprocess
 import sys
+import tempfile
 
 # PromQL functions, aggregations and keywords a dashboard may use.
 KEYWORDS = {
@@ -35,8 +42,9 @@ KEYWORDS = {
 METRIC_PREFIXES = ("ulvs_", "process_")
 
 
-def exprs(dash):
-    """Every PromQL string of the dashboard (panels, nested rows, variables)."""
+def exprs(dash, variables=True):
+    """Every PromQL string of the dashboard (panels, nested rows and, when
+    `variables`, the query variables)."""
     out = []
 
     def panels(ps):
@@ -47,6 +55,8 @@ def exprs(dash):
             panels(p.get("panels"))
 
     panels(dash.get("panels"))
+    if not variables:
+        return out
     for v in (dash.get("templating") or {}).get("list") or []:
         if v.get("type") != "query":
             continue
@@ -91,6 +101,24 @@ def scraped_families(text):
     return names
 
 
+def promql_check(promtool, es):
+    """`promtool check rules` over the expressions as recording rules; None
+    when it accepts them, else what it said."""
+    def concrete(e):
+        e = e.replace("$__rate_interval", "1m").replace("$__interval", "1m")
+        return re.sub(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", ".*", e)
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": "dashboard:expr_%d" % i, "expr": concrete(e)} for i, e in enumerate(es)]}]}
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+        json.dump(rules, f)  # JSON is YAML
+        path = f.name
+    try:
+        r = subprocess.run([promtool, "check", "rules", path], capture_output=True, text=True, timeout=60)
+    finally:
+        os.unlink(path)
+    return None if r.returncode == 0 else (r.stdout + r.stderr).strip()
+
+
 def count_panels(ps):
     return sum(1 + count_panels(p.get("panels")) for p in ps or [])
 
@@ -99,6 +127,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dashboard", required=True)
     ap.add_argument("--metrics", required=True)
+    ap.add_argument("--promtool")
     a = ap.parse_args()
     with open(a.dashboard, encoding="utf-8") as f:
         dash = json.load(f)
@@ -111,6 +140,7 @@ def main():
         used |= m
         unknown |= o
     missing = sorted(used - have)
+    errors = promql_check(a.promtool, exprs(dash, variables=False)) if a.promtool else None
     print(json.dumps({
         "exprs": len(es),
         "used": sorted(used),
@@ -118,8 +148,9 @@ def main():
         "missing": missing,
         "unknown_tokens": sorted(unknown),
         "panels": count_panels(dash.get("panels")),
+        "promql_errors": errors,
     }))
-    return 0 if es and not missing and not unknown else 1
+    return 0 if es and not missing and not unknown and errors is None else 1
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ tr.up td.state{background:#b8f0b8}tr.down td.state{background:#f4a8a8}\
 tr.draining td.state{background:#f8dc8c}tr.other td.state{background:#ddd}\
 td.reason{text-align:left;white-space:normal;max-width:32em;color:#733}\
 tfoot th{background:#f0f0f0}\
-.on{color:#070;font-weight:600}.off{color:#a00;font-weight:600}";
+tr.zero td{color:#777}.on{color:#070;font-weight:600}.off{color:#a00;font-weight:600}";
 
 /// `s` HTML-escaped (text and attribute values alike) and cut to
 /// [`MAX_TEXT`] characters.
@@ -315,10 +315,21 @@ pub fn render(stats: &Stats, list: &List, extra: &Extra, now_unix: f64) -> Strin
         "<h2>Drops by reason</h2>\n<table class=\"drops\" id=\"drops\">\
                 <thead><tr><th class=\"l\">Reason</th><th>Frames</th></tr></thead><tbody>\n",
     );
-    for (reason, n) in &stats.drops {
+    // The reasons that moved, most first; the ones still at zero (most of
+    // them, most of the time) folded into one row so the table stays short.
+    let mut moved: Vec<(&String, &u64)> = stats.drops.iter().filter(|(_, n)| **n > 0).collect();
+    moved.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (reason, n) in moved {
         o.push_str("<tr><td class=\"l\">");
         esc(o, reason);
         let _ = writeln!(o, "</td><td>{n}</td></tr>");
+    }
+    let zero = stats.drops.values().filter(|n| **n == 0).count();
+    if zero > 0 {
+        let _ = writeln!(
+            o,
+            "<tr class=\"zero\"><td class=\"l\">{zero} other reasons</td><td>0</td></tr>"
+        );
     }
     o.push_str("</tbody></table>\n");
 
@@ -378,7 +389,12 @@ mod tests {
             workers: 2,
             flows: 7,
             flow_capacity: 1024,
-            drops: BTreeMap::from([("no_server".to_string(), 3), ("not_vip".to_string(), 11)]),
+            drops: BTreeMap::from([
+                ("no_server".to_string(), 3),
+                ("not_vip".to_string(), 11),
+                ("runt".to_string(), 0),
+                ("bad_ihl".to_string(), 0),
+            ]),
             ..Stats::default()
         };
         let mut web = ServiceSnap {
@@ -452,7 +468,8 @@ mod tests {
             "<tr class=\"server draining\" data-server=\"198.18.0.13\" data-state=\"draining\">",
             "<th colspan=\"3\">1 of 3 up</th><td>5</td><td>0</td><td>42</td>",
             "<span>[2001:db8::1]:53/udp · nat · maglev</span>",
-            "<tr><td class=\"l\">not_vip</td><td>11</td></tr>",
+            "<tr><td class=\"l\">not_vip</td><td>11</td></tr>\n<tr><td class=\"l\">no_server</td><td>3</td></tr>\n\
+             <tr class=\"zero\"><td class=\"l\">2 other reasons</td><td>0</td></tr>\n</tbody>",
             "<span class=\"on\" id=\"announce\">announce on</span>",
             "<span class=\"on\" id=\"reload\">ok</span>, config loaded 1h 0m ago, generation 4",
             "version 0.1.0 · up 1h 1m ·",
