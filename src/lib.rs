@@ -28,4 +28,5 @@ pub mod control;
 pub mod dataplane;
 pub mod fwd;
 pub mod io;
+pub mod sync;
 pub mod wire;

@@ -12,7 +12,7 @@ use serde_json::Value;
 use ulvs::cli::ulvsadm::{Args, Cmd, OnOff};
 use ulvs::control::ctl::{call, Request};
 use ulvs::control::rates::Rates;
-use ulvs::control::snapshot::{Flows, List, ServerSnap, ServiceSnap, Stats, STAT_FIELDS};
+use ulvs::control::snapshot::{Flows, List, ServerSnap, ServiceSnap, Stats, SyncSnap, STAT_FIELDS};
 
 fn socket_path(arg: Option<PathBuf>) -> PathBuf {
     arg.or_else(|| std::env::var_os("ULVS_SOCKET").map(PathBuf::from))
@@ -83,8 +83,11 @@ fn server_columns(r: &ServerSnap, view: View) -> String {
     }
 }
 
-fn print_list(list: &List, view: View) {
+fn print_list(list: &List, view: View, sync: Option<&SyncSnap>) {
     println!("ulvs director (userspace IPVS-style)");
+    for line in sync.map(SyncSnap::peer_lines).unwrap_or_default() {
+        println!("{line}");
+    }
     let hdr = match view {
         View::Conns => format!(
             "{:>6} {:<9} {:>10} {:>10}",
@@ -154,6 +157,41 @@ fn print_stats(stats: &Stats) {
             println!("  {k:<18} {v}");
         }
     }
+    if let Some(s) = &stats.sync {
+        print_sync(s);
+    }
+}
+
+/// The `sync` part of `ulvsadm stats`.
+fn print_sync(s: &SyncSnap) {
+    println!(
+        "sync: listen {} id {} {} refresh {} ms",
+        s.listen,
+        s.id,
+        if s.authenticated { "hmac-sha256" } else { "no-key" },
+        s.refresh_ms
+    );
+    for (k, v) in [
+        ("datagrams_sent", s.datagrams_sent),
+        ("flows_sent", s.flows_sent),
+        ("send_errors", s.send_errors),
+        ("datagrams_received", s.datagrams_received),
+        ("flows_received", s.flows_received),
+        ("notes_full", s.notes_full),
+        ("synced_full", s.synced_full),
+        ("notes_unresolved", s.notes_unresolved),
+        ("bulk_served", s.bulk_served),
+        ("bulk_walk_timeouts", s.bulk_walk_timeouts),
+    ] {
+        println!("  {k:<25} {v}");
+    }
+    println!("  rejected:");
+    for (k, v) in &s.rejected {
+        println!("    {k:<23} {v}");
+    }
+    for line in s.peer_lines() {
+        println!("  {line}");
+    }
 }
 
 /// The `data` of a reply as the type the director serialized it from.
@@ -164,12 +202,12 @@ fn decode<T: DeserializeOwned>(data: &Value) -> Result<T, String> {
 /// `ulvsadm flows` as `ipvsadm -Lnc` prints connections (expiry mm:ss).
 fn print_flows(f: &Flows) {
     println!(
-        "{:<4} {:>7} {:<11} {:<21} {:<21} {:<21} Service",
-        "Pro", "Expire", "State", "Source", "Virtual", "Destination"
+        "{:<4} {:>7} {:<11} {:<21} {:<21} {:<21} {:<21} Service",
+        "Pro", "Expire", "State", "Source", "Virtual", "Destination", "Origin"
     );
     for c in &f.flows {
         println!(
-            "{:<4} {:>4}:{:02} {:<11} {:<21} {:<21} {:<21} {}",
+            "{:<4} {:>4}:{:02} {:<11} {:<21} {:<21} {:<21} {:<21} {}",
             c.protocol.to_uppercase(),
             c.expires_in / 60,
             c.expires_in % 60,
@@ -177,6 +215,7 @@ fn print_flows(f: &Flows) {
             c.client,
             c.vip,
             c.server,
+            c.origin,
             c.service
         );
     }
@@ -262,7 +301,10 @@ fn show<T: DeserializeOwned>(data: &Value, json: bool, print: impl FnOnce(&T)) -
 /// Print the reply to `req`.
 fn print_reply(req: &Request, data: &Value, json: bool, view: View) -> Result<(), String> {
     match req {
-        Request::List => show(data, json, |list: &List| print_list(list, view))?,
+        Request::List => show(data, json, |list: &List| {
+            let sync: Option<SyncSnap> = data.get("sync").and_then(|s| decode(s).ok());
+            print_list(list, view, sync.as_ref())
+        })?,
         Request::Stats => show(data, json, print_stats)?,
         Request::Flows { .. } => show(data, json, print_flows)?,
         Request::Announce { .. } => show(data, json, |a: &Announcing| {

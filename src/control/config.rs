@@ -139,6 +139,8 @@ pub struct Config {
     /// The virtual services, in file order.
     #[serde(deserialize_with = "field::services")]
     pub services: Vec<Service>,
+    /// Flow sync with other directors, when the file has a `sync` section.
+    pub sync: Option<SyncConfig>,
 }
 
 impl Default for Config {
@@ -160,6 +162,7 @@ impl Default for Config {
             announce: Announce::Arp,
             route_table: None,
             services: Vec::new(),
+            sync: None,
         }
     }
 }
@@ -173,6 +176,81 @@ pub fn default_timeouts() -> Timeouts {
         tcp_closing_ms: 120_000,
         udp_ms: 300_000,
         other_ms: 300_000,
+    }
+}
+
+/// Most peers in `sync.peers` (a synced flow's origin is one byte).
+pub const MAX_SYNC_PEERS: usize = 32;
+/// Shortest `sync.key_file` (see `crate::sync::auth::MIN_KEY_LEN`).
+pub const MIN_SYNC_KEY_LEN: usize = 16;
+/// Bounds of `sync.refresh_ms`.
+pub const MIN_SYNC_REFRESH_MS: u32 = 100;
+pub const MAX_SYNC_REFRESH_MS: u32 = 3_600_000;
+/// The refresh interval when the file gives none and the timeouts allow it.
+pub const DEFAULT_SYNC_REFRESH_MS: u32 = 10_000;
+
+/// The `sync` section: flow sync with other directors (see `crate::sync`
+/// and `docs/sync-protocol.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default, rename = "sync")]
+pub struct SyncConfig {
+    /// The UDP address this director receives sync datagrams on and sends
+    /// them from: a concrete address of this host (its peers list it).
+    #[serde(deserialize_with = "field::sync_listen")]
+    pub listen: SocketAddr,
+    /// The other directors' `listen` addresses (at least one).
+    #[serde(deserialize_with = "field::sync_peers")]
+    pub peers: Vec<SocketAddr>,
+    /// The shared HMAC key, read from `key_file` when the config is loaded.
+    #[serde(deserialize_with = "field::sync_key")]
+    pub key_file: Option<SyncKey>,
+    /// How often long-lived flows are sent again; `None`: the default (see
+    /// [`SyncConfig::refresh_interval_ms`]).
+    #[serde(deserialize_with = "field::sync_refresh_ms")]
+    pub refresh_ms: Option<u32>,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            peers: Vec::new(),
+            key_file: None,
+            refresh_ms: None,
+        }
+    }
+}
+
+impl SyncConfig {
+    /// The refresh interval in ms: `refresh_ms`, else 10 s or a third of
+    /// the shortest idle timeout when that is shorter, so that a flow that
+    /// stays active is refreshed at least twice per timeout on the peers.
+    pub fn refresh_interval_ms(&self, t: &Timeouts) -> u32 {
+        self.refresh_ms.unwrap_or_else(|| {
+            (shortest_timeout_ms(t) / 3).clamp(MIN_SYNC_REFRESH_MS, DEFAULT_SYNC_REFRESH_MS)
+        })
+    }
+}
+
+/// The shortest idle timeout of any flow state, in ms.
+pub fn shortest_timeout_ms(t: &Timeouts) -> u32 {
+    [t.tcp_syn_ms, t.tcp_ms, t.tcp_closing_ms, t.udp_ms, t.other_ms]
+        .into_iter()
+        .min()
+        .unwrap_or(0)
+}
+
+/// The content of `sync.key_file` and where it came from. Debug output
+/// never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SyncKey {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for SyncKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SyncKey({}, {} bytes)", self.path.display(), self.bytes.len())
     }
 }
 

@@ -163,6 +163,11 @@ pub struct Director {
     /// Whether every worker made progress recently (the loop's watchdog
     /// view, for `ulvsadm check`).
     workers_live: bool,
+    /// The flow-sync thread (with `sync`), its workers' links and how
+    /// frames are spread over the workers.
+    sync: Option<crate::sync::thread::Handle>,
+    sync_links: Vec<Arc<crate::dataplane::synclink::WorkerLink>>,
+    sync_placement: crate::dataplane::synclink::Placement,
 }
 
 /// How the last attempt to load the config went: at start (which succeeded,
@@ -389,7 +394,15 @@ impl Director {
     /// table is published) before this returns.
     pub fn handle(&mut self, req: Request) -> Response {
         match req {
-            Request::List => Response::ok(json!(self.list())),
+            Request::List => {
+                let mut v = json!(self.list());
+                // Beside the contract's `services`: the sync peers' bulk
+                // state (`ulvsadm list` prints it as header lines).
+                if let Some(h) = &self.sync {
+                    v["sync"] = json!(h.snapshot());
+                }
+                Response::ok(v)
+            }
             Request::Stats => Response::ok(json!(self.stats())),
             Request::Reload => match self.reload_notified() {
                 Ok(m) => Response::ok(json!({ "message": m })),
@@ -454,8 +467,41 @@ impl Director {
             announcing: self.announcing,
             control_connections: Some(self.listeners.0),
             http_connections: self.listeners.1,
+            sync: self.sync.as_ref().map(|h| h.snapshot()),
             ..report::stats(&self.stats, &self.slow)
         }
+    }
+
+    /// Start the flow-sync thread when the config has `sync` (once, at
+    /// start; a reload does not change it).
+    ///
+    /// # Errors
+    /// `sync.listen` cannot be bound.
+    fn start_sync(&mut self) -> Result<(), DirectorError> {
+        let Some(sc) = &self.cfg.sync else {
+            return Ok(());
+        };
+        let settings = crate::sync::thread::Settings::from_config(sc, &self.cfg.timeouts);
+        let h = crate::sync::thread::spawn(
+            &settings,
+            self.sync_links.clone(),
+            self.sync_placement,
+            self.shared.clone(),
+        )
+        .step(|| format!("binding sync.listen {}", sc.listen))?;
+        info!(
+            "flow sync on {} with {} peer(s) ({}), refresh every {} ms; asking the peers for their flows",
+            sc.listen,
+            sc.peers.len(),
+            if settings.key.is_some() {
+                "HMAC-SHA256"
+            } else {
+                "no key: peers' source addresses only"
+            },
+            settings.refresh.as_millis()
+        );
+        self.sync = Some(h);
+        Ok(())
     }
 
     /// [`Director::reload`] between systemd's `RELOADING=1` and `READY=1`.

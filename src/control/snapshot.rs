@@ -62,6 +62,80 @@ pub struct Stats {
     /// `metrics_listen`'s connections (absent without `metrics_listen`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_connections: Option<ConnCounters>,
+    /// Flow sync (absent without a `sync` section).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncSnap>,
+}
+
+/// The flow-sync thread's counters and its peers (`crate::sync`; the
+/// names are those of `docs/sync-protocol.md`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncSnap {
+    /// This director's `sync.listen`.
+    pub listen: String,
+    /// Its sender id (hex), as peers see it in `creator`.
+    pub id: String,
+    /// Whether datagrams carry and need a MAC (`key_file`).
+    pub authenticated: bool,
+    /// The refresh interval in use.
+    pub refresh_ms: u64,
+    pub datagrams_sent: u64,
+    pub flows_sent: u64,
+    pub send_errors: u64,
+    pub datagrams_received: u64,
+    pub flows_received: u64,
+    /// Datagrams (`not_peer`, `malformed`, `version`, `bad_mac`, `replay`)
+    /// and records (`unknown_service`, `unknown_server`) dropped, by reason.
+    pub rejected: BTreeMap<String, u64>,
+    /// Sum of the workers' notes dropped on a full queue.
+    pub notes_full: u64,
+    /// Received flows dropped on a worker's full queue.
+    pub synced_full: u64,
+    /// Notes whose server id named no server any more.
+    pub notes_unresolved: u64,
+    /// Bulk transfers this director answered, and those whose walk did not
+    /// finish in time (answered "done" anyway).
+    pub bulk_served: u64,
+    pub bulk_walk_timeouts: u64,
+    pub peers: Vec<SyncPeerSnap>,
+}
+
+/// One peer: the bulk transfer this director asked it for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncPeerSnap {
+    /// `IP:PORT` as in `sync.peers`.
+    pub address: String,
+    /// `requested`, `receiving`, `complete`, `unanswered` or `idle`.
+    pub bulk: String,
+    /// Bulk requests sent.
+    pub bulk_requests: u64,
+    /// Flows received from it during the bulk transfer.
+    pub bulk_flows: u64,
+    /// Seconds from the first request to "bulk done" (when complete).
+    pub bulk_seconds: Option<f64>,
+    /// Datagrams accepted from it.
+    pub datagrams_received: u64,
+    /// Seconds since its last accepted datagram (none yet: absent).
+    pub last_heard_seconds: Option<f64>,
+}
+
+impl SyncSnap {
+    /// One line per peer for `ulvsadm list` and `ulvsadm stats`, like
+    /// `sync peer 198.18.0.3:8848: bulk complete (120 flows in 0.2 s)`.
+    pub fn peer_lines(&self) -> Vec<String> {
+        self.peers
+            .iter()
+            .map(|p| {
+                let detail = match (p.bulk.as_str(), p.bulk_seconds) {
+                    ("complete", Some(s)) => format!(" ({} flows in {s:.1} s)", p.bulk_flows),
+                    ("receiving", _) => format!(" ({} flows so far)", p.bulk_flows),
+                    ("requested" | "unanswered", _) => format!(" ({} requests sent)", p.bulk_requests),
+                    _ => String::new(),
+                };
+                format!("sync peer {}: bulk {}{detail}", p.address, p.bulk)
+            })
+            .collect()
+    }
 }
 
 /// Whether a number only rises (Prometheus `counter`) or goes both ways (`gauge`).
@@ -255,6 +329,11 @@ pub struct FlowSnap {
     pub expires_in: u64,
     /// The worker whose table holds it.
     pub worker: usize,
+    /// Who created it: `local` (a frame of it reached this director
+    /// first), else the sync peer it came from (`peer#N`: the N-th of the
+    /// config's sync peers, counting from 1).
+    #[serde(default)]
+    pub origin: String,
 }
 
 /// `ulvsadm flows --json`.

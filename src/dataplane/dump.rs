@@ -52,6 +52,9 @@ pub struct DumpedFlow {
     pub backend: BackendId,
     /// Milliseconds until it expires if no packet comes.
     pub expires_in_ms: u32,
+    /// Who created it: 0 = this director, else 1 + the index of the sync
+    /// peer it came from ([`crate::fwd::flow::FlowEntry::origin`]).
+    pub origin: u8,
 }
 
 /// The request and the copy (behind the slot's mutex).
@@ -147,6 +150,7 @@ impl FlowDump {
                 state: e.state,
                 backend: e.backend,
                 expires_in_ms: left,
+                origin: e.origin(),
             });
             true
         });

@@ -16,9 +16,17 @@
 //!   asked, or the periodic refresh); the worker copies its live flows into
 //!   `notes` as `NoteKind::Copy` a few buckets per batch (pausing, not
 //!   dropping, while `notes` is full) and stores the request's number in
-//!   `walk_done` when it has gone through the whole table.
+//!   `walk_done` when it has gone through the whole table. `walk_all` says
+//!   which flows a walk copies: all of them (a bulk transfer: the peer has
+//!   nothing yet), or only those with a packet since the previous walk
+//!   began, plus every flow this director created (a refresh: a peer keeps
+//!   alive only the flows that are alive somewhere, so two directors never
+//!   keep each other's dead flows forever).
+//! * Which worker's queue a synced flow goes to: [`worker_for`], the worker
+//!   whose device sees that flow's frames.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 
@@ -29,6 +37,61 @@ use crate::fwd::table::BackendId;
 pub const NOTES: usize = 65_536;
 /// Synced flows waiting for one worker.
 pub const SYNCED: usize = 65_536;
+/// Synced flows a worker takes per batch (and per idle poll): bounded so a
+/// bulk transfer delays the frames of one batch by tens of microseconds at
+/// most, yet 65,536 queued flows go in within 256 polls.
+pub const SYNCED_PER_BATCH: usize = 256;
+/// Flow-table buckets (8 ways each) a walk copies after a batch with frames,
+/// and after an idle poll (a 1M-flow table has 131,072 buckets).
+pub const WALK_BUCKETS_BUSY: usize = 64;
+pub const WALK_BUCKETS_IDLE: usize = 4096;
+
+/// How frames are spread over the workers (the device kind the director
+/// opened).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// AF_PACKET rings in a `PACKET_FANOUT_CBPF` group: the director's own
+    /// [`crate::io::packet_ring::fanout_program`] picks the worker.
+    Fanout,
+    /// AF_XDP: one worker per RX queue, the queue chosen by the NIC's RSS
+    /// (a hash with a key and an indirection table the director does not
+    /// know in general).
+    RxQueue,
+}
+
+/// The worker that sees the frames of flow `key` (client -> VIP, either
+/// direction: the fanout hash is symmetric) when `workers` workers run
+/// with `placement`; `None` when that cannot be known, and the flow must
+/// go to every worker.
+///
+/// * One worker sees everything: `Some(0)` (NAT always runs one; a
+///   single-queue veth under AF_XDP runs one).
+/// * [`Placement::Fanout`]: the fanout program's hash of the 4-tuple modulo
+///   `workers`, as the kernel computes it. Later fragments of a datagram
+///   hash on the addresses alone and go to whichever worker that picks;
+///   they follow their first fragment through that worker's fragment table
+///   only, so a synced flow is placed for its unfragmented packets.
+/// * [`Placement::RxQueue`] with several workers: `None`. The NIC's RSS
+///   (Toeplitz with a device key, through an indirection table, on fields
+///   the driver chooses) is not computable here in general; inserting the
+///   flow into every worker costs memory, never correctness: a worker that
+///   never sees the flow lets it expire.
+///
+/// # Panics
+/// Never; `workers == 0` is treated as 1.
+#[inline]
+pub fn worker_for(key: &FlowKey, workers: usize, placement: Placement) -> Option<usize> {
+    if workers <= 1 {
+        return Some(0);
+    }
+    match placement {
+        Placement::Fanout => {
+            let h = crate::io::packet_ring::fanout_hash(key.src, key.dst, key.sport, key.dport);
+            Some(h as usize % workers)
+        }
+        Placement::RxQueue => None,
+    }
+}
 
 /// Why a worker hands a flow to the sync thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +135,8 @@ pub struct Synced {
 pub struct WorkerLink {
     pub notes: ArrayQueue<Note>,
     pub synced: ArrayQueue<Synced>,
-    /// Notes dropped because `notes` was full.
+    /// Notes dropped because `notes` was full (written by the worker; a
+    /// walk pauses instead, its copies are never dropped).
     pub notes_full: AtomicU64,
     /// Synced flows dropped because `synced` was full (written by the sync
     /// thread).
@@ -81,6 +145,27 @@ pub struct WorkerLink {
     /// stores it into `walk_done` when its walk is complete.
     pub walk_asked: AtomicU64,
     pub walk_done: AtomicU64,
+    /// Read by the worker when it starts a walk: true = copy every live
+    /// flow (bulk transfer), false = a refresh (only flows with a packet
+    /// since the previous walk began, and flows this director created).
+    /// The sync thread stores true before bumping `walk_asked` for a bulk
+    /// transfer and never stores false; the worker takes it (`swap(false)`)
+    /// when it starts a walk, so a bulk asked while a refresh runs makes the
+    /// next walk a full one, and one bulk walk answers every request made
+    /// before it started.
+    pub walk_all: AtomicBool,
+    /// Written by the worker: synced flows it inserted, or applied to a
+    /// synced flow it had (`synced_applied`); synced flows it did not take
+    /// because it holds the flow as its own (`synced_kept_local`: this
+    /// director created it and sees its frames; only the last-packet time
+    /// is taken when later), or because they were already expired on
+    /// arrival or name a server id the current table does not know
+    /// (`synced_stale`).
+    pub synced_applied: AtomicU64,
+    pub synced_kept_local: AtomicU64,
+    pub synced_stale: AtomicU64,
+    /// Written by the worker: flows copied into `notes` by walks.
+    pub walk_copied: AtomicU64,
 }
 
 impl WorkerLink {
@@ -92,6 +177,63 @@ impl WorkerLink {
             synced_full: AtomicU64::new(0),
             walk_asked: AtomicU64::new(0),
             walk_done: AtomicU64::new(0),
+            walk_all: AtomicBool::new(false),
+            synced_applied: AtomicU64::new(0),
+            synced_kept_local: AtomicU64::new(0),
+            synced_stale: AtomicU64::new(0),
+            walk_copied: AtomicU64::new(0),
+        }
+    }
+
+    /// Sync thread: ask for a walk (`all`: a bulk transfer, else a
+    /// refresh). The copies arrive in `notes` as [`NoteKind::Copy`]; the
+    /// walk is complete when [`WorkerLink::walk_complete`] says so for the
+    /// returned number.
+    pub fn ask_walk(&self, all: bool) -> u64 {
+        if all {
+            self.walk_all.store(true, Ordering::Release);
+        }
+        self.walk_asked.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Sync thread: has the walk `asked` (from [`WorkerLink::ask_walk`])
+    /// gone through the whole table?
+    pub fn walk_complete(&self, asked: u64) -> bool {
+        self.walk_done.load(Ordering::Acquire) >= asked
+    }
+}
+
+/// Every worker's link and how frames are spread over them: what the sync
+/// thread holds.
+pub struct Links {
+    pub workers: Vec<Arc<WorkerLink>>,
+    pub placement: Placement,
+}
+
+impl Links {
+    /// `workers` fresh links (at least one).
+    pub fn new(workers: usize, placement: Placement) -> Self {
+        Links {
+            workers: (0..workers.max(1)).map(|_| Arc::new(WorkerLink::new())).collect(),
+            placement,
+        }
+    }
+
+    /// Hand a synced flow to the worker that sees its frames, or to every
+    /// worker when that cannot be known ([`worker_for`]). A full queue
+    /// drops it there and counts `synced_full`. Returns how many queues
+    /// took it.
+    pub fn deliver(&self, s: Synced) -> usize {
+        let put = |l: &WorkerLink| {
+            let ok = l.synced.push(s).is_ok();
+            if !ok {
+                l.synced_full.fetch_add(1, Ordering::Relaxed);
+            }
+            usize::from(ok)
+        };
+        match worker_for(&s.key, self.workers.len(), self.placement) {
+            Some(i) => put(&self.workers[i]),
+            None => self.workers.iter().map(|l| put(l)).sum(),
         }
     }
 }
@@ -99,5 +241,43 @@ impl WorkerLink {
 impl Default for WorkerLink {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clients of one /16 on ephemeral ports: what the fanout spreads.
+    fn key(i: u32) -> FlowKey {
+        let h = i.wrapping_mul(0x9e37_79b1);
+        FlowKey {
+            src: 0xc612_0000 | (h >> 16),
+            dst: 0xc612_6401,
+            sport: 32768 | (h as u16 >> 1),
+            dport: 80,
+            proto: 6,
+        }
+    }
+
+    #[test]
+    fn one_worker_sees_everything() {
+        for p in [Placement::Fanout, Placement::RxQueue] {
+            assert_eq!(worker_for(&key(1), 1, p), Some(0));
+            assert_eq!(worker_for(&key(1), 0, p), Some(0));
+        }
+    }
+
+    #[test]
+    fn fanout_spreads_and_rss_is_unknown() {
+        let mut seen = [0usize; 4];
+        for i in 0..4000 {
+            let w = worker_for(&key(i), 4, Placement::Fanout).unwrap();
+            let h = crate::io::packet_ring::fanout_hash(key(i).src, key(i).dst, key(i).sport, 80);
+            assert_eq!(w, h as usize % 4);
+            seen[w] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 500), "{seen:?}");
+        assert_eq!(worker_for(&key(1), 4, Placement::RxQueue), None);
     }
 }

@@ -1,5 +1,14 @@
 //! The worker loop (fast path): one per ring/queue, each with its own flow
 //! table and counters. It loads the published table once per batch.
+//!
+//! With flow sync ([`Worker::attach_sync`]) it also talks to the sync thread
+//! through its [`WorkerLink`] (see `synclink`): a note for every flow it
+//! creates and every change a peer must know (state established or
+//! closing, another server, a new connection on a reused tuple), pushed
+//! without waiting or allocating; before each batch it takes up to
+//! [`SYNCED_PER_BATCH`] flows synced from peers; after each batch it goes
+//! on with a table walk the sync thread asked for. Without a link each of
+//! these is one untaken branch.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,7 +19,10 @@ use arc_swap::ArcSwap;
 use super::classify::{classify_packet, Classified, Kind, Reason};
 use super::rewrite::{self, Macs, Nat, NatSide, Payload, Sent, ToServer};
 use super::stats::{bump, bump_i, WorkerStats};
-use crate::fwd::flow::{FlowEntry, FlowKey, FlowState, FlowTable};
+use super::synclink::{
+    Note, NoteKind, Synced, WorkerLink, SYNCED_PER_BATCH, WALK_BUCKETS_BUSY, WALK_BUCKETS_IDLE,
+};
+use crate::fwd::flow::{FlowEntry, FlowKey, FlowState, FlowTable, WAYS};
 use crate::fwd::frag::{FragKey, FragTable};
 use crate::fwd::maglev::flow_hash;
 use crate::fwd::table::{BackendFwd, BackendId, BackendState, FwdTable, Mode, ServiceFwd};
@@ -27,8 +39,9 @@ pub const SWEEP_BUCKETS_IDLE: usize = 1024;
 /// A SYN retransmitted this long after the first moves to the next server.
 pub const SYN_SECOND_CHANCE_MS: u32 = 500;
 /// Most SYN second chances one flow takes (and servers its walk remembers);
-/// fewer when its service has fewer servers.
-const MAX_SECOND_CHANCES: u8 = 7;
+/// fewer when its service has fewer servers. As many as a flow entry
+/// records.
+const MAX_SECOND_CHANCES: u8 = crate::fwd::flow::MAX_SECOND_CHANCES;
 /// Fragment table size and lifetime (per worker).
 const FRAG_SLOTS: usize = 4096;
 const FRAG_TIMEOUT_MS: u64 = 30_000;
@@ -63,6 +76,32 @@ pub struct Worker<D: Device> {
     shared: Arc<Shared>,
     epoch: Instant,
     ip_id: u16,
+    /// Flow sync, when configured.
+    sync: Option<SyncSide>,
+}
+
+/// The worker's side of flow sync.
+struct SyncSide {
+    link: Arc<WorkerLink>,
+    /// The walk under way, if any.
+    walk: Option<Walk>,
+    /// When the last walk began (flow-table clock): a refresh copies the
+    /// flows with a packet since. `None` before the first walk, whose
+    /// refresh copies every flow.
+    last_walk_began: Option<u32>,
+}
+
+/// A table walk under way.
+#[derive(Clone, Copy, Debug)]
+struct Walk {
+    /// The request it answers (stored into `walk_done` at the end).
+    asked: u64,
+    /// Next bucket.
+    cursor: usize,
+    /// Every flow (bulk), or a refresh.
+    all: bool,
+    /// Refresh: the previous walk's start (copy flows with a packet since).
+    since: Option<u32>,
 }
 
 /// Milliseconds since the worker started: does not wrap in the lifetime of
@@ -90,7 +129,17 @@ impl<D: Device> Worker<D> {
             shared,
             epoch: Instant::now(),
             ip_id: 1,
+            sync: None,
         }
+    }
+
+    /// Take part in flow sync through `link` (before the worker runs).
+    pub fn attach_sync(&mut self, link: Arc<WorkerLink>) {
+        self.sync = Some(SyncSide {
+            link,
+            walk: None,
+            last_walk_began: None,
+        });
     }
 
     /// The counters this worker writes.
@@ -137,6 +186,9 @@ impl<D: Device> Worker<D> {
             stats.generation.store(table.generation, Ordering::Relaxed);
         }
         let flows = &mut self.flows;
+        if let Some(sync) = &self.sync {
+            take_synced(&sync.link, flows, &table, stats, now as u32);
+        }
         let mut cx = Ctx {
             table: &table,
             flows,
@@ -147,6 +199,7 @@ impl<D: Device> Worker<D> {
             tick: now as u32,
             ip_id: &mut self.ip_id,
             sent: 0,
+            link: self.sync.as_ref().map(|s| &*s.link),
         };
         let st = self
             .dev
@@ -167,6 +220,9 @@ impl<D: Device> Worker<D> {
         };
         flows.sweep(now as u32, sweep, &mut |e| on_removed(stats, e));
         stats.dump.serve(flows, now as u32, st.received == 0);
+        if let Some(sync) = &mut self.sync {
+            sync.walk_step(flows, now as u32, st.received == 0);
+        }
         stats.flows.store(flows.len() as u64, Ordering::Relaxed);
         stats.evictions.store(flows.evictions(), Ordering::Relaxed);
         stats.expirations.store(flows.expirations(), Ordering::Relaxed);
@@ -182,6 +238,207 @@ impl<D: Device> Worker<D> {
     /// Number of live flows.
     pub fn flow_count(&self) -> usize {
         self.flows.len()
+    }
+}
+
+/// Hand a note to the sync thread; a full queue drops it and counts.
+#[inline]
+fn note(link: &WorkerLink, kind: NoteKind, e: &FlowEntry, idle_ms: u32) {
+    let n = Note {
+        kind,
+        key: e.key,
+        backend: e.backend,
+        state: e.state,
+        idle_ms,
+        origin: e.origin(),
+    };
+    if link.notes.push(n).is_err() {
+        bump(&link.notes_full, 1);
+    }
+}
+
+/// Whether `a` is later than `b` on the flow table's wrapping clock, seen
+/// from `now` (both at most 2^31 ms before it).
+#[inline]
+fn later(a: u32, b: u32, now: u32) -> bool {
+    now.wrapping_sub(a) < now.wrapping_sub(b)
+}
+
+/// The reply-direction key of a NAT flow `key` to server `b`.
+#[inline]
+fn nat_reply_key(b: &BackendFwd, key: &FlowKey) -> FlowKey {
+    let rport = if b.port != 0 { b.port } else { key.dport };
+    FlowKey {
+        src: b.addr,
+        dst: key.src,
+        sport: rport,
+        dport: key.sport,
+        proto: key.proto,
+    }
+}
+
+/// Take up to [`SYNCED_PER_BATCH`] flows synced from peers.
+#[inline]
+fn take_synced(link: &WorkerLink, flows: &mut FlowTable, table: &FwdTable, stats: &WorkerStats, tick: u32) {
+    if link.synced.is_empty() {
+        return;
+    }
+    take_synced_cold(link, flows, table, stats, tick);
+}
+
+#[cold]
+#[inline(never)]
+fn take_synced_cold(
+    link: &WorkerLink,
+    flows: &mut FlowTable,
+    table: &FwdTable,
+    stats: &WorkerStats,
+    tick: u32,
+) {
+    for _ in 0..SYNCED_PER_BATCH {
+        let Some(s) = link.synced.pop() else {
+            break;
+        };
+        let counter = match apply_synced(&s, flows, table, stats, tick) {
+            Applied::Yes => &link.synced_applied,
+            Applied::KeptLocal => &link.synced_kept_local,
+            Applied::Stale => &link.synced_stale,
+        };
+        bump(counter, 1);
+    }
+}
+
+/// What became of one synced flow.
+enum Applied {
+    Yes,
+    KeptLocal,
+    Stale,
+}
+
+/// Insert a flow synced from a peer, or update the synced flow of that key
+/// this worker has. A flow this director created stays as it is (this
+/// director sees its frames and decides its server and state); it only
+/// takes a later last-packet time, so a flow both directors forward lives
+/// as long as either sees it. The server's gauges move as for a local flow;
+/// a NAT flow gets its reply key, so the server's replies are translated
+/// after a failover.
+fn apply_synced(
+    s: &Synced,
+    flows: &mut FlowTable,
+    table: &FwdTable,
+    stats: &WorkerStats,
+    tick: u32,
+) -> Applied {
+    let timeout = flows.timeouts().of(s.state);
+    let b = table.backend(s.backend);
+    // Dead on arrival (idle past its timeout, or a state that is no flow),
+    // or a server id the table has no address for (a reload removed it
+    // between the sync thread's check and now).
+    if s.state == FlowState::Empty || s.idle_ms > timeout || b.addr == 0 {
+        return Applied::Stale;
+    }
+    let last = tick.wrapping_sub(s.idle_ms);
+    let removed = &mut |e: &FlowEntry| on_removed(stats, e);
+    match flows.get(&s.key, tick, removed) {
+        Some(e) if e.origin() == 0 => {
+            if later(last, e.last_ms, tick) {
+                e.last_ms = last;
+            }
+            return Applied::KeptLocal;
+        }
+        Some(e) => {
+            let (old, was_active) = (e.backend, is_active(e.state));
+            if e.backend != s.backend {
+                e.set_second_chances(0);
+            }
+            e.backend = s.backend;
+            e.state = s.state;
+            e.set_origin(s.origin);
+            if later(last, e.last_ms, tick) {
+                e.last_ms = last;
+            }
+            move_gauges(stats, old, was_active, s.backend, is_active(s.state));
+        }
+        None => {
+            let e = flows.insert(s.key, s.state, s.backend, tick, removed);
+            e.last_ms = last;
+            e.first_ms = last;
+            e.set_origin(s.origin);
+            let c = stats.backend(s.backend);
+            bump_i(
+                if is_active(s.state) {
+                    &c.active
+                } else {
+                    &c.inactive
+                },
+                1,
+            );
+        }
+    }
+    if b.mode == Mode::Nat {
+        flows.set_reply(&s.key, nat_reply_key(b, &s.key), tick, removed);
+    }
+    Applied::Yes
+}
+
+impl SyncSide {
+    /// After a batch: start a walk the sync thread asked for, or go on
+    /// with the one under way.
+    #[inline]
+    fn walk_step(&mut self, flows: &FlowTable, tick: u32, idle: bool) {
+        if self.walk.is_none() {
+            let asked = self.link.walk_asked.load(Ordering::Acquire);
+            if asked == self.link.walk_done.load(Ordering::Relaxed) {
+                return;
+            }
+            self.walk = Some(Walk {
+                asked,
+                cursor: 0,
+                all: self.link.walk_all.swap(false, Ordering::AcqRel),
+                since: self.last_walk_began,
+            });
+            self.last_walk_began = Some(tick);
+        }
+        self.walk_cold(flows, tick, idle);
+    }
+
+    /// Copy the next buckets of the walk into `notes`: only while a whole
+    /// bucket's flows fit (the worker is the only producer, so the room it
+    /// sees can only grow), so a full queue pauses the walk and no flow is
+    /// copied twice or lost.
+    #[cold]
+    #[inline(never)]
+    fn walk_cold(&mut self, flows: &FlowTable, tick: u32, idle: bool) {
+        let Some(w) = &mut self.walk else {
+            return;
+        };
+        let link = &*self.link;
+        let budget = if idle {
+            WALK_BUCKETS_IDLE
+        } else {
+            WALK_BUCKETS_BUSY
+        };
+        let end = w.cursor.saturating_add(budget).min(flows.bucket_count());
+        let mut copied = 0u64;
+        while w.cursor < end {
+            if link.notes.capacity() - link.notes.len() < WAYS {
+                break;
+            }
+            let (all, since) = (w.all, w.since);
+            w.cursor = flows.copy_out(w.cursor, 1, tick, &mut |e, _left| {
+                let wanted = all || e.origin() == 0 || since.is_none_or(|s| !later(s, e.last_ms, tick));
+                if wanted {
+                    note(link, NoteKind::Copy, e, tick.wrapping_sub(e.last_ms));
+                    copied += 1;
+                }
+                true
+            });
+        }
+        bump(&link.walk_copied, copied);
+        if w.cursor >= flows.bucket_count() {
+            link.walk_done.store(w.asked, Ordering::Release);
+            self.walk = None;
+        }
     }
 }
 
@@ -328,6 +585,8 @@ struct Ctx<'a> {
     /// Frames handed to the device for sending in this batch; counted as
     /// forwarded once the device has reported its failures.
     sent: u64,
+    /// Flow sync's queues, when configured.
+    link: Option<&'a WorkerLink>,
 }
 
 /// Find the flow's backend, creating or re-pinning the flow as needed.
@@ -336,7 +595,15 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<Bac
     let (table, stats, now, tick) = (cx.table, cx.stats, cx.now, cx.tick);
     if let Some(e) = cx.flows.get(&c.key, tick, &mut |e| on_removed(stats, e)) {
         let was_active = is_active(e.state);
+        let old_state = e.state;
         let bare_syn = c.key.proto == 6 && c.tcp_flags & tcp::SYN != 0 && c.tcp_flags & tcp::ACK == 0;
+        if bare_syn && e.isn == 0 && e.origin() != 0 && e.state == FlowState::TcpSyn {
+            // A flow synced in its handshake: the sync does not carry the
+            // initial sequence number, so the first SYN seen here sets it
+            // (a retransmission of the SYN the peer saw, not a new
+            // connection to schedule afresh).
+            e.isn = c.tcp_seq;
+        }
         // A retransmission repeats the initial sequence number; a new
         // connection on a reused tuple does not (and starts afresh).
         let waited = tick.wrapping_sub(e.first_ms);
@@ -355,7 +622,7 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<Bac
             && bare_syn
             && e.isn == c.tcp_seq
             && waited >= SYN_SECOND_CHANCE_MS
-            && e.second_chances < second_chances_allowed(svc)
+            && e.second_chances() < second_chances_allowed(svc)
             && silent(e.backend);
         // A new connection on a remembered tuple (the client reused its
         // port): scheduled afresh like any new flow, so a drained or
@@ -381,7 +648,7 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<Bac
                 move_gauges(stats, old, was_active, old, is_active(e.state));
                 return Err(Reason::NoServer);
             };
-            e.second_chances = 0;
+            e.set_second_chances(0);
             id = nid;
             bump(&stats.backend(nid).conns, 1);
         } else if !keeps_backend(ob.state, table.reschedule_on_down) || ob.mac.is_none() {
@@ -392,20 +659,20 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<Bac
                 move_gauges(stats, old, was_active, old, is_active(e.state));
                 return Err(Reason::NoServer);
             };
-            e.second_chances = 0;
+            e.set_second_chances(0);
             id = nid;
             bump(&stats.rescheduled, 1);
         } else if syn_retransmit {
             // The server did not answer the first SYN: a silent failure the
             // health check has not seen yet. Try the next server.
-            let moves = e.second_chances + 1;
+            let moves = e.second_chances() + 1;
             let mut probes = 0;
             let next = maglev_step(svc, flow_hash(&key_bytes(&c.key)), moves, &mut probes);
             bump(&stats.maglev_probes, probes);
             // Counted as taken even when the walk ends on the same server
             // (it met fewer distinct servers than the table has), so the
             // number of walks per flow stays bounded.
-            e.second_chances = moves;
+            e.set_second_chances(moves);
             if let Some(nid) = next.filter(|&nid| nid != old) {
                 e.first_ms = tick;
                 id = nid;
@@ -414,6 +681,12 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<Bac
         }
         e.backend = id;
         move_gauges(stats, old, was_active, id, is_active(e.state));
+        if let Some(link) = cx.link {
+            let to_peers = matches!(e.state, FlowState::TcpEstablished | FlowState::TcpClosing);
+            if id != old || new_conn || (e.state != old_state && to_peers) {
+                note(link, NoteKind::Change, e, 0);
+            }
+        }
         return Ok(id);
     }
     let Some((id, _)) = svc.pick(flow_hash(&key_bytes(&c.key))) else {
@@ -424,6 +697,9 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<Bac
         .flows
         .insert(c.key, state, id, tick, &mut |e| on_removed(stats, e));
     e.isn = c.tcp_seq;
+    if let Some(link) = cx.link {
+        note(link, NoteKind::New, e, 0);
+    }
     let b = stats.backend(id);
     bump(&b.conns, 1);
     bump_i(if is_active(state) { &b.active } else { &b.inactive }, 1);
@@ -508,14 +784,7 @@ fn flow_packet(
     if b.mode == Mode::Nat {
         // Make sure the reply direction is known: linked to the flow, so the
         // two share one lifetime; replaced when the flow changed server.
-        let rport = if b.port != 0 { b.port } else { c.key.dport };
-        let rkey = FlowKey {
-            src: b.addr,
-            dst: c.key.src,
-            sport: rport,
-            dport: c.key.sport,
-            proto: c.key.proto,
-        };
+        let rkey = nat_reply_key(&b, &c.key);
         let stats = cx.stats;
         cx.flows
             .set_reply(&c.key, rkey, cx.tick, &mut |e| on_removed(stats, e));

@@ -20,7 +20,12 @@
 //! When a bucket is full, room is made by taking, in order: an expired flow;
 //! else the least recently used flow that never completed a handshake
 //! (`TcpSyn`: what a spoofed SYN flood creates); else the least recently used
-//! flow of any other state. Each is counted by kind ([`Evictions`]). Every
+//! flow of any other state. Each is counted by kind ([`Evictions`]). Flows
+//! synced from another director ([`FlowEntry::origin`] not 0) take no
+//! separate rank: by state like any other, by the sender's last packet
+//! (which the sync carries) in the LRU order. So a synced established flow
+//! never leaves before a local embryonic one, and a synced flow nobody
+//! refreshes ages out of the LRU order like a local one gone quiet. Every
 //! flow that leaves the table (expired, evicted, removed) is reported to the
 //! caller's `removed` callback so per-backend connection counters stay exact.
 //!
@@ -105,9 +110,10 @@ pub struct FlowEntry {
     pub key: FlowKey,
     /// Current state; selects the idle timeout and the eviction preference.
     pub state: FlowState,
-    /// SYN second chances taken: the flow's backend is this many steps along
-    /// its Maglev preference order. 0 on insert.
-    pub second_chances: u8,
+    /// Two small numbers in one byte, so the entry stays 32 bytes: SYN
+    /// second chances taken (low 3 bits, [`Self::second_chances`]) and who
+    /// created the flow (high 5 bits, [`Self::origin`]). 0 on insert.
+    chances_origin: u8,
     /// The backend chosen by the caller.
     pub backend: BackendId,
     /// Time of the last packet on the caller's millisecond clock. The table
@@ -123,6 +129,45 @@ pub struct FlowEntry {
 // Two entries per 64-byte cache line, a bucket is exactly 4 lines.
 const _: () = assert!(std::mem::size_of::<FlowEntry>() == 32);
 
+/// Most SYN second chances [`FlowEntry`] can record (3 bits).
+pub const MAX_SECOND_CHANCES: u8 = 7;
+/// Largest origin [`FlowEntry`] can record (5 bits): flows from up to 31
+/// sync peers are told apart.
+pub const MAX_ORIGIN: u8 = 31;
+const CHANCES_BITS: u32 = 3;
+const CHANCES_MASK: u8 = (1 << CHANCES_BITS) - 1;
+
+impl FlowEntry {
+    /// SYN second chances taken: the flow's backend is this many steps
+    /// along its Maglev preference order. 0 on insert.
+    #[inline(always)]
+    pub fn second_chances(&self) -> u8 {
+        self.chances_origin & CHANCES_MASK
+    }
+
+    /// Record `n` second chances (at most [`MAX_SECOND_CHANCES`]; more is
+    /// recorded as that many).
+    #[inline(always)]
+    pub fn set_second_chances(&mut self, n: u8) {
+        self.chances_origin = (self.chances_origin & !CHANCES_MASK) | n.min(MAX_SECOND_CHANCES);
+    }
+
+    /// Who created the flow: 0 = this director (a frame of it arrived
+    /// here first), else 1 + the index of the flow-sync peer it was synced
+    /// from (see `dataplane::synclink`). 0 on insert.
+    #[inline(always)]
+    pub fn origin(&self) -> u8 {
+        self.chances_origin >> CHANCES_BITS
+    }
+
+    /// Record the flow's origin (at most [`MAX_ORIGIN`]; more is recorded
+    /// as that).
+    #[inline(always)]
+    pub fn set_origin(&mut self, origin: u8) {
+        self.chances_origin = (origin.min(MAX_ORIGIN) << CHANCES_BITS) | (self.chances_origin & CHANCES_MASK);
+    }
+}
+
 const EMPTY_ENTRY: FlowEntry = FlowEntry {
     key: FlowKey {
         src: 0,
@@ -132,7 +177,7 @@ const EMPTY_ENTRY: FlowEntry = FlowEntry {
         proto: 0,
     },
     state: FlowState::Empty,
-    second_chances: 0,
+    chances_origin: 0,
     backend: 0,
     last_ms: 0,
     first_ms: 0,
@@ -199,8 +244,9 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
+    /// The idle timeout of `state` (0 for `Empty`).
     #[inline(always)]
-    fn of(&self, state: FlowState) -> u32 {
+    pub fn of(&self, state: FlowState) -> u32 {
         match state {
             FlowState::Empty => 0,
             FlowState::TcpSyn => self.tcp_syn_ms,
@@ -501,7 +547,7 @@ impl FlowTable {
     /// the table twice.
     ///
     /// Returns the new entry with `state`/`backend` set, `last_ms` =
-    /// `first_ms` = `now`, `second_chances` = 0 and `isn` = 0.
+    /// `first_ms` = `now`, no second chances, origin 0 (local) and `isn` = 0.
     ///
     /// # Panics
     ///
@@ -525,7 +571,7 @@ impl FlowTable {
         *e = FlowEntry {
             key,
             state,
-            second_chances: 0,
+            chances_origin: 0,
             backend,
             last_ms: now,
             first_ms: now,
@@ -783,6 +829,32 @@ mod tests {
     }
 
     #[test]
+    fn second_chances_and_origin_share_a_byte() {
+        let mut t = FlowTable::new(64, Timeouts::default());
+        let e = t.insert(rkey(1), FlowState::TcpSyn, 2, 10, &mut none);
+        for (n, o) in [(0, 31), (7, 0), (3, 17), (7, 31), (1, 1)] {
+            e.set_second_chances(n);
+            e.set_origin(o);
+            assert_eq!((e.second_chances(), e.origin()), (n, o));
+            e.set_second_chances(n ^ 5);
+            assert_eq!(
+                (e.second_chances(), e.origin()),
+                (n ^ 5, o),
+                "chances leave the origin alone"
+            );
+            e.set_origin(o ^ 9);
+            assert_eq!(
+                (e.second_chances(), e.origin()),
+                (n ^ 5, o ^ 9),
+                "and the other way round"
+            );
+        }
+        e.set_second_chances(200);
+        e.set_origin(200);
+        assert_eq!((e.second_chances(), e.origin()), (MAX_SECOND_CHANCES, MAX_ORIGIN));
+    }
+
+    #[test]
     #[should_panic(expected = "capacity must be > 0")]
     fn zero_capacity_panics() {
         FlowTable::new(0, Timeouts::default());
@@ -806,7 +878,10 @@ mod tests {
         assert!(t.get(&k, 10, &mut none).is_none());
         let e = t.insert(k, FlowState::TcpSyn, 7, 10, &mut none);
         assert_eq!((e.key, e.state, e.backend), (k, FlowState::TcpSyn, 7));
-        assert_eq!((e.second_chances, e.isn, e.last_ms, e.first_ms), (0, 0, 10, 10));
+        assert_eq!(
+            (e.second_chances(), e.origin(), e.isn, e.last_ms, e.first_ms),
+            (0, 0, 0, 10, 10)
+        );
         e.isn = 42;
         assert_eq!(t.len(), 1);
         let e = t.get(&k, 20, &mut none).unwrap();

@@ -11,7 +11,10 @@ use std::net::Ipv4Addr;
 
 use super::field::{allowed, first_at};
 use super::place::Places;
-use super::{Announce, Config, HealthKind, Mode, Problem, RealServer, Service, Transport, MAX_WORKERS};
+use super::{
+    shortest_timeout_ms, Announce, Config, HealthKind, Mode, Problem, RealServer, Service, Transport,
+    MAX_WORKERS,
+};
 
 /// Applies the rules, adding to the problems found so far.
 pub(super) struct Rules<'a> {
@@ -70,6 +73,7 @@ impl<'a> Rules<'a> {
             .min(MAX_WORKERS);
         }
         self.announce(c);
+        self.sync(c);
         if c.services.is_empty() {
             self.error(
                 self.places.key_line("services"),
@@ -155,6 +159,57 @@ impl<'a> Rules<'a> {
                     c.announce.as_str()
                 ),
             );
+        }
+    }
+
+    /// `sync`: a listen address and at least one peer that is not this
+    /// director; a refresh that keeps flows alive on the peers.
+    fn sync(&mut self, c: &Config) {
+        let Some(s) = &c.sync else { return };
+        if !self.places.given("sync.listen") {
+            self.error(
+                self.places.key_line("sync"),
+                "sync.listen",
+                "required: the address (IP:PORT) this director receives and sends sync datagrams on",
+            );
+        }
+        // An empty list because every item was reported wrong is said once.
+        let bad_item = self.bad.iter().any(|f| f.starts_with("sync.peers"));
+        if s.peers.is_empty() && !bad_item {
+            let line = self.places.line("sync.peers").or(self.places.key_line("sync"));
+            {
+                self.error(
+                    line,
+                    "sync.peers",
+                    "at least one peer is required: the other directors' sync.listen addresses",
+                );
+            }
+        }
+        if self.valid("sync.listen") {
+            if let Some(i) = s.peers.iter().position(|p| *p == s.listen) {
+                let f = format!("sync.peers[{i}]");
+                self.error(
+                    self.places.line(&f),
+                    &f,
+                    format!(
+                        "{} is this director's own sync.listen; list the other directors only",
+                        s.listen
+                    ),
+                );
+            }
+        }
+        if let Some(ms) = s.refresh_ms {
+            let shortest = shortest_timeout_ms(&c.timeouts);
+            if u64::from(ms) * 2 > u64::from(shortest) {
+                self.error(
+                    self.places.line("sync.refresh_ms"),
+                    "sync.refresh_ms",
+                    format!(
+                        "{ms} ms is more than half the shortest idle timeout ({shortest} ms): synced flows \
+                         that stay active would expire on the peers between refreshes"
+                    ),
+                );
+            }
         }
     }
 

@@ -22,8 +22,9 @@ use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
 use super::{
-    default_timeouts, Mode, RealServer, Service, Timeouts, DEFAULT_CONTROL_SOCKET, DEFAULT_MAGLEV_TABLE_SIZE,
-    MAX_CPU_INDEX, MAX_MAGLEV_TABLE_SIZE, MIN_MAGLEV_TABLE_SIZE,
+    default_timeouts, Mode, RealServer, Service, SyncKey, Timeouts, DEFAULT_CONTROL_SOCKET,
+    DEFAULT_MAGLEV_TABLE_SIZE, MAX_CPU_INDEX, MAX_MAGLEV_TABLE_SIZE, MAX_SYNC_PEERS, MAX_SYNC_REFRESH_MS,
+    MIN_MAGLEV_TABLE_SIZE, MIN_SYNC_KEY_LEN, MIN_SYNC_REFRESH_MS,
 };
 use crate::fwd::maglev::is_prime;
 
@@ -244,6 +245,94 @@ pub(super) fn timeouts<'de, D: Deserializer<'de>>(d: D) -> Result<Timeouts, D::E
     set(secs.tcp_syn, &mut t.tcp_syn_ms);
     t.other_ms = t.udp_ms;
     Ok(t)
+}
+
+/// A sync address: `IP:PORT`, a concrete address (the peers must be able to
+/// name it and check datagrams' source against it) and a nonzero port.
+fn sync_addr(v: &Spanned<String>) -> Option<SocketAddr> {
+    match v.value.trim().parse::<SocketAddr>() {
+        Ok(a) if a.port() == 0 => bad(v.referenced, "port 0 is not allowed"),
+        Ok(a) if a.ip().is_unspecified() || a.ip().is_multicast() => bad(
+            v.referenced,
+            format!(
+                "{} is not the address of one director (give the address its peers send to)",
+                a.ip()
+            ),
+        ),
+        Ok(a) => return Some(a),
+        Err(_) => bad(
+            v.referenced,
+            format!(
+                "\"{}\" is not IP:PORT (for example 198.18.0.2:8848)",
+                v.value.escape_debug()
+            ),
+        ),
+    }
+    None
+}
+
+pub(super) fn sync_listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let unset = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+    Ok(Read::<String>::deserialize(d)?
+        .and_then(|v| sync_addr(&v))
+        .unwrap_or(unset))
+}
+
+pub(super) fn sync_peers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    let mut peers = Vec::new();
+    let mut seen: HashMap<SocketAddr, Option<usize>> = HashMap::new();
+    for v in Option::<Vec<Spanned<String>>>::deserialize(d)?.unwrap_or_default() {
+        let Some(a) = sync_addr(&v) else { continue };
+        if let Some(first) = seen.get(&a) {
+            bad(
+                v.referenced,
+                format!("peer {a} is listed twice{}", first_at(*first)),
+            );
+            continue;
+        }
+        if peers.len() == MAX_SYNC_PEERS {
+            bad(v.referenced, format!("at most {MAX_SYNC_PEERS} peers"));
+            continue;
+        }
+        seen.insert(a, line_of(&v.referenced));
+        peers.push(a);
+    }
+    Ok(peers)
+}
+
+/// `sync.key_file`: read now, so that `--check` and a reload report a
+/// missing or short key instead of a director that starts and then rejects
+/// every datagram.
+pub(super) fn sync_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SyncKey>, D::Error> {
+    let Some(v) = Read::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(&v.value);
+    if v.value.is_empty() {
+        bad(v.referenced, "must not be empty");
+        return Ok(None);
+    }
+    match std::fs::read(&path) {
+        Err(e) => bad(v.referenced, format!("cannot read {}: {e}", path.display())),
+        Ok(bytes) if bytes.len() < MIN_SYNC_KEY_LEN => bad(
+            v.referenced,
+            format!(
+                "{} holds {} bytes; the key is the whole file and needs at least {MIN_SYNC_KEY_LEN} \
+                 (make one with: head -c 32 /dev/urandom > {})",
+                path.display(),
+                bytes.len(),
+                path.display()
+            ),
+        ),
+        Ok(bytes) => return Ok(Some(SyncKey { path, bytes })),
+    }
+    Ok(None)
+}
+
+pub(super) fn sync_refresh_ms<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    Ok(Read::<i64>::deserialize(d)?
+        .and_then(|v| in_range(&v, i64::from(MIN_SYNC_REFRESH_MS), i64::from(MAX_SYNC_REFRESH_MS)))
+        .and_then(|n| u32::try_from(n).ok()))
 }
 
 pub(super) fn answer_ping<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {

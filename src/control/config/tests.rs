@@ -93,6 +93,7 @@ fn contract_example_parses() {
         cpus: vec![],
         announce: Announce::Arp,
         route_table: None,
+        sync: None,
         services: vec![Service {
             name: "web".into(),
             vip: Ipv4Addr::new(198, 18, 100, 1),
@@ -1167,4 +1168,165 @@ fn quoted_line_breaks_stay_escaped() {
         "unknown field",
     );
     assert_eq!(e.to_string().lines().count(), 1, "{e}");
+}
+
+/// A key file of `n` bytes in a fresh directory (the path is returned).
+fn key_file(name: &str, n: usize) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ulvs-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, vec![0x5a; n]).unwrap();
+    p
+}
+
+#[test]
+fn sync_section_parses() {
+    let key = key_file("good.key", 32);
+    let c = ok(&format!(
+        "{BASE}sync:\n  listen: 198.18.0.2:8848\n  peers: [198.18.0.3:8848, \"[2001:db8::3]:8848\"]\n  key_file: {}\n  refresh_ms: 2000\n",
+        key.display()
+    ));
+    let s = c.sync.unwrap();
+    assert_eq!(s.listen, "198.18.0.2:8848".parse().unwrap());
+    assert_eq!(s.peers.len(), 2);
+    assert_eq!(s.key_file.as_ref().unwrap().bytes, vec![0x5a; 32]);
+    assert!(!format!("{s:?}").contains("5a"), "Debug must not show the key");
+    assert_eq!(s.refresh_ms, Some(2000));
+    assert_eq!(s.refresh_interval_ms(&c.timeouts), 2000);
+    // The contract's example, without the key file.
+    let c = ok(&format!(
+        "{BASE}sync:\n  listen: 198.18.0.2:8848\n  peers: [198.18.0.3:8848]\n"
+    ));
+    let s = c.sync.unwrap();
+    assert_eq!(s.key_file, None);
+    assert_eq!(s.refresh_interval_ms(&c.timeouts), DEFAULT_SYNC_REFRESH_MS);
+    assert_eq!(ok(BASE).sync, None);
+}
+
+#[test]
+fn sync_refresh_follows_short_timeouts() {
+    let c = ok(&format!(
+        "{BASE}timeouts:\n  tcp_fin: 3\nsync:\n  listen: 198.18.0.2:8848\n  peers: [198.18.0.3:8848]\n"
+    ));
+    assert_eq!(c.sync.unwrap().refresh_interval_ms(&c.timeouts), 1000);
+    one(
+        &format!("{BASE}timeouts:\n  tcp_fin: 3\nsync:\n  listen: 198.18.0.2:8848\n  peers: [198.18.0.3:8848]\n  refresh_ms: 2000\n"),
+        Some(14),
+        "sync.refresh_ms",
+        "more than half the shortest idle timeout (3000 ms)",
+    );
+    one(
+        &format!("{BASE}sync:\n  listen: 198.18.0.2:8848\n  peers: [198.18.0.3:8848]\n  refresh_ms: 5\n"),
+        Some(12),
+        "sync.refresh_ms",
+        "between 100 and 3600000",
+    );
+}
+
+#[test]
+fn sync_errors_name_line_and_field() {
+    let s = |body: &str| format!("{BASE}sync:\n{body}");
+    // BASE has 8 lines: `sync:` is line 9.
+    one(
+        &s("  peers: [198.18.0.3:8848]\n"),
+        Some(9),
+        "sync.listen",
+        "required",
+    );
+    one(
+        &s("  listen: 198.18.0.2:8848\n"),
+        Some(9),
+        "sync.peers",
+        "at least one peer",
+    );
+    one(
+        &s("  listen: 198.18.0.2:8848\n  peers: []\n"),
+        Some(11),
+        "sync.peers",
+        "at least one peer",
+    );
+    one(
+        &s("  listen: 198.18.0.2\n  peers: [198.18.0.3:8848]\n"),
+        Some(10),
+        "sync.listen",
+        "is not IP:PORT",
+    );
+    one(
+        &s("  listen: 0.0.0.0:8848\n  peers: [198.18.0.3:8848]\n"),
+        Some(10),
+        "sync.listen",
+        "not the address of one director",
+    );
+    one(
+        &s("  listen: 198.18.0.2:0\n  peers: [198.18.0.3:8848]\n"),
+        Some(10),
+        "sync.listen",
+        "port 0",
+    );
+    one(
+        &s("  listen: 198.18.0.2:8848\n  peers:\n    - 198.18.0.3:8848\n    - nonsense\n"),
+        Some(13),
+        "sync.peers[1]",
+        "\"nonsense\" is not IP:PORT",
+    );
+    one(
+        &s("  listen: 198.18.0.2:8848\n  peers:\n    - 198.18.0.3:8848\n    - 198.18.0.3:8848\n"),
+        Some(13),
+        "sync.peers[1]",
+        "listed twice (first at line 12)",
+    );
+    one(
+        &s("  listen: 198.18.0.2:8848\n  peers:\n    - 198.18.0.3:8848\n    - 198.18.0.2:8848\n"),
+        Some(13),
+        "sync.peers[1]",
+        "this director's own sync.listen",
+    );
+    // Every item wrong: said once per item, not again as "no peers".
+    one(
+        &s("  listen: 198.18.0.2:8848\n  peers: [x]\n"),
+        Some(11),
+        "sync.peers[0]",
+        "is not IP:PORT",
+    );
+    one(
+        &s("  listen: 198.18.0.2:8848\n  peers: [198.18.0.3:8848]\n  bogus: 1\n"),
+        Some(12),
+        "sync.bogus",
+        "unknown field",
+    );
+}
+
+#[test]
+fn sync_key_file_must_be_readable_and_long_enough() {
+    let s = |path: &str| {
+        format!("{BASE}sync:\n  listen: 198.18.0.2:8848\n  peers: [198.18.0.3:8848]\n  key_file: {path}\n")
+    };
+    one(
+        &s("/nonexistent/ulvs/sync.key"),
+        Some(12),
+        "sync.key_file",
+        "cannot read /nonexistent/ulvs/sync.key",
+    );
+    let short = key_file("short.key", 15);
+    let e = one(
+        &s(&short.display().to_string()),
+        Some(12),
+        "sync.key_file",
+        "holds 15 bytes",
+    );
+    assert!(
+        e.message.contains("at least 16") && e.message.contains("head -c 32 /dev/urandom"),
+        "{e}"
+    );
+    let exact = key_file("exact.key", 16);
+    assert_eq!(
+        ok(&s(&exact.display().to_string()))
+            .sync
+            .unwrap()
+            .key_file
+            .unwrap()
+            .bytes
+            .len(),
+        16
+    );
 }

@@ -97,6 +97,15 @@ fn state_name(s: FlowState) -> &'static str {
     }
 }
 
+/// Who created a flow, for the listing: `local`, or the sync peer it came
+/// from by its place in the config's `sync.peers` (from 1).
+fn origin_name(origin: u8) -> String {
+    match origin {
+        0 => "local".into(),
+        n => format!("peer#{n}"),
+    }
+}
+
 /// The copies as listing rows, sorted by service, client.
 fn describe(cfg: &Config, rt: &Runtime, copies: Copies) -> Flows {
     let mut servers: HashMap<BackendId, String> = HashMap::new();
@@ -142,6 +151,7 @@ fn describe(cfg: &Config, rt: &Runtime, copies: Copies) -> Flows {
                 state: state_name(f.state).into(),
                 expires_in: u64::from(f.expires_in_ms).div_ceil(1000),
                 worker,
+                origin: origin_name(f.origin),
             });
         }
     }

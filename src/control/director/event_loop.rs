@@ -141,7 +141,8 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         Checker::spawn(health_targets(&cfg, &rt)).step(|| "starting the health checker".to_string())?;
     let shared = Arc::new(Shared::new(FwdTable::empty(ifinfo.mac)));
     let dead = Arc::new(AtomicBool::new(false));
-    let (stats, handles, xdp) = spawn_workers(&cfg, &ifinfo, &shared, &dead)?;
+    let workers = spawn_workers(&cfg, &ifinfo, &shared, &dead)?;
+    let (stats, handles, xdp) = (workers.stats, workers.handles, workers.xdp);
     let mut d = Director {
         path,
         cfg,
@@ -171,6 +172,9 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         announcing: false,
         garp_left: 0,
         workers_live: true,
+        sync: None,
+        sync_links: workers.links,
+        sync_placement: workers.placement,
     };
     d.announcing = d.cfg.announce == Announce::Arp;
     let wanted = d.wanted();
@@ -212,6 +216,9 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         d.arp_tick();
     }
     d.publish();
+    // After the first publish: flows a peer sends are resolved against the
+    // services, which the empty start-up table does not have.
+    d.start_sync()?;
     let all_vips = vips(&d.cfg);
     d.announce(&all_vips);
     info!(
@@ -278,6 +285,9 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
     }
     info!("stopping");
     watchdog::stopping();
+    if let Some(h) = d.sync.take() {
+        h.stop();
+    }
     shared.stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();

@@ -115,6 +115,9 @@ pub(super) fn stage(
         ("cpus", new.cpus != cfg.cpus),
         ("io", new.io != cfg.io),
         ("metrics_listen", new.metrics_listen != cfg.metrics_listen),
+        // The sync thread keeps its socket, peers, key and refresh interval
+        // (and the workers their queues) until the next start.
+        ("sync", new.sync != cfg.sync),
     ] {
         if changed {
             warn!("reload: {what} changed; it takes effect at the next restart");

@@ -11,6 +11,7 @@ use log::{error, info, warn};
 use super::{has_nat, nat_servers, vips, DirectorError, Step};
 use crate::control::config::{Config, IoBackend};
 use crate::dataplane::stats::WorkerStats;
+use crate::dataplane::synclink::{Placement, WorkerLink};
 use crate::dataplane::worker::{Shared, Worker};
 use crate::fwd::flow::{FlowTable, WAYS};
 use crate::io::packet_ring::PacketDevice;
@@ -18,14 +19,20 @@ use crate::io::sys::{self, IfInfo, RingConfig};
 use crate::io::xdp::{self as xdpio, XdpDevice, XdpRedirect};
 use crate::io::Device;
 
-/// Each worker's counters and thread.
-type Threads = (Vec<Arc<WorkerStats>>, Vec<JoinHandle<()>>);
-/// Each worker's counters and thread, and the XDP program when on AF_XDP.
-pub(super) type Workers = (
-    Vec<Arc<WorkerStats>>,
-    Vec<JoinHandle<()>>,
-    Option<Arc<XdpRedirect>>,
-);
+/// Each worker's counters, thread and sync link (empty without `sync`).
+type Threads = (Vec<Arc<WorkerStats>>, Vec<JoinHandle<()>>, Vec<Arc<WorkerLink>>);
+
+/// The started workers.
+pub(super) struct Workers {
+    pub stats: Vec<Arc<WorkerStats>>,
+    pub handles: Vec<JoinHandle<()>>,
+    /// The XDP program when on AF_XDP.
+    pub xdp: Option<Arc<XdpRedirect>>,
+    /// Each worker's queues to the sync thread; allocated only with `sync`.
+    pub links: Vec<Arc<WorkerLink>>,
+    /// How frames are spread over the workers (where a synced flow goes).
+    pub placement: Placement,
+}
 
 /// AF_XDP for up to `n` workers: the program attached, one socket per RX
 /// queue (queue i -> worker i). Returns the program, the devices and how
@@ -115,8 +122,14 @@ pub(super) fn spawn_workers(
                 devs.len(),
                 cfg.io.as_str()
             );
-            let (stats, handles) = start_workers(cfg, devs, shared, dead)?;
-            Ok((stats, handles, Some(prog)))
+            let (stats, handles, links) = start_workers(cfg, devs, shared, dead)?;
+            Ok(Workers {
+                stats,
+                handles,
+                xdp: Some(prog),
+                links,
+                placement: Placement::RxQueue,
+            })
         }
         Err(why) => {
             let group = (std::process::id() & 0xffff) as u16;
@@ -134,8 +147,14 @@ pub(super) fn spawn_workers(
                 "io: af_packet (TPACKET_V2 ring + sendmmsg, vnet headers) with {n} worker(s); io {} chose it because {why}",
                 cfg.io.as_str()
             );
-            let (stats, handles) = start_workers(cfg, devs, shared, dead)?;
-            Ok((stats, handles, None))
+            let (stats, handles, links) = start_workers(cfg, devs, shared, dead)?;
+            Ok(Workers {
+                stats,
+                handles,
+                xdp: None,
+                links,
+                placement: Placement::Fanout,
+            })
         }
     }
 }
@@ -162,9 +181,15 @@ fn start_workers<D: Device + Send + 'static>(
     }
     let mut stats = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
+    // The queues cost about 10 MB per worker: only when sync is configured.
+    let links: Vec<Arc<WorkerLink>> = match cfg.sync {
+        Some(_) => (0..n).map(|_| Arc::new(WorkerLink::new())).collect(),
+        None => Vec::new(),
+    };
     for (i, dev) in devs.into_iter().enumerate() {
         let st = Arc::new(WorkerStats::default());
         stats.push(st.clone());
+        let link = links.get(i).cloned();
         let shared = shared.clone();
         let dead = dead.clone();
         let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[i % cfg.cpus.len()]);
@@ -177,6 +202,9 @@ fn start_workers<D: Device + Send + 'static>(
                     }
                 }
                 let mut w = Worker::new(dev, per_worker, shared, st);
+                if let Some(link) = link {
+                    w.attach_sync(link);
+                }
                 if let Err(e) = w.run() {
                     error!("worker {i} stopped: {e}");
                     dead.store(true, Ordering::Relaxed);
@@ -185,5 +213,5 @@ fn start_workers<D: Device + Send + 'static>(
             .step(|| format!("starting worker {i}"))?;
         handles.push(h);
     }
-    Ok((stats, handles))
+    Ok((stats, handles, links))
 }
