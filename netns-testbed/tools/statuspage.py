@@ -7,6 +7,7 @@ and a PNG screenshot of it; print one JSON line:
   {"title": "...", "refresh": "5",
    "services": {NAME: {"caption": "...", "servers": {ADDRESS: STATE}}},
    "cells": {NAME: {ADDRESS: {"state": "...", "reason": "..."}}},
+   "sync": "on" | "off" | null, "sync_peers": {ADDRESS: BULK_STATE},
    "tags": ["html", ...], "scripts": N, "external": ["..."],
    "png": {"bytes": N, "width": W, "height": H} | null}
 
@@ -32,7 +33,10 @@ class Page(html.parser.HTMLParser):
         self.tags = set()
         self.scripts = 0
         self.external = []
-        self._in = None  # "title" | "caption" | ("cell", service, server, n)
+        self.sync = None
+        self.sync_peers = {}
+        self._peer = None
+        self._in = None  # "title" | "caption" | "sync" | ("cell", class) | ("peer", n)
         self._svc = None
         self._srv = None
         self._cell = 0
@@ -53,6 +57,13 @@ class Page(html.parser.HTMLParser):
             self.refresh = a.get("content")
         if tag == "title":
             self._in, self._text = "title", []
+        if tag == "span" and a.get("id") == "sync":
+            self._in, self._text = "sync", []
+        if tag == "tr" and "data-peer" in a:
+            self._peer, self._cell = a["data-peer"], 0
+        if tag == "td" and self._peer is not None:
+            self._cell += 1
+            self._in, self._text = ("peer", self._cell), []
         if tag == "table" and "data-service" in a:
             self._svc = a["data-service"]
             self.services[self._svc] = {"caption": "", "servers": {}}
@@ -72,6 +83,13 @@ class Page(html.parser.HTMLParser):
         if tag == "title" and self._in == "title":
             self.title = "".join(self._text).strip()
             self._in = None
+        elif tag == "span" and self._in == "sync":
+            self.sync = "".join(self._text).strip()
+            self._in = None
+        elif tag == "td" and isinstance(self._in, tuple) and self._in[0] == "peer":
+            if self._in[1] == 2:
+                self.sync_peers[self._peer] = "".join(self._text).strip()
+            self._in = None
         elif tag == "caption" and self._in == "caption":
             self.services[self._svc]["caption"] = " ".join("".join(self._text).split())
             self._in = None
@@ -82,6 +100,7 @@ class Page(html.parser.HTMLParser):
             self._in = None
         elif tag == "tr":
             self._srv = None
+            self._peer = None
         elif tag == "table":
             self._svc = None
 
@@ -113,6 +132,8 @@ def main():
         "refresh": p.refresh,
         "services": p.services,
         "cells": p.cells,
+        "sync": p.sync,
+        "sync_peers": p.sync_peers,
         "tags": sorted(p.tags),
         "scripts": p.scripts,
         "external": p.external,

@@ -1,6 +1,6 @@
 //! The HTML status page served at `GET /` of `metrics_listen` (slow path), in
 //! the spirit of HAProxy's stats page: the director's role and health at the
-//! top, then one table per service with a row per real server (state, health
+//! top (announce, flow sync, config), then one table per service with a row per real server (state, health
 //! and its reason, weight, flows, smoothed rates), then drops by reason and
 //! the listeners. It is made from the same `Stats` + `List` snapshot as
 //! `/metrics`, so the two never disagree about what they saw.
@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 
 use super::metrics::Extra;
 use super::rates::Rates;
-use super::snapshot::{List, ServerSnap, ServiceSnap, Stats};
+use super::snapshot::{List, ServerSnap, ServiceSnap, Stats, SyncSnap};
 
 /// Seconds between the page's own reloads.
 pub const REFRESH_SECONDS: u32 = 5;
@@ -201,6 +201,75 @@ fn service_table(out: &mut String, n: usize, s: &ServiceSnap, budget: usize) -> 
     shown
 }
 
+/// The summary's flow-sync cell (markup, escaped).
+fn sync_summary(sync: Option<&SyncSnap>) -> String {
+    let Some(s) = sync else {
+        return "<span id=\"sync\">off</span> (no <code>sync</code> section)".into();
+    };
+    let mut out = String::from("<span class=\"on\" id=\"sync\">on</span> ");
+    esc(&mut out, &s.listen);
+    let rejected: u64 = s.rejected.values().sum();
+    let _ = write!(
+        out,
+        " ({}), refresh every {} ms; sent {} flows in {} datagrams ({} send errors), \
+         received {} flows in {} datagrams, {rejected} rejected",
+        if s.authenticated { "HMAC-SHA256" } else { "no key" },
+        s.refresh_ms,
+        s.flows_sent,
+        s.datagrams_sent,
+        s.send_errors,
+        s.flows_received,
+        s.datagrams_received,
+    );
+    let moved: Vec<_> = s.rejected.iter().filter(|(_, n)| **n > 0).collect();
+    for (i, (reason, n)) in moved.iter().enumerate() {
+        out.push_str(if i == 0 { " (" } else { ", " });
+        esc(&mut out, reason);
+        let _ = write!(out, " {n}");
+    }
+    if !moved.is_empty() {
+        out.push(')');
+    }
+    out
+}
+
+/// The sync peers: the bulk transfer asked of each and when it was last heard.
+fn sync_peers(o: &mut String, s: &SyncSnap) {
+    o.push_str(
+        "<h2>Flow-sync peers</h2>\n<table class=\"peers\" id=\"sync-peers\"><thead><tr>\
+         <th class=\"l\">Peer</th><th>Bulk transfer</th><th>Bulk flows</th><th>Bulk took</th>\
+         <th>Bulk requests</th><th>Datagrams in</th><th>Last heard</th></tr></thead><tbody>\n",
+    );
+    for p in &s.peers {
+        o.push_str("<tr data-peer=\"");
+        esc(o, &p.address);
+        o.push_str("\"><td class=\"l\">");
+        esc(o, &p.address);
+        o.push_str("</td><td>");
+        esc(o, &p.bulk);
+        let _ = write!(o, "</td><td>{}</td><td>", p.bulk_flows);
+        match p.bulk_seconds {
+            Some(secs) => {
+                let _ = write!(o, "{secs:.1} s");
+            }
+            None => o.push('–'),
+        }
+        let _ = write!(
+            o,
+            "</td><td>{}</td><td>{}</td><td>",
+            p.bulk_requests, p.datagrams_received
+        );
+        match p.last_heard_seconds {
+            Some(secs) => {
+                let _ = write!(o, "{} ago", duration(secs));
+            }
+            None => o.push_str("never"),
+        }
+        o.push_str("</td></tr>\n");
+    }
+    o.push_str("</tbody></table>\n");
+}
+
 /// One `<tr><th>name</th><td>value</td></tr>` of the summary; `value` is
 /// markup the caller made safe.
 fn summary_row(out: &mut String, name: &str, value: &str) {
@@ -250,8 +319,7 @@ pub fn render(stats: &Stats, list: &List, extra: &Extra, now_unix: f64) -> Strin
         "<span class=\"off\" id=\"announce\">announce off</span> (the VIPs are not announced)"
     };
     summary_row(o, "Role", role);
-    // Flow sync (issue 10) adds its state here once `Stats` carries the sync
-    // thread's counters: peers, last datagram in and out, errors by reason.
+    summary_row(o, "Flow sync", &sync_summary(stats.sync.as_ref()));
     let reload = if extra.last_reload_successful {
         format!(
             "<span class=\"on\" id=\"reload\">ok</span>, config loaded {} ago, generation {}",
@@ -309,6 +377,10 @@ pub fn render(stats: &Stats, list: &List, extra: &Extra, now_unix: f64) -> Strin
             "<p class=\"meta\" id=\"truncated\">{hidden_services} more services not shown: \
              this page lists at most {MAX_SERVER_ROWS} servers (ulvsadm list has them all).</p>"
         );
+    }
+
+    if let Some(sync) = &stats.sync {
+        sync_peers(o, sync);
     }
 
     o.push_str(
@@ -500,7 +572,7 @@ mod tests {
             "!DOCTYPE", "html", "head", "meta", "title", "/title", "style", "/style", "/head", "body", "h1",
             "/h1", "p", "/p", "a", "/a", "table", "/table", "tr", "/tr", "th", "/th", "td", "/td", "span",
             "/span", "h2", "/h2", "caption", "/caption", "thead", "/thead", "tbody", "/tbody", "tfoot",
-            "/tfoot", "/body", "/html",
+            "/tfoot", "code", "/code", "/body", "/html",
         ];
         for t in &tags {
             assert!(ours.contains(t), "unexpected tag <{t}");
@@ -554,6 +626,54 @@ mod tests {
         );
         assert!(p.contains("46 more services not shown"));
         assert!(p.len() < 1200 * MAX_SERVER_ROWS, "{} bytes", p.len());
+    }
+
+    #[test]
+    fn flow_sync_state_and_peers() {
+        use super::super::snapshot::SyncPeerSnap;
+        let (mut s, l) = fixture();
+        let off = render(&s, &l, &extra(), 1_700_000_000.0);
+        assert!(off.contains("<span id=\"sync\">off</span>"), "{off}");
+        assert!(!off.contains("sync-peers"));
+        s.sync = Some(SyncSnap {
+            listen: "198.18.0.2:8848".into(),
+            authenticated: true,
+            refresh_ms: 1000,
+            datagrams_sent: 4,
+            flows_sent: 50,
+            datagrams_received: 9,
+            flows_received: 120,
+            rejected: BTreeMap::from([("bad_mac".to_string(), 2), ("replay".to_string(), 0)]),
+            peers: vec![
+                SyncPeerSnap {
+                    address: "198.18.0.3:8848".into(),
+                    bulk: "complete".into(),
+                    bulk_requests: 1,
+                    bulk_flows: 120,
+                    bulk_seconds: Some(0.25),
+                    datagrams_received: 9,
+                    last_heard_seconds: Some(2.0),
+                },
+                SyncPeerSnap {
+                    address: "<198.18.0.4>:8848".into(),
+                    bulk: "unanswered".into(),
+                    bulk_requests: 5,
+                    ..SyncPeerSnap::default()
+                },
+            ],
+            ..SyncSnap::default()
+        });
+        let p = render(&s, &l, &extra(), 1_700_000_000.0);
+        for want in [
+            "<span class=\"on\" id=\"sync\">on</span> 198.18.0.2:8848 (HMAC-SHA256), refresh every 1000 ms; \
+             sent 50 flows in 4 datagrams (0 send errors), received 120 flows in 9 datagrams, 2 rejected (bad_mac 2)",
+            "<tr data-peer=\"198.18.0.3:8848\"><td class=\"l\">198.18.0.3:8848</td><td>complete</td><td>120</td>\
+             <td>0.2 s</td><td>1</td><td>9</td><td>2s ago</td></tr>",
+            "<tr data-peer=\"&lt;198.18.0.4&gt;:8848\"><td class=\"l\">&lt;198.18.0.4&gt;:8848</td><td>unanswered</td>\
+             <td>0</td><td>–</td><td>5</td><td>0</td><td>never</td></tr>",
+        ] {
+            assert!(p.contains(want), "missing {want}\nin:\n{p}");
+        }
     }
 
     #[test]
