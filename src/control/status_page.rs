@@ -38,6 +38,7 @@ caption span{font-weight:400;color:#555}\
 tr.up td.state{background:#b8f0b8}tr.down td.state{background:#f4a8a8}\
 tr.draining td.state{background:#f8dc8c}tr.other td.state{background:#ddd}\
 td.reason{text-align:left;white-space:normal;max-width:32em;color:#733}\
+table.summary td{white-space:normal;max-width:60em}\
 tfoot th{background:#f0f0f0}\
 tr.zero td{color:#777}.on{color:#070;font-weight:600}.off{color:#a00;font-weight:600}";
 
