@@ -315,9 +315,9 @@ pub fn render(stats: &Stats, list: &List, extra: &Extra, now_unix: f64) -> Strin
 
     o.push_str("<table class=\"summary\" id=\"summary\">\n");
     let role = if stats.announcing {
-        "<span class=\"on\" id=\"announce\">announce on</span> (answers ARP for the VIPs)"
+        "<span class=\"on\" id=\"announce\">announce on</span> (the director announces its VIPs: ARP, or routes with <code>announce: route</code>)"
     } else {
-        "<span class=\"off\" id=\"announce\">announce off</span> (the VIPs are not announced)"
+        "<span class=\"off\" id=\"announce\">announce off</span> (the VIPs are not announced: a standby)"
     };
     summary_row(o, "Role", role);
     summary_row(o, "Flow sync", &sync_summary(stats.sync.as_ref()));
