@@ -43,9 +43,11 @@ use super::ctl::{Request, Response};
 use super::health::{self, Checker, ProbeKind, Target};
 use super::hostroutes::{HostRoutes, KernelRoutes, RouteDevice};
 use super::metrics;
+use super::process::ProcessStats;
 use super::publish::{self, Built, Iface, Inputs, MaglevCache, Runtime};
 use super::rates::{Counters, RateMeter};
 use super::snapshot::{ConnCounters, Stats};
+use super::status_page;
 use super::watchdog;
 use crate::dataplane::stats::WorkerStats;
 use crate::dataplane::worker::Shared;
@@ -144,6 +146,8 @@ pub struct Director {
     seen: HashMap<u32, [u8; 6]>,
     dirty: bool,
     started_unix: f64,
+    /// How the last load of the config went (`ulvs_config_last_reload_*`).
+    last_reload: LastReload,
     /// The XDP program when the workers run on AF_XDP (its address map
     /// follows the VIPs on reload).
     xdp: Option<Arc<XdpRedirect>>,
@@ -187,6 +191,23 @@ pub struct Director {
     /// Real servers whose next hop is not themselves (off-link, through a
     /// gateway): server address -> next-hop address.
     hops: HashMap<u32, u32>,
+}
+
+/// How the last attempt to load the config went: at start (which succeeded,
+/// or the director would not run), then at each reload.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LastReload {
+    ok: bool,
+    /// When the config in use was loaded, in seconds since the Unix epoch.
+    success_unix: f64,
+}
+
+/// Now, in seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// Does the config have any NAT service?
@@ -558,16 +579,21 @@ impl Director {
         r
     }
 
-    /// The Prometheus text exposition (the body of `GET /metrics`).
-    pub fn metrics_body(&self) -> String {
-        metrics::render(
-            &self.stats(),
-            &self.list(),
-            &metrics::Extra {
-                start_time_seconds: self.started_unix,
-                version: env!("CARGO_PKG_VERSION"),
-            },
-        )
+    /// The body of `GET /metrics` (Prometheus text) or `GET /` (the status
+    /// page), both from one snapshot.
+    pub fn http_body(&self, page: metrics::Page) -> String {
+        let (stats, list) = (self.stats(), self.list());
+        let extra = metrics::Extra {
+            start_time_seconds: self.started_unix,
+            version: env!("CARGO_PKG_VERSION"),
+            last_reload_successful: self.last_reload.ok,
+            last_reload_success_time_seconds: self.last_reload.success_unix,
+            process: ProcessStats::read(crate::io::sys::clock_ticks_per_second()),
+        };
+        match page {
+            metrics::Page::Metrics => metrics::render(&stats, &list, &extra),
+            metrics::Page::Status => status_page::render(&stats, &list, &extra, unix_now()),
+        }
     }
 
     fn set_server(

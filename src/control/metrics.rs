@@ -1,14 +1,22 @@
 //! Prometheus exposition of the director's counters and the scrape endpoint's
 //! HTTP handling (slow path). `render` turns one `Stats` + `List` snapshot into
-//! the text format 0.0.4; `http_response` answers one request head. Neither
-//! does I/O: the binary owns the listening socket and calls them per scrape.
+//! the text format 0.0.4; `http_response` answers one request head (`/metrics`
+//! with that text, `/` with the status page of [`super::status_page`], made
+//! from the same snapshot). Neither does I/O: the binary owns the listening
+//! socket and calls them per scrape.
+//!
+//! Names follow the Prometheus conventions: counters end in `_total`, units
+//! are base units (`_seconds`, `_bytes`), the process is described by the
+//! standard `process_*` families, and nothing is exported that `rate()` over a
+//! counter already gives (the smoothed rates stay in `ulvsadm list --rate`
+//! and on the status page).
 //!
 //! Every family is written whole under one `# HELP` and one `# TYPE` line:
 //! the text format requires a family's lines to form one group, and parsers
 //! reject a second `# TYPE` (promtool 2.42 does not notice a split family, so
 //! the tests check the grouping themselves).
 
-use super::rates::Rates;
+use super::process::ProcessStats;
 use super::snapshot::{ConnCounters, List, MetricKind, ServerSnap, ServiceSnap, Stats, STAT_FIELDS};
 
 /// The `Content-Type` of a scrape response.
@@ -17,10 +25,18 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// What the snapshots do not carry.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Extra {
-    /// When the director started, in seconds since the Unix epoch.
+    /// When the director started, in seconds since the Unix epoch
+    /// (`process_start_time_seconds` when `/proc` does not say).
     pub start_time_seconds: f64,
     /// The `version` label of `ulvs_build_info`.
     pub version: &'static str,
+    /// Whether the last attempt to load the config (at start, SIGHUP or
+    /// `ulvsadm reload`) took effect.
+    pub last_reload_successful: bool,
+    /// When the config in use was loaded, in seconds since the Unix epoch.
+    pub last_reload_success_time_seconds: f64,
+    /// The process's own resources (`process_*`).
+    pub process: ProcessStats,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -119,7 +135,6 @@ struct Traffic {
     bytes: u64,
     out_packets: u64,
     out_bytes: u64,
-    rates: Rates,
 }
 
 /// `From<&$snap>` for each snapshot type that carries the traffic fields.
@@ -135,7 +150,6 @@ macro_rules! traffic_from {
                     bytes: s.bytes,
                     out_packets: s.out_packets,
                     out_bytes: s.out_bytes,
-                    rates: s.rates,
                 }
             }
         }
@@ -183,30 +197,6 @@ const TRAFFIC: &[(&str, Kind, &str, Read)] = &[
         Kind::Counter,
         "Bytes of frames forwarded; direction=\"out\" (server to client) is seen in NAT mode only",
         Read::Dir(|t| Val::Int(t.bytes), |t| Val::Int(t.out_bytes)),
-    ),
-    (
-        "connections_per_second",
-        Kind::Gauge,
-        "New flows per second, smoothed",
-        Read::One(|t| Val::Float(t.rates.conns_per_s)),
-    ),
-    (
-        "packets_per_second",
-        Kind::Gauge,
-        "Frames forwarded per second, smoothed",
-        Read::Dir(
-            |t| Val::Float(t.rates.in_packets_per_s),
-            |t| Val::Float(t.rates.out_packets_per_s),
-        ),
-    ),
-    (
-        "bytes_per_second",
-        Kind::Gauge,
-        "Bytes forwarded per second, smoothed",
-        Read::Dir(
-            |t| Val::Float(t.rates.in_bytes_per_s),
-            |t| Val::Float(t.rates.out_bytes_per_s),
-        ),
     ),
 ];
 
@@ -351,6 +341,55 @@ fn sync_families(o: &mut Out, s: &crate::control::snapshot::SyncSnap) {
 /// The states of `ulvs_server_state`, one series each.
 const SERVER_STATES: [&str; 3] = ["up", "down", "draining"];
 
+/// The standard `process_*` families (as client_golang names them); one
+/// whose `/proc` source could not be read is left out, never exported as 0.
+fn process(o: &mut Out, extra: &Extra) {
+    use Kind::{Counter, Gauge};
+    use Val::{Float, Int};
+    let p = &extra.process;
+    let start = p.start_time_seconds.unwrap_or(extra.start_time_seconds);
+    o.single(
+        "process_start_time_seconds",
+        Gauge,
+        "Start time of the process since unix epoch in seconds.",
+        Float(start),
+    );
+    let floats = [(
+        "process_cpu_seconds_total",
+        Counter,
+        "Total user and system CPU time spent in seconds.",
+        p.cpu_seconds,
+    )];
+    for (name, kind, help, v) in floats {
+        if let Some(v) = v {
+            o.single(name, kind, help, Float(v));
+        }
+    }
+    let ints = [
+        (
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            p.resident_memory_bytes,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            p.virtual_memory_bytes,
+        ),
+        ("process_open_fds", "Number of open file descriptors.", p.open_fds),
+        (
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            p.max_fds,
+        ),
+    ];
+    for (name, help, v) in ints {
+        if let Some(v) = v {
+            o.single(name, Gauge, help, Int(v));
+        }
+    }
+}
+
 /// Prometheus text exposition format 0.0.4 for one scrape.
 pub fn render(stats: &Stats, list: &List, extra: &Extra) -> String {
     use Kind::{Counter, Gauge};
@@ -364,11 +403,18 @@ pub fn render(stats: &Stats, list: &List, extra: &Extra) -> String {
         "Always 1; the version label is the ulvs version.",
     );
     o.sample("ulvs_build_info", &[("version", extra.version)], Int(1));
+    process(o, extra);
     o.single(
-        "ulvs_start_time_seconds",
+        "ulvs_config_last_reload_successful",
         Gauge,
-        "When the director started, in seconds since the Unix epoch.",
-        Float(extra.start_time_seconds),
+        "1 if the last attempt to load the configuration (start, SIGHUP, ulvsadm reload) took effect, else 0.",
+        Int(u64::from(extra.last_reload_successful)),
+    );
+    o.single(
+        "ulvs_config_last_reload_success_timestamp_seconds",
+        Gauge,
+        "When the configuration in use was loaded, in seconds since the Unix epoch.",
+        Float(extra.last_reload_success_time_seconds),
     );
     let mut family = "";
     for f in STAT_FIELDS {
@@ -566,18 +612,32 @@ pub fn http_error(status: &str, body: &str) -> Vec<u8> {
     response(status, "", "text/plain; charset=utf-8", body, false)
 }
 
-const INDEX: &str = "<html><head><title>ulvs</title></head><body>\
-                     <h1>ulvs director</h1><p><a href=\"/metrics\">Metrics</a></p></body></html>\n";
+/// What a request asks the director to render.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// `GET /metrics`: the Prometheus text ([`render`]).
+    Metrics,
+    /// `GET /`: the HTML status page ([`super::status_page::render`]).
+    Status,
+}
+
+/// Headers of the status page: it must never be cached (it refreshes itself)
+/// and, since it carries operator-supplied names, may load nothing and run
+/// nothing even if an escaping bug let markup through (inline CSS only).
+const STATUS_HEADERS: &str = "Cache-Control: no-store\r\n\
+                              X-Content-Type-Options: nosniff\r\n\
+                              Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; \
+                              frame-ancestors 'none'; base-uri 'none'; form-action 'none'\r\n";
 
 /// Minimal HTTP/1.x handling for the scrape endpoint: `request_head` is the
 /// bytes of one request head (with or without its final blank line); the result
 /// is the full response, always with `Content-Length` and `Connection: close`.
 ///
 /// `GET /metrics` (or `HEAD`) answers 200 with [`CONTENT_TYPE`] and the body
-/// made by `body_for_metrics`, which is called for nothing else; `GET /` answers
-/// a small page pointing at `/metrics`; other paths 404, other methods 405 and
-/// a malformed head 400. A query string is ignored.
-pub fn http_response(request_head: &[u8], body_for_metrics: impl FnOnce() -> String) -> Vec<u8> {
+/// `body(Page::Metrics)`; `GET /` answers the HTML status page
+/// `body(Page::Status)`; `body` is called for nothing else. Other paths 404,
+/// other methods 405 and a malformed head 400. A query string is ignored.
+pub fn http_response(request_head: &[u8], body: impl FnOnce(Page) -> String) -> Vec<u8> {
     const TEXT: &str = "text/plain; charset=utf-8";
     let Some(req) = parse(request_head) else {
         return response("400 Bad Request", "", TEXT, "Bad Request\n", false);
@@ -597,8 +657,14 @@ pub fn http_response(request_head: &[u8], body_for_metrics: impl FnOnce() -> Str
         }
     };
     match req.path {
-        "/metrics" => response("200 OK", "", CONTENT_TYPE, &body_for_metrics(), head_only),
-        "/" => response("200 OK", "", "text/html; charset=utf-8", INDEX, head_only),
+        "/metrics" => response("200 OK", "", CONTENT_TYPE, &body(Page::Metrics), head_only),
+        "/" => response(
+            "200 OK",
+            STATUS_HEADERS,
+            "text/html; charset=utf-8",
+            &body(Page::Status),
+            head_only,
+        ),
         _ => response("404 Not Found", "", TEXT, "Not Found\n", head_only),
     }
 }
@@ -607,6 +673,7 @@ pub fn http_response(request_head: &[u8], body_for_metrics: impl FnOnce() -> Str
 mod tests {
     use std::collections::{BTreeMap, HashSet};
 
+    use super::super::rates::Rates;
     use super::*;
 
     fn fixture() -> (Stats, List, Extra) {
@@ -691,6 +758,16 @@ mod tests {
         let extra = Extra {
             start_time_seconds: 1_700_000_000.25,
             version: "0.1.0",
+            last_reload_successful: false,
+            last_reload_success_time_seconds: 1_700_000_100.5,
+            process: ProcessStats {
+                start_time_seconds: Some(1_699_999_999.5),
+                cpu_seconds: Some(12.25),
+                resident_memory_bytes: Some(8 << 20),
+                virtual_memory_bytes: Some(100 << 20),
+                open_fds: Some(17),
+                max_fds: Some(1024),
+            },
         };
         (
             stats,
@@ -730,15 +807,19 @@ mod tests {
         ("ulvs_listener_connections_open", "gauge"),
         ("ulvs_listener_connections_total", "counter"),
         ("ulvs_build_info", "gauge"),
-        ("ulvs_start_time_seconds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_virtual_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("ulvs_config_last_reload_successful", "gauge"),
+        ("ulvs_config_last_reload_success_timestamp_seconds", "gauge"),
         ("ulvs_service_active_flows", "gauge"),
         ("ulvs_service_inactive_flows", "gauge"),
         ("ulvs_service_connections_total", "counter"),
         ("ulvs_service_packets_total", "counter"),
         ("ulvs_service_bytes_total", "counter"),
-        ("ulvs_service_connections_per_second", "gauge"),
-        ("ulvs_service_packets_per_second", "gauge"),
-        ("ulvs_service_bytes_per_second", "gauge"),
         ("ulvs_server_up", "gauge"),
         ("ulvs_server_state", "gauge"),
         ("ulvs_server_weight", "gauge"),
@@ -747,9 +828,6 @@ mod tests {
         ("ulvs_server_connections_total", "counter"),
         ("ulvs_server_packets_total", "counter"),
         ("ulvs_server_bytes_total", "counter"),
-        ("ulvs_server_connections_per_second", "gauge"),
-        ("ulvs_server_packets_per_second", "gauge"),
-        ("ulvs_server_bytes_per_second", "gauge"),
     ];
 
     fn rendered() -> String {
@@ -777,7 +855,13 @@ mod tests {
                 .to_string(),
             "\nulvs_listener_connections_total{listener=\"control\",event=\"accepted\"} 9\n".to_string(),
             "\nulvs_listener_connections_total{listener=\"control\",event=\"too_large\"} 1\n".to_string(),
-            "\nulvs_start_time_seconds 1700000000.25\n".to_string(),
+            "\nprocess_start_time_seconds 1699999999.5\n".to_string(),
+            "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 12.25\n".to_string(),
+            "\nprocess_resident_memory_bytes 8388608\n".to_string(),
+            "\nprocess_open_fds 17\n".to_string(),
+            "\nprocess_max_fds 1024\n".to_string(),
+            "# TYPE ulvs_config_last_reload_successful gauge\nulvs_config_last_reload_successful 0\n".to_string(),
+            "\nulvs_config_last_reload_success_timestamp_seconds 1700000100.5\n".to_string(),
             "# TYPE ulvs_flow_capacity gauge\nulvs_flow_capacity 65536\n".to_string(),
             format!(
                 "# TYPE ulvs_service_packets_total counter\n\
@@ -785,8 +869,7 @@ mod tests {
                  ulvs_service_packets_total{{{web},direction=\"out\"}} 0\n"
             ),
             format!("\nulvs_service_active_flows{{{web}}} 5\n"),
-            format!("\nulvs_service_connections_per_second{{{web}}} 2.5\n"),
-            format!("\nulvs_server_packets_per_second{{{s11},direction=\"in\"}} 10\n"),
+            format!("\nulvs_service_connections_total{{{web}}} 40\n"),
             format!(
                 "# TYPE ulvs_server_state gauge\n\
                  ulvs_server_state{{{s11},state=\"up\"}} 1\n\
@@ -811,8 +894,6 @@ mod tests {
         let want = format!(
             "\nulvs_server_bytes_total{{{name},server=\"[2001:db8::11]:53\",direction=\"out\"}} 400\n"
         );
-        assert!(text.contains(&want), "{text}");
-        let want = format!("\nulvs_server_bytes_per_second{{{name},server=\"[2001:db8::11]:53\",direction=\"out\"}} 0.3333333333333333\n");
         assert!(text.contains(&want), "{text}");
         let mut s = String::new();
         escape_into(&mut s, "a\"b\\c\nd", false);
@@ -906,15 +987,15 @@ mod tests {
         (status, headers, body.to_string())
     }
 
-    fn no_body() -> String {
-        panic!("metrics rendered for a request that does not want them")
+    fn no_body(page: Page) -> String {
+        panic!("{page:?} rendered for a request that does not want it")
     }
 
     #[test]
     fn http_metrics() {
         let body = "ulvs_workers 2\n";
         let req = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9469\r\nAccept: text/plain;version=0.0.4\r\n\r\n";
-        let (st, h, b) = split(&http_response(req.as_bytes(), || body.into()));
+        let (st, h, b) = split(&http_response(req.as_bytes(), |_| body.into()));
         assert_eq!(st, "HTTP/1.1 200 OK");
         assert!(h.contains(&("Content-Type".into(), CONTENT_TYPE.into())));
         assert_eq!(b, body);
@@ -923,11 +1004,11 @@ mod tests {
             "GET /metrics HTTP/1.1",
             "GET http://localhost:9469/metrics HTTP/1.1\r\n\r\n",
         ] {
-            let (st, _, b) = split(&http_response(req.as_bytes(), || body.into()));
+            let (st, _, b) = split(&http_response(req.as_bytes(), |_| body.into()));
             assert_eq!((st.as_str(), b.as_str()), ("HTTP/1.1 200 OK", body), "{req:?}");
         }
         let (st, h, b) = split_head(
-            &http_response(b"HEAD /metrics HTTP/1.1\r\n\r\n", || body.into()),
+            &http_response(b"HEAD /metrics HTTP/1.1\r\n\r\n", |_| body.into()),
             true,
         );
         assert_eq!(st, "HTTP/1.1 200 OK");
@@ -937,10 +1018,23 @@ mod tests {
 
     #[test]
     fn http_index_404_405_400() {
-        let (st, h, b) = split(&http_response(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", no_body));
+        let page = |p: Page| {
+            assert_eq!(p, Page::Status);
+            "<html>status</html>".to_string()
+        };
+        let (st, h, b) = split(&http_response(b"GET /?x=1 HTTP/1.1\r\nHost: x\r\n\r\n", page));
         assert_eq!(st, "HTTP/1.1 200 OK");
         assert!(h.contains(&("Content-Type".into(), "text/html; charset=utf-8".into())));
-        assert!(b.contains("href=\"/metrics\""));
+        assert!(h.contains(&("Cache-Control".into(), "no-store".into())));
+        let csp = h.iter().find(|(k, _)| k == "Content-Security-Policy").unwrap();
+        assert!(
+            csp.1
+                .starts_with("default-src 'none'; style-src 'unsafe-inline';"),
+            "{csp:?}"
+        );
+        assert_eq!(b, "<html>status</html>");
+        let (st, _, b) = split_head(&http_response(b"HEAD / HTTP/1.1\r\n\r\n", page), true);
+        assert_eq!((st.as_str(), b.as_str()), ("HTTP/1.1 200 OK", ""));
 
         let (st, _, _) = split(&http_response(b"GET /metricsx HTTP/1.1\r\n\r\n", no_body));
         assert_eq!(st, "HTTP/1.1 404 Not Found");

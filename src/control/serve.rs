@@ -216,8 +216,8 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
 
 /// Answer one HTTP request head with [`metrics::http_response`]; a head it
 /// answers with 400 counts as a bad request.
-pub fn http_reply(head: &[u8], body_for_metrics: impl FnOnce() -> String) -> Reply {
-    let bytes = metrics::http_response(head, body_for_metrics);
+pub fn http_reply(head: &[u8], body: impl FnOnce(metrics::Page) -> String) -> Reply {
+    let bytes = metrics::http_response(head, body);
     let bad_request = bytes.starts_with(b"HTTP/1.1 400");
     Reply { bytes, bad_request }
 }

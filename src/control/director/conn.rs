@@ -65,7 +65,7 @@ impl Listeners {
         }
         self.control.tick(registry, now, &mut answer);
         if let Some(h) = &mut self.http {
-            let mut answer = |head: &[u8]| serve::http_reply(head, || d.metrics_body());
+            let mut answer = |head: &[u8]| serve::http_reply(head, |page| d.http_body(page));
             for &t in tokens {
                 h.ready(registry, t, now, &mut answer);
             }

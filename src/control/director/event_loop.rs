@@ -186,10 +186,11 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         gateway,
         seen: HashMap::new(),
         dirty: false,
-        started_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0),
+        started_unix: super::unix_now(),
+        last_reload: super::LastReload {
+            ok: true,
+            success_unix: super::unix_now(),
+        },
         xdp,
         cache: MaglevCache::default(),
         digests: HashMap::new(),

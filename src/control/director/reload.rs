@@ -199,10 +199,15 @@ impl Director {
         match &result {
             Ok(msg) => {
                 self.slow.reloads += 1;
+                self.last_reload = super::LastReload {
+                    ok: true,
+                    success_unix: super::unix_now(),
+                };
                 info!("{msg}");
             }
             Err(e) => {
                 self.slow.reload_failures += 1;
+                self.last_reload.ok = false;
                 for line in e.lines() {
                     error!("reload rejected: {line}");
                 }

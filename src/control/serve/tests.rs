@@ -339,7 +339,7 @@ fn http_endpoint(limits: Limits) -> (Poll, Endpoint<mio::net::TcpListener>, std:
 }
 
 fn http_answer(head: &[u8]) -> Reply {
-    http_reply(head, || "ulvs_up 1\n".to_string())
+    http_reply(head, |_| "ulvs_up 1\n".to_string())
 }
 
 fn scrape(addr: std::net::SocketAddr, head: &[u8]) -> (String, Duration) {
