@@ -115,6 +115,12 @@ impl Ipv6Error {
         Ipv6Error::FragmentNoTransport,
     ];
 
+    /// This class's position in [`Ipv6Error::ALL`] (a counter array index).
+    #[inline]
+    pub fn index(&self) -> usize {
+        *self as usize
+    }
+
     /// The stable counter name of this class.
     pub fn name(&self) -> &'static str {
         match self {
@@ -814,6 +820,10 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), Ipv6Error::ALL.len());
         assert!(names.iter().all(|n| n.starts_with("v6_")));
+        for (i, e) in Ipv6Error::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i);
+            assert_eq!(e.to_string(), e.name());
+        }
         assert_eq!(WireError::from(Ipv6Error::Truncated), WireError::Truncated);
         assert_eq!(WireError::from(Ipv6Error::Jumbo), WireError::Malformed);
     }
