@@ -974,7 +974,7 @@ fn icmpv6_quotes_and_neighbor_discovery() {
     let quoted = PacketBuilder6::new(vip, client)
         .ext(Ext6::DestOpts(vec![1, 2, 0, 0]))
         .tcp(80, 40000, tcp::ACK, &[0; 1200]);
-    let body = &quoted[14..14 + 1232 - 8];
+    let body = &quoted[14..14 + icmpv6::MAX_QUOTE_LEN];
     let f = PacketBuilder6::new(router, vip).icmpv6(icmpv6::PACKET_TOO_BIG, 0, 1400u32.to_be_bytes(), body);
     let o = ours(&f).unwrap();
     assert_eq!(o.l4, L4::Icmpv6 { kind: 2, code: 0 });
@@ -985,6 +985,25 @@ fn icmpv6_quotes_and_neighbor_discovery() {
         (q.ports(), q.protocol(), m.mtu()),
         (Some((80, 40000)), nh::TCP, 1400)
     );
+
+    // The same error written in place around the quote.
+    let mut g = PacketBuilder6::new(router, vip).ethernet_header().to_vec();
+    g.extend_from_slice(&[0; 48]);
+    g.extend_from_slice(&quoted[14..]);
+    let n = icmpv6::write_error(
+        &mut g[14..],
+        &router.octets(),
+        &vip.octets(),
+        64,
+        icmpv6::PACKET_TOO_BIG,
+        0,
+        1400u32.to_be_bytes(),
+        icmpv6::MAX_QUOTE_LEN,
+    )
+    .unwrap();
+    g.truncate(14 + n);
+    assert_eq!(g, f);
+    assert_eq!(compare(&g), None);
 
     let mut buf = [0u8; ndp::FRAME_LEN];
     ndp::write_solicitation(&mut buf, [2, 0, 0, 0, 0, 1], &router.octets(), &vip.octets()).unwrap();

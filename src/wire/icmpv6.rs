@@ -23,6 +23,10 @@ pub const CODE_PORT_UNREACHABLE: u8 = 4;
 /// asks for less, and an ICMPv6 error is never longer.
 pub const MIN_MTU: u32 = 1280;
 
+/// Most bytes of the invoking packet an error quotes: the whole error then
+/// fits the minimum MTU (RFC 4443 section 2.4 (c)): 1280 - 40 - 8.
+pub const MAX_QUOTE_LEN: usize = MIN_MTU as usize - ipv6::HEADER_LEN - HEADER_LEN;
+
 mod field {
     pub const TYPE: usize = 0;
     pub const CODE: usize = 1;
@@ -224,6 +228,52 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Message<T> {
     }
 }
 
+/// Write an ICMPv6 error packet around a quote already in place: `packet`
+/// starts where the IPv6 header goes and holds the quoted bytes at
+/// `48..48 + quote_len` (so a frame can become its own error in place, by
+/// making 48 bytes of room in front of it, as `rewrite::icmp_frag_needed`
+/// does for IPv4). Fills the IPv6 header (`src` -> `dst`, `hop_limit`,
+/// next header 58) and the ICMPv6 header (`kind`, `code`, `rest`: the MTU
+/// of a Packet Too Big, the pointer of a Parameter Problem) with its
+/// checksum. Returns the packet's length.
+///
+/// # Errors
+/// `Truncated` when `packet` is shorter than `48 + quote_len`; `Malformed`
+/// when `quote_len` exceeds [`MAX_QUOTE_LEN`].
+#[allow(clippy::too_many_arguments)]
+pub fn write_error(
+    packet: &mut [u8],
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    hop_limit: u8,
+    kind: u8,
+    code: u8,
+    rest: [u8; 4],
+    quote_len: usize,
+) -> Result<usize, WireError> {
+    if quote_len > MAX_QUOTE_LEN {
+        return Err(WireError::Malformed);
+    }
+    let len = ipv6::HEADER_LEN + HEADER_LEN + quote_len;
+    if packet.len() < len {
+        return Err(WireError::Truncated);
+    }
+    let packet = &mut packet[..len];
+    let mut ip = ipv6::Packet::new_unchecked(&mut packet[..]);
+    ip.set_ver_tc_flow(0, 0);
+    ip.set_payload_len((HEADER_LEN + quote_len) as u16);
+    ip.set_next_header(next_header::ICMPV6);
+    ip.set_hop_limit(hop_limit);
+    ip.set_src(*src);
+    ip.set_dst(*dst);
+    let mut m = Message::new_unchecked(&mut packet[ipv6::HEADER_LEN..]);
+    m.set_type(kind);
+    m.set_code(code);
+    m.set_rest(rest);
+    m.fill_checksum(src, dst);
+    Ok(len)
+}
+
 mod quote {
     pub const NEXT_HEADER: usize = 6;
     pub const SRC: core::ops::Range<usize> = 8..24;
@@ -416,6 +466,48 @@ mod tests {
         q.set_dst(CLIENT);
         m.fill_checksum(&ROUTER, &VIP);
         assert_eq!(b, want);
+    }
+
+    #[test]
+    fn error_written_around_its_quote() {
+        // A 1400-byte packet VIP -> CLIENT becomes a Packet Too Big
+        // quoting its first 1232 bytes.
+        let mut buf = vec![0xa5u8; 48 + 1400];
+        buf[48..88].copy_from_slice(&{
+            let mut h = [0u8; 40];
+            h[..8].copy_from_slice(&[0x60, 0, 0, 0, 0x05, 0x50, next_header::TCP, 64]);
+            h[8..24].copy_from_slice(&CLIENT);
+            h[24..40].copy_from_slice(&VIP);
+            h
+        });
+        buf[88..92].copy_from_slice(&[0x9c, 0x40, 0, 80]);
+        let n = write_error(
+            &mut buf,
+            &VIP,
+            &CLIENT,
+            64,
+            PACKET_TOO_BIG,
+            0,
+            1360u32.to_be_bytes(),
+            MAX_QUOTE_LEN,
+        );
+        assert_eq!(n, Ok(1280));
+        let ip = ipv6::Packet::new_checked(&buf[..1280]).unwrap();
+        assert_eq!(
+            (ip.payload_len(), ip.hop_limit(), ip.src(), ip.dst()),
+            (1240, 64, VIP, CLIENT)
+        );
+        let m = Message::new_checked(ip.payload()).unwrap();
+        assert!(m.verify_checksum(&VIP, &CLIENT));
+        assert_eq!((m.msg_type(), m.mtu()), (PACKET_TOO_BIG, 1360));
+        let q = m.quote().unwrap();
+        assert_eq!((q.src(), q.dst(), q.ports()), (CLIENT, VIP, Some((40000, 80))));
+        let e = |len: usize, q: usize| {
+            let mut b = vec![0u8; len];
+            write_error(&mut b, &VIP, &CLIENT, 64, 1, 4, [0; 4], q).unwrap_err()
+        };
+        assert_eq!(e(48 + 9, 10), WireError::Truncated);
+        assert_eq!(e(2000, MAX_QUOTE_LEN + 1), WireError::Malformed);
     }
 
     #[test]
