@@ -1,15 +1,19 @@
-//! [`PacketBuilder`]: complete Ethernet + IPv4 frames with valid checksums,
+//! [`PacketBuilder`] and [`PacketBuilder6`]: complete Ethernet + IPv4 and
+//! Ethernet + IPv6 frames (with extension headers and fragments) with valid
+//! checksums,
 //! the one way tests, benchmarks, fuzz targets and `ulvs-bench-gen` make
 //! frames (slow path: every frame is a fresh `Vec`; build templates before a
 //! measured or allocation-counted section, then edit them in place).
 //!
 //! Emitting is the inverse of the views: byte offsets are those of the
 //! [`ethernet`](super::ethernet), [`ipv4`](super::ipv4), [`tcp`](super::tcp),
-//! [`udp`](super::udp) and [`icmp`](super::icmp) modules.
+//! [`udp`](super::udp), [`icmp`](super::icmp), [`ipv6`](super::ipv6) and
+//! [`icmpv6`](super::icmpv6) modules.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::{checksum, ethernet, icmp, ipv4, put16, put32, tcp, udp};
+use super::ipv6::next_header;
+use super::{checksum, ethernet, icmp, icmpv6, ipv4, ipv6, put16, put32, tcp, udp};
 
 /// IP protocol numbers the builder emits.
 pub mod proto {
@@ -254,6 +258,309 @@ impl PacketBuilder {
     }
 }
 
+/// The TCP/UDP/ICMPv6 checksum field value of upper-layer bytes `l4`
+/// (whose own checksum field must be zero) between `src` and `dst` over IPv6.
+pub fn l4_checksum6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, l4: &[u8]) -> u16 {
+    let s = checksum::pseudo_header6(&src.octets(), &dst.octets(), next_header, l4.len() as u32);
+    !checksum::sum(l4, u32::from(s))
+}
+
+/// An IPv6 extension header for [`PacketBuilder6`]. Option and routing
+/// data are padded with zeros to the header's 8-byte multiple.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ext6 {
+    /// Hop-by-hop options: the option bytes after next header and length.
+    HopByHop(Vec<u8>),
+    /// Destination options: the option bytes after next header and length.
+    DestOpts(Vec<u8>),
+    /// Routing: type, segments left, then `data` (after the 4 fixed bytes).
+    Routing {
+        routing_type: u8,
+        segments_left: u8,
+        data: Vec<u8>,
+    },
+    /// Authentication (RFC 4302): SPI, sequence, then the ICV (padded to
+    /// make the header a multiple of 8 bytes).
+    Auth { spi: u32, seq: u32, icv: Vec<u8> },
+    /// Fragment: offset in bytes (a multiple of 8), M flag, identification.
+    Fragment { offset: usize, more: bool, ident: u32 },
+    /// Bytes as given, with `kind` as its protocol number; the first byte
+    /// is overwritten with the next header (for malformed chains).
+    Raw { kind: u8, bytes: Vec<u8> },
+}
+
+impl Ext6 {
+    /// The next-header number that announces this header.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Ext6::HopByHop(_) => next_header::HOP_BY_HOP,
+            Ext6::DestOpts(_) => next_header::DEST_OPTS,
+            Ext6::Routing { .. } => next_header::ROUTING,
+            Ext6::Auth { .. } => next_header::AUTH,
+            Ext6::Fragment { .. } => next_header::FRAGMENT,
+            Ext6::Raw { kind, .. } => *kind,
+        }
+    }
+
+    /// The header's bytes, followed by `next`.
+    ///
+    /// # Panics
+    /// If a fragment offset is not a multiple of 8 or above 65,528, or an
+    /// option or routing area is longer than 2,040 bytes.
+    pub fn emit(&self, next: u8) -> Vec<u8> {
+        let padded = |head: &[u8], data: &[u8]| {
+            let mut h = head.to_vec();
+            h.extend_from_slice(data);
+            while h.len() % 8 != 0 {
+                h.push(0);
+            }
+            let units = h.len() / 8 - 1;
+            assert!(units <= 255, "extension header too long");
+            h[1] = units as u8;
+            h
+        };
+        let mut h = match self {
+            Ext6::HopByHop(o) | Ext6::DestOpts(o) => padded(&[next, 0], o),
+            Ext6::Routing {
+                routing_type,
+                segments_left,
+                data,
+            } => padded(&[next, 0, *routing_type, *segments_left], data),
+            Ext6::Auth { spi, seq, icv } => {
+                let mut h = vec![next, 0, 0, 0];
+                h.extend_from_slice(&spi.to_be_bytes());
+                h.extend_from_slice(&seq.to_be_bytes());
+                h.extend_from_slice(icv);
+                while h.len() % 8 != 0 {
+                    h.push(0);
+                }
+                h[1] = (h.len() / 4 - 2) as u8;
+                h
+            }
+            Ext6::Fragment { offset, more, ident } => {
+                assert!(offset % 8 == 0 && *offset <= 0xfff8, "bad fragment offset");
+                let mut h = vec![next, 0, 0, 0];
+                put16(&mut h, 2, (*offset as u16) | u16::from(*more));
+                h.extend_from_slice(&ident.to_be_bytes());
+                h
+            }
+            Ext6::Raw { bytes, .. } => bytes.clone(),
+        };
+        if let Some(b) = h.first_mut() {
+            *b = next;
+        }
+        h
+    }
+}
+
+/// Header fields of the IPv6 frames to build; as [`PacketBuilder`], each
+/// frame method emits one frame. Defaults: router -> director MACs, hop
+/// limit 64, traffic class 0, flow label 0, no extension headers, TCP
+/// sequence `0x01020304`, acknowledgment 0, window 64240. Transport
+/// checksums use `dst` (not a routing header's final segment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketBuilder6 {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub hop_limit: u8,
+    pub traffic_class: u8,
+    pub flow_label: u32,
+    /// Extension headers, in order, between the fixed header and the
+    /// upper-layer header.
+    pub exts: Vec<Ext6>,
+    pub seq: u32,
+    pub ack: u32,
+    pub window: u16,
+}
+
+impl PacketBuilder6 {
+    pub fn new(src: impl Into<Ipv6Addr>, dst: impl Into<Ipv6Addr>) -> Self {
+        PacketBuilder6 {
+            dst_mac: DIRECTOR_MAC,
+            src_mac: ROUTER_MAC,
+            src: src.into(),
+            dst: dst.into(),
+            hop_limit: 64,
+            traffic_class: 0,
+            flow_label: 0,
+            exts: Vec::new(),
+            seq: 0x0102_0304,
+            ack: 0,
+            window: 64240,
+        }
+    }
+
+    /// Ethernet destination and source.
+    pub fn macs(mut self, dst: [u8; 6], src: [u8; 6]) -> Self {
+        self.dst_mac = dst;
+        self.src_mac = src;
+        self
+    }
+
+    pub fn hop_limit(mut self, hop_limit: u8) -> Self {
+        self.hop_limit = hop_limit;
+        self
+    }
+
+    /// Traffic class and (20-bit) flow label.
+    pub fn class_flow(mut self, traffic_class: u8, flow_label: u32) -> Self {
+        self.traffic_class = traffic_class;
+        self.flow_label = flow_label & 0x000f_ffff;
+        self
+    }
+
+    /// Append an extension header.
+    pub fn ext(mut self, e: Ext6) -> Self {
+        self.exts.push(e);
+        self
+    }
+
+    /// TCP sequence number.
+    pub fn seq(mut self, seq: u32) -> Self {
+        self.seq = seq;
+        self
+    }
+
+    /// The 14-byte Ethernet header (IPv6 ethertype).
+    pub fn ethernet_header(&self) -> [u8; ethernet::HEADER_LEN] {
+        let mut h = [0u8; ethernet::HEADER_LEN];
+        h[0..6].copy_from_slice(&self.dst_mac);
+        h[6..12].copy_from_slice(&self.src_mac);
+        put16(&mut h, 12, 0x86dd);
+        h
+    }
+
+    /// The 40-byte fixed header for `payload_len` bytes after it, the
+    /// first of which is `next`.
+    ///
+    /// # Panics
+    /// If `payload_len` exceeds 65,535 (jumbograms are not built).
+    pub fn ipv6_header(&self, next: u8, payload_len: usize) -> [u8; ipv6::HEADER_LEN] {
+        let mut h = [0u8; ipv6::HEADER_LEN];
+        let mut p = ipv6::Packet::new_unchecked(&mut h[..]);
+        p.set_ver_tc_flow(self.traffic_class, self.flow_label);
+        p.set_payload_len(u16::try_from(payload_len).expect("payload length"));
+        p.set_next_header(next);
+        p.set_hop_limit(self.hop_limit);
+        p.set_src(self.src.octets());
+        p.set_dst(self.dst.octets());
+        h
+    }
+
+    /// Ethernet + IPv6 + this builder's extension headers + `extra` ones +
+    /// `payload` (upper-layer protocol `upper`) as given.
+    fn frame_with(&self, extra: &[Ext6], upper: u8, payload: &[u8]) -> Vec<u8> {
+        let all: Vec<&Ext6> = self.exts.iter().chain(extra).collect();
+        let mut exts = Vec::new();
+        for (i, e) in all.iter().enumerate() {
+            let next = all.get(i + 1).map_or(upper, |n| n.kind());
+            exts.extend_from_slice(&e.emit(next));
+        }
+        let first = all.first().map_or(upper, |e| e.kind());
+        let mut f = Vec::with_capacity(14 + 40 + exts.len() + payload.len());
+        f.extend_from_slice(&self.ethernet_header());
+        f.extend_from_slice(&self.ipv6_header(first, exts.len() + payload.len()));
+        f.extend_from_slice(&exts);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// Ethernet + IPv6 (+ extension headers) + `payload` of protocol
+    /// `upper` as given (a fragment's bytes, an inner packet of
+    /// IPv6-in-IPv6).
+    pub fn ip(&self, upper: u8, payload: &[u8]) -> Vec<u8> {
+        self.frame_with(&[], upper, payload)
+    }
+
+    /// The TCP segment (20-byte header) + `payload`, checksum over IPv6.
+    pub fn tcp_segment(&self, sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut t = vec![0u8; tcp::MIN_HEADER_LEN];
+        put16(&mut t, 0, sport);
+        put16(&mut t, 2, dport);
+        put32(&mut t, 4, self.seq);
+        put32(&mut t, 8, self.ack);
+        t[12] = 0x50;
+        t[13] = flags;
+        put16(&mut t, 14, self.window);
+        t.extend_from_slice(payload);
+        let c = l4_checksum6(self.src, self.dst, next_header::TCP, &t);
+        put16(&mut t, tcp::CHECKSUM_OFFSET, c);
+        t
+    }
+
+    /// The UDP datagram + `payload`, checksum over IPv6 (0 sent as 0xffff).
+    pub fn udp_datagram(&self, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut u = vec![0u8; udp::HEADER_LEN];
+        put16(&mut u, 0, sport);
+        put16(&mut u, 2, dport);
+        put16(&mut u, 4, (udp::HEADER_LEN + payload.len()) as u16);
+        u.extend_from_slice(payload);
+        let c = match l4_checksum6(self.src, self.dst, next_header::UDP, &u) {
+            0 => 0xffff,
+            c => c,
+        };
+        put16(&mut u, udp::CHECKSUM_OFFSET, c);
+        u
+    }
+
+    /// The ICMPv6 message: type, code, the 4 bytes after the checksum
+    /// (identifier and sequence, MTU, pointer, flags) and `body`.
+    pub fn icmpv6_message(&self, icmp_type: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(icmpv6::HEADER_LEN + body.len());
+        m.extend_from_slice(&[icmp_type, code, 0, 0]);
+        m.extend_from_slice(&rest);
+        m.extend_from_slice(body);
+        let c = l4_checksum6(self.src, self.dst, next_header::ICMPV6, &m);
+        put16(&mut m, icmpv6::CHECKSUM_OFFSET, c);
+        m
+    }
+
+    /// Ethernet + IPv6 + TCP + `payload`, valid checksum.
+    pub fn tcp(&self, sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+        self.ip(next_header::TCP, &self.tcp_segment(sport, dport, flags, payload))
+    }
+
+    /// Ethernet + IPv6 + UDP + `payload`, valid checksum.
+    pub fn udp(&self, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        self.ip(next_header::UDP, &self.udp_datagram(sport, dport, payload))
+    }
+
+    /// Ethernet + IPv6 + ICMPv6, valid checksum.
+    pub fn icmpv6(&self, icmp_type: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
+        self.ip(
+            next_header::ICMPV6,
+            &self.icmpv6_message(icmp_type, code, rest, body),
+        )
+    }
+
+    /// `l4` (a whole upper-layer message with its checksum, protocol
+    /// `upper`) cut into fragments at byte offsets `cuts` (multiples of 8),
+    /// each with this builder's extension headers then a fragment header
+    /// of identification `ident`.
+    ///
+    /// # Panics
+    /// If a cut is not a multiple of 8, not increasing, or beyond `l4`.
+    pub fn fragments(&self, upper: u8, l4: &[u8], cuts: &[usize], ident: u32) -> Vec<Vec<u8>> {
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(cuts);
+        bounds.push(l4.len());
+        bounds
+            .windows(2)
+            .map(|w| {
+                assert!(w[0] < w[1] && w[1] <= l4.len(), "bad fragment cuts {cuts:?}");
+                let frag = Ext6::Fragment {
+                    offset: w[0],
+                    more: w[1] < l4.len(),
+                    ident,
+                };
+                self.frame_with(&[frag], upper, &l4[w[0]..w[1]])
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +633,72 @@ mod tests {
             assert_eq!(ip.flags_frag(), mf | [0, 3, 6][i]);
             assert_eq!(checksum::sum(&f[14..34], 0), 0xffff);
             joined.extend_from_slice(&f[34..]);
+        }
+        assert_eq!(joined, l4);
+    }
+
+    const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x71, 0, 0, 0, 0, 7);
+    const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 1);
+
+    #[test]
+    fn ipv6_frames_parse_back() {
+        use crate::wire::{icmpv6, ipv6};
+        let b = PacketBuilder6::new(CLIENT6, VIP6)
+            .hop_limit(57)
+            .class_flow(0xb8, 0x12345)
+            .ext(Ext6::HopByHop(vec![1, 0]))
+            .ext(Ext6::Routing {
+                routing_type: 4,
+                segments_left: 0,
+                data: vec![0; 20],
+            })
+            .ext(Ext6::DestOpts(vec![]))
+            .ext(Ext6::Auth {
+                spi: 1,
+                seq: 2,
+                icv: vec![9; 12],
+            });
+        let f = b.tcp(40000, 80, tcp::SYN, b"hello");
+        assert_eq!(&f[12..14], &[0x86, 0xdd]);
+        let ip = ipv6::Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!(
+            (ip.hop_limit(), ip.traffic_class(), ip.flow_label()),
+            (57, 0xb8, 0x12345)
+        );
+        assert_eq!((ip.src(), ip.dst()), (CLIENT6.octets(), VIP6.octets()));
+        let c = ip.walk().unwrap();
+        // 8 (HBH) + 24 (routing) + 8 (dest opts) + 24 (AH with 12 bytes ICV)
+        assert_eq!((c.protocol, c.transport_offset), (6, 40 + 64));
+        let seg = tcp::Segment::new_checked(&f[14 + c.transport_offset..]).unwrap();
+        assert_eq!((seg.src_port(), seg.dst_port()), (40000, 80));
+        assert!(seg.verify_checksum6(&CLIENT6.octets(), &VIP6.octets()));
+
+        let b = PacketBuilder6::new(CLIENT6, VIP6);
+        let f = b.udp(5000, 53, b"q");
+        let d = udp::Datagram::new_checked(&f[54..]).unwrap();
+        assert!(d.verify_checksum6(&CLIENT6.octets(), &VIP6.octets()));
+        let f = b.icmpv6(icmpv6::ECHO_REQUEST, 0, [0, 1, 0, 2], b"ping");
+        let m = icmpv6::Message::new_checked(&f[54..]).unwrap();
+        assert!(m.verify_checksum(&CLIENT6.octets(), &VIP6.octets()));
+        assert_eq!((m.echo_ident(), m.echo_seq()), (1, 2));
+    }
+
+    #[test]
+    fn ipv6_fragments_cover_the_datagram() {
+        use crate::wire::ipv6;
+        let b = PacketBuilder6::new(CLIENT6, VIP6).ext(Ext6::DestOpts(vec![]));
+        let l4 = b.udp_datagram(5000, 53, &[0xa5; 56]);
+        let frags = b.fragments(next_header::UDP, &l4, &[24, 48], 0xabcd);
+        let mut joined = Vec::new();
+        for (i, f) in frags.iter().enumerate() {
+            let ip = ipv6::Packet::new_checked(&f[14..]).unwrap();
+            let c = ip.walk().unwrap();
+            let fr = c.fragment.unwrap();
+            assert_eq!((fr.ident, fr.offset, fr.more), (0xabcd, [0, 3, 6][i], i < 2));
+            assert_eq!(fr.header_offset, 48);
+            assert_eq!(c.transport_offset, 56);
+            assert_eq!(c.protocol, next_header::UDP);
+            joined.extend_from_slice(&f[14 + 56..]);
         }
         assert_eq!(joined, l4);
     }

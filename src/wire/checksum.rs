@@ -1,5 +1,5 @@
 //! Internet checksum helpers (RFC 1071 full sums, RFC 1624 incremental
-//! updates, the IPv4 pseudo-header). Fast path.
+//! updates, the IPv4 and IPv6 pseudo-headers). Fast path.
 
 use super::ipv4::Protocol;
 use super::{put16, WireError};
@@ -60,6 +60,47 @@ pub fn pseudo_header(src: u32, dst: u32, proto: Protocol, l4_len: u16) -> u16 {
         + u64::from(u8::from(proto))
         + u64::from(l4_len);
     fold(acc)
+}
+
+/// The IPv6 pseudo-header sum (RFC 8200 section 8.1: source, destination,
+/// 32-bit upper-layer length, next header): folded, not inverted. It starts
+/// a TCP/UDP/ICMPv6 checksum over IPv6 and is what a partial checksum field
+/// holds. `next_header` is the upper-layer protocol (6, 17, 58), never an
+/// extension header's number; `l4_len` counts the upper-layer header and
+/// its data, not the extension headers before it.
+#[inline]
+pub fn pseudo_header6(src: &[u8; 16], dst: &[u8; 16], next_header: u8, l4_len: u32) -> u16 {
+    let mut acc = u64::from(next_header) + u64::from(l4_len >> 16) + u64::from(l4_len & 0xffff);
+    acc += words128(src) + words128(dst);
+    fold(acc)
+}
+
+/// Sum of the eight 16-bit words of an address, unfolded (at most
+/// 8 * 0xffff, so sums of a few never overflow a u64).
+#[inline]
+fn words128(a: &[u8; 16]) -> u64 {
+    let v = u128::from_be_bytes(*a);
+    (0..8).map(|i| ((v >> (16 * i)) & 0xffff) as u64).sum()
+}
+
+/// RFC 1624 eqn. 3 for a 128-bit field (an IPv6 address of the
+/// pseudo-header): HC' = ~(~HC + ~m + m') over its eight words at once.
+#[inline]
+pub fn update128(hc: u16, old: &[u8; 16], new: &[u8; 16]) -> u16 {
+    // ~m summed word by word is 8 * 0xffff - sum(m).
+    let acc = u64::from(!hc) + (8 * 0xffff - words128(old)) + words128(new);
+    !fold(acc)
+}
+
+/// A TCP/UDP/ICMPv6 checksum field after an IPv6 address of the
+/// pseudo-header changed from `old` to `new` (NAT over IPv6); the
+/// [`State`] rules are those of [`update_pseudo32`].
+#[inline]
+pub fn update_pseudo128(field: u16, state: State, old: &[u8; 16], new: &[u8; 16]) -> u16 {
+    match state {
+        State::Full => update128(field, old, new),
+        State::Partial => !update128(!field, old, new),
+    }
 }
 
 /// Complete a partial checksum in place, as Linux's `skb_checksum_help`
@@ -157,6 +198,53 @@ mod tests {
             pseudo_header(0xc612_0102, 0xc612_6401, Protocol::Tcp, 20),
             sum(&bytes, 0)
         );
+    }
+
+    fn v6(last: u16) -> [u8; 16] {
+        let mut a = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        a[14..].copy_from_slice(&last.to_be_bytes());
+        a
+    }
+
+    #[test]
+    fn pseudo_header6_matches_the_bytes() {
+        // 2001:db8::1 -> 2001:db8::ffff, ICMPv6, 70000 bytes (the length
+        // is 32 bits wide in the IPv6 pseudo-header).
+        let (s, d) = (v6(1), v6(0xffff));
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&s);
+        bytes.extend_from_slice(&d);
+        bytes.extend_from_slice(&70000u32.to_be_bytes());
+        bytes.extend_from_slice(&[0, 0, 0, 58]);
+        assert_eq!(pseudo_header6(&s, &d, 58, 70000), sum(&bytes, 0));
+    }
+
+    #[test]
+    fn update128_matches_a_full_sum() {
+        let data = [0x12u8, 0x34, 0xab, 0xcd, 0xff, 0xff, 0, 1];
+        for (old, new) in [
+            (v6(1), v6(0xffff)),
+            ([0xff; 16], [0; 16]),
+            ([0; 16], [0xff; 16]),
+            (v6(7), v6(7)),
+            (
+                [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0x11],
+                v6(0x8000),
+            ),
+        ] {
+            let ps = pseudo_header6(&old, &v6(2), 6, 8);
+            let c = !sum(&data, u32::from(ps));
+            let ps2 = pseudo_header6(&new, &v6(2), 6, 8);
+            let want = !sum(&data, u32::from(ps2));
+            let got = update128(c, &old, &new);
+            // 0x0000 and 0xffff are the same one's-complement value.
+            assert!(
+                got == want || (got ^ want == 0xffff && got & want == 0),
+                "{got:#x} {want:#x}"
+            );
+            let partial = update_pseudo128(ps, State::Partial, &old, &new);
+            assert_eq!(fold(u64::from(partial)) % 0xffff, ps2 % 0xffff);
+        }
     }
 
     #[test]

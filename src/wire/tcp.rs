@@ -103,6 +103,19 @@ impl<T: AsRef<[u8]>> Segment<T> {
             Err(_) => false,
         }
     }
+    /// [`Segment::verify_checksum`] over IPv6: the pseudo-header of
+    /// `src` -> `dst` with 128-bit addresses.
+    #[inline]
+    pub fn verify_checksum6(&self, src: &[u8; 16], dst: &[u8; 16]) -> bool {
+        let b = self.buf.as_ref();
+        match u32::try_from(b.len()) {
+            Ok(len) => {
+                let ps = checksum::pseudo_header6(src, dst, 6, len);
+                checksum::sum(b, u32::from(ps)) == 0xffff
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Segment<T> {
@@ -144,6 +157,23 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Segment<T> {
     pub fn rewrite_dst_port(&mut self, p: u16, state: State) {
         let c = checksum::update_covered16(self.checksum(), state, self.dst_port(), p);
         self.set_dst_port(p);
+        self.set_checksum(c);
+    }
+    /// Keep the checksum right after an IPv6 address of the pseudo-header
+    /// changed (NAT over IPv6).
+    #[inline]
+    pub fn pseudo_header_changed6(&mut self, old: &[u8; 16], new: &[u8; 16], state: State) {
+        let c = checksum::update_pseudo128(self.checksum(), state, old, new);
+        self.set_checksum(c);
+    }
+    /// [`Segment::fill_checksum`] over IPv6 (the buffer is exactly the
+    /// segment; its length is the pseudo-header's 32-bit length).
+    #[inline]
+    pub fn fill_checksum6(&mut self, src: &[u8; 16], dst: &[u8; 16]) {
+        self.set_checksum(0);
+        let b = self.buf.as_ref();
+        let ps = checksum::pseudo_header6(src, dst, 6, b.len() as u32);
+        let c = !checksum::sum(b, u32::from(ps));
         self.set_checksum(c);
     }
     /// Compute the full checksum over the whole buffer (which must be

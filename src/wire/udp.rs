@@ -52,6 +52,21 @@ impl<T: AsRef<[u8]>> Datagram<T> {
     pub fn checksum(&self) -> u16 {
         be16(self.buf.as_ref(), CHECKSUM_OFFSET)
     }
+    /// True when the checksum verifies over the whole buffer (which must be
+    /// exactly the datagram) with the IPv6 pseudo-header of `src` -> `dst`.
+    /// A checksum of 0 does not: it is mandatory over IPv6 (RFC 8200
+    /// section 8.1).
+    #[inline]
+    pub fn verify_checksum6(&self, src: &[u8; 16], dst: &[u8; 16]) -> bool {
+        let b = self.buf.as_ref();
+        match u32::try_from(b.len()) {
+            Ok(len) if self.checksum() != 0 => {
+                let ps = checksum::pseudo_header6(src, dst, 17, len);
+                checksum::sum(b, u32::from(ps)) == 0xffff
+            }
+            _ => false,
+        }
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Datagram<T> {
@@ -85,6 +100,26 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Datagram<T> {
         let old = self.dst_port();
         self.update(state, |c| checksum::update_covered16(c, state, old, p));
         self.set_dst_port(p);
+    }
+    /// Keep the checksum right after an IPv6 address of the pseudo-header
+    /// changed (NAT over IPv6).
+    #[inline]
+    pub fn pseudo_header_changed6(&mut self, old: &[u8; 16], new: &[u8; 16], state: State) {
+        self.update(state, |c| checksum::update_pseudo128(c, state, old, new));
+    }
+    /// Compute the full checksum over the whole buffer (exactly the
+    /// datagram) with the IPv6 pseudo-header; a computed 0 is sent as
+    /// 0xffff.
+    #[inline]
+    pub fn fill_checksum6(&mut self, src: &[u8; 16], dst: &[u8; 16]) {
+        self.set_checksum(0);
+        let b = self.buf.as_ref();
+        let ps = checksum::pseudo_header6(src, dst, 17, b.len() as u32);
+        let c = match !checksum::sum(b, u32::from(ps)) {
+            0 => 0xffff,
+            c => c,
+        };
+        self.set_checksum(c);
     }
     /// A full checksum of 0 means "none" (RFC 768) and stays 0; a computed 0
     /// is sent as 0xffff. A partial field always holds a sum.
