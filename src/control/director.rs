@@ -24,8 +24,8 @@ mod event_loop;
 mod host;
 mod reload;
 pub mod report;
-mod trace;
 mod routes;
+mod trace;
 mod workers;
 
 use std::collections::{BTreeSet, HashMap};
