@@ -148,7 +148,9 @@ pub enum Cmd {
 /// The protocol of `trace`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
+    /// A TCP 5-tuple.
     Tcp,
+    /// A UDP 5-tuple.
     Udp,
 }
 
