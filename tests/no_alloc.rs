@@ -3,7 +3,9 @@
 //! expirations and table swaps along the way) go through a real
 //! `Worker<MemDevice>` while a counting global allocator watches this thread;
 //! then again with a flow-sync link attached (notes pushed, a full notes
-//! queue, synced flows taken, table walks).
+//! queue, synced flows taken, table walks). The mix carries IPv6 too (new
+//! and repeated flows to an IPv6 VIP, malformed IPv6 classes): the IPv6
+//! services are added to every published table.
 
 mod common;
 
@@ -14,12 +16,15 @@ use std::sync::Arc;
 
 use common::*;
 use ulvs::control::publish::build_table;
+use ulvs::dataplane::classify::Reason;
 use ulvs::dataplane::stats::WorkerStats;
 use ulvs::dataplane::synclink::{Note, NoteKind, Synced, WorkerLink};
 use ulvs::dataplane::worker::{Shared, Worker};
 use ulvs::fwd::flow::{FlowKey, FlowState};
+use ulvs::fwd::table::{FwdTable, ServiceFwd6};
 use ulvs::io::mem::MemDevice;
 use ulvs::io::{pkttype, RxMeta, VnetHdr};
+use ulvs::wire::builder::{Ext6, PacketBuilder6};
 use ulvs::wire::tcp;
 
 /// Allocations (alloc, alloc_zeroed, realloc) made while counting. This
@@ -102,6 +107,30 @@ struct Templates {
     fin: Vec<u8>,
     udp: Vec<u8>,
     malformed: Vec<(Vec<u8>, RxMeta)>,
+    syn6: Vec<u8>,
+    udp6: Vec<u8>,
+    malformed6: Vec<Vec<u8>>,
+}
+
+/// 2001:db8:100::1, the IPv6 VIP.
+const VIP6: u128 = 0x2001_0db8_0100_0000_0000_0000_0000_0001;
+const CLIENT6: u128 = 0x2001_0db8_0200_0000_0000_0000_0000_0000;
+
+/// `t` with IPv6 TCP :80 and UDP :53 services sharing the IPv4 ones' servers.
+fn with_v6(mut t: FwdTable) -> FwdTable {
+    for (port, proto) in [(80u16, 6u8), (53, 17)] {
+        let s = t.services[t.find_service(VIP, proto, port).unwrap()].clone();
+        t.services6.push(ServiceFwd6 {
+            vip: VIP6,
+            port,
+            proto,
+            maglev: s.maglev,
+            members: s.members,
+            client_affinity: false,
+        });
+    }
+    t.sort();
+    t
 }
 
 fn templates() -> Templates {
@@ -141,7 +170,26 @@ fn templates() -> Templates {
             },
         ),
     ];
+    let b6 = || PacketBuilder6::new(CLIENT6 | 7, VIP6);
+    let syn6 = b6().tcp(1, 80, tcp::SYN, &[]);
+    let mut bad_plen = syn6.clone();
+    bad_plen[18..20].copy_from_slice(&2000u16.to_be_bytes());
+    let mut chain = b6();
+    for _ in 0..9 {
+        chain = chain.ext(Ext6::DestOpts(vec![1, 4, 0, 0, 0, 0]));
+    }
+    let malformed6 = vec![
+        syn6[..40].to_vec(),                                              // v6_truncated
+        bad_plen,                                                         // v6_bad_payload_length
+        chain.tcp(1, 80, tcp::SYN, &[]),                                  // v6_ext_chain_too_long
+        b6().tcp(1, 443, tcp::SYN, &[]),                                  // no_service
+        b6().icmpv6(128, 0, [0, 1, 0, 1], b"ping"),                       // v6_icmp
+        PacketBuilder6::new(CLIENT6, VIP6 + 1).tcp(1, 80, tcp::SYN, &[]), // not_vip
+    ];
     Templates {
+        syn6,
+        udp6: b6().udp(1, 53, b"0123456789abcdef"),
+        malformed6,
         ack: tcp_to_vip(1, 80, tcp::ACK),
         fin: tcp_to_vip(1, 80, tcp::FIN | tcp::ACK),
         udp: udp_frame(CLIENT, 1, VIP, 53, b"0123456789abcdef"),
@@ -169,8 +217,29 @@ fn frame<'a>(i: usize, t: &'a Templates, scratch: &'a mut [u8; 128]) -> (&'a [u8
         6 | 7 => (vary(scratch, &t.udp, CLIENT, 2000 + (i % 512) as u16), m),
         // A FIN for one of the long-lived flows (they come back with the next ACK).
         8 => (vary(scratch, &t.fin, CLIENT, 1000 + (i % 64) as u16), m),
+        // Every other tenth frame is IPv6: new TCP flows, UDP flows over
+        // 512 ports, malformed classes.
+        _ if (i / 10) % 2 == 1 => {
+            let f = match (i / 20) % 4 {
+                0 | 1 => {
+                    let f = &mut scratch[..t.syn6.len()];
+                    f.copy_from_slice(&t.syn6);
+                    f[34..38].copy_from_slice(&(i as u32).to_be_bytes());
+                    f[54..56].copy_from_slice(&(i as u16).to_be_bytes());
+                    f
+                }
+                2 => {
+                    let f = &mut scratch[..t.udp6.len()];
+                    f.copy_from_slice(&t.udp6);
+                    f[54..56].copy_from_slice(&(2000 + (i % 512) as u16).to_be_bytes());
+                    f
+                }
+                _ => &t.malformed6[(i / 80) % t.malformed6.len()][..],
+            };
+            (f, m)
+        }
         _ => {
-            let (f, meta) = &t.malformed[(i / 10) % t.malformed.len()];
+            let (f, meta) = &t.malformed[(i / 20) % t.malformed.len()];
             (f, *meta)
         }
     }
@@ -230,14 +299,14 @@ fn mix(link: Option<Arc<WorkerLink>>) {
     let rt = runtime(&cfg);
     let tables: Vec<_> = (1..=FRAMES / PUBLISH_EVERY)
         .map(|g| {
-            Arc::new(build_table(
+            Arc::new(with_v6(build_table(
                 &cfg,
                 &rt,
                 |a| Some(mac_of(a)),
                 DIRECTOR_MAC,
                 0,
                 g as u64,
-            ))
+            )))
         })
         .collect();
     let shared = Arc::new(Shared::new((*tables[0]).clone()));
@@ -322,7 +391,16 @@ fn mix(link: Option<Arc<WorkerLink>>) {
     assert!(get(&s.evictions) > 0, "no evictions");
     assert!(get(&s.expirations) > 0, "no expirations");
     let dropped: u64 = s.drops.iter().map(get).sum();
-    assert!(dropped >= FRAMES as u64 / 10, "{dropped}");
+    assert!(dropped >= FRAMES as u64 / 20, "{dropped}");
+    // IPv6 went through classification and the IPv6 flow table.
+    for r in [
+        Reason::V6Truncated,
+        Reason::V6BadPayloadLength,
+        Reason::V6ExtChainTooLong,
+        Reason::V6Icmp,
+    ] {
+        assert!(get(&s.drops[r as usize]) > 0, "no {} drop", r.name());
+    }
     assert_eq!(worker.device().sent_count, get(&s.forwarded));
     if let Some(l) = &link {
         // Every sync path ran in the counted phase.

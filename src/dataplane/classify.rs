@@ -2,12 +2,13 @@
 //! the named reason it is not forwarded (fast path). Every malformed class has
 //! its own reason so tests can assert exactly which counter moved.
 
-use crate::fwd::flow::FlowKey;
+use crate::fwd::flow::{FlowKey, FlowKey6};
 use crate::fwd::frag::FragKey;
 use crate::fwd::table::FwdTable;
 use crate::io::{pkttype, RxMeta};
 use crate::wire::ethernet::{self, EtherType};
 use crate::wire::ipv4::{self, Ipv4Error, Protocol};
+use crate::wire::ipv6::{self, next_header, Ipv6Error};
 use crate::wire::{icmp, tcp, udp};
 
 /// Why a frame was not forwarded. The discriminant indexes counter arrays.
@@ -65,10 +66,28 @@ pub enum Reason {
     /// A rewrite would need a length or fragment offset beyond its 16-bit
     /// (13-bit) field, e.g. an IP-in-IP header on a 65,516-byte packet.
     LengthOverflow,
+    /// IPv6 to a VIP refused by the header check or the extension-header
+    /// walk: one reason per [`Ipv6Error`], named as it names itself.
+    V6Truncated,
+    V6BadVersion,
+    V6BadPayloadLength,
+    V6Jumbo,
+    V6HopByHopNotFirst,
+    V6ExtChainTooLong,
+    V6TruncatedExtHeader,
+    V6BadAuthHeader,
+    V6DuplicateFragment,
+    V6TruncatedL4,
+    V6FragmentNoTransport,
+    /// An IPv6 fragment to a VIP: not followed yet (the IPv6 fragment table
+    /// is not built), so dropped under its own name.
+    V6Fragment,
+    /// ICMPv6 to a VIP (echo and errors are not handled for IPv6 yet).
+    V6Icmp,
 }
 
 impl Reason {
-    pub const COUNT: usize = 25;
+    pub const COUNT: usize = 38;
     /// Every reason, in discriminant order.
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::Runt,
@@ -96,6 +115,19 @@ impl Reason {
         Reason::NextHopUnknown,
         Reason::NoBuffer,
         Reason::LengthOverflow,
+        Reason::V6Truncated,
+        Reason::V6BadVersion,
+        Reason::V6BadPayloadLength,
+        Reason::V6Jumbo,
+        Reason::V6HopByHopNotFirst,
+        Reason::V6ExtChainTooLong,
+        Reason::V6TruncatedExtHeader,
+        Reason::V6BadAuthHeader,
+        Reason::V6DuplicateFragment,
+        Reason::V6TruncatedL4,
+        Reason::V6FragmentNoTransport,
+        Reason::V6Fragment,
+        Reason::V6Icmp,
     ];
 
     /// The counter name used in `ulvsadm stats` and metrics.
@@ -126,6 +158,19 @@ impl Reason {
             Reason::NextHopUnknown => "next_hop_unknown",
             Reason::NoBuffer => "no_buffer",
             Reason::LengthOverflow => "length_overflow",
+            Reason::V6Truncated => Ipv6Error::Truncated.name(),
+            Reason::V6BadVersion => Ipv6Error::BadVersion.name(),
+            Reason::V6BadPayloadLength => Ipv6Error::BadPayloadLength.name(),
+            Reason::V6Jumbo => Ipv6Error::Jumbo.name(),
+            Reason::V6HopByHopNotFirst => Ipv6Error::HopByHopNotFirst.name(),
+            Reason::V6ExtChainTooLong => Ipv6Error::ChainTooLong.name(),
+            Reason::V6TruncatedExtHeader => Ipv6Error::TruncatedExtension.name(),
+            Reason::V6BadAuthHeader => Ipv6Error::BadAuthHeader.name(),
+            Reason::V6DuplicateFragment => Ipv6Error::DuplicateFragment.name(),
+            Reason::V6TruncatedL4 => Ipv6Error::TruncatedTransport.name(),
+            Reason::V6FragmentNoTransport => Ipv6Error::FragmentNoTransport.name(),
+            Reason::V6Fragment => "v6_fragment",
+            Reason::V6Icmp => "v6_icmp",
         }
     }
 }
@@ -137,6 +182,25 @@ impl From<Ipv4Error> for Reason {
             Ipv4Error::BadVersion => Reason::BadVersion,
             Ipv4Error::BadIhl => Reason::BadIhl,
             Ipv4Error::BadTotalLength => Reason::BadTotalLength,
+        }
+    }
+}
+
+impl From<Ipv6Error> for Reason {
+    #[inline]
+    fn from(e: Ipv6Error) -> Self {
+        match e {
+            Ipv6Error::Truncated => Reason::V6Truncated,
+            Ipv6Error::BadVersion => Reason::V6BadVersion,
+            Ipv6Error::BadPayloadLength => Reason::V6BadPayloadLength,
+            Ipv6Error::Jumbo => Reason::V6Jumbo,
+            Ipv6Error::HopByHopNotFirst => Reason::V6HopByHopNotFirst,
+            Ipv6Error::ChainTooLong => Reason::V6ExtChainTooLong,
+            Ipv6Error::TruncatedExtension => Reason::V6TruncatedExtHeader,
+            Ipv6Error::BadAuthHeader => Reason::V6BadAuthHeader,
+            Ipv6Error::DuplicateFragment => Reason::V6DuplicateFragment,
+            Ipv6Error::TruncatedTransport => Reason::V6TruncatedL4,
+            Ipv6Error::FragmentNoTransport => Reason::V6FragmentNoTransport,
         }
     }
 }
@@ -161,6 +225,8 @@ pub enum Kind {
     /// NAT: an ICMP error a real server sent to a client about a packet of a
     /// flow; `rkey` is that flow's reply-direction key.
     NatIcmpFromServer { rkey: FlowKey },
+    /// TCP/UDP to an IPv6 VIP service.
+    Flow6(Classified6),
 }
 
 /// Classify one received frame against the published table.
@@ -181,6 +247,8 @@ pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<
     }
     match eth.ethertype() {
         EtherType::Ipv4 => {}
+        // Without IPv6 services IPv6 is the kernel's, as it always was.
+        EtherType::Ipv6 if !table.services6.is_empty() => return classify6(eth.payload(), table),
         EtherType::Vlan => return Err(Reason::Vlan),
         _ => return Err(Reason::NotIpv4),
     }
@@ -300,6 +368,62 @@ pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<
     }))
 }
 
+/// An IPv6 packet (the Ethernet payload). The fixed header is checked
+/// before the VIP lookup (it holds the address); the extension-header walk
+/// only for packets to a VIP, so other IPv6 traffic costs no walk.
+#[inline]
+fn classify6(b: &[u8], table: &FwdTable) -> Result<Kind, Reason> {
+    let ip = ipv6::Packet::new_checked(b)?;
+    let dst = ip.dst_u128();
+    if !table.is_vip6(dst) {
+        return Err(Reason::NotVip);
+    }
+    let chain = ip.walk()?;
+    if chain.is_fragment() {
+        return Err(Reason::V6Fragment);
+    }
+    let l4 = &ip.bytes()[chain.transport_offset..];
+    let (sport, dport, tcp_flags, tcp_seq) = match chain.protocol {
+        next_header::TCP => {
+            let t = tcp::Segment::new_checked(l4).map_err(|_| Reason::V6TruncatedL4)?;
+            (t.src_port(), t.dst_port(), t.flags(), t.seq())
+        }
+        next_header::UDP => {
+            let u = udp::Datagram::new_checked(l4).map_err(|_| Reason::V6TruncatedL4)?;
+            (u.src_port(), u.dst_port(), 0, 0)
+        }
+        next_header::ICMPV6 => return Err(Reason::V6Icmp),
+        _ => return Err(Reason::NoService),
+    };
+    let service = table
+        .find_service6(dst, chain.protocol, dport)
+        .ok_or(Reason::NoService)?;
+    Ok(Kind::Flow6(Classified6 {
+        key: FlowKey6 {
+            src: ip.src_u128(),
+            dst,
+            sport,
+            dport,
+            proto: chain.protocol,
+        },
+        service,
+        tcp_flags,
+        tcp_seq,
+    }))
+}
+
+/// An IPv6 packet to a VIP service, ready for the IPv6 flow table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classified6 {
+    pub key: FlowKey6,
+    /// Index into `FwdTable::services6`.
+    pub service: usize,
+    /// TCP flags (0 for UDP).
+    pub tcp_flags: u8,
+    /// TCP sequence number (0 for UDP).
+    pub tcp_seq: u32,
+}
+
 /// Source port, destination port, TCP flags and sequence number.
 #[inline]
 fn ports(ip: &ipv4::Packet<&[u8]>, proto: Protocol) -> Result<(u16, u16, u8, u32), Reason> {
@@ -360,7 +484,7 @@ pub fn classify(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<Classif
         Kind::Flow(c) if !c.first_fragment => Ok(c),
         Kind::Flow(_) | Kind::LaterFragment(_) => Err(Reason::Fragment),
         Kind::NatReply(_) | Kind::NatReplyFragment(_) | Kind::NatIcmpFromServer { .. } => Err(Reason::NotVip),
-        Kind::Echo | Kind::IcmpError { .. } => Err(Reason::NoService),
+        Kind::Echo | Kind::IcmpError { .. } | Kind::Flow6(_) => Err(Reason::NoService),
     }
 }
 

@@ -16,13 +16,13 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
-use super::classify::{classify_packet, Classified, Kind, Reason};
+use super::classify::{classify_packet, Classified, Classified6, Kind, Reason};
 use super::rewrite::{self, Macs, Nat, NatSide, Payload, Sent, ToServer};
 use super::stats::{bump, bump_i, WorkerStats};
 use super::synclink::{
     Note, NoteKind, Synced, WorkerLink, SYNCED_PER_BATCH, WALK_BUCKETS_BUSY, WALK_BUCKETS_IDLE,
 };
-use crate::fwd::flow::{FlowEntry, FlowKey, FlowState, FlowTable, WAYS};
+use crate::fwd::flow::{FlowEntry, FlowKey, FlowKey6, FlowState, FlowTable, Key, WAYS};
 use crate::fwd::frag::{FragKey, FragTable};
 use crate::fwd::table::{BackendFwd, BackendId, BackendState, FwdTable, Mode, ServiceFwd};
 use crate::io::{Action, Device, Frame, TxArena};
@@ -44,6 +44,12 @@ const MAX_SECOND_CHANCES: u8 = crate::fwd::flow::MAX_SECOND_CHANCES;
 /// Fragment table size and lifetime (per worker).
 const FRAG_SLOTS: usize = 4096;
 const FRAG_TIMEOUT_MS: u64 = 30_000;
+/// The IPv6 flow table holds this fraction of the IPv4 capacity (at least
+/// [`MIN_FLOWS6`]): its entries are 60 bytes, not 32, and IPv6 is the
+/// smaller share of traffic here; 1M IPv4 flows bring 131072 IPv6 ones
+/// (~8.5 MB), keeping the 1M-flow budget under 128 MB.
+const FLOWS6_DIVISOR: usize = 8;
+const MIN_FLOWS6: usize = 1024;
 
 /// State shared between the slow path and every worker.
 pub struct Shared {
@@ -66,6 +72,9 @@ impl Shared {
 pub struct Worker<D: Device> {
     dev: D,
     flows: FlowTable,
+    /// IPv6 flows: the same table design over [`FlowKey6`], so the IPv4
+    /// table and its per-frame code are untouched.
+    flows6: FlowTable<FlowKey6>,
     frags: FragTable,
     /// Per backend id: when a flow to it last completed a handshake (SYN
     /// state -> established); evidence that it is alive. Never swept, so on
@@ -119,9 +128,11 @@ impl<D: Device> Worker<D> {
         stats
             .flow_capacity
             .store(flows.capacity() as u64, Ordering::Relaxed);
+        let flows6 = FlowTable::new((flow_capacity / FLOWS6_DIVISOR).max(MIN_FLOWS6), timeouts);
         Worker {
             dev,
             flows,
+            flows6,
             frags: FragTable::new(FRAG_SLOTS, FRAG_TIMEOUT_MS),
             last_est: vec![0u64; crate::fwd::table::MAX_BACKEND_IDS].into_boxed_slice(),
             stats,
@@ -184,6 +195,9 @@ impl<D: Device> Worker<D> {
         if stats.generation.load(Ordering::Relaxed) != table.generation {
             stats.generation.store(table.generation, Ordering::Relaxed);
         }
+        if self.flows6.timeouts() != table.timeouts {
+            self.flows6.set_timeouts(table.timeouts);
+        }
         let flows = &mut self.flows;
         if let Some(sync) = &self.sync {
             take_synced(&sync.link, flows, &table, stats, now as u32);
@@ -191,6 +205,7 @@ impl<D: Device> Worker<D> {
         let mut cx = Ctx {
             table: &table,
             flows,
+            flows6: &mut self.flows6,
             frags: &mut self.frags,
             last_est: &mut self.last_est,
             stats,
@@ -218,11 +233,15 @@ impl<D: Device> Worker<D> {
             SWEEP_BUCKETS_BUSY
         };
         flows.sweep(now as u32, sweep, &mut |e| on_removed(stats, e));
+        self.flows6
+            .sweep(now as u32, sweep, &mut |e| on_removed(stats, e));
         stats.dump.serve(flows, now as u32, st.received == 0);
         if let Some(sync) = &mut self.sync {
             sync.walk_step(flows, now as u32, st.received == 0);
         }
-        stats.flows.store(flows.len() as u64, Ordering::Relaxed);
+        stats
+            .flows
+            .store((flows.len() + self.flows6.len()) as u64, Ordering::Relaxed);
         stats.evictions.store(flows.evictions(), Ordering::Relaxed);
         stats.expirations.store(flows.expirations(), Ordering::Relaxed);
         let ev = flows.evictions_by_kind();
@@ -234,9 +253,9 @@ impl<D: Device> Worker<D> {
         Ok(st.received)
     }
 
-    /// Number of live flows.
+    /// Number of live flows (both families).
     pub fn flow_count(&self) -> usize {
-        self.flows.len()
+        self.flows.len() + self.flows6.len()
     }
 }
 
@@ -442,7 +461,7 @@ impl SyncSide {
 }
 
 /// A flow left the table: undo its share of its server's gauges.
-fn on_removed(stats: &WorkerStats, e: &FlowEntry) {
+fn on_removed<K: Key>(stats: &WorkerStats, e: &FlowEntry<K>) {
     let b = stats.backend(e.backend);
     if is_active(e.state) {
         bump_i(&b.active, -1);
@@ -480,7 +499,7 @@ fn initial_state(proto: u8, tcp_flags: u8) -> FlowState {
 
 /// Advance a TCP entry's state with one packet's flags (seen at `now`).
 #[inline]
-fn advance(e: &mut FlowEntry, proto: u8, flags: u8, now: u32, seq: u32) {
+fn advance<K: Key>(e: &mut FlowEntry<K>, proto: u8, flags: u8, now: u32, seq: u32) {
     if proto != 6 {
         return;
     }
@@ -559,6 +578,7 @@ fn maglev_step(svc: &ServiceFwd, hash: u64, moves: u8, probes: &mut u64) -> Opti
 struct Ctx<'a> {
     table: &'a FwdTable,
     flows: &'a mut FlowTable,
+    flows6: &'a mut FlowTable<FlowKey6>,
     frags: &'a mut FragTable,
     last_est: &'a mut [u64],
     stats: &'a WorkerStats,
@@ -900,6 +920,65 @@ fn nat_icmp_from_server(f: &mut Frame<'_>, cx: &mut Ctx<'_>, rkey: &FlowKey) -> 
     Ok(Action::Transmit)
 }
 
+/// The server of an IPv6 flow: its pinned one while that may keep it, else
+/// a fresh Maglev pick (new flow, or its server went away). The SYN second
+/// chance and flow sync are IPv4-only for now.
+#[inline]
+fn backend_for6(c: &Classified6, cx: &mut Ctx<'_>) -> Result<BackendId, Reason> {
+    let (table, stats, tick) = (cx.table, cx.stats, cx.tick);
+    let svc = &table.services6[c.service];
+    if let Some(e) = cx.flows6.get(&c.key, tick, &mut |e| on_removed(stats, e)) {
+        let was_active = is_active(e.state);
+        let bare_syn = c.key.proto == 6 && c.tcp_flags & tcp::SYN != 0 && c.tcp_flags & tcp::ACK == 0;
+        let new_conn = bare_syn && e.state == FlowState::TcpClosing;
+        advance(e, c.key.proto, c.tcp_flags, tick, c.tcp_seq);
+        e.last_ms = tick;
+        let old = e.backend;
+        let ob = table.backend(old);
+        let mut id = old;
+        if new_conn || !keeps_backend(ob.state, table.reschedule_on_down) || ob.mac.is_none() {
+            let Some(nid) = svc.pick(svc.hash(&c.key)) else {
+                move_gauges(stats, old, was_active, old, is_active(e.state));
+                return Err(Reason::NoServer);
+            };
+            if nid != old && !new_conn {
+                bump(&stats.rescheduled, 1);
+            }
+            if new_conn {
+                bump(&stats.backend(nid).conns, 1);
+            }
+            id = nid;
+        }
+        e.backend = id;
+        move_gauges(stats, old, was_active, id, is_active(e.state));
+        return Ok(id);
+    }
+    let id = svc.pick(svc.hash(&c.key)).ok_or(Reason::NoServer)?;
+    let state = initial_state(c.key.proto, c.tcp_flags);
+    let e = cx
+        .flows6
+        .insert(c.key, state, id, tick, &mut |e| on_removed(stats, e));
+    e.isn = c.tcp_seq;
+    let b = stats.backend(id);
+    bump(&b.conns, 1);
+    bump_i(if is_active(state) { &b.active } else { &b.inactive }, 1);
+    Ok(id)
+}
+
+/// An IPv6 packet to a VIP: direct routing, so only the MACs change (the
+/// server has the VIP on a loopback and answers the client itself).
+#[inline]
+fn flow6_packet(f: &mut Frame<'_>, cx: &mut Ctx<'_>, c: &Classified6) -> Result<Action, Reason> {
+    let id = backend_for6(c, cx)?;
+    let mac = cx.table.backend(id).mac.ok_or(Reason::ServerMacUnknown)?;
+    let d = f.data_mut();
+    d[0..6].copy_from_slice(&mac);
+    d[6..12].copy_from_slice(&cx.table.director_mac);
+    let len = f.len();
+    count_in(cx, id, len);
+    Ok(Action::Transmit)
+}
+
 /// Decide and rewrite one frame.
 #[inline]
 fn handle(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>) -> Action {
@@ -911,6 +990,7 @@ fn handle(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>) -> Action {
         Ok(Kind::NatReply(c)) => nat_reply(f, cx, &c),
         Ok(Kind::NatReplyFragment(k)) => nat_reply_fragment(f, cx, &k),
         Ok(Kind::NatIcmpFromServer { rkey }) => nat_icmp_from_server(f, cx, &rkey),
+        Ok(Kind::Flow6(c)) => flow6_packet(f, cx, &c),
         Ok(Kind::Echo) => rewrite::icmp_echo_reply(f.data_mut(), cx.table.director_mac).map(|()| {
             f.vnet = crate::io::VnetHdr::default();
             // Answered in place: counted as forwarded (it leaves the

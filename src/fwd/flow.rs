@@ -67,9 +67,32 @@ pub struct FlowKey {
     pub proto: u8,
 }
 
-impl FlowKey {
-    /// (client part, other part) of the key as words, for hashing. Lossless,
-    /// so equal words ⇔ equal keys.
+/// A key the flow table can hold: the IPv4 [`FlowKey`] or the IPv6
+/// [`FlowKey6`]. The table is generic over it so each family gets its own
+/// monomorphised table: the IPv4 entry stays 32 bytes and its per-frame code
+/// is what it was, while IPv6 flows live in a second table of larger
+/// entries (only as large as the configured IPv6 capacity).
+pub trait Key: Copy + Eq + std::fmt::Debug {
+    /// The key of a free way.
+    const ZERO: Self;
+    /// (client part, other part) of the key as words, for hashing; `reply`
+    /// reads it as a reply key (the client is the destination). The client
+    /// word depends on the client's address, port and the protocol only, so
+    /// a NAT flow and its reply key share a bucket. Equal keys give equal
+    /// words (the table compares whole keys, so words may collide).
+    fn words(&self, reply: bool) -> (u64, u64);
+}
+
+impl Key for FlowKey {
+    const ZERO: Self = FlowKey {
+        src: 0,
+        dst: 0,
+        sport: 0,
+        dport: 0,
+        proto: 0,
+    };
+
+    /// Lossless, so equal words ⇔ equal keys.
     #[inline(always)]
     fn words(&self, reply: bool) -> (u64, u64) {
         let (caddr, cport, oaddr, oport) = if reply {
@@ -79,6 +102,49 @@ impl FlowKey {
         };
         let client = (u64::from(caddr) << 24) | (u64::from(cport) << 8) | u64::from(self.proto);
         let other = (u64::from(oaddr) << 16) | u64::from(oport);
+        (client, other)
+    }
+}
+
+/// Identity of an IPv6 flow (addresses as big-endian `u128`); otherwise as
+/// [`FlowKey`]. Packed to 4-byte alignment so an entry is 60 bytes, not 80.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(C, packed(4))]
+pub struct FlowKey6 {
+    pub src: u128,
+    pub dst: u128,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+}
+
+/// 128 bits to 64 (a multiply, so every bit of both halves counts).
+#[inline(always)]
+fn fold128(a: u128) -> u64 {
+    fold_mul(
+        (a >> 64) as u64 ^ 0x243f_6a88_85a3_08d3,
+        a as u64 ^ 0x1319_8a2e_0370_7344,
+    )
+}
+
+impl Key for FlowKey6 {
+    const ZERO: Self = FlowKey6 {
+        src: 0,
+        dst: 0,
+        sport: 0,
+        dport: 0,
+        proto: 0,
+    };
+
+    #[inline(always)]
+    fn words(&self, reply: bool) -> (u64, u64) {
+        let (caddr, cport, oaddr, oport) = if reply {
+            (self.dst, self.dport, self.src, self.sport)
+        } else {
+            (self.src, self.sport, self.dst, self.dport)
+        };
+        let client = fold128(caddr) ^ ((u64::from(cport) << 8) | u64::from(self.proto));
+        let other = fold128(oaddr) ^ u64::from(oport);
         (client, other)
     }
 }
@@ -105,9 +171,9 @@ pub enum FlowState {
 /// One flow. The caller may change any field of an entry it holds `&mut`
 /// to, except `key` (the entry would no longer be found under its new key).
 #[derive(Clone, Copy, Debug)]
-pub struct FlowEntry {
+pub struct FlowEntry<K: Key = FlowKey> {
     /// Identity (original direction); do not modify through a `&mut FlowEntry`.
-    pub key: FlowKey,
+    pub key: K,
     /// Current state; selects the idle timeout and the eviction preference.
     pub state: FlowState,
     /// Two small numbers in one byte, so the entry stays 32 bytes: SYN
@@ -128,6 +194,7 @@ pub struct FlowEntry {
 
 // Two entries per 64-byte cache line, a bucket is exactly 4 lines.
 const _: () = assert!(std::mem::size_of::<FlowEntry>() == 32);
+const _: () = assert!(std::mem::size_of::<FlowEntry<FlowKey6>>() == 60);
 
 /// Most SYN second chances [`FlowEntry`] can record (3 bits).
 pub const MAX_SECOND_CHANCES: u8 = 7;
@@ -137,7 +204,18 @@ pub const MAX_ORIGIN: u8 = 31;
 const CHANCES_BITS: u32 = 3;
 const CHANCES_MASK: u8 = (1 << CHANCES_BITS) - 1;
 
-impl FlowEntry {
+impl<K: Key> FlowEntry<K> {
+    /// A free way.
+    const EMPTY: Self = FlowEntry {
+        key: K::ZERO,
+        state: FlowState::Empty,
+        chances_origin: 0,
+        backend: 0,
+        last_ms: 0,
+        first_ms: 0,
+        isn: 0,
+    };
+
     /// SYN second chances taken: the flow's backend is this many steps
     /// along its Maglev preference order. 0 on insert.
     #[inline(always)]
@@ -167,22 +245,6 @@ impl FlowEntry {
         self.chances_origin = (origin.min(MAX_ORIGIN) << CHANCES_BITS) | (self.chances_origin & CHANCES_MASK);
     }
 }
-
-const EMPTY_ENTRY: FlowEntry = FlowEntry {
-    key: FlowKey {
-        src: 0,
-        dst: 0,
-        sport: 0,
-        dport: 0,
-        proto: 0,
-    },
-    state: FlowState::Empty,
-    chances_origin: 0,
-    backend: 0,
-    last_ms: 0,
-    first_ms: 0,
-    isn: 0,
-};
 
 /// Why a live or expired flow was taken out of a full bucket to make room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,7 +320,7 @@ impl Timeouts {
     }
 
     #[inline(always)]
-    fn expired(&self, e: &FlowEntry, now: u32) -> bool {
+    fn expired<K: Key>(&self, e: &FlowEntry<K>, now: u32) -> bool {
         now.wrapping_sub(e.last_ms) > self.of(e.state)
     }
 }
@@ -291,16 +353,16 @@ impl Link {
 /// A bucket's entries, cache-line aligned so no entry straddles two lines.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-struct Bucket([FlowEntry; WAYS]);
+struct Bucket<K: Key>([FlowEntry<K>; WAYS]);
 
 /// Fixed-capacity, set-associative flow table owned by one worker.
-pub struct FlowTable {
+pub struct FlowTable<K: Key = FlowKey> {
     /// Per way: 0 = free, else 16 bits of the key's hash (never 0). Kept apart
     /// from the entries so the scan of a bucket reads 16 bytes, not 256.
     tags: Box<[[u16; WAYS]]>,
     /// Per way: flow or reply key (meaningful where the tag is not 0).
     links: Box<[[Link; WAYS]]>,
-    buckets: Box<[Bucket]>,
+    buckets: Box<[Bucket<K>]>,
     /// `buckets.len() - 1` (power of two).
     mask: usize,
     /// Per-table random hash seeds: flow keys are chosen by the remote side, and
@@ -315,7 +377,7 @@ pub struct FlowTable {
     expirations: u64,
 }
 
-impl std::fmt::Debug for FlowTable {
+impl<K: Key> std::fmt::Debug for FlowTable<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FlowTable")
             .field("capacity", &self.capacity())
@@ -336,38 +398,6 @@ fn fold_mul(a: u64, b: u64) -> u64 {
 }
 
 impl FlowTable {
-    /// An empty table holding at least `capacity` flows: the capacity is
-    /// rounded up to [`WAYS`] × a power-of-two number of buckets. This is the
-    /// only allocation the table ever makes.
-    ///
-    /// # Panics
-    ///
-    /// Panics if `capacity == 0` or if the rounded capacity overflows `usize`.
-    pub fn new(capacity: usize, timeouts: Timeouts) -> Self {
-        assert!(capacity > 0, "flow table capacity must be > 0");
-        let nb = Self::rounded_capacity(capacity) / WAYS;
-        // Random per process and per table (RandomState is keyed from the OS
-        // once, then incremented for each new state).
-        let rs = RandomState::new();
-        let seed = [0u64, 1].map(|i| {
-            let mut h = rs.build_hasher();
-            h.write_u64(i);
-            h.finish()
-        });
-        FlowTable {
-            tags: vec![[0u16; WAYS]; nb].into_boxed_slice(),
-            links: vec![[Link::FLOW; WAYS]; nb].into_boxed_slice(),
-            buckets: vec![Bucket([EMPTY_ENTRY; WAYS]); nb].into_boxed_slice(),
-            mask: nb - 1,
-            seed,
-            len: 0,
-            cursor: 0,
-            timeouts,
-            evictions: Evictions::default(),
-            expirations: 0,
-        }
-    }
-
     /// The capacity a table asked for `capacity` gets: [`WAYS`] × a
     /// power-of-two number of buckets (the director logs it).
     ///
@@ -380,6 +410,40 @@ impl FlowTable {
             .checked_next_power_of_two()
             .and_then(|nb| nb.checked_mul(WAYS))
             .expect("flow table capacity too large")
+    }
+}
+
+impl<K: Key> FlowTable<K> {
+    /// An empty table holding at least `capacity` flows: the capacity is
+    /// rounded up to [`WAYS`] × a power-of-two number of buckets. This is the
+    /// only allocation the table ever makes.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `capacity == 0` or if the rounded capacity overflows `usize`.
+    pub fn new(capacity: usize, timeouts: Timeouts) -> Self {
+        assert!(capacity > 0, "flow table capacity must be > 0");
+        let nb = FlowTable::rounded_capacity(capacity) / WAYS;
+        // Random per process and per table (RandomState is keyed from the OS
+        // once, then incremented for each new state).
+        let rs = RandomState::new();
+        let seed = [0u64, 1].map(|i| {
+            let mut h = rs.build_hasher();
+            h.write_u64(i);
+            h.finish()
+        });
+        FlowTable {
+            tags: vec![[0u16; WAYS]; nb].into_boxed_slice(),
+            links: vec![[Link::FLOW; WAYS]; nb].into_boxed_slice(),
+            buckets: vec![Bucket([FlowEntry::EMPTY; WAYS]); nb].into_boxed_slice(),
+            mask: nb - 1,
+            seed,
+            len: 0,
+            cursor: 0,
+            timeouts,
+            evictions: Evictions::default(),
+            expirations: 0,
+        }
     }
 
     /// Maximum number of live entries (requested capacity rounded up). A NAT
@@ -431,7 +495,7 @@ impl FlowTable {
     /// target): ~35 bytes per slot of capacity.
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + std::mem::size_of_val::<[Bucket]>(&self.buckets)
+            + std::mem::size_of_val::<[Bucket<K>]>(&self.buckets)
             + std::mem::size_of_val::<[[u16; WAYS]]>(&self.tags)
             + std::mem::size_of_val::<[[Link; WAYS]]>(&self.links)
     }
@@ -439,7 +503,7 @@ impl FlowTable {
     /// Bucket index and tag of `key` read as a flow (`reply` false) or as a
     /// reply key.
     #[inline(always)]
-    fn locate(&self, key: &FlowKey, reply: bool) -> (usize, u16) {
+    fn locate(&self, key: &K, reply: bool) -> (usize, u16) {
         let (client, other) = key.words(reply);
         // The bucket depends on the client only (so a NAT flow and its reply
         // key share it): two rounds, the first mixes in the secret seeds, the
@@ -454,7 +518,7 @@ impl FlowTable {
 
     /// Way of `key` (as a flow, or as a reply key) in bucket `b`, if present.
     #[inline(always)]
-    fn find(&self, b: usize, tag: u16, key: &FlowKey, reply: bool) -> Option<usize> {
+    fn find(&self, b: usize, tag: u16, key: &K, reply: bool) -> Option<usize> {
         let tags = &self.tags[b];
         (0..WAYS).find(|&w| {
             tags[w] == tag && self.links[b][w].is_reply() == reply && self.buckets[b].0[w].key == *key
@@ -463,18 +527,18 @@ impl FlowTable {
 
     /// Free way `w` of bucket `b`; what it held.
     #[inline]
-    fn clear_way(&mut self, b: usize, w: usize) -> FlowEntry {
+    fn clear_way(&mut self, b: usize, w: usize) -> FlowEntry<K> {
         self.tags[b][w] = 0;
         self.links[b][w] = Link::FLOW;
         self.len -= 1;
-        std::mem::replace(&mut self.buckets[b].0[w], EMPTY_ENTRY)
+        std::mem::replace(&mut self.buckets[b].0[w], FlowEntry::EMPTY)
     }
 
     /// Free the flow in way `w` of bucket `b` with its reply key, and report
     /// the flow. The table is updated before the callback runs so it stays
     /// consistent if the callback panics.
     #[inline]
-    fn clear_flow(&mut self, b: usize, w: usize, removed: &mut impl FnMut(&FlowEntry)) {
+    fn clear_flow(&mut self, b: usize, w: usize, removed: &mut impl FnMut(&FlowEntry<K>)) {
         for r in 0..WAYS {
             if self.tags[b][r] != 0 && self.links[b][r].partner() == Some(w) {
                 self.clear_way(b, r);
@@ -492,8 +556,8 @@ impl FlowTable {
         b: usize,
         w: usize,
         now: u32,
-        removed: &mut impl FnMut(&FlowEntry),
-    ) -> Option<&mut FlowEntry> {
+        removed: &mut impl FnMut(&FlowEntry<K>),
+    ) -> Option<&mut FlowEntry<K>> {
         if self.timeouts.expired(&self.buckets[b].0[w], now) {
             self.expirations += 1;
             self.clear_flow(b, w, removed);
@@ -510,10 +574,10 @@ impl FlowTable {
     #[inline]
     pub fn get(
         &mut self,
-        key: &FlowKey,
+        key: &K,
         now: u32,
-        removed: &mut impl FnMut(&FlowEntry),
-    ) -> Option<&mut FlowEntry> {
+        removed: &mut impl FnMut(&FlowEntry<K>),
+    ) -> Option<&mut FlowEntry<K>> {
         let (b, tag) = self.locate(key, false);
         let w = self.find(b, tag, key, false)?;
         self.live(b, w, now, removed)
@@ -526,10 +590,10 @@ impl FlowTable {
     #[inline]
     pub fn get_reply(
         &mut self,
-        rkey: &FlowKey,
+        rkey: &K,
         now: u32,
-        removed: &mut impl FnMut(&FlowEntry),
-    ) -> Option<&mut FlowEntry> {
+        removed: &mut impl FnMut(&FlowEntry<K>),
+    ) -> Option<&mut FlowEntry<K>> {
         let (b, tag) = self.locate(rkey, true);
         let r = self.find(b, tag, rkey, true)?;
         let w = self.links[b][r].partner()?;
@@ -555,12 +619,12 @@ impl FlowTable {
     #[inline]
     pub fn insert(
         &mut self,
-        key: FlowKey,
+        key: K,
         state: FlowState,
         backend: BackendId,
         now: u32,
-        removed: &mut impl FnMut(&FlowEntry),
-    ) -> &mut FlowEntry {
+        removed: &mut impl FnMut(&FlowEntry<K>),
+    ) -> &mut FlowEntry<K> {
         assert!(state != FlowState::Empty, "cannot insert a flow in state Empty");
         let (b, tag) = self.locate(&key, false);
         let w = self.make_room(b, tag, &key, false, None, now, removed);
@@ -588,13 +652,7 @@ impl FlowTable {
     /// Returns false (and changes nothing) when `key` is not in the table or
     /// `rkey` does not name the same client (`rkey.dst`/`dport` must be
     /// `key.src`/`sport`, same protocol).
-    pub fn set_reply(
-        &mut self,
-        key: &FlowKey,
-        rkey: FlowKey,
-        now: u32,
-        removed: &mut impl FnMut(&FlowEntry),
-    ) -> bool {
+    pub fn set_reply(&mut self, key: &K, rkey: K, now: u32, removed: &mut impl FnMut(&FlowEntry<K>)) -> bool {
         let (b, tag) = self.locate(key, false);
         let (rb, rtag) = self.locate(&rkey, true);
         let Some(w) = self.find(b, tag, key, false) else {
@@ -617,7 +675,7 @@ impl FlowTable {
         self.buckets[b].0[r] = FlowEntry {
             key: rkey,
             backend: self.buckets[b].0[w].backend,
-            ..EMPTY_ENTRY
+            ..FlowEntry::EMPTY
         };
         true
     }
@@ -630,11 +688,11 @@ impl FlowTable {
         &mut self,
         b: usize,
         tag: u16,
-        key: &FlowKey,
+        key: &K,
         reply: bool,
         pinned: Option<usize>,
         now: u32,
-        removed: &mut impl FnMut(&FlowEntry),
+        removed: &mut impl FnMut(&FlowEntry<K>),
     ) -> usize {
         // Common case first, from the tags alone: a duplicate or a free way.
         if let Some(w) = self.find(b, tag, key, reply) {
@@ -684,7 +742,7 @@ impl FlowTable {
     /// Remove the flow of `key` (and its reply key) if present (reported
     /// through `removed`, not counted as eviction or expiration). Returns
     /// whether it was present.
-    pub fn remove(&mut self, key: &FlowKey, removed: &mut impl FnMut(&FlowEntry)) -> bool {
+    pub fn remove(&mut self, key: &K, removed: &mut impl FnMut(&FlowEntry<K>)) -> bool {
         let (b, tag) = self.locate(key, false);
         match self.find(b, tag, key, false) {
             Some(w) => {
@@ -700,7 +758,7 @@ impl FlowTable {
     /// flows with their reply keys, reported through `removed` and counted in
     /// [`Self::expirations`]. Calling it regularly bounds both the memory held
     /// by dead flows and the age of any entry (see the module doc on clock wrap).
-    pub fn sweep(&mut self, now: u32, buckets: usize, removed: &mut impl FnMut(&FlowEntry)) {
+    pub fn sweep(&mut self, now: u32, buckets: usize, removed: &mut impl FnMut(&FlowEntry<K>)) {
         for _ in 0..buckets.min(self.buckets.len()) {
             let b = self.cursor;
             self.cursor = (b + 1) & self.mask;
@@ -736,7 +794,7 @@ impl FlowTable {
         from: usize,
         buckets: usize,
         now: u32,
-        f: &mut impl FnMut(&FlowEntry, u32) -> bool,
+        f: &mut impl FnMut(&FlowEntry<K>, u32) -> bool,
     ) -> usize {
         let end = from.saturating_add(buckets).min(self.buckets.len());
         for b in from..end {
@@ -764,8 +822,8 @@ impl FlowTable {
     /// server is removed). `f` must not change `key`.
     pub fn retain(
         &mut self,
-        mut f: impl FnMut(&mut FlowEntry) -> bool,
-        removed: &mut impl FnMut(&FlowEntry),
+        mut f: impl FnMut(&mut FlowEntry<K>) -> bool,
+        removed: &mut impl FnMut(&FlowEntry<K>),
     ) {
         for b in 0..self.buckets.len() {
             for w in 0..WAYS {
@@ -821,11 +879,11 @@ mod tests {
     #[test]
     fn capacity_rounding() {
         let t = Timeouts::default();
-        assert_eq!(FlowTable::new(1, t).capacity(), 8);
-        assert_eq!(FlowTable::new(8, t).capacity(), 8);
-        assert_eq!(FlowTable::new(9, t).capacity(), 16);
-        assert_eq!(FlowTable::new(100, t).capacity(), 128);
-        assert_eq!(FlowTable::new(1_000_000, t).capacity(), 1 << 20);
+        assert_eq!(FlowTable::<FlowKey>::new(1, t).capacity(), 8);
+        assert_eq!(FlowTable::<FlowKey>::new(8, t).capacity(), 8);
+        assert_eq!(FlowTable::<FlowKey>::new(9, t).capacity(), 16);
+        assert_eq!(FlowTable::<FlowKey>::new(100, t).capacity(), 128);
+        assert_eq!(FlowTable::<FlowKey>::new(1_000_000, t).capacity(), 1 << 20);
     }
 
     #[test]
@@ -857,17 +915,73 @@ mod tests {
     #[test]
     #[should_panic(expected = "capacity must be > 0")]
     fn zero_capacity_panics() {
-        FlowTable::new(0, Timeouts::default());
+        FlowTable::<FlowKey>::new(0, Timeouts::default());
     }
 
     #[test]
     fn memory_for_1m() {
-        let t = FlowTable::new(1_000_000, Timeouts::default());
+        let t = FlowTable::<FlowKey>::new(1_000_000, Timeouts::default());
         let mb = t.memory_bytes() as f64 / (1 << 20) as f64;
         eprintln!("MEASURE flow table for 1M flows: {mb:.2} MiB");
         // 2^17 buckets × (256 entries + 16 tags + 8 links) bytes = 35 MiB.
         assert!(t.memory_bytes() <= 36 << 20, "{mb} MiB");
         assert!(t.memory_bytes() >= t.capacity() * 35, "{mb} MiB");
+    }
+
+    #[test]
+    fn memory_for_1m_with_v6_share() {
+        // The worker's IPv6 table is 1/8 of the IPv4 capacity: 60-byte
+        // entries in 512-byte buckets.
+        let t6 = FlowTable::<FlowKey6>::new(1_000_000 / 8, Timeouts::default());
+        let t = FlowTable::<FlowKey>::new(1_000_000, Timeouts::default());
+        let mb = (t.memory_bytes() + t6.memory_bytes()) as f64 / (1 << 20) as f64;
+        eprintln!("MEASURE flow tables for 1M IPv4 + 131072 IPv6 flows: {mb:.2} MiB");
+        assert!(t6.capacity() == 131_072 && mb <= 128.0, "{mb} MiB");
+    }
+
+    fn key6(i: u128) -> FlowKey6 {
+        FlowKey6 {
+            src: 0x2001_0db8_0200_0000_0000_0000_0000_0000 | i,
+            dst: 0x2001_0db8_0100_0000_0000_0000_0000_0001,
+            sport: 40000 + (i % 1000) as u16,
+            dport: 80,
+            proto: 6,
+        }
+    }
+
+    /// The IPv6 table: insert/get/reply/remove, keys differing only in the
+    /// high address bits told apart, and a full table still finds its keys.
+    #[test]
+    fn v6_table_round_trip() {
+        let mut t = FlowTable::<FlowKey6>::new(16384, Timeouts::default());
+        let mut gone = Vec::new();
+        let mut removed = |e: &FlowEntry<FlowKey6>| gone.push(e.key);
+        for i in 0..1000u128 {
+            t.insert(key6(i), FlowState::TcpSyn, i as u32, 1, &mut removed)
+                .isn = 7;
+        }
+        // Same low bits, different /32: a different flow.
+        let mut far = key6(5);
+        far.src ^= 1 << 100;
+        assert!(t.get(&far, 2, &mut removed).is_none());
+        for i in 0..1000u128 {
+            let e = t.get(&key6(i), 2, &mut removed).expect("present");
+            assert_eq!((e.backend, e.isn), (i as u32, 7));
+        }
+        let k = key6(3);
+        let rk = FlowKey6 {
+            src: 0x2001_0db8_0300_0000_0000_0000_0000_0021,
+            dst: k.src,
+            sport: 8080,
+            dport: k.sport,
+            proto: 6,
+        };
+        assert!(t.set_reply(&k, rk, 2, &mut removed));
+        assert_eq!(t.get_reply(&rk, 2, &mut removed).map(|e| e.key), Some(k));
+        assert!(t.remove(&k, &mut removed));
+        assert!(t.get_reply(&rk, 2, &mut removed).is_none());
+        assert_eq!(gone, vec![k]);
+        assert_eq!(t.len(), 999);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! real servers, built on the slow path and published with one atomic pointer
 //! swap. Workers load it once per batch and only read it.
 
-use super::flow::{FlowKey, Timeouts};
+use super::flow::{FlowKey, FlowKey6, Timeouts};
 use super::maglev::{flow_hash, MaglevTable};
 
 /// Stable identity of a real server within one director process. The slow
@@ -161,6 +161,56 @@ impl ServiceFwd {
     }
 }
 
+/// One IPv6 virtual service. Kept apart from [`ServiceFwd`] so the IPv4
+/// lookups stay on 4-byte keys; its servers are ordinary [`BackendId`]s in
+/// [`FwdTable::backends`] (state, MAC, counters shared with IPv4). Direct
+/// routing only for now: the frame keeps its addresses and only the MACs
+/// change, so a server's IPv6 address is not needed on the fast path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceFwd6 {
+    /// The VIP, big-endian `u128`.
+    pub vip: u128,
+    /// 0 = every port of the VIP.
+    pub port: u16,
+    /// IP protocol number (6 or 17).
+    pub proto: u8,
+    /// Maglev lookup table: indices into `members`, or no server.
+    pub maglev: MaglevTable,
+    /// Backend ids of this service's real servers.
+    pub members: Vec<BackendId>,
+    /// As [`ServiceFwd::client_affinity`].
+    pub client_affinity: bool,
+}
+
+impl ServiceFwd6 {
+    /// As [`ServiceFwd::hash`], over the IPv6 key (37 bytes, or the 16-byte
+    /// client address under client affinity).
+    #[inline]
+    pub fn hash(&self, k: &FlowKey6) -> u64 {
+        if self.client_affinity {
+            flow_hash(&{ k.src }.to_be_bytes())
+        } else {
+            let mut b = [0u8; 37];
+            b[0..16].copy_from_slice(&{ k.src }.to_be_bytes());
+            b[16..32].copy_from_slice(&{ k.dst }.to_be_bytes());
+            b[32..34].copy_from_slice(&{ k.sport }.to_be_bytes());
+            b[34..36].copy_from_slice(&{ k.dport }.to_be_bytes());
+            b[36] = k.proto;
+            flow_hash(&b)
+        }
+    }
+
+    /// The backend Maglev assigns to a flow hash, if any.
+    #[inline]
+    pub fn pick(&self, hash: u64) -> Option<BackendId> {
+        if self.maglev.is_empty() {
+            return None;
+        }
+        let m = self.maglev.get((hash % self.maglev.len() as u64) as usize)?;
+        self.members.get(m.index()).copied()
+    }
+}
+
 /// A flow key as the bytes [`ServiceFwd::hash`] hashes (network order).
 #[inline]
 fn key_bytes(k: &FlowKey) -> [u8; 13] {
@@ -184,6 +234,9 @@ pub struct FwdTable {
     pub director_ip: u32,
     /// Sorted by (vip, proto, port).
     pub services: Vec<ServiceFwd>,
+    /// IPv6 services, sorted by (vip, proto, port). Empty: IPv6 frames are
+    /// left to the kernel as before (`not_ipv4`).
+    pub services6: Vec<ServiceFwd6>,
     /// Indexed by [`BackendId`].
     pub backends: Vec<BackendFwd>,
     /// `on_server_down: reschedule` (true) or `keep`.
@@ -210,6 +263,7 @@ impl FwdTable {
             director_mac,
             director_ip: 0,
             services: Vec::new(),
+            services6: Vec::new(),
             backends: Vec::new(),
             reschedule_on_down: true,
             answer_ping: true,
@@ -246,6 +300,25 @@ impl FwdTable {
     /// Sort services for lookups; call after filling `services`.
     pub fn sort(&mut self) {
         self.services.sort_by_key(|s| (s.vip, s.proto, s.port));
+        self.services6.sort_by_key(|s| (s.vip, s.proto, s.port));
+    }
+
+    /// True when `addr` is the VIP of some IPv6 service.
+    #[inline]
+    pub fn is_vip6(&self, addr: u128) -> bool {
+        let i = self.services6.partition_point(|s| s.vip < addr);
+        self.services6.get(i).is_some_and(|s| s.vip == addr)
+    }
+
+    /// Index into `services6` for (vip, proto, port): an exact port first,
+    /// then an all-ports service.
+    #[inline]
+    pub fn find_service6(&self, vip: u128, proto: u8, port: u16) -> Option<usize> {
+        let by = |s: &ServiceFwd6| (s.vip, s.proto, s.port);
+        match self.services6.binary_search_by_key(&(vip, proto, port), by) {
+            Ok(i) => Some(i),
+            Err(_) => self.services6.binary_search_by_key(&(vip, proto, 0), by).ok(),
+        }
     }
 
     /// True when `addr` is the VIP of some service.
