@@ -25,13 +25,24 @@ fn net(offset: i32) -> u32 {
 /// * ICMP errors hash on the packet they quote (VIP:vport -> client:cport),
 ///   which the symmetric hash maps to the flow's own worker.
 ///
-/// Non-IPv4 frames fail a load and go to worker 0.
+/// IPv6 (version nibble 6) hashes the XOR of the eight address words,
+/// symmetric too, so one client address and VIP meet one worker whatever
+/// the ports, extension headers or fragmentation (no ports: a bounded
+/// header walk in cBPF is not worth it, and addresses keep every fragment
+/// of a datagram together); an ICMPv6 error hashes the addresses of the
+/// packet it quotes (at 48), so it meets its flow's worker. The IPv4 part
+/// is unchanged (the version test comes first, one load and a jump).
+///
+/// Frames too short to hash fail a load and go to worker 0.
 pub fn fanout_program() -> Vec<libc::sock_filter> {
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum Label {
         NotIcmp,
         NotFragment,
         Fold,
+        V6,
+        V6Icmp,
+        V6Fold,
     }
     use libc::{
         BPF_A, BPF_ABS, BPF_ALU, BPF_AND, BPF_B, BPF_H, BPF_JA, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_MEM,
@@ -63,6 +74,9 @@ pub fn fanout_program() -> Vec<libc::sock_filter> {
         }
     };
     let mut a = Asm::new();
+    a.push(ldb(0)); // version and IHL / traffic class
+    a.push(op(BPF_ALU | BPF_AND | BPF_K, 0xf0));
+    a.push_branch(jeq(0x60), Some(Label::V6), None);
     a.push(ldb(9)); // protocol
     a.push_branch(jeq(1), None, Some(Label::NotIcmp));
     // ICMP: the quoted packet's addresses (20 + 8 + 12) and ports.
@@ -81,6 +95,32 @@ pub fn fanout_program() -> Vec<libc::sock_filter> {
     // Addresses and ports (no IP options on VIP traffic).
     four_tuple(&mut a, 12, 20);
     a.label(Label::Fold);
+    for i in [
+        tax,
+        op(BPF_ALU | BPF_RSH | BPF_K, 16),
+        xor_x,
+        op(BPF_RET | BPF_A, 0),
+    ] {
+        a.push(i);
+    }
+    // A = the XOR of the eight words of the two addresses from `at`.
+    let addrs6 = |a: &mut Asm<libc::sock_filter, Label>, at: i32| {
+        a.push(ld(at));
+        for w in 1..8 {
+            a.push(tax);
+            a.push(ld(at + 4 * w));
+            a.push(xor_x);
+        }
+    };
+    a.label(Label::V6);
+    a.push(ldb(6)); // next header
+    a.push_branch(jeq(58), Some(Label::V6Icmp), None);
+    addrs6(&mut a, 8);
+    a.push_jump(ja, Branch::Always, Label::V6Fold);
+    a.label(Label::V6Icmp);
+    // The quoted IPv6 header starts after the 8-byte ICMPv6 header.
+    addrs6(&mut a, 40 + 8 + 8);
+    a.label(Label::V6Fold);
     for i in [
         tax,
         op(BPF_ALU | BPF_RSH | BPF_K, 16),
@@ -149,7 +189,8 @@ mod tests {
     #[test]
     fn fanout_program_is_the_listing() {
         #[rustfmt::skip]
-        let listing: [(u16, u8, u8, u32); 39] = [
+        let listing: [(u16, u8, u8, u32); 42] = [
+            (0x30, 0, 0, net(0)), (0x54, 0, 0, 0xf0), (0x15, 39, 0, 0x60),
             (0x30, 0, 0, net(9)), (0x15, 0, 13, 1),
             (0x20, 0, 0, net(40)), (0x07, 0, 0, 0), (0x20, 0, 0, net(44)), (0xac, 0, 0, 0),
             (0x02, 0, 0, 0), (0x28, 0, 0, net(48)), (0x07, 0, 0, 0), (0x28, 0, 0, net(50)),
@@ -166,7 +207,27 @@ mod tests {
             .iter()
             .map(|i| (i.code, i.jt, i.jf, i.k))
             .collect();
-        assert_eq!(got, listing);
+        assert_eq!(got[..42], listing);
+        // The IPv6 part: next header 58 or not, 8 address words from 8 or
+        // from the quote at 56, the fold.
+        let words = |at: i32| {
+            let mut v = vec![(0x20, 0, 0, net(at))];
+            for w in 1..8 {
+                v.extend([(0x07, 0, 0, 0), (0x20, 0, 0, net(at + 4 * w)), (0xac, 0, 0, 0)]);
+            }
+            v
+        };
+        let mut v6: Vec<(u16, u8, u8, u32)> = vec![(0x30, 0, 0, net(6)), (0x15, 23, 0, 58)];
+        v6.extend(words(8));
+        v6.push((0x05, 0, 0, 22));
+        v6.extend(words(56));
+        v6.extend([
+            (0x07, 0, 0, 0),
+            (0x74, 0, 0, 16),
+            (0xac, 0, 0, 0),
+            (0x16, 0, 0, 0),
+        ]);
+        assert_eq!(got[42..], v6[..]);
     }
 
     /// Run a classic BPF program over an Ethernet frame the way the kernel
@@ -227,6 +288,44 @@ mod tests {
         assert_eq!(run(&p, &frags[0]), run(&p, &frags[1]));
         // Not IPv4 enough to hash: worker 0.
         assert_eq!(run(&p, &to_vip[..20]), 0);
+    }
+
+    /// IPv6: both directions, every port of one client-VIP pair, every
+    /// fragment, and an ICMPv6 error quoting the flow meet one worker;
+    /// another client address goes elsewhere.
+    #[test]
+    fn fanout_keeps_v6_flows_fragments_and_errors_together() {
+        use crate::wire::builder::{Ext6, PacketBuilder6};
+        use crate::wire::ipv6::next_header;
+        use crate::wire::tcp;
+        use std::net::Ipv6Addr;
+        let p = fanout_program();
+        let client: Ipv6Addr = "2001:db8:200::7".parse().unwrap();
+        let vip: Ipv6Addr = "2001:db8:100::1".parse().unwrap();
+        let router: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
+        let to_vip = PacketBuilder6::new(client, vip).tcp(40000, 80, tcp::SYN, &[]);
+        let back = PacketBuilder6::new(vip, client).tcp(80, 40000, tcp::SYN | tcp::ACK, &[]);
+        let h = run(&p, &to_vip);
+        assert_ne!(h, 0);
+        assert_eq!(run(&p, &back), h);
+        let other: Ipv6Addr = "2001:db8:200::8".parse().unwrap();
+        assert_ne!(
+            run(&p, &PacketBuilder6::new(other, vip).tcp(40000, 80, tcp::SYN, &[])),
+            h
+        );
+        let frag = PacketBuilder6::new(client, vip)
+            .ext(Ext6::Fragment {
+                offset: 64,
+                more: false,
+                ident: 9,
+            })
+            .ip(next_header::UDP, &[0; 16]);
+        assert_eq!(run(&p, &frag), h);
+        // Packet Too Big from a router, quoting VIP -> client.
+        let ptb = PacketBuilder6::new(router, vip).icmpv6(2, 0, 1280u32.to_be_bytes(), &back[14..]);
+        assert_eq!(run(&p, &ptb), h);
+        // An IPv6 header cut short: a load fails, worker 0.
+        assert_eq!(run(&p, &to_vip[..14 + 20]), 0);
     }
     /// [`fanout_hash`] is what the program returns, on many tuples of both
     /// protocols and directions.
