@@ -6,7 +6,8 @@
 //! was tried it must cost no more than a fresh SYN). The `_sync` rows run
 //! the same frames with a flow-sync link attached (each new flow pushes a
 //! note, which the sync thread, here the bench between iterations and
-//! untimed, takes).
+//! untimed, takes). The `_dr6` rows are the IPv6 counterparts of the first
+//! two.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -35,10 +36,15 @@ fn frame(sport: u16, src: u32) -> Vec<u8> {
 }
 
 fn worker() -> Worker<MemDevice> {
+    worker_with(|_| {})
+}
+
+/// [`worker`] on the bench table changed by `edit`.
+fn worker_with(edit: impl FnOnce(&mut ulvs::fwd::table::FwdTable)) -> Worker<MemDevice> {
     let cfg = Config::from_str(YAML, "bench.yaml").expect("valid");
     let mut rt = Runtime::default();
     rt.sync(&cfg).expect("ids");
-    let table = build_table(
+    let mut table = build_table(
         &cfg,
         &rt,
         |a| Some([2, 0, 0xc6, 0x12, 0, a.octets()[3]]),
@@ -46,6 +52,7 @@ fn worker() -> Worker<MemDevice> {
         0,
         1,
     );
+    edit(&mut table);
     let shared = Arc::new(Shared::new(table));
     let mut dev = MemDevice::new(64, 128);
     dev.capture = false;
@@ -192,6 +199,71 @@ fn per_frame_sync(c: &mut Criterion) {
     g.finish();
 }
 
+/// The IPv6 rows: a 74-byte TCP ACK to an IPv6 VIP (DR) over 4096
+/// established flows, and a new flow every frame; the table is the IPv4
+/// one plus an IPv6 service on the same servers.
+fn per_frame_v6(c: &mut Criterion) {
+    use ulvs::fwd::table::ServiceFwd6;
+    use ulvs::wire::builder::PacketBuilder6;
+    const VIP6: u128 = 0x2001_0db8_0100_0000_0000_0000_0000_0001;
+    let mut g = c.benchmark_group("worker_per_frame");
+    const BATCH: usize = 64;
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let worker6 = || {
+        worker_with(|t| {
+            let s = t.services[0].clone();
+            t.services6.push(ServiceFwd6 {
+                vip: VIP6,
+                port: 80,
+                proto: 6,
+                maglev: s.maglev,
+                members: s.members,
+                client_affinity: false,
+            });
+            t.sort();
+        })
+    };
+    let frame6 = |sport: u16, src: u128| {
+        PacketBuilder6::new(0x2001_0db8_0200_0000_0000_0000_0000_0000 | src, VIP6).tcp(
+            sport,
+            80,
+            tcp::ACK,
+            &[0; 10],
+        )
+    };
+    let frames: Vec<Vec<u8>> = (0..4096u32)
+        .map(|i| frame6(10_000 + i as u16, u128::from(i)))
+        .collect();
+    let mut w = worker6();
+    let mut i = 0usize;
+    g.bench_function("established_dr6", |b| {
+        b.iter(|| {
+            for _ in 0..BATCH {
+                w.device()
+                    .push_rx(&frames[i % frames.len()], RxMeta::default(), VnetHdr::default());
+                i += 1;
+            }
+            w.poll_once(1000).expect("mem device")
+        })
+    });
+    let mut w = worker6();
+    let mut n = 0u32;
+    let mut f = frame6(1, 0);
+    g.bench_function("new_flow_dr6", |b| {
+        b.iter(|| {
+            for _ in 0..BATCH {
+                n = n.wrapping_add(1);
+                // Client address bytes 12..16 and source port.
+                f[34..38].copy_from_slice(&n.to_be_bytes());
+                f[54..56].copy_from_slice(&(n as u16).to_be_bytes());
+                w.device().push_rx(&f, RxMeta::default(), VnetHdr::default());
+            }
+            w.poll_once(1000).expect("mem device")
+        })
+    });
+    g.finish();
+}
+
 /// NAT and TUN services on their own VIPs (the rewrite-heavy modes).
 const MODES_YAML: &str = "interface: eth0\nservices:\n  - name: nat\n    vip: 198.18.100.2\n    port: 80\n    mode: nat\n    real_servers:\n      - address: 198.18.0.21:8080\n      - address: 198.18.0.22:8080\n  - name: tun\n    vip: 198.18.100.3\n    port: 80\n    mode: tun\n    real_servers:\n      - address: 198.18.0.31\n      - address: 198.18.0.32\n";
 
@@ -253,5 +325,5 @@ fn per_frame_modes(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, per_frame, per_frame_sync, per_frame_modes);
+criterion_group!(benches, per_frame, per_frame_sync, per_frame_modes, per_frame_v6);
 criterion_main!(benches);
