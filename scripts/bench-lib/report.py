@@ -280,7 +280,7 @@ def cases_of(summary):
 
 def markdown(summary, xdp, http, http_note, meta):
     """The table for the README: (a) max pps, (b) CPU per frame at an equal load, HTTP."""
-    out = ["Command: `%s`; %s; kernel %s; load average at the start %s; commit %s." % (
+    out = ["Command: `%s`; %s; kernel %s; load average (1/5/15 min) %s; commit %s." % (
         meta["command"], meta["generated"], meta["kernel"], meta.get("loadavg") or "?",
         (meta["git"]["commit"] or "?")[:12] + (" (dirty)" if meta["git"]["dirty"] else "")), ""]
     out += ["| row | load | path | pps | ratio | offered (vs ref) | loss | CPU ns/frame, all CPUs (ratio) "
