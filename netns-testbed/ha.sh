@@ -248,17 +248,17 @@ ha_pair_up() {
 }
 
 # ha_expect_synced N: A lists at least N established flows and B holds every
-# one of them as synced (origin not local) with the same server
+# one of them as synced (origin: A's sync address) with the same server
 ha_expect_synced() {
   local n=$1
   adm_json "$WORK/flows-a.json" flows || fail "A: ulvsadm flows --json"
   admb flows --json >"$WORK/flows-b.json" 2>"$WORK/adm.err" || fail "B: ulvsadm flows --json: $(cat "$WORK/adm.err")"
   expect "A lists at least the $n downloads as established" "$WORK/flows-a.json" \
     "sum(1 for f in d['flows'] if f['state'] == 'established') >= $n"
-  expect "B holds every established flow of A, synced (origin not local), same server" "$WORK/flows-b.json" \
+  expect "B holds every established flow of A, synced (origin $DIR1_IP:$HA_SYNC_PORT), same server" "$WORK/flows-b.json" \
     "(lambda a, b: len(a) >= $n and all(b.get(k) == v for k, v in a.items()))(
        {(f['client'], f['vip']): f['server'] for f in json.load(open('$WORK/flows-a.json'))['flows'] if f['state'] == 'established'},
-       {(f['client'], f['vip']): f['server'] for f in d['flows'] if f.get('origin', 'local') != 'local'})"
+       {(f['client'], f['vip']): f['server'] for f in d['flows'] if f.get('origin') == '$DIR1_IP:$HA_SYNC_PORT'})"
 }
 
 # ha_takeover: SIGKILL director A; wait (15 s at most) until the router

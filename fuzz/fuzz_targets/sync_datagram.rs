@@ -43,6 +43,7 @@ fn table() -> FwdTable {
         mode: Mode::Dr,
         maglev: MaglevTable::default(),
         members: vec![0],
+        client_affinity: false,
     }];
     t
 }

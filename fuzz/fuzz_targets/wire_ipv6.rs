@@ -139,6 +139,20 @@ fuzz_target!(|data: &[u8]| {
         let _ = (ndp::solicited_node(&a), ndp::multicast_mac(&b), ndp::is_solicited_node(&a));
     }
 
+    // An error written around these bytes as its quote parses back: the
+    // checksum verifies and the quote reads as the bytes alone do.
+    let quote_len = data.len().min(icmpv6::MAX_QUOTE_LEN);
+    let mut err = vec![0u8; 48 + quote_len];
+    err[48..].copy_from_slice(&data[..quote_len]);
+    let (a, b) = ([0x20; 16], [0x01; 16]);
+    let n = icmpv6::write_error(&mut err, &a, &b, 64, icmpv6::PACKET_TOO_BIG, 0, [0, 0, 5, 0], quote_len);
+    assert_eq!(n, Ok(48 + quote_len));
+    let ip = ipv6::Packet::new_checked(&err[..]).expect("a packet we wrote");
+    assert_eq!(ip.walk().map(|c| c.protocol), Ok(nh::ICMPV6));
+    let m = icmpv6::Message::new_checked(ip.payload()).expect("8 bytes");
+    assert!(m.verify_checksum(&a, &b));
+    assert_eq!(m.quote().map(|q| q.chain()), ipv6::walk_quote(&data[..quote_len]));
+
     // etherparse, where it is cheap.
     let plen_zero = data.len() >= 6 && data[4] == 0 && data[5] == 0;
     let theirs = etherparse::Ipv6Slice::from_slice(data);

@@ -56,10 +56,30 @@ def cmd_record(a):
         director["tx_error"] = drops1.get("tx_error", 0) - drops0.get("tx_error", 0)
     procs = cnt.get("procs", {})
     cpus = cnt.get("cpus", {})
+    frames, secs = cnt["frames"], cnt["seconds"]
+
+    def ns_per_frame(pcts):
+        # busy percent of one CPU-second, over the window, per forwarded frame
+        if frames <= 0 or any(x is None for x in pcts) or not pcts:
+            return None
+        return round(sum(pcts) / 100.0 * secs * 1e9 / frames, 1)
+
+    # every CPU from /proc/stat (includes the generator, the counter and
+    # anything else running on the machine) ...
+    all_cpu = ns_per_frame([(c or {}).get("busy_pct") for c in cpus.values()])
+    # ... and the box's own threads (schedstat): the director, the NAPI
+    # kthread(s) of its eth0 and ksoftirqd of its CPU
+    box_names = [k for k in procs if k in ("director", "ksoftirqd") or k.startswith("napi")]
+    box = ns_per_frame([(procs.get(k) or {}).get("cpu_pct") for k in box_names])
+    napi = [(procs.get(k) or {}).get("cpu_pct") for k in procs if k.startswith("napi")]
     rec = {
         "round": a.round,
         "path": a.path,
+        "proto": a.proto,
         "size": a.size,
+        "cpu_ns_per_frame_all": all_cpu,
+        "cpu_ns_per_frame_box": box,
+        "napi_cpu_pct": round(sum(napi), 3) if napi and None not in napi else None,
         "rate": None if a.rate == "max" else int(a.rate),
         "pps": cnt["pps"],
         "frames": cnt["frames"],
@@ -153,23 +173,51 @@ def director_info(path):
 
 def summarize(meas):
     rounds = [m for m in meas if m["round"] > 0]
+    for m in rounds:
+        m.setdefault("proto", "udp")
     by = {}
     for m in rounds:
-        by.setdefault((m["path"], m["size"], m.get("rate")), []).append(m)
-    ref = {(m["round"], m["size"], m.get("rate")): m["pps"] for m in rounds if m["path"] == REFERENCE}
+        by.setdefault((m["path"], m["proto"], m["size"], m.get("rate")), []).append(m)
+    refm = {(m["round"], m["proto"], m["size"], m.get("rate")): m for m in rounds if m["path"] == REFERENCE}
     out = []
-    cases = sorted({(m.get("rate"), m["size"]) for m in rounds}, key=lambda c: (rate_key(c[0]), c[1]))
+    cases = sorted({(m.get("rate"), m["proto"], m["size"]) for m in rounds},
+                   key=lambda c: (rate_key(c[0]), c[1] != "udp", c[1], c[2]))
     paths = [p for p in PATH_ORDER if any(k[0] == p for k in by)]
-    for rate, size in cases:
+
+    def same_round(ms, proto, size, rate, key):
+        # ratio of this path's value to the reference's in the same round
+        rs = []
+        for m in ms:
+            r = refm.get((m["round"], proto, size, rate))
+            if r and m.get(key) is not None and r.get(key):
+                rs.append(m[key] / r[key])
+        return rs
+
+    for rate, proto, size in cases:
         for p in paths:
-            ms = by.get((p, size, rate), [])
+            ms = by.get((p, proto, size, rate), [])
             if not ms:
                 continue
-            ratios = [m["pps"] / ref[(m["round"], size, rate)] for m in ms if ref.get((m["round"], size, rate))]
+            ratios = same_round(ms, proto, size, rate, "pps")
+            offered = same_round(ms, proto, size, rate, "offered_pps")
+            cpu_all = same_round(ms, proto, size, rate, "cpu_ns_per_frame_all")
+            cpu_box = same_round(ms, proto, size, rate, "cpu_ns_per_frame_box")
             pps = [m["pps"] for m in ms]
+            off = med(offered)
+            loss = [1 - m["pps"] / m["offered_pps"] for m in ms if m["offered_pps"]]
             out.append({
                 "path": p,
+                "proto": proto,
                 "size": size,
+                "offered_vs_reference_median": off,
+                # the generator must offer every path the same rate (±5 %)
+                "offered_mismatch": off is not None and abs(off - 1) > 0.05,
+                "loss_median": med(loss),
+                "cpu_ns_per_frame_all_median": med([m.get("cpu_ns_per_frame_all") for m in ms]),
+                "cpu_ns_per_frame_box_median": med([m.get("cpu_ns_per_frame_box") for m in ms]),
+                "cpu_all_ratio_median": med(cpu_all),
+                "cpu_box_ratio_median": med(cpu_box),
+                "napi_cpu_pct_median": med([m.get("napi_cpu_pct") for m in ms]),
                 "rate": rate,
                 "rounds": len(ms),
                 "pps_median": med(pps),
@@ -217,34 +265,92 @@ def fmt(v, spec, dash="-", unit=""):
     return dash if v is None else format(v, spec) + unit
 
 
+def row_name(s):
+    return "%s %d B" % ("SYN" if s["proto"] == "tcp-syn" else "UDP", s["size"])
+
+
+def cases_of(summary):
+    cases = []
+    for s in summary:
+        c = (s["rate"], s.get("proto", "udp"), s["size"])
+        if c not in cases:
+            cases.append(c)
+    return cases
+
+
+def markdown(summary, xdp, http, http_note, meta):
+    """The table for the README: (a) max pps, (b) CPU per frame at an equal load, HTTP."""
+    out = ["Command: `%s`; %s; kernel %s; load average (1/5/15 min) %s; commit %s." % (
+        meta["command"], meta["generated"], meta["kernel"], meta.get("loadavg") or "?",
+        (meta["git"]["commit"] or "?")[:12] + (" (dirty)" if meta["git"]["dirty"] else "")), ""]
+    out += ["| row | load | path | pps | ratio | offered (vs ref) | loss | CPU ns/frame, all CPUs (ratio) "
+            "| CPU ns/frame, box threads (ratio) |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for rate, proto, size in cases_of(summary):
+        for s in [s for s in summary if (s["rate"], s["proto"], s["size"]) == (rate, proto, size)]:
+            ref = s["path"] == REFERENCE
+            out.append("| %s | %s | %s | %s | %s | %s%s | %s | %s (%s) | %s (%s) |" % (
+                row_name(s), rate_str(rate), s["path"], fmt(s["pps_median"], ",.0f"),
+                "1.00" if ref else fmt(s["ratio_median"], ".2f"),
+                fmt(s["offered_pps_median"], ",.0f"),
+                "" if ref else " (%s)" % fmt(s["offered_vs_reference_median"], ".2f")
+                + (" **≠**" if s["offered_mismatch"] else ""),
+                fmt(None if s["loss_median"] is None else 100 * s["loss_median"], ".1f", unit=" %"),
+                fmt(s["cpu_ns_per_frame_all_median"], ",.0f"), "1.00" if ref else fmt(s["cpu_all_ratio_median"], ".2f"),
+                fmt(s["cpu_ns_per_frame_box_median"], ",.0f"), "1.00" if ref else fmt(s["cpu_box_ratio_median"], ".2f")))
+        if xdp["status"] != "built":
+            out.append("| %s B | %s | ulvs-af_xdp | not built | | | | | |" % (size, rate_str(rate)))
+    out.append("")
+    if http:
+        out += ["| HTTP (wrk -t1 -c32) | req/s | ratio | p50 ms | p99 ms | errors |",
+                "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for h in http:
+            out.append("| %s | %s | %s | %s | %s | %d |" % (
+                h["path"], fmt(h["rps_median"], ",.0f"), fmt(h["ratio_median"], ".2f"),
+                fmt(h["p50_ms_median"], ".3f"), fmt(h["p99_ms_median"], ".3f"), h["errors"]))
+    else:
+        out.append("HTTP: %s" % (http_note or "not run"))
+    return "\n".join(out) + "\n"
+
+
 def print_table(summary, xdp, http, http_note, crosscheck, background):
     print()
     if background:
         print("background load with no traffic (box CPU / generator CPU busy): "
               + ", ".join("%s %s / %s" % (b["when"], fmt(b["box_cpu_busy_pct"], ".0f", unit="%"),
                                          fmt(b["gen_cpu_busy_pct"], ".0f", unit="%")) for b in background))
-    print("pps reaching the servers (median over rounds; ratio = same-round pps / kernel-nft pps, median)")
-    hdr = "%-15s %5s %6s %11s %23s %6s %11s %8s %8s %9s %9s %11s" % (
-        "path", "size", "load", "pps", "min..max", "ratio", "offered", "box CPU", "softirq",
-        "director", "ksoftirqd", "ring drop/s")
+    print("pps reaching the servers (median over rounds; ratio = same-round pps / kernel-nft pps, median);")
+    print("offered = generator rate (x = same-round ratio to the reference's, '!' when off by > 5 %);")
+    print("ns/frame = CPU time per forwarded frame: all CPUs (/proc/stat) and the box's threads (director,")
+    print("NAPI kthread, ksoftirqd; schedstat), with the same-round ratio to the reference in brackets")
+    hdr = "%-15s %-10s %6s %11s %6s %18s %6s %8s %8s %9s %5s %15s %15s" % (
+        "path", "row", "load", "pps", "ratio", "offered", "loss", "box CPU", "director", "NAPI", "ksirq",
+        "ns/frame all", "ns/frame box")
     print(hdr)
     print("-" * len(hdr))
-    cases = []
-    for s in summary:
-        if (s["rate"], s["size"]) not in cases:
-            cases.append((s["rate"], s["size"]))
-    for rate, size in cases:
-        for s in [s for s in summary if s["size"] == size and s["rate"] == rate]:
-            print("%-15s %5d %6s %11s %23s %6s %11s %8s %8s %9s %9s %11s" % (
-                s["path"], size, rate_str(rate), fmt(s["pps_median"], ",.0f"),
-                "%s..%s" % (fmt(s["pps_min"], ",.0f"), fmt(s["pps_max"], ",.0f")),
-                fmt(s["ratio_median"], ".2f"), fmt(s["offered_pps_median"], ",.0f"),
-                fmt(s["box_cpu_busy_pct_median"], ".0f", unit="%"), fmt(s["box_cpu_softirq_pct_median"], ".0f", unit="%"),
-                fmt(s["director_cpu_pct_median"], ".0f", unit="%"), fmt(s["ksoftirqd_cpu_pct_median"], ".0f", unit="%"),
-                fmt(s["ring_drops_per_s_median"], ",.0f")))
+    for rate, proto, size in cases_of(summary):
+        for s in [s for s in summary if (s["rate"], s["proto"], s["size"]) == (rate, proto, size)]:
+            ref = s["path"] == REFERENCE
+            off = fmt(s["offered_pps_median"], ",.0f") + ("" if ref else " x%s%s" % (
+                fmt(s["offered_vs_reference_median"], ".2f"), "!" if s["offered_mismatch"] else ""))
+            print("%-15s %-10s %6s %11s %6s %18s %6s %8s %8s %9s %5s %15s %15s" % (
+                s["path"], row_name(s), rate_str(rate), fmt(s["pps_median"], ",.0f"),
+                fmt(s["ratio_median"], ".2f"), off,
+                fmt(None if s["loss_median"] is None else 100 * s["loss_median"], ".1f", unit="%"),
+                fmt(s["box_cpu_busy_pct_median"], ".0f", unit="%"),
+                fmt(s["director_cpu_pct_median"], ".0f", unit="%"), fmt(s["napi_cpu_pct_median"], ".0f", unit="%"),
+                fmt(s["ksoftirqd_cpu_pct_median"], ".0f", unit="%"),
+                "%s (%s)" % (fmt(s["cpu_ns_per_frame_all_median"], ",.0f"),
+                             "1.00" if ref else fmt(s["cpu_all_ratio_median"], ".2f")),
+                "%s (%s)" % (fmt(s["cpu_ns_per_frame_box_median"], ",.0f"),
+                             "1.00" if ref else fmt(s["cpu_box_ratio_median"], ".2f"))))
         if xdp["status"] != "built":
-            print("%-15s %5d %6s   af_xdp: not built%s" % ("ulvs-af_xdp", size, rate_str(rate),
+            print("%-15s %-10s %6s   af_xdp: not built%s" % ("ulvs-af_xdp", "%d B" % size, rate_str(rate),
                                                        " (%s)" % xdp["reason"] if xdp["reason"] else ""))
+    bad = [s for s in summary if s["offered_mismatch"]]
+    for s in bad:
+        print("WARNING: %s %s at %s: the generator offered %s of the reference's rate (more than 5 %% off); "
+              "compare that row with care" % (s["path"], row_name(s), rate_str(s["rate"]),
+                                               fmt(s["offered_vs_reference_median"], ".2f")))
     if crosscheck is not None:
         print("counter cross-check: MAC-filtered frames vs interface rx_packets, largest difference %.2f%%" % crosscheck)
     print()
@@ -356,20 +462,19 @@ def panel(x0, y0, w, h, title, ylabel, groups, series, get, missing_note):
 def write_svg(path, summary, http, xdp, meta):
     ph = 380
     panels = []
-    cases = []
-    for s in summary:
-        if (s["rate"], s["size"]) not in cases:
-            cases.append((s["rate"], s["size"]))
-    groups = ["%d B, %s" % (size, "max load" if rate is None else "%s offered" % rate_str(rate)) for rate, size in cases]
+    cases = cases_of(summary)
+    groups = ["%s %d B, %s" % ("SYN" if proto == "tcp-syn" else "UDP", size,
+                               "max load" if rate is None else "%s offered" % rate_str(rate))
+              for rate, proto, size in cases]
     series = [p for p in PATH_ORDER if any(s["path"] == p for s in summary)]
     if xdp["status"] != "built" and "ulvs-af_xdp" not in series:
         series.append("ulvs-af_xdp")
     w = max(760, 100 + len(groups) * len(series) * 62)
-    idx = {(s["path"], s["size"], s["rate"]): s for s in summary}
+    idx = {(s["path"], s.get("proto", "udp"), s["size"], s["rate"]): s for s in summary}
 
     def get_pps(g, s):
-        rate, size = cases[groups.index(g)]
-        r = idx.get((s, size, rate))
+        rate, proto, size = cases[groups.index(g)]
+        r = idx.get((s, proto, size, rate))
         if not r:
             return None
         label = short(r["pps_median"])
@@ -380,8 +485,7 @@ def write_svg(path, summary, http, xdp, meta):
     def missing(s):
         return "af_xdp: not built" if s == "ulvs-af_xdp" and xdp["status"] != "built" else None
 
-    panels.append(lambda y: panel(0, y, w, ph, "Frames per second reaching the real servers (%s, median, min..max)"
-                                  % meta["proto"], "frames/s", groups, series, get_pps, missing))
+    panels.append(lambda y: panel(0, y, w, ph, "Frames per second reaching the real servers (median, min..max)", "frames/s", groups, series, get_pps, missing))
     if http:
         hidx = {h["path"]: h for h in http}
         hseries = [p for p in HTTP_ORDER if p in hidx]
@@ -436,12 +540,13 @@ def cmd_final(a):
         "kernel": platform.release(),
         "director": director_info(a.director),
         "cpus": os.cpu_count(),
-        "proto": a.proto,
+        "rows": a.rows,
+        "loadavg": a.loadavg,
     }
     doc = {
         "schema": 1,
         **meta,
-        "params": {"rounds": a.rounds, "seconds": a.seconds, "proto": a.proto, "flows": a.flows,
+        "params": {"rounds": a.rounds, "seconds": a.seconds, "rows": a.rows.split(), "flows": a.flows,
                    "servers": a.servers, "box_cpu": a.box_cpu, "gen_cpu": a.gen_cpu, "gro": a.gro,
                    "rates": [None if r == "max" else int(r) for r in a.rates.split()]},
         "reference": REFERENCE,
@@ -457,13 +562,17 @@ def cmd_final(a):
         json.dump(doc, f, indent=1, sort_keys=True)
         f.write("\n")
     write_svg(a.svg, summary, http, xdp, meta)
+    md = markdown(summary, xdp, http, a.http_note, meta)
+    with open(a.markdown, "w") as f:
+        f.write(md)
     print_table(summary, xdp, http, a.http_note, crosscheck, background)
-    print("written: %s, %s" % (a.json, a.svg))
+    print(md)
+    print("written: %s, %s, %s" % (a.json, a.svg, a.markdown))
 
 
 def cmd_svg(a):
     doc = load(a.source)
-    meta = {k: doc[k] for k in ("generated", "command", "kernel", "git", "proto")}
+    meta = {k: doc.get(k) for k in ("generated", "command", "kernel", "git")}
     write_svg(a.svg, doc["summary"], doc["http"]["summary"], doc["af_xdp"], meta)
 
 
@@ -474,6 +583,7 @@ def main():
     r.add_argument("--round", type=int, required=True)
     r.add_argument("--path", required=True)
     r.add_argument("--size", type=int, required=True)
+    r.add_argument("--proto", default="udp")
     r.add_argument("--rate", default="max")
     for k in ("gen", "count", "stats0", "stats1"):
         r.add_argument("--" + k, required=True)
@@ -496,7 +606,9 @@ def main():
     f.add_argument("--rates", default="max")
     for k in ("rounds", "seconds", "flows", "servers", "box-cpu", "gen-cpu"):
         f.add_argument("--" + k, type=int, required=True)
-    f.add_argument("--proto", required=True)
+    f.add_argument("--rows", required=True)
+    f.add_argument("--loadavg", default="")
+    f.add_argument("--markdown", required=True)
     f.add_argument("--gro", required=True)
     f.add_argument("--json", required=True)
     f.add_argument("--svg", required=True)

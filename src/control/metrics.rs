@@ -1074,37 +1074,43 @@ mod tests {
         }
     }
 
-    /// `promtool check metrics` (from Debian's `prometheus` package) must
-    /// accept the exposition, lint included; skipped with a note without it.
-    #[test]
-    fn promtool_accepts_the_exposition() {
+    /// Run `promtool check metrics` (Debian's `prometheus` package) on
+    /// `text` and assert it accepts it, lint included; a note and no check
+    /// when promtool is not installed.
+    fn assert_promtool_accepts(text: &str) {
         use std::io::Write;
         use std::process::{Command, Stdio};
         if Command::new("promtool").arg("--version").output().is_err() {
             println!("note: promtool not found (apt-get install prometheus); check skipped");
             return;
         }
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("promtool check metrics: {:?}, output: {said:?}", out.status);
+        assert!(out.status.success() && said.trim().is_empty(), "{said}\n{text}");
+    }
+
+    /// promtool accepts the exposition, with and without traffic.
+    #[test]
+    fn promtool_accepts_the_exposition() {
         let (s, l, e) = fixture();
         for text in [
             render(&s, &l, &e),
             render(&Stats::default(), &List::default(), &e),
         ] {
-            let mut child = Command::new("promtool")
-                .args(["check", "metrics"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-            let out = child.wait_with_output().unwrap();
-            let said = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            println!("promtool check metrics: {:?}, output: {said:?}", out.status);
-            assert!(out.status.success() && said.trim().is_empty(), "{said}\n{text}");
+            assert_promtool_accepts(&text);
         }
     }
 
@@ -1156,26 +1162,6 @@ mod tests {
             !rendered().contains("ulvs_sync_"),
             "no sync families without sync"
         );
-        use std::io::Write;
-        use std::process::{Command, Stdio};
-        if Command::new("promtool").arg("--version").output().is_err() {
-            println!("note: promtool not found (apt-get install prometheus); check skipped");
-            return;
-        }
-        let mut child = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success() && said.trim().is_empty(), "{said}\n{text}");
+        assert_promtool_accepts(&text);
     }
 }

@@ -113,7 +113,9 @@ pub struct SyncPeerSnap {
     pub bulk: String,
     /// Bulk requests sent.
     pub bulk_requests: u64,
-    /// Flows received from it during the bulk transfer.
+    /// Flows received from it between the first answer to the bulk
+    /// request and its "bulk done" (the copies, and any new flows it sent
+    /// meanwhile).
     pub bulk_flows: u64,
     /// Seconds from the first request to "bulk done" (when complete).
     pub bulk_seconds: Option<f64>,

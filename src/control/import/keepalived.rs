@@ -833,15 +833,7 @@ fn virtual_server(n: &Node, notes: &mut Notes) -> Option<Service> {
         }
         _ => {}
     }
-    let Some(vip) = n
-        .arg(0)
-        .and_then(|a| a.parse::<Ipv4Addr>().ok())
-        .filter(|a| usable(*a))
-    else {
-        let why = unusable_why(n.arg(0));
-        notes.add(&n.loc, format!("{what}: not translated ({why})"));
-        return None;
-    };
+    let vip = address(n, &what, notes)?;
     let vport = match n.arg(1) {
         None => 0,
         Some(p) => match port(Some(p)) {
@@ -984,17 +976,23 @@ fn unusable_why(a: Option<&str>) -> &'static str {
     }
 }
 
-fn real_server(n: &Node, s: &Service, vs_timers: Timers, notes: &mut Notes) -> Option<Server> {
-    let what = format!("real_server {}", n.args.join(" "));
-    let Some(addr) = n
+/// The block's first argument as a usable IPv4 address, else a note that
+/// `what` was not translated and why.
+fn address(n: &Node, what: &str, notes: &mut Notes) -> Option<Ipv4Addr> {
+    let addr = n
         .arg(0)
         .and_then(|a| a.parse::<Ipv4Addr>().ok())
-        .filter(|a| usable(*a))
-    else {
+        .filter(|a| usable(*a));
+    if addr.is_none() {
         let why = unusable_why(n.arg(0));
         notes.add(&n.loc, format!("{what}: not translated ({why})"));
-        return None;
-    };
+    }
+    addr
+}
+
+fn real_server(n: &Node, s: &Service, vs_timers: Timers, notes: &mut Notes) -> Option<Server> {
+    let what = format!("real_server {}", n.args.join(" "));
+    let addr = address(n, &what, notes)?;
     let rport = match n.arg(1) {
         None => None,
         Some(p) => match port(Some(p)) {
