@@ -216,6 +216,7 @@ fn per_frame_v6(c: &mut Criterion) {
                 vip: VIP6,
                 port: 80,
                 proto: 6,
+                mode: ulvs::fwd::table::Mode::Dr,
                 maglev: s.maglev,
                 members: s.members,
                 client_affinity: false,

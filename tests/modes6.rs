@@ -35,6 +35,7 @@ fn table6() -> FwdTable {
             vip: u128::from(VIP6),
             port,
             proto,
+            mode: ulvs::fwd::table::Mode::Dr,
             maglev: s.maglev,
             members: s.members,
             client_affinity: false,

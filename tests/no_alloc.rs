@@ -124,6 +124,7 @@ fn with_v6(mut t: FwdTable) -> FwdTable {
             vip: VIP6,
             port,
             proto,
+            mode: ulvs::fwd::table::Mode::Dr,
             maglev: s.maglev,
             members: s.members,
             client_affinity: false,

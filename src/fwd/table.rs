@@ -174,12 +174,27 @@ pub struct ServiceFwd6 {
     pub port: u16,
     /// IP protocol number (6 or 17).
     pub proto: u8,
+    /// Forwarding method (DR, NAT or TUN, as for IPv4).
+    pub mode: Mode,
     /// Maglev lookup table: indices into `members`, or no server.
     pub maglev: MaglevTable,
     /// Backend ids of this service's real servers.
     pub members: Vec<BackendId>,
     /// As [`ServiceFwd::client_affinity`].
     pub client_affinity: bool,
+}
+
+/// The IPv6 side of one real server, indexed by [`BackendId`] like
+/// [`FwdTable::backends`] (whose entry still holds its port, MAC, state and
+/// mode; its IPv4 `addr`/`svc_vip` are 0). Kept apart so the IPv4
+/// [`BackendFwd`] stays small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backend6 {
+    /// The server's IPv6 address (big-endian `u128`; NAT destination, TUN
+    /// outer destination).
+    pub addr: u128,
+    /// Its service's VIP (NAT replies are rewritten back to it).
+    pub svc_vip: u128,
 }
 
 impl ServiceFwd6 {
@@ -253,6 +268,20 @@ pub struct FwdTable {
     pub onlink: (u32, u32),
     /// Known on-link neighbours (address, MAC), sorted by address.
     pub neighbours: Vec<(u32, [u8; 6])>,
+    /// The director's IPv6 address on the segment (big-endian; 0 = none):
+    /// source of TUN 6in6 outer headers and of ICMPv6 it originates.
+    pub director_ip6: u128,
+    /// Per [`BackendId`]: the IPv6 addresses of the server and its service.
+    /// Empty when no IPv6 service is configured; else as long as `backends`.
+    pub backends6: Vec<Backend6>,
+    /// Addresses of IPv6 NAT real servers, sorted (their replies are ours).
+    pub nat_backends6: Vec<u128>,
+    /// MAC of the IPv6 default router (next hop toward IPv6 clients).
+    pub gateway6_mac: Option<[u8; 6]>,
+    /// The interface's on-link IPv6 prefix (network, mask), big-endian.
+    pub onlink6: (u128, u128),
+    /// Known on-link IPv6 neighbours (address, MAC), sorted by address.
+    pub neighbours6: Vec<(u128, [u8; 6])>,
 }
 
 impl FwdTable {
@@ -273,6 +302,38 @@ impl FwdTable {
             gateway_mac: None,
             onlink: (0, u32::MAX),
             neighbours: Vec::new(),
+            director_ip6: 0,
+            backends6: Vec::new(),
+            nat_backends6: Vec::new(),
+            gateway6_mac: None,
+            onlink6: (0, u128::MAX),
+            neighbours6: Vec::new(),
+        }
+    }
+
+    /// The IPv6 side of backend `id` (all zero when it has none).
+    #[inline]
+    pub fn backend6(&self, id: BackendId) -> Backend6 {
+        self.backends6.get(id as usize).copied().unwrap_or_default()
+    }
+
+    /// True when `addr` is an IPv6 NAT real server's address.
+    #[inline]
+    pub fn is_nat_backend6(&self, addr: u128) -> bool {
+        !self.nat_backends6.is_empty() && self.nat_backends6.binary_search(&addr).is_ok()
+    }
+
+    /// As [`FwdTable::next_hop_mac`] for an IPv6 destination.
+    #[inline]
+    pub fn next_hop_mac6(&self, dst: u128) -> Option<[u8; 6]> {
+        let (net, mask) = self.onlink6;
+        if mask != 0 && dst & mask == net {
+            self.neighbours6
+                .binary_search_by_key(&dst, |n| n.0)
+                .ok()
+                .map(|i| self.neighbours6[i].1)
+        } else {
+            self.gateway6_mac
         }
     }
 
