@@ -79,15 +79,25 @@ pub enum Reason {
     V6DuplicateFragment,
     V6TruncatedL4,
     V6FragmentNoTransport,
-    /// An IPv6 fragment to a VIP: not followed yet (the IPv6 fragment table
-    /// is not built), so dropped under its own name.
+    /// A later IPv6 fragment to a VIP whose first fragment was not seen
+    /// (or expired, or was not forwarded).
     V6Fragment,
-    /// ICMPv6 to a VIP (echo and errors are not handled for IPv6 yet).
+    /// ICMPv6 to a VIP (or from a NAT server) that is neither an answered
+    /// echo request nor an error quoting a TCP/UDP packet of a VIP flow;
+    /// also a fragmented ICMPv6 message.
     V6Icmp,
+    /// NAT over IPv6: the hop limit ran out (arrived with 1 or 0).
+    HopLimitExceeded,
+    /// An ICMPv6 error to a VIP (or from a NAT server) whose quoted flow is
+    /// unknown.
+    V6IcmpNoFlow,
+    /// An ICMPv6 error whose quote is not an IPv6 packet (cut inside its
+    /// header or extension headers, or another version).
+    V6IcmpBadQuote,
 }
 
 impl Reason {
-    pub const COUNT: usize = 38;
+    pub const COUNT: usize = 41;
     /// Every reason, in discriminant order.
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::Runt,
@@ -128,6 +138,9 @@ impl Reason {
         Reason::V6FragmentNoTransport,
         Reason::V6Fragment,
         Reason::V6Icmp,
+        Reason::HopLimitExceeded,
+        Reason::V6IcmpNoFlow,
+        Reason::V6IcmpBadQuote,
     ];
 
     /// The counter name used in `ulvsadm stats` and metrics.
@@ -171,6 +184,9 @@ impl Reason {
             Reason::V6FragmentNoTransport => Ipv6Error::FragmentNoTransport.name(),
             Reason::V6Fragment => "v6_fragment",
             Reason::V6Icmp => "v6_icmp",
+            Reason::HopLimitExceeded => "hop_limit_exceeded",
+            Reason::V6IcmpNoFlow => "v6_icmp_no_flow",
+            Reason::V6IcmpBadQuote => "v6_icmp_bad_quote",
         }
     }
 }
