@@ -84,10 +84,15 @@ pub enum Reason {
     V6Fragment,
     /// ICMPv6 to a VIP (echo and errors are not handled for IPv6 yet).
     V6Icmp,
+    /// NAT over IPv6: the hop limit ran out (arrived with 1 or 0).
+    HopLimitExceeded,
+    /// TUN over IPv6: too big for the tunnel (MTU - 40): an ICMPv6 Packet
+    /// Too Big was sent to the client instead.
+    TunPacketTooBig,
 }
 
 impl Reason {
-    pub const COUNT: usize = 38;
+    pub const COUNT: usize = 40;
     /// Every reason, in discriminant order.
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::Runt,
@@ -128,6 +133,8 @@ impl Reason {
         Reason::V6FragmentNoTransport,
         Reason::V6Fragment,
         Reason::V6Icmp,
+        Reason::HopLimitExceeded,
+        Reason::TunPacketTooBig,
     ];
 
     /// The counter name used in `ulvsadm stats` and metrics.
@@ -171,6 +178,8 @@ impl Reason {
             Reason::V6FragmentNoTransport => Ipv6Error::FragmentNoTransport.name(),
             Reason::V6Fragment => "v6_fragment",
             Reason::V6Icmp => "v6_icmp",
+            Reason::HopLimitExceeded => "hop_limit_exceeded",
+            Reason::TunPacketTooBig => "tun_packet_too_big",
         }
     }
 }
@@ -225,8 +234,6 @@ pub enum Kind {
     /// NAT: an ICMP error a real server sent to a client about a packet of a
     /// flow; `rkey` is that flow's reply-direction key.
     NatIcmpFromServer { rkey: FlowKey },
-    /// TCP/UDP to an IPv6 VIP service.
-    Flow6(Classified6),
 }
 
 /// Classify one received frame against the published table.
@@ -247,8 +254,6 @@ pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<
     }
     match eth.ethertype() {
         EtherType::Ipv4 => {}
-        // Without IPv6 services IPv6 is the kernel's, as it always was.
-        EtherType::Ipv6 if !table.services6.is_empty() => return classify6(eth.payload(), table),
         EtherType::Vlan => return Err(Reason::Vlan),
         _ => return Err(Reason::NotIpv4),
     }
@@ -368,14 +373,50 @@ pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<
     }))
 }
 
-/// An IPv6 packet (the Ethernet payload). The fixed header is checked
-/// before the VIP lookup (it holds the address); the extension-header walk
-/// only for packets to a VIP, so other IPv6 traffic costs no walk.
+/// True when `frame` carries IPv6 (EtherType 0x86dd): the worker sends
+/// such frames down the IPv6 path before [`classify_packet`] sees them, so
+/// the IPv4 classification and its [`Kind`] stay as small as without IPv6.
+#[inline(always)]
+pub fn is_ipv6(frame: &[u8]) -> bool {
+    frame.get(12..14) == Some(&[0x86, 0xdd][..])
+}
+
+/// What kind of IPv6 frame the worker acts on. Kept apart from [`Kind`]
+/// (an IPv6 key is 37 bytes, an IPv4 one 13) so IPv4 frames never carry
+/// IPv6-sized results. ICMPv6 and fragments get their own variants here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind6 {
+    /// TCP/UDP to an IPv6 VIP service.
+    Flow(Classified6),
+    /// NAT: a TCP/UDP packet from an IPv6 real server back to a client
+    /// (`service` is `usize::MAX`: the flow table knows it).
+    NatReply(Classified6),
+}
+
+/// Classify one received IPv6 frame (see [`is_ipv6`]) against the
+/// published table: the same link checks as [`classify_packet`], then the
+/// IPv6 header. The fixed header is checked before the address lookups
+/// (it holds the addresses); the extension-header walk only for packets to
+/// a VIP or from a NAT server, so other IPv6 traffic costs no walk.
+///
+/// # Errors
+/// The [`Reason`] the frame is not acted on.
 #[inline]
-fn classify6(b: &[u8], table: &FwdTable) -> Result<Kind, Reason> {
-    let ip = ipv6::Packet::new_checked(b)?;
-    let dst = ip.dst_u128();
-    if !table.is_vip6(dst) {
+pub fn classify6_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<Kind6, Reason> {
+    if meta.vlan_tci.is_some() {
+        return Err(Reason::Vlan);
+    }
+    if meta.truncated {
+        return Err(Reason::Oversize);
+    }
+    let eth = ethernet::Frame::new_checked(frame).map_err(|_| Reason::Runt)?;
+    if meta.pkttype != pkttype::HOST {
+        return Err(Reason::NotForUs);
+    }
+    let ip = ipv6::Packet::new_checked(eth.payload())?;
+    let (src, dst) = (ip.src_u128(), ip.dst_u128());
+    let to_vip = table.is_vip6(dst);
+    if !to_vip && !table.is_nat_backend6(src) {
         return Err(Reason::NotVip);
     }
     let chain = ip.walk()?;
@@ -395,24 +436,37 @@ fn classify6(b: &[u8], table: &FwdTable) -> Result<Kind, Reason> {
         next_header::ICMPV6 => return Err(Reason::V6Icmp),
         _ => return Err(Reason::NoService),
     };
+    let key = FlowKey6 {
+        src,
+        dst,
+        sport,
+        dport,
+        proto: chain.protocol,
+    };
+    let l4_offset = ethernet::HEADER_LEN + chain.transport_offset;
+    if !to_vip {
+        return Ok(Kind6::NatReply(Classified6 {
+            key,
+            service: usize::MAX,
+            tcp_flags,
+            tcp_seq,
+            l4_offset,
+        }));
+    }
     let service = table
         .find_service6(dst, chain.protocol, dport)
         .ok_or(Reason::NoService)?;
-    Ok(Kind::Flow6(Classified6 {
-        key: FlowKey6 {
-            src: ip.src_u128(),
-            dst,
-            sport,
-            dport,
-            proto: chain.protocol,
-        },
+    Ok(Kind6::Flow(Classified6 {
+        key,
         service,
         tcp_flags,
         tcp_seq,
+        l4_offset,
     }))
 }
 
-/// An IPv6 packet to a VIP service, ready for the IPv6 flow table.
+/// An IPv6 TCP/UDP packet to a VIP service (or from a NAT server), ready
+/// for the IPv6 flow table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Classified6 {
     pub key: FlowKey6,
@@ -422,6 +476,9 @@ pub struct Classified6 {
     pub tcp_flags: u8,
     /// TCP sequence number (0 for UDP).
     pub tcp_seq: u32,
+    /// Offset of the transport header in the frame (after the extension
+    /// headers).
+    pub l4_offset: usize,
 }
 
 /// Source port, destination port, TCP flags and sequence number.
@@ -484,7 +541,7 @@ pub fn classify(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<Classif
         Kind::Flow(c) if !c.first_fragment => Ok(c),
         Kind::Flow(_) | Kind::LaterFragment(_) => Err(Reason::Fragment),
         Kind::NatReply(_) | Kind::NatReplyFragment(_) | Kind::NatIcmpFromServer { .. } => Err(Reason::NotVip),
-        Kind::Echo | Kind::IcmpError { .. } | Kind::Flow6(_) => Err(Reason::NoService),
+        Kind::Echo | Kind::IcmpError { .. } => Err(Reason::NoService),
     }
 }
 
