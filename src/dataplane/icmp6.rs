@@ -189,7 +189,9 @@ pub enum What6 {
 
 /// Send the frame (an IPv6 packet to a VIP: an error quoting a packet of
 /// backend `b`'s flow, or a later fragment of a datagram sent to it) on to
-/// that server in its mode. `b6` is the server's IPv6 side.
+/// that server in `mode`. `b6` is the server's IPv6 side. TUN here never
+/// answers Packet Too Big (an error must not cause another error); the
+/// worker sends later fragments through `rewrite::tun6`, which does.
 ///
 /// # Errors
 /// [`Reason::ServerMacUnknown`]; NAT: [`Reason::HopLimitExceeded`],
@@ -200,12 +202,13 @@ pub enum What6 {
 pub fn to_server(
     f: &mut Frame<'_>,
     table: &FwdTable,
+    mode: Mode,
     b: &BackendFwd,
     b6: &Backend6,
     what: What6,
 ) -> Result<(), Reason> {
     let mac = b.mac.ok_or(Reason::ServerMacUnknown)?;
-    match b.mode {
+    match mode {
         Mode::Dr => set_macs(f.data_mut(), mac, table.director_mac),
         Mode::Nat => {
             let rport = (b.port != 0).then_some(b.port);
@@ -305,6 +308,30 @@ pub fn nat_from_server(
     set_macs(frame, dst_mac, src_mac)?;
     f.vnet = VnetHdr::default();
     Ok(())
+}
+
+/// NAT: a later fragment of a server's reply (no transport header) on to
+/// the client: its source becomes `vip`, hop limit - 1, new MACs.
+///
+/// # Errors
+/// [`Reason::HopLimitExceeded`], a header reason when malformed.
+pub fn nat_fragment_to_client(
+    f: &mut Frame<'_>,
+    vip: u128,
+    dst_mac: Mac,
+    src_mac: Mac,
+) -> Result<(), Reason> {
+    let frame = f.data_mut();
+    {
+        let eth = frame.get_mut(ETH..).ok_or(Reason::Runt)?;
+        let mut ip = ipv6::Packet::new_checked(eth)?;
+        if ip.hop_limit() <= 1 {
+            return Err(Reason::HopLimitExceeded);
+        }
+        ip.decrement_hop_limit();
+        ip.set_src(vip.to_be_bytes());
+    }
+    set_macs(frame, dst_mac, src_mac)
 }
 
 /// Wrap the frame's IPv6 packet in an outer IPv6 header (next header 41,
@@ -489,7 +516,7 @@ mod tests {
         let mut buf = Vec::new();
         let head = frame_of(&e, &mut buf);
         let mut f = Frame::new(&mut buf, head, e.len(), RxMeta::default(), VnetHdr::default());
-        to_server(&mut f, &table(), &b, &b6, What6::Error).unwrap();
+        to_server(&mut f, &table(), Mode::Nat, &b, &b6, What6::Error).unwrap();
         let out = f.data().to_vec();
         let (ip, c) = parse(&out);
         assert_eq!(ip.dst(), RIP.octets());
