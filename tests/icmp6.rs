@@ -476,3 +476,49 @@ fn malformed_icmp6_is_counted_by_name() {
     assert_eq!(server(&rig.send(&f).sent.unwrap().bytes), s);
     assert!(accounting_holds(rig.stats()));
 }
+
+/// NAT: a server's fragmented reply reaches the client from the VIP, the
+/// later fragments following the first (their source rewritten too), and
+/// reassembles with a UDP checksum that verifies for VIP -> client.
+#[test]
+fn nat_reply_fragments_follow_the_first() {
+    let mut rig = Rig::new(table6(Mode::Nat), 1024);
+    let o = rig.send(&PacketBuilder6::new(CLIENT6, VIP6).udp(5000, 53, b"query"));
+    let s = server(&o.sent.expect("query forwarded").bytes);
+    let rip = rip6(s);
+    let b = PacketBuilder6::new(rip, CLIENT6).macs(DIRECTOR_MAC, mac_of(s));
+    let data: Vec<u8> = (0..2500).map(|i| (i % 251) as u8).collect();
+    let dgram = b.udp_datagram(53, 5000, &data);
+    let frames = b.fragments(next_header::UDP, &dgram, &[1232, 2464], 0xabc);
+    let mut got = Vec::new();
+    for (k, f) in frames.iter().enumerate() {
+        let o = rig.send(f);
+        let out = o
+            .sent
+            .unwrap_or_else(|| panic!("reply fragment {k}: {:?}", o.moved))
+            .bytes;
+        let eth = Ethernet2HeaderSlice::from_slice(&out).unwrap();
+        assert_eq!((eth.destination(), eth.source()), (ROUTER_MAC, DIRECTOR_MAC));
+        let p = Ipv6Slice::from_slice(&out[14..]).unwrap();
+        assert_eq!(Ipv6Addr::from(p.header().source()), VIP6, "fragment {k}");
+        assert_eq!(Ipv6Addr::from(p.header().destination()), CLIENT6);
+        assert_eq!(p.header().hop_limit(), 63);
+        got.extend_from_slice(p.payload().payload);
+        if k > 0 {
+            assert_eq!(o.moved["fragments_forwarded"], 1);
+        }
+    }
+    let u = UdpHeaderSlice::from_slice(&got).unwrap();
+    assert_eq!((u.source_port(), u.destination_port()), (53, 5000));
+    let want = u
+        .to_header()
+        .calc_checksum_ipv6_raw(VIP6.octets(), CLIENT6.octets(), &got[8..])
+        .unwrap();
+    assert_eq!(u.checksum(), want);
+    assert_eq!(&got[8..], &data[..]);
+    // A later reply fragment of a datagram whose first never came.
+    let o = rig.send(&b.fragments(next_header::UDP, &dgram, &[1232], 0xabd)[1]);
+    assert!(o.sent.is_none());
+    assert_eq!(o.moved, moved(&[("frames_seen", 1), ("drops.v6_fragment", 1)]));
+    assert!(accounting_holds(rig.stats()));
+}

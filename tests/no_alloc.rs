@@ -4,8 +4,10 @@
 //! `Worker<MemDevice>` while a counting global allocator watches this thread;
 //! then again with a flow-sync link attached (notes pushed, a full notes
 //! queue, synced flows taken, table walks). The mix carries IPv6 too (new
-//! and repeated flows to an IPv6 VIP, malformed IPv6 classes): the IPv6
-//! services are added to every published table.
+//! and repeated flows to an IPv6 VIP, malformed IPv6 classes, ICMPv6 echo
+//! answered, ICMPv6 errors forwarded in DR, TUN and NAT and translated back
+//! from a NAT server, first and later fragments): the IPv6 services are
+//! added to every published table.
 
 mod common;
 
@@ -21,7 +23,7 @@ use ulvs::dataplane::stats::WorkerStats;
 use ulvs::dataplane::synclink::{Note, NoteKind, Synced, WorkerLink};
 use ulvs::dataplane::worker::{Shared, Worker};
 use ulvs::fwd::flow::{FlowKey, FlowState};
-use ulvs::fwd::table::{FwdTable, ServiceFwd6};
+use ulvs::fwd::table::{Backend6, FwdTable, Mode, ServiceFwd6};
 use ulvs::io::mem::MemDevice;
 use ulvs::io::{pkttype, RxMeta, VnetHdr};
 use ulvs::wire::builder::{Ext6, PacketBuilder6};
@@ -110,11 +112,21 @@ struct Templates {
     syn6: Vec<u8>,
     udp6: Vec<u8>,
     malformed6: Vec<Vec<u8>>,
+    /// ICMPv6 and fragments, in an order where a flow comes before the
+    /// errors about it and a first fragment before the later one.
+    icmp6: Vec<Vec<u8>>,
 }
 
 /// 2001:db8:100::1, the IPv6 VIP.
 const VIP6: u128 = 0x2001_0db8_0100_0000_0000_0000_0000_0001;
 const CLIENT6: u128 = 0x2001_0db8_0200_0000_0000_0000_0000_0000;
+/// IPv6 VIPs of a TUN and of a NAT UDP :53 service.
+const TUN_VIP6: u128 = VIP6 + 0x10;
+const NAT_VIP6: u128 = VIP6 + 0x20;
+/// Backend id `id`'s IPv6 address.
+fn rip6(id: usize) -> u128 {
+    0x2001_0db8_0010_0000_0000_0000_0000_0000 + id as u128 + 1
+}
 
 /// `t` with IPv6 TCP :80 and UDP :53 services sharing the IPv4 ones' servers.
 fn with_v6(mut t: FwdTable) -> FwdTable {
@@ -130,8 +142,69 @@ fn with_v6(mut t: FwdTable) -> FwdTable {
             client_affinity: false,
         });
     }
+    // TUN and NAT UDP services on their own VIPs with dns's servers (their
+    // errors and NAT translations are the paths this covers).
+    let dns = t.services[t.find_service(VIP, 17, 53).unwrap()].clone();
+    for (vip, mode) in [(TUN_VIP6, Mode::Tun), (NAT_VIP6, Mode::Nat)] {
+        t.services6.push(ServiceFwd6 {
+            vip,
+            port: 53,
+            proto: 17,
+            mode,
+            maglev: dns.maglev.clone(),
+            members: dns.members.clone(),
+            client_affinity: false,
+        });
+    }
+    t.backends6 = (0..t.backends.len())
+        .map(|id| Backend6 {
+            addr: rip6(id),
+            svc_vip: NAT_VIP6,
+        })
+        .collect();
+    t.nat_backends6 = dns.members.iter().map(|&id| rip6(id as usize)).collect();
+    t.nat_backends6.sort_unstable();
+    t.director_ip6 = 0x2001_0db8_0010_0000_0000_0000_0000_ffff;
+    t.gateway6_mac = Some(ROUTER_MAC);
+    t.answer_ping = true;
     t.sort();
     t
+}
+
+/// ICMPv6 and fragment frames (see [`Templates::icmp6`]); `dns` holds the
+/// backend ids of the UDP :53 servers.
+fn icmp6_frames(dns: &[u32]) -> Vec<Vec<u8>> {
+    let client = CLIENT6 | 7;
+    let from = |vip: u128| PacketBuilder6::new(client, vip);
+    let router = 0x2001_0db8_0001_0000_0000_0000_0000_0001u128;
+    // A router's Packet Too Big about what `vip`:53 sent to client:`cport`.
+    let ptb = |vip: u128, cport: u16| {
+        let q = PacketBuilder6::new(vip, client).udp(53, cport, &[0; 200]);
+        PacketBuilder6::new(router, vip).icmpv6(2, 0, 1280u32.to_be_bytes(), &q[14..])
+    };
+    let mut v = vec![
+        from(TUN_VIP6).udp(7000, 53, b"q"),
+        ptb(TUN_VIP6, 7000),
+        from(NAT_VIP6).udp(7001, 53, b"q"),
+        ptb(NAT_VIP6, 7001),
+    ];
+    // Port unreachable from each NAT server about client:7001 -> it:53;
+    // the one that has the flow is translated, the others are no flow.
+    for &id in dns {
+        let got = PacketBuilder6::new(client, rip6(id as usize)).udp(7001, 53, b"q");
+        v.push(PacketBuilder6::new(rip6(id as usize), client).icmpv6(1, 4, [0; 4], &got[14..]));
+    }
+    let dgram = from(VIP6).udp_datagram(7002, 53, &[3; 600]);
+    let frags = from(VIP6).fragments(ulvs::wire::ipv6::next_header::UDP, &dgram, &[304], 0x77);
+    let orphan = from(VIP6).fragments(ulvs::wire::ipv6::next_header::UDP, &dgram, &[304], 0x78);
+    v.extend([
+        from(VIP6).icmpv6(128, 0, [0, 1, 0, 1], b"ping"),
+        frags[0].clone(),
+        frags[1].clone(),
+        orphan[1].clone(),
+        ptb(VIP6, 7002),
+    ]);
+    v
 }
 
 fn templates() -> Templates {
@@ -184,10 +257,13 @@ fn templates() -> Templates {
         bad_plen,                                                         // v6_bad_payload_length
         chain.tcp(1, 80, tcp::SYN, &[]),                                  // v6_ext_chain_too_long
         b6().tcp(1, 443, tcp::SYN, &[]),                                  // no_service
-        b6().icmpv6(128, 0, [0, 1, 0, 1], b"ping"),                       // v6_icmp
+        b6().icmpv6(200, 0, [0, 1, 0, 1], b"what"), // v6_icmp (echo is answered: answer_ping)
         PacketBuilder6::new(CLIENT6, VIP6 + 1).tcp(1, 80, tcp::SYN, &[]), // not_vip
     ];
+    let t = topology_table();
+    let dns = t.services[t.find_service(VIP, 17, 53).unwrap()].members.clone();
     Templates {
+        icmp6: icmp6_frames(&dns),
         syn6,
         udp6: b6().udp(1, 53, b"0123456789abcdef"),
         malformed6,
@@ -235,7 +311,8 @@ fn frame<'a>(i: usize, t: &'a Templates, scratch: &'a mut [u8; 128]) -> (&'a [u8
                     f[54..56].copy_from_slice(&(2000 + (i % 512) as u16).to_be_bytes());
                     f
                 }
-                _ => &t.malformed6[(i / 80) % t.malformed6.len()][..],
+                _ if (i / 80) % 2 == 0 => &t.malformed6[(i / 160) % t.malformed6.len()][..],
+                _ => &t.icmp6[(i / 160) % t.icmp6.len()][..],
             };
             (f, m)
         }
@@ -399,8 +476,17 @@ fn mix(link: Option<Arc<WorkerLink>>) {
         Reason::V6BadPayloadLength,
         Reason::V6ExtChainTooLong,
         Reason::V6Icmp,
+        Reason::V6Fragment,
+        Reason::V6IcmpNoFlow,
     ] {
         assert!(get(&s.drops[r as usize]) > 0, "no {} drop", r.name());
+    }
+    for (name, c) in [
+        ("echo_replies", &s.echo_replies),
+        ("icmp_errors_forwarded", &s.icmp_errors_forwarded),
+        ("fragments_forwarded", &s.fragments_forwarded),
+    ] {
+        assert!(get(c) > 0, "no {name}");
     }
     assert_eq!(worker.device().sent_count, get(&s.forwarded));
     if let Some(l) = &link {
