@@ -3,13 +3,14 @@
 //! while announcing, never with `announce: route`), unsolicited
 //! advertisements when announcing starts, resolving the IPv6 real servers'
 //! next hops and the IPv6 router by our own solicitations, and keeping
-//! [`Host6Facts`] (what the IPv6 half of the table is built from: the
-//! director's IPv6 address, router, neighbours) and the IPv6 kernel drop
+//! [`Host6`](crate::control::publish6::Host6) (what the IPv6 half of the
+//! table is built from: the director's IPv6 address, router, the MACs of
+//! the servers' next hops, on-link neighbours) and the IPv6 kernel drop
 //! table current. The pure logic is [`crate::control::ndp`].
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::Ipv6Addr;
 use std::time::Instant;
 
 use log::{info, warn};
@@ -18,44 +19,13 @@ use super::Director;
 use crate::control::config::{Announce, Config, Mode};
 use crate::control::ndp::{self, NeighbourCache};
 use crate::control::nft;
+use crate::control::publish6::v6;
 use crate::io::sys::{self, RawSocket};
 use crate::wire::ethernet::{fmt_mac, Mac};
 
 /// Most on-link IPv6 neighbours remembered from ND (next hops for NAT6
 /// replies), as for IPv4.
 const MAX_SEEN_NEIGHBOURS6: usize = 4096;
-
-/// The director's IPv6 host facts: its address on the segment and prefix
-/// length, the IPv6 router, the MAC of each IPv6 real server's next hop and
-/// of the router, and the on-link neighbours seen (next hops for NAT6
-/// replies, sorted by address).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct Host6Facts {
-    pub address: Option<(u128, u8)>,
-    pub gateway: Option<u128>,
-    pub neighbours: HashMap<u128, Mac>,
-    pub seen: Vec<(u128, Mac)>,
-}
-
-impl Host6Facts {
-    /// The MAC the director sends a frame for IPv6 real server (or router)
-    /// `addr` to: its next hop's (itself on-link, else the router its route
-    /// names), if resolved. The one lookup the IPv6 table build needs.
-    #[allow(dead_code)] // until the IPv6 table build (control::publish6) calls it
-    pub fn mac(&self, addr: u128) -> Option<Mac> {
-        self.neighbours.get(&addr).copied()
-    }
-}
-
-/// The big-endian `u128` of an IPv6 address (None for IPv4). Takes either
-/// address type, so it reads the config whether a field is `Ipv4Addr` or
-/// `IpAddr`.
-fn v6(ip: impl Into<IpAddr>) -> Option<u128> {
-    match ip.into() {
-        IpAddr::V6(a) => Some(u128::from(a)),
-        IpAddr::V4(_) => None,
-    }
-}
 
 /// The director's ND state.
 pub(super) struct Nd {
@@ -75,8 +45,6 @@ pub(super) struct Nd {
     nft: Option<(Vec<u128>, Vec<u128>, Vec<u128>)>,
     /// Rounds of unsolicited advertisements still due after `announce on`.
     left: u8,
-    /// What the IPv6 half of the table is built from.
-    pub(super) host: Host6Facts,
 }
 
 impl Nd {
@@ -96,7 +64,6 @@ impl Nd {
             seen: HashMap::new(),
             nft: None,
             left: 0,
-            host: Host6Facts::default(),
         })
     }
 
@@ -198,15 +165,15 @@ impl Director {
         self.nd.hops = hops;
         let address = self.view.primary6();
         let gateway = self.view.default_gateway6();
-        if (address, gateway) != (self.nd.host.address, self.nd.host.gateway) {
+        if (address, gateway) != (self.host6.address, self.host6.gateway) {
             info!(
                 "{}: IPv6 address {:?}, IPv6 router {:?}",
                 self.cfg.interface,
                 address.map(|(a, p)| format!("{}/{p}", show(a))),
                 gateway.map(show)
             );
-            self.nd.host.address = address;
-            self.nd.host.gateway = gateway;
+            self.host6.address = address;
+            self.host6.gateway = gateway;
             changed = true;
         }
         let wanted: Vec<u128> = servers6(&self.cfg, false)
@@ -222,20 +189,20 @@ impl Director {
         changed
     }
 
-    /// Derive `host.neighbours` (each IPv6 server and the router -> the MAC
+    /// Derive `host6.neighbours` (each IPv6 server and the router -> the MAC
     /// of its next hop: ours, else the kernel's confirmed entry) and
-    /// `host.seen`; true when either changed.
+    /// `host6.seen`; true when either changed.
     fn nd_host6(&mut self) -> bool {
         let kernel: HashMap<u128, Mac> = self.view.neighbours6().collect();
         let mac = |a: u128| self.nd.cache.mac(a).or_else(|| kernel.get(&a).copied());
         let mut neighbours = HashMap::new();
-        for a in servers6(&self.cfg, false).into_iter().chain(self.nd.host.gateway) {
+        for a in servers6(&self.cfg, false).into_iter().chain(self.host6.gateway) {
             let hop = self.nd.hops.get(&a).copied().unwrap_or(a);
             if let Some(m) = mac(hop) {
                 neighbours.insert(a, m);
             }
         }
-        let onlink = self.nd.host.address.map_or((0, 0), |(a, p)| {
+        let onlink = self.host6.address.map_or((0, 0), |(a, p)| {
             let m = crate::control::netlink::prefix_mask6(p);
             (a & m, m)
         });
@@ -249,9 +216,9 @@ impl Director {
             .collect();
         seen.sort_unstable();
         seen.dedup_by_key(|e| e.0);
-        let changed = neighbours != self.nd.host.neighbours || seen != self.nd.host.seen;
-        self.nd.host.neighbours = neighbours;
-        self.nd.host.seen = seen;
+        let changed = neighbours != self.host6.neighbours || seen != self.host6.seen;
+        self.host6.neighbours = neighbours;
+        self.host6.seen = seen;
         changed
     }
 
