@@ -676,6 +676,79 @@ mod tests {
         );
     }
 
+    /// An IPv6 service beside an IPv4 one: its servers are probed at
+    /// [address]:port, and the IPv4-only kernel lists (nft, XDP, ARP, host
+    /// routes) keep to IPv4 addresses instead of failing on it.
+    #[test]
+    fn ipv6_services_beside_ipv4_ones() {
+        let text = "interface: eth0\nservices:\n  - name: web6\n    vip: 2001:db8:100::1\n    port: 80\n    mode: nat\n    health: {kind: http}\n    real_servers:\n      - address: \"[2001:db8::11]:8080\"\n      - address: 2001:db8::12\n  - name: web4\n    vip: 198.18.100.1\n    port: 80\n    mode: nat\n    health: {kind: tcp}\n    real_servers:\n      - address: 198.18.0.11\n";
+        let cfg = Config::from_str(text, "t.yaml").unwrap();
+        let mut rt = Runtime::default();
+        rt.sync(&cfg).unwrap();
+        let targets = health_targets(&cfg, &rt);
+        let shown: Vec<(String, String)> = targets
+            .iter()
+            .map(|t| {
+                let host = match &t.kind {
+                    ProbeKind::Http { host, .. } => host.clone(),
+                    ProbeKind::Tcp => "-".into(),
+                };
+                (t.addr.to_string(), host)
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("[2001:db8::11]:8080".to_string(), "[2001:db8::11]".to_string()),
+                ("[2001:db8::12]:80".to_string(), "[2001:db8::12]".to_string()),
+                ("198.18.0.11:80".to_string(), "-".to_string()),
+            ]
+        );
+        assert_eq!(vips(&cfg), [0xc612_6401]);
+        assert_eq!(nat_servers(&cfg), [0xc612_000b]);
+        assert_eq!(server_addrs(&cfg), [0xc612_000b]);
+        for s in rt.servers.values_mut() {
+            s.health = publish::Health::Up;
+        }
+        assert_eq!(served_vips(&cfg, &rt), BTreeSet::from([0xc612_6401]));
+        // A table builds with both families and the director's IPv6 facts.
+        let mut host6 = Host6 {
+            address: Some((
+                u128::from("2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap()),
+                64,
+            )),
+            ..Host6::default()
+        };
+        let a11 = u128::from("2001:db8::11".parse::<std::net::Ipv6Addr>().unwrap());
+        host6.neighbours.insert(a11, [2, 0, 0, 0, 0, 0x11]);
+        let ifinfo = IfInfo {
+            index: 1,
+            mac: [2; 6],
+            ipv4: Some(0xc612_0002),
+            netmask: 0xffff_ff00,
+            mtu: 1500,
+        };
+        let built = build_with(
+            &cfg,
+            &rt,
+            (&NeighbourCache::default(), &host6),
+            &HashMap::new(),
+            (None, &HashMap::new()),
+            &ifinfo,
+            1,
+            &mut MaglevCache::default(),
+        );
+        let t = built.table;
+        assert_eq!((t.services.len(), t.services6.len()), (1, 1));
+        assert_eq!(t.director_ip6, host6.address.unwrap().0);
+        let id11 = rt
+            .get("web6", "2001:db8::11".parse().unwrap(), Some(8080))
+            .unwrap()
+            .id;
+        assert_eq!(t.backend(id11).mac, Some([2, 0, 0, 0, 0, 0x11]));
+        assert_eq!(t.backend6(id11).addr, a11);
+    }
+
     #[test]
     fn more_servers_than_ids_is_refused_with_a_sentence() {
         let text = "interface: eth0\nservices:\n  - name: web\n    vip: 198.18.100.1\n    port: 80\n    real_servers:\n      - address: 198.18.0.11\n";
