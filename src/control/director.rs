@@ -359,6 +359,37 @@ impl Director {
         self.install(built);
     }
 
+    /// Publish after a change of the runtime state (health, drain, weight)
+    /// of the servers `ids` alone: only their services' Maglev tables are
+    /// rebuilt. When anything else is pending (`dirty`) it is a full publish.
+    fn publish_changed(&mut self, ids: &[BackendId]) {
+        self.settle_gateway();
+        if self.dirty {
+            return self.publish();
+        }
+        self.slow.generation += 1;
+        let prev = self.shared.table.load_full();
+        let resolved = |a: u32| self.neigh.mac(self.hops.get(&a).copied().unwrap_or(a));
+        let resolved6 = |a: u128| self.host6.mac(a);
+        let inputs = Inputs {
+            cfg: &self.cfg,
+            rt: &self.rt,
+            resolved: &resolved,
+            seen: &self.seen,
+            gateway: self.gateway,
+            iface: Iface {
+                mac: self.ifinfo.mac,
+                ipv4: self.ifinfo.ipv4,
+                netmask: self.ifinfo.netmask,
+                mtu: self.ifinfo.mtu,
+            },
+            generation: self.slow.generation,
+            v6: self.host6.inputs(&resolved6),
+        };
+        let built = publish::build_changed(&inputs, &mut self.cache, &prev, ids);
+        self.install(built);
+    }
+
     /// Publish a built table (one atomic swap).
     fn install(&mut self, built: Built) {
         self.shared.table.store(Arc::new(built.table));
@@ -392,6 +423,7 @@ impl Director {
         // One pass over the servers, however many transitions (at start
         // every checked server reports its first result at once).
         let latest: HashMap<BackendId, health::Health> = ts.into_iter().map(|t| (t.id, t.health)).collect();
+        let mut changed = Vec::with_capacity(latest.len());
         for s in self.rt.servers.values_mut() {
             if let Some(h) = latest.get(&s.id) {
                 s.health = match h {
@@ -399,6 +431,7 @@ impl Director {
                     health::Health::Down => publish::Health::Down,
                     health::Health::Pending => publish::Health::Pending,
                 };
+                changed.push(s.id);
             }
         }
         self.health_reasons = self
@@ -407,7 +440,7 @@ impl Director {
             .into_iter()
             .filter_map(|(id, _, reason)| reason.map(|r| (id, r)))
             .collect();
-        self.publish();
+        self.publish_changed(&changed);
     }
 
     /// Feed the rate estimator with every backend's counters.
@@ -621,8 +654,9 @@ impl Director {
         match self.rt.find_mut(&self.cfg, service, address) {
             Ok(s) => {
                 f(s);
+                let id = s.id;
                 info!("{service} {address}: {what}");
-                self.publish();
+                self.publish_changed(&[id]);
                 Response::ok(json!({ "message": format!("{service} {address}: {what}") }))
             }
             Err(e) => Response::err(e.to_string()),
@@ -766,8 +800,12 @@ mod tests {
         assert_eq!(e.len(), 1);
         assert_eq!(
             e[0].to_string(),
-            "big.yaml: services: 65536 real servers in all; one director runs at most 65535 \
-             (split the services over several directors)"
+            format!(
+                "big.yaml: services: {} real servers in all; one director runs at most {} \
+                 (split the services over several directors)",
+                publish::USABLE_BACKEND_IDS + 1,
+                publish::USABLE_BACKEND_IDS
+            )
         );
     }
 }
