@@ -16,12 +16,15 @@
 //! - [`dump`]: `ulvsadm flows` (asks each worker for a copy of its flows).
 //! - [`workers`]: opening the devices and starting the worker threads.
 //! - [`host`]: following the host's routes, addresses and MTU (netlink).
+//! - [`nd`]: Neighbor Discovery (IPv6 VIPs answered and announced, IPv6
+//!   neighbours resolved, the IPv6 drop rule).
 
 mod announce;
 mod conn;
 mod dump;
 mod event_loop;
 mod host;
+mod nd;
 mod reload;
 pub mod report;
 mod routes;
@@ -194,6 +197,8 @@ pub struct Director {
     /// Real servers whose next hop is not themselves (off-link, through a
     /// gateway): server address -> next-hop address.
     hops: HashMap<u32, u32>,
+    /// Neighbor Discovery: the IPv6 side of `arp`, `neigh`, `seen`, `hops`.
+    nd: nd::Nd,
 }
 
 /// How the last attempt to load the config went: at start (which succeeded,
