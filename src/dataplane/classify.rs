@@ -3,7 +3,7 @@
 //! its own reason so tests can assert exactly which counter moved.
 
 use crate::fwd::flow::{FlowKey, FlowKey6};
-use crate::fwd::frag::FragKey;
+use crate::fwd::frag::{FragKey, FragKey6};
 use crate::fwd::table::FwdTable;
 use crate::io::{pkttype, RxMeta};
 use crate::wire::ethernet::{self, EtherType};
@@ -79,20 +79,28 @@ pub enum Reason {
     V6DuplicateFragment,
     V6TruncatedL4,
     V6FragmentNoTransport,
-    /// An IPv6 fragment to a VIP: not followed yet (the IPv6 fragment table
-    /// is not built), so dropped under its own name.
+    /// A later IPv6 fragment to a VIP whose first fragment was not seen
+    /// (or expired, or was not forwarded).
     V6Fragment,
-    /// ICMPv6 to a VIP (echo and errors are not handled for IPv6 yet).
+    /// ICMPv6 to a VIP (or from a NAT server) that is neither an answered
+    /// echo request nor an error quoting a TCP/UDP packet of a VIP flow;
+    /// also a fragmented ICMPv6 message.
     V6Icmp,
     /// NAT over IPv6: the hop limit ran out (arrived with 1 or 0).
     HopLimitExceeded,
     /// TUN over IPv6: too big for the tunnel (MTU - 40): an ICMPv6 Packet
     /// Too Big was sent to the client instead.
     TunPacketTooBig,
+    /// An ICMPv6 error to a VIP (or from a NAT server) whose quoted flow is
+    /// unknown.
+    V6IcmpNoFlow,
+    /// An ICMPv6 error whose quote is not an IPv6 packet (cut inside its
+    /// header or extension headers, or another version).
+    V6IcmpBadQuote,
 }
 
 impl Reason {
-    pub const COUNT: usize = 40;
+    pub const COUNT: usize = 42;
     /// Every reason, in discriminant order.
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::Runt,
@@ -135,6 +143,8 @@ impl Reason {
         Reason::V6Icmp,
         Reason::HopLimitExceeded,
         Reason::TunPacketTooBig,
+        Reason::V6IcmpNoFlow,
+        Reason::V6IcmpBadQuote,
     ];
 
     /// The counter name used in `ulvsadm stats` and metrics.
@@ -180,6 +190,8 @@ impl Reason {
             Reason::V6Icmp => "v6_icmp",
             Reason::HopLimitExceeded => "hop_limit_exceeded",
             Reason::TunPacketTooBig => "tun_packet_too_big",
+            Reason::V6IcmpNoFlow => "v6_icmp_no_flow",
+            Reason::V6IcmpBadQuote => "v6_icmp_bad_quote",
         }
     }
 }
@@ -391,6 +403,12 @@ pub enum Kind6 {
     /// NAT: a TCP/UDP packet from an IPv6 real server back to a client
     /// (`service` is `usize::MAX`: the flow table knows it).
     NatReply(Classified6),
+    /// ICMPv6 to a VIP, or an error from a NAT server (`icmp6`).
+    Icmp(super::icmp6::Icmp6),
+    /// A later fragment to a VIP (no ports): follows its first fragment.
+    LaterFragment(FragKey6),
+    /// NAT: a later fragment of a server's reply: follows its first.
+    NatReplyFragment(FragKey6),
 }
 
 /// Classify one received IPv6 frame (see [`is_ipv6`]) against the
@@ -420,9 +438,23 @@ pub fn classify6_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result
         return Err(Reason::NotVip);
     }
     let chain = ip.walk()?;
-    if chain.is_fragment() {
-        return Err(Reason::V6Fragment);
-    }
+    // A real fragment (not an atomic one): a later one carries no ports
+    // and follows its first through the fragment table; the first is a
+    // flow packet that records where its datagram goes.
+    let frag = match chain.fragment {
+        Some(f) if !f.is_atomic() => {
+            let k = super::icmp6::frag_key(&ip, &f);
+            if !f.is_first() {
+                return Ok(if to_vip {
+                    Kind6::LaterFragment(k)
+                } else {
+                    Kind6::NatReplyFragment(k)
+                });
+            }
+            Some(k)
+        }
+        _ => None,
+    };
     let l4 = &ip.bytes()[chain.transport_offset..];
     let (sport, dport, tcp_flags, tcp_seq) = match chain.protocol {
         next_header::TCP => {
@@ -433,6 +465,10 @@ pub fn classify6_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result
             let u = udp::Datagram::new_checked(l4).map_err(|_| Reason::V6TruncatedL4)?;
             (u.src_port(), u.dst_port(), 0, 0)
         }
+        next_header::ICMPV6 if frag.is_none() => {
+            return super::icmp6::classify(&ip, &chain, to_vip, table).map(Kind6::Icmp);
+        }
+        // ICMPv6 is never fragmented in practice (errors fit 1280 bytes).
         next_header::ICMPV6 => return Err(Reason::V6Icmp),
         _ => return Err(Reason::NoService),
     };
@@ -451,6 +487,7 @@ pub fn classify6_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result
             tcp_flags,
             tcp_seq,
             l4_offset,
+            frag,
         }));
     }
     let service = table
@@ -462,6 +499,7 @@ pub fn classify6_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result
         tcp_flags,
         tcp_seq,
         l4_offset,
+        frag,
     }))
 }
 
@@ -479,6 +517,8 @@ pub struct Classified6 {
     /// Offset of the transport header in the frame (after the extension
     /// headers).
     pub l4_offset: usize,
+    /// The first fragment of a fragmented datagram: its fragment-table key.
+    pub frag: Option<FragKey6>,
 }
 
 /// Source port, destination port, TCP flags and sequence number.
