@@ -1041,7 +1041,7 @@ fn flow6_packet(
                 macs,
                 hop_limit: 64,
             };
-            let sent = rewrite::tun6(f, arena, &o, table.mtu)?;
+            let sent = rewrite::tun6(f, arena, &o, table.mtu, c.l4_offset)?;
             return forwarded(cx, id, len, sent);
         }
     }
