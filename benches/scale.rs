@@ -181,6 +181,7 @@ fn main() {
                 gateway: None,
                 iface,
                 generation,
+                v6: ulvs::control::publish6::Inputs6::NONE,
             };
             build(&inp, cache)
         };

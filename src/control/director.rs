@@ -29,7 +29,7 @@ mod trace;
 mod workers;
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,6 +45,7 @@ use super::hostroutes::{HostRoutes, KernelRoutes, RouteDevice};
 use super::metrics;
 use super::process::ProcessStats;
 use super::publish::{self, Built, Iface, Inputs, MaglevCache, Runtime};
+use super::publish6::Host6;
 use super::rates::{Counters, RateMeter};
 use super::snapshot::{ConnCounters, Stats};
 use super::status_page;
@@ -136,6 +137,8 @@ pub struct Director {
     stats: Vec<Arc<WorkerStats>>,
     rt: Runtime,
     neigh: NeighbourCache,
+    /// The IPv6 address, router and neighbours (NDP resolves the servers).
+    host6: Host6,
     arp: RawSocket,
     slow: SlowCounters,
     rates: RateMeter<u32>,
@@ -215,13 +218,20 @@ fn has_nat(cfg: &Config) -> bool {
     cfg.services.iter().any(|s| s.mode == Mode::Nat)
 }
 
+/// The IPv4 NAT servers' addresses, sorted.
 fn nat_servers(cfg: &Config) -> Vec<u32> {
-    let mut v: Vec<u32> = cfg
-        .services
+    sorted(nat_addrs(cfg).filter_map(publish::ipv4))
+}
+
+fn nat_addrs(cfg: &Config) -> impl Iterator<Item = IpAddr> + '_ {
+    cfg.services
         .iter()
         .filter(|s| s.mode == Mode::Nat)
-        .flat_map(|s| s.real_servers.iter().map(|r| u32::from(r.address)))
-        .collect();
+        .flat_map(|s| s.real_servers.iter().map(|r| r.address))
+}
+
+fn sorted<T: Ord>(it: impl Iterator<Item = T>) -> Vec<T> {
+    let mut v: Vec<T> = it.collect();
     v.sort_unstable();
     v.dedup();
     v
@@ -243,14 +253,18 @@ fn health_targets(cfg: &Config, rt: &Runtime) -> Vec<Target> {
             let kind = match h.kind {
                 HealthKind::Http => ProbeKind::Http {
                     path: h.path.clone(),
-                    host: r.address.to_string(),
+                    // RFC 9110: an IPv6 literal host is bracketed.
+                    host: match r.address {
+                        IpAddr::V4(a) => a.to_string(),
+                        IpAddr::V6(a) => format!("[{a}]"),
+                    },
                     expect_status: h.expect_status,
                 },
                 _ => ProbeKind::Tcp,
             };
             out.push(Target {
                 id: srt.id,
-                addr: SocketAddrV4::new(r.address, port),
+                addr: SocketAddr::new(r.address, port),
                 kind,
                 interval_ms: h.interval_ms,
                 timeout_ms: h.timeout_ms,
@@ -262,11 +276,9 @@ fn health_targets(cfg: &Config, rt: &Runtime) -> Vec<Target> {
     out
 }
 
+/// The IPv4 VIPs, sorted.
 fn vips(cfg: &Config) -> Vec<u32> {
-    let mut v: Vec<u32> = cfg.services.iter().map(|s| u32::from(s.vip)).collect();
-    v.sort_unstable();
-    v.dedup();
-    v
+    sorted(cfg.services.iter().filter_map(|s| publish::ipv4(s.vip)))
 }
 
 /// The VIPs with at least one real server up (healthy and not drained) in
@@ -280,19 +292,19 @@ fn served_vips(cfg: &Config, rt: &Runtime) -> BTreeSet<u32> {
                     .is_some_and(|srt| srt.state() == BackendState::Up)
             })
         })
-        .map(|s| u32::from(s.vip))
+        .filter_map(|s| publish::ipv4(s.vip))
         .collect()
 }
 
+/// The IPv4 real servers' addresses, sorted.
 fn server_addrs(cfg: &Config) -> Vec<u32> {
-    let mut v: Vec<u32> = cfg
-        .services
+    sorted(server_ips(cfg).filter_map(publish::ipv4))
+}
+
+fn server_ips(cfg: &Config) -> impl Iterator<Item = IpAddr> + '_ {
+    cfg.services
         .iter()
-        .flat_map(|s| s.real_servers.iter().map(|r| u32::from(r.address)))
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    v
+        .flat_map(|s| s.real_servers.iter().map(|r| r.address))
 }
 
 /// Build the table of (`cfg`, `rt`) with the director's neighbours and
@@ -301,7 +313,7 @@ fn server_addrs(cfg: &Config) -> Vec<u32> {
 fn build_with(
     cfg: &Config,
     rt: &Runtime,
-    neigh: &NeighbourCache,
+    (neigh, host6): (&NeighbourCache, &Host6),
     seen: &HashMap<u32, [u8; 6]>,
     (gateway, hops): (Option<u32>, &HashMap<u32, u32>),
     ifinfo: &IfInfo,
@@ -310,6 +322,7 @@ fn build_with(
 ) -> Built {
     // A server behind a gateway is reached at that gateway's MAC.
     let resolved = |a: u32| neigh.mac(hops.get(&a).copied().unwrap_or(a));
+    let resolved6 = |a: u128| host6.mac(a);
     let inputs = Inputs {
         cfg,
         rt,
@@ -323,6 +336,7 @@ fn build_with(
             mtu: ifinfo.mtu,
         },
         generation,
+        v6: host6.inputs(&resolved6),
     };
     publish::build(&inputs, cache)
 }
@@ -335,7 +349,7 @@ impl Director {
         let built = build_with(
             &self.cfg,
             &self.rt,
-            &self.neigh,
+            (&self.neigh, &self.host6),
             &self.seen,
             (self.gateway, &self.hops),
             &self.ifinfo,
@@ -512,6 +526,7 @@ impl Director {
             cfg: &self.cfg,
             rt: &self.rt,
             neigh: &self.neigh,
+            host6: &self.host6,
             stats: &self.stats,
             rates: &self.rates,
             health_reasons: &self.health_reasons,

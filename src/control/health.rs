@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -154,8 +154,8 @@ impl From<&io::Error> for ProbeFailure {
 pub struct Target {
     /// Opaque id chosen by the caller (a backend id).
     pub id: u32,
-    /// The server's own address and port to probe.
-    pub addr: SocketAddrV4,
+    /// The server's own address and port to probe (IPv4 or IPv6).
+    pub addr: SocketAddr,
     pub kind: ProbeKind,
     pub interval_ms: u64,
     pub timeout_ms: u64,
@@ -482,7 +482,7 @@ fn start(
     registry: &Registry,
     transitions: &mut Vec<Transition>,
 ) {
-    let opened = TcpStream::connect(SocketAddr::V4(entry.target.addr)).and_then(|mut stream| {
+    let opened = TcpStream::connect(entry.target.addr).and_then(|mut stream| {
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
         Ok(stream)
     });
@@ -738,7 +738,7 @@ mod tests {
     fn tcp(id: u32, port: u16) -> Target {
         Target {
             id,
-            addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             kind: ProbeKind::Tcp,
             interval_ms: 50,
             timeout_ms: 200,

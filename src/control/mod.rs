@@ -14,6 +14,7 @@ pub mod netlink;
 pub mod nft;
 pub mod process;
 pub mod publish;
+pub mod publish6;
 pub mod rates;
 pub mod route;
 pub mod serve;

@@ -3,7 +3,7 @@
 //! for the answers, and name each flow's service and server.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,8 +42,10 @@ impl Director {
                     .ok_or_else(|| format!("no service named \"{name}\""))?,
             ),
         };
+        // An IPv6 service's flows are not in the IPv4 flow tables: its
+        // filter (VIP 0) matches none of them.
         let filter = svc.map(|s| DumpFilter {
-            vip: u32::from(s.vip),
+            vip: crate::control::publish::ipv4(s.vip).unwrap_or(0),
             port: s.port,
             proto: s.protocol.ip_protocol(),
         });
@@ -79,10 +81,14 @@ impl Director {
                 Some(ids)
             }
         };
-        let client = client.map(endpoint).transpose()?.map(|(ip, port)| ClientFilter {
-            addr: u32::from(ip),
-            port,
-        });
+        let client = match client.map(endpoint).transpose()? {
+            None => None,
+            Some((IpAddr::V4(ip), port)) => Some(ClientFilter {
+                addr: u32::from(ip),
+                port,
+            }),
+            Some((IpAddr::V6(_), _)) => return Err("listing IPv6 clients' flows is not supported".into()),
+        };
         let mut copies = collect(&self.stats, filter, client, ANSWER_WAIT);
         if let Some(ids) = ids {
             for c in copies.per_worker.iter_mut().flatten() {
@@ -102,14 +108,16 @@ impl Director {
     }
 }
 
-/// `IP` or `IP:PORT` as the operator writes a server or a client.
-pub(super) fn endpoint(s: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
-    if let Ok(ip) = s.parse::<Ipv4Addr>() {
+/// `IP`, `IP:PORT`, `[IPv6]` or `[IPv6]:PORT` as the operator writes a
+/// server or a client.
+pub(super) fn endpoint(s: &str) -> Result<(IpAddr, Option<u16>), String> {
+    let bare = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok((ip, None));
     }
-    s.parse::<SocketAddrV4>()
-        .map(|a| (*a.ip(), Some(a.port())))
-        .map_err(|_| format!("\"{s}\" is not an IPv4 address or IPv4:PORT"))
+    s.parse::<SocketAddr>()
+        .map(|a| (a.ip(), Some(a.port())))
+        .map_err(|_| format!("\"{s}\" is not an address (IP, IP:PORT or [IPv6]:PORT)"))
 }
 
 /// What each worker copied (`None`: it did not answer in time), and whether
@@ -188,7 +196,7 @@ fn describe(cfg: &Config, rt: &Runtime, peers: &[String], copies: Copies) -> Flo
     let mut servers: HashMap<BackendId, String> = HashMap::new();
     for (k, s) in &rt.servers {
         let ep = match k.port {
-            Some(p) => format!("{}:{p}", k.addr),
+            Some(p) => SocketAddr::new(k.addr, p).to_string(),
             None => k.addr.to_string(),
         };
         servers.insert(s.id, ep);
@@ -202,7 +210,7 @@ fn describe(cfg: &Config, rt: &Runtime, peers: &[String], copies: Copies) -> Flo
         cfg.services
             .iter()
             .find(|s| {
-                u32::from(s.vip) == vip
+                s.vip == IpAddr::V4(Ipv4Addr::from(vip))
                     && s.protocol.ip_protocol() == proto
                     && (s.port == 0 || s.port == port)
             })

@@ -178,6 +178,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         stats,
         rt,
         neigh: NeighbourCache::default(),
+        host6: Default::default(),
         arp: arp_sock,
         slow: SlowCounters::default(),
         rates: RateMeter::default(),

@@ -3,12 +3,14 @@
 //! runtime state (slow path).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::control::arp::NeighbourCache;
 use crate::control::config::Config;
 use crate::control::publish::{state_name, Health, Runtime};
+use crate::control::publish6::Host6;
 use crate::control::rates::{Counters, RateMeter};
 use crate::control::snapshot::{List, ServerSnap, ServiceSnap, Stats};
 use crate::dataplane::classify::Reason;
@@ -96,6 +98,7 @@ pub struct Sources<'a> {
     pub cfg: &'a Config,
     pub rt: &'a Runtime,
     pub neigh: &'a NeighbourCache,
+    pub host6: &'a Host6,
     pub stats: &'a [Arc<WorkerStats>],
     pub rates: &'a RateMeter<u32>,
     pub health_reasons: &'a HashMap<u32, String>,
@@ -111,6 +114,7 @@ pub fn list(src: &Sources<'_>) -> List {
         cfg,
         rt,
         neigh,
+        host6,
         stats,
         rates,
         health_reasons,
@@ -132,9 +136,14 @@ pub fn list(src: &Sources<'_>) -> List {
                     };
                     let c =
                         backend_counters(stats, id).since(&baseline.get(&id).copied().unwrap_or_default());
-                    let mac = neigh.mac(u32::from(r.address));
+                    let mac = match r.address {
+                        IpAddr::V4(a) => neigh.mac(u32::from(a)),
+                        IpAddr::V6(a) => host6.mac(u128::from(a)),
+                    };
                     let note = if mac.is_none() {
-                        Some("MAC unresolved: no ARP answer yet, so it gets no flows".to_string())
+                        let (v4, v6) = ("no ARP answer", "no Neighbor Advertisement");
+                        let why = if r.address.is_ipv6() { v6 } else { v4 };
+                        Some(format!("MAC unresolved: {why} yet, so it gets no flows"))
                     } else if srt.health == Health::Pending {
                         Some("waiting for its first health check: no new flows until it passes".to_string())
                     } else if srt.weight() == 0 {
