@@ -45,7 +45,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::Ipv6Addr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 
@@ -486,9 +485,14 @@ impl XdpRedirect {
     ///
     /// # Errors
     /// As [`Self::set_addresses`].
-    pub fn set_addresses6(&self, vips: &[Ipv6Addr], nat_sources: &[Ipv6Addr]) -> io::Result<()> {
+    ///
+    /// Addresses are 128-bit host-order numbers (`u128::from(Ipv6Addr)`), as
+    /// the forwarding table and the IPv6 drop rule take them.
+    pub fn set_addresses6(&self, vips: &[u128], nat_sources: &[u128]) -> io::Result<()> {
         let own = if self.ifindex > 0 {
-            std::fs::read_to_string("/proc/net/if_inet6")
+            // thread-self: the calling thread's network namespace (plain
+            // /proc/net is the main thread's).
+            std::fs::read_to_string("/proc/thread-self/net/if_inet6")
                 .map(|t| own_ipv6(&t, self.ifindex))
                 .unwrap_or_default()
         } else {
@@ -528,16 +532,16 @@ fn sync_map<A: Copy + Eq + std::hash::Hash, const N: usize>(
 
 /// The IPv6 map's contents: VIPs, NAT servers, and the director's own
 /// addresses (an address both a VIP and the director's is a VIP).
-fn want6(vips: &[Ipv6Addr], nat_sources: &[Ipv6Addr], own: &[Ipv6Addr]) -> HashMap<[u8; 16], u32> {
+fn want6(vips: &[u128], nat_sources: &[u128], own: &[u128]) -> HashMap<[u8; 16], u32> {
     let mut want: HashMap<[u8; 16], u32> = HashMap::new();
     for v in vips {
-        *want.entry(v.octets()).or_default() |= TO_ADDR;
+        *want.entry(v.to_be_bytes()).or_default() |= TO_ADDR;
     }
     for s in nat_sources {
-        *want.entry(s.octets()).or_default() |= FROM_ADDR;
+        *want.entry(s.to_be_bytes()).or_default() |= FROM_ADDR;
     }
     for o in own {
-        let bits = want.entry(o.octets()).or_default();
+        let bits = want.entry(o.to_be_bytes()).or_default();
         if *bits & TO_ADDR == 0 {
             *bits |= OWN_ADDR;
         }
@@ -547,7 +551,7 @@ fn want6(vips: &[Ipv6Addr], nat_sources: &[Ipv6Addr], own: &[Ipv6Addr]) -> HashM
 
 /// The IPv6 addresses of interface `ifindex` in `/proc/net/if_inet6`
 /// (`text`): one per line, 32 hex digits, then the index in hex.
-fn own_ipv6(text: &str, ifindex: i32) -> Vec<Ipv6Addr> {
+fn own_ipv6(text: &str, ifindex: i32) -> Vec<u128> {
     text.lines()
         .filter_map(|l| {
             let mut f = l.split_whitespace();
@@ -556,7 +560,7 @@ fn own_ipv6(text: &str, ifindex: i32) -> Vec<Ipv6Addr> {
             if idx != ifindex || hex.len() != 32 {
                 return None;
             }
-            u128::from_str_radix(hex, 16).ok().map(Ipv6Addr::from)
+            u128::from_str_radix(hex, 16).ok()
         })
         .collect()
 }
@@ -869,7 +873,7 @@ mod tests {
     use super::*;
     use crate::wire::builder::{self, Ext6, PacketBuilder, PacketBuilder6};
     use crate::wire::tcp;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     /// A TCP/IPv4 frame 198.18.1.2:40000 -> `dst`:80 (PSH|ACK, sequence 7,
     /// window 512, identification 0) with `payload`, its checksum complete.
@@ -1127,12 +1131,13 @@ mod tests {
         };
         let vip: Ipv6Addr = "2001:db8:100::1".parse().unwrap();
         let nat_rs: Ipv6Addr = "2001:db8::11".parse().unwrap();
+        let (vip_n, nat_n) = (u128::from(vip), u128::from(nat_rs));
         let (client, director) = (v6("2001:db8:1::2"), v6("2001:db8::2"));
         x.set_addresses(&[0xc612_6401], &[]).unwrap();
-        x.set_addresses6(&[vip], &[nat_rs]).unwrap();
+        x.set_addresses6(&[vip_n], &[nat_n]).unwrap();
         // Detached (no interface): mark the director's address by hand, as
         // set_addresses6 does from /proc/net/if_inet6.
-        let want = want6(&[vip], &[nat_rs], &[Ipv6Addr::from(director)]);
+        let want = want6(&[vip_n], &[nat_n], &[u128::from_be_bytes(director)]);
         sync_map(&x.addrs6, &mut x.current6.lock().unwrap(), &want, |a| *a).unwrap();
         let run = |f: &[u8]| sys::test_run_xdp(&x.prog, f).unwrap() as i32;
         let to_vip = udp6(client, vip.octets());
@@ -1185,9 +1190,9 @@ mod tests {
         );
         assert_eq!(run(&udp6(v6("2001:db8::12"), client)), XDP_PASS);
         // A VIP that is also the director's address stays a VIP.
-        assert_eq!(want6(&[vip], &[], &[vip])[&vip.octets()], TO_ADDR);
+        assert_eq!(want6(&[vip_n], &[], &[vip_n])[&vip.octets()], TO_ADDR);
         // Reload: the VIP goes, another comes; IPv4 keeps its own.
-        x.set_addresses6(&["2001:db8:100::9".parse().unwrap()], &[])
+        x.set_addresses6(&[u128::from_be_bytes(v6("2001:db8:100::9"))], &[])
             .unwrap();
         assert_eq!(run(&to_vip), XDP_PASS);
         assert_eq!(run(&udp6(client, v6("2001:db8:100::9"))), XDP_TX);
@@ -1201,14 +1206,9 @@ mod tests {
                  fe800000000000000000000000000001 03 40 20 80     eth0\n\
                  00000000000000000000000000000001 01 80 10 80       lo\n\
                  20010db8000000000000000000000009 0c 40 00 80    eth11\n";
-        assert_eq!(
-            own_ipv6(t, 3),
-            vec![
-                "2001:db8::2".parse::<Ipv6Addr>().unwrap(),
-                "fe80::1".parse().unwrap()
-            ]
-        );
-        assert_eq!(own_ipv6(t, 12), vec!["2001:db8::9".parse::<Ipv6Addr>().unwrap()]);
+        let a = |s: &str| u128::from_be_bytes(v6(s));
+        assert_eq!(own_ipv6(t, 3), vec![a("2001:db8::2"), a("fe80::1")]);
+        assert_eq!(own_ipv6(t, 12), vec![a("2001:db8::9")]);
         assert!(own_ipv6("junk\n", 3).is_empty());
     }
 
@@ -1253,5 +1253,48 @@ mod tests {
         let before = f0.clone();
         assert!(!complete_partial_checksum(&mut f0));
         assert_eq!(f0, before);
+    }
+
+    /// The program as the director loads it, on a veth in a network
+    /// namespace of this test's own (needs root and `ip`; skipped
+    /// otherwise): the verifier of the running kernel accepts it, with the
+    /// VLAN kfunc where the kernel has one, and it attaches in driver mode
+    /// (veth has native XDP); both address maps take entries.
+    #[test]
+    fn loads_and_attaches_on_a_veth() {
+        let t = std::thread::spawn(|| {
+            if let Err(e) = sys::unshare_net_for_test() {
+                eprintln!("skipped: unshare(CLONE_NEWNET): {e}");
+                return;
+            }
+            let ip = |args: &[&str]| {
+                std::process::Command::new("ip")
+                    .args(args)
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !ip(&["link", "add", "xt0", "type", "veth", "peer", "name", "xt1"]) {
+                eprintln!("skipped: cannot create a veth with ip(8)");
+                return;
+            }
+            assert!(ip(&["link", "set", "xt0", "up"]) && ip(&["link", "set", "xt1", "up"]));
+            let info = crate::io::sys::if_info("xt0").unwrap();
+            let x = XdpRedirect::load(info.index, 1, Some(0xc612_0002)).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(x.mode(), XdpMode::Native);
+            match btf_func_id(VLAN_KFUNC) {
+                Ok(Some(_)) => assert_eq!(x.vlan_blind(), None, "the kfunc program was refused"),
+                _ => assert!(x.vlan_blind().is_some()),
+            }
+            x.set_addresses(&[0xc612_6401], &[0xc612_000b]).unwrap();
+            let a = |s: &str| u128::from(s.parse::<Ipv6Addr>().unwrap());
+            x.set_addresses6(&[a("2001:db8:100::1")], &[a("2001:db8::11")])
+                .unwrap();
+            assert!(ip(&["addr", "add", "2001:db8::2/64", "dev", "xt0", "nodad"]));
+            x.set_addresses6(&[a("2001:db8:100::1")], &[]).unwrap();
+            let cur = x.current6.lock().unwrap();
+            let own: Ipv6Addr = "2001:db8::2".parse().unwrap();
+            assert_eq!(cur.get(&own.octets()), Some(&OWN_ADDR), "{cur:?}");
+        });
+        t.join().unwrap();
     }
 }
