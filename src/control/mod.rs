@@ -10,6 +10,7 @@ pub mod health;
 pub mod hostroutes;
 pub mod import;
 pub mod metrics;
+pub mod ndp;
 pub mod netlink;
 pub mod nft;
 pub mod process;
