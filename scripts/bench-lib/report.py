@@ -21,6 +21,8 @@ REFERENCE = "kernel-nft"
 PATH_ORDER = ["kernel-nft", "ulvs-af_packet", "ulvs-af_xdp"]
 HTTP_ORDER = ["direct", "kernel-nft", "ulvs-af_packet", "ulvs-af_xdp"]
 COLORS = {"direct": "#7f7f7f", "kernel-nft": "#4c72b0", "ulvs-af_packet": "#dd8452", "ulvs-af_xdp": "#55a868"}
+# row labels; udp6: UDP over IPv6 to each box's IPv6 VIP
+PROTO_NAME = {"udp": "UDP", "tcp-syn": "SYN", "udp6": "UDP/IPv6"}
 DIRECTOR_COUNTERS = ["frames_seen", "forwarded", "ring_drops"]
 
 
@@ -281,7 +283,7 @@ def unsaturated(s):
 
 
 def row_name(s):
-    return "%s %d B" % ("SYN" if s["proto"] == "tcp-syn" else "UDP", s["size"])
+    return "%s %d B" % (PROTO_NAME.get(s["proto"], s["proto"]), s["size"])
 
 
 def cases_of(summary):
@@ -483,7 +485,7 @@ def write_svg(path, summary, http, xdp, meta):
     ph = 380
     panels = []
     cases = cases_of(summary)
-    groups = ["%s %d B, %s" % ("SYN" if proto == "tcp-syn" else "UDP", size,
+    groups = ["%s %d B, %s" % (PROTO_NAME.get(proto, proto), size,
                                "max load" if rate is None else "%s offered" % rate_str(rate))
               for rate, proto, size in cases]
     series = [p for p in PATH_ORDER if any(s["path"] == p for s in summary)]
