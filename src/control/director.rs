@@ -16,12 +16,15 @@
 //! - [`dump`]: `ulvsadm flows` (asks each worker for a copy of its flows).
 //! - [`workers`]: opening the devices and starting the worker threads.
 //! - [`host`]: following the host's routes, addresses and MTU (netlink).
+//! - [`nd`]: Neighbor Discovery (IPv6 VIPs answered and announced, IPv6
+//!   neighbours resolved, the IPv6 drop rule).
 
 mod announce;
 mod conn;
 mod dump;
 mod event_loop;
 mod host;
+mod nd;
 mod reload;
 pub mod report;
 mod routes;
@@ -194,6 +197,8 @@ pub struct Director {
     /// Real servers whose next hop is not themselves (off-link, through a
     /// gateway): server address -> next-hop address.
     hops: HashMap<u32, u32>,
+    /// Neighbor Discovery: the IPv6 side of `arp`, `neigh`, `seen`, `hops`.
+    nd: nd::Nd,
 }
 
 /// How the last attempt to load the config went: at start (which succeeded,
@@ -359,6 +364,37 @@ impl Director {
         self.install(built);
     }
 
+    /// Publish after a change of the runtime state (health, drain, weight)
+    /// of the servers `ids` alone: only their services' Maglev tables are
+    /// rebuilt. When anything else is pending (`dirty`) it is a full publish.
+    fn publish_changed(&mut self, ids: &[BackendId]) {
+        self.settle_gateway();
+        if self.dirty {
+            return self.publish();
+        }
+        self.slow.generation += 1;
+        let prev = self.shared.table.load_full();
+        let resolved = |a: u32| self.neigh.mac(self.hops.get(&a).copied().unwrap_or(a));
+        let resolved6 = |a: u128| self.host6.mac(a);
+        let inputs = Inputs {
+            cfg: &self.cfg,
+            rt: &self.rt,
+            resolved: &resolved,
+            seen: &self.seen,
+            gateway: self.gateway,
+            iface: Iface {
+                mac: self.ifinfo.mac,
+                ipv4: self.ifinfo.ipv4,
+                netmask: self.ifinfo.netmask,
+                mtu: self.ifinfo.mtu,
+            },
+            generation: self.slow.generation,
+            v6: self.host6.inputs(&resolved6),
+        };
+        let built = publish::build_changed(&inputs, &mut self.cache, &prev, ids);
+        self.install(built);
+    }
+
     /// Publish a built table (one atomic swap).
     fn install(&mut self, built: Built) {
         self.shared.table.store(Arc::new(built.table));
@@ -392,6 +428,7 @@ impl Director {
         // One pass over the servers, however many transitions (at start
         // every checked server reports its first result at once).
         let latest: HashMap<BackendId, health::Health> = ts.into_iter().map(|t| (t.id, t.health)).collect();
+        let mut changed = Vec::with_capacity(latest.len());
         for s in self.rt.servers.values_mut() {
             if let Some(h) = latest.get(&s.id) {
                 s.health = match h {
@@ -399,6 +436,7 @@ impl Director {
                     health::Health::Down => publish::Health::Down,
                     health::Health::Pending => publish::Health::Pending,
                 };
+                changed.push(s.id);
             }
         }
         self.health_reasons = self
@@ -407,7 +445,7 @@ impl Director {
             .into_iter()
             .filter_map(|(id, _, reason)| reason.map(|r| (id, r)))
             .collect();
-        self.publish();
+        self.publish_changed(&changed);
     }
 
     /// Feed the rate estimator with every backend's counters.
@@ -621,8 +659,9 @@ impl Director {
         match self.rt.find_mut(&self.cfg, service, address) {
             Ok(s) => {
                 f(s);
+                let id = s.id;
                 info!("{service} {address}: {what}");
-                self.publish();
+                self.publish_changed(&[id]);
                 Response::ok(json!({ "message": format!("{service} {address}: {what}") }))
             }
             Err(e) => Response::err(e.to_string()),
@@ -676,6 +715,79 @@ mod tests {
         );
     }
 
+    /// An IPv6 service beside an IPv4 one: its servers are probed at
+    /// [address]:port, and the IPv4-only kernel lists (nft, XDP, ARP, host
+    /// routes) keep to IPv4 addresses instead of failing on it.
+    #[test]
+    fn ipv6_services_beside_ipv4_ones() {
+        let text = "interface: eth0\nservices:\n  - name: web6\n    vip: 2001:db8:100::1\n    port: 80\n    mode: nat\n    health: {kind: http}\n    real_servers:\n      - address: \"[2001:db8::11]:8080\"\n      - address: 2001:db8::12\n  - name: web4\n    vip: 198.18.100.1\n    port: 80\n    mode: nat\n    health: {kind: tcp}\n    real_servers:\n      - address: 198.18.0.11\n";
+        let cfg = Config::from_str(text, "t.yaml").unwrap();
+        let mut rt = Runtime::default();
+        rt.sync(&cfg).unwrap();
+        let targets = health_targets(&cfg, &rt);
+        let shown: Vec<(String, String)> = targets
+            .iter()
+            .map(|t| {
+                let host = match &t.kind {
+                    ProbeKind::Http { host, .. } => host.clone(),
+                    ProbeKind::Tcp => "-".into(),
+                };
+                (t.addr.to_string(), host)
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("[2001:db8::11]:8080".to_string(), "[2001:db8::11]".to_string()),
+                ("[2001:db8::12]:80".to_string(), "[2001:db8::12]".to_string()),
+                ("198.18.0.11:80".to_string(), "-".to_string()),
+            ]
+        );
+        assert_eq!(vips(&cfg), [0xc612_6401]);
+        assert_eq!(nat_servers(&cfg), [0xc612_000b]);
+        assert_eq!(server_addrs(&cfg), [0xc612_000b]);
+        for s in rt.servers.values_mut() {
+            s.health = publish::Health::Up;
+        }
+        assert_eq!(served_vips(&cfg, &rt), BTreeSet::from([0xc612_6401]));
+        // A table builds with both families and the director's IPv6 facts.
+        let mut host6 = Host6 {
+            address: Some((
+                u128::from("2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap()),
+                64,
+            )),
+            ..Host6::default()
+        };
+        let a11 = u128::from("2001:db8::11".parse::<std::net::Ipv6Addr>().unwrap());
+        host6.neighbours.insert(a11, [2, 0, 0, 0, 0, 0x11]);
+        let ifinfo = IfInfo {
+            index: 1,
+            mac: [2; 6],
+            ipv4: Some(0xc612_0002),
+            netmask: 0xffff_ff00,
+            mtu: 1500,
+        };
+        let built = build_with(
+            &cfg,
+            &rt,
+            (&NeighbourCache::default(), &host6),
+            &HashMap::new(),
+            (None, &HashMap::new()),
+            &ifinfo,
+            1,
+            &mut MaglevCache::default(),
+        );
+        let t = built.table;
+        assert_eq!((t.services.len(), t.services6.len()), (1, 1));
+        assert_eq!(t.director_ip6, host6.address.unwrap().0);
+        let id11 = rt
+            .get("web6", "2001:db8::11".parse().unwrap(), Some(8080))
+            .unwrap()
+            .id;
+        assert_eq!(t.backend(id11).mac, Some([2, 0, 0, 0, 0, 0x11]));
+        assert_eq!(t.backend6(id11).addr, a11);
+    }
+
     #[test]
     fn more_servers_than_ids_is_refused_with_a_sentence() {
         let text = "interface: eth0\nservices:\n  - name: web\n    vip: 198.18.100.1\n    port: 80\n    real_servers:\n      - address: 198.18.0.11\n";
@@ -693,8 +805,12 @@ mod tests {
         assert_eq!(e.len(), 1);
         assert_eq!(
             e[0].to_string(),
-            "big.yaml: services: 65536 real servers in all; one director runs at most 65535 \
-             (split the services over several directors)"
+            format!(
+                "big.yaml: services: {} real servers in all; one director runs at most {} \
+                 (split the services over several directors)",
+                publish::USABLE_BACKEND_IDS + 1,
+                publish::USABLE_BACKEND_IDS
+            )
         );
     }
 }

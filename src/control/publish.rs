@@ -121,6 +121,19 @@ pub struct Runtime {
     /// Ids free for reuse (lowest first).
     free: BTreeSet<BackendId>,
     next_id: BackendId,
+    /// Names which ids the servers have: a fresh value (unique in the
+    /// process) whenever [`Runtime::sync_at`] or [`Runtime::release`] may
+    /// have changed an id, so [`build_changed`] can tell that the table it
+    /// starts from has the same servers under the same ids.
+    epoch: u64,
+}
+
+/// Source of [`Runtime`] epochs: unique across clones, so two runtimes
+/// cloned from one and synced apart never share one.
+static EPOCHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_epoch() -> u64 {
+    EPOCHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn key(service: &str, addr: IpAddr, port: Option<u16>) -> ServerKey {
@@ -257,6 +270,7 @@ impl Runtime {
             );
         }
         self.servers = next;
+        self.epoch = next_epoch();
         Ok(())
     }
 
@@ -277,6 +291,9 @@ impl Runtime {
                 self.removed_keys.remove(&c.key);
             }
             self.free.insert(*id);
+        }
+        if !done.is_empty() {
+            self.epoch = next_epoch();
         }
         done
     }
@@ -358,7 +375,7 @@ pub struct Inputs<'a> {
 
 /// One member of a service's Maglev table as the build sees it: the table
 /// depends on exactly these, in this (sorted) order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct MemberKey {
     addr: u32,
     port: u16,
@@ -366,32 +383,67 @@ struct MemberKey {
     weight: u32,
 }
 
-struct CacheEntry {
-    m: u32,
-    members: Vec<MemberKey>,
+/// A built Maglev table and its digest, shared by every service whose
+/// members are the same.
+struct SharedTable {
     slots: MaglevTable,
     digest: u64,
+    /// The last build (`MaglevCache::round`) that used it.
+    used: u64,
 }
 
-/// Each service's last Maglev table with the inputs it was built from.
+/// Where the last build put each service and server, so that
+/// [`build_changed`] can rebuild one service inside the table it made.
+struct Last {
+    /// The generation of that table.
+    generation: u64,
+    /// The runtime's epoch then: the same servers under the same ids.
+    epoch: u64,
+    /// `cfg.services` then (address, length): a guard against a build with
+    /// another config and the same runtime.
+    cfg: (usize, usize),
+    /// Per backend id: the position in `FwdTable::services` of its service
+    /// (`u32::MAX`: none, e.g. a removed server or an IPv6 one).
+    position: Vec<u32>,
+    /// Per position in `FwdTable::services`: its index in `cfg.services`.
+    cfg_index: Vec<u32>,
+    /// Per position: its Maglev table (so a table that is not the one this
+    /// cache made is recognised).
+    tables: Vec<MaglevTable>,
+    digests: HashMap<String, u64>,
+}
+
+/// The Maglev tables of the last builds, keyed by what a table is a function
+/// of (the members' endpoints and weights, for one table size): a service
+/// whose inputs did not change reuses its table, and services with the same
+/// servers and weights share one table in memory. Also where the last build
+/// put every service, for [`build_changed`].
 #[derive(Default)]
 pub struct MaglevCache {
-    entries: HashMap<String, CacheEntry>,
+    /// The table size every entry was built for.
+    m: u32,
+    tables: HashMap<Vec<MemberKey>, SharedTable>,
     /// Tables built since creation (the others were reused).
     pub builds: u64,
+    /// Builds done (a full build forgets tables it did not use).
+    round: u64,
+    /// Builds [`build_changed`] did incrementally (the others were full).
+    pub incremental: u64,
+    last: Option<Last>,
     /// The IPv6 services' tables.
     pub v6: Cache6,
 }
 
 impl MaglevCache {
-    /// The slots and digest for `members` (sorted), built only when the
-    /// service's inputs changed.
-    fn get(&mut self, service: &str, m: u32, members: &[MemberKey]) -> (MaglevTable, u64) {
-        if let Some(e) = self.entries.get(service) {
-            if e.m == m && e.members == members {
-                return (e.slots.clone(), e.digest);
-            }
+    /// The slots and digest for `members` (sorted), built only when no
+    /// service had these members before.
+    fn get(&mut self, members: &[MemberKey]) -> (MaglevTable, u64) {
+        let round = self.round;
+        if let Some(e) = self.tables.get_mut(members) {
+            e.used = round;
+            return (e.slots.clone(), e.digest);
         }
+        let m = self.m;
         let inputs: Vec<MaglevInput> = members
             .iter()
             .map(|k| {
@@ -409,25 +461,29 @@ impl MaglevCache {
         let slots = maglev::build(m, &inputs);
         let digest = digest(&slots, members);
         self.builds += 1;
-        self.entries.insert(
-            service.to_string(),
-            CacheEntry {
-                m,
-                members: members.to_vec(),
+        self.tables.insert(
+            members.to_vec(),
+            SharedTable {
                 slots: slots.clone(),
                 digest,
+                used: round,
             },
         );
         (slots, digest)
     }
 
-    /// Forget services no longer configured.
-    fn retain(&mut self, cfg: &Config) {
-        if self.entries.len() > cfg.services.len() {
-            let names: std::collections::HashSet<&str> =
-                cfg.services.iter().map(|s| s.name.as_str()).collect();
-            self.entries.retain(|k, _| names.contains(k.as_str()));
+    /// Distinct Maglev tables held (services with equal members share one).
+    pub fn tables(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// Start a build for table size `m` (a new size invalidates every table).
+    fn start(&mut self, m: u32) {
+        if self.m != m {
+            self.tables.clear();
+            self.m = m;
         }
+        self.round += 1;
     }
 }
 
@@ -469,17 +525,88 @@ pub struct Built {
     pub digests: HashMap<String, u64>,
 }
 
-/// Build the forwarding table: a pure function of `inp` (the cache only
-/// saves work: the result is the same with an empty one).
-pub fn build(inp: &Inputs<'_>, cache: &mut MaglevCache) -> Built {
-    let (cfg, rt) = (inp.cfg, inp.rt);
-    let mut t = FwdTable::empty(inp.iface.mac);
+/// The parts of the table that are not per service or per server: cheap,
+/// so every build takes them anew.
+fn globals(t: &mut FwdTable, inp: &Inputs<'_>) {
+    let cfg = inp.cfg;
+    t.director_mac = inp.iface.mac;
     t.generation = inp.generation;
     t.director_ip = inp.iface.ipv4.unwrap_or(0);
     t.reschedule_on_down = cfg.on_server_down == OnServerDown::Reschedule;
     t.answer_ping = cfg.answer_ping;
     t.timeouts = cfg.timeouts;
     t.mtu = inp.iface.mtu;
+    t.gateway_mac = inp
+        .gateway
+        .and_then(|g| (inp.resolved)(g).or_else(|| inp.seen.get(&g).copied()));
+    t.onlink = match inp.iface.ipv4 {
+        Some(ip) => (ip & inp.iface.netmask, inp.iface.netmask),
+        None => (0, u32::MAX),
+    };
+    let mut n: Vec<(u32, Mac)> = inp.seen.iter().map(|(a, m)| (*a, *m)).collect();
+    n.sort_unstable();
+    t.neighbours = n;
+    publish6::globals(t, inp);
+}
+
+/// One service's entry and its servers' rows of `backends` (`servers` is
+/// scratch space), with its Maglev table's digest.
+fn service_fwd(
+    inp: &Inputs<'_>,
+    s: &Service,
+    cache: &mut MaglevCache,
+    backends: &mut [BackendFwd],
+    servers: &mut Vec<(MemberKey, BackendId)>,
+) -> (ServiceFwd, u64) {
+    servers.clear();
+    for r in &s.real_servers {
+        let Some(srt) = inp.rt.get(&s.name, r.address, r.port) else {
+            continue;
+        };
+        let IpAddr::V4(addr) = r.address else { continue };
+        let mac = (inp.resolved)(u32::from(addr));
+        let state = srt.state();
+        let eligible = state == BackendState::Up && mac.is_some();
+        let k = MemberKey {
+            addr: u32::from(addr),
+            port: r.port.unwrap_or(0),
+            weight: if eligible { srt.weight() } else { 0 },
+        };
+        servers.push((k, srt.id));
+        backends[srt.id as usize] = BackendFwd {
+            addr: k.addr,
+            port: k.port,
+            mac,
+            state,
+            svc_vip: v4(s.vip),
+            svc_port: s.port,
+            mode: s.mode,
+        };
+    }
+    // The table depends on the servers, never on their order in the file.
+    servers.sort_unstable();
+    let keys: Vec<MemberKey> = servers.iter().map(|(k, _)| *k).collect();
+    let (slots, digest) = cache.get(&keys);
+    let fwd = ServiceFwd {
+        vip: v4(s.vip),
+        port: s.port,
+        proto: s.protocol.ip_protocol(),
+        mode: s.mode,
+        maglev: slots,
+        members: servers.iter().map(|(_, id)| *id).collect(),
+        client_affinity: s.scheduler == Scheduler::MaglevClient,
+    };
+    (fwd, digest)
+}
+
+/// Build the forwarding table: a pure function of `inp` (the cache only
+/// saves work: the result is the same with an empty one). Services whose
+/// servers, weights and states are unchanged reuse their Maglev tables.
+pub fn build(inp: &Inputs<'_>, cache: &mut MaglevCache) -> Built {
+    let (cfg, rt) = (inp.cfg, inp.rt);
+    cache.start(cfg.maglev_table_size);
+    let mut t = FwdTable::empty(inp.iface.mac);
+    globals(&mut t, inp);
     let max_id = rt
         .servers
         .values()
@@ -491,51 +618,38 @@ pub fn build(inp: &Inputs<'_>, cache: &mut MaglevCache) -> Built {
     for (id, c) in &rt.removed {
         t.backends[*id as usize] = c.fwd;
     }
-    let m = cfg.maglev_table_size;
     let mut digests = HashMap::with_capacity(cfg.services.len());
     let mut servers: Vec<(MemberKey, BackendId)> = Vec::new();
-    for s in cfg.services.iter().filter(|s| !publish6::is_v6(s)) {
-        servers.clear();
-        for r in &s.real_servers {
-            let Some(srt) = rt.get(&s.name, r.address, r.port) else {
-                continue;
-            };
-            let IpAddr::V4(addr) = r.address else { continue };
-            let mac = (inp.resolved)(u32::from(addr));
-            let state = srt.state();
-            let eligible = state == BackendState::Up && mac.is_some();
-            let k = MemberKey {
-                addr: u32::from(addr),
-                port: r.port.unwrap_or(0),
-                weight: if eligible { srt.weight() } else { 0 },
-            };
-            servers.push((k, srt.id));
-            t.backends[srt.id as usize] = BackendFwd {
-                addr: k.addr,
-                port: k.port,
-                mac,
-                state,
-                svc_vip: v4(s.vip),
-                svc_port: s.port,
-                mode: s.mode,
-            };
-        }
-        // The table depends on the servers, never on their order in the file.
-        servers.sort_unstable();
-        let keys: Vec<MemberKey> = servers.iter().map(|(k, _)| *k).collect();
-        let (slots, digest) = cache.get(&s.name, m, &keys);
+    // IPv4 services here, IPv6 ones in `services6` (publish6).
+    let mut built: Vec<(u32, ServiceFwd)> = Vec::with_capacity(cfg.services.len());
+    for (i, s) in cfg
+        .services
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !publish6::is_v6(s))
+    {
+        let (fwd, digest) = service_fwd(inp, s, cache, &mut t.backends, &mut servers);
         digests.insert(s.name.clone(), digest);
-        t.services.push(ServiceFwd {
-            vip: v4(s.vip),
-            port: s.port,
-            proto: s.protocol.ip_protocol(),
-            mode: s.mode,
-            maglev: slots,
-            members: servers.iter().map(|(_, id)| *id).collect(),
-            client_affinity: s.scheduler == Scheduler::MaglevClient,
-        });
+        built.push((i as u32, fwd));
     }
-    cache.retain(cfg);
+    // Lookups want the services sorted; remember where each one went.
+    let mut order: Vec<usize> = (0..built.len()).collect();
+    order.sort_by_key(|&k| {
+        let s = &built[k].1;
+        (s.vip, s.proto, s.port)
+    });
+    let cfg_index: Vec<u32> = order.iter().map(|&k| built[k].0).collect();
+    let mut slots: Vec<Option<ServiceFwd>> = built.into_iter().map(|(_, f)| Some(f)).collect();
+    t.services = order.iter().filter_map(|&k| slots[k].take()).collect();
+    let mut position = vec![u32::MAX; max_id];
+    for (p, s) in t.services.iter().enumerate() {
+        for &id in &s.members {
+            position[id as usize] = p as u32;
+        }
+    }
+    // Tables no service uses any more go.
+    let round = cache.round;
+    cache.tables.retain(|_, e| e.used == round);
     publish6::add(inp, &mut cache.v6, &mut t, &mut digests);
     t.nat_backends = cfg
         .services
@@ -545,17 +659,96 @@ pub fn build(inp: &Inputs<'_>, cache: &mut MaglevCache) -> Built {
         .collect();
     t.nat_backends.sort_unstable();
     t.nat_backends.dedup();
-    t.gateway_mac = inp
-        .gateway
-        .and_then(|g| (inp.resolved)(g).or_else(|| inp.seen.get(&g).copied()));
-    if let Some(ip) = inp.iface.ipv4 {
-        t.onlink = (ip & inp.iface.netmask, inp.iface.netmask);
-    }
-    let mut n: Vec<(u32, Mac)> = inp.seen.iter().map(|(a, m)| (*a, *m)).collect();
-    n.sort_unstable();
-    t.neighbours = n;
     t.sort();
+    cache.last = Some(Last {
+        generation: t.generation,
+        epoch: rt.epoch,
+        cfg: (cfg.services.as_ptr() as usize, cfg.services.len()),
+        position,
+        cfg_index,
+        tables: t.services.iter().map(|s| s.maglev.clone()).collect(),
+        digests: digests.clone(),
+    });
     Built { table: t, digests }
+}
+
+/// The table [`build`] would give, made from `prev` by rebuilding only the
+/// services of the servers in `changed`: what a drain, an enable, a weight
+/// or a health change needs (one Maglev table, not 10,000).
+///
+/// `prev` must be the table the last build with `cache` made, and since
+/// then only the runtime state (health, drain, weight) of the servers in
+/// `changed` may have changed; the interface facts, the gateway and the
+/// seen neighbours are taken anew. A changed config, id or server MAC needs
+/// [`build`]. When it cannot tell that `prev` is that table (another
+/// generation or runtime epoch, another config, a server of no IPv4
+/// service, or most services changed) it does the full build, so the
+/// result is the same either way.
+pub fn build_changed(
+    inp: &Inputs<'_>,
+    cache: &mut MaglevCache,
+    prev: &FwdTable,
+    changed: &[BackendId],
+) -> Built {
+    let n = inp.cfg.services.len();
+    let positions: Option<Vec<u32>> = cache.last.as_ref().and_then(|last| {
+        let fits = last.generation == prev.generation
+            && last.epoch == inp.rt.epoch
+            && last.cfg == (inp.cfg.services.as_ptr() as usize, n)
+            && cache.m == inp.cfg.maglev_table_size
+            && prev.services.len() == n
+            && last.tables.len() == n
+            && prev.backends.len() == last.position.len()
+            // Tables left by earlier drains are only forgotten by a full build.
+            && cache.tables.len() <= 2 * n + 1024
+            && prev
+                .services
+                .iter()
+                .zip(&last.tables)
+                .all(|(s, t)| s.maglev.same(t));
+        if !fits {
+            return None;
+        }
+        let mut p: Vec<u32> = changed
+            .iter()
+            .map(|&id| last.position.get(id as usize).copied().unwrap_or(u32::MAX))
+            .collect();
+        p.sort_unstable();
+        p.dedup();
+        (p.last() != Some(&u32::MAX) && p.len() <= n / 4 + 1).then_some(p)
+    });
+    let Some(positions) = positions else {
+        return build(inp, cache);
+    };
+    let Some(mut last) = cache.last.take() else {
+        return build(inp, cache);
+    };
+    cache.start(inp.cfg.maglev_table_size);
+    let mut t = prev.clone();
+    globals(&mut t, inp);
+    let mut servers = Vec::new();
+    for p in positions {
+        let p = p as usize;
+        let s = &inp.cfg.services[last.cfg_index[p] as usize];
+        let (fwd, digest) = service_fwd(inp, s, cache, &mut t.backends, &mut servers);
+        last.tables[p] = fwd.maglev.clone();
+        t.services[p] = fwd;
+        last.digests.insert(s.name.clone(), digest);
+    }
+    last.generation = t.generation;
+    cache.incremental += 1;
+    let digests = last.digests.clone();
+    cache.last = Some(last);
+    let built = Built { table: t, digests };
+    #[cfg(debug_assertions)]
+    {
+        let full = build(inp, &mut MaglevCache::default());
+        debug_assert!(
+            full.table == built.table && full.digests == built.digests,
+            "build_changed differs from a full build"
+        );
+    }
+    built
 }
 
 /// The host-order `u32` of an IPv4 address, `None` for IPv6.
@@ -754,13 +947,25 @@ mod tests {
         }
         let max = rt.servers.values().map(|s| s.id).max().unwrap();
         assert!((max as usize) < 40_000, "{max}");
-        // While flows pin the old servers, three sets fit at once, a fourth
-        // does not: the reload is refused with a reason and changes nothing.
+        // While flows pin the old servers (40,000 ids), a config whose new
+        // servers need more than the ids left is refused with a reason and
+        // changes nothing: the fourth set under as many service names as
+        // it takes to exceed the id space.
         let mut stuck = rt.clone();
         stuck.sync_at(&configs[2], None, now).unwrap();
         stuck.sync_at(&configs[0], None, now).unwrap();
         let held = stuck.clone();
-        let e = stuck.sync_at(&configs[3], None, now).unwrap_err();
+        let copies = (USABLE_BACKEND_IDS - 60_000) / 20_000 + 1;
+        let mut too_many = configs[3].clone();
+        too_many.services = (0..copies)
+            .flat_map(|k| {
+                configs[3].services.iter().map(move |s| Service {
+                    name: format!("{}_{k}", s.name),
+                    ..s.clone()
+                })
+            })
+            .collect();
+        let e = stuck.sync_at(&too_many, None, now).unwrap_err();
         assert!(e.to_string().contains("removed ones still have flows"), "{e}");
         assert_eq!(stuck, held);
     }
@@ -951,7 +1156,9 @@ mod tests {
         let mut y = String::from("interface: eth0\nmaglev_table_size: 251\nservices:\n");
         for s in 0..50 {
             y.push_str(&format!(
-                "  - name: s{s}\n    vip: 198.18.100.{}\n    port: 80\n    real_servers:\n      - address: 198.18.0.11\n      - address: 198.18.0.12\n",
+                "  - name: s{s}\n    vip: 198.18.100.{}\n    port: 80\n    real_servers:\n      - address: 198.18.1.{}\n      - address: 198.18.2.{}\n",
+                s + 1,
+                s + 1,
                 s + 1
             ));
         }
@@ -969,7 +1176,7 @@ mod tests {
             .iter()
             .zip(&again.table.services)
             .all(|(a, b)| a.maglev.same(&b.maglev)));
-        rt.find_mut(&c, "s7", "198.18.0.11").unwrap().drained = true;
+        rt.find_mut(&c, "s7", "198.18.1.8").unwrap().drained = true;
         let drained = built(&c, &rt, &mut cache);
         assert_eq!(cache.builds, 51, "one service rebuilt");
         let fresh = built(&c, &rt, &mut MaglevCache::default());
@@ -979,5 +1186,316 @@ mod tests {
         assert_eq!(drained.digests, fresh.digests);
         assert_ne!(drained.digests["s7"], first.digests["s7"]);
         assert_eq!(drained.digests["s8"], first.digests["s8"]);
+    }
+
+    /// Services with the same servers and weights share one table in
+    /// memory; a drain in one of them gives it its own and leaves the
+    /// others sharing.
+    #[test]
+    fn identical_server_sets_share_one_table() {
+        let mut y = String::from("interface: eth0\nmaglev_table_size: 251\nservices:\n");
+        for s in 0..10 {
+            y.push_str(&format!(
+                "  - name: s{s}\n    vip: 198.18.100.{}\n    port: 80\n    real_servers:\n      - address: 198.18.0.11\n      - address: 198.18.0.12\n",
+                s + 1
+            ));
+        }
+        let c = cfg(&y);
+        let mut rt = Runtime::default();
+        rt.sync(&c).unwrap();
+        let mut cache = MaglevCache::default();
+        let b = built(&c, &rt, &mut cache);
+        assert_eq!((cache.builds, cache.tables()), (1, 1));
+        let s = &b.table.services;
+        assert!(s.iter().all(|x| x.maglev.same(&s[0].maglev)));
+        // Members differ per service (own ids), the slots do not.
+        assert_ne!(s[0].members, s[1].members);
+        let id = rt.find_mut(&c, "s3", "198.18.0.11").unwrap().id;
+        rt.find_mut(&c, "s3", "198.18.0.11").unwrap().drained = true;
+        let b2 = changed(&c, &rt, &mut cache, &b.table, &[id]);
+        assert_eq!((cache.builds, cache.tables(), cache.incremental), (2, 2, 1));
+        let s2 = &b2.table.services;
+        let p3 = s2.iter().position(|x| x.members.contains(&id)).unwrap();
+        assert!(!s2[p3].maglev.same(&s[0].maglev));
+        assert_eq!(
+            s2.iter().filter(|x| x.maglev.same(&s[0].maglev)).count(),
+            9,
+            "the others still share"
+        );
+        // Enabling it again finds the shared table: nothing is built.
+        rt.find_mut(&c, "s3", "198.18.0.11").unwrap().drained = false;
+        let b3 = changed(&c, &rt, &mut cache, &b2.table, &[id]);
+        assert_eq!(cache.builds, 2);
+        assert!(b3.table.services.iter().all(|x| x.maglev.same(&s[0].maglev)));
+        let full = with_inputs(&c, &rt, &|a| mac(Ipv4Addr::from(a)), b3.table.generation, |inp| {
+            build(inp, &mut MaglevCache::default())
+        });
+        assert!(b3.table == full.table);
+        // A full build forgets the table no service uses any more.
+        built(&c, &rt, &mut cache);
+        assert_eq!(cache.tables(), 1);
+    }
+
+    fn changed(
+        c: &Config,
+        rt: &Runtime,
+        cache: &mut MaglevCache,
+        prev: &FwdTable,
+        ids: &[BackendId],
+    ) -> Built {
+        with_inputs(c, rt, &|a| mac(Ipv4Addr::from(a)), prev.generation + 1, |inp| {
+            build_changed(inp, cache, prev, ids)
+        })
+    }
+
+    fn with_inputs<R>(
+        c: &Config,
+        rt: &Runtime,
+        resolved: &dyn Fn(u32) -> Option<Mac>,
+        generation: u64,
+        f: impl FnOnce(&Inputs<'_>) -> R,
+    ) -> R {
+        let seen = HashMap::from([(0xc612_0001, [2, 0, 0, 0, 0, 1])]);
+        with_seen(c, rt, resolved, &seen, generation, f)
+    }
+
+    fn with_seen<R>(
+        c: &Config,
+        rt: &Runtime,
+        resolved: &dyn Fn(u32) -> Option<Mac>,
+        seen: &HashMap<u32, Mac>,
+        generation: u64,
+        f: impl FnOnce(&Inputs<'_>) -> R,
+    ) -> R {
+        let inputs = Inputs {
+            cfg: c,
+            rt,
+            resolved,
+            seen,
+            gateway: Some(0xc612_0001),
+            iface: Iface {
+                mac: [2; 6],
+                ipv4: Some(0xc612_0002),
+                netmask: 0xffff_ff00,
+                mtu: 1500,
+            },
+            generation,
+            v6: Inputs6::NONE,
+        };
+        f(&inputs)
+    }
+
+    /// A table that is not the last one the cache built (a reload staged
+    /// and then refused) is never patched: the full build runs instead.
+    #[test]
+    fn a_table_the_cache_did_not_build_last_is_rebuilt_whole() {
+        let c = cfg(BASE);
+        let mut rt = Runtime::default();
+        rt.sync(&c).unwrap();
+        let mut cache = MaglevCache::default();
+        let published = built(&c, &rt, &mut cache).table;
+        // Staged, never published: another config and runtime.
+        let c2 = cfg(&BASE.replace("198.18.0.13", "198.18.0.14"));
+        let mut rt2 = rt.clone();
+        rt2.sync(&c2).unwrap();
+        let _ = built(&c2, &rt2, &mut cache);
+        let id = rt.find_mut(&c, "web", "198.18.0.12").unwrap().id;
+        rt.find_mut(&c, "web", "198.18.0.12").unwrap().health = Health::Down;
+        let b = changed(&c, &rt, &mut cache, &published, &[id]);
+        assert_eq!(cache.incremental, 0, "full build");
+        let full = with_inputs(
+            &c,
+            &rt,
+            &|a| mac(Ipv4Addr::from(a)),
+            published.generation + 1,
+            |inp| build(inp, &mut MaglevCache::default()),
+        );
+        assert!(b.table == full.table && b.digests == full.digests);
+        // Now that the cache built the table in use, the next change patches it.
+        rt.find_mut(&c, "web", "198.18.0.12").unwrap().health = Health::Up;
+        let b2 = changed(&c, &rt, &mut cache, &b.table, &[id]);
+        assert_eq!(cache.incremental, 1);
+        assert!(b2.table.services[0].maglev == published.services[0].maglev);
+    }
+
+    mod incremental {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Six services over eight addresses: s0 and s1 have the same
+        /// servers (they share a table), s4 is NAT, s5 has ports.
+        fn text(variant: u8) -> String {
+            let mut y = String::from("interface: eth0\nmaglev_table_size: 251\nservices:\n");
+            let sets: [&[&str]; 6] = [
+                &["198.18.0.11", "198.18.0.12", "198.18.0.13"],
+                &["198.18.0.11", "198.18.0.12", "198.18.0.13"],
+                &["198.18.0.12", "198.18.0.14", "198.18.0.15", "198.18.0.16"],
+                &["198.18.0.17"],
+                &["198.18.0.15", "198.18.0.18"],
+                &["198.18.0.11:8080", "198.18.0.11:8081", "198.18.0.16:8080"],
+            ];
+            for (i, set) in sets.iter().enumerate() {
+                let mode = if i >= 4 { "nat" } else { "dr" };
+                y.push_str(&format!(
+                    "  - name: s{i}\n    vip: 198.18.100.{}\n    port: 80\n    mode: {mode}\n    real_servers:\n",
+                    10 - i
+                ));
+                for (j, a) in set.iter().enumerate() {
+                    // Variants: 1 drops a server, 2 changes a weight, 3 adds one.
+                    if variant == 1 && i == 2 && j == 1 {
+                        continue;
+                    }
+                    let w = if variant == 2 && i == 0 && j == 0 { 3 } else { 1 };
+                    y.push_str(&format!("      - address: {a}\n        weight: {w}\n"));
+                }
+                if variant == 3 && i == 3 {
+                    y.push_str("      - address: 198.18.0.19\n");
+                }
+            }
+            y
+        }
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Drain(usize, usize, bool),
+            Weight(usize, usize, Option<u32>),
+            Health(Vec<(usize, usize, u8)>),
+            /// An ARP answer: the MAC of an address appears, changes or goes.
+            Mac(u8, u8),
+            Reload(u8),
+            /// A reload built but refused: the cache built a table that is
+            /// never published.
+            Staged(u8),
+            /// Removed servers' flows have ended.
+            Release,
+            /// An ARP sender seen on the segment appears or changes (the
+            /// gateway, .1, among them): the next publish takes it.
+            Seen(u8, u8),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                3 => (0..6usize, 0..4usize, any::<bool>()).prop_map(|(s, r, d)| Op::Drain(s, r, d)),
+                2 => (0..6usize, 0..4usize, prop::option::of(0..4u32)).prop_map(|(s, r, w)| Op::Weight(s, r, w)),
+                3 => prop::collection::vec((0..6usize, 0..4usize, 0..3u8), 1..4).prop_map(Op::Health),
+                1 => (11..20u8, 0..3u8).prop_map(|(a, m)| Op::Mac(a, m)),
+                1 => (0..4u8).prop_map(Op::Reload),
+                1 => (0..4u8).prop_map(Op::Staged),
+                1 => Just(Op::Release),
+                1 => (1..3u8, 0..3u8).prop_map(|(a, m)| Op::Seen(a, m)),
+            ]
+        }
+
+        /// The server `r` (modulo its count) of service `s`: (name, address).
+        fn pick(c: &Config, s: usize, r: usize) -> (String, String) {
+            let svc = &c.services[s];
+            let rs = &svc.real_servers[r % svc.real_servers.len()];
+            (svc.name.clone(), rs.endpoint())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// After any sequence of drains, enables, weight and health
+            /// changes, ARP answers, reloads (published or refused) and
+            /// releases, publishing as the director does (a runtime change
+            /// patches the table in use, anything else builds it whole)
+            /// gives exactly the table and digests a build from nothing
+            /// gives.
+            #[test]
+            fn incremental_publish_equals_a_full_build(ops in prop::collection::vec(op(), 1..30)) {
+                let cfgs: Vec<Config> = (0..4).map(|v| cfg(&text(v))).collect();
+                let mut cur = 0usize;
+                let mut rt = Runtime::default();
+                let t0 = Instant::now();
+                rt.sync_at(&cfgs[0], None, t0).unwrap();
+                let mut macs: HashMap<u32, Option<Mac>> = (11..20u8)
+                    .map(|a| (u32::from(Ipv4Addr::new(198, 18, 0, a)), Some([2, 0, 0, 0, 0, a])))
+                    .collect();
+                let mut seen: HashMap<u32, Mac> = HashMap::new();
+                let mut cache = MaglevCache::default();
+                let mut generation = 1;
+                let mut published = {
+                    let r = |a: u32| macs.get(&a).copied().flatten();
+                    with_seen(&cfgs[0], &rt, &r, &seen, generation, |inp| build(inp, &mut cache)).table
+                };
+                let mut later = t0;
+                for op in ops {
+                    generation += 1;
+                    let c = &cfgs[cur];
+                    let mut ids = Vec::new();
+                    let mut full = false;
+                    match op {
+                        Op::Drain(s, r, d) => {
+                            let (n, a) = pick(c, s, r);
+                            let srt = rt.find_mut(c, &n, &a).unwrap();
+                            srt.drained = d;
+                            ids.push(srt.id);
+                        }
+                        Op::Weight(s, r, w) => {
+                            let (n, a) = pick(c, s, r);
+                            let srt = rt.find_mut(c, &n, &a).unwrap();
+                            srt.weight_override = w;
+                            ids.push(srt.id);
+                        }
+                        Op::Health(hs) => {
+                            for (s, r, h) in hs {
+                                let (n, a) = pick(c, s, r);
+                                let srt = rt.find_mut(c, &n, &a).unwrap();
+                                srt.health = [Health::Up, Health::Down, Health::Pending][h as usize];
+                                ids.push(srt.id);
+                            }
+                        }
+                        Op::Mac(a, m) => {
+                            let mac = [None, Some([2, 0, 0, 0, 0, a]), Some([2, 0, 0, 0, 1, a])][m as usize];
+                            macs.insert(u32::from(Ipv4Addr::new(198, 18, 0, a)), mac);
+                            full = true;
+                        }
+                        Op::Reload(v) => {
+                            cur = v as usize;
+                            rt.sync_at(&cfgs[cur], Some(&published), later).unwrap();
+                            full = true;
+                        }
+                        Op::Staged(v) => {
+                            let mut staged = rt.clone();
+                            staged.sync_at(&cfgs[v as usize], Some(&published), later).unwrap();
+                            let r = |a: u32| macs.get(&a).copied().flatten();
+                            let _ = with_seen(&cfgs[v as usize], &staged, &r, &seen, generation, |inp| build(inp, &mut cache));
+                            // The refused reload changed nothing: publish the same state.
+                            ids.clear();
+                        }
+                        Op::Release => {
+                            later += RELEASE_AFTER;
+                            full = !rt.release(later, |_| 0).is_empty();
+                        }
+                        Op::Seen(a, m) => {
+                            let ip = u32::from(Ipv4Addr::new(198, 18, 0, a));
+                            match m {
+                                0 => seen.remove(&ip),
+                                _ => seen.insert(ip, [2, 0, 0, 0, m, a]),
+                            };
+                        }
+                    }
+                    let c = &cfgs[cur];
+                    let r = |a: u32| macs.get(&a).copied().flatten();
+                    let before = cache.incremental;
+                    let got = with_seen(c, &rt, &r, &seen, generation, |inp| {
+                        if full {
+                            build(inp, &mut cache)
+                        } else {
+                            build_changed(inp, &mut cache, &published, &ids)
+                        }
+                    });
+                    let want = with_seen(c, &rt, &r, &seen, generation, |inp| build(inp, &mut MaglevCache::default()));
+                    prop_assert!(got.table == want.table, "table differs after {:?}", ids);
+                    prop_assert_eq!(&got.digests, &want.digests);
+                    // A lone runtime change on the table just published is patched, not rebuilt.
+                    if !full && published.generation + 1 == generation && ids.len() == 1 {
+                        prop_assert_eq!(cache.incremental, before + 1);
+                    }
+                    published = got.table;
+                }
+            }
+        }
     }
 }

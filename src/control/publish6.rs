@@ -204,15 +204,14 @@ fn prefix(addr: u128, len: u8) -> (u128, u128) {
     (addr & mask, mask)
 }
 
-/// Add the IPv6 services of `inp.cfg` to `t`, whose `backends` the IPv4
-/// build already sized for every id; the services' Maglev digests go into
-/// `digests` by name, as IPv4's do.
-pub fn add(inp: &Inputs<'_>, cache: &mut Cache6, t: &mut FwdTable, digests: &mut HashMap<String, u64>) {
-    let (cfg, rt, i6) = (inp.cfg, inp.rt, &inp.v6);
-    if let Some((addr, len)) = i6.address {
-        t.director_ip6 = addr;
-        t.onlink6 = prefix(addr, len);
-    }
+/// The director's IPv6 facts into `t` (address, on-link prefix, router,
+/// neighbours): cheap, so every build, full or patched, takes them anew.
+pub fn globals(t: &mut FwdTable, inp: &Inputs<'_>) {
+    let i6 = &inp.v6;
+    (t.director_ip6, t.onlink6) = match i6.address {
+        Some((addr, len)) => (addr, prefix(addr, len)),
+        None => (0, (0, u128::MAX)),
+    };
     let mut n: Vec<(u128, Mac)> = i6.seen.to_vec();
     n.sort_unstable();
     n.dedup_by_key(|e| e.0);
@@ -220,6 +219,14 @@ pub fn add(inp: &Inputs<'_>, cache: &mut Cache6, t: &mut FwdTable, digests: &mut
         .gateway
         .and_then(|g| (i6.resolved)(g).or_else(|| n.binary_search_by_key(&g, |e| e.0).ok().map(|i| n[i].1)));
     t.neighbours6 = n;
+}
+
+/// Add the IPv6 services of `inp.cfg` to `t`, whose `backends` the IPv4
+/// build already sized for every id; the services' Maglev digests go into
+/// `digests` by name, as IPv4's do.
+pub fn add(inp: &Inputs<'_>, cache: &mut Cache6, t: &mut FwdTable, digests: &mut HashMap<String, u64>) {
+    let (cfg, rt) = (inp.cfg, inp.rt);
+    let i6 = &inp.v6;
     let carried6 = rt.removed.values().any(|c| c.fwd6.addr != 0);
     if !cfg.services.iter().any(is_v6) && !carried6 {
         cache.entries.clear();

@@ -777,26 +777,32 @@ fn write_outer6(out: &mut [u8], o: &TunOuter6, inner_len: u16, inner_word0: [u8;
     p.set_dst(o.dst.to_be_bytes());
 }
 
-/// TUN over IPv6: send the frame's IPv6 packet to the server inside an
-/// outer IPv6 header, segmenting a GSO super-frame, or turn it into an
-/// ICMPv6 Packet Too Big to its sender when a packet (or a segment) plus
-/// the 40-byte outer header exceeds `mtu`.
+/// TUN over IPv6: send the frame's IPv6 packet (transport header at frame
+/// offset `l4_offset`) to the server inside an outer IPv6 header,
+/// segmenting a GSO super-frame, or turn it into an ICMPv6 Packet Too Big
+/// to its sender when a packet (or a segment) plus the 40-byte outer header
+/// exceeds `mtu`.
 ///
 /// # Errors
 /// The [`Reason`] the frame cannot be sent.
-pub fn tun6(f: &mut Frame<'_>, arena: &mut TxArena, o: &TunOuter6, mtu: u32) -> Result<Sent, Reason> {
+pub fn tun6(
+    f: &mut Frame<'_>,
+    arena: &mut TxArena,
+    o: &TunOuter6,
+    mtu: u32,
+    l4_offset: usize,
+) -> Result<Sent, Reason> {
     let (total, inner, word0) = {
         let ip = ipv6_of(f.data())?;
         let total = ip.total_len();
         // The largest inner packet that will go on the wire.
         let inner = if f.vnet.is_gso() {
-            let l4 = f.vnet.csum_start as usize;
             let thl = f
                 .data()
-                .get(l4..)
+                .get(l4_offset..)
                 .and_then(|b| tcp::Segment::new_checked(b).ok())
                 .map_or(tcp::MIN_HEADER_LEN, |t| t.header_len());
-            (l4.saturating_sub(ETH) + thl + f.vnet.gso_size as usize).min(total)
+            (l4_offset.saturating_sub(ETH) + thl + f.vnet.gso_size as usize).min(total)
         } else {
             total
         };
@@ -815,7 +821,7 @@ pub fn tun6(f: &mut Frame<'_>, arena: &mut TxArena, o: &TunOuter6, mtu: u32) -> 
     }
     if f.vnet.is_gso() {
         let vnet = f.vnet;
-        let n = segment_tcp6(f.data(), &vnet, o, arena)?;
+        let n = segment_tcp6(f.data(), &vnet, l4_offset, o, arena)?;
         return Ok(Sent::Segmented(n));
     }
     // The server decapsulates in software: it needs final checksums.
@@ -830,24 +836,23 @@ pub fn tun6(f: &mut Frame<'_>, arena: &mut TxArena, o: &TunOuter6, mtu: u32) -> 
     Ok(Sent::Frame)
 }
 
-/// Cut a TCP-over-IPv6 GSO super-frame (`vnet.csum_start` = the TCP
-/// header's frame offset, extension headers before it are copied into
-/// every segment) into `gso_size`-byte segments with complete checksums,
-/// each wrapped in the outer header of `o`, into the arena. Returns the
-/// number of segments; on failure nothing is left in the arena.
+/// Cut a TCP-over-IPv6 GSO super-frame (TCP header at frame offset `l4`;
+/// the extension headers before it are copied into every segment) into
+/// `vnet.gso_size`-byte segments with complete checksums, each wrapped in
+/// the outer header of `o`, into the arena. Returns the number of
+/// segments; on failure nothing is left in the arena.
 ///
 /// # Errors
-/// [`Reason::V6TruncatedL4`] when the frame is not TCP where the vnet
-/// header says, [`Reason::NoBuffer`] when the arena is full,
+/// [`Reason::V6TruncatedL4`] when the frame is not TCP at `l4`, [`Reason::NoBuffer`] when the arena is full,
 /// [`Reason::LengthOverflow`] when a length does not fit its field.
 pub fn segment_tcp6(
     frame: &[u8],
     vnet: &VnetHdr,
+    l4: usize,
     o: &TunOuter6,
     arena: &mut TxArena,
 ) -> Result<usize, Reason> {
     let ip = ipv6_of(frame)?;
-    let l4 = vnet.csum_start as usize;
     let end = ETH + ip.total_len();
     if l4 < ETH + ipv6::HEADER_LEN || l4 >= end {
         return Err(Reason::V6TruncatedL4);

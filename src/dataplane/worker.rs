@@ -1041,7 +1041,7 @@ fn flow6_packet(
                 macs,
                 hop_limit: 64,
             };
-            let sent = rewrite::tun6(f, arena, &o, table.mtu)?;
+            let sent = rewrite::tun6(f, arena, &o, table.mtu, c.l4_offset)?;
             return forwarded(cx, id, len, sent);
         }
     }
@@ -1175,7 +1175,11 @@ fn later_fragment6(
             },
             hop_limit: 64,
         };
-        let sent = rewrite::tun6(f, arena, &o, table.mtu)?;
+        // A later fragment carries no transport header and is never a GSO
+        // frame, the only case where tun6 reads at l4_offset: the end of
+        // the fixed IPv6 header stands in for it.
+        let l4 = crate::wire::ethernet::HEADER_LEN + crate::wire::ipv6::HEADER_LEN;
+        let sent = rewrite::tun6(f, arena, &o, table.mtu, l4)?;
         forwarded(cx, id, len, sent)?
     } else {
         icmp6::to_server(f, table, b.mode, b, &b6, What6::LaterFragment)?;

@@ -283,4 +283,51 @@ mod tests {
             Some("service web has no real server that takes new flows (2 up, but each has weight 0 or no resolved MAC)")
         );
     }
+
+    /// `ulvsadm list` / `--json` of an IPv6 service: the VIP and the
+    /// servers in their written forms, the MAC from neighbour discovery,
+    /// and the note of an unresolved one naming NDP, not ARP.
+    #[test]
+    fn ipv6_services_are_listed() {
+        let text = "interface: eth0\nservices:\n  - name: api6\n    vip: 2001:db8:100::2\n    port: 443\n    mode: nat\n    real_servers:\n      - address: \"[2001:db8::21]:8443\"\n      - address: 2001:db8::22\n";
+        let cfg = Config::from_str(text, "t.yaml").unwrap();
+        let mut rt = Runtime::default();
+        rt.sync(&cfg).unwrap();
+        let mut host6 = Host6::default();
+        let a21 = u128::from("2001:db8::21".parse::<std::net::Ipv6Addr>().unwrap());
+        host6.neighbours.insert(a21, [2, 0, 0, 0, 0, 0x21]);
+        let stats = vec![Arc::new(WorkerStats::default())];
+        let list = list(&Sources {
+            cfg: &cfg,
+            rt: &rt,
+            neigh: &NeighbourCache::default(),
+            host6: &host6,
+            stats: &stats,
+            rates: &RateMeter::default(),
+            health_reasons: &HashMap::new(),
+            digests: &HashMap::new(),
+            baseline: &HashMap::new(),
+        });
+        let s = &list.services[0];
+        assert_eq!(
+            (s.vip.as_str(), s.vip_port().as_str()),
+            ("2001:db8:100::2", "[2001:db8:100::2]:443")
+        );
+        let (r21, r22) = (&s.real_servers[0], &s.real_servers[1]);
+        assert_eq!(r21.address, "[2001:db8::21]:8443");
+        assert_eq!(r21.mac.as_deref(), Some("02:00:00:00:00:21"));
+        assert_eq!(r21.note, None);
+        assert_eq!(r22.address, "2001:db8::22");
+        assert_eq!(r22.mac, None);
+        assert_eq!(
+            r22.note.as_deref(),
+            Some("MAC unresolved: no Neighbor Advertisement yet, so it gets no flows")
+        );
+        let json = serde_json::to_value(&list).unwrap();
+        assert_eq!(json["services"][0]["vip"], "2001:db8:100::2");
+        assert_eq!(
+            json["services"][0]["real_servers"][0]["address"],
+            "[2001:db8::21]:8443"
+        );
+    }
 }

@@ -402,3 +402,53 @@ fn host6_is_what_the_director_builds_from() {
     assert_eq!(i.address, h.address);
     assert_eq!((Inputs6::NONE.resolved)(a6("2001:db8::11")), None);
 }
+
+/// A patched build (a drain) takes the director's IPv6 facts anew like a
+/// full one, and a config with IPv6 services is always built whole (an IPv6
+/// server has no IPv4 position to patch): both equal the full build.
+#[test]
+fn patched_builds_keep_the_ipv6_half() {
+    use crate::control::publish::build_changed;
+    let v4_only = cfg(&DUAL[..DUAL.find("  - name: web6").unwrap()]);
+    for (patchable, c) in [(true, v4_only), (false, cfg(DUAL))] {
+        let mut rt = synced(&c);
+        let mut f = Facts::all(&c);
+        let mut cache = MaglevCache::default();
+        let prev = built(&c, &rt, &f, &mut cache).table;
+        let id4 = id(&rt, "web4", "198.18.0.11", None);
+        rt.find_mut(&c, "web4", "198.18.0.11").unwrap().drained = true;
+        f.address = Some((a6("2001:db8::3"), 64));
+        f.seen.push((a6("2001:db8::77"), [2, 0, 0, 0, 0, 0x77]));
+        let resolved = |a: u32| Some([2, 0, 0, 0, 4, a as u8]);
+        let resolved6 = |a: u128| f.macs.get(&a).copied();
+        let seen = HashMap::new();
+        let inputs = Inputs {
+            cfg: &c,
+            rt: &rt,
+            resolved: &resolved,
+            seen: &seen,
+            gateway: None,
+            iface: Iface {
+                mac: [2; 6],
+                ipv4: Some(0xc612_0002),
+                netmask: 0xffff_ff00,
+                mtu: 1500,
+            },
+            generation: 4,
+            v6: Inputs6 {
+                resolved: &resolved6,
+                address: f.address,
+                gateway: f.gateway,
+                seen: &f.seen,
+            },
+        };
+        let patched = build_changed(&inputs, &mut cache, &prev, &[id4]);
+        assert_eq!(cache.incremental, u64::from(patchable));
+        let full = build(&inputs, &mut MaglevCache::default());
+        assert!(patched.table == full.table, "{c:?}");
+        assert_eq!(patched.digests, full.digests);
+        assert_eq!(patched.table.director_ip6, a6("2001:db8::3"));
+        assert_eq!(patched.table.neighbours6.len(), 3);
+        assert_eq!(patched.table.backend(id4).state, BackendState::Draining);
+    }
+}
