@@ -1175,7 +1175,10 @@ fn later_fragment6(
             },
             hop_limit: 64,
         };
-        let sent = rewrite::tun6(f, arena, &o, table.mtu)?;
+        // A fragment is never a GSO super-frame: the transport offset
+        // (only read for those) does not matter.
+        let l4 = crate::wire::ethernet::HEADER_LEN + crate::wire::ipv6::HEADER_LEN;
+        let sent = rewrite::tun6(f, arena, &o, table.mtu, l4)?;
         forwarded(cx, id, len, sent)?
     } else {
         icmp6::to_server(f, table, b.mode, b, &b6, What6::LaterFragment)?;
