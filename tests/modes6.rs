@@ -108,7 +108,10 @@ fn udp_to_v6_vip_and_extension_headers() {
 
 #[test]
 fn v6_flows_stick_and_spread() {
-    let mut rig = Rig::new(table6(), 4096);
+    // 16384 IPv4 flows bring 2048 IPv6 ones (256 buckets): 300 flows then
+    // never fill a bucket, whatever the random hash seed (with 128 buckets
+    // one overflowed in about 1 run in 12 and a flow was evicted).
+    let mut rig = Rig::new(table6(), 16384);
     let mut first: BTreeMap<(u16, u16), Ipv4Addr> = BTreeMap::new();
     for round in 0..3 {
         for i in 0..300u16 {

@@ -1175,9 +1175,8 @@ fn later_fragment6(
             },
             hop_limit: 64,
         };
-        // A later fragment carries no transport header and is never a GSO
-        // frame, the only case where tun6 reads at l4_offset: the end of
-        // the fixed IPv6 header stands in for it.
+        // A fragment is never a GSO super-frame: the transport offset
+        // (only read for those) does not matter.
         let l4 = crate::wire::ethernet::HEADER_LEN + crate::wire::ipv6::HEADER_LEN;
         let sent = rewrite::tun6(f, arena, &o, table.mtu, l4)?;
         forwarded(cx, id, len, sent)?
