@@ -338,7 +338,8 @@ bed_config() {
     for k in $servers; do
       w=1
       [ -n "$weights" ] && w=$(echo "$weights" | awk -v k="$k" '{print $k}')
-      if [ "$family" = 6 ]; then echo "      - address: $(rs_addr6 "$k" "$rsport")"
+      # quoted: YAML would read an unquoted [2001:db8:2::11]:8080 as a list
+      if [ "$family" = 6 ]; then echo "      - address: \"$(rs_addr6 "$k" "$rsport")\""
       else echo "      - address: $(rs_addr "$k" "$rsport")"; fi
       echo "        weight: ${w:-1}"
       if [ "$k" = "$sl_k" ]; then echo "        $sl_line"; fi

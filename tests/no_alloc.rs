@@ -110,14 +110,67 @@ struct Templates {
     syn6: Vec<u8>,
     udp6: Vec<u8>,
     malformed6: Vec<Vec<u8>>,
+    /// To the NAT6 VIP, and the server's answer (from the first NAT6
+    /// server; a flow the other server took meets `nat_no_flow`).
+    nat6: Vec<u8>,
+    nat6_reply: Vec<u8>,
+    /// To the TUN6 VIP: small (encapsulated) and too big (Packet Too Big).
+    tun6: Vec<u8>,
+    tun6_big: Vec<u8>,
 }
 
 /// 2001:db8:100::1, the IPv6 VIP.
 const VIP6: u128 = 0x2001_0db8_0100_0000_0000_0000_0000_0001;
 const CLIENT6: u128 = 0x2001_0db8_0200_0000_0000_0000_0000_0000;
 
-/// `t` with IPv6 TCP :80 and UDP :53 services sharing the IPv4 ones' servers.
+/// The IPv6 NAT and TUN VIPs and their servers (two each).
+const VIP6_NAT: u128 = VIP6 + 2;
+const VIP6_TUN: u128 = VIP6 + 3;
+const NAT6_SERVER: u128 = 0x2001_0db8_0001_0000_0000_0000_0000_0021;
+const TUN6_SERVER: u128 = 0x2001_0db8_0001_0000_0000_0000_0000_0031;
+
+/// `t` with IPv6 TCP :80 and UDP :53 services sharing the IPv4 ones' servers,
+/// a NAT TCP :80 service (servers :8080) and a TUN TCP :80 service.
 fn with_v6(mut t: FwdTable) -> FwdTable {
+    use ulvs::fwd::maglev::{MaglevTable, Member};
+    use ulvs::fwd::table::{Backend6, BackendFwd, BackendState, Mode};
+    t.director_ip6 = VIP6 - 0x100;
+    t.gateway6_mac = Some(ulvs::wire::builder::ROUTER_MAC);
+    t.backends6 = vec![Backend6::default(); t.backends.len()];
+    for (vip, mode, first, port) in [
+        (VIP6_NAT, Mode::Nat, NAT6_SERVER, 8080),
+        (VIP6_TUN, Mode::Tun, TUN6_SERVER, 0),
+    ] {
+        let mut members = Vec::new();
+        for k in 0..2u128 {
+            members.push(t.backends.len() as u32);
+            t.backends.push(BackendFwd {
+                addr: 0,
+                port,
+                mac: Some([2, 0x66, 0, 0, 0, k as u8]),
+                state: BackendState::Up,
+                svc_vip: 0,
+                svc_port: 80,
+                mode,
+            });
+            t.backends6.push(Backend6 {
+                addr: first + k,
+                svc_vip: vip,
+            });
+            if mode == Mode::Nat {
+                t.nat_backends6.push(first + k);
+            }
+        }
+        t.services6.push(ServiceFwd6 {
+            vip,
+            port: 80,
+            proto: 6,
+            mode,
+            maglev: MaglevTable::from_slots((0..13).map(|i| Member::new(i % 2)).collect()),
+            members,
+            client_affinity: false,
+        });
+    }
     for (port, proto) in [(80u16, 6u8), (53, 17)] {
         let s = t.services[t.find_service(VIP, proto, port).unwrap()].clone();
         t.services6.push(ServiceFwd6 {
@@ -188,6 +241,10 @@ fn templates() -> Templates {
         PacketBuilder6::new(CLIENT6, VIP6 + 1).tcp(1, 80, tcp::SYN, &[]), // not_vip
     ];
     Templates {
+        nat6: PacketBuilder6::new(CLIENT6 | 7, VIP6_NAT).tcp(1, 80, tcp::ACK, b"nat"),
+        nat6_reply: PacketBuilder6::new(NAT6_SERVER, CLIENT6 | 7).tcp(8080, 1, tcp::ACK, b"reply"),
+        tun6: PacketBuilder6::new(CLIENT6 | 7, VIP6_TUN).tcp(1, 80, tcp::ACK, b"tun"),
+        tun6_big: PacketBuilder6::new(CLIENT6 | 7, VIP6_TUN).tcp(2, 80, tcp::ACK, &[0; 1480]),
         syn6,
         udp6: b6().udp(1, 53, b"0123456789abcdef"),
         malformed6,
@@ -219,9 +276,20 @@ fn frame<'a>(i: usize, t: &'a Templates, scratch: &'a mut [u8; 128]) -> (&'a [u8
         // A FIN for one of the long-lived flows (they come back with the next ACK).
         8 => (vary(scratch, &t.fin, CLIENT, 1000 + (i % 64) as u16), m),
         // Every other tenth frame is IPv6: new TCP flows, UDP flows over
-        // 512 ports, malformed classes.
+        // 512 ports, malformed classes, NAT flows over 256 ports and their
+        // replies, TUN flows, too big for the tunnel.
         _ if (i / 10) % 2 == 1 => {
-            let f = match (i / 20) % 4 {
+            let port = |scratch: &'a mut [u8; 128], base: &[u8], at: usize| -> &'a [u8] {
+                let f = &mut scratch[..base.len()];
+                f.copy_from_slice(base);
+                f[at..at + 2].copy_from_slice(&(3000 + (i / 160 % 256) as u16).to_be_bytes());
+                f
+            };
+            let f = match (i / 20) % 8 {
+                4 => port(scratch, &t.nat6, 54),
+                5 => port(scratch, &t.nat6_reply, 56),
+                6 => port(scratch, &t.tun6, 54),
+                7 => &t.tun6_big[..],
                 0 | 1 => {
                     let f = &mut scratch[..t.syn6.len()];
                     f.copy_from_slice(&t.syn6);
@@ -235,7 +303,7 @@ fn frame<'a>(i: usize, t: &'a Templates, scratch: &'a mut [u8; 128]) -> (&'a [u8
                     f[54..56].copy_from_slice(&(2000 + (i % 512) as u16).to_be_bytes());
                     f
                 }
-                _ => &t.malformed6[(i / 80) % t.malformed6.len()][..],
+                _ => &t.malformed6[(i / 160) % t.malformed6.len()][..],
             };
             (f, m)
         }
@@ -399,10 +467,27 @@ fn mix(link: Option<Arc<WorkerLink>>) {
         Reason::V6BadPayloadLength,
         Reason::V6ExtChainTooLong,
         Reason::V6Icmp,
+        Reason::TunPacketTooBig,
+        Reason::NatNoFlow,
     ] {
         assert!(get(&s.drops[r as usize]) > 0, "no {} drop", r.name());
     }
-    assert_eq!(worker.device().sent_count, get(&s.forwarded));
+    // NAT6 replies went back, and NAT6 and TUN6 packets to their servers
+    // (the last four backend ids).
+    let n = tables[0].backends.len() as u32;
+    assert!(
+        (n - 4..n - 2)
+            .map(|id| get(&s.backend(id).out_packets))
+            .sum::<u64>()
+            > 0
+    );
+    assert!((n - 4..n).all(|id| get(&s.backend(id).packets) > 0));
+    // Sent: the forwarded frames and the Packet Too Big answers (whose
+    // packets count as drops).
+    assert_eq!(
+        worker.device().sent_count,
+        get(&s.forwarded) + get(&s.drops[Reason::TunPacketTooBig as usize])
+    );
     if let Some(l) = &link {
         // Every sync path ran in the counted phase.
         assert!(get(&l.notes_full) > 0, "the worker never met a full queue");

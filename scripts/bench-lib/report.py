@@ -21,6 +21,8 @@ REFERENCE = "kernel-nft"
 PATH_ORDER = ["kernel-nft", "ulvs-af_packet", "ulvs-af_xdp"]
 HTTP_ORDER = ["direct", "kernel-nft", "ulvs-af_packet", "ulvs-af_xdp"]
 COLORS = {"direct": "#7f7f7f", "kernel-nft": "#4c72b0", "ulvs-af_packet": "#dd8452", "ulvs-af_xdp": "#55a868"}
+# row labels; udp6: UDP over IPv6 to each box's IPv6 VIP
+PROTO_NAME = {"udp": "UDP", "tcp-syn": "SYN", "udp6": "UDP/IPv6"}
 DIRECTOR_COUNTERS = ["frames_seen", "forwarded", "ring_drops"]
 
 
@@ -81,6 +83,8 @@ def cmd_record(a):
         "cpu_ns_per_frame_box": box,
         "napi_cpu_pct": round(sum(napi), 3) if napi and None not in napi else None,
         "rate": None if a.rate == "max" else int(a.rate),
+        # max rows: the common rate the generator was held to (0 = none)
+        "cap_pps": a.cap or None,
         "pps": cnt["pps"],
         "frames": cnt["frames"],
         "seconds": cnt["seconds"],
@@ -226,6 +230,7 @@ def summarize(meas):
                 "ratio_median": med(ratios),
                 "ratio_per_round": [round(r, 4) for r in ratios],
                 "offered_pps_median": med([m["offered_pps"] for m in ms]),
+                "cap_pps_median": med([m.get("cap_pps") for m in ms]),
                 "box_cpu_busy_pct_median": med([m["box_cpu_busy_pct"] for m in ms]),
                 "box_cpu_softirq_pct_median": med([m["box_cpu_softirq_pct"] for m in ms]),
                 "box_cpu_steal_pct_median": med([m["box_cpu_steal_pct"] for m in ms]),
@@ -265,8 +270,20 @@ def fmt(v, spec, dash="-", unit=""):
     return dash if v is None else format(v, spec) + unit
 
 
+def load_str(s):
+    """max rows held to a common rate say so: "max≤512k/s"."""
+    cap = s.get("cap_pps_median")
+    return rate_str(s["rate"]) if s["rate"] is not None or not cap else "max≤%s/s" % short(cap)
+
+
+def unsaturated(s):
+    """A max row whose path forwarded (almost) all it was offered: the path
+    could have done more, so a ratio against it is only a bound."""
+    return s["rate"] is None and s["loss_median"] is not None and s["loss_median"] < 0.02
+
+
 def row_name(s):
-    return "%s %d B" % ("SYN" if s["proto"] == "tcp-syn" else "UDP", s["size"])
+    return "%s %d B" % (PROTO_NAME.get(s["proto"], s["proto"]), s["size"])
 
 
 def cases_of(summary):
@@ -289,7 +306,8 @@ def markdown(summary, xdp, http, http_note, meta):
         for s in [s for s in summary if (s["rate"], s["proto"], s["size"]) == (rate, proto, size)]:
             ref = s["path"] == REFERENCE
             out.append("| %s | %s | %s | %s | %s | %s%s | %s | %s (%s) | %s (%s) |" % (
-                row_name(s), rate_str(rate), s["path"], fmt(s["pps_median"], ",.0f"),
+                row_name(s), load_str(s), s["path"],
+                fmt(s["pps_median"], ",.0f") + (" (not saturated)" if unsaturated(s) else ""),
                 "1.00" if ref else fmt(s["ratio_median"], ".2f"),
                 fmt(s["offered_pps_median"], ",.0f"),
                 "" if ref else " (%s)" % fmt(s["offered_vs_reference_median"], ".2f")
@@ -322,7 +340,7 @@ def print_table(summary, xdp, http, http_note, crosscheck, background):
     print("offered = generator rate (x = same-round ratio to the reference's, '!' when off by > 5 %);")
     print("ns/frame = CPU time per forwarded frame: all CPUs (/proc/stat) and the box's threads (director,")
     print("NAPI kthread, ksoftirqd; schedstat), with the same-round ratio to the reference in brackets")
-    hdr = "%-15s %-10s %6s %11s %6s %18s %6s %8s %8s %9s %5s %15s %15s" % (
+    hdr = "%-15s %-10s %11s %11s %6s %18s %6s %8s %8s %9s %5s %15s %15s" % (
         "path", "row", "load", "pps", "ratio", "offered", "loss", "box CPU", "director", "NAPI", "ksirq",
         "ns/frame all", "ns/frame box")
     print(hdr)
@@ -332,8 +350,8 @@ def print_table(summary, xdp, http, http_note, crosscheck, background):
             ref = s["path"] == REFERENCE
             off = fmt(s["offered_pps_median"], ",.0f") + ("" if ref else " x%s%s" % (
                 fmt(s["offered_vs_reference_median"], ".2f"), "!" if s["offered_mismatch"] else ""))
-            print("%-15s %-10s %6s %11s %6s %18s %6s %8s %8s %9s %5s %15s %15s" % (
-                s["path"], row_name(s), rate_str(rate), fmt(s["pps_median"], ",.0f"),
+            print("%-15s %-10s %11s %11s %6s %18s %6s %8s %8s %9s %5s %15s %15s" % (
+                s["path"], row_name(s), load_str(s), fmt(s["pps_median"], ",.0f"),
                 fmt(s["ratio_median"], ".2f"), off,
                 fmt(None if s["loss_median"] is None else 100 * s["loss_median"], ".1f", unit="%"),
                 fmt(s["box_cpu_busy_pct_median"], ".0f", unit="%"),
@@ -351,6 +369,10 @@ def print_table(summary, xdp, http, http_note, crosscheck, background):
         print("WARNING: %s %s at %s: the generator offered %s of the reference's rate (more than 5 %% off); "
               "compare that row with care" % (s["path"], row_name(s), rate_str(s["rate"]),
                                                fmt(s["offered_vs_reference_median"], ".2f")))
+    for s in [s for s in summary if unsaturated(s)]:
+        print("NOTE: %s %s at %s forwarded all but %s of what it was offered: not saturated, so a ratio "
+              "against it is a bound, not a measurement" % (s["path"], row_name(s), load_str(s),
+                                                            fmt(100 * s["loss_median"], ".1f", unit=" %")))
     if crosscheck is not None:
         print("counter cross-check: MAC-filtered frames vs interface rx_packets, largest difference %.2f%%" % crosscheck)
     print()
@@ -463,7 +485,7 @@ def write_svg(path, summary, http, xdp, meta):
     ph = 380
     panels = []
     cases = cases_of(summary)
-    groups = ["%s %d B, %s" % ("SYN" if proto == "tcp-syn" else "UDP", size,
+    groups = ["%s %d B, %s" % (PROTO_NAME.get(proto, proto), size,
                                "max load" if rate is None else "%s offered" % rate_str(rate))
               for rate, proto, size in cases]
     series = [p for p in PATH_ORDER if any(s["path"] == p for s in summary)]
@@ -585,6 +607,7 @@ def main():
     r.add_argument("--size", type=int, required=True)
     r.add_argument("--proto", default="udp")
     r.add_argument("--rate", default="max")
+    r.add_argument("--cap", type=int, default=0)
     for k in ("gen", "count", "stats0", "stats1"):
         r.add_argument("--" + k, required=True)
     r.add_argument("--box-cpu", type=int, required=True)

@@ -19,15 +19,21 @@
 //! so a bridge that floods unknown unicast cannot inflate the result; the
 //! interface counter delta is still reported next to it as a cross-check.
 //!
+//! IPv6: a `--dst-ip` that is an IPv6 address makes IPv6 frames (the
+//! sources then count up from `--src-ip`, default 2001:db8:2::1); the
+//! frame sizes are the same wire sizes, so an IPv6 frame carries 20 bytes
+//! less payload than an IPv4 one of the same `--size`.
+//!
 //! Safety net: every address written into a frame must be in 198.18.0.0/15
-//! (RFC 2544 benchmarking space) and both bounds are always in force.
+//! (RFC 2544 benchmarking space) or 2001:db8::/32 (RFC 3849 documentation
+//! space), one family per run, and both bounds are always in force.
 //!
 //! No `unsafe` here: the sockets are `ulvs::io::sys`'s, like the director's.
 #![deny(unsafe_code)]
 
 use std::fs;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -35,7 +41,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use ulvs::io::bpf::Asm;
 use ulvs::io::sys::{self, FilterCounter, PacketSender};
-use ulvs::wire::builder::PacketBuilder;
+use ulvs::wire::builder::{PacketBuilder, PacketBuilder6};
 use ulvs::wire::{tcp, udp};
 
 /// Longest bound accepted for `--seconds`.
@@ -73,14 +79,15 @@ struct SendArgs {
     /// Source MAC (default: the interface's own).
     #[arg(long, value_parser = parse_mac)]
     src_mac: Option<[u8; 6]>,
-    /// Destination IP (the VIP), in 198.18.0.0/15.
+    /// Destination IP (the VIP), in 198.18.0.0/15 or 2001:db8::/32.
     #[arg(long)]
-    dst_ip: Ipv4Addr,
+    dst_ip: IpAddr,
     #[arg(long, default_value_t = 9)]
     dst_port: u16,
-    /// First source IP, in 198.18.0.0/15.
-    #[arg(long, default_value = "198.18.2.1")]
-    src_ip: Ipv4Addr,
+    /// First source IP, of the destination's family (default 198.18.2.1 or
+    /// 2001:db8:2::1).
+    #[arg(long)]
+    src_ip: Option<IpAddr>,
     /// Number of consecutive source IPs used.
     #[arg(long, default_value_t = 16)]
     src_ips: u32,
@@ -151,9 +158,23 @@ fn mac_str(m: &[u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
-/// 198.18.0.0/15, the only addresses this tool writes into frames.
-fn in_bench_range(ip: Ipv4Addr) -> bool {
-    u32::from(ip) & 0xfffe_0000 == 0xc612_0000
+/// 198.18.0.0/15 and 2001:db8::/32, the only addresses this tool writes
+/// into frames.
+fn in_bench_range(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v) => u32::from(v) & 0xfffe_0000 == 0xc612_0000,
+        IpAddr::V6(v) => v.segments()[..2] == [0x2001, 0x0db8],
+    }
+}
+
+/// The `i`-th address after `ip` in its family, if there is one.
+fn nth_after(ip: IpAddr, i: u32) -> Option<IpAddr> {
+    match ip {
+        IpAddr::V4(v) => u32::from(v).checked_add(i).map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+        IpAddr::V6(v) => u128::from(v)
+            .checked_add(u128::from(i))
+            .map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+    }
 }
 
 fn check_seconds(s: f64) -> Result<Duration, String> {
@@ -192,8 +213,8 @@ fn if_stat(name: &str, stat: &str) -> Option<u64> {
 struct FrameSpec {
     dst_mac: [u8; 6],
     src_mac: [u8; 6],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    src: IpAddr,
+    dst: IpAddr,
     sport: u16,
     dport: u16,
     proto: Proto,
@@ -201,26 +222,46 @@ struct FrameSpec {
     id: u16,
 }
 
-/// One complete Ethernet + IPv4 + UDP/TCP SYN frame with valid checksums
-/// (DF, TTL 64, identification `id`); the payload fills the rest of `size`
-/// with byte `k * 31` at offset `k` of the transport segment.
+/// One complete Ethernet + IPv4 or IPv6 + UDP/TCP SYN frame with valid
+/// checksums (IPv4: DF, TTL 64, identification `id`; IPv6: hop limit 64);
+/// the payload fills the rest of `size` with byte `k * 31` at offset `k` of
+/// the transport segment. `src` and `dst` are of one family (checked by
+/// [`send`]).
 fn build_frame(s: &FrameSpec) -> Vec<u8> {
-    let b = PacketBuilder::new(s.src, s.dst)
-        .macs(s.dst_mac, s.src_mac)
-        .ident(s.id);
+    let ip_end = match s.dst {
+        IpAddr::V4(_) => 34,
+        IpAddr::V6(_) => 54,
+    };
     let filler = |l4_header: usize| -> Vec<u8> {
-        (l4_header..s.size - 34)
+        (l4_header..s.size - ip_end)
             .map(|k| (k as u8).wrapping_mul(31))
             .collect()
     };
-    match s.proto {
-        Proto::Udp => b.udp(s.sport, s.dport, &filler(udp::HEADER_LEN)),
-        Proto::TcpSyn => b.seq(u32::from(s.id) * 7919).window(65535).tcp(
-            s.sport,
-            s.dport,
-            tcp::SYN,
-            &filler(tcp::MIN_HEADER_LEN),
-        ),
+    let seq = u32::from(s.id) * 7919;
+    match (s.src, s.dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            let b = PacketBuilder::new(src, dst)
+                .macs(s.dst_mac, s.src_mac)
+                .ident(s.id);
+            match s.proto {
+                Proto::Udp => b.udp(s.sport, s.dport, &filler(udp::HEADER_LEN)),
+                Proto::TcpSyn => {
+                    b.seq(seq)
+                        .window(65535)
+                        .tcp(s.sport, s.dport, tcp::SYN, &filler(tcp::MIN_HEADER_LEN))
+                }
+            }
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            let b = PacketBuilder6::new(src, dst).macs(s.dst_mac, s.src_mac);
+            match s.proto {
+                Proto::Udp => b.udp(s.sport, s.dport, &filler(udp::HEADER_LEN)),
+                Proto::TcpSyn => b
+                    .seq(seq)
+                    .tcp(s.sport, s.dport, tcp::SYN, &filler(tcp::MIN_HEADER_LEN)),
+            }
+        }
+        _ => panic!("build_frame: source and destination of different families"),
     }
 }
 
@@ -228,9 +269,10 @@ fn build_frame(s: &FrameSpec) -> Vec<u8> {
 
 fn send(a: &SendArgs) -> Result<Value, String> {
     let limit = check_seconds(a.seconds)?;
+    let ip_header = if a.dst_ip.is_ipv6() { 40 } else { 20 };
     let min = match a.proto {
-        Proto::Udp => 14 + 20 + 8,
-        Proto::TcpSyn => 14 + 20 + 20,
+        Proto::Udp => 14 + ip_header + 8,
+        Proto::TcpSyn => 14 + ip_header + 20,
     };
     if a.size < min.max(60) || a.size > 1514 {
         return Err(format!("--size must be in {}..=1514", min.max(60)));
@@ -244,9 +286,17 @@ fn send(a: &SendArgs) -> Result<Value, String> {
     if a.count == 0 {
         return Err("--count must be at least 1".into());
     }
-    let last_src = u32::from(a.src_ip).checked_add(a.src_ips - 1).map(Ipv4Addr::from);
-    if !in_bench_range(a.dst_ip) || !in_bench_range(a.src_ip) || !last_src.is_some_and(in_bench_range) {
-        return Err("--dst-ip and every source IP must be in 198.18.0.0/15".into());
+    let src_ip = match (a.src_ip, a.dst_ip) {
+        (Some(s), d) if s.is_ipv6() != d.is_ipv6() => {
+            return Err("--src-ip and --dst-ip must be of one family".into())
+        }
+        (Some(s), _) => s,
+        (None, IpAddr::V4(_)) => IpAddr::V4(Ipv4Addr::new(198, 18, 2, 1)),
+        (None, IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1)),
+    };
+    let last_src = nth_after(src_ip, a.src_ips - 1);
+    if !in_bench_range(a.dst_ip) || !in_bench_range(src_ip) || !last_src.is_some_and(in_bench_range) {
+        return Err("--dst-ip and every source IP must be in 198.18.0.0/15 or 2001:db8::/32".into());
     }
     let ports_per_ip = a.flows.div_ceil(a.src_ips);
     if u32::from(a.src_port) + ports_per_ip > 65536 {
@@ -266,7 +316,7 @@ fn send(a: &SendArgs) -> Result<Value, String> {
             build_frame(&FrameSpec {
                 dst_mac: a.dst_mac,
                 src_mac,
-                src: Ipv4Addr::from(u32::from(a.src_ip) + i % a.src_ips),
+                src: nth_after(src_ip, i % a.src_ips).expect("checked above"),
                 dst: a.dst_ip,
                 sport: (u32::from(a.src_port) + i / a.src_ips) as u16,
                 dport: a.dst_port,
@@ -561,8 +611,8 @@ mod tests {
         FrameSpec {
             dst_mac: [2, 0, 0xc6, 0x12, 0, 3],
             src_mac: [2, 0, 0xc6, 0x12, 0xa0, 1],
-            src: Ipv4Addr::new(198, 18, 2, 1),
-            dst: Ipv4Addr::new(198, 18, 100, 1),
+            src: Ipv4Addr::new(198, 18, 2, 1).into(),
+            dst: Ipv4Addr::new(198, 18, 100, 1).into(),
             sport: 1024,
             dport: 9,
             proto,
@@ -591,12 +641,70 @@ mod tests {
         }
     }
 
+    /// IPv6 frames of the asked wire size, with checksums an independent
+    /// parser (etherparse) accepts, to the asked addresses and port.
+    #[test]
+    fn ipv6_frames_have_valid_checksums() {
+        use etherparse::{SlicedPacket, TransportSlice};
+        let (src, dst): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8:2::1".parse().unwrap(),
+            "2001:db8:100::1".parse().unwrap(),
+        );
+        // 62 and 74 bytes are the smallest IPv6 UDP and TCP frames.
+        for (proto, smallest) in [(Proto::Udp, 64), (Proto::TcpSyn, 74)] {
+            for size in [smallest, 78, 1400] {
+                let f = build_frame(&FrameSpec {
+                    src: src.into(),
+                    dst: dst.into(),
+                    ..spec(proto, size)
+                });
+                assert_eq!(f.len(), size);
+                assert_eq!(&f[12..14], &[0x86, 0xdd]);
+                let p = SlicedPacket::from_ethernet(&f).unwrap();
+                let Some(etherparse::NetSlice::Ipv6(ip)) = &p.net else {
+                    panic!("not IPv6")
+                };
+                assert_eq!(ip.header().source_addr(), src);
+                assert_eq!(ip.header().destination_addr(), dst);
+                match (&p.transport, proto) {
+                    (Some(TransportSlice::Udp(u)), Proto::Udp) => {
+                        let h = u.to_header();
+                        assert_eq!(h.destination_port, 9);
+                        let c = h.calc_checksum_ipv6_raw(src.octets(), dst.octets(), u.payload());
+                        assert_eq!(c.unwrap(), h.checksum);
+                    }
+                    (Some(TransportSlice::Tcp(t)), Proto::TcpSyn) => {
+                        assert!(t.syn() && !t.ack());
+                        let h = t.to_header();
+                        let c = h.calc_checksum_ipv6_raw(src.octets(), dst.octets(), t.payload());
+                        assert_eq!(c.unwrap(), t.checksum());
+                    }
+                    (t, p) => panic!("{p:?}: {t:?}"),
+                }
+            }
+        }
+    }
+
     #[test]
     fn range_and_mac_parsing() {
-        assert!(in_bench_range(Ipv4Addr::new(198, 18, 0, 1)));
-        assert!(in_bench_range(Ipv4Addr::new(198, 19, 255, 254)));
-        assert!(!in_bench_range(Ipv4Addr::new(198, 20, 0, 1)));
-        assert!(!in_bench_range(Ipv4Addr::new(10, 0, 0, 1)));
+        let ok = |s: &str| in_bench_range(s.parse().unwrap());
+        assert!(ok("198.18.0.1"));
+        assert!(ok("198.19.255.254"));
+        assert!(!ok("198.20.0.1"));
+        assert!(!ok("10.0.0.1"));
+        assert!(ok("2001:db8::1"));
+        assert!(ok("2001:db8:ffff::1"));
+        assert!(!ok("2001:db9::1"));
+        assert!(!ok("fe80::1"));
+        assert!(
+            !ok("::ffff:198.18.0.1"),
+            "a mapped IPv4 address is IPv6, outside 2001:db8::/32"
+        );
+        assert_eq!(
+            nth_after("2001:db8::ffff".parse().unwrap(), 1),
+            Some("2001:db8::1:0".parse().unwrap())
+        );
+        assert_eq!(nth_after("255.255.255.255".parse().unwrap(), 1), None);
         assert_eq!(parse_mac("02:00:c6:12:00:0b"), Ok([2, 0, 0xc6, 0x12, 0, 0x0b]));
         assert!(parse_mac("02:00:c6:12:00").is_err());
     }

@@ -3,7 +3,7 @@
 //! its own reason so tests can assert exactly which counter moved.
 
 use crate::fwd::flow::{FlowKey, FlowKey6};
-use crate::fwd::frag::FragKey;
+use crate::fwd::frag::{FragKey, FragKey6};
 use crate::fwd::table::FwdTable;
 use crate::io::{pkttype, RxMeta};
 use crate::wire::ethernet::{self, EtherType};
@@ -79,15 +79,28 @@ pub enum Reason {
     V6DuplicateFragment,
     V6TruncatedL4,
     V6FragmentNoTransport,
-    /// An IPv6 fragment to a VIP: not followed yet (the IPv6 fragment table
-    /// is not built), so dropped under its own name.
+    /// A later IPv6 fragment to a VIP whose first fragment was not seen
+    /// (or expired, or was not forwarded).
     V6Fragment,
-    /// ICMPv6 to a VIP (echo and errors are not handled for IPv6 yet).
+    /// ICMPv6 to a VIP (or from a NAT server) that is neither an answered
+    /// echo request nor an error quoting a TCP/UDP packet of a VIP flow;
+    /// also a fragmented ICMPv6 message.
     V6Icmp,
+    /// NAT over IPv6: the hop limit ran out (arrived with 1 or 0).
+    HopLimitExceeded,
+    /// TUN over IPv6: too big for the tunnel (MTU - 40): an ICMPv6 Packet
+    /// Too Big was sent to the client instead.
+    TunPacketTooBig,
+    /// An ICMPv6 error to a VIP (or from a NAT server) whose quoted flow is
+    /// unknown.
+    V6IcmpNoFlow,
+    /// An ICMPv6 error whose quote is not an IPv6 packet (cut inside its
+    /// header or extension headers, or another version).
+    V6IcmpBadQuote,
 }
 
 impl Reason {
-    pub const COUNT: usize = 38;
+    pub const COUNT: usize = 42;
     /// Every reason, in discriminant order.
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::Runt,
@@ -128,6 +141,10 @@ impl Reason {
         Reason::V6FragmentNoTransport,
         Reason::V6Fragment,
         Reason::V6Icmp,
+        Reason::HopLimitExceeded,
+        Reason::TunPacketTooBig,
+        Reason::V6IcmpNoFlow,
+        Reason::V6IcmpBadQuote,
     ];
 
     /// The counter name used in `ulvsadm stats` and metrics.
@@ -171,6 +188,10 @@ impl Reason {
             Reason::V6FragmentNoTransport => Ipv6Error::FragmentNoTransport.name(),
             Reason::V6Fragment => "v6_fragment",
             Reason::V6Icmp => "v6_icmp",
+            Reason::HopLimitExceeded => "hop_limit_exceeded",
+            Reason::TunPacketTooBig => "tun_packet_too_big",
+            Reason::V6IcmpNoFlow => "v6_icmp_no_flow",
+            Reason::V6IcmpBadQuote => "v6_icmp_bad_quote",
         }
     }
 }
@@ -225,8 +246,6 @@ pub enum Kind {
     /// NAT: an ICMP error a real server sent to a client about a packet of a
     /// flow; `rkey` is that flow's reply-direction key.
     NatIcmpFromServer { rkey: FlowKey },
-    /// TCP/UDP to an IPv6 VIP service.
-    Flow6(Classified6),
 }
 
 /// Classify one received frame against the published table.
@@ -247,8 +266,6 @@ pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<
     }
     match eth.ethertype() {
         EtherType::Ipv4 => {}
-        // Without IPv6 services IPv6 is the kernel's, as it always was.
-        EtherType::Ipv6 if !table.services6.is_empty() => return classify6(eth.payload(), table),
         EtherType::Vlan => return Err(Reason::Vlan),
         _ => return Err(Reason::NotIpv4),
     }
@@ -368,20 +385,76 @@ pub fn classify_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<
     }))
 }
 
-/// An IPv6 packet (the Ethernet payload). The fixed header is checked
-/// before the VIP lookup (it holds the address); the extension-header walk
-/// only for packets to a VIP, so other IPv6 traffic costs no walk.
+/// True when `frame` carries IPv6 (EtherType 0x86dd): the worker sends
+/// such frames down the IPv6 path before [`classify_packet`] sees them, so
+/// the IPv4 classification and its [`Kind`] stay as small as without IPv6.
+#[inline(always)]
+pub fn is_ipv6(frame: &[u8]) -> bool {
+    frame.get(12..14) == Some(&[0x86, 0xdd][..])
+}
+
+/// What kind of IPv6 frame the worker acts on. Kept apart from [`Kind`]
+/// (an IPv6 key is 37 bytes, an IPv4 one 13) so IPv4 frames never carry
+/// IPv6-sized results. ICMPv6 and fragments get their own variants here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind6 {
+    /// TCP/UDP to an IPv6 VIP service.
+    Flow(Classified6),
+    /// NAT: a TCP/UDP packet from an IPv6 real server back to a client
+    /// (`service` is `usize::MAX`: the flow table knows it).
+    NatReply(Classified6),
+    /// ICMPv6 to a VIP, or an error from a NAT server (`icmp6`).
+    Icmp(super::icmp6::Icmp6),
+    /// A later fragment to a VIP (no ports): follows its first fragment.
+    LaterFragment(FragKey6),
+    /// NAT: a later fragment of a server's reply: follows its first.
+    NatReplyFragment(FragKey6),
+}
+
+/// Classify one received IPv6 frame (see [`is_ipv6`]) against the
+/// published table: the same link checks as [`classify_packet`], then the
+/// IPv6 header. The fixed header is checked before the address lookups
+/// (it holds the addresses); the extension-header walk only for packets to
+/// a VIP or from a NAT server, so other IPv6 traffic costs no walk.
+///
+/// # Errors
+/// The [`Reason`] the frame is not acted on.
 #[inline]
-fn classify6(b: &[u8], table: &FwdTable) -> Result<Kind, Reason> {
-    let ip = ipv6::Packet::new_checked(b)?;
-    let dst = ip.dst_u128();
-    if !table.is_vip6(dst) {
+pub fn classify6_packet(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<Kind6, Reason> {
+    if meta.vlan_tci.is_some() {
+        return Err(Reason::Vlan);
+    }
+    if meta.truncated {
+        return Err(Reason::Oversize);
+    }
+    let eth = ethernet::Frame::new_checked(frame).map_err(|_| Reason::Runt)?;
+    if meta.pkttype != pkttype::HOST {
+        return Err(Reason::NotForUs);
+    }
+    let ip = ipv6::Packet::new_checked(eth.payload())?;
+    let (src, dst) = (ip.src_u128(), ip.dst_u128());
+    let to_vip = table.is_vip6(dst);
+    if !to_vip && !table.is_nat_backend6(src) {
         return Err(Reason::NotVip);
     }
     let chain = ip.walk()?;
-    if chain.is_fragment() {
-        return Err(Reason::V6Fragment);
-    }
+    // A real fragment (not an atomic one): a later one carries no ports
+    // and follows its first through the fragment table; the first is a
+    // flow packet that records where its datagram goes.
+    let frag = match chain.fragment {
+        Some(f) if !f.is_atomic() => {
+            let k = super::icmp6::frag_key(&ip, &f);
+            if !f.is_first() {
+                return Ok(if to_vip {
+                    Kind6::LaterFragment(k)
+                } else {
+                    Kind6::NatReplyFragment(k)
+                });
+            }
+            Some(k)
+        }
+        _ => None,
+    };
     let l4 = &ip.bytes()[chain.transport_offset..];
     let (sport, dport, tcp_flags, tcp_seq) = match chain.protocol {
         next_header::TCP => {
@@ -392,27 +465,46 @@ fn classify6(b: &[u8], table: &FwdTable) -> Result<Kind, Reason> {
             let u = udp::Datagram::new_checked(l4).map_err(|_| Reason::V6TruncatedL4)?;
             (u.src_port(), u.dst_port(), 0, 0)
         }
+        next_header::ICMPV6 if frag.is_none() => {
+            return super::icmp6::classify(&ip, &chain, to_vip, table).map(Kind6::Icmp);
+        }
+        // ICMPv6 is never fragmented in practice (errors fit 1280 bytes).
         next_header::ICMPV6 => return Err(Reason::V6Icmp),
         _ => return Err(Reason::NoService),
     };
+    let key = FlowKey6 {
+        src,
+        dst,
+        sport,
+        dport,
+        proto: chain.protocol,
+    };
+    let l4_offset = ethernet::HEADER_LEN + chain.transport_offset;
+    if !to_vip {
+        return Ok(Kind6::NatReply(Classified6 {
+            key,
+            service: usize::MAX,
+            tcp_flags,
+            tcp_seq,
+            l4_offset,
+            frag,
+        }));
+    }
     let service = table
         .find_service6(dst, chain.protocol, dport)
         .ok_or(Reason::NoService)?;
-    Ok(Kind::Flow6(Classified6 {
-        key: FlowKey6 {
-            src: ip.src_u128(),
-            dst,
-            sport,
-            dport,
-            proto: chain.protocol,
-        },
+    Ok(Kind6::Flow(Classified6 {
+        key,
         service,
         tcp_flags,
         tcp_seq,
+        l4_offset,
+        frag,
     }))
 }
 
-/// An IPv6 packet to a VIP service, ready for the IPv6 flow table.
+/// An IPv6 TCP/UDP packet to a VIP service (or from a NAT server), ready
+/// for the IPv6 flow table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Classified6 {
     pub key: FlowKey6,
@@ -422,6 +514,11 @@ pub struct Classified6 {
     pub tcp_flags: u8,
     /// TCP sequence number (0 for UDP).
     pub tcp_seq: u32,
+    /// Offset of the transport header in the frame (after the extension
+    /// headers).
+    pub l4_offset: usize,
+    /// The first fragment of a fragmented datagram: its fragment-table key.
+    pub frag: Option<FragKey6>,
 }
 
 /// Source port, destination port, TCP flags and sequence number.
@@ -484,7 +581,7 @@ pub fn classify(frame: &[u8], meta: &RxMeta, table: &FwdTable) -> Result<Classif
         Kind::Flow(c) if !c.first_fragment => Ok(c),
         Kind::Flow(_) | Kind::LaterFragment(_) => Err(Reason::Fragment),
         Kind::NatReply(_) | Kind::NatReplyFragment(_) | Kind::NatIcmpFromServer { .. } => Err(Reason::NotVip),
-        Kind::Echo | Kind::IcmpError { .. } | Kind::Flow6(_) => Err(Reason::NoService),
+        Kind::Echo | Kind::IcmpError { .. } => Err(Reason::NoService),
     }
 }
 

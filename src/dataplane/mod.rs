@@ -4,6 +4,7 @@
 
 pub mod classify;
 pub mod dump;
+pub mod icmp6;
 pub mod rewrite;
 pub mod stats;
 pub mod synclink;

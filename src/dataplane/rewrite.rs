@@ -24,7 +24,7 @@ use crate::io::{Frame, TxArena, VnetHdr};
 use crate::wire::checksum::{self, State};
 use crate::wire::ethernet::{self, EtherType, Mac, HEADER_LEN as ETH};
 use crate::wire::ipv4::{self, Protocol};
-use crate::wire::{icmp, tcp, udp};
+use crate::wire::{icmp, icmpv6, ipv6, tcp, udp};
 
 use super::classify::Reason;
 
@@ -107,6 +107,9 @@ pub enum Sent {
     /// Not for the server: turned into an ICMP "fragmentation needed" back
     /// to the sender (the packet counts as dropped, the answer goes out).
     FragNeeded,
+    /// TUN over IPv6: turned into an ICMPv6 Packet Too Big back to the
+    /// sender (the packet counts as dropped, the answer goes out).
+    PacketTooBig,
 }
 
 /// Rewrite the frame for a real server.
@@ -650,6 +653,294 @@ fn nat_icmp(
     outer(&mut ip);
     eth.set_dst(macs.dst);
     eth.set_src(macs.src);
+    Ok(())
+}
+
+// ---- IPv6 ----------------------------------------------------------------
+//
+// NAT over IPv6 has no IP header checksum: the transport checksum alone
+// follows the 128-bit address through the pseudo-header (RFC 1624 over
+// eight words). TUN is IPv6-in-IPv6 (next header 41, RFC 2473); IPv6
+// routers never fragment, so a packet that does not fit the tunnel gets an
+// ICMPv6 Packet Too Big back to its sender (RFC 4443 section 3.2), which
+// is what keeps a large transfer alive.
+
+/// NAT rewrite of the IPv6 packet in `frame` whose transport header (TCP
+/// or UDP, `proto`) is at frame offset `l4_offset` (after any extension
+/// headers) and whose checksum is in state `csum`: `side`'s address becomes
+/// `addr` and its port `port` (`None` keeps it), hop limit - 1, new MACs.
+///
+/// # Errors
+/// [`Reason::HopLimitExceeded`] when the hop limit runs out (the frame is
+/// untouched); a header reason when the packet is malformed (classify
+/// guarantees it is not; the frame, dropped, may then be half rewritten).
+#[inline]
+pub fn nat6(frame: &mut [u8], l4_offset: usize, proto: u8, csum: State, n: &Nat6) -> Result<(), Reason> {
+    let mut eth = ethernet::Frame::new_checked(&mut *frame).map_err(|_| Reason::Runt)?;
+    let mut ip = ipv6::Packet::new_checked(eth.payload_mut())?;
+    if ip.hop_limit() <= 1 {
+        return Err(Reason::HopLimitExceeded);
+    }
+    ip.decrement_hop_limit();
+    let new = n.addr.to_be_bytes();
+    let old = match n.side {
+        NatSide::Dst => ip.replace_dst(new),
+        NatSide::Src => ip.replace_src(new),
+    };
+    let end = ETH + ip.total_len();
+    eth.set_dst(n.macs.dst);
+    eth.set_src(n.macs.src);
+    let l4 = frame.get_mut(l4_offset..end).ok_or(Reason::V6TruncatedL4)?;
+    match proto {
+        ipv6::next_header::TCP => {
+            let mut t = tcp::Segment::new_checked(l4).map_err(|_| Reason::V6TruncatedL4)?;
+            t.pseudo_header_changed6(&old, &new, csum);
+            match (n.side, n.port) {
+                (NatSide::Dst, Some(p)) => t.rewrite_dst_port(p, csum),
+                (NatSide::Src, Some(p)) => t.rewrite_src_port(p, csum),
+                (_, None) => {}
+            }
+        }
+        ipv6::next_header::UDP => {
+            let mut u = udp::Datagram::new_checked(l4).map_err(|_| Reason::V6TruncatedL4)?;
+            u.pseudo_header_changed6(&old, &new, csum);
+            match (n.side, n.port) {
+                (NatSide::Dst, Some(p)) => u.rewrite_dst_port(p, csum),
+                (NatSide::Src, Some(p)) => u.rewrite_src_port(p, csum),
+                (_, None) => {}
+            }
+        }
+        _ => return Err(Reason::NoService),
+    }
+    Ok(())
+}
+
+/// A NAT translation of one side of an IPv6 packet (as [`Nat`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nat6 {
+    pub side: NatSide,
+    /// The new address of that side (big-endian `u128`).
+    pub addr: u128,
+    /// The new port of that side; `None` keeps it.
+    pub port: Option<u16>,
+    pub macs: Macs,
+}
+
+/// What an IPv6-in-IPv6 encapsulation needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunOuter6 {
+    /// The director's IPv6 address.
+    pub src: u128,
+    /// The real server's IPv6 address.
+    pub dst: u128,
+    pub macs: Macs,
+    pub hop_limit: u8,
+}
+
+#[inline]
+fn ipv6_of(frame: &[u8]) -> Result<ipv6::Packet<&[u8]>, Reason> {
+    let eth = frame.get(ETH..).ok_or(Reason::Runt)?;
+    Ok(ipv6::Packet::new_checked(eth)?)
+}
+
+/// [`complete_checksum`] for an IPv6 frame.
+///
+/// # Errors
+/// [`Reason::V6TruncatedL4`] when the offsets do not fit the IPv6 packet.
+pub fn complete_checksum6(frame: &mut [u8], vnet: &mut VnetHdr) -> Result<(), Reason> {
+    if !vnet.needs_csum() {
+        return Ok(());
+    }
+    let end = ETH + ipv6_of(frame)?.total_len();
+    let (start, field) = (vnet.csum_start as usize, vnet.csum_offset as usize);
+    checksum::complete_partial(&mut frame[..end], start, field).map_err(|_| Reason::V6TruncatedL4)?;
+    vnet.flags &= !VnetHdr::F_NEEDS_CSUM;
+    Ok(())
+}
+
+/// Write the Ethernet and outer IPv6 headers at the start of `out` for an
+/// inner packet of `inner_len` bytes whose first word (version, traffic
+/// class, flow label) is `inner_word0`: the outer header copies the traffic
+/// class and flow label, so ECMP and QoS see the flow as before.
+fn write_outer6(out: &mut [u8], o: &TunOuter6, inner_len: u16, inner_word0: [u8; 4]) {
+    let mut eth = ethernet::Frame::new_unchecked(out);
+    eth.set_dst(o.macs.dst);
+    eth.set_src(o.macs.src);
+    eth.set_ethertype(EtherType::Ipv6);
+    let mut p = ipv6::Packet::new_unchecked(&mut eth.payload_mut()[..ipv6::HEADER_LEN]);
+    let w = u32::from_be_bytes(inner_word0);
+    p.set_ver_tc_flow((w >> 20) as u8, w);
+    p.set_payload_len(inner_len);
+    p.set_next_header(ipv6::next_header::IPV6);
+    p.set_hop_limit(o.hop_limit);
+    p.set_src(o.src.to_be_bytes());
+    p.set_dst(o.dst.to_be_bytes());
+}
+
+/// TUN over IPv6: send the frame's IPv6 packet (transport header at frame
+/// offset `l4_offset`) to the server inside an outer IPv6 header,
+/// segmenting a GSO super-frame, or turn it into an ICMPv6 Packet Too Big
+/// to its sender when a packet (or a segment) plus the 40-byte outer header
+/// exceeds `mtu`.
+///
+/// # Errors
+/// The [`Reason`] the frame cannot be sent.
+pub fn tun6(
+    f: &mut Frame<'_>,
+    arena: &mut TxArena,
+    o: &TunOuter6,
+    mtu: u32,
+    l4_offset: usize,
+) -> Result<Sent, Reason> {
+    let (total, inner, word0) = {
+        let ip = ipv6_of(f.data())?;
+        let total = ip.total_len();
+        // The largest inner packet that will go on the wire.
+        let inner = if f.vnet.is_gso() {
+            let thl = f
+                .data()
+                .get(l4_offset..)
+                .and_then(|b| tcp::Segment::new_checked(b).ok())
+                .map_or(tcp::MIN_HEADER_LEN, |t| t.header_len());
+            (l4_offset.saturating_sub(ETH) + thl + f.vnet.gso_size as usize).min(total)
+        } else {
+            total
+        };
+        let b = ip.bytes();
+        (total, inner, [b[0], b[1], b[2], b[3]])
+    };
+    // Bytes after the IP packet are link padding, not for the tunnel.
+    f.set_len(ETH + total);
+    let mtu = mtu as usize;
+    if inner + ipv6::HEADER_LEN > mtu {
+        // No fragmentation on the way in IPv6: tell the sender the room
+        // there is (a host told less than 1280 uses 1280, RFC 8201).
+        let room = mtu.saturating_sub(ipv6::HEADER_LEN) as u32;
+        icmp6_packet_too_big(f, o.macs.src, room)?;
+        return Ok(Sent::PacketTooBig);
+    }
+    if f.vnet.is_gso() {
+        let vnet = f.vnet;
+        let n = segment_tcp6(f.data(), &vnet, l4_offset, o, arena)?;
+        return Ok(Sent::Segmented(n));
+    }
+    // The server decapsulates in software: it needs final checksums.
+    let mut vnet = f.vnet;
+    complete_checksum6(f.data_mut(), &mut vnet)?;
+    f.vnet = vnet;
+    let inner_len = u16::try_from(total).map_err(|_| Reason::LengthOverflow)?;
+    if !f.push_front(ipv6::HEADER_LEN) {
+        return Err(Reason::NoBuffer);
+    }
+    write_outer6(f.data_mut(), o, inner_len, word0);
+    Ok(Sent::Frame)
+}
+
+/// Cut a TCP-over-IPv6 GSO super-frame (TCP header at frame offset `l4`;
+/// the extension headers before it are copied into every segment) into
+/// `vnet.gso_size`-byte segments with complete checksums, each wrapped in
+/// the outer header of `o`, into the arena. Returns the number of
+/// segments; on failure nothing is left in the arena.
+///
+/// # Errors
+/// [`Reason::V6TruncatedL4`] when the frame is not TCP at `l4`, [`Reason::NoBuffer`] when the arena is full,
+/// [`Reason::LengthOverflow`] when a length does not fit its field.
+pub fn segment_tcp6(
+    frame: &[u8],
+    vnet: &VnetHdr,
+    l4: usize,
+    o: &TunOuter6,
+    arena: &mut TxArena,
+) -> Result<usize, Reason> {
+    let ip = ipv6_of(frame)?;
+    let end = ETH + ip.total_len();
+    if l4 < ETH + ipv6::HEADER_LEN || l4 >= end {
+        return Err(Reason::V6TruncatedL4);
+    }
+    let seg = tcp::Segment::new_checked(&frame[l4..end]).map_err(|_| Reason::V6TruncatedL4)?;
+    let thl = seg.header_len();
+    let hdrs = l4 + thl;
+    let mss = vnet.gso_size as usize;
+    if mss == 0 {
+        return Err(Reason::V6TruncatedL4);
+    }
+    let payload = seg.payload();
+    let n = payload.len().div_ceil(mss).max(1);
+    let ext = l4 - ETH - ipv6::HEADER_LEN;
+    u16::try_from(ipv6::HEADER_LEN + ext + thl + mss.min(payload.len()))
+        .map_err(|_| Reason::LengthOverflow)?;
+    let word0 = [frame[ETH], frame[ETH + 1], frame[ETH + 2], frame[ETH + 3]];
+    let (seq0, flags) = (seg.seq(), seg.flags());
+    let (src, dst) = (ip.src(), ip.dst());
+    const OUT: usize = ipv6::HEADER_LEN;
+    let mark = arena.len();
+    for i in 0..n {
+        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
+        let Some(out) = arena.push(OUT + hdrs + chunk.len()) else {
+            arena.truncate(mark);
+            return Err(Reason::NoBuffer);
+        };
+        let body = &mut out[OUT..];
+        body[..hdrs].copy_from_slice(&frame[..hdrs]);
+        body[hdrs..].copy_from_slice(chunk);
+        // Fits: checked above for the longest segment.
+        let inner_len = (ipv6::HEADER_LEN + ext + thl + chunk.len()) as u16;
+        ipv6::Packet::new_unchecked(&mut body[ETH..]).set_payload_len(inner_len - ipv6::HEADER_LEN as u16);
+        let mut t = tcp::Segment::new_unchecked(&mut body[l4..]);
+        t.set_seq(seq0.wrapping_add((i * mss) as u32));
+        let mut fl = flags;
+        if i + 1 < n {
+            fl &= !(tcp::FIN | tcp::PSH);
+        }
+        if i > 0 {
+            fl &= !tcp::CWR;
+        }
+        t.set_flags(fl);
+        t.fill_checksum6(&src, &dst);
+        // write_outer6 writes the Ethernet header too, over the copy's.
+        write_outer6(out, o, inner_len, word0);
+    }
+    Ok(n)
+}
+
+/// Turn the frame (an IPv6 packet to a VIP that cannot be sent) into an
+/// ICMPv6 Packet Too Big to its sender, in place: source the VIP it was
+/// sent to, the next-hop MTU `mtu`, and as much of the packet as keeps the
+/// error within the IPv6 minimum MTU (1280 bytes). Sent back to the MAC it
+/// came from (the client's router), as [`icmp_frag_needed`] does.
+///
+/// # Errors
+/// [`Reason::NoBuffer`] without headroom.
+pub fn icmp6_packet_too_big(f: &mut Frame<'_>, my_mac: Mac, mtu: u32) -> Result<(), Reason> {
+    const PUSHED: usize = ipv6::HEADER_LEN + icmpv6::HEADER_LEN;
+    let (router_mac, client, vip, quote_len) = {
+        let eth = ethernet::Frame::new_checked(f.data()).map_err(|_| Reason::Runt)?;
+        let ip = ipv6::Packet::new_checked(eth.payload())?;
+        let quote_len = ip.total_len().min(icmpv6::MAX_QUOTE_LEN);
+        (eth.src(), ip.src(), ip.dst(), quote_len)
+    };
+    if !f.push_front(PUSHED) {
+        return Err(Reason::NoBuffer);
+    }
+    // The quote (the packet's first bytes) is already in place after the
+    // room just made for the new IPv6 and ICMPv6 headers.
+    f.set_len(ETH + PUSHED + quote_len);
+    let mut eth = ethernet::Frame::new_unchecked(f.data_mut());
+    eth.set_dst(router_mac);
+    eth.set_src(my_mac);
+    eth.set_ethertype(EtherType::Ipv6);
+    icmpv6::write_error(
+        eth.payload_mut(),
+        &vip,
+        &client,
+        64,
+        icmpv6::PACKET_TOO_BIG,
+        0,
+        mtu.to_be_bytes(),
+        quote_len,
+    )
+    .map_err(|_| Reason::V6Truncated)?;
+    f.vnet = VnetHdr::default();
     Ok(())
 }
 

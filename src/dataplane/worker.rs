@@ -16,14 +16,17 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
-use super::classify::{classify_packet, Classified, Classified6, Kind, Reason};
-use super::rewrite::{self, Macs, Nat, NatSide, Payload, Sent, ToServer};
+use super::classify::{
+    classify6_packet, classify_packet, is_ipv6, Classified, Classified6, Kind, Kind6, Reason,
+};
+use super::icmp6::{self, Icmp6, What6};
+use super::rewrite::{self, Macs, Nat, Nat6, NatSide, Payload, Sent, ToServer, TunOuter6};
 use super::stats::{bump, bump_i, WorkerStats};
 use super::synclink::{
     Note, NoteKind, Synced, WorkerLink, SYNCED_PER_BATCH, WALK_BUCKETS_BUSY, WALK_BUCKETS_IDLE,
 };
 use crate::fwd::flow::{FlowEntry, FlowKey, FlowKey6, FlowState, FlowTable, Key, WAYS};
-use crate::fwd::frag::{FragKey, FragTable};
+use crate::fwd::frag::{FragKey, FragKey6, FragTable};
 use crate::fwd::table::{BackendFwd, BackendId, BackendState, FwdTable, Mode, ServiceFwd};
 use crate::io::{Action, Device, Frame, TxArena};
 use crate::wire::tcp;
@@ -76,6 +79,9 @@ pub struct Worker<D: Device> {
     /// table and its per-frame code are untouched.
     flows6: FlowTable<FlowKey6>,
     frags: FragTable,
+    /// IPv6 fragments (same design, keyed by the fragment header's
+    /// identification).
+    frags6: FragTable<FragKey6>,
     /// Per backend id: when a flow to it last completed a handshake (SYN
     /// state -> established); evidence that it is alive. Never swept, so on
     /// the worker's non-wrapping clock.
@@ -134,6 +140,7 @@ impl<D: Device> Worker<D> {
             flows,
             flows6,
             frags: FragTable::new(FRAG_SLOTS, FRAG_TIMEOUT_MS),
+            frags6: FragTable::new(FRAG_SLOTS, FRAG_TIMEOUT_MS),
             last_est: vec![0u64; crate::fwd::table::MAX_BACKEND_IDS].into_boxed_slice(),
             stats,
             shared,
@@ -195,7 +202,10 @@ impl<D: Device> Worker<D> {
         if stats.generation.load(Ordering::Relaxed) != table.generation {
             stats.generation.store(table.generation, Ordering::Relaxed);
         }
-        if self.flows6.timeouts() != table.timeouts {
+        // The IPv6 flow table costs nothing without IPv6 services (or
+        // IPv6 flows left from before a reload removed them).
+        let v6 = !table.services6.is_empty() || !self.flows6.is_empty();
+        if v6 && self.flows6.timeouts() != table.timeouts {
             self.flows6.set_timeouts(table.timeouts);
         }
         let flows = &mut self.flows;
@@ -207,6 +217,7 @@ impl<D: Device> Worker<D> {
             flows,
             flows6: &mut self.flows6,
             frags: &mut self.frags,
+            frags6: &mut self.frags6,
             last_est: &mut self.last_est,
             stats,
             now,
@@ -233,8 +244,10 @@ impl<D: Device> Worker<D> {
             SWEEP_BUCKETS_BUSY
         };
         flows.sweep(now as u32, sweep, &mut |e| on_removed(stats, e));
-        self.flows6
-            .sweep(now as u32, sweep, &mut |e| on_removed(stats, e));
+        if v6 {
+            self.flows6
+                .sweep(now as u32, sweep, &mut |e| on_removed(stats, e));
+        }
         stats
             .dump
             .serve(flows, &self.flows6, now as u32, st.received == 0);
@@ -582,6 +595,7 @@ struct Ctx<'a> {
     flows: &'a mut FlowTable,
     flows6: &'a mut FlowTable<FlowKey6>,
     frags: &'a mut FragTable,
+    frags6: &'a mut FragTable<FragKey6>,
     last_est: &'a mut [u64],
     stats: &'a WorkerStats,
     /// The worker's clock (ms, does not wrap).
@@ -747,6 +761,10 @@ fn forwarded(cx: &mut Ctx<'_>, id: BackendId, len: usize, sent: Sent) -> Result<
         }
         Sent::FragNeeded => {
             cx.stats.drop(Reason::TunFragNeeded);
+            Ok(Action::Transmit)
+        }
+        Sent::PacketTooBig => {
+            cx.stats.drop(Reason::TunPacketTooBig);
             Ok(Action::Transmit)
         }
     }
@@ -967,24 +985,255 @@ fn backend_for6(c: &Classified6, cx: &mut Ctx<'_>) -> Result<BackendId, Reason> 
     Ok(id)
 }
 
-/// An IPv6 packet to a VIP: direct routing, so only the MACs change (the
-/// server has the VIP on a loopback and answers the client itself).
+/// An IPv6 packet to a VIP, sent to its flow's server by the service's
+/// mode: DR changes the MACs only (the server has the VIP on a loopback and
+/// answers the client itself); NAT rewrites the destination to the server's
+/// IPv6 address and port and links the reply key; TUN wraps it in IPv6.
 #[inline]
-fn flow6_packet(f: &mut Frame<'_>, cx: &mut Ctx<'_>, c: &Classified6) -> Result<Action, Reason> {
+fn flow6_packet(
+    f: &mut Frame<'_>,
+    arena: &mut TxArena,
+    cx: &mut Ctx<'_>,
+    c: &Classified6,
+) -> Result<Action, Reason> {
     let id = backend_for6(c, cx)?;
-    let mac = cx.table.backend(id).mac.ok_or(Reason::ServerMacUnknown)?;
-    let d = f.data_mut();
-    d[0..6].copy_from_slice(&mac);
-    d[6..12].copy_from_slice(&cx.table.director_mac);
+    let table = cx.table;
+    let b = table.backend(id);
+    let macs = Macs {
+        dst: b.mac.ok_or(Reason::ServerMacUnknown)?,
+        src: table.director_mac,
+    };
+    if let Some(k) = c.frag {
+        cx.frags6.insert(k, id, cx.now);
+    }
     let len = f.len();
+    match table.services6[c.service].mode {
+        Mode::Dr => rewrite::dr(f.data_mut(), macs)?,
+        Mode::Nat => {
+            let b6 = table.backend6(id);
+            let rport = (b.port != 0).then_some(b.port);
+            // The reply direction (server -> client), linked to the flow
+            // so the two share one lifetime; replaced when the flow
+            // changed server.
+            let rkey = FlowKey6 {
+                src: b6.addr,
+                dst: c.key.src,
+                sport: rport.unwrap_or(c.key.dport),
+                dport: c.key.sport,
+                proto: c.key.proto,
+            };
+            let stats = cx.stats;
+            cx.flows6
+                .set_reply(&c.key, rkey, cx.tick, &mut |e| on_removed(stats, e));
+            let n = Nat6 {
+                side: NatSide::Dst,
+                addr: b6.addr,
+                port: rport,
+                macs,
+            };
+            let csum = rewrite::checksum_state(&f.vnet);
+            rewrite::nat6(f.data_mut(), c.l4_offset, c.key.proto, csum, &n)?;
+        }
+        Mode::Tun => {
+            let o = TunOuter6 {
+                src: table.director_ip6,
+                dst: table.backend6(id).addr,
+                macs,
+                hop_limit: 64,
+            };
+            let sent = rewrite::tun6(f, arena, &o, table.mtu, c.l4_offset)?;
+            return forwarded(cx, id, len, sent);
+        }
+    }
     count_in(cx, id, len);
     Ok(Action::Transmit)
+}
+
+/// A packet from an IPv6 NAT server: sent on to the client (next hop
+/// toward it) from the VIP and port of its flow.
+#[inline]
+fn nat6_reply(f: &mut Frame<'_>, cx: &mut Ctx<'_>, c: &Classified6) -> Result<Action, Reason> {
+    let stats = cx.stats;
+    let e = cx
+        .flows6
+        .get_reply(&c.key, cx.tick, &mut |e| on_removed(stats, e))
+        .ok_or(Reason::NatNoFlow)?;
+    // One lifetime for both directions; the TCP state follows the client.
+    e.last_ms = cx.tick;
+    let id = e.backend;
+    if let Some(k) = c.frag {
+        cx.frags6.insert(k, id, cx.now);
+    }
+    let table = cx.table;
+    let b = table.backend(id);
+    let vport = if b.svc_port != 0 { b.svc_port } else { c.key.sport };
+    let mac = table.next_hop_mac6(c.key.dst).ok_or(Reason::NextHopUnknown)?;
+    let n = Nat6 {
+        side: NatSide::Src,
+        addr: table.backend6(id).svc_vip,
+        port: Some(vport),
+        macs: Macs {
+            dst: mac,
+            src: table.director_mac,
+        },
+    };
+    let len = f.len();
+    let csum = rewrite::checksum_state(&f.vnet);
+    rewrite::nat6(f.data_mut(), c.l4_offset, c.key.proto, csum, &n)?;
+    count_out(cx, id, len);
+    Ok(Action::Transmit)
+}
+
+/// An ICMPv6 echo request to a VIP, answered in place: counted as
+/// forwarded (it leaves the director), so frames_seen = forwarded + drops
+/// holds, as for IPv4.
+#[inline]
+fn echo6(f: &mut Frame<'_>, cx: &mut Ctx<'_>) -> Result<Action, Reason> {
+    icmp6::echo_reply(f, cx.table.director_mac)?;
+    bump(&cx.stats.echo_replies, 1);
+    cx.sent += 1;
+    bump(&cx.stats.bytes_forwarded, f.len() as u64);
+    Ok(Action::Transmit)
+}
+
+/// An ICMPv6 error to a VIP about a packet of flow `key`: on to the flow's
+/// server in its service's mode.
+#[inline]
+fn icmp6_error(
+    f: &mut Frame<'_>,
+    cx: &mut Ctx<'_>,
+    key: &FlowKey6,
+    service: usize,
+) -> Result<Action, Reason> {
+    let stats = cx.stats;
+    let id = cx
+        .flows6
+        .get(key, cx.tick, &mut |e| on_removed(stats, e))
+        .map(|e| e.backend)
+        .ok_or(Reason::V6IcmpNoFlow)?;
+    let table = cx.table;
+    let mode = table.services6[service].mode;
+    let len = f.len();
+    icmp6::to_server(
+        f,
+        table,
+        mode,
+        table.backend(id),
+        &table.backend6(id),
+        What6::Error,
+    )?;
+    count_in(cx, id, len);
+    bump(&cx.stats.icmp_errors_forwarded, 1);
+    Ok(Action::Transmit)
+}
+
+/// NAT: an ICMPv6 error from a server about the flow whose reply key is
+/// `rkey`, on to the client from the VIP.
+#[inline]
+fn nat6_icmp_from_server(f: &mut Frame<'_>, cx: &mut Ctx<'_>, rkey: &FlowKey6) -> Result<Action, Reason> {
+    let stats = cx.stats;
+    let id = cx
+        .flows6
+        .get_reply(rkey, cx.tick, &mut |e| on_removed(stats, e))
+        .map(|e| e.backend)
+        .ok_or(Reason::V6IcmpNoFlow)?;
+    let table = cx.table;
+    let b = table.backend(id);
+    let vport = if b.svc_port != 0 { b.svc_port } else { rkey.sport };
+    let mac = table.next_hop_mac6(rkey.dst).ok_or(Reason::NextHopUnknown)?;
+    let len = f.len();
+    icmp6::nat_from_server(f, table.backend6(id).svc_vip, vport, mac, table.director_mac)?;
+    count_out(cx, id, len);
+    Ok(Action::Transmit)
+}
+
+/// A later IPv6 fragment to a VIP: to the server its first fragment went
+/// to, in that server's mode (TUN as for flows: a fragment too big for the
+/// tunnel gets a Packet Too Big, so the client fragments smaller).
+#[inline]
+fn later_fragment6(
+    f: &mut Frame<'_>,
+    arena: &mut TxArena,
+    cx: &mut Ctx<'_>,
+    k: &FragKey6,
+) -> Result<Action, Reason> {
+    let id = cx.frags6.get(k, cx.now).ok_or(Reason::V6Fragment)?;
+    let table = cx.table;
+    let (b, b6) = (table.backend(id), table.backend6(id));
+    if b6.addr == 0 {
+        // Removed by a reload since its first fragment.
+        return Err(Reason::V6Fragment);
+    }
+    let len = f.len();
+    let a = if b.mode == Mode::Tun {
+        let o = TunOuter6 {
+            src: table.director_ip6,
+            dst: b6.addr,
+            macs: Macs {
+                dst: b.mac.ok_or(Reason::ServerMacUnknown)?,
+                src: table.director_mac,
+            },
+            hop_limit: 64,
+        };
+        // A fragment is never a GSO super-frame: the transport offset
+        // (only read for those) does not matter.
+        let l4 = crate::wire::ethernet::HEADER_LEN + crate::wire::ipv6::HEADER_LEN;
+        let sent = rewrite::tun6(f, arena, &o, table.mtu, l4)?;
+        forwarded(cx, id, len, sent)?
+    } else {
+        icmp6::to_server(f, table, b.mode, b, &b6, What6::LaterFragment)?;
+        count_in(cx, id, len);
+        Action::Transmit
+    };
+    bump(&cx.stats.fragments_forwarded, 1);
+    Ok(a)
+}
+
+/// NAT: a later fragment of a server's reply: its source becomes the VIP
+/// (the port was in the first fragment).
+#[inline]
+fn nat6_reply_fragment(f: &mut Frame<'_>, cx: &mut Ctx<'_>, k: &FragKey6) -> Result<Action, Reason> {
+    let id = cx.frags6.get(k, cx.now).ok_or(Reason::V6Fragment)?;
+    let table = cx.table;
+    let mac = table.next_hop_mac6(k.dst).ok_or(Reason::NextHopUnknown)?;
+    let len = f.len();
+    icmp6::nat_fragment_to_client(f, table.backend6(id).svc_vip, mac, table.director_mac)?;
+    count_out(cx, id, len);
+    bump(&cx.stats.fragments_forwarded, 1);
+    Ok(Action::Transmit)
+}
+
+/// The IPv6 path of [`handle`]: kept out of line so the IPv4 path's code
+/// stays as compact as without IPv6. ICMPv6 and fragments add their
+/// [`Kind6`] arms here.
+#[inline(never)]
+fn handle6(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>) -> Result<Action, Reason> {
+    match classify6_packet(f.data(), &f.meta, cx.table)? {
+        Kind6::Flow(c) => flow6_packet(f, arena, cx, &c),
+        Kind6::NatReply(c) => nat6_reply(f, cx, &c),
+        Kind6::Icmp(Icmp6::Echo) => echo6(f, cx),
+        Kind6::Icmp(Icmp6::Error { key, service }) => icmp6_error(f, cx, &key, service),
+        Kind6::Icmp(Icmp6::FromServer { rkey }) => nat6_icmp_from_server(f, cx, &rkey),
+        Kind6::LaterFragment(k) => later_fragment6(f, arena, cx, &k),
+        Kind6::NatReplyFragment(k) => nat6_reply_fragment(f, cx, &k),
+    }
 }
 
 /// Decide and rewrite one frame.
 #[inline]
 fn handle(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>) -> Action {
     bump(&cx.stats.frames_seen, 1);
+    // Without IPv6 services IPv6 is the kernel's, as it always was
+    // (`not_ipv4` from the IPv4 classification).
+    if is_ipv6(f.data()) && !cx.table.services6.is_empty() {
+        return match handle6(f, arena, cx) {
+            Ok(a) => a,
+            Err(reason) => {
+                cx.stats.drop(reason);
+                Action::Drop
+            }
+        };
+    }
     let r = match classify_packet(f.data(), &f.meta, cx.table) {
         Ok(Kind::Flow(c)) => flow_packet(f, arena, cx, &c),
         Ok(Kind::LaterFragment(k)) => later_fragment(f, arena, cx, &k),
@@ -992,7 +1241,6 @@ fn handle(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>) -> Action {
         Ok(Kind::NatReply(c)) => nat_reply(f, cx, &c),
         Ok(Kind::NatReplyFragment(k)) => nat_reply_fragment(f, cx, &k),
         Ok(Kind::NatIcmpFromServer { rkey }) => nat_icmp_from_server(f, cx, &rkey),
-        Ok(Kind::Flow6(c)) => flow6_packet(f, cx, &c),
         Ok(Kind::Echo) => rewrite::icmp_echo_reply(f.data_mut(), cx.table.director_mac).map(|()| {
             f.vnet = crate::io::VnetHdr::default();
             // Answered in place: counted as forwarded (it leaves the

@@ -5,10 +5,29 @@
 //! addresses it redirects, and what a frame from AF_XDP lacks compared with
 //! one from the AF_PACKET ring.
 //!
-//! The program redirects IPv4 frames to a VIP (and, for NAT, from a real
-//! server to anyone but the director) to the AF_XDP socket of the RX queue
-//! they arrived on, through an XSKMAP; everything else, ARP included, goes on
-//! to the kernel and the slow path as before.
+//! The program redirects IPv4 and IPv6 frames to a VIP (and, for NAT, from
+//! a real server to anyone but the director) to the AF_XDP socket of the RX
+//! queue they arrived on, through an XSKMAP; everything else, ARP and
+//! IPv6 Neighbor Discovery included, goes on to the kernel and the slow
+//! path as before. The two families have a map each (4- and 16-byte keys),
+//! both filled by the slow path on every publish ([`XdpRedirect::set_addresses`],
+//! [`XdpRedirect::set_addresses6`]).
+//!
+//! One flow, one worker: a frame goes to the socket of the queue it arrived
+//! on and each queue has one worker, so a flow stays on one worker as long
+//! as the NIC puts it on one queue. With one queue (veth, the test bed) that
+//! is always so. With several, the NIC's RSS decides, and for IPv6 two
+//! defaults matter: many NICs hash UDP over IPv6 on the addresses only
+//! (`ethtool -n DEV rx-flow-hash udp6` says), which keeps a flow together;
+//! with `sdfn` (addresses and ports), a fragmented datagram's later
+//! fragments, which carry no ports, are hashed on the addresses alone and
+//! may reach another queue than its first fragment, whose worker holds the
+//! fragment table entry. For UDP services that see fragments, set
+//! `ethtool -N DEV rx-flow-hash udp6 sd` (and `udp4 sd` for IPv4). TCP is
+//! hashed on four fields and is not fragmented by well-behaved senders
+//! (PMTU discovery); ICMPv6 errors quoting a flow are hashed on their own
+//! addresses, not the flow's, so with several queues they can reach another
+//! worker, as their IPv4 counterparts can.
 //!
 //! Frames from AF_XDP carry no vnet header. A sender on the same host (a
 //! veth peer, as in the test bed) may use checksum offload: its TCP and UDP
@@ -35,11 +54,16 @@ use super::sys::Fd;
 use super::{pkttype, Action, BatchStats, Device, Frame, TxArena};
 use crate::wire::ethernet::{self, EtherType};
 use crate::wire::ipv4::{self, Protocol};
-use crate::wire::{checksum, tcp, udp};
+use crate::wire::{checksum, ipv6, tcp, udp};
 
 /// Map value bits: redirect frames whose destination / source is the key.
 const TO_ADDR: u32 = 1;
 const FROM_ADDR: u32 = 2;
+/// IPv6 map only: an address of the director itself. A frame to it is
+/// never taken as a NAT reply (the IPv4 program compares with the one
+/// address it was built with; an IPv6 interface has several, and they can
+/// change, so they live in the map).
+const OWN_ADDR: u32 = 4;
 /// Most addresses in the redirect map (VIPs plus NAT real servers).
 pub const MAX_ADDRS: u32 = 65536;
 /// XDP verdicts.
@@ -62,6 +86,12 @@ mod op {
     pub const JGT_REG: u8 = 0x2d;
     pub const JEQ_IMM: u8 = 0x15;
     pub const JNE_IMM: u8 = 0x55;
+    pub const JGT_IMM: u8 = 0x25;
+    pub const JGE_IMM: u8 = 0x35;
+    pub const JA: u8 = 0x05;
+    pub const LDXB: u8 = 0x71;
+    pub const LDXDW: u8 = 0x79;
+    pub const STXDW: u8 = 0x7b;
     /// 32-bit compares (BPF_JMP32): the immediate is not sign-extended.
     pub const JEQ32_IMM: u8 = 0x16;
     pub const JNE32_IMM: u8 = 0x56;
@@ -87,6 +117,10 @@ const META_VLAN: u16 = 0x564c;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Label {
     Ipv4,
+    Ipv6,
+    V6Dst,
+    V6Source,
+    V6SourceLookup,
     Source,
     Redirect,
     Send,
@@ -116,8 +150,9 @@ impl Asm {
 /// The XDP program: redirect to the XSKMAP slot of the frame's RX queue
 /// when the IPv4 destination is in `addrs` with [`TO_ADDR`], or the source
 /// is there with [`FROM_ADDR`] and the destination is not `own_ip`; else
-/// pass. `fallback` is the verdict when the queue has no socket (XDP_PASS in
-/// service: the kernel's drop rule then takes the frame).
+/// pass. IPv6 frames are matched the same way in `addrs6` (see
+/// [`ipv6_part`]). `fallback` is the verdict when the queue has no socket
+/// (XDP_PASS in service: the kernel's drop rule then takes the frame).
 ///
 /// Two kinds of frames go to the worker although the kernel would drop
 /// them as well, so that the worker counts them under the same names as on
@@ -131,6 +166,7 @@ impl Asm {
 /// such a frame would be forwarded as if untagged.
 fn program(
     addrs: RawFd,
+    addrs6: RawFd,
     xsks: RawFd,
     own_ip: Option<u32>,
     fallback: i32,
@@ -143,20 +179,24 @@ fn program(
     a.i(op::LDXW, 7, 6, 0, 0); // data
     a.i(op::LDXW, 3, 6, 4, 0); // data_end
     let ipv4 = i32::from(u16::from_le_bytes([0x08, 0x00]));
+    let ipv6 = i32::from(u16::from_le_bytes([0x86, 0xdd]));
     let vlan = i32::from(u16::from_le_bytes([0x81, 0x00]));
     a.i(op::MOV64_REG, 4, 7, 0, 0);
     a.i(op::ADD64_IMM, 4, 0, 0, 14);
     a.jump(op::JGT_REG, 4, 3, 0, Pass);
     a.i(op::LDXH, 5, 7, 12, 0);
     a.jump(op::JEQ32_IMM, 5, 0, ipv4, Ipv4);
+    a.jump(op::JEQ32_IMM, 5, 0, ipv6, Ipv6);
     a.jump(op::JNE32_IMM, 5, 0, vlan, Pass);
     // 802.1Q: look past the tag.
     a.i(op::MOV64_REG, 4, 7, 0, 0);
     a.i(op::ADD64_IMM, 4, 0, 0, 18);
     a.jump(op::JGT_REG, 4, 3, 0, Pass);
     a.i(op::LDXH, 5, 7, 16, 0);
-    a.jump(op::JNE32_IMM, 5, 0, ipv4, Pass);
-    a.i(op::ADD64_IMM, 7, 0, 0, 4); // the IPv4 header starts 4 bytes later
+    a.i(op::ADD64_IMM, 7, 0, 0, 4); // the IP header starts 4 bytes later
+    a.jump(op::JEQ32_IMM, 5, 0, ipv4, Ipv4);
+    a.jump(op::JNE32_IMM, 5, 0, ipv6, Pass);
+    ipv6_part(&mut a, addrs6);
     a.label(Ipv4);
     a.i(op::MOV64_REG, 4, 7, 0, 0);
     a.i(op::ADD64_IMM, 4, 0, 0, 34); // Ethernet + IPv4 up to the destination
@@ -228,11 +268,82 @@ fn program(
     a.0.finish()
 }
 
+/// The IPv6 part of [`program`], entered at `Ipv6` with r7 at the frame
+/// (moved 4 bytes on when 802.1Q-tagged) and r3 at its end; leaves by
+/// `Redirect` or `Pass`. The same policy as IPv4, on 16-byte keys in
+/// `addrs6`:
+/// * an IPv6 header too short to hold the destination goes to the worker,
+///   which counts it, as an IPv4 runt does;
+/// * Neighbor Discovery (ICMPv6 133-137 right after the IPv6 header) always
+///   passes, also when addressed to a VIP (a unicast NS checking a VIP's
+///   reachability): the slow path answers it from its own packet socket,
+///   exactly as it does ARP, which never matches the redirect either;
+/// * the destination is a VIP ([`TO_ADDR`]): redirect; the director's own
+///   address ([`OWN_ADDR`]): pass;
+/// * else a source that is a NAT real server ([`FROM_ADDR`]) is a NAT reply
+///   and is redirected, unless the destination is multicast or link-local
+///   (the server's MLD reports, router and neighbour traffic on the link).
+///
+/// Stack: the 16-byte key at fp-24..fp-8 (the VLAN code after `Redirect`
+/// uses fp-8 on).
+fn ipv6_part(a: &mut Asm, addrs6: RawFd) {
+    use Label::*;
+    // The key: 16 bytes of the frame from `at` (relative to r7) at fp-24.
+    let key = |a: &mut Asm, at: i16| {
+        a.i(op::LDXDW, 1, 7, at, 0);
+        a.i(op::STXDW, 10, 1, -24, 0);
+        a.i(op::LDXDW, 1, 7, at + 8, 0);
+        a.i(op::STXDW, 10, 1, -16, 0);
+        a.i(op::MOV64_REG, 2, 10, 0, 0);
+        a.i(op::ADD64_IMM, 2, 0, 0, -24);
+        a.map_fd(1, addrs6);
+        a.i(op::CALL, 0, 0, 0, MAP_LOOKUP_ELEM);
+    };
+    a.label(Ipv6);
+    a.i(op::MOV64_REG, 4, 7, 0, 0);
+    a.i(op::ADD64_IMM, 4, 0, 0, 54); // Ethernet + the whole IPv6 header
+    a.jump(op::JGT_REG, 4, 3, 0, Redirect); // an IPv6 runt
+    a.i(op::LDXB, 5, 7, 20, 0); // next header
+    a.jump(op::JNE_IMM, 5, 0, 58, V6Dst);
+    a.i(op::MOV64_REG, 4, 7, 0, 0);
+    a.i(op::ADD64_IMM, 4, 0, 0, 55);
+    a.jump(op::JGT_REG, 4, 3, 0, V6Dst); // no ICMPv6 type: the worker's to judge
+    a.i(op::LDXB, 5, 7, 54, 0);
+    a.jump(op::JGT_IMM, 5, 0, 137, V6Dst);
+    a.jump(op::JGE_IMM, 5, 0, 133, Pass);
+    a.label(V6Dst);
+    key(a, 38);
+    a.jump(op::JEQ_IMM, 0, 0, 0, V6Source);
+    a.i(op::LDXW, 1, 0, 0, 0);
+    a.i(op::MOV64_REG, 2, 1, 0, 0);
+    a.i(op::AND64_IMM, 2, 0, 0, TO_ADDR as i32);
+    a.jump(op::JNE_IMM, 2, 0, 0, Redirect);
+    a.i(op::AND64_IMM, 1, 0, 0, OWN_ADDR as i32);
+    a.jump(op::JNE_IMM, 1, 0, 0, Pass);
+    // Source lookup (NAT replies), not for multicast or link-local
+    // destinations (ff00::/8, fe80::/10).
+    a.label(V6Source);
+    a.i(op::LDXB, 5, 7, 38, 0);
+    a.jump(op::JEQ_IMM, 5, 0, 0xff, Pass);
+    a.jump(op::JNE_IMM, 5, 0, 0xfe, V6SourceLookup);
+    a.i(op::LDXB, 5, 7, 39, 0);
+    a.i(op::AND64_IMM, 5, 0, 0, 0xc0);
+    a.jump(op::JEQ_IMM, 5, 0, 0x80, Pass);
+    a.label(V6SourceLookup);
+    key(a, 22);
+    a.jump(op::JEQ_IMM, 0, 0, 0, Pass);
+    a.i(op::LDXW, 1, 0, 0, 0);
+    a.i(op::AND64_IMM, 1, 0, 0, FROM_ADDR as i32);
+    a.jump(op::JEQ_IMM, 1, 0, 0, Pass);
+    a.jump(op::JA, 0, 0, 0, Redirect);
+}
+
 /// The XDP program attached to an interface, with its two maps. The program
 /// stays attached while this value (shared by the devices and the slow
 /// path) lives, and not a moment longer, even on SIGKILL.
 pub struct XdpRedirect {
     addrs: BpfMap,
+    addrs6: BpfMap,
     xsks: BpfMap,
     prog: Fd,
     link: Option<Fd>,
@@ -241,6 +352,8 @@ pub struct XdpRedirect {
     /// Why driver-stripped VLAN tags are not visible, if they are not.
     vlan_blind: Option<String>,
     current: Mutex<HashMap<u32, u32>>,
+    current6: Mutex<HashMap<[u8; 16], u32>>,
+    ifindex: i32,
 }
 
 impl XdpRedirect {
@@ -259,6 +372,7 @@ impl XdpRedirect {
                     .and_then(|x| Ok((sys::attach_xdp(&x.prog, ifindex, false)?, x)))
                 {
                     Ok(((link, mode), mut x)) => {
+                        x.ifindex = ifindex;
                         x.link = Some(link);
                         x.mode = mode;
                         return Ok(x);
@@ -271,6 +385,7 @@ impl XdpRedirect {
         };
         let mut x = Self::load_detached(queues, own_ip, XDP_PASS, None)?;
         let (link, mode) = sys::attach_xdp(&x.prog, ifindex, true)?;
+        x.ifindex = ifindex;
         x.link = Some(link);
         x.mode = mode;
         x.vlan_blind = Some(why);
@@ -290,6 +405,11 @@ impl XdpRedirect {
                 what: "creating the address map (needs CAP_BPF)",
                 err,
             })?;
+        let addrs6 =
+            BpfMap::create(MapKind::Hash, 16, 4, MAX_ADDRS, "ulvs_addrs6").map_err(|err| XdpError::Sys {
+                what: "creating the IPv6 address map",
+                err,
+            })?;
         let xsks = BpfMap::create(MapKind::XskMap, 4, 4, queues.max(1), "ulvs_xsks").map_err(|err| {
             XdpError::Sys {
                 what: "creating the XSKMAP",
@@ -298,6 +418,7 @@ impl XdpRedirect {
         })?;
         let insns = program(
             addrs.as_raw_fd(),
+            addrs6.as_raw_fd(),
             xsks.as_raw_fd(),
             own_ip,
             fallback,
@@ -306,6 +427,7 @@ impl XdpRedirect {
         let prog = sys::load_xdp_program(&insns, "ulvs_redirect", c"GPL", vlan.map(|v| v.0))?;
         Ok(XdpRedirect {
             addrs,
+            addrs6,
             xsks,
             prog,
             link: None,
@@ -313,6 +435,8 @@ impl XdpRedirect {
             queues,
             vlan_blind: None,
             current: Mutex::new(HashMap::new()),
+            current6: Mutex::new(HashMap::new()),
+            ifindex: 0,
         })
     }
 
@@ -350,23 +474,95 @@ impl XdpRedirect {
             *want.entry(s).or_default() |= FROM_ADDR;
         }
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        for (&a, &bits) in &want {
-            if cur.get(&a) != Some(&bits) {
-                self.addrs.update(&a.to_be_bytes(), &bits.to_ne_bytes())?;
-                cur.insert(a, bits);
-            }
-        }
-        let gone: Vec<u32> = cur.keys().filter(|a| !want.contains_key(a)).copied().collect();
-        for a in gone {
-            self.addrs.delete(&a.to_be_bytes())?;
-            cur.remove(&a);
-        }
-        Ok(())
+        sync_map(&self.addrs, &mut cur, &want, |a| a.to_be_bytes())
+    }
+
+    /// The IPv6 twin of [`Self::set_addresses`]: frames to `vips`, and from
+    /// `nat_sources` not addressed to the director. The director's own
+    /// addresses on the interface (read again at every call, so an address
+    /// added since start counts) are marked [`OWN_ADDR`]: a NAT server's
+    /// frame to them (a health check's reply) stays with the kernel.
+    ///
+    /// # Errors
+    /// As [`Self::set_addresses`].
+    ///
+    /// Addresses are 128-bit host-order numbers (`u128::from(Ipv6Addr)`), as
+    /// the forwarding table and the IPv6 drop rule take them.
+    pub fn set_addresses6(&self, vips: &[u128], nat_sources: &[u128]) -> io::Result<()> {
+        let own = if self.ifindex > 0 {
+            // thread-self: the calling thread's network namespace (plain
+            // /proc/net is the main thread's).
+            std::fs::read_to_string("/proc/thread-self/net/if_inet6")
+                .map(|t| own_ipv6(&t, self.ifindex))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let want = want6(vips, nat_sources, &own);
+        let mut cur = self.current6.lock().unwrap_or_else(|e| e.into_inner());
+        sync_map(&self.addrs6, &mut cur, &want, |a| *a)
     }
 
     fn add_socket(&self, queue: u32, fd: RawFd) -> io::Result<()> {
         self.xsks.update(&queue.to_ne_bytes(), &(fd as u32).to_ne_bytes())
     }
+}
+
+/// Bring `map` (whose contents `cur` mirrors) to `want`: changed entries
+/// first, then the ones that go, so an address that stays is never missing.
+fn sync_map<A: Copy + Eq + std::hash::Hash, const N: usize>(
+    map: &BpfMap,
+    cur: &mut HashMap<A, u32>,
+    want: &HashMap<A, u32>,
+    key: impl Fn(&A) -> [u8; N],
+) -> io::Result<()> {
+    for (a, &bits) in want {
+        if cur.get(a) != Some(&bits) {
+            map.update(&key(a), &bits.to_ne_bytes())?;
+            cur.insert(*a, bits);
+        }
+    }
+    let gone: Vec<A> = cur.keys().filter(|a| !want.contains_key(*a)).copied().collect();
+    for a in gone {
+        map.delete(&key(&a))?;
+        cur.remove(&a);
+    }
+    Ok(())
+}
+
+/// The IPv6 map's contents: VIPs, NAT servers, and the director's own
+/// addresses (an address both a VIP and the director's is a VIP).
+fn want6(vips: &[u128], nat_sources: &[u128], own: &[u128]) -> HashMap<[u8; 16], u32> {
+    let mut want: HashMap<[u8; 16], u32> = HashMap::new();
+    for v in vips {
+        *want.entry(v.to_be_bytes()).or_default() |= TO_ADDR;
+    }
+    for s in nat_sources {
+        *want.entry(s.to_be_bytes()).or_default() |= FROM_ADDR;
+    }
+    for o in own {
+        let bits = want.entry(o.to_be_bytes()).or_default();
+        if *bits & TO_ADDR == 0 {
+            *bits |= OWN_ADDR;
+        }
+    }
+    want
+}
+
+/// The IPv6 addresses of interface `ifindex` in `/proc/net/if_inet6`
+/// (`text`): one per line, 32 hex digits, then the index in hex.
+fn own_ipv6(text: &str, ifindex: i32) -> Vec<u128> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let hex = f.next()?;
+            let idx = i32::from_str_radix(f.next()?, 16).ok()?;
+            if idx != ifindex || hex.len() != 32 {
+                return None;
+            }
+            u128::from_str_radix(hex, 16).ok()
+        })
+        .collect()
 }
 
 /// The BTF id of kernel function `name` in the running kernel's BTF
@@ -493,7 +689,7 @@ pub fn software_link(ifindex: i32) -> bool {
     true
 }
 
-/// Complete the TCP or UDP checksum of an unfragmented IPv4 frame from a
+/// Complete the TCP or UDP checksum of an unfragmented IPv4 or IPv6 frame from a
 /// software link ([`software_link`]) whose sender left it to checksum
 /// offload (`CHECKSUM_PARTIAL`: the field holds the folded pseudo-header
 /// sum, not inverted). Returns true when it did.
@@ -507,8 +703,10 @@ pub fn complete_partial_checksum(d: &mut [u8]) -> bool {
     let Ok(mut eth) = ethernet::Frame::new_checked(d) else {
         return false;
     };
-    if eth.ethertype() != EtherType::Ipv4 {
-        return false;
+    match eth.ethertype() {
+        EtherType::Ipv4 => {}
+        EtherType::Ipv6 => return complete_partial_checksum6(eth.payload_mut()),
+        _ => return false,
     }
     let Ok(mut ip) = ipv4::Packet::new_checked(eth.payload_mut()) else {
         return false;
@@ -521,18 +719,58 @@ pub fn complete_partial_checksum(d: &mut [u8]) -> bool {
     let Ok(l4_len) = u16::try_from(l4.len()) else {
         return false;
     };
-    let (field, at) = match proto {
-        Protocol::Tcp => match tcp::Segment::new_checked(&l4[..]) {
+    let pseudo = checksum::pseudo_header(src, dst, proto, l4_len);
+    complete_if_partial(l4, proto == Protocol::Tcp, proto == Protocol::Udp, pseudo)
+}
+
+/// [`complete_partial_checksum`] for the IPv6 packet `p` (from its fixed
+/// header to the end of the frame): the transport header after the
+/// extension headers, the IPv6 pseudo-header. Fragments are left alone, as
+/// for IPv4.
+fn complete_partial_checksum6(p: &mut [u8]) -> bool {
+    let Ok(ip) = ipv6::Packet::new_checked(&p[..]) else {
+        return false;
+    };
+    let Ok(chain) = ip.walk() else {
+        return false;
+    };
+    if chain.fragment.is_some() {
+        return false;
+    }
+    let (src, dst, end) = (ip.src(), ip.dst(), ip.total_len().min(p.len()));
+    let Some(l4) = p.get_mut(chain.transport_offset..end) else {
+        return false;
+    };
+    let Ok(l4_len) = u32::try_from(l4.len()) else {
+        return false;
+    };
+    let proto = chain.protocol;
+    let pseudo = checksum::pseudo_header6(&src, &dst, proto, l4_len);
+    complete_if_partial(
+        l4,
+        proto == ipv6::next_header::TCP,
+        proto == ipv6::next_header::UDP,
+        pseudo,
+    )
+}
+
+/// Complete the checksum of TCP or UDP segment `l4` when its field holds
+/// `pseudo` (the pseudo-header sum) and does not verify; see
+/// [`complete_partial_checksum`] for why that test is safe.
+fn complete_if_partial(l4: &mut [u8], is_tcp: bool, is_udp: bool, pseudo: u16) -> bool {
+    let (field, at) = if is_tcp {
+        match tcp::Segment::new_checked(&l4[..]) {
             Ok(t) => (t.checksum(), tcp::CHECKSUM_OFFSET),
             Err(_) => return false,
-        },
-        Protocol::Udp => match udp::Datagram::new_checked(&l4[..]) {
+        }
+    } else if is_udp {
+        match udp::Datagram::new_checked(&l4[..]) {
             Ok(u) if u.checksum() != 0 => (u.checksum(), udp::CHECKSUM_OFFSET),
             _ => return false, // UDP without a checksum, or truncated
-        },
-        _ => return false,
+        }
+    } else {
+        return false;
     };
-    let pseudo = checksum::pseudo_header(src, dst, proto, l4_len);
     if field != pseudo {
         return false;
     }
@@ -633,9 +871,9 @@ impl Device for XdpDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::builder::{self, PacketBuilder};
+    use crate::wire::builder::{self, Ext6, PacketBuilder, PacketBuilder6};
     use crate::wire::tcp;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     /// A TCP/IPv4 frame 198.18.1.2:40000 -> `dst`:80 (PSH|ACK, sequence 7,
     /// window 512, identification 0) with `payload`, its checksum complete.
@@ -732,7 +970,7 @@ mod tests {
 
     #[test]
     fn program_shape() {
-        let p = program(7, 8, Some(0xc612_0002), XDP_PASS, None);
+        let p = program(7, 6, 8, Some(0xc612_0002), XDP_PASS, None);
         // Both map loads carry the map fds as pseudo map-fd immediates.
         let maps: Vec<i32> = p
             .iter()
@@ -742,7 +980,11 @@ mod tests {
                 i.imm
             })
             .collect();
-        assert_eq!(maps, vec![7, 7, 8]);
+        assert_eq!(
+            maps,
+            vec![6, 6, 7, 7, 8],
+            "IPv6 dst and src, IPv4 dst and src, XSKMAP"
+        );
         // Every jump lands inside the program.
         for (pc, i) in p.iter().enumerate() {
             if matches!(i.code & 0x07, 0x05 | 0x06) && !matches!(i.code, op::CALL | op::EXIT) {
@@ -751,8 +993,8 @@ mod tests {
             }
         }
         assert_eq!(p.last().map(|i| i.code), Some(op::EXIT));
-        assert_eq!(program(7, 8, None, XDP_PASS, None).len(), p.len() - 1);
-        let k = program(7, 8, None, XDP_PASS, Some(4242));
+        assert_eq!(program(7, 6, 8, None, XDP_PASS, None).len(), p.len() - 1);
+        let k = program(7, 6, 8, None, XDP_PASS, Some(4242));
         assert!(k
             .iter()
             .any(|i| i.code == op::CALL && i.regs >> 4 == op::PSEUDO_KFUNC_CALL && i.imm == 4242));
@@ -858,5 +1100,201 @@ mod tests {
         assert_eq!(run(&tcp_frame([198, 18, 100, 9], b"hi")), XDP_TX);
         reply[30..34].copy_from_slice(&[198, 18, 1, 2]);
         assert_eq!(run(&reply), XDP_PASS);
+    }
+
+    /// A UDP/IPv6 frame `src` -> `dst`:53.
+    fn udp6(src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
+        PacketBuilder6::new(src, dst)
+            .macs([2, 0, 0xc6, 0x12, 0, 2], [2, 0, 0xc6, 0x12, 1, 1])
+            .udp(40000, 53, b"hi")
+    }
+
+    fn v6(s: &str) -> [u8; 16] {
+        s.parse::<Ipv6Addr>().unwrap().octets()
+    }
+
+    /// The IPv6 half of the program in the kernel (needs root): frames to
+    /// an IPv6 VIP are redirected whatever their transport (echo and errors
+    /// are the worker's), Neighbor Discovery passes even to a VIP, NAT
+    /// replies are redirected unless addressed to the director, a multicast
+    /// or a link-local address, and IPv4 entries do not leak into IPv6.
+    #[test]
+    fn program_verdicts_in_the_kernel_ipv6() {
+        const XDP_TX: i32 = 3;
+        let x = match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_TX, None) {
+            Ok(x) => x,
+            Err(XdpError::Sys { err, .. }) if err.raw_os_error() == Some(libc::EPERM) => {
+                eprintln!("skipped: loading BPF programs needs root");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let vip: Ipv6Addr = "2001:db8:100::1".parse().unwrap();
+        let nat_rs: Ipv6Addr = "2001:db8::11".parse().unwrap();
+        let (vip_n, nat_n) = (u128::from(vip), u128::from(nat_rs));
+        let (client, director) = (v6("2001:db8:1::2"), v6("2001:db8::2"));
+        x.set_addresses(&[0xc612_6401], &[]).unwrap();
+        x.set_addresses6(&[vip_n], &[nat_n]).unwrap();
+        // Detached (no interface): mark the director's address by hand, as
+        // set_addresses6 does from /proc/net/if_inet6.
+        let want = want6(&[vip_n], &[nat_n], &[u128::from_be_bytes(director)]);
+        sync_map(&x.addrs6, &mut x.current6.lock().unwrap(), &want, |a| *a).unwrap();
+        let run = |f: &[u8]| sys::test_run_xdp(&x.prog, f).unwrap() as i32;
+        let to_vip = udp6(client, vip.octets());
+        assert_eq!(run(&to_vip), XDP_TX);
+        assert_eq!(run(&udp6(client, v6("2001:db8:100::9"))), XDP_PASS);
+        // The IPv4 VIP's bytes as the start of an IPv6 address: no match.
+        let mut lookalike = [0u8; 16];
+        lookalike[..4].copy_from_slice(&[198, 18, 100, 1]);
+        assert_eq!(run(&udp6(client, lookalike)), XDP_PASS);
+        // Echo request and a Packet Too Big to the VIP: the worker's.
+        let icmp = |t: u8, dst: [u8; 16]| {
+            PacketBuilder6::new(client, dst)
+                .macs([2, 0, 0xc6, 0x12, 0, 2], [2, 0, 0xc6, 0x12, 1, 1])
+                .icmpv6(t, 0, [0; 4], &[0u8; 24])
+        };
+        assert_eq!(run(&icmp(128, vip.octets())), XDP_TX);
+        assert_eq!(run(&icmp(2, vip.octets())), XDP_TX);
+        // Neighbor Discovery passes, to the VIP itself (unicast NS) or to its
+        // solicited-node group; 132 (MLD done) and 138 are not ND.
+        for t in 133..=137 {
+            assert_eq!(run(&icmp(t, vip.octets())), XDP_PASS, "ND type {t}");
+            assert_eq!(run(&icmp(t, v6("ff02::1:ff00:1"))), XDP_PASS, "ND type {t}");
+        }
+        assert_eq!(run(&icmp(132, vip.octets())), XDP_TX);
+        assert_eq!(run(&icmp(138, vip.octets())), XDP_TX);
+        // An ICMPv6 frame cut right after the IPv6 header: the worker judges.
+        let cut = icmp(135, vip.octets());
+        assert_eq!(run(&cut[..54]), XDP_TX);
+        // Behind an 802.1Q tag.
+        let mut tagged = to_vip[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a]);
+        tagged.extend_from_slice(&to_vip[12..]);
+        assert_eq!(run(&tagged), XDP_TX);
+        tagged[20 + 24 - 1] ^= 1; // destination's last byte: no longer the VIP
+        assert_eq!(run(&tagged), XDP_PASS);
+        // An IPv6 runt goes to the worker (counted there), as an IPv4 one.
+        assert_eq!(run(&to_vip[..40]), XDP_TX);
+        // NAT replies: to a client, yes; to the director, a multicast group
+        // or a link-local address, no.
+        let nat = nat_rs.octets();
+        assert_eq!(run(&udp6(nat, client)), XDP_TX);
+        assert_eq!(run(&udp6(nat, director)), XDP_PASS);
+        assert_eq!(run(&udp6(nat, v6("ff02::16"))), XDP_PASS);
+        assert_eq!(run(&udp6(nat, v6("fe80::1"))), XDP_PASS);
+        assert_eq!(run(&udp6(nat, v6("febf::1"))), XDP_PASS);
+        assert_eq!(
+            run(&udp6(nat, v6("fec0::1"))),
+            XDP_TX,
+            "fec0::/10 is not link-local"
+        );
+        assert_eq!(run(&udp6(v6("2001:db8::12"), client)), XDP_PASS);
+        // A VIP that is also the director's address stays a VIP.
+        assert_eq!(want6(&[vip_n], &[], &[vip_n])[&vip.octets()], TO_ADDR);
+        // Reload: the VIP goes, another comes; IPv4 keeps its own.
+        x.set_addresses6(&[u128::from_be_bytes(v6("2001:db8:100::9"))], &[])
+            .unwrap();
+        assert_eq!(run(&to_vip), XDP_PASS);
+        assert_eq!(run(&udp6(client, v6("2001:db8:100::9"))), XDP_TX);
+        assert_eq!(run(&udp6(nat, client)), XDP_PASS);
+        assert_eq!(run(&tcp_frame([198, 18, 100, 1], b"hi")), XDP_TX);
+    }
+
+    #[test]
+    fn own_ipv6_from_proc() {
+        let t = "20010db8000000000000000000000002 03 40 00 80     eth0\n\
+                 fe800000000000000000000000000001 03 40 20 80     eth0\n\
+                 00000000000000000000000000000001 01 80 10 80       lo\n\
+                 20010db8000000000000000000000009 0c 40 00 80    eth11\n";
+        let a = |s: &str| u128::from_be_bytes(v6(s));
+        assert_eq!(own_ipv6(t, 3), vec![a("2001:db8::2"), a("fe80::1")]);
+        assert_eq!(own_ipv6(t, 12), vec![a("2001:db8::9")]);
+        assert!(own_ipv6("junk\n", 3).is_empty());
+    }
+
+    /// A TCP/IPv6 frame as a veth peer's checksum offload leaves it gets
+    /// its checksum completed; a full one, a fragment, and UDP with a bad
+    /// field that is not the pseudo-header sum are left alone.
+    #[test]
+    fn partial_checksums_are_completed_ipv6() {
+        let (src, dst) = (v6("2001:db8:1::2"), v6("2001:db8:100::1"));
+        let b = PacketBuilder6::new(src, dst).macs([2, 0, 0xc6, 0x12, 0, 2], [2, 0, 0xc6, 0x12, 1, 1]);
+        for (full, at) in [
+            (b.tcp(40000, 80, tcp::ACK, b"some payload"), 54 + 16),
+            (b.udp(40000, 53, b"odd"), 54 + 6),
+        ] {
+            let mut same = full.clone();
+            assert!(!complete_partial_checksum(&mut same));
+            assert_eq!(same, full);
+            let mut p = full.clone();
+            let ps = checksum::pseudo_header6(&src, &dst, full[20], (full.len() - 54) as u32);
+            p[at..at + 2].copy_from_slice(&ps.to_be_bytes());
+            assert_ne!(p, full);
+            assert!(complete_partial_checksum(&mut p));
+            assert_eq!(p, full);
+            let mut bad = full.clone();
+            bad[at + 1] ^= 0x40;
+            assert!(!complete_partial_checksum(&mut bad));
+        }
+        // Behind a destination-options header: the transport is found.
+        let with_ext = b
+            .clone()
+            .ext(Ext6::DestOpts(vec![1, 4, 0, 0, 0, 0]))
+            .tcp(40000, 80, tcp::ACK, b"x");
+        let at = 54 + 8 + 16;
+        let mut p = with_ext.clone();
+        let ps = checksum::pseudo_header6(&src, &dst, 6, (with_ext.len() - 62) as u32);
+        p[at..at + 2].copy_from_slice(&ps.to_be_bytes());
+        assert!(complete_partial_checksum(&mut p));
+        assert_eq!(p, with_ext);
+        // A fragment is never partial.
+        let frags = b.fragments(17, &b.udp_datagram(40000, 53, &[7u8; 64]), &[32], 9);
+        let mut f0 = frags[0].clone();
+        let before = f0.clone();
+        assert!(!complete_partial_checksum(&mut f0));
+        assert_eq!(f0, before);
+    }
+
+    /// The program as the director loads it, on a veth in a network
+    /// namespace of this test's own (needs root and `ip`; skipped
+    /// otherwise): the verifier of the running kernel accepts it, with the
+    /// VLAN kfunc where the kernel has one, and it attaches in driver mode
+    /// (veth has native XDP); both address maps take entries.
+    #[test]
+    fn loads_and_attaches_on_a_veth() {
+        let t = std::thread::spawn(|| {
+            if let Err(e) = sys::unshare_net_for_test() {
+                eprintln!("skipped: unshare(CLONE_NEWNET): {e}");
+                return;
+            }
+            let ip = |args: &[&str]| {
+                std::process::Command::new("ip")
+                    .args(args)
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !ip(&["link", "add", "xt0", "type", "veth", "peer", "name", "xt1"]) {
+                eprintln!("skipped: cannot create a veth with ip(8)");
+                return;
+            }
+            assert!(ip(&["link", "set", "xt0", "up"]) && ip(&["link", "set", "xt1", "up"]));
+            let info = crate::io::sys::if_info("xt0").unwrap();
+            let x = XdpRedirect::load(info.index, 1, Some(0xc612_0002)).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(x.mode(), XdpMode::Native);
+            match btf_func_id(VLAN_KFUNC) {
+                Ok(Some(_)) => assert_eq!(x.vlan_blind(), None, "the kfunc program was refused"),
+                _ => assert!(x.vlan_blind().is_some()),
+            }
+            x.set_addresses(&[0xc612_6401], &[0xc612_000b]).unwrap();
+            let a = |s: &str| u128::from(s.parse::<Ipv6Addr>().unwrap());
+            x.set_addresses6(&[a("2001:db8:100::1")], &[a("2001:db8::11")])
+                .unwrap();
+            assert!(ip(&["addr", "add", "2001:db8::2/64", "dev", "xt0", "nodad"]));
+            x.set_addresses6(&[a("2001:db8:100::1")], &[]).unwrap();
+            let cur = x.current6.lock().unwrap();
+            let own: Ipv6Addr = "2001:db8::2".parse().unwrap();
+            assert_eq!(cur.get(&own.octets()), Some(&OWN_ADDR), "{cur:?}");
+        });
+        t.join().unwrap();
     }
 }

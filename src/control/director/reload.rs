@@ -6,12 +6,13 @@
 //! any step leaves the runtime exactly as it was: the same backend ids,
 //! drains and weight overrides, the same health checker targets.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use log::{error, info, warn};
 
 use super::{build_with, has_nat, health_targets, nat_servers, unsupported, vips, Director};
-use crate::control::config::Config;
+use crate::control::config::{Config, Mode};
 use crate::control::health::Target;
 use crate::control::nft;
 use crate::control::publish::{self, Built, Runtime};
@@ -23,6 +24,9 @@ use crate::io::xdp::XdpRedirect;
 pub(super) struct AddressSet {
     pub vips: Vec<u32>,
     pub nat_servers: Vec<u32>,
+    /// The IPv6 ones (128-bit numbers), for the XDP program's IPv6 map.
+    pub vips6: Vec<u128>,
+    pub nat_servers6: Vec<u128>,
 }
 
 impl AddressSet {
@@ -30,8 +34,28 @@ impl AddressSet {
         AddressSet {
             vips: vips(cfg),
             nat_servers: nat_servers(cfg),
+            vips6: ipv6s(cfg.services.iter().map(|s| s.vip)),
+            nat_servers6: ipv6s(
+                cfg.services
+                    .iter()
+                    .filter(|s| s.mode == Mode::Nat)
+                    .flat_map(|s| s.real_servers.iter().map(|r| r.address)),
+            ),
         }
     }
+}
+
+/// The IPv6 addresses among `it`, as 128-bit numbers, sorted, once each.
+fn ipv6s(it: impl Iterator<Item = IpAddr>) -> Vec<u128> {
+    let mut v: Vec<u128> = it
+        .filter_map(|a| match a {
+            IpAddr::V6(a) => Some(u128::from(a)),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// Where the address sets live outside the process: the nft drop rule and,
@@ -54,8 +78,12 @@ impl AddressSets for Kernel<'_> {
         nft::install(self.ifname, &new.vips, &new.nat_servers, self.own_ip)
             .map_err(|e| format!("cannot update the VIP drop rule: {e}"))?;
         if let Some(x) = self.xdp {
-            if let Err(e) = x.set_addresses(&new.vips, &new.nat_servers) {
+            if let Err(e) = x
+                .set_addresses(&new.vips, &new.nat_servers)
+                .and_then(|()| x.set_addresses6(&new.vips6, &new.nat_servers6))
+            {
                 let _ = x.set_addresses(&old.vips, &old.nat_servers);
+                let _ = x.set_addresses6(&old.vips6, &old.nat_servers6);
                 if let Err(e) = nft::install(self.ifname, &old.vips, &old.nat_servers, self.own_ip) {
                     error!("reload: could not restore the VIP drop rule: {e}");
                 }
@@ -424,5 +452,23 @@ mod tests {
             err.contains("interface: cannot change from eth0 to eth1"),
             "{err}"
         );
+    }
+
+    /// The IPv6 VIPs and NAT servers reach the address sets (the XDP
+    /// program's IPv6 map), apart from the IPv4 ones; an IPv6-only change
+    /// is a change of the sets.
+    #[test]
+    fn ipv6_addresses_are_in_the_address_set() {
+        let text = std::fs::read_to_string("tests/config_files/good-dual-stack.yaml").unwrap();
+        let c = cfg(&text);
+        let set = AddressSet::of(&c);
+        let n = |s: &str| u128::from(s.parse::<std::net::Ipv6Addr>().unwrap());
+        assert_eq!(set.vips, vec![0xc612_6401]);
+        assert_eq!(set.nat_servers, Vec::<u32>::new());
+        assert_eq!(set.vips6, vec![n("2001:db8:100::1"), n("2001:db8:100::2")]);
+        assert_eq!(set.nat_servers6, vec![n("2001:db8::21"), n("2001:db8::22")]);
+        let moved = cfg(&text.replace("2001:db8:100::2", "2001:db8:100::3"));
+        assert_ne!(AddressSet::of(&moved), set);
+        assert_eq!(AddressSet::of(&moved).vips, set.vips);
     }
 }

@@ -67,6 +67,9 @@ fn open_xdp(
     }
     prog.set_addresses(&vips(cfg), &nat_servers(cfg))
         .step(|| "filling the XDP redirect map".to_string())?;
+    let set = super::reload::AddressSet::of(cfg);
+    prog.set_addresses6(&set.vips6, &set.nat_servers6)
+        .step(|| "filling the XDP program's IPv6 map".to_string())?;
     let copy = if devs.iter().all(|d| d.zero_copy()) {
         "zero-copy"
     } else {

@@ -401,6 +401,18 @@ pub fn attach_xdp(prog: &Fd, ifindex: i32, allow_generic: bool) -> Result<(Fd, X
     }
 }
 
+/// Move the calling thread (only) into a new, empty network namespace,
+/// which goes away with the thread and the processes it starts: a test can
+/// then create interfaces without touching any other namespace.
+///
+/// # Errors
+/// Not permitted (needs CAP_SYS_ADMIN).
+#[cfg(test)]
+pub fn unshare_net_for_test() -> io::Result<()> {
+    // SAFETY: unshare(2) with a constant flag and no pointers.
+    cvt(unsafe { libc::unshare(libc::CLONE_NEWNET) }).map(|_| ())
+}
+
 // ---------------------------------------------------------------- AF_XDP socket
 
 /// Shape of an XDP socket.
