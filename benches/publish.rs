@@ -51,6 +51,7 @@ fn publish(c: &mut Criterion) {
             gateway: None,
             iface,
             generation,
+            v6: ulvs::control::publish6::Inputs6::NONE,
         };
         build(&inputs, cache)
     };

@@ -206,6 +206,7 @@ fn main() {
                     gateway: None,
                     iface,
                     generation,
+                    v6: ulvs::control::publish6::Inputs6::NONE,
                 };
                 match prev {
                     None => build(&inp, cache),

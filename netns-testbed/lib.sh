@@ -3,6 +3,7 @@
 #
 #   . "$(dirname "$0")/../lib.sh"
 #   scenario_begin --servers 3 --mode dr     # test bed up, cleanup trap set
+#                                            # (--ipv6: dual-stack, see "IPv6" below)
 #   ...                                      # start servers, director, load
 #   scenario_end                             # prints the verdict, exits 0/1
 #
@@ -154,13 +155,47 @@ rs_ip() { eval echo "\$RS${1}_IP"; }
 rs_ns() { eval echo "\$RS${1}_NS"; }
 # rs_addr K [RS_PORT]: server K as the config (and ulvsadm) names it
 rs_addr() { if [ -n "${2:-}" ]; then echo "$(rs_ip "$1"):$2"; else rs_ip "$1"; fi; }
-# rs_k ADDRESS|NAME: K of the real server with this address (or name rsK)
+# rs_k ADDRESS|NAME: K of the real server with this address (IPv4 or IPv6,
+# with or without a port) or name rsK
 rs_k() {
-  local k
-  case "$1" in rs[0-9]*) echo "${1#rs}"; return 0 ;; esac
-  for k in $(seq "$N_SERVERS"); do [ "$(rs_ip "$k")" = "$1" ] && { echo "$k"; return 0; }; done
+  local k a=$1
+  case "$a" in rs[0-9]*) echo "${a#rs}"; return 0 ;; \[*) a=${a#[}; a=${a%%]*} ;; esac
+  for k in $(seq "$N_SERVERS"); do
+    [ "$(rs_ip "$k")" = "$a" ] || [ "$(rs_ip "$k")" = "${a%:*}" ] \
+      || { [ "${TB_IPV6:-0}" = 1 ] && [ "$(rs_ip6 "$k")" = "$a" ]; } && { echo "$k"; return 0; }
+  done
   return 1
 }
+
+# ------------------------------------------------------------------ IPv6
+# A dual-stack bed (scenario_begin --ipv6, or an IPv6 --vip) has, besides all
+# of the IPv4 bed: $VIP6 (2001:db8:100::1 unless given), $VIPS6, $CLIENT_IP6,
+# $ROUTER_IP6, $ROUTER_LAN_IP6, $DIRk_IP6, $RSk_IP6, $RS_IPS6, $DIR_IPS6 and
+# TB_IPV6=1.  The servers' httpd.py and udpecho.py then listen on one
+# dual-stack socket each, so one server answers both VIPs.
+
+# rs_ip6 K: IPv6 address of real server K
+rs_ip6() { eval echo "\$RS${1}_IP6"; }
+# rs_addr6 K [RS_PORT]: server K's IPv6 address as the config names it
+# ([2001:db8:2::11]:8080 with a port)
+rs_addr6() { if [ -n "${2:-}" ]; then echo "[$(rs_ip6 "$1")]:$2"; else rs_ip6 "$1"; fi; }
+# url_host ADDR: ADDR as the host of a URL ([...] around an IPv6 address)
+url_host() { case "$1" in *:*) echo "[$1]" ;; *) echo "$1" ;; esac; }
+# wait_vip6_http SECONDS: wait_http on http://[$VIP6]/
+wait_vip6_http() { wait_http "http://[$VIP6]/" "${1:-10}"; }
+# wait_udp ADDR PORT SECONDS: until one datagram to ADDR:PORT is echoed
+wait_udp() {
+  local addr=$1 port=$2 t=${3:-10}
+  for _ in $(seq "$t"); do
+    director_alive || fatal "ulvs-director is no longer running"
+    ip netns exec "$NS_CLIENT" "$PY" "$TOOLS/udpload.py" --addr "$addr" --port "$port" --count 1 --timeout 1 \
+      >"$WORK/warmup.json" 2>&1
+    [ "$(jget "$WORK/warmup.json" 'd["ok"]' 2>/dev/null)" = 1 ] && return 0
+  done
+  return 1
+}
+# rs_bind: what the servers' tools listen on (:: is both families)
+rs_bind() { if [ "${TB_IPV6:-0}" = 1 ]; then echo "::"; else echo "0.0.0.0"; fi; }
 
 # rs_httpd_start K PORT READY [LOG]: start tools/httpd.py --name rsK on
 # server K, its PID (once it listens) in $WORK/READY.ready, output in
@@ -169,7 +204,7 @@ rs_httpd_start() {
   local k=$1 port=$2 ready=$3 log=${4:-$3}
   rm -f "$WORK/$ready.ready"
   start_bg "$log" "$(rs_ns "$k")" "$PY" "$TOOLS/httpd.py" --name "rs$k" --port "$port" \
-    --pidfile "$WORK/$ready.ready"
+    --bind "$(rs_bind)" --pidfile "$WORK/$ready.ready"
 }
 # rs_httpd_all PORT [TAG]: httpd on every server, named httpdTAG-rsK, and
 # wait until all listen (fatal otherwise)
@@ -203,7 +238,7 @@ start_udpecho_all() {
   local port=${1:-53} k
   for k in $(seq "$N_SERVERS"); do
     start_bg "udpecho-rs$k" "$(rs_ns "$k")" "$PY" "$TOOLS/udpecho.py" --name "rs$k" --port "$port" \
-      --pidfile "$WORK/udpecho-rs$k.ready"
+      --bind "$(rs_bind)" --pidfile "$WORK/udpecho-rs$k.ready"
   done
   for k in $(seq "$N_SERVERS"); do
     wait_file "$WORK/udpecho-rs$k.ready" 10 || fatal "udpecho on rs$k did not start: $(cat "$WORK/udpecho-rs$k.log")"
@@ -240,11 +275,14 @@ adm_json() {
 #   --weights gives server K the K-th weight; --top adds a top-level line
 #   (metrics_listen: ..., on_server_down: ...); --server-line adds a line
 #   under server K's entry (e.g. a deliberately unknown field).
+#   --family 6 (dual-stack bed): VIP $VIP6 and the servers' IPv6 addresses;
+#   --vip V another VIP; --append adds the service to FILE's services
+#   (written by an earlier bed_config) instead of writing a new file.
 #   $ULVS_WORKERS and $ULVS_IO, when set, become "workers:" and "io:".
 bed_config() {
   local f=$1; shift
   local mode=dr proto=tcp port=80 name=web rsport="" health="" timeouts="" weights="" servers="" sched=maglev
-  local tops=() sl_k="" sl_line="" k t w
+  local tops=() sl_k="" sl_line="" k t w family=4 vip="" append=0
   while [ $# -gt 0 ]; do
     case "$1" in
       --mode) mode=$2; shift ;;
@@ -259,12 +297,28 @@ bed_config() {
       --scheduler) sched=$2; shift ;;
       --top) tops+=("$2"); shift ;;
       --server-line) sl_k=$2; sl_line=$3; shift 2 ;;
+      --family) family=$2; shift ;;
+      --vip) vip=$2; shift ;;
+      --append) append=1 ;;
       *) echo "bed_config: unknown option $1" >&2; return 2 ;;
     esac
     shift
   done
   [ -n "$servers" ] || servers=$(seq -s ' ' "$N_SERVERS")
+  case "$family" in
+    4) [ -n "$vip" ] || vip=$VIP ;;
+    6) [ "${TB_IPV6:-0}" = 1 ] || { echo "bed_config: --family 6 needs a dual-stack bed (--ipv6)" >&2; return 2; }
+       [ -n "$vip" ] || vip=$VIP6 ;;
+    *) echo "bed_config: --family 4 or 6" >&2; return 2 ;;
+  esac
+  if [ "$append" = 1 ]; then
+    [ -s "$f" ] || { echo "bed_config --append: $f has no config yet" >&2; return 2; }
+    cp "$f" "$f.tmp" || return 1
+  else
+    : >"$f.tmp" || return 1
+  fi
   {
+    [ "$append" = 1 ] || {
     echo "interface: eth0"
     echo "control_socket: $SOCK"
     [ -n "${ULVS_WORKERS:-}" ] && echo "workers: $ULVS_WORKERS"
@@ -272,8 +326,9 @@ bed_config() {
     [ -n "$timeouts" ] && echo "timeouts: $timeouts"
     for t in "${tops[@]}"; do echo "$t"; done
     echo "services:"
+    }
     echo "  - name: $name"
-    echo "    vip: $VIP"
+    echo "    vip: $vip"
     echo "    port: $port"
     echo "    protocol: $proto"
     echo "    mode: $mode"
@@ -283,12 +338,13 @@ bed_config() {
     for k in $servers; do
       w=1
       [ -n "$weights" ] && w=$(echo "$weights" | awk -v k="$k" '{print $k}')
-      echo "      - address: $(rs_addr "$k" "$rsport")"
+      if [ "$family" = 6 ]; then echo "      - address: $(rs_addr6 "$k" "$rsport")"
+      else echo "      - address: $(rs_addr "$k" "$rsport")"; fi
       echo "        weight: ${w:-1}"
       if [ "$k" = "$sl_k" ]; then echo "        $sl_line"; fi
     done
     true
-  } >"$f.tmp" && mv -f "$f.tmp" "$f"
+  } >>"$f.tmp" && mv -f "$f.tmp" "$f"
 }
 # dr_config FILE PROTO PORT [SERVICE_NAME]: a one-service dr config over every server
 dr_config() { bed_config "$1" --proto "$2" --port "$3" --name "${4:-web}"; }

@@ -44,3 +44,26 @@ def readable(s, seconds, ready_file=None):
             continue
         if r:
             yield
+
+
+def family(addr):
+    """socket.AF_INET6 for an IPv6 address (it has a colon), else AF_INET."""
+    import socket
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
+def split_hostport(s, default_port=0):
+    """"[2001:db8::1]:80", "2001:db8::1", "198.18.0.1:80" or "198.18.0.1"
+    -> (host, port); a bare IPv6 address has no port (its colons are its own)."""
+    if s.startswith("["):
+        host, _, rest = s[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if s.count(":") > 1:
+        return s, default_port
+    host, _, p = s.partition(":")
+    return host, int(p) if p else default_port
+
+
+def unmap(addr):
+    """A dual-stack socket names an IPv4 peer ::ffff:a.b.c.d: give a.b.c.d."""
+    return addr[7:] if addr.startswith("::ffff:") and "." in addr else addr

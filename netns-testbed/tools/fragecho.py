@@ -23,7 +23,8 @@ import sys
 import time
 
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
-MODES = {"dont": 0, "want": 1, "do": 2}
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+MODES = {"dont": 0, "want": 1, "do": 2}  # the same values for IPV6_MTU_DISCOVER
 
 
 def main():
@@ -49,9 +50,13 @@ def main():
 
     for i in range(a.count):
         payload = os.urandom(a.size)
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        six = ":" in a.addr  # IPv6: the sending host fragments (routers never do)
+        s = socket.socket(socket.AF_INET6 if six else socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, MODES[a.pmtudisc])
+            if six:
+                s.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, MODES[a.pmtudisc])
+            else:
+                s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, MODES[a.pmtudisc])
             s.settimeout(a.timeout)
             s.connect((a.addr, a.port))
             s.send(payload)

@@ -9,15 +9,21 @@ GET <any other path>   -> 200 "NAME\\n"
 POST <any path>        -> reads the whole body (Content-Length), answers
                           "NAME <bytes> <sha256hex>\\n"
 Every answer carries the header X-Server: NAME.
+
+--bind :: listens on IPv6 and IPv4 at once (one dual-stack socket), for the
+dual-stack test bed; the default 0.0.0.0 is IPv4 only.
 """
 import argparse
 import hashlib
 import http.server
 import os
 import signal
+import socket
 import sys
 import time
 import urllib.parse
+
+from common import family, unmap
 
 MAX_SLOW_SECONDS = 600.0
 MAX_SLOW_BYTES = 1 << 30
@@ -34,7 +40,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):  # quiet unless --verbose
         if self.server.verbose:
-            sys.stderr.write("%s - %s\n" % (self.client_address[0], fmt % args))
+            sys.stderr.write("%s - %s\n" % (unmap(self.client_address[0]), fmt % args))
 
     def _send(self, code, body, ctype="text/plain"):
         self.send_response(code)
@@ -138,6 +144,16 @@ class Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
+    def server_bind(self):
+        if self.address_family == socket.AF_INET6:
+            # IPv4 clients too, as ::ffff:a.b.c.d (the dual-stack bed serves both)
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+class Server6(Server):
+    address_family = socket.AF_INET6
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -148,7 +164,8 @@ def main():
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args()
     try:
-        srv = Server((a.bind, a.port), Handler)
+        cls = Server6 if family(a.bind) == socket.AF_INET6 else Server
+        srv = cls((a.bind, a.port), Handler)
     except OSError as e:
         sys.exit("httpd.py: cannot listen on %s:%d: %s" % (a.bind, a.port, e))
     srv.name = a.name

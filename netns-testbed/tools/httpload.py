@@ -6,7 +6,8 @@ connection (Connection: close), C at a time.  Prints one JSON line:
    "requests": N, "elapsed": S}
 
 The server name comes from the X-Server header (else the first body word).
-With --sources A[:P],B[:P],... request i binds to the (i mod n)-th source
+The URL's host may be an IPv6 literal: http://[2001:db8:100::1]/.
+With --sources A[:P],B[:P],... (IPv6: [A]:P or A) request i binds to the (i mod n)-th source
 address (and port, when given) and the output adds
 "per_source": {SOURCE: {NAME: N}}.
 Stops starting requests after --max-seconds; requests never started count as
@@ -19,6 +20,8 @@ import sys
 import threading
 import time
 import urllib.parse
+
+from common import split_hostport
 
 
 def main():
@@ -33,8 +36,7 @@ def main():
     a = ap.parse_args()
     sources = []
     for s in filter(None, a.sources.split(",")):
-        addr, _, p = s.partition(":")
-        sources.append((s, (addr, int(p or 0))))
+        sources.append((s, split_hostport(s)))
     u = urllib.parse.urlsplit(a.url)
     if u.scheme != "http" or not u.hostname:
         ap.error("--url must be http://HOST[:PORT]/PATH")

@@ -28,10 +28,11 @@ class BoundConnection(http.client.HTTPConnection):
         self.sport = sport
 
     def connect(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        six = ":" in self.host  # an IPv6 VIP
+        s = socket.socket(socket.AF_INET6 if six else socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.settimeout(self.timeout)
-        s.bind(("0.0.0.0", self.sport))
+        s.bind(("::" if six else "0.0.0.0", self.sport))
         s.connect((self.host, self.port))
         self.sock = s
 

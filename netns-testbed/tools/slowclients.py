@@ -53,7 +53,9 @@ def main():
         ap.error("need --idle <= 1000, --tricklers <= 100, 0 < --seconds <= 600, --big-line <= 64 MiB")
     if a.tcp:
         host, port = a.tcp.rsplit(":", 1)
-        family, addr, payload = socket.AF_INET, (host, int(port)), HTTP_HEAD
+        host = host.strip("[]")  # [2001:db8::1]:9100
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        addr, payload = (host, int(port)), HTTP_HEAD
     else:
         family, addr, payload = socket.AF_UNIX, a.unix, JSON_LINE
 

@@ -10,6 +10,11 @@ frames it sent; from sll_pkttype) it reports:
   tcp_rst, icmp       per source MAC: TCP frames with RST set, ICMP frames
   tcp_rst_src, icmp_src  the same per "MAC IPv4-source"
   arp                 per source MAC: ARP frames
+  ipv6, ipv6_all      as ipv4 and ipv4_all, for IPv6 frames (--src-ip may be
+                      an IPv6 address; tcp_rst/tcp_rst_src count IPv6 too)
+  icmp6, icmp6_src    per source MAC / "MAC IPv6-source": ICMPv6 other than
+                      neighbour discovery and MLD (those are in "ndp")
+  ndp                 per source MAC: NS/NA/RS/RA/redirect and MLD frames
   vlan                frames whose 802.1Q tag was stripped into metadata
   csum_not_ready      frames with a partial (offloaded) checksum
   max_len             the longest frame (above the MTU means GSO/GRO frames)
@@ -36,7 +41,39 @@ PACKET_OUTGOING = 4
 def new_dir():
     return {"frames": 0, "ipv4": {}, "ipv4_all": {}, "tcp_rst": {}, "icmp": {},
             "tcp_rst_src": {}, "icmp_src": {}, "arp": {}, "vlan": 0, "csum_not_ready": 0,
-            "max_len": 0}
+            "max_len": 0, "ipv6": {}, "ipv6_all": {}, "icmp6": {}, "icmp6_src": {}, "ndp": {}}
+
+
+# ICMPv6 types of neighbour discovery (133-137) and MLD (130-132, 143): the
+# kernel of every IPv6 host sends these; they are not replies or errors
+NDP_MLD = {130, 131, 132, 133, 134, 135, 136, 137, 143}
+# IPv6 extension headers walked to reach TCP/ICMPv6 (hop-by-hop, routing,
+# destination options); a fragment header ends the walk
+EXT = {0, 43, 60}
+
+
+def ipv6(d, data, off, src_mac, want_src):
+    if len(data) < off + 40:
+        return
+    src_ip = data[off + 8:off + 24]
+    src_ip_s = socket.inet_ntop(socket.AF_INET6, src_ip)
+    inc(d["ipv6_all"], src_mac)
+    if want_src is None or src_ip == want_src:
+        inc(d["ipv6"], src_mac)
+    nh, l4 = data[off + 6], off + 40
+    for _ in range(8):
+        if nh not in EXT or len(data) < l4 + 8:
+            break
+        nh, l4 = data[l4], l4 + (data[l4 + 1] + 1) * 8
+    if nh == 6 and len(data) >= l4 + 14 and data[l4 + 13] & 0x04:
+        inc(d["tcp_rst"], src_mac)
+        inc(d["tcp_rst_src"], "%s %s" % (src_mac, src_ip_s))
+    elif nh == 58 and len(data) > l4:
+        if data[l4] in NDP_MLD:
+            inc(d["ndp"], src_mac)
+        else:
+            inc(d["icmp6"], src_mac)
+            inc(d["icmp6_src"], "%s %s" % (src_mac, src_ip_s))
 
 
 def inc(d, k, n=1):
@@ -52,7 +89,9 @@ def main():
     a = ap.parse_args()
     if not 0 < a.seconds <= 3600:
         ap.error("--seconds must be in (0, 3600]")
-    want_src = socket.inet_aton(a.src_ip) if a.src_ip else None
+    want_src = None
+    if a.src_ip:
+        want_src = socket.inet_pton(socket.AF_INET6 if ":" in a.src_ip else socket.AF_INET, a.src_ip)
     try:
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
@@ -98,6 +137,9 @@ def main():
             off += 4
         if etype == 0x0806:
             inc(d["arp"], src_mac)
+            continue
+        if etype == 0x86DD:
+            ipv6(d, data, off, src_mac, want_src)
             continue
         if etype != 0x0800 or len(data) < off + 20 or data[off] >> 4 != 4:
             continue

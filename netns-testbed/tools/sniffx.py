@@ -12,6 +12,14 @@ direction ("incoming", "outgoing") it reports:
   fragments  {"SRCMAC SRC>DST": N}  IPv4 fragments (MF set or offset != 0)
   ipip       {"SRCMAC OUTERSRC>OUTERDST": N}  IP-in-IP packets
   ipv4_src   {"SRCMAC SRC": N}  IPv4 packets by source
+IPv6 (the dual-stack bed) goes to maps of its own, keyed the same way with
+IPv6 addresses (UDP as "SRCMAC [SRC]:SPORT>[DST]:DPORT"):
+  icmp6      ICMPv6 other than neighbour discovery/MLD (also inside
+             IPv6-in-IPv6, keyed "ip6ip6 ...");  ndp  NS/NA/RS/RA/MLD by MAC
+  ip6ip6     {"SRCMAC OUTERSRC>OUTERDST": N}  IPv6-in-IPv6 packets
+  fragments6 {"SRCMAC SRC>DST": N}  packets with a fragment header
+  ipv6_src   {"SRCMAC SRC": N}  IPv6 packets by source
+  tcp_rst and udp take IPv6 segments and datagrams too.
 
 Each map keeps at most 400 keys (the rest is summed under "other").
 --ready-file is created once the socket is bound; SIGTERM ends the capture
@@ -32,7 +40,45 @@ MAX_KEYS = 400
 
 def new_dir():
     return {"frames": 0, "max_len": 0, "icmp": {}, "tcp_rst": {}, "udp": {}, "fragments": {},
-            "ipip": {}, "ipv4_src": {}}
+            "ipip": {}, "ipv4_src": {}, "icmp6": {}, "ndp": {}, "ip6ip6": {}, "fragments6": {},
+            "ipv6_src": {}}
+
+
+NDP_MLD = {130, 131, 132, 133, 134, 135, 136, 137, 143}
+EXT = {0, 43, 60}  # hop-by-hop, routing, destination options
+
+
+def ipv6(d, data, off, mac, udp_port, prefix=""):
+    if len(data) < off + 40 or data[off] >> 4 != 6:
+        return
+    src = socket.inet_ntop(socket.AF_INET6, data[off + 8:off + 24])
+    dst = socket.inet_ntop(socket.AF_INET6, data[off + 24:off + 40])
+    if not prefix:
+        inc(d["ipv6_src"], "%s %s" % (mac, src))
+    nh, l4 = data[off + 6], off + 40
+    for _ in range(8):
+        if nh not in EXT or len(data) < l4 + 8:
+            break
+        nh, l4 = data[l4], l4 + (data[l4 + 1] + 1) * 8
+    if nh == 44 and len(data) >= l4 + 8:
+        inc(d["fragments6"], "%s%s %s>%s" % (prefix, mac, src, dst))
+        if struct.unpack("!H", data[l4 + 2:l4 + 4])[0] >> 3:
+            return  # a later fragment: no transport header
+        nh, l4 = data[l4], l4 + 8
+    if nh == 41 and not prefix:
+        inc(d["ip6ip6"], "%s %s>%s" % (mac, src, dst))
+        ipv6(d, data, l4, mac, udp_port, prefix="ip6ip6 ")
+    elif nh == 58 and len(data) >= l4 + 2:
+        if data[l4] in NDP_MLD:
+            inc(d["ndp"], "%s%s" % (prefix, mac))
+        else:
+            inc(d["icmp6"], "%s%s %s>%s %d/%d" % (prefix, mac, src, dst, data[l4], data[l4 + 1]))
+    elif nh == 6 and len(data) >= l4 + 14 and data[l4 + 13] & 0x04:
+        inc(d["tcp_rst"], "%s%s %s" % (prefix, mac, src))
+    elif nh == 17 and len(data) >= l4 + 4:
+        sp, dp = struct.unpack("!HH", data[l4:l4 + 4])
+        if udp_port is None or udp_port in (sp, dp):
+            inc(d["udp"], "%s%s [%s]:%d>[%s]:%d" % (prefix, mac, src, sp, dst, dp))
 
 
 def inc(d, k):
@@ -103,6 +149,8 @@ def main():
             off += 4
         if etype == 0x0800:
             ipv4(d, data, off, mac, a.udp_port)
+        elif etype == 0x86DD:
+            ipv6(d, data, off, mac, a.udp_port)
     s.close()
     print(json.dumps(out), flush=True)
     return 0

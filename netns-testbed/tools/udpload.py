@@ -6,6 +6,8 @@ address it was sent to.  Prints one JSON line:
 
   {"ok": N, "failed": N, "per_server": {NAME: N}, "errors": {REASON: N},
    "distinct_source_ports": N, "elapsed": S}
+
+--addr may be an IPv6 address.
 """
 import argparse
 import json
@@ -15,6 +17,8 @@ import select
 import socket
 import sys
 import time
+
+from common import family
 
 
 def main():
@@ -57,7 +61,7 @@ def main():
             payload = b"ulvs-udpload %s %d" % (nonce, nxt)
             nxt += 1
             try:
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s = socket.socket(family(a.addr), socket.SOCK_DGRAM)
             except OSError as e:
                 err(type(e).__name__)
                 continue

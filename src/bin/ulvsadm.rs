@@ -106,7 +106,7 @@ fn print_list(list: &List, view: View, sync: Option<&SyncSnap>) {
     println!("Prot LocalAddress:Port            Scheduler Mode  Name");
     println!("  -> RemoteAddress:Port          {hdr}");
     for s in &list.services {
-        let vip = format!("{}:{}", s.vip, s.port);
+        let vip = s.vip_port();
         let svc_cols = if view == View::Conns {
             String::new()
         } else {

@@ -88,16 +88,26 @@ struct Neighbour {
     last_ask: Option<Instant>,
 }
 
-/// MACs of the real servers, resolved by our own ARP requests.
-#[derive(Debug, Default)]
-pub struct NeighbourCache {
-    entries: HashMap<u32, Neighbour>,
+/// MACs of the real servers, resolved by our own ARP requests (`A` = u32)
+/// or Neighbor Solicitations (`A` = u128, see `control::ndp`): the same
+/// refresh, retry and expiry either way.
+#[derive(Debug)]
+pub struct NeighbourCache<A = u32> {
+    entries: HashMap<A, Neighbour>,
 }
 
-impl NeighbourCache {
+impl<A> Default for NeighbourCache<A> {
+    fn default() -> Self {
+        NeighbourCache {
+            entries: HashMap::new(),
+        }
+    }
+}
+
+impl<A: Copy + Eq + Ord + std::hash::Hash> NeighbourCache<A> {
     /// Keep exactly these addresses (others are forgotten).
-    pub fn set_wanted(&mut self, addrs: impl IntoIterator<Item = u32>) {
-        let wanted: HashMap<u32, Neighbour> = addrs
+    pub fn set_wanted(&mut self, addrs: impl IntoIterator<Item = A>) {
+        let wanted: HashMap<A, Neighbour> = addrs
             .into_iter()
             .map(|a| {
                 let n = self.entries.get(&a).copied().unwrap_or(Neighbour {
@@ -112,7 +122,7 @@ impl NeighbourCache {
     }
 
     /// Record an answer; returns true when the MAC of a wanted address changed.
-    pub fn learn(&mut self, ip: u32, mac: Mac, now: Instant) -> bool {
+    pub fn learn(&mut self, ip: A, mac: Mac, now: Instant) -> bool {
         match self.entries.get_mut(&ip) {
             Some(n) => {
                 let changed = n.mac != Some(mac);
@@ -124,13 +134,18 @@ impl NeighbourCache {
         }
     }
 
-    pub fn mac(&self, ip: u32) -> Option<Mac> {
+    pub fn mac(&self, ip: A) -> Option<Mac> {
         self.entries.get(&ip).and_then(|n| n.mac)
+    }
+
+    /// The wanted addresses, in no particular order.
+    pub fn wanted(&self) -> impl Iterator<Item = A> + '_ {
+        self.entries.keys().copied()
     }
 
     /// Addresses to ask about now; marks them asked. Also expires silent
     /// entries, returning true in the second value when one was lost.
-    pub fn due(&mut self, now: Instant) -> (Vec<u32>, bool) {
+    pub fn due(&mut self, now: Instant) -> (Vec<A>, bool) {
         let mut ask = Vec::new();
         let mut lost = false;
         for (ip, n) in self.entries.iter_mut() {

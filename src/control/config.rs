@@ -34,8 +34,11 @@
 //!   valid: all its traffic is dropped and counted as "no server".
 //! * A service with `port: 0` takes every port of its VIP for its protocol, so
 //!   it conflicts with any other service on the same VIP and protocol.
-//! * A real server's `address` is `IP` in every mode; `IP:PORT` is allowed only
-//!   in `nat` mode (port 1..=65535).
+//! * A `vip` is IPv4 or IPv6; a service's real servers are of its VIP's
+//!   family (no translation between families). A real server's `address` is
+//!   `IP` in every mode (`[IPv6]` too); `IP:PORT` (`[IPv6]:PORT`) is allowed
+//!   only in `nat` mode (port 1..=65535). IPv6 link-local and IPv4-mapped
+//!   addresses are refused.
 //! * `health.path` and `health.expect_status` are meant for `kind: http`. So
 //!   that the contract's own example (which lists them with `kind: tcp`) stays
 //!   valid, they are accepted with other kinds only when equal to their
@@ -58,7 +61,7 @@ mod place;
 mod tests;
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -395,6 +398,13 @@ impl HealthKind {
     }
 }
 
+impl Service {
+    /// `VIP:PORT`, with the IPv6 VIP in brackets.
+    pub fn vip_port(&self) -> String {
+        SocketAddr::new(self.vip, self.port).to_string()
+    }
+}
+
 /// One virtual service: a VIP, port and protocol balanced over real servers.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default, rename = "service")]
@@ -402,9 +412,9 @@ pub struct Service {
     /// Unique name, no whitespace.
     #[serde(deserialize_with = "field::service_name")]
     pub name: String,
-    /// The virtual IP.
+    /// The virtual IP, IPv4 or IPv6; its real servers are of its family.
     #[serde(deserialize_with = "field::vip")]
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     /// The port; 0 means every port of the VIP.
     #[serde(deserialize_with = "field::int::<_, _, 0, 65535, 0>")]
     pub port: u16,
@@ -435,7 +445,7 @@ impl Default for Service {
     fn default() -> Self {
         Service {
             name: String::new(),
-            vip: Ipv4Addr::UNSPECIFIED,
+            vip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             port: 0,
             protocol: Transport::Tcp,
             mode: Mode::Dr,
@@ -498,12 +508,12 @@ impl Default for HealthCheck {
 }
 
 /// One real server of a service. In the YAML, `address` is `IP` or, in nat
-/// mode, `IP:PORT`.
+/// mode, `IP:PORT` (`[IPv6]:PORT`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(from = "field::ServerEntry")]
 pub struct RealServer {
-    /// Its IPv4 address.
-    pub address: Ipv4Addr,
+    /// Its address, of the service VIP's family.
+    pub address: IpAddr,
     /// Destination port (nat `IP:PORT` only); `None` keeps the client's port.
     pub port: Option<u16>,
     /// Maglev weight, 0..=65535; 0 takes no new flows.
@@ -513,12 +523,25 @@ pub struct RealServer {
 }
 
 impl RealServer {
-    /// The address as written in the config and used by `ulvsadm`: `IP` or `IP:PORT`.
+    /// The address as written in the config and used by `ulvsadm`: `IP`,
+    /// `IP:PORT` or `[IPv6]:PORT`.
     pub fn endpoint(&self) -> String {
         match self.port {
-            Some(port) => format!("{}:{port}", self.address),
+            Some(port) => SocketAddr::new(self.address, port).to_string(),
             None => self.address.to_string(),
         }
+    }
+
+    /// Whether `text` names this server: its endpoint, or its address alone
+    /// (`ulvsadm drain web 2001:db8::11` for `[2001:db8::11]:8080`), in any
+    /// spelling of the address (`[2001:db8::11]`, `2001:DB8:0::11`).
+    pub fn is_named(&self, text: &str) -> bool {
+        let t = text.trim();
+        if let Ok(sa) = t.parse::<SocketAddr>() {
+            return sa.ip() == self.address && Some(sa.port()) == self.port;
+        }
+        let bare = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(t);
+        bare.parse::<IpAddr>().is_ok_and(|ip| ip == self.address)
     }
 }
 

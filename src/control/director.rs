@@ -16,12 +16,15 @@
 //! - [`dump`]: `ulvsadm flows` (asks each worker for a copy of its flows).
 //! - [`workers`]: opening the devices and starting the worker threads.
 //! - [`host`]: following the host's routes, addresses and MTU (netlink).
+//! - [`nd`]: Neighbor Discovery (IPv6 VIPs answered and announced, IPv6
+//!   neighbours resolved, the IPv6 drop rule).
 
 mod announce;
 mod conn;
 mod dump;
 mod event_loop;
 mod host;
+mod nd;
 mod reload;
 pub mod report;
 mod routes;
@@ -29,7 +32,7 @@ mod trace;
 mod workers;
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,6 +48,7 @@ use super::hostroutes::{HostRoutes, KernelRoutes, RouteDevice};
 use super::metrics;
 use super::process::ProcessStats;
 use super::publish::{self, Built, Iface, Inputs, MaglevCache, Runtime};
+use super::publish6::Host6;
 use super::rates::{Counters, RateMeter};
 use super::snapshot::{ConnCounters, Stats};
 use super::status_page;
@@ -136,6 +140,8 @@ pub struct Director {
     stats: Vec<Arc<WorkerStats>>,
     rt: Runtime,
     neigh: NeighbourCache,
+    /// The IPv6 address, router and neighbours (NDP resolves the servers).
+    host6: Host6,
     arp: RawSocket,
     slow: SlowCounters,
     rates: RateMeter<u32>,
@@ -191,6 +197,8 @@ pub struct Director {
     /// Real servers whose next hop is not themselves (off-link, through a
     /// gateway): server address -> next-hop address.
     hops: HashMap<u32, u32>,
+    /// Neighbor Discovery: the IPv6 side of `arp`, `neigh`, `seen`, `hops`.
+    nd: nd::Nd,
 }
 
 /// How the last attempt to load the config went: at start (which succeeded,
@@ -215,13 +223,20 @@ fn has_nat(cfg: &Config) -> bool {
     cfg.services.iter().any(|s| s.mode == Mode::Nat)
 }
 
+/// The IPv4 NAT servers' addresses, sorted.
 fn nat_servers(cfg: &Config) -> Vec<u32> {
-    let mut v: Vec<u32> = cfg
-        .services
+    sorted(nat_addrs(cfg).filter_map(publish::ipv4))
+}
+
+fn nat_addrs(cfg: &Config) -> impl Iterator<Item = IpAddr> + '_ {
+    cfg.services
         .iter()
         .filter(|s| s.mode == Mode::Nat)
-        .flat_map(|s| s.real_servers.iter().map(|r| u32::from(r.address)))
-        .collect();
+        .flat_map(|s| s.real_servers.iter().map(|r| r.address))
+}
+
+fn sorted<T: Ord>(it: impl Iterator<Item = T>) -> Vec<T> {
+    let mut v: Vec<T> = it.collect();
     v.sort_unstable();
     v.dedup();
     v
@@ -243,14 +258,18 @@ fn health_targets(cfg: &Config, rt: &Runtime) -> Vec<Target> {
             let kind = match h.kind {
                 HealthKind::Http => ProbeKind::Http {
                     path: h.path.clone(),
-                    host: r.address.to_string(),
+                    // RFC 9110: an IPv6 literal host is bracketed.
+                    host: match r.address {
+                        IpAddr::V4(a) => a.to_string(),
+                        IpAddr::V6(a) => format!("[{a}]"),
+                    },
                     expect_status: h.expect_status,
                 },
                 _ => ProbeKind::Tcp,
             };
             out.push(Target {
                 id: srt.id,
-                addr: SocketAddrV4::new(r.address, port),
+                addr: SocketAddr::new(r.address, port),
                 kind,
                 interval_ms: h.interval_ms,
                 timeout_ms: h.timeout_ms,
@@ -262,11 +281,9 @@ fn health_targets(cfg: &Config, rt: &Runtime) -> Vec<Target> {
     out
 }
 
+/// The IPv4 VIPs, sorted.
 fn vips(cfg: &Config) -> Vec<u32> {
-    let mut v: Vec<u32> = cfg.services.iter().map(|s| u32::from(s.vip)).collect();
-    v.sort_unstable();
-    v.dedup();
-    v
+    sorted(cfg.services.iter().filter_map(|s| publish::ipv4(s.vip)))
 }
 
 /// The VIPs with at least one real server up (healthy and not drained) in
@@ -280,19 +297,19 @@ fn served_vips(cfg: &Config, rt: &Runtime) -> BTreeSet<u32> {
                     .is_some_and(|srt| srt.state() == BackendState::Up)
             })
         })
-        .map(|s| u32::from(s.vip))
+        .filter_map(|s| publish::ipv4(s.vip))
         .collect()
 }
 
+/// The IPv4 real servers' addresses, sorted.
 fn server_addrs(cfg: &Config) -> Vec<u32> {
-    let mut v: Vec<u32> = cfg
-        .services
+    sorted(server_ips(cfg).filter_map(publish::ipv4))
+}
+
+fn server_ips(cfg: &Config) -> impl Iterator<Item = IpAddr> + '_ {
+    cfg.services
         .iter()
-        .flat_map(|s| s.real_servers.iter().map(|r| u32::from(r.address)))
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    v
+        .flat_map(|s| s.real_servers.iter().map(|r| r.address))
 }
 
 /// Build the table of (`cfg`, `rt`) with the director's neighbours and
@@ -301,7 +318,7 @@ fn server_addrs(cfg: &Config) -> Vec<u32> {
 fn build_with(
     cfg: &Config,
     rt: &Runtime,
-    neigh: &NeighbourCache,
+    (neigh, host6): (&NeighbourCache, &Host6),
     seen: &HashMap<u32, [u8; 6]>,
     (gateway, hops): (Option<u32>, &HashMap<u32, u32>),
     ifinfo: &IfInfo,
@@ -310,6 +327,7 @@ fn build_with(
 ) -> Built {
     // A server behind a gateway is reached at that gateway's MAC.
     let resolved = |a: u32| neigh.mac(hops.get(&a).copied().unwrap_or(a));
+    let resolved6 = |a: u128| host6.mac(a);
     let inputs = Inputs {
         cfg,
         rt,
@@ -323,6 +341,7 @@ fn build_with(
             mtu: ifinfo.mtu,
         },
         generation,
+        v6: host6.inputs(&resolved6),
     };
     publish::build(&inputs, cache)
 }
@@ -335,7 +354,7 @@ impl Director {
         let built = build_with(
             &self.cfg,
             &self.rt,
-            &self.neigh,
+            (&self.neigh, &self.host6),
             &self.seen,
             (self.gateway, &self.hops),
             &self.ifinfo,
@@ -356,6 +375,7 @@ impl Director {
         self.slow.generation += 1;
         let prev = self.shared.table.load_full();
         let resolved = |a: u32| self.neigh.mac(self.hops.get(&a).copied().unwrap_or(a));
+        let resolved6 = |a: u128| self.host6.mac(a);
         let inputs = Inputs {
             cfg: &self.cfg,
             rt: &self.rt,
@@ -369,6 +389,7 @@ impl Director {
                 mtu: self.ifinfo.mtu,
             },
             generation: self.slow.generation,
+            v6: self.host6.inputs(&resolved6),
         };
         let built = publish::build_changed(&inputs, &mut self.cache, &prev, ids);
         self.install(built);
@@ -543,6 +564,7 @@ impl Director {
             cfg: &self.cfg,
             rt: &self.rt,
             neigh: &self.neigh,
+            host6: &self.host6,
             stats: &self.stats,
             rates: &self.rates,
             health_reasons: &self.health_reasons,
@@ -691,6 +713,79 @@ mod tests {
             BTreeSet::from([0xc612_6401]),
             "any service of the VIP keeps it; the VIP without servers never"
         );
+    }
+
+    /// An IPv6 service beside an IPv4 one: its servers are probed at
+    /// [address]:port, and the IPv4-only kernel lists (nft, XDP, ARP, host
+    /// routes) keep to IPv4 addresses instead of failing on it.
+    #[test]
+    fn ipv6_services_beside_ipv4_ones() {
+        let text = "interface: eth0\nservices:\n  - name: web6\n    vip: 2001:db8:100::1\n    port: 80\n    mode: nat\n    health: {kind: http}\n    real_servers:\n      - address: \"[2001:db8::11]:8080\"\n      - address: 2001:db8::12\n  - name: web4\n    vip: 198.18.100.1\n    port: 80\n    mode: nat\n    health: {kind: tcp}\n    real_servers:\n      - address: 198.18.0.11\n";
+        let cfg = Config::from_str(text, "t.yaml").unwrap();
+        let mut rt = Runtime::default();
+        rt.sync(&cfg).unwrap();
+        let targets = health_targets(&cfg, &rt);
+        let shown: Vec<(String, String)> = targets
+            .iter()
+            .map(|t| {
+                let host = match &t.kind {
+                    ProbeKind::Http { host, .. } => host.clone(),
+                    ProbeKind::Tcp => "-".into(),
+                };
+                (t.addr.to_string(), host)
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("[2001:db8::11]:8080".to_string(), "[2001:db8::11]".to_string()),
+                ("[2001:db8::12]:80".to_string(), "[2001:db8::12]".to_string()),
+                ("198.18.0.11:80".to_string(), "-".to_string()),
+            ]
+        );
+        assert_eq!(vips(&cfg), [0xc612_6401]);
+        assert_eq!(nat_servers(&cfg), [0xc612_000b]);
+        assert_eq!(server_addrs(&cfg), [0xc612_000b]);
+        for s in rt.servers.values_mut() {
+            s.health = publish::Health::Up;
+        }
+        assert_eq!(served_vips(&cfg, &rt), BTreeSet::from([0xc612_6401]));
+        // A table builds with both families and the director's IPv6 facts.
+        let mut host6 = Host6 {
+            address: Some((
+                u128::from("2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap()),
+                64,
+            )),
+            ..Host6::default()
+        };
+        let a11 = u128::from("2001:db8::11".parse::<std::net::Ipv6Addr>().unwrap());
+        host6.neighbours.insert(a11, [2, 0, 0, 0, 0, 0x11]);
+        let ifinfo = IfInfo {
+            index: 1,
+            mac: [2; 6],
+            ipv4: Some(0xc612_0002),
+            netmask: 0xffff_ff00,
+            mtu: 1500,
+        };
+        let built = build_with(
+            &cfg,
+            &rt,
+            (&NeighbourCache::default(), &host6),
+            &HashMap::new(),
+            (None, &HashMap::new()),
+            &ifinfo,
+            1,
+            &mut MaglevCache::default(),
+        );
+        let t = built.table;
+        assert_eq!((t.services.len(), t.services6.len()), (1, 1));
+        assert_eq!(t.director_ip6, host6.address.unwrap().0);
+        let id11 = rt
+            .get("web6", "2001:db8::11".parse().unwrap(), Some(8080))
+            .unwrap()
+            .id;
+        assert_eq!(t.backend(id11).mac, Some([2, 0, 0, 0, 0, 0x11]));
+        assert_eq!(t.backend6(id11).addr, a11);
     }
 
     #[test]

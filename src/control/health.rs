@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -154,8 +154,8 @@ impl From<&io::Error> for ProbeFailure {
 pub struct Target {
     /// Opaque id chosen by the caller (a backend id).
     pub id: u32,
-    /// The server's own address and port to probe.
-    pub addr: SocketAddrV4,
+    /// The server's own address and port to probe (IPv4 or IPv6).
+    pub addr: SocketAddr,
     pub kind: ProbeKind,
     pub interval_ms: u64,
     pub timeout_ms: u64,
@@ -482,7 +482,7 @@ fn start(
     registry: &Registry,
     transitions: &mut Vec<Transition>,
 ) {
-    let opened = TcpStream::connect(SocketAddr::V4(entry.target.addr)).and_then(|mut stream| {
+    let opened = TcpStream::connect(entry.target.addr).and_then(|mut stream| {
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
         Ok(stream)
     });
@@ -738,7 +738,7 @@ mod tests {
     fn tcp(id: u32, port: u16) -> Target {
         Target {
             id,
-            addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             kind: ProbeKind::Tcp,
             interval_ms: 50,
             timeout_ms: 200,
@@ -797,7 +797,11 @@ mod tests {
 
     impl Responder {
         fn start(status: u16) -> Responder {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            Responder::start_on("127.0.0.1:0", status)
+        }
+
+        fn start_on(bind: &str, status: u16) -> Responder {
+            let listener = TcpListener::bind(bind).unwrap();
             listener.set_nonblocking(true).unwrap();
             let port = listener.local_addr().unwrap().port();
             let status = Arc::new(AtomicU16::new(status));
@@ -880,6 +884,53 @@ mod tests {
             (7, Up, "2 consecutive successes")
         );
         assert_eq!(state_of(&checker, 7), Some((Up, None)));
+    }
+
+    /// IPv6 servers are probed at [address]:port, TCP and HTTP alike (the
+    /// HTTP Host header brackets the literal).
+    #[test]
+    fn ipv6_servers_are_probed() {
+        let listener = TcpListener::bind("[::1]:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(addr.is_ipv6());
+        let v6 = |id: u32, addr: SocketAddr| Target { addr, ..tcp(id, 0) };
+        let closed = {
+            let l = TcpListener::bind("[::1]:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let responder = Responder::start_on("[::1]:0", 204);
+        let web = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, responder.port));
+        let kind = ProbeKind::Http {
+            path: "/healthz".into(),
+            host: "[::1]".into(),
+            expect_status: 204,
+        };
+        let checker =
+            Checker::spawn(vec![v6(1, addr), v6(2, closed), Target { kind, ..v6(3, web) }]).unwrap();
+        let end = Instant::now() + LIMIT;
+        while checker.states().iter().any(|s| s.1 == Pending) {
+            assert!(
+                Instant::now() < end,
+                "no decision within 5s: {:?}",
+                checker.states()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            checker.states(),
+            vec![
+                (1, Up, None),
+                (2, Down, Some("connection refused".into())),
+                (3, Up, None)
+            ]
+        );
+        let _ = checker.poll_transitions();
+        let seen = responder.requests.lock().unwrap()[0].clone();
+        assert!(seen.contains("Host: [::1]\r\n"), "{seen:?}");
+        // The IPv6 server going away is noticed as for IPv4.
+        drop(listener);
+        let t = next_transition(&checker);
+        assert_eq!((t.id, t.health), (1, Down));
     }
 
     #[test]

@@ -20,14 +20,17 @@
 //! every incremental result with a full build.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use xxhash_rust::xxh3::Xxh3;
 
 use super::config::{Config, HealthKind, OnServerDown, RealServer, Scheduler, Service};
+use super::publish6::{self, Cache6, Inputs6};
 use crate::fwd::maglev::{self, MaglevInput, MaglevTable};
-use crate::fwd::table::{BackendFwd, BackendId, BackendState, FwdTable, Mode, ServiceFwd, MAX_BACKEND_IDS};
+use crate::fwd::table::{
+    Backend6, BackendFwd, BackendId, BackendState, FwdTable, Mode, ServiceFwd, MAX_BACKEND_IDS,
+};
 use crate::wire::ethernet::Mac;
 
 /// Backend ids usable by servers (the last one is the counters' dummy sink).
@@ -42,7 +45,7 @@ pub const RELEASE_AFTER: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServerKey {
     pub service: String,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: Option<u16>,
 }
 
@@ -96,6 +99,8 @@ pub struct Carried {
     /// Its last entry in the published table, in state `Removed`; without a
     /// MAC when it had none (its flows then re-pick).
     pub fwd: BackendFwd,
+    /// An IPv6 server's addresses (zero for IPv4).
+    pub fwd6: Backend6,
     pub removed_at: Instant,
 }
 
@@ -141,7 +146,7 @@ fn next_epoch() -> u64 {
     EPOCHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-fn key(service: &str, addr: Ipv4Addr, port: Option<u16>) -> ServerKey {
+fn key(service: &str, addr: IpAddr, port: Option<u16>) -> ServerKey {
     ServerKey {
         service: service.to_string(),
         addr,
@@ -250,7 +255,8 @@ impl Runtime {
         // What is left of the old servers was removed.
         for (k, gone) in old {
             let last = published.map_or(BackendFwd::REMOVED, |t| *t.backend(gone.id));
-            let fwd = if last.mac.is_some() && last.addr != 0 {
+            let fwd6 = published.map_or_else(Backend6::default, |t| t.backend6(gone.id));
+            let fwd = if last.mac.is_some() && (last.addr != 0 || fwd6.addr != 0) {
                 BackendFwd {
                     state: BackendState::Removed,
                     ..last
@@ -264,6 +270,11 @@ impl Runtime {
                 Carried {
                     key: k,
                     fwd,
+                    fwd6: if fwd.mac.is_some() {
+                        fwd6
+                    } else {
+                        Backend6::default()
+                    },
                     removed_at: now,
                 },
             );
@@ -302,7 +313,7 @@ impl Runtime {
         self.servers.len() + self.removed.len()
     }
 
-    /// The server of `service` at `addr` (`IP` or `IP:PORT`).
+    /// The server of `service` at `addr` (`IP`, `IP:PORT`, `[IPv6]:PORT`).
     ///
     /// # Errors
     /// Unknown service or server.
@@ -322,7 +333,7 @@ impl Runtime {
         let rs = svc
             .real_servers
             .iter()
-            .find(|r| r.endpoint() == addr || (r.address.to_string() == addr))
+            .find(|r| r.endpoint() == addr || r.is_named(addr))
             .ok_or_else(unknown)?;
         self.servers
             .get_mut(&key(&svc.name, rs.address, rs.port))
@@ -330,7 +341,7 @@ impl Runtime {
     }
 
     /// Runtime state of one configured server.
-    pub fn get(&self, service: &str, addr: Ipv4Addr, port: Option<u16>) -> Option<&ServerRt> {
+    pub fn get(&self, service: &str, addr: IpAddr, port: Option<u16>) -> Option<&ServerRt> {
         self.servers.get(&key(service, addr, port))
     }
 }
@@ -368,6 +379,8 @@ pub struct Inputs<'a> {
     pub gateway: Option<u32>,
     pub iface: Iface,
     pub generation: u64,
+    /// The IPv6 facts ([`Inputs6::NONE`] without IPv6).
+    pub v6: Inputs6<'a>,
 }
 
 /// One member of a service's Maglev table as the build sees it: the table
@@ -427,6 +440,8 @@ pub struct MaglevCache {
     /// Builds [`build_changed`] did incrementally (the others were full).
     pub incremental: u64,
     last: Option<Last>,
+    /// The IPv6 services' tables.
+    pub v6: Cache6,
 }
 
 impl MaglevCache {
@@ -541,6 +556,7 @@ fn globals(t: &mut FwdTable, inp: &Inputs<'_>) {
     let mut n: Vec<(u32, Mac)> = inp.seen.iter().map(|(a, m)| (*a, *m)).collect();
     n.sort_unstable();
     t.neighbours = n;
+    publish6::globals(t, inp);
 }
 
 /// One service's entry and its servers' rows of `backends` (`servers` is
@@ -557,11 +573,12 @@ fn service_fwd(
         let Some(srt) = inp.rt.get(&s.name, r.address, r.port) else {
             continue;
         };
-        let mac = (inp.resolved)(u32::from(r.address));
+        let IpAddr::V4(addr) = r.address else { continue };
+        let mac = (inp.resolved)(u32::from(addr));
         let state = srt.state();
         let eligible = state == BackendState::Up && mac.is_some();
         let k = MemberKey {
-            addr: u32::from(r.address),
+            addr: u32::from(addr),
             port: r.port.unwrap_or(0),
             weight: if eligible { srt.weight() } else { 0 },
         };
@@ -571,7 +588,7 @@ fn service_fwd(
             port: k.port,
             mac,
             state,
-            svc_vip: u32::from(s.vip),
+            svc_vip: v4(s.vip),
             svc_port: s.port,
             mode: s.mode,
         };
@@ -581,7 +598,7 @@ fn service_fwd(
     let keys: Vec<MemberKey> = servers.iter().map(|(k, _)| *k).collect();
     let (slots, digest) = cache.get(&keys);
     let fwd = ServiceFwd {
-        vip: u32::from(s.vip),
+        vip: v4(s.vip),
         port: s.port,
         proto: s.protocol.ip_protocol(),
         mode: s.mode,
@@ -613,23 +630,27 @@ pub fn build(inp: &Inputs<'_>, cache: &mut MaglevCache) -> Built {
     }
     let mut digests = HashMap::with_capacity(cfg.services.len());
     let mut servers: Vec<(MemberKey, BackendId)> = Vec::new();
-    let mut built: Vec<ServiceFwd> = Vec::with_capacity(cfg.services.len());
-    for s in &cfg.services {
+    // IPv4 services here, IPv6 ones in `services6` (publish6).
+    let mut built: Vec<(u32, ServiceFwd)> = Vec::with_capacity(cfg.services.len());
+    for (i, s) in cfg
+        .services
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !publish6::is_v6(s))
+    {
         let (fwd, digest) = service_fwd(inp, s, cache, &mut t.backends, &mut servers);
         digests.insert(s.name.clone(), digest);
-        built.push(fwd);
+        built.push((i as u32, fwd));
     }
     // Lookups want the services sorted; remember where each one went.
-    let mut cfg_index: Vec<u32> = (0..built.len() as u32).collect();
-    cfg_index.sort_by_key(|&i| {
-        let s = &built[i as usize];
+    let mut order: Vec<usize> = (0..built.len()).collect();
+    order.sort_by_key(|&k| {
+        let s = &built[k].1;
         (s.vip, s.proto, s.port)
     });
-    let mut slots: Vec<Option<ServiceFwd>> = built.into_iter().map(Some).collect();
-    t.services = cfg_index
-        .iter()
-        .filter_map(|&i| slots[i as usize].take())
-        .collect();
+    let cfg_index: Vec<u32> = order.iter().map(|&k| built[k].0).collect();
+    let mut slots: Vec<Option<ServiceFwd>> = built.into_iter().map(|(_, f)| Some(f)).collect();
+    t.services = order.iter().filter_map(|&k| slots[k].take()).collect();
     let mut position = vec![u32::MAX; max_id];
     for (p, s) in t.services.iter().enumerate() {
         for &id in &s.members {
@@ -639,11 +660,12 @@ pub fn build(inp: &Inputs<'_>, cache: &mut MaglevCache) -> Built {
     // Tables no service uses any more go.
     let round = cache.round;
     cache.tables.retain(|_, e| e.used == round);
+    publish6::add(inp, &mut cache.v6, &mut t, &mut digests);
     t.nat_backends = cfg
         .services
         .iter()
         .filter(|s| s.mode == Mode::Nat)
-        .flat_map(|s| s.real_servers.iter().map(|r| u32::from(r.address)))
+        .flat_map(|s| s.real_servers.iter().filter_map(|r| ipv4(r.address)))
         .collect();
     t.nat_backends.sort_unstable();
     t.nat_backends.dedup();
@@ -739,6 +761,20 @@ pub fn build_changed(
     built
 }
 
+/// The host-order `u32` of an IPv4 address, `None` for IPv6.
+pub fn ipv4(ip: IpAddr) -> Option<u32> {
+    match ip {
+        IpAddr::V4(a) => Some(u32::from(a)),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// An IPv4 service's VIP as the table holds it (0 for IPv6, whose VIP lives
+/// in `services6`).
+fn v4(ip: IpAddr) -> u32 {
+    ipv4(ip).unwrap_or(0)
+}
+
 /// Build a table from the config, the runtime state and resolved MACs alone
 /// (no gateway, no seen neighbours, MTU 1500), without a cache: for tests
 /// and benchmarks.
@@ -765,6 +801,7 @@ pub fn build_table(
             mtu: 1500,
         },
         generation,
+        v6: Inputs6::NONE,
     };
     let mut t = build(&inp, &mut MaglevCache::default()).table;
     // As before interface facts were part of the build: no on-link prefix.
@@ -792,7 +829,7 @@ mod tests {
         Some([2, 0, 0, 0, 0, o[3]])
     }
 
-    fn ip(s: &str) -> Ipv4Addr {
+    fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
@@ -815,6 +852,7 @@ mod tests {
                 mtu: 9000,
             },
             generation: 5,
+            v6: Inputs6::NONE,
         };
         build(&inputs, cache)
     }
@@ -874,18 +912,18 @@ mod tests {
             c.services = (0..1000u32)
                 .map(|s| Service {
                     name: format!("s{s}"),
-                    vip: Ipv4Addr::new(198, 18, (250 + s / 250) as u8, (s % 250 + 1) as u8),
+                    vip: IpAddr::V4(Ipv4Addr::new(198, 18, (250 + s / 250) as u8, (s % 250 + 1) as u8)),
                     real_servers: (0..20u32)
                         .map(|r| {
                             let n = k * 20_000 + s * 20 + r;
                             let a = n / 250;
                             RealServer {
-                                address: Ipv4Addr::new(
+                                address: IpAddr::V4(Ipv4Addr::new(
                                     198,
                                     if a < 256 { 19 } else { 18 },
                                     a as u8,
                                     (n % 250 + 1) as u8,
-                                ),
+                                )),
                                 ..rs.clone()
                             }
                         })
@@ -1252,6 +1290,7 @@ mod tests {
                 mtu: 1500,
             },
             generation,
+            v6: Inputs6::NONE,
         };
         f(&inputs)
     }

@@ -361,6 +361,16 @@ pub struct List {
 }
 
 impl ServiceSnap {
+    /// `VIP:PORT` as `ulvsadm list` shows it, an IPv6 VIP in brackets
+    /// (`[2001:db8::1]:80`, as ipvsadm writes it).
+    pub fn vip_port(&self) -> String {
+        if self.vip.contains(':') {
+            format!("[{}]:{}", self.vip, self.port)
+        } else {
+            format!("{}:{}", self.vip, self.port)
+        }
+    }
+
     /// Fill the service's sums from its servers.
     pub fn total(&mut self) {
         let s = &self.real_servers;

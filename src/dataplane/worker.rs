@@ -235,7 +235,9 @@ impl<D: Device> Worker<D> {
         flows.sweep(now as u32, sweep, &mut |e| on_removed(stats, e));
         self.flows6
             .sweep(now as u32, sweep, &mut |e| on_removed(stats, e));
-        stats.dump.serve(flows, now as u32, st.received == 0);
+        stats
+            .dump
+            .serve(flows, &self.flows6, now as u32, st.received == 0);
         if let Some(sync) = &mut self.sync {
             sync.walk_step(flows, now as u32, st.received == 0);
         }

@@ -7,7 +7,7 @@
 //! is reported once.
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::field::{allowed, first_at};
 use super::place::Places;
@@ -26,7 +26,7 @@ pub(super) struct Rules<'a> {
 
 /// A service's identity, for overlap checks.
 struct ServiceKey<'s> {
-    vip: Ipv4Addr,
+    vip: IpAddr,
     port: u16,
     protocol: Transport,
     name: &'s str,
@@ -118,11 +118,11 @@ impl<'a> Rules<'a> {
                     ""
                 };
                 let message = format!(
-                    "{vip}:{port}/{} overlaps service \"{}\" ({}:{}/{}{}){what}",
+                    "{}/{} overlaps service \"{}\" ({}/{}{}){what}",
+                    SocketAddr::new(vip, port),
                     protocol.as_str(),
                     k.name,
-                    k.vip,
-                    k.port,
+                    SocketAddr::new(k.vip, k.port),
                     k.protocol.as_str(),
                     k.line.map(|l| format!(", line {l}")).unwrap_or_default()
                 );
@@ -311,7 +311,9 @@ impl<'a> Rules<'a> {
     fn real_servers(&mut self, s: &Service, f: &str) -> Vec<RealServer> {
         let mode = (!self.bad.contains(&format!("{f}.mode"))).then_some(s.mode);
         let service_port = self.valid(&format!("{f}.port")).then_some(s.port);
-        let mut seen: HashMap<(Ipv4Addr, Option<u16>), Option<usize>> = HashMap::new();
+        // The family the servers must have, once the VIP is known good.
+        let family = self.valid(&format!("{f}.vip")).then_some(s.vip);
+        let mut seen: HashMap<(IpAddr, Option<u16>), Option<usize>> = HashMap::new();
         let mut out = Vec::new();
         for (j, r) in s.real_servers.iter().enumerate() {
             let field = format!("{f}.real_servers[{j}].address");
@@ -324,6 +326,22 @@ impl<'a> Rules<'a> {
             }
             let line = self.places.line(&field);
             let address = r.address;
+            if let Some(vip) = family.filter(|v| v.is_ipv6() != address.is_ipv6()) {
+                let (is, other) = if address.is_ipv6() {
+                    ("IPv6", "IPv4")
+                } else {
+                    ("IPv4", "IPv6")
+                };
+                self.error(
+                    line,
+                    &field,
+                    format!(
+                        "{address} is {is} but the service's vip {vip} is {other}: a service's real servers \
+                         are of its VIP's family (make a separate {is} service)"
+                    ),
+                );
+                continue;
+            }
             match (r.port, mode) {
                 (Some(_), Some(Mode::Dr | Mode::Tun)) => {
                     self.error(

@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use serde::de::value::StrDeserializer;
@@ -162,7 +162,7 @@ pub(super) fn metrics_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<S
             bad(
                 v.referenced,
                 format!(
-                    "\"{}\" is not IP:PORT (for example 127.0.0.1:9469)",
+                    "\"{}\" is not IP:PORT or [IPv6]:PORT (for example 127.0.0.1:9469 or [::1]:9469)",
                     v.value.escape_debug()
                 ),
             );
@@ -427,13 +427,13 @@ pub(super) fn service_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D:
     Ok(v.value)
 }
 
-pub(super) fn vip<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv4Addr, D::Error> {
+pub(super) fn vip<'de, D: Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
     let Some(v) = Read::<String>::deserialize(d)? else {
-        return Ok(Ipv4Addr::UNSPECIFIED);
+        return Ok(UNSET);
     };
-    Ok(parse_ipv4(&v.value).unwrap_or_else(|message| {
+    Ok(parse_vip(&v.value).unwrap_or_else(|message| {
         bad(v.referenced, message);
-        Ipv4Addr::UNSPECIFIED
+        UNSET
     }))
 }
 
@@ -466,7 +466,7 @@ pub(super) fn http_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Er
 #[serde(deny_unknown_fields, rename = "real_server")]
 pub(super) struct ServerEntry {
     #[serde(default = "no_endpoint", deserialize_with = "endpoint")]
-    address: (Ipv4Addr, Option<u16>),
+    address: (IpAddr, Option<u16>),
     #[serde(default = "one", deserialize_with = "int::<_, _, 0, 65535, 1>")]
     weight: u32,
 }
@@ -475,9 +475,12 @@ fn one() -> u32 {
     1
 }
 
-/// The placeholder of a missing or wrong address ([`super::check`] reports it).
-fn no_endpoint() -> (Ipv4Addr, Option<u16>) {
-    (Ipv4Addr::UNSPECIFIED, None)
+/// The placeholder of a missing or wrong address or VIP ([`super::check`]
+/// reports it).
+const UNSET: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+fn no_endpoint() -> (IpAddr, Option<u16>) {
+    (UNSET, None)
 }
 
 impl From<ServerEntry> for RealServer {
@@ -491,7 +494,7 @@ impl From<ServerEntry> for RealServer {
     }
 }
 
-fn endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<(Ipv4Addr, Option<u16>), D::Error> {
+fn endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<(IpAddr, Option<u16>), D::Error> {
     let Some(v) = Read::<String>::deserialize(d)? else {
         return Ok(no_endpoint());
     };
@@ -506,57 +509,96 @@ fn looks_like_ipv6(s: &str) -> bool {
     s.starts_with('[') || s.matches(':').count() >= 2
 }
 
-/// A unicast IPv4 address usable as a VIP or real server.
-fn check_unicast(ip: Ipv4Addr) -> Result<Ipv4Addr, String> {
-    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
-        Err(format!(
+/// A unicast address usable as a VIP or real server. IPv6 link-local
+/// addresses need a zone (an interface) that the config cannot say, and an
+/// IPv4-mapped IPv6 address is an IPv4 address written the long way: both
+/// would make a second name for a server, so they are refused.
+fn check_unicast(ip: IpAddr) -> Result<IpAddr, String> {
+    let unusable = match ip {
+        IpAddr::V4(a) => a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback(),
+        IpAddr::V6(a) => a.is_unspecified() || a.is_multicast() || a.is_loopback(),
+    };
+    match ip {
+        _ if unusable => Err(format!(
             "{ip} is not a usable address (unspecified, broadcast, multicast or loopback)"
-        ))
-    } else {
-        Ok(ip)
-    }
-}
-
-/// A VIP: an IPv4 address, no port.
-fn parse_ipv4(text: &str) -> Result<Ipv4Addr, String> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Err("must not be empty".to_string());
-    }
-    match t.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => check_unicast(ip),
-        Ok(IpAddr::V6(_)) => Err(format!("{t}: IPv6 is not supported")),
-        Err(_) if looks_like_ipv6(t) => Err(format!("{t}: IPv6 is not supported")),
-        Err(_) if t.parse::<SocketAddr>().is_ok() => Err(format!(
-            "\"{t}\" must be an IPv4 address without a port (the port goes in `port`)"
         )),
-        Err(_) => Err(format!("\"{}\" is not a valid IPv4 address", t.escape_debug())),
+        IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80 => Err(format!(
+            "{ip} is link-local (fe80::/10), which needs an interface: use a global or unique-local address"
+        )),
+        IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => Err(format!(
+            "{ip} is an IPv4-mapped IPv6 address: write the IPv4 address {}",
+            a.to_ipv4_mapped().map(|v| v.to_string()).unwrap_or_default()
+        )),
+        _ => Ok(ip),
     }
 }
 
-/// A real server's address: `IP` or `IP:PORT` (the mode decides whether a port may be given).
-fn parse_endpoint(text: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
+/// A VIP: an IPv4 or IPv6 address, no port and no brackets.
+fn parse_vip(text: &str) -> Result<IpAddr, String> {
     let t = text.trim();
     if t.is_empty() {
         return Err("must not be empty".to_string());
     }
     if let Ok(ip) = t.parse::<IpAddr>() {
-        return match ip {
-            IpAddr::V4(ip) => check_unicast(ip).map(|ip| (ip, None)),
-            IpAddr::V6(_) => Err(format!("{t}: IPv6 is not supported")),
+        return check_unicast(ip);
+    }
+    let message = if t.parse::<SocketAddr>().is_ok() {
+        "must be an address without a port (the port goes in `port`)"
+    } else if t.starts_with('[') && t.ends_with(']') {
+        "must be an IPv6 address without brackets (they are for `[IPv6]:PORT`)"
+    } else if looks_like_ipv6(t) {
+        "is not a valid IPv6 address"
+    } else {
+        "is not a valid IPv4 address"
+    };
+    Err(format!("\"{}\" {message}", t.escape_debug()))
+}
+
+/// A real server's address: `IP`, `IP:PORT`, `IPv6`, `[IPv6]` or
+/// `[IPv6]:PORT` (the mode decides whether a port may be given).
+fn parse_endpoint(text: &str) -> Result<(IpAddr, Option<u16>), String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if let Ok(ip) = t.parse::<IpAddr>() {
+        return check_unicast(ip).map(|ip| (ip, None));
+    }
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("\"{}\" is not a port number (0..=65535)", p.escape_debug()))
+    };
+    if let Some(rest) = t.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return Err(format!("\"{}\" has no closing ']'", t.escape_debug()));
+        };
+        let ip = host
+            .parse::<Ipv6Addr>()
+            .map_err(|_| format!("\"{}\" is not a valid IPv6 address", host.escape_debug()))?;
+        let ip = check_unicast(IpAddr::V6(ip))?;
+        return match after {
+            "" => Ok((ip, None)),
+            _ => match after.strip_prefix(':') {
+                Some(p) => Ok((ip, Some(port(p)?))),
+                None => Err(format!(
+                    "\"{}\" is not [IPv6]:PORT (for example [2001:db8::11]:8080)",
+                    t.escape_debug()
+                )),
+            },
         };
     }
     if looks_like_ipv6(t) {
-        return Err(format!("{t}: IPv6 is not supported"));
+        return Err(format!(
+            "\"{}\" is not a valid IPv6 address (with a port, write [IPv6]:PORT)",
+            t.escape_debug()
+        ));
     }
-    if let Some((host, port)) = t.rsplit_once(':') {
+    if let Some((host, p)) = t.rsplit_once(':') {
         let ip = host
             .parse::<Ipv4Addr>()
             .map_err(|_| format!("\"{}\" is not a valid IPv4 address", host.escape_debug()))?;
-        let port = port
-            .parse::<u16>()
-            .map_err(|_| format!("\"{}\" is not a port number (0..=65535)", port.escape_debug()))?;
-        return check_unicast(ip).map(|ip| (ip, Some(port)));
+        let p = port(p)?;
+        return check_unicast(IpAddr::V4(ip)).map(|ip| (ip, Some(p)));
     }
     Err(format!("\"{}\" is not a valid IPv4 address", t.escape_debug()))
 }

@@ -96,7 +96,7 @@ fn contract_example_parses() {
         sync: None,
         services: vec![Service {
             name: "web".into(),
-            vip: Ipv4Addr::new(198, 18, 100, 1),
+            vip: IpAddr::V4(Ipv4Addr::new(198, 18, 100, 1)),
             port: 80,
             protocol: Transport::Tcp,
             mode: Mode::Dr,
@@ -106,7 +106,7 @@ fn contract_example_parses() {
                 ..HealthCheck::default()
             },
             real_servers: vec![RealServer {
-                address: Ipv4Addr::new(198, 18, 0, 11),
+                address: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 11)),
                 port: None,
                 weight: 1,
                 line: Some(20),
@@ -425,10 +425,10 @@ fn duplicate_names_and_keys() {
 #[test]
 fn addresses() {
     one(
-        &BASE.replace("vip: 198.18.100.1", "vip: 2001:db8::1"),
+        &BASE.replace("vip: 198.18.100.1", "vip: 2001:db8::1::2"),
         Some(4),
         "services[0].vip",
-        "IPv6 is not supported",
+        "not a valid IPv6 address",
     );
     one(
         &BASE.replace("vip: 198.18.100.1", "vip: 198.18.100.300"),
@@ -446,7 +446,7 @@ fn addresses() {
         &BASE.replace("address: 198.18.0.11", "address: \"[2001:db8::2]:80\""),
         Some(7),
         "services[0].real_servers[0].address",
-        "IPv6 is not supported",
+        "is IPv6 but the service's vip 198.18.100.1 is IPv4",
     );
     one(
         &BASE.replace("address: 198.18.0.11", "address: 198.18.0"),
@@ -480,7 +480,10 @@ fn ip_port_only_in_nat() {
     );
     let c = ok(&text.replace("mode: tun", "mode: nat"));
     let rs = &c.services[0].real_servers[0];
-    assert_eq!((rs.address, rs.port), (Ipv4Addr::new(198, 18, 0, 11), Some(8080)));
+    assert_eq!(
+        (rs.address, rs.port),
+        (IpAddr::V4(Ipv4Addr::new(198, 18, 0, 11)), Some(8080))
+    );
     let text = BASE
         .replace("    port: 80\n", "    port: 80\n    mode: nat\n")
         .replace("address: 198.18.0.11", "address: 198.18.0.11:0");
@@ -773,7 +776,7 @@ fn collects_all_errors_in_line_order() {
 interface: \"\"
 services:
   - name: a b
-    vip: 2001:db8::1
+    vip: 2001:db8::1::2
     port: 70000
     real_servers:
       - address: 198.18.0.11
@@ -888,6 +891,10 @@ fn example_files_are_valid() {
     let nat = ok(include_str!("../../../tests/config_files/good-nat.yaml"));
     assert_eq!(nat.services[0].real_servers[0].port, Some(8080));
     assert_eq!(nat.timeouts.udp_ms, 500);
+    let dual = ok(include_str!("../../../tests/config_files/good-dual-stack.yaml"));
+    assert_eq!(dual.metrics_listen, Some("[::1]:9469".parse().unwrap()));
+    assert_eq!(dual.services[3].vip, "2001:db8:100::1".parse::<IpAddr>().unwrap());
+    assert_eq!(dual.services[3].mode, Mode::Tun);
 }
 
 /// Each `tests/config_files/bad-*.yaml` states on its first line how
@@ -906,7 +913,8 @@ fn bad_fixture_files() {
     }
     let files = [
         fixture!("bad-unknown-field.yaml"),
-        fixture!("bad-ipv6-vip.yaml"),
+        fixture!("bad-mixed-family.yaml"),
+        fixture!("bad-ipv6-port.yaml"),
         fixture!("bad-dr-ip-port.yaml"),
         fixture!("bad-duplicate-service.yaml"),
         fixture!("bad-port0-overlap.yaml"),
@@ -1169,7 +1177,7 @@ fn quoted_line_breaks_stay_escaped() {
     let e = one(&text, Some(1), "interface", "is longer than 15 characters");
     assert!(e.message.contains("\\n"), "{e}");
     let text = BASE.replace("vip: 198.18.100.1", "vip: \"2001:db8::1\n\n      x\"");
-    let e = one(&text, Some(4), "services[0].vip", "IPv6 is not supported");
+    let e = one(&text, Some(4), "services[0].vip", "is not a valid IPv6 address");
     assert_eq!(e.to_string().lines().count(), 1, "{e}");
     // A key with a control character (`\a` in a double-quoted key).
     let text = BASE.replace("weight: 1", "\"wei\\aght\": 1");
@@ -1341,4 +1349,274 @@ fn sync_key_file_must_be_readable_and_long_enough() {
             .len(),
         16
     );
+}
+
+fn v6(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// An IPv6 service: VIP on line 4, servers ::11, ::12, ::13 on lines 7-9.
+fn base6() -> String {
+    "interface: eth0\nservices:\n  - name: web\n    vip: 2001:db8:100::1\n    port: 80\n    real_servers:\n      \
+     - address: 2001:db8::11\n      - address: 2001:db8::12\n      - address: 2001:db8::13\n"
+        .to_string()
+}
+
+/// [`base6`] in IPv4: VIP 198.18.100.1, servers 198.18.0.11-13.
+fn base4() -> String {
+    base6()
+        .replace("vip: 2001:db8:100::1", "vip: 198.18.100.1")
+        .replace("address: 2001:db8::1", "address: 198.18.0.1")
+}
+
+#[test]
+fn ipv6_services_in_every_form() {
+    let c = ok(&base6());
+    let s = &c.services[0];
+    assert_eq!(s.vip, v6("2001:db8:100::1"));
+    assert_eq!(s.vip_port(), "[2001:db8:100::1]:80");
+    let addrs: Vec<IpAddr> = s.real_servers.iter().map(|r| r.address).collect();
+    assert_eq!(
+        addrs,
+        [v6("2001:db8::11"), v6("2001:db8::12"), v6("2001:db8::13")]
+    );
+    assert_eq!(s.real_servers[0].port, None);
+    // Brackets without a port; upper case and a zero run written out.
+    let c = ok(&base6()
+        .replace("address: 2001:db8::11", "address: \"[2001:db8::11]\"")
+        .replace("address: 2001:db8::12", "address: 2001:DB8:0:0::12"));
+    assert_eq!(c.services[0].real_servers[0].address, v6("2001:db8::11"));
+    assert_eq!(c.services[0].real_servers[1].address, v6("2001:db8::12"));
+    // NAT with a port: [IPv6]:PORT.
+    let nat = base6()
+        .replace("    port: 80\n", "    port: 80\n    mode: nat\n")
+        .replace("address: 2001:db8::11", "address: \"[2001:db8::11]:8080\"");
+    let c = ok(&nat);
+    let r = &c.services[0].real_servers[0];
+    assert_eq!((r.address, r.port), (v6("2001:db8::11"), Some(8080)));
+    assert_eq!(r.endpoint(), "[2001:db8::11]:8080");
+    assert_eq!(c.services[0].real_servers[1].endpoint(), "2001:db8::12");
+    // DR and TUN take no port, whatever the family.
+    one(
+        &base6().replace("address: 2001:db8::11", "address: \"[2001:db8::11]:8080\""),
+        Some(7),
+        "services[0].real_servers[0].address",
+        "only allowed in nat mode; dr forwards to the service's port, write just 2001:db8::11",
+    );
+    one(
+        &nat.replace("[2001:db8::11]:8080", "[2001:db8::11]:0"),
+        Some(8),
+        "services[0].real_servers[0].address",
+        "port 0 is not allowed",
+    );
+    one(
+        &nat.replace("[2001:db8::11]:8080", "[2001:db8::11]:99999"),
+        Some(8),
+        "services[0].real_servers[0].address",
+        "\"99999\" is not a port number",
+    );
+}
+
+#[test]
+fn bad_ipv6_addresses_name_the_field() {
+    let vip = |v: &str, needle: &str| {
+        one(
+            &base6().replace("vip: 2001:db8:100::1", &format!("vip: \"{v}\"")),
+            Some(4),
+            "services[0].vip",
+            needle,
+        );
+    };
+    vip("2001:db8:100::1::2", "is not a valid IPv6 address");
+    vip("[2001:db8:100::1]", "without brackets");
+    vip("[2001:db8:100::1]:80", "without a port (the port goes in `port`)");
+    vip("::", "not a usable address");
+    vip("::1", "not a usable address");
+    vip("ff02::1", "not a usable address");
+    vip("fe80::1", "link-local");
+    vip(
+        "::ffff:198.18.100.1",
+        "IPv4-mapped IPv6 address: write the IPv4 address 198.18.100.1",
+    );
+    let server = |a: &str, needle: &str| {
+        one(
+            &base6().replace("address: 2001:db8::11", &format!("address: \"{a}\"")),
+            Some(7),
+            "services[0].real_servers[0].address",
+            needle,
+        );
+    };
+    server(
+        "2001:db8::11::1",
+        "is not a valid IPv6 address (with a port, write [IPv6]:PORT)",
+    );
+    server("[2001:db8::11", "has no closing ']'");
+    server("[2001:db8::11]x", "is not [IPv6]:PORT");
+    server("[198.18.0.11]:80", "\"198.18.0.11\" is not a valid IPv6 address");
+    server("[zz::1]:80", "\"zz::1\" is not a valid IPv6 address");
+    server("fe80::11", "link-local");
+    server("ff05::2", "not a usable address");
+    server("::ffff:198.18.0.11", "IPv4-mapped");
+}
+
+#[test]
+fn a_service_keeps_to_its_vips_family() {
+    // An IPv4 server in an IPv6 service.
+    let e = one(
+        &base6().replace("address: 2001:db8::12", "address: 198.18.0.12"),
+        Some(8),
+        "services[0].real_servers[1].address",
+        "198.18.0.12 is IPv4 but the service's vip 2001:db8:100::1 is IPv6",
+    );
+    assert_eq!(
+        e.to_string(),
+        "t.yaml:8: services[0].real_servers[1].address: 198.18.0.12 is IPv4 but the service's vip \
+         2001:db8:100::1 is IPv6: a service's real servers are of its VIP's family (make a separate IPv4 service)"
+    );
+    // An IPv6 server in an IPv4 service, with and without a port.
+    one(
+        &base4().replace("address: 198.18.0.13", "address: 2001:db8::13"),
+        Some(9),
+        "services[0].real_servers[2].address",
+        "2001:db8::13 is IPv6 but the service's vip 198.18.100.1 is IPv4",
+    );
+    let nat = base4().replace("    port: 80\n", "    port: 80\n    mode: nat\n");
+    one(
+        &nat.replace("address: 198.18.0.11", "address: \"[2001:db8::11]:8080\""),
+        Some(8),
+        "services[0].real_servers[0].address",
+        "is IPv6 but the service's vip 198.18.100.1 is IPv4",
+    );
+    // Each wrong server is reported; a bad VIP is reported once, not as a
+    // family mismatch of every server.
+    let e = errs(
+        &base6()
+            .replace("address: 2001:db8::11", "address: 198.18.0.11")
+            .replace("address: 2001:db8::13", "address: 198.18.0.13"),
+    );
+    let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "services[0].real_servers[0].address",
+            "services[0].real_servers[2].address"
+        ]
+    );
+    one(
+        &base6().replace("vip: 2001:db8:100::1", "vip: 2001:db8:100::1::5"),
+        Some(4),
+        "services[0].vip",
+        "not a valid IPv6 address",
+    );
+    // `--check` runs the same validator: the file form says the same.
+    let e = Config::from_str(
+        &base6().replace("address: 2001:db8::12", "address: 198.18.0.12"),
+        "director.yaml",
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("director.yaml:8: services[0].real_servers[1].address: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn ipv6_duplicates_and_overlaps() {
+    // The same server in another spelling.
+    one(
+        &base6().replace("address: 2001:db8::12", "address: \"[2001:0db8::11]\""),
+        Some(8),
+        "services[0].real_servers[1].address",
+        "duplicate real server 2001:db8::11",
+    );
+    // NAT: [IP]:PORT with the service's port is IP.
+    let nat = base6().replace("    port: 80\n", "    port: 80\n    mode: nat\n");
+    one(
+        &nat.replace("address: 2001:db8::12", "address: \"[2001:db8::11]:80\""),
+        Some(9),
+        "services[0].real_servers[1].address",
+        "duplicate real server [2001:db8::11]:80",
+    );
+    ok(&nat.replace("address: 2001:db8::12", "address: \"[2001:db8::11]:8080\""));
+    // One VIP and port in both families are two services.
+    let dual = format!(
+        "{BASE}  - name: web6\n    vip: 2001:db8:100::1\n    port: 80\n    real_servers:\n      - address: 2001:db8::11\n"
+    );
+    let c = ok(&dual);
+    assert_eq!(c.services.len(), 2);
+    // The same IPv6 VIP and port twice overlap, named in the [IPv6]:PORT form.
+    let twice = format!(
+        "{}  - name: web2\n    vip: 2001:db8:100::1\n    port: 80\n",
+        base6()
+    );
+    one(
+        &twice,
+        Some(10),
+        "services[1]",
+        "[2001:db8:100::1]:80/tcp overlaps service \"web\" ([2001:db8:100::1]:80/tcp, line 3)",
+    );
+    let all = format!(
+        "{}  - name: all\n    vip: 2001:db8:100::1\n    port: 0\n",
+        base6()
+    );
+    one(&all, Some(10), "services[1]", "port 0 takes every port");
+    // Equal addresses across families are different servers.
+    let mapped = dual.replace("address: 2001:db8::11\n", "address: 2001:db8::c612:b\n");
+    ok(&mapped);
+}
+
+#[test]
+fn metrics_listen_takes_ipv6() {
+    let c = ok(&format!("metrics_listen: \"[::1]:9100\"\n{BASE}"));
+    assert_eq!(c.metrics_listen, Some("[::1]:9100".parse().unwrap()));
+    let c = ok(&format!("metrics_listen: \"[2001:db8::2]:9469\"\n{BASE}"));
+    assert_eq!(c.metrics_listen.map(|a| a.is_ipv6()), Some(true));
+    one(
+        &format!("metrics_listen: \"::1:9100\"\n{BASE}"),
+        Some(1),
+        "metrics_listen",
+        "is not IP:PORT or [IPv6]:PORT",
+    );
+    one(
+        &format!("metrics_listen: \"[::1]:0\"\n{BASE}"),
+        Some(1),
+        "metrics_listen",
+        "port 0 is not allowed",
+    );
+}
+
+#[test]
+fn servers_are_named_in_any_spelling() {
+    let nat = base6()
+        .replace("    port: 80\n", "    port: 80\n    mode: nat\n")
+        .replace("address: 2001:db8::11", "address: \"[2001:db8::11]:8080\"");
+    let c = ok(&nat);
+    let (r0, r1) = (&c.services[0].real_servers[0], &c.services[0].real_servers[1]);
+    for name in [
+        "[2001:db8::11]:8080",
+        "2001:db8::11",
+        "[2001:db8::11]",
+        "2001:DB8:0::11",
+        " [2001:db8::11]:8080 ",
+    ] {
+        assert!(r0.is_named(name), "{name}");
+    }
+    for name in [
+        "[2001:db8::11]:8081",
+        "2001:db8::12",
+        "2001:db8::11:8080",
+        "[2001:db8::11",
+        "web",
+    ] {
+        assert!(!r0.is_named(name), "{name}");
+    }
+    assert!(r1.is_named("2001:db8::12") && r1.is_named("[2001:db8::12]"));
+    assert!(
+        !r1.is_named("[2001:db8::12]:80"),
+        "a server without a port is named without one"
+    );
+    let c = ok(BASE);
+    let r = &c.services[0].real_servers[0];
+    assert!(r.is_named("198.18.0.11") && !r.is_named("198.18.0.11:80") && !r.is_named("198.18.0.1"));
 }

@@ -1,6 +1,7 @@
 //! ARP on the director's loop (slow path): answering requests for the VIPs,
 //! resolving the real servers' MACs, learning on-link neighbours, and
-//! gratuitous announcements.
+//! gratuitous announcements. IPv6 VIPs get the same from Neighbor
+//! Discovery (`nd.rs`), switched on and off together with ARP here.
 
 use std::io::ErrorKind;
 use std::net::Ipv4Addr;
@@ -104,6 +105,7 @@ impl Director {
         let was = std::mem::replace(&mut self.announcing, on);
         if !on {
             self.garp_left = 0;
+            self.nd_silence();
             info!("announcing off: no ARP answers for the VIPs");
             return if was {
                 "announcing off".into()
@@ -114,6 +116,7 @@ impl Director {
         let all = vips(&self.cfg);
         self.announce(&all);
         self.garp_left = GARP_REPEATS;
+        self.nd_announce_all(GARP_REPEATS);
         info!("announcing on: gratuitous ARP sent for {} VIP(s)", all.len());
         format!(
             "announcing on{}: gratuitous ARP sent for {} VIP(s)",
@@ -125,6 +128,7 @@ impl Director {
     /// The rest of the burst [`Director::set_announcing`] began (one round
     /// per call; the loop calls it every 200 ms).
     pub(super) fn announce_burst(&mut self) {
+        self.nd_burst();
         if self.garp_left > 0 {
             self.garp_left -= 1;
             let all = vips(&self.cfg);

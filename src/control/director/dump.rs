@@ -3,7 +3,7 @@
 //! for the answers, and name each flow's service and server.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use super::Director;
 use crate::control::config::Config;
 use crate::control::publish::{Runtime, ServerKey};
 use crate::control::snapshot::{FlowSnap, Flows};
-use crate::dataplane::dump::{ClientFilter, DumpFilter, DumpedFlow};
+use crate::dataplane::dump::{ClientFilter, DumpFilter, DumpedFlow, DumpedFlow6};
 use crate::dataplane::stats::WorkerStats;
 use crate::fwd::flow::FlowState;
 use crate::fwd::table::BackendId;
@@ -42,11 +42,9 @@ impl Director {
                     .ok_or_else(|| format!("no service named \"{name}\""))?,
             ),
         };
-        let filter = svc.map(|s| DumpFilter {
-            vip: u32::from(s.vip),
-            port: s.port,
-            proto: s.protocol.ip_protocol(),
-        });
+        // The service's VIP (or else the client's address) picks the flow
+        // table: IPv4 and IPv6 flows live apart in each worker.
+        let svc_key = svc.map(|s| (s.vip, s.port, s.protocol.ip_protocol()));
         let ids = match server {
             None => None,
             Some(a) => {
@@ -79,13 +77,19 @@ impl Director {
                 Some(ids)
             }
         };
-        let client = client.map(endpoint).transpose()?.map(|(ip, port)| ClientFilter {
-            addr: u32::from(ip),
-            port,
-        });
-        let mut copies = collect(&self.stats, filter, client, ANSWER_WAIT);
+        let client = client.map(endpoint).transpose()?;
+        let ask = ask_for(svc_key, client).map_err(|c| {
+            format!(
+                "client {c} and service \"{}\" are of different address families",
+                service.unwrap_or_default()
+            )
+        })?;
+        let mut copies = collect_ask(&self.stats, ask, ANSWER_WAIT);
         if let Some(ids) = ids {
             for c in copies.per_worker.iter_mut().flatten() {
+                c.retain(|f| ids.contains(&f.backend));
+            }
+            for c in copies.per_worker6.iter_mut().flatten() {
                 c.retain(|f| ids.contains(&f.backend));
             }
         }
@@ -102,51 +106,119 @@ impl Director {
     }
 }
 
-/// `IP` or `IP:PORT` as the operator writes a server or a client.
-pub(super) fn endpoint(s: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
-    if let Ok(ip) = s.parse::<Ipv4Addr>() {
+/// `IP`, `IP:PORT`, `[IPv6]` or `[IPv6]:PORT` as the operator writes a
+/// server or a client.
+pub(super) fn endpoint(s: &str) -> Result<(IpAddr, Option<u16>), String> {
+    let bare = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok((ip, None));
     }
-    s.parse::<SocketAddrV4>()
-        .map(|a| (*a.ip(), Some(a.port())))
-        .map_err(|_| format!("\"{s}\" is not an IPv4 address or IPv4:PORT"))
+    s.parse::<SocketAddr>()
+        .map(|a| (a.ip(), Some(a.port())))
+        .map_err(|_| format!("\"{s}\" is not an address (IP, IP:PORT or [IPv6]:PORT)"))
+}
+
+/// Which flows a listing asks the workers for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ask {
+    /// IPv4 flows these filters keep (both families when neither filters).
+    V4(Option<DumpFilter>, Option<ClientFilter>),
+    /// IPv6 flows these filters keep.
+    V6(Option<DumpFilter<u128>>, Option<ClientFilter<u128>>),
+}
+
+/// The request for a service key (VIP, port, protocol) and a client
+/// (address, port), either optional: the family of whichever is given.
+///
+/// # Errors
+/// The client's address when it is not of the service VIP's family.
+pub(super) fn ask_for(
+    svc: Option<(IpAddr, u16, u8)>,
+    client: Option<(IpAddr, Option<u16>)>,
+) -> Result<Ask, IpAddr> {
+    let v6 = match (svc, client) {
+        (Some((vip, ..)), Some((c, _))) if vip.is_ipv6() != c.is_ipv6() => return Err(c),
+        (Some((vip, ..)), _) => vip.is_ipv6(),
+        (None, Some((c, _))) => c.is_ipv6(),
+        (None, None) => false,
+    };
+    let bits6 = |a: IpAddr| match a {
+        IpAddr::V6(a) => u128::from(a),
+        IpAddr::V4(_) => 0,
+    };
+    let bits4 = |a: IpAddr| match a {
+        IpAddr::V4(a) => u32::from(a),
+        IpAddr::V6(_) => 0,
+    };
+    Ok(if v6 {
+        Ask::V6(
+            svc.map(|(vip, port, proto)| DumpFilter {
+                vip: bits6(vip),
+                port,
+                proto,
+            }),
+            client.map(|(a, port)| ClientFilter { addr: bits6(a), port }),
+        )
+    } else {
+        Ask::V4(
+            svc.map(|(vip, port, proto)| DumpFilter {
+                vip: bits4(vip),
+                port,
+                proto,
+            }),
+            client.map(|(a, port)| ClientFilter { addr: bits4(a), port }),
+        )
+    })
 }
 
 /// What each worker copied (`None`: it did not answer in time), and whether
 /// any copy was cut.
 pub(super) struct Copies {
     pub(super) per_worker: Vec<Option<Vec<DumpedFlow>>>,
+    /// The IPv6 flows, per worker as `per_worker`.
+    pub(super) per_worker6: Vec<Option<Vec<DumpedFlow6>>>,
     truncated: bool,
 }
 
-/// Ask every worker for its flows that `filter` and `client` keep, wait up
-/// to `wait` for all answers, take them.
+/// Ask every worker for its IPv4 flows that `filter` and `client` keep
+/// (and its IPv6 flows when neither filters), wait up to `wait` for all
+/// answers, take them.
 pub(super) fn collect(
     stats: &[Arc<WorkerStats>],
     filter: Option<DumpFilter>,
     client: Option<ClientFilter>,
     wait: Duration,
 ) -> Copies {
+    collect_ask(stats, Ask::V4(filter, client), wait)
+}
+
+/// [`collect`] for any [`Ask`].
+pub(super) fn collect_ask(stats: &[Arc<WorkerStats>], ask: Ask, wait: Duration) -> Copies {
     let per = MAX_FLOWS_LISTED.div_ceil(stats.len().max(1));
     for w in stats {
-        w.dump.ask_client(filter, client, per);
+        match ask {
+            Ask::V4(filter, client) => w.dump.ask_client(filter, client, per),
+            Ask::V6(filter, client) => w.dump.ask6(filter, client, per),
+        }
     }
     let deadline = Instant::now() + wait;
     while !stats.iter().all(|w| w.dump.answered()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));
     }
     let mut truncated = false;
-    let per_worker = stats
+    let (per_worker, per_worker6) = stats
         .iter()
-        .map(|w| {
-            w.dump.take().map(|d| {
+        .map(|w| match w.dump.take() {
+            Some(d) => {
                 truncated |= d.truncated;
-                d.flows
-            })
+                (Some(d.flows), Some(d.flows6))
+            }
+            None => (None, None),
         })
-        .collect();
+        .unzip();
     Copies {
         per_worker,
+        per_worker6,
         truncated,
     }
 }
@@ -188,7 +260,7 @@ fn describe(cfg: &Config, rt: &Runtime, peers: &[String], copies: Copies) -> Flo
     let mut servers: HashMap<BackendId, String> = HashMap::new();
     for (k, s) in &rt.servers {
         let ep = match k.port {
-            Some(p) => format!("{}:{p}", k.addr),
+            Some(p) => SocketAddr::new(k.addr, p).to_string(),
             None => k.addr.to_string(),
         };
         servers.insert(s.id, ep);
@@ -198,38 +270,71 @@ fn describe(cfg: &Config, rt: &Runtime, peers: &[String], copies: Copies) -> Flo
             .entry(*id)
             .or_insert_with(|| format!("{} (removed)", c.key.addr));
     }
-    let service_of = |vip: u32, port: u16, proto: u8| {
+    let service_of = |vip: IpAddr, port: u16, proto: u8| {
         cfg.services
             .iter()
-            .find(|s| {
-                u32::from(s.vip) == vip
-                    && s.protocol.ip_protocol() == proto
-                    && (s.port == 0 || s.port == port)
-            })
+            .find(|s| s.vip == vip && s.protocol.ip_protocol() == proto && (s.port == 0 || s.port == port))
             .map(|s| s.name.clone())
             .unwrap_or_default()
     };
     let workers = copies.per_worker.len();
     let workers_answered = copies.per_worker.iter().filter(|c| c.is_some()).count();
     let mut flows = Vec::new();
-    for (worker, copy) in copies.per_worker.into_iter().enumerate() {
-        for f in copy.into_iter().flatten() {
-            let (src, dst, sport, dport, proto) =
-                (f.key.src, f.key.dst, f.key.sport, f.key.dport, f.key.proto);
+    // One row of either family: (client, VIP) as addresses.
+    let mut row =
+        |worker: usize, (src, dst): (IpAddr, IpAddr), f: (u16, u16, u8, FlowState, BackendId, u32, u8)| {
+            let (sport, dport, proto, state, backend, expires_in_ms, origin) = f;
             flows.push(FlowSnap {
                 protocol: protocol_name(proto),
-                client: format!("{}:{sport}", Ipv4Addr::from(src)),
-                vip: format!("{}:{dport}", Ipv4Addr::from(dst)),
+                client: SocketAddr::new(src, sport).to_string(),
+                vip: SocketAddr::new(dst, dport).to_string(),
                 service: service_of(dst, dport, proto),
                 server: servers
-                    .get(&f.backend)
+                    .get(&backend)
                     .cloned()
-                    .unwrap_or_else(|| format!("id {}", f.backend)),
-                state: state_name(f.state).into(),
-                expires_in: u64::from(f.expires_in_ms).div_ceil(1000),
+                    .unwrap_or_else(|| format!("id {backend}")),
+                state: state_name(state).into(),
+                expires_in: u64::from(expires_in_ms).div_ceil(1000),
                 worker,
-                origin: origin_name(f.origin, peers),
+                origin: origin_name(origin, peers),
             });
+        };
+    for (worker, copy) in copies.per_worker.into_iter().enumerate() {
+        for f in copy.into_iter().flatten() {
+            let k = f.key;
+            let addrs = (Ipv4Addr::from(k.src).into(), Ipv4Addr::from(k.dst).into());
+            row(
+                worker,
+                addrs,
+                (
+                    k.sport,
+                    k.dport,
+                    k.proto,
+                    f.state,
+                    f.backend,
+                    f.expires_in_ms,
+                    f.origin,
+                ),
+            );
+        }
+    }
+    for (worker, copy) in copies.per_worker6.into_iter().enumerate() {
+        for f in copy.into_iter().flatten() {
+            let k = f.key;
+            let addrs = (Ipv6Addr::from(k.src).into(), Ipv6Addr::from(k.dst).into());
+            row(
+                worker,
+                addrs,
+                (
+                    k.sport,
+                    k.dport,
+                    k.proto,
+                    f.state,
+                    f.backend,
+                    f.expires_in_ms,
+                    f.origin,
+                ),
+            );
         }
     }
     flows.sort_by(|a, b| (&a.service, &a.client).cmp(&(&b.service, &b.client)));
@@ -270,6 +375,7 @@ mod tests {
         };
         let copies = Copies {
             per_worker: vec![Some(vec![flow(1, 0), flow(2, 1), flow(3, 2)])],
+            per_worker6: vec![Some(Vec::new())],
             truncated: false,
         };
         let out = describe(&cfg, &rt, &["198.18.0.3:8848".to_string()], copies);
@@ -287,5 +393,90 @@ mod tests {
             ]
         );
         assert_eq!(out.flows[1].server, "198.18.0.11");
+    }
+
+    /// IPv6 flows are listed beside IPv4 ones, bracketed, with their
+    /// service and server; a listing's filters pick the family.
+    #[test]
+    fn ipv6_flows_are_listed() {
+        let yaml = "interface: eth0\nservices:\n  - name: web\n    vip: 198.18.100.1\n    port: 80\n    real_servers:\n      - address: 198.18.0.11\n  - name: web6\n    vip: 2001:db8:100::1\n    port: 80\n    real_servers:\n      - address: 2001:db8:2::11\n";
+        let cfg = Config::from_str(yaml, "t.yaml").expect("valid");
+        let mut rt = Runtime::default();
+        rt.sync(&cfg).expect("ids");
+        let id6 = rt
+            .servers
+            .iter()
+            .find(|(k, _)| k.service == "web6")
+            .expect("the IPv6 server")
+            .1
+            .id;
+        let v6 = |s: &str| u128::from(s.parse::<Ipv6Addr>().unwrap());
+        let flow6 = DumpedFlow6 {
+            key: crate::fwd::flow::FlowKey6 {
+                src: v6("2001:db8:1::2"),
+                dst: v6("2001:db8:100::1"),
+                sport: 40000,
+                dport: 80,
+                proto: 6,
+            },
+            state: FlowState::TcpSyn,
+            backend: id6,
+            expires_in_ms: 2500,
+            origin: 0,
+        };
+        let copies = Copies {
+            per_worker: vec![Some(Vec::new()), Some(Vec::new())],
+            per_worker6: vec![Some(Vec::new()), Some(vec![flow6])],
+            truncated: false,
+        };
+        let out = describe(&cfg, &rt, &[], copies);
+        assert_eq!(out.flows.len(), 1);
+        let f = &out.flows[0];
+        assert_eq!(
+            (
+                f.client.as_str(),
+                f.vip.as_str(),
+                f.service.as_str(),
+                f.server.as_str()
+            ),
+            (
+                "[2001:db8:1::2]:40000",
+                "[2001:db8:100::1]:80",
+                "web6",
+                "2001:db8:2::11"
+            )
+        );
+        assert_eq!((f.state.as_str(), f.expires_in, f.worker), ("syn", 3, 1));
+
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(ask_for(None, None), Ok(Ask::V4(None, None)));
+        assert_eq!(
+            ask_for(Some((ip("2001:db8:100::1"), 80, 6)), None),
+            Ok(Ask::V6(
+                Some(DumpFilter {
+                    vip: v6("2001:db8:100::1"),
+                    port: 80,
+                    proto: 6
+                }),
+                None
+            ))
+        );
+        assert_eq!(
+            ask_for(None, Some((ip("2001:db8:1::2"), Some(7)))),
+            Ok(Ask::V6(
+                None,
+                Some(ClientFilter {
+                    addr: v6("2001:db8:1::2"),
+                    port: Some(7)
+                })
+            ))
+        );
+        assert_eq!(
+            ask_for(
+                Some((ip("198.18.100.1"), 80, 6)),
+                Some((ip("2001:db8:1::2"), None))
+            ),
+            Err(ip("2001:db8:1::2"))
+        );
     }
 }

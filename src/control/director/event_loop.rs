@@ -19,6 +19,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::conn::Listeners;
+use super::nd::Nd;
 use super::report::SlowCounters;
 use super::workers::spawn_workers;
 use super::{health_targets, nat_servers, vips, Director, DirectorError, Step};
@@ -40,6 +41,8 @@ use crate::wire::ethernet::fmt_mac;
 const ARP: Token = Token(1);
 /// The rtnetlink socket (routes, addresses, links, neighbours).
 const NETLINK: Token = Token(2);
+/// The Neighbor Discovery socket.
+const ND: Token = Token(3);
 
 /// Removes the kernel drop rule when dropped (normal exit, error, panic unwind).
 struct NftGuard {
@@ -143,6 +146,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
 
     let arp_sock =
         RawSocket::new(ifinfo.index, sys::ETH_P_ARP).step(|| "opening the ARP socket".to_string())?;
+    let nd = Nd::open(ifinfo.index).step(|| "opening the Neighbor Discovery socket".to_string())?;
     // The live view of the host; without netlink (a kernel or sandbox that
     // refuses it) the gateway is read once from /proc/net/route as before.
     let (netlink, view) = match Watcher::open(ifinfo.index as u32) {
@@ -178,6 +182,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         stats,
         rt,
         neigh: NeighbourCache::default(),
+        host6: Default::default(),
         arp: arp_sock,
         slow: SlowCounters::default(),
         rates: RateMeter::default(),
@@ -209,6 +214,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         view_topology: u64::MAX,
         hops: HashMap::new(),
         gateway_next: None,
+        nd,
     };
     d.host_apply();
     d.announcing = d.cfg.announce == Announce::Arp;
@@ -218,6 +224,9 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
     let mut poll = Poll::new().map_err(io_err)?;
     poll.registry()
         .register(&mut SourceFd(&d.arp.as_raw_fd()), ARP, Interest::READABLE)
+        .map_err(io_err)?;
+    poll.registry()
+        .register(&mut SourceFd(&d.nd.fd()), ND, Interest::READABLE)
         .map_err(io_err)?;
     if let Some(w) = &d.netlink {
         poll.registry()
@@ -232,6 +241,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
     // server decide its state (it gets no new flows before): the checker
     // probes new targets at once, so this takes about one probe timeout.
     d.arp_tick();
+    d.nd_tick();
     let start = Instant::now();
     let health_wait = Duration::from_millis(
         d.cfg
@@ -244,7 +254,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
     );
     loop {
         d.health_tick();
-        let resolved = d.wanted().iter().all(|a| d.neigh.mac(*a).is_some());
+        let resolved = d.wanted().iter().all(|a| d.neigh.mac(*a).is_some()) && d.nd_resolved();
         let decided = d.rt.servers.values().all(|s| s.health != Health::Pending);
         let waited = start.elapsed();
         if (resolved || waited >= Duration::from_secs(1)) && (decided || waited >= health_wait) {
@@ -254,6 +264,8 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
             .map_err(io_err)?;
         d.arp_read();
         d.arp_tick();
+        d.nd_read();
+        d.nd_tick();
     }
     // Routes only now that the servers are resolved and probed (the
     // publish below installs them).
@@ -266,6 +278,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
     d.start_sync()?;
     let all_vips = vips(&d.cfg);
     d.announce(&all_vips);
+    d.nd_announce_all(0);
     info!(
         "director up: {} service(s), {} VIP(s); control socket {}; {}",
         d.cfg.services.len(),
@@ -297,8 +310,12 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         }
         let tokens: Vec<Token> = events.iter().map(|e| e.token()).collect();
         // ARP first: a VIP's answer never waits behind control requests.
-        if std::mem::take(&mut first) || tokens.contains(&ARP) {
+        let first_round = std::mem::take(&mut first);
+        if first_round || tokens.contains(&ARP) {
             d.arp_read();
+        }
+        if first_round || tokens.contains(&ND) {
+            d.nd_read();
         }
         if tokens.contains(&NETLINK) {
             d.host_read();
@@ -312,6 +329,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
         if last_tick.elapsed() >= Duration::from_millis(200) {
             last_tick = Instant::now();
             d.arp_tick();
+            d.nd_tick();
             d.announce_burst();
             d.retry_routes();
             if d.dirty {

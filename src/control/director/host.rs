@@ -2,7 +2,8 @@
 //! reports a change of the routes, of the interface's addresses or MTU, or
 //! of a kernel neighbour, the default gateway, the interface facts of the
 //! table and each real server's next hop are derived again, the new next
-//! hops are resolved (ARP at once) and a new table is published.
+//! hops are resolved (ARP at once) and a new table is published. The IPv6
+//! side of the same view is applied by [`Director::nd_sync`] (`nd.rs`).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -21,10 +22,12 @@ impl Director {
     /// servers' next hops from the view; true when any of them changed.
     /// Without netlink nothing changes.
     pub(super) fn host_apply(&mut self) -> bool {
+        // IPv6 (ND groups, drop table, router, next hops) also without
+        // netlink: the config alone decides the groups and the drop rule.
+        let mut changed = self.nd_sync();
         if self.netlink.is_none() {
-            return false;
+            return changed;
         }
-        let mut changed = false;
         // Neighbour events are frequent (every entry ages REACHABLE ->
         // STALE): next hops are derived again only when the link, the
         // addresses or the routes changed.
@@ -136,6 +139,7 @@ impl Director {
                 if self.host_apply() {
                     // Ask for new next hops now, not at the next tick.
                     self.arp_tick();
+                    self.nd_tick();
                     self.publish();
                 }
             }

@@ -222,7 +222,7 @@ impl Director {
         let published = self.shared.table.load_full();
         let staged = {
             let (neigh, seen, gateway, ifinfo, cache) = (
-                &self.neigh,
+                (&self.neigh, &self.host6),
                 &self.seen,
                 (self.gateway, &self.hops),
                 &self.ifinfo,
@@ -304,6 +304,7 @@ mod tests {
                 mtu: 1500,
             },
             generation: 1,
+            v6: crate::control::publish6::Inputs6::NONE,
         };
         build(&inputs, &mut MaglevCache::default())
     }

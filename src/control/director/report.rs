@@ -3,12 +3,14 @@
 //! runtime state (slow path).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::control::arp::NeighbourCache;
 use crate::control::config::Config;
 use crate::control::publish::{state_name, Health, Runtime};
+use crate::control::publish6::Host6;
 use crate::control::rates::{Counters, RateMeter};
 use crate::control::snapshot::{List, ServerSnap, ServiceSnap, Stats};
 use crate::dataplane::classify::Reason;
@@ -96,6 +98,7 @@ pub struct Sources<'a> {
     pub cfg: &'a Config,
     pub rt: &'a Runtime,
     pub neigh: &'a NeighbourCache,
+    pub host6: &'a Host6,
     pub stats: &'a [Arc<WorkerStats>],
     pub rates: &'a RateMeter<u32>,
     pub health_reasons: &'a HashMap<u32, String>,
@@ -111,6 +114,7 @@ pub fn list(src: &Sources<'_>) -> List {
         cfg,
         rt,
         neigh,
+        host6,
         stats,
         rates,
         health_reasons,
@@ -132,9 +136,14 @@ pub fn list(src: &Sources<'_>) -> List {
                     };
                     let c =
                         backend_counters(stats, id).since(&baseline.get(&id).copied().unwrap_or_default());
-                    let mac = neigh.mac(u32::from(r.address));
+                    let mac = match r.address {
+                        IpAddr::V4(a) => neigh.mac(u32::from(a)),
+                        IpAddr::V6(a) => host6.mac(u128::from(a)),
+                    };
                     let note = if mac.is_none() {
-                        Some("MAC unresolved: no ARP answer yet, so it gets no flows".to_string())
+                        let (v4, v6) = ("no ARP answer", "no Neighbor Advertisement");
+                        let why = if r.address.is_ipv6() { v6 } else { v4 };
+                        Some(format!("MAC unresolved: {why} yet, so it gets no flows"))
                     } else if srt.health == Health::Pending {
                         Some("waiting for its first health check: no new flows until it passes".to_string())
                     } else if srt.weight() == 0 {
@@ -272,6 +281,53 @@ mod tests {
         assert_eq!(
             not_forwarding(&list, true).as_deref(),
             Some("service web has no real server that takes new flows (2 up, but each has weight 0 or no resolved MAC)")
+        );
+    }
+
+    /// `ulvsadm list` / `--json` of an IPv6 service: the VIP and the
+    /// servers in their written forms, the MAC from neighbour discovery,
+    /// and the note of an unresolved one naming NDP, not ARP.
+    #[test]
+    fn ipv6_services_are_listed() {
+        let text = "interface: eth0\nservices:\n  - name: api6\n    vip: 2001:db8:100::2\n    port: 443\n    mode: nat\n    real_servers:\n      - address: \"[2001:db8::21]:8443\"\n      - address: 2001:db8::22\n";
+        let cfg = Config::from_str(text, "t.yaml").unwrap();
+        let mut rt = Runtime::default();
+        rt.sync(&cfg).unwrap();
+        let mut host6 = Host6::default();
+        let a21 = u128::from("2001:db8::21".parse::<std::net::Ipv6Addr>().unwrap());
+        host6.neighbours.insert(a21, [2, 0, 0, 0, 0, 0x21]);
+        let stats = vec![Arc::new(WorkerStats::default())];
+        let list = list(&Sources {
+            cfg: &cfg,
+            rt: &rt,
+            neigh: &NeighbourCache::default(),
+            host6: &host6,
+            stats: &stats,
+            rates: &RateMeter::default(),
+            health_reasons: &HashMap::new(),
+            digests: &HashMap::new(),
+            baseline: &HashMap::new(),
+        });
+        let s = &list.services[0];
+        assert_eq!(
+            (s.vip.as_str(), s.vip_port().as_str()),
+            ("2001:db8:100::2", "[2001:db8:100::2]:443")
+        );
+        let (r21, r22) = (&s.real_servers[0], &s.real_servers[1]);
+        assert_eq!(r21.address, "[2001:db8::21]:8443");
+        assert_eq!(r21.mac.as_deref(), Some("02:00:00:00:00:21"));
+        assert_eq!(r21.note, None);
+        assert_eq!(r22.address, "2001:db8::22");
+        assert_eq!(r22.mac, None);
+        assert_eq!(
+            r22.note.as_deref(),
+            Some("MAC unresolved: no Neighbor Advertisement yet, so it gets no flows")
+        );
+        let json = serde_json::to_value(&list).unwrap();
+        assert_eq!(json["services"][0]["vip"], "2001:db8:100::2");
+        assert_eq!(
+            json["services"][0]["real_servers"][0]["address"],
+            "[2001:db8::21]:8443"
         );
     }
 }

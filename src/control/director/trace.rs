@@ -90,7 +90,9 @@ impl Director {
         };
         let svc = &table.services[si];
         let cfg_svc = self.cfg.services.iter().find(|s| {
-            u32::from(s.vip) == svc.vip && s.port == svc.port && s.protocol.ip_protocol() == svc.proto
+            crate::control::publish::ipv4(s.vip) == Some(svc.vip)
+                && s.port == svc.port
+                && s.protocol.ip_protocol() == svc.proto
         });
         t.service = Some(cfg_svc.map_or_else(|| "?".into(), |s| s.name.clone()));
         t.mode = Some(svc.mode.as_str().into());

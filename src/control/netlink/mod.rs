@@ -1,10 +1,12 @@
 //! The director's live view of its host (slow path): the routes of the main
 //! table, the addresses, MTU and MAC of its interface and the kernel's
-//! neighbours on it, kept current through rtnetlink.
+//! neighbours on it, kept current through rtnetlink. IPv4 and IPv6 are kept
+//! apart (`routes`/`routes6`, `addrs`/`addrs6`, `neighbours`/`neighbours6`)
+//! and resolved alike; IPv6 routes have no TOS in their key.
 //!
 //! [`HostView`] is the state and its pure message handling (unit-tested with
 //! built messages); [`Watcher`] is the socket: it subscribes to the link,
-//! IPv4 address, IPv4 route and neighbour groups first, then dumps each table
+//! IPv4 and IPv6 address, IPv4 and IPv6 route and neighbour groups first, then dumps each table
 //! on a second socket, so no change between the dump and the subscription is
 //! lost (a change seen twice is applied twice, to the same result). The
 //! slow-path loop polls the watcher's descriptor with mio and, when the view
@@ -70,6 +72,49 @@ impl Route {
     }
 }
 
+/// One IPv6 route of the main table (addresses big-endian `u128`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route6 {
+    pub dst: u128,
+    pub plen: u8,
+    pub metric: u32,
+    /// Often the router's link-local address (learned from its
+    /// advertisements), which is fine: it is resolved on the interface.
+    pub gateway: Option<u128>,
+    pub oif: Option<u32>,
+    pub unicast: bool,
+}
+
+type RouteKey6 = (u128, u8, u32);
+
+impl Route6 {
+    fn mask(&self) -> u128 {
+        prefix_mask6(self.plen)
+    }
+
+    fn matches(&self, addr: u128) -> bool {
+        addr & self.mask() == self.dst & self.mask()
+    }
+
+    fn key(&self) -> RouteKey6 {
+        (self.dst & self.mask(), self.plen, self.metric)
+    }
+}
+
+/// The IPv6 netmask of a prefix length (0..=128; more is taken as 128).
+pub fn prefix_mask6(plen: u8) -> u128 {
+    match plen {
+        0 => 0,
+        p if p >= 128 => u128::MAX,
+        p => u128::MAX << (128 - p),
+    }
+}
+
+/// True for a link-local unicast address (`fe80::/10`).
+pub fn is_link_local6(a: u128) -> bool {
+    a >> 118 == 0x3fa
+}
+
 /// The netmask of a prefix length (0..=32; more is taken as 32).
 pub fn prefix_mask(plen: u8) -> u32 {
     match plen {
@@ -95,6 +140,12 @@ pub struct HostView {
     /// Keyed as IPv4 keys them: (prefix, length, tos, metric).
     routes: HashMap<RouteKey, Route>,
     neighbours: HashMap<u32, Mac>,
+    /// IPv6 addresses of the interface with their prefix lengths, link-local
+    /// ones included, in the order the kernel reported them.
+    pub addrs6: Vec<(u128, u8)>,
+    /// Keyed as IPv6 keys them: (prefix, length, metric).
+    routes6: HashMap<RouteKey6, Route6>,
+    neighbours6: HashMap<u128, Mac>,
 }
 
 fn v4(a: &RouteAddress) -> Option<u32> {
@@ -102,6 +153,49 @@ fn v4(a: &RouteAddress) -> Option<u32> {
         RouteAddress::Inet(v) => Some(u32::from(*v)),
         _ => None,
     }
+}
+
+fn v6(a: &RouteAddress) -> Option<u128> {
+    match a {
+        RouteAddress::Inet6(v) => Some(u128::from(*v)),
+        _ => None,
+    }
+}
+
+fn route6_of(m: &RouteMessage) -> Option<Route6> {
+    if m.header.address_family != AddressFamily::Inet6 {
+        return None;
+    }
+    let mut table = u32::from(m.header.table);
+    let mut r = Route6 {
+        dst: 0,
+        plen: m.header.destination_prefix_length,
+        metric: 0,
+        gateway: None,
+        oif: None,
+        unicast: m.header.kind == RouteType::Unicast,
+    };
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(d) => r.dst = v6(d)?,
+            RouteAttribute::Gateway(g) => r.gateway = v6(g),
+            RouteAttribute::Oif(i) => r.oif = Some(*i),
+            RouteAttribute::Priority(p) => r.metric = *p,
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::MultiPath(hops) => {
+                if let Some(h) = hops.first() {
+                    r.oif = r.oif.or(Some(h.interface_index));
+                    for ha in &h.attributes {
+                        if let RouteAttribute::Gateway(g) = ha {
+                            r.gateway = r.gateway.or_else(|| v6(g));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (table == u32::from(RouteHeader::RT_TABLE_MAIN)).then_some(r)
 }
 
 fn route_of(m: &RouteMessage) -> Option<Route> {
@@ -184,9 +278,11 @@ impl HostView {
             // replace` sends no deletion).
             RouteNetlinkMessage::NewRoute(m) => {
                 route_of(m).is_some_and(|r| self.routes.insert(r.key(), r) != Some(r))
+                    || route6_of(m).is_some_and(|r| self.routes6.insert(r.key(), r) != Some(r))
             }
             RouteNetlinkMessage::DelRoute(m) => {
                 route_of(m).is_some_and(|r| self.routes.remove(&r.key()).is_some())
+                    || route6_of(m).is_some_and(|r| self.routes6.remove(&r.key()).is_some())
             }
             RouteNetlinkMessage::NewNeighbour(m) => self.neighbour(m, true),
             RouteNetlinkMessage::DelNeighbour(m) => self.neighbour(m, false),
@@ -214,7 +310,13 @@ impl HostView {
     }
 
     fn address(&mut self, m: &AddressMessage, add: bool) -> bool {
-        if m.header.index != self.ifindex || m.header.family != AddressFamily::Inet {
+        if m.header.index != self.ifindex {
+            return false;
+        }
+        if m.header.family == AddressFamily::Inet6 {
+            return self.address6(m, add);
+        }
+        if m.header.family != AddressFamily::Inet {
             return false;
         }
         // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's
@@ -251,7 +353,70 @@ impl HostView {
         }
     }
 
+    fn address6(&mut self, m: &AddressMessage, add: bool) -> bool {
+        let mut ip = None;
+        for a in &m.attributes {
+            match a {
+                AddressAttribute::Address(IpAddr::V6(v)) => ip = Some(u128::from(*v)),
+                AddressAttribute::Local(IpAddr::V6(v)) => ip = ip.or(Some(u128::from(*v))),
+                _ => {}
+            }
+        }
+        let Some(ip) = ip else {
+            return false;
+        };
+        let entry = (ip, m.header.prefix_len);
+        let i = self.addrs6.iter().position(|a| a.0 == ip);
+        match (add, i) {
+            (true, Some(i)) if self.addrs6[i] == entry => false,
+            (true, Some(i)) => {
+                self.addrs6[i] = entry;
+                true
+            }
+            (true, None) => {
+                self.addrs6.push(entry);
+                true
+            }
+            (false, Some(i)) => {
+                self.addrs6.remove(i);
+                true
+            }
+            (false, None) => false,
+        }
+    }
+
+    fn neighbour6(&mut self, m: &NeighbourMessage, add: bool) -> bool {
+        let mut ip = None;
+        let mut mac = None;
+        for a in &m.attributes {
+            match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => ip = Some(u128::from(*v)),
+                NeighbourAttribute::LinkLayerAddress(b) if b.len() == 6 => {
+                    let mut x = [0u8; 6];
+                    x.copy_from_slice(b);
+                    mac = Some(x);
+                }
+                _ => {}
+            }
+        }
+        let Some(ip) = ip else {
+            return false;
+        };
+        // As for IPv4: only entries the kernel confirmed recently.
+        let usable = matches!(
+            m.header.state,
+            NeighbourState::Reachable | NeighbourState::Permanent | NeighbourState::Noarp
+        );
+        match (add && usable, mac) {
+            (true, Some(mac)) => self.neighbours6.insert(ip, mac) != Some(mac),
+            _ => self.neighbours6.remove(&ip).is_some(),
+        }
+    }
+
     fn neighbour(&mut self, m: &NeighbourMessage, add: bool) -> bool {
+        if m.header.ifindex == self.ifindex && m.header.family == AddressFamily::Inet6 {
+            return self.neighbour6(m, add);
+        }
         if m.header.ifindex != self.ifindex || m.header.family != AddressFamily::Inet {
             return false;
         }
@@ -327,6 +492,55 @@ impl HostView {
     /// The kernel's entry for `ip` on the interface, if usable.
     pub fn neighbour_mac(&self, ip: u32) -> Option<Mac> {
         self.neighbours.get(&ip).copied()
+    }
+
+    /// The IPv6 routes of the main table, in no particular order.
+    pub fn routes6(&self) -> impl Iterator<Item = &Route6> {
+        self.routes6.values()
+    }
+
+    /// As [`HostView::lookup`] for an IPv6 address.
+    pub fn lookup6(&self, addr: u128) -> Option<&Route6> {
+        self.routes6
+            .values()
+            .filter(|r| r.matches(addr))
+            .min_by_key(|r| (std::cmp::Reverse(r.plen), r.metric, r.gateway))
+    }
+
+    /// As [`HostView::next_hop`] for an IPv6 address.
+    pub fn next_hop6(&self, addr: u128) -> Option<u128> {
+        let r = self.lookup6(addr)?;
+        if !r.unicast || r.oif.is_some_and(|o| o != self.ifindex) {
+            return None;
+        }
+        Some(r.gateway.unwrap_or(addr))
+    }
+
+    /// The gateway of the lowest-metric IPv6 default route (`::/0`) through
+    /// the interface: the IPv6 router toward clients.
+    pub fn default_gateway6(&self) -> Option<u128> {
+        self.routes6
+            .values()
+            .filter(|r| r.plen == 0 && r.unicast && r.oif.is_none_or(|o| o == self.ifindex))
+            .min_by_key(|r| (r.metric, r.gateway))
+            .and_then(|r| r.gateway)
+    }
+
+    /// The interface's first global IPv6 address (not link-local) with its
+    /// prefix length: the director's address on the segment.
+    pub fn primary6(&self) -> Option<(u128, u8)> {
+        self.addrs6.iter().copied().find(|&(a, _)| !is_link_local6(a))
+    }
+
+    /// The interface's link-local IPv6 address (the source of our own
+    /// solicitations when there is no global one).
+    pub fn link_local6(&self) -> Option<u128> {
+        self.addrs6.iter().map(|a| a.0).find(|&a| is_link_local6(a))
+    }
+
+    /// The kernel's confirmed IPv6 neighbours on the interface.
+    pub fn neighbours6(&self) -> impl Iterator<Item = (u128, Mac)> + '_ {
+        self.neighbours6.iter().map(|(a, m)| (*a, *m))
     }
 }
 

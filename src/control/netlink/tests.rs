@@ -250,16 +250,129 @@ fn kernel_neighbours() {
     ))));
 }
 
+/// An IPv6 default route is the IPv6 router's, never the IPv4 gateway.
 #[test]
-fn ipv6_messages_are_ignored() {
+fn ipv6_routes_are_kept_apart() {
     let mut v = host();
     let mut m = route("0.0.0.0/0", None, 0, IF);
     m.header.address_family = AddressFamily::Inet6;
     m.attributes = vec![RouteAttribute::Gateway(RouteAddress::Inet6(
         "2001:db8::1".parse().unwrap(),
     ))];
-    assert!(!v.apply(&M::NewRoute(m)));
+    assert!(v.apply(&M::NewRoute(m)));
     assert_eq!(v.default_gateway(), Some(ip("198.18.0.1")));
+    assert_eq!(v.default_gateway6(), Some(ip6("2001:db8::1")));
+}
+
+fn ip6(s: &str) -> u128 {
+    u128::from(s.parse::<std::net::Ipv6Addr>().unwrap())
+}
+
+/// A main-table IPv6 route: "dst/plen", gateway, metric, interface.
+fn route6(dst: &str, gw: Option<&str>, metric: u32, oif: u32) -> RouteMessage {
+    let (d, p) = dst.split_once('/').unwrap();
+    let mut m = RouteMessage::default();
+    m.header.address_family = AddressFamily::Inet6;
+    m.header.destination_prefix_length = p.parse().unwrap();
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    m.header.kind = RouteType::Unicast;
+    if p != "0" {
+        m.attributes.push(RouteAttribute::Destination(RouteAddress::Inet6(
+            d.parse().unwrap(),
+        )));
+    }
+    if let Some(g) = gw {
+        m.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet6(g.parse().unwrap())));
+    }
+    if metric != 0 {
+        m.attributes.push(RouteAttribute::Priority(metric));
+    }
+    m.attributes.push(RouteAttribute::Oif(oif));
+    m
+}
+
+fn addr6(index: u32, a: &str, plen: u8) -> AddressMessage {
+    let mut m = AddressMessage::default();
+    m.header.family = AddressFamily::Inet6;
+    m.header.index = index;
+    m.header.prefix_len = plen;
+    m.attributes
+        .push(AddressAttribute::Address(IpAddr::V6(a.parse().unwrap())));
+    m
+}
+
+fn neigh6(index: u32, a: &str, mac: [u8; 6], state: NeighbourState) -> NeighbourMessage {
+    let mut m = neigh(index, "198.18.0.99", mac, state);
+    m.header.family = AddressFamily::Inet6;
+    m.attributes[0] = NeighbourAttribute::Destination(NeighbourAddress::Inet6(a.parse().unwrap()));
+    m
+}
+
+/// The IPv6 side of the view: the director's global and link-local
+/// addresses, the router, next hops by longest prefix and the kernel's
+/// confirmed IPv6 neighbours, none of which touch the IPv4 side.
+#[test]
+fn ipv6_addresses_routes_and_neighbours() {
+    let mut v = host();
+    let before = (v.primary(), v.default_gateway(), v.neighbours().count());
+    assert!(v.apply(&M::NewAddress(addr6(IF, "fe80::2", 64))));
+    assert_eq!(v.primary6(), None, "link-local is not the segment address");
+    assert!(v.apply(&M::NewAddress(addr6(IF, "2001:db8::2", 64))));
+    assert!(!v.apply(&M::NewAddress(addr6(IF, "2001:db8::2", 64))));
+    assert!(!v.apply(&M::NewAddress(addr6(IF + 1, "2001:db8:9::2", 64))));
+    assert_eq!(v.primary6(), Some((ip6("2001:db8::2"), 64)));
+    assert_eq!(v.link_local6(), Some(ip6("fe80::2")));
+    for m in [
+        route6("2001:db8::/64", None, 256, IF),
+        route6("::/0", Some("fe80::1"), 1024, IF),
+        route6("2001:db8:5::/48", Some("2001:db8::7"), 1024, IF),
+        route6("2001:db8:6::/48", Some("2001:db8:9::1"), 1024, IF + 1),
+    ] {
+        assert!(v.apply(&M::NewRoute(m)));
+    }
+    assert_eq!(v.default_gateway6(), Some(ip6("fe80::1")));
+    assert_eq!(v.next_hop6(ip6("2001:db8::11")), Some(ip6("2001:db8::11")));
+    assert_eq!(v.next_hop6(ip6("2001:db8:5::11")), Some(ip6("2001:db8::7")));
+    assert_eq!(v.next_hop6(ip6("2001:db8:6::11")), None, "another interface");
+    assert_eq!(v.next_hop6(ip6("2001:db9::1")), Some(ip6("fe80::1")));
+    assert!(v.apply(&M::DelRoute(route6(
+        "2001:db8:5::/48",
+        Some("2001:db8::7"),
+        1024,
+        IF
+    ))));
+    assert_eq!(v.next_hop6(ip6("2001:db8:5::11")), Some(ip6("fe80::1")));
+    let mac = [2, 0, 0, 0, 0, 0x11];
+    assert!(v.apply(&M::NewNeighbour(neigh6(
+        IF,
+        "2001:db8::11",
+        mac,
+        NeighbourState::Reachable
+    ))));
+    assert!(!v.apply(&M::NewNeighbour(neigh6(
+        IF,
+        "2001:db8::12",
+        mac,
+        NeighbourState::Stale
+    ))));
+    assert_eq!(
+        v.neighbours6().collect::<Vec<_>>(),
+        vec![(ip6("2001:db8::11"), mac)]
+    );
+    assert!(v.apply(&M::NewNeighbour(neigh6(
+        IF,
+        "2001:db8::11",
+        mac,
+        NeighbourState::Stale
+    ))));
+    assert_eq!(v.neighbours6().count(), 0);
+    assert!(v.apply(&M::DelAddress(addr6(IF, "2001:db8::2", 64))));
+    assert_eq!(v.primary6(), None);
+    assert_eq!((v.primary(), v.default_gateway(), v.neighbours().count()), before);
+    assert!(is_link_local6(ip6("febf::1")) && !is_link_local6(ip6("fec0::1")));
+    assert_eq!(prefix_mask6(64), ip6("ffff:ffff:ffff:ffff::"));
+    assert_eq!((prefix_mask6(0), prefix_mask6(200)), (0, u128::MAX));
 }
 
 /// Messages as bytes, several in one datagram as the kernel sends them,

@@ -15,9 +15,13 @@ use netlink_sys::{Socket, SocketAddr};
 
 use super::HostView;
 
-/// Link, IPv4 address, IPv4 route and neighbour notifications.
-const GROUPS: u32 =
-    (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV4_ROUTE | libc::RTMGRP_NEIGH) as u32;
+/// Link, IPv4 and IPv6 address and route, and neighbour notifications.
+const GROUPS: u32 = (libc::RTMGRP_LINK
+    | libc::RTMGRP_IPV4_IFADDR
+    | libc::RTMGRP_IPV4_ROUTE
+    | libc::RTMGRP_IPV6_IFADDR
+    | libc::RTMGRP_IPV6_ROUTE
+    | libc::RTMGRP_NEIGH) as u32;
 
 /// Large enough for any datagram the kernel sends on a route socket (dumps
 /// come in pages of at most 32 KiB).
@@ -64,7 +68,7 @@ pub(super) fn each_message(data: &[u8], mut f: impl FnMut(&RouteNetlinkMessage))
     Ok(true)
 }
 
-/// Dump links, IPv4 addresses, IPv4 routes and IPv4 neighbours into a new
+/// Dump links, then IPv4 and IPv6 addresses, routes and neighbours into a new
 /// view of `ifindex`.
 ///
 /// # Errors
@@ -80,11 +84,18 @@ pub fn dump(ifindex: u32) -> io::Result<HostView> {
     route.header.address_family = AddressFamily::Inet;
     let mut neigh = NeighbourMessage::default();
     neigh.header.family = AddressFamily::Inet;
+    let (mut addr6, mut route6, mut neigh6) = (addr.clone(), route.clone(), neigh.clone());
+    addr6.header.family = AddressFamily::Inet6;
+    route6.header.address_family = AddressFamily::Inet6;
+    neigh6.header.family = AddressFamily::Inet6;
     let requests = [
         RouteNetlinkMessage::GetLink(LinkMessage::default()),
         RouteNetlinkMessage::GetAddress(addr),
         RouteNetlinkMessage::GetRoute(route),
         RouteNetlinkMessage::GetNeighbour(neigh),
+        RouteNetlinkMessage::GetAddress(addr6),
+        RouteNetlinkMessage::GetRoute(route6),
+        RouteNetlinkMessage::GetNeighbour(neigh6),
     ];
     let mut buf = vec![0u8; BUF];
     for (seq, req) in requests.into_iter().enumerate() {

@@ -428,3 +428,43 @@ fn http_connections_over_the_limit_get_503() {
     assert!(page.starts_with("HTTP/1.1 200 "), "{page}");
     assert_eq!(ep.counters().refused_limit, 1);
 }
+
+/// `metrics_listen: "[::1]:PORT"` from a config binds as the director binds
+/// it (a std listener on the parsed address) and serves scrapes over IPv6.
+#[test]
+fn metrics_listen_on_ipv6_binds_and_serves() {
+    let free = std::net::TcpListener::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = format!(
+        "interface: eth0\nmetrics_listen: \"[::1]:{free}\"\nservices:\n  - name: w\n    vip: 2001:db8:100::1\n    port: 80\n"
+    );
+    let cfg = crate::control::config::Config::from_str(&text, "t.yaml").unwrap();
+    let a = cfg.metrics_listen.unwrap();
+    assert_eq!(
+        a,
+        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, free))
+    );
+    let std_listener = std::net::TcpListener::bind(a).unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    assert!(addr.is_ipv6(), "{addr}");
+    let poll = Poll::new().unwrap();
+    let l = mio::net::TcpListener::from_std(std_listener);
+    let mut ep = Endpoint::new(l, Kind::Http, Limits::HTTP, 1000, poll.registry()).unwrap();
+    let mut poll = poll;
+    let (page, _) = with_client(
+        &mut poll,
+        &mut ep,
+        Duration::from_secs(10),
+        &mut http_answer,
+        move || scrape(addr, b"GET /metrics HTTP/1.1\r\nHost: [::1]\r\n\r\n").0,
+    );
+    assert!(
+        page.starts_with("HTTP/1.1 200 OK\r\n") && page.ends_with("ulvs_up 1\n"),
+        "{page}"
+    );
+    assert_eq!(ep.counters().served, 1);
+}

@@ -24,6 +24,8 @@ use super::{Action, BatchStats, Frame, RxMeta, TxArena, VnetHdr};
 const ETH_P_ALL: u16 = libc::ETH_P_ALL as u16;
 /// EtherType of ARP, for the slow path's socket.
 pub const ETH_P_ARP: u16 = libc::ETH_P_ARP as u16;
+/// EtherType IPv6 (the Neighbor Discovery socket's binding).
+pub const ETH_P_IPV6: u16 = libc::ETH_P_IPV6 as u16;
 
 /// Buffers for frames larger than a ring slot (GSO/GRO super-frames), which
 /// the kernel queues whole on the socket (`PACKET_COPY_THRESH`).
@@ -280,7 +282,8 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// A plain (unmapped) AF_PACKET socket for the slow path: ARP.
+/// A plain (unmapped) AF_PACKET socket for the slow path: ARP, Neighbor
+/// Discovery.
 #[derive(Debug)]
 pub struct RawSocket {
     fd: Fd,
@@ -296,6 +299,45 @@ impl RawSocket {
         bind_packet(fd.0, ifindex, proto)?;
         setsockopt_int(fd.0, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
         Ok(RawSocket { fd })
+    }
+
+    /// [`RawSocket::new`] receiving only the frames `filter` (classic BPF)
+    /// accepts. The filter is attached before the bind, so no frame it
+    /// would refuse is ever queued (a socket bound first receives from the
+    /// bind until the filter is in place).
+    ///
+    /// # Errors
+    /// Socket creation, the filter or the bind failed.
+    pub fn filtered(ifindex: i32, proto: u16, filter: &[libc::sock_filter]) -> io::Result<Self> {
+        let fd = packet_socket(0, true)?;
+        set_cbpf(fd.0, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, filter)?;
+        bind_packet(fd.0, ifindex, proto)?;
+        setsockopt_int(fd.0, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
+        Ok(RawSocket { fd })
+    }
+
+    /// Join (`join` true) or leave the Ethernet multicast group `mac` on
+    /// `ifindex` (`PACKET_ADD_MEMBERSHIP` / `PACKET_DROP_MEMBERSHIP`): the
+    /// interface then accepts frames to it even where its hardware filters
+    /// multicast. Memberships go with the socket.
+    ///
+    /// # Errors
+    /// The kernel refused (leaving a group never joined: `EADDRNOTAVAIL`).
+    pub fn multicast(&self, ifindex: i32, mac: [u8; 6], join: bool) -> io::Result<()> {
+        let mut address = [0u8; 8];
+        address[..6].copy_from_slice(&mac);
+        let mreq = libc::packet_mreq {
+            mr_ifindex: ifindex,
+            mr_type: libc::PACKET_MR_MULTICAST as u16,
+            mr_alen: 6,
+            mr_address: address,
+        };
+        let opt = if join {
+            libc::PACKET_ADD_MEMBERSHIP
+        } else {
+            libc::PACKET_DROP_MEMBERSHIP
+        };
+        setsockopt(self.fd.0, libc::SOL_PACKET, opt, &mreq)
     }
 
     /// Receive one frame; returns its length and `sll_pkttype`.
