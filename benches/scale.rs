@@ -4,30 +4,36 @@
 //!
 //! For each size (services × servers each) it measures, on the publish
 //! path the director runs (`Config::from_str` → `Runtime::sync_at` →
-//! `publish::build` with the director's `MaglevCache`):
+//! `publish::build` with the director's `MaglevCache`, and
+//! `publish::build_changed` for a runtime change):
 //!
 //! * start-up: parse + sync + the first build (every Maglev table built);
-//! * reload of an unchanged file: parse + sync + build with the warm cache;
-//! * a single drain: one server drained, then re-enabled (each a publish);
-//! * a health flap: one server down, then up (each a publish);
+//! * reload of an unchanged file: parse + sync + build with the warm cache
+//!   (and the parse alone);
+//! * reload with one change: one server's weight changed in the file;
+//! * a single drain: one server drained, then re-enabled (each a publish of
+//!   the table patched by `build_changed`);
+//! * a health flap: one server down, then up (the same);
 //!
 //! time (median and max over the iterations) and memory (resident set
-//! growth over the start-up, per service). Sizes are given as arguments,
-//! `SERVICESxSERVERS`, default `1000x20 3000x20 10000x6 10000x20`; a size
-//! that does not fit the backend id space (65,536 ids, one per server of
-//! each service) is reported as refused, with the runtime's error. Also
-//! `--table-size M` (default the config's 65,537) and `--iters N` (drain
-//! and flap iterations, default 10). Nothing is asserted: the figures go to
-//! stdout (and as JSON lines when `--json` is given).
+//! growth over the start-up, per service; distinct Maglev tables held).
+//! Sizes are given as arguments, `SERVICESxSERVERS`, default `1000x20
+//! 10000x20`; a size that does not fit the backend id space is reported as
+//! refused, with the runtime's error. Also `--table-size M` (default the
+//! config's 65,537), `--sets K` (the services use K distinct server sets,
+//! so services share tables; default every service its own) and `--iters
+//! N` (drain and flap iterations, default 10). Only that the cache reuses
+//! what it should is asserted; the figures go to stdout (and as JSON lines
+//! with `--json`).
 
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use ulvs::control::config::Config;
-use ulvs::control::publish::{build, Health, Iface, Inputs, MaglevCache, Runtime};
+use ulvs::control::publish::{build, build_changed, Built, Health, Iface, Inputs, MaglevCache, Runtime};
 
-fn yaml(services: u32, servers: u32, table_size: Option<u32>) -> String {
+fn yaml(services: u32, servers: u32, table_size: Option<u32>, sets: Option<u32>) -> String {
     let mut y = String::from("interface: eth0\n");
     if let Some(m) = table_size {
         y.push_str(&format!("maglev_table_size: {m}\n"));
@@ -43,7 +49,7 @@ fn yaml(services: u32, servers: u32, table_size: Option<u32>) -> String {
             s % 250 + 1
         ));
         for r in 0..servers {
-            let n = s * servers + r;
+            let n = sets.map_or(s, |k| s % k) * servers + r;
             y.push_str(&format!(
                 "      - address: 198.19.{}.{}\n",
                 (n / 250) % 256,
@@ -65,6 +71,17 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time this thread has run (`/proc/thread-self/schedstat`): on a
+/// machine shared with other work the wall time of a few milliseconds'
+/// work depends on when the scheduler runs us; this does not. It advances
+/// in scheduler ticks, so it is read around all the changes together.
+fn cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -77,6 +94,7 @@ fn median(v: &mut [Duration]) -> Duration {
 struct Args {
     sizes: Vec<(u32, u32)>,
     table_size: Option<u32>,
+    sets: Option<u32>,
     iters: usize,
     json: bool,
 }
@@ -85,6 +103,7 @@ fn args() -> Args {
     let mut a = Args {
         sizes: Vec::new(),
         table_size: None,
+        sets: None,
         iters: 10,
         json: false,
     };
@@ -95,6 +114,7 @@ fn args() -> Args {
             "--bench" => {}
             "--json" => a.json = true,
             "--table-size" => a.table_size = it.next().and_then(|v| v.parse().ok()),
+            "--sets" => a.sets = it.next().and_then(|v| v.parse().ok()).filter(|&k| k > 0),
             "--iters" => {
                 a.iters = it
                     .next()
@@ -102,21 +122,19 @@ fn args() -> Args {
                     .unwrap_or(10)
                     .clamp(1, 1000)
             }
-            s => {
-                match s.split_once('x').map(|(a, b)| (a.parse(), b.parse())) {
-                    Some((Ok(n), Ok(k))) if (1..=100_000).contains(&n) && (1..=1000).contains(&k) => {
-                        a.sizes.push((n, k));
-                    }
-                    _ => {
-                        eprintln!("scale: unknown argument '{s}' (SERVICESxSERVERS, --table-size M, --iters N, --json)");
-                        std::process::exit(2);
-                    }
+            s => match s.split_once('x').map(|(a, b)| (a.parse(), b.parse())) {
+                Some((Ok(n), Ok(k))) if (1..=100_000).contains(&n) && (1..=1000).contains(&k) => {
+                    a.sizes.push((n, k));
                 }
-            }
+                _ => {
+                    eprintln!("scale: unknown argument '{s}' (SERVICESxSERVERS, --table-size M, --sets K, --iters N, --json)");
+                    std::process::exit(2);
+                }
+            },
         }
     }
     if a.sizes.is_empty() {
-        a.sizes = vec![(1000, 20), (3000, 20), (10_000, 6), (10_000, 20)];
+        a.sizes = vec![(1000, 20), (10_000, 20)];
     }
     a
 }
@@ -132,20 +150,25 @@ fn main() {
     let resolved = |x: u32| Some([2, 0, (x >> 24) as u8, (x >> 16) as u8, (x >> 8) as u8, x as u8]);
     let seen = HashMap::new();
     println!(
-        "{:>8} {:>7} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}",
+        "{:>8} {:>7} {:>6} {:>6} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8}",
         "services",
         "servers",
         "table",
+        "sets",
         "startup ms",
+        "parse ms",
         "reload ms",
+        "reload1ms",
         "drain ms",
-        "drain max",
+        "drainmax",
         "flap ms",
+        "CPU ms",
         "RSS MiB",
-        "KiB/svc"
+        "KiB/svc",
+        "tables"
     );
     for &(services, servers) in &a.sizes {
-        let text = yaml(services, servers, a.table_size);
+        let text = yaml(services, servers, a.table_size, a.sets);
         let base = rss_kib();
         let t0 = Instant::now();
         let cfg = match Config::from_str(&text, "scale.yaml") {
@@ -171,81 +194,124 @@ fn main() {
         }
         let mut cache = MaglevCache::default();
         let mut generation = 1u64;
-        let mut publish = |cfg: &Config, rt: &Runtime, cache: &mut MaglevCache| {
-            generation += 1;
-            let inp = Inputs {
-                cfg,
-                rt,
-                resolved: &resolved,
-                seen: &seen,
-                gateway: None,
-                iface,
-                generation,
-                v6: ulvs::control::publish6::Inputs6::NONE,
+        // prev: None = a full build (start-up, reload), else the table to patch
+        let mut publish =
+            |cfg: &Config, rt: &Runtime, cache: &mut MaglevCache, prev: Option<(&Built, u32)>| {
+                generation += 1;
+                let inp = Inputs {
+                    cfg,
+                    rt,
+                    resolved: &resolved,
+                    seen: &seen,
+                    gateway: None,
+                    iface,
+                    generation,
+                    v6: ulvs::control::publish6::Inputs6::NONE,
+                };
+                match prev {
+                    None => build(&inp, cache),
+                    Some((p, id)) => build_changed(&inp, cache, &p.table, &[id]),
+                }
             };
-            build(&inp, cache)
-        };
         // Start-up: the director holds the published table and the cache.
-        let mut published = publish(&cfg, &rt, &mut cache);
+        let mut published = publish(&cfg, &rt, &mut cache, None);
         let startup = t0.elapsed();
         let rss = rss_kib().saturating_sub(base);
+        let tables = cache.tables();
         let builds_after_start = cache.builds;
 
-        // Reload of the unchanged file (bounded: 3 times).
+        // Reload of the unchanged file (bounded: 3 times), as the director
+        // does it: the new config is synced and built whole.
         let mut reload = Vec::new();
+        let mut parses = Vec::new();
+        let mut cfg = cfg;
         for _ in 0..3 {
             let t = Instant::now();
             let c2 = Config::from_str(&text, "scale.yaml").expect("same text parses");
+            parses.push(t.elapsed());
             rt.sync(&c2).expect("same ids");
-            published = publish(&c2, &rt, &mut cache);
+            published = publish(&c2, &rt, &mut cache, None);
             reload.push(t.elapsed());
+            cfg = c2;
         }
         assert_eq!(
             cache.builds, builds_after_start,
             "an unchanged reload rebuilt a table"
         );
-
-        // A single drain / enable of one server in the middle service.
+        // Reload with one change: the first server of one service gets
+        // weight 2, then 1 again (each a reload; one table rebuilt each).
         let svc = format!("s{}", services / 2);
         let addr = cfg.service(&svc).expect("service").real_servers[0].endpoint();
+        let needle = format!("  - name: {svc}\n");
+        let at = text.find(&needle).expect("service in the text");
+        let line = format!("      - address: {addr}\n");
+        let at = at + text[at..].find(&line).expect("server in the text") + line.len();
+        let changed = format!("{}        weight: 2\n{}", &text[..at], &text[at..]);
+        let mut reload1 = Vec::new();
+        for t in [&changed, &text] {
+            let t0 = Instant::now();
+            let c2 = Config::from_str(t, "scale.yaml").expect("changed text parses");
+            rt.sync(&c2).expect("same ids");
+            published = publish(&c2, &rt, &mut cache, None);
+            reload1.push(t0.elapsed());
+            cfg = c2;
+        }
+        let builds_before_drain = cache.builds;
+        let incremental_before = cache.incremental;
+
+        // A single drain / enable of one server in the middle service.
         let mut drain = Vec::new();
         let mut flap = Vec::new();
+        let changes_cpu = cpu();
         for _ in 0..a.iters {
             for _ in 0..2 {
                 let t = Instant::now();
                 let s = rt.find_mut(&cfg, &svc, &addr).expect("server");
                 s.drained = !s.drained;
-                published = publish(&cfg, &rt, &mut cache);
+                let id = s.id;
+                published = publish(&cfg, &rt, &mut cache, Some((&published, id)));
                 drain.push(t.elapsed());
             }
             for h in [Health::Down, Health::Up] {
                 let t = Instant::now();
-                rt.find_mut(&cfg, &svc, &addr).expect("server").health = h;
-                published = publish(&cfg, &rt, &mut cache);
+                let s = rt.find_mut(&cfg, &svc, &addr).expect("server");
+                s.health = h;
+                let id = s.id;
+                published = publish(&cfg, &rt, &mut cache, Some((&published, id)));
                 flap.push(t.elapsed());
             }
         }
-        // one table rebuilt per change, the others reused
-        assert_eq!(cache.builds, builds_after_start + 4 * a.iters as u64);
+        // every change patched the table; at most the drained table was
+        // built once (later flips find it in the cache)
+        assert_eq!(cache.incremental, incremental_before + 4 * a.iters as u64);
+        assert!(
+            cache.builds <= builds_before_drain + 1,
+            "a drain rebuilt more than one table"
+        );
         black_box(&published);
         let table = cfg.maglev_table_size;
-        let (rm, dm, dx, fm) = (
+        // CPU per change, mean over every drain, enable and flap
+        let cc = ms(cpu().saturating_sub(changes_cpu)) / (4 * a.iters) as f64;
+        let (pm, rm, r1, dm, dx, fm) = (
+            ms(median(&mut parses)),
             ms(median(&mut reload)),
+            ms(*reload1.iter().max().expect("two")),
             ms(median(&mut drain)),
             ms(*drain.iter().max().expect("iters >= 1")),
             ms(median(&mut flap)),
         );
+        let sets = a.sets.map_or(services, |k| k.min(services));
         println!(
-            "{services:>8} {servers:>7} {table:>7} {:>10.1} {rm:>10.1} {dm:>10.2} {dx:>10.2} {fm:>10.2} {:>12.1} {:>10.1}",
+            "{services:>8} {servers:>7} {table:>6} {sets:>6} {:>10.0} {pm:>9.0} {rm:>9.0} {r1:>9.0} {dm:>8.2} {dx:>8.2} {fm:>8.2} {cc:>8.2} {:>8.1} {:>7.1} {tables:>8}",
             ms(startup),
             rss as f64 / 1024.0,
             rss as f64 / f64::from(services)
         );
         if a.json {
             println!(
-                "{{\"services\":{services},\"servers\":{servers},\"table_size\":{table},\"parse_ms\":{:.3},\
-                 \"startup_ms\":{:.3},\"reload_ms\":{rm:.3},\"drain_ms\":{dm:.3},\"drain_max_ms\":{dx:.3},\
-                 \"flap_ms\":{fm:.3},\"rss_kib\":{rss},\"kib_per_service\":{:.1}}}",
+                "{{\"services\":{services},\"servers\":{servers},\"table_size\":{table},\"sets\":{sets},\"parse_ms\":{:.3},\
+                 \"startup_ms\":{:.3},\"reload_parse_ms\":{pm:.3},\"reload_ms\":{rm:.3},\"reload_one_change_ms\":{r1:.3},\
+                 \"drain_ms\":{dm:.3},\"drain_max_ms\":{dx:.3},\"flap_ms\":{fm:.3},\"change_cpu_ms\":{cc:.3},\"rss_kib\":{rss},\"kib_per_service\":{:.1},\"tables\":{tables}}}",
                 ms(parse),
                 ms(startup),
                 rss as f64 / f64::from(services)
