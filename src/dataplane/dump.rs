@@ -161,7 +161,9 @@ impl<K: DumpKey> Part<K> {
     /// Copy up to `buckets` buckets of `flows`; returns the buckets used and
     /// whether this family is done.
     fn copy(&mut self, flows: &FlowTable<K>, now: u32, buckets: usize) -> (usize, bool) {
-        if !self.wanted || self.cursor >= flows.bucket_count() {
+        // An empty table is done at once: an IPv4-only director copies in
+        // as many pieces as before the IPv6 table existed.
+        if !self.wanted || flows.is_empty() || self.cursor >= flows.bucket_count() {
             return (0, true);
         }
         let (filter, client, out) = (self.filter, self.client, &mut self.out);
@@ -386,5 +388,33 @@ mod tests {
         d.ask6(None, None, 2);
         let got = take(&d);
         assert_eq!((got.flows6.len(), got.truncated), (2, true));
+    }
+
+    /// A busy worker whose IPv4 table takes the whole piece goes on with
+    /// the IPv6 table at the next batch; an empty IPv6 table costs nothing.
+    #[test]
+    fn busy_copy_goes_on_with_ipv6_in_the_next_piece() {
+        let mut t4: FlowTable =
+            FlowTable::new(CHUNK_BUCKETS_BUSY * crate::fwd::flow::WAYS, Timeouts::default());
+        let k4 = FlowKey {
+            src: 1,
+            dst: 2,
+            sport: 3,
+            dport: 4,
+            proto: 17,
+        };
+        t4.insert(k4, FlowState::Udp, 1, 0, &mut |_| {});
+        let mut t6: FlowTable<FlowKey6> = FlowTable::new(64, Timeouts::default());
+        assert_eq!(t4.bucket_count(), CHUNK_BUCKETS_BUSY);
+        let d = FlowDump::default();
+        d.ask(None, 10);
+        d.serve(&t4, &t6, 1, false);
+        assert!(d.answered(), "IPv4 in one piece, no IPv6 flow to copy");
+        t6.insert(key6(7, 7), FlowState::Udp, 1, 0, &mut |_| {});
+        d.ask(None, 10);
+        d.serve(&t4, &t6, 1, false);
+        assert!(!d.answered(), "the piece went to the IPv4 table");
+        d.serve(&t4, &t6, 1, false);
+        assert_eq!(d.take().expect("answered").flows6.len(), 1);
     }
 }
