@@ -591,6 +591,19 @@ fn tun6_encapsulates_in_ipv6() {
     }
 }
 
+/// TUN without an IPv6 address of the director's own (none learnt yet):
+/// nothing is sent with an outer source of `::`; the frame is a named drop.
+#[test]
+fn tun6_without_a_director_address_is_a_named_drop() {
+    let mut t = table6_modes(1500);
+    t.director_ip6 = 0;
+    let mut rig = Rig::new(t, 1024);
+    let f = PacketBuilder6::new(CLIENT6, VIP_TUN6).tcp(40000, 80, tcp::SYN, &[]);
+    let o = rig.send(&f);
+    assert!(o.sent.is_none());
+    assert_eq!(o.moved["drops.next_hop_unknown"], 1, "{:?}", o.moved);
+}
+
 /// The largest packet that fits the tunnel (MTU - 40) goes through; one
 /// byte more is answered with an ICMPv6 Packet Too Big (MTU - 40) from the
 /// VIP to the client, through the MAC it came from, quoting as much of the

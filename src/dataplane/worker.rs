@@ -1035,6 +1035,11 @@ fn flow6_packet(
             rewrite::nat6(f.data_mut(), c.l4_offset, c.key.proto, csum, &n)?;
         }
         Mode::Tun => {
+            // No IPv6 address of our own (yet): an outer source of `::`
+            // would be dropped by the server; count it instead.
+            if table.director_ip6 == 0 {
+                return Err(Reason::NextHopUnknown);
+            }
             let o = TunOuter6 {
                 src: table.director_ip6,
                 dst: table.backend6(id).addr,
@@ -1166,6 +1171,9 @@ fn later_fragment6(
     }
     let len = f.len();
     let a = if b.mode == Mode::Tun {
+        if table.director_ip6 == 0 {
+            return Err(Reason::NextHopUnknown);
+        }
         let o = TunOuter6 {
             src: table.director_ip6,
             dst: b6.addr,
