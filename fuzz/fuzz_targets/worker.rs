@@ -221,7 +221,16 @@ struct SlowPath {
 
 impl SlowPath {
     fn table(&self) -> FwdTable {
-        let ids: Vec<(Ipv4Addr, u32)> = self.rt.servers.iter().map(|(k, s)| (k.addr, s.id)).collect();
+        // The config is IPv4 only: every server key is an IPv4 address.
+        let ids: Vec<(Ipv4Addr, u32)> = self
+            .rt
+            .servers
+            .iter()
+            .filter_map(|(k, s)| match k.addr {
+                std::net::IpAddr::V4(a) => Some((a, s.id)),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect();
         let unresolved = self.unresolved;
         let mut t = build_table(
             self.cfg,
