@@ -7,7 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use ulvs::control::config::Config;
-use ulvs::control::publish::{build_table, Runtime};
+use ulvs::control::publish::Runtime;
+use ulvs::control::publish6::build_table_dual;
 
 const FILE: &str = "fuzz.yaml";
 /// Table builds cost O(services x slots); above this the input is only
@@ -27,8 +28,16 @@ fuzz_target!(|data: &[u8]| {
             }
             let slots = cfg.services.len() * cfg.maglev_table_size as usize;
             if slots <= MAX_SLOTS {
-                let t = build_table(&cfg, &rt, |a| Some([2, 0, 0, 0, 0, a.octets()[3]]), [2; 6], 0, 1);
-                assert_eq!(t.services.len(), cfg.services.len());
+                // Both families: every accepted service lands in its table.
+                let mac = |a: std::net::IpAddr| {
+                    let last = match a {
+                        std::net::IpAddr::V4(v) => v.octets()[3],
+                        std::net::IpAddr::V6(v) => v.octets()[15],
+                    };
+                    Some([2, 0, 0, 0, 0, last])
+                };
+                let t = build_table_dual(&cfg, &rt, mac, [2; 6], (0, 0), 1);
+                assert_eq!(t.services.len() + t.services6.len(), cfg.services.len());
             }
         }
         Err(errors) => {
