@@ -162,23 +162,36 @@ fn v6(a: &RouteAddress) -> Option<u128> {
     }
 }
 
-fn route6_of(m: &RouteMessage) -> Option<Route6> {
-    if m.header.address_family != AddressFamily::Inet6 {
+/// The fields both families read from a main-table route, with addresses
+/// converted by `addr` (which refuses the other family).
+struct Parsed<A> {
+    dst: A,
+    metric: u32,
+    gateway: Option<A>,
+    oif: Option<u32>,
+}
+
+/// One walk over a route's attributes for either family: `None` for another
+/// family, another table, or a destination of the wrong family.
+fn parse_route<A: Default>(
+    m: &RouteMessage,
+    family: AddressFamily,
+    addr: fn(&RouteAddress) -> Option<A>,
+) -> Option<Parsed<A>> {
+    if m.header.address_family != family {
         return None;
     }
     let mut table = u32::from(m.header.table);
-    let mut r = Route6 {
-        dst: 0,
-        plen: m.header.destination_prefix_length,
+    let mut r = Parsed {
+        dst: A::default(),
         metric: 0,
         gateway: None,
         oif: None,
-        unicast: m.header.kind == RouteType::Unicast,
     };
     for a in &m.attributes {
         match a {
-            RouteAttribute::Destination(d) => r.dst = v6(d)?,
-            RouteAttribute::Gateway(g) => r.gateway = v6(g),
+            RouteAttribute::Destination(d) => r.dst = addr(d)?,
+            RouteAttribute::Gateway(g) => r.gateway = addr(g),
             RouteAttribute::Oif(i) => r.oif = Some(*i),
             RouteAttribute::Priority(p) => r.metric = *p,
             RouteAttribute::Table(t) => table = *t,
@@ -187,7 +200,7 @@ fn route6_of(m: &RouteMessage) -> Option<Route6> {
                     r.oif = r.oif.or(Some(h.interface_index));
                     for ha in &h.attributes {
                         if let RouteAttribute::Gateway(g) = ha {
-                            r.gateway = r.gateway.or_else(|| v6(g));
+                            r.gateway = r.gateway.or_else(|| addr(g));
                         }
                     }
                 }
@@ -198,41 +211,29 @@ fn route6_of(m: &RouteMessage) -> Option<Route6> {
     (table == u32::from(RouteHeader::RT_TABLE_MAIN)).then_some(r)
 }
 
+fn route6_of(m: &RouteMessage) -> Option<Route6> {
+    let p = parse_route(m, AddressFamily::Inet6, v6)?;
+    Some(Route6 {
+        dst: p.dst,
+        plen: m.header.destination_prefix_length,
+        metric: p.metric,
+        gateway: p.gateway,
+        oif: p.oif,
+        unicast: m.header.kind == RouteType::Unicast,
+    })
+}
+
 fn route_of(m: &RouteMessage) -> Option<Route> {
-    if m.header.address_family != AddressFamily::Inet {
-        return None;
-    }
-    let mut table = u32::from(m.header.table);
-    let mut r = Route {
-        dst: 0,
+    let p = parse_route(m, AddressFamily::Inet, v4)?;
+    Some(Route {
+        dst: p.dst,
         plen: m.header.destination_prefix_length,
         tos: m.header.tos,
-        metric: 0,
-        gateway: None,
-        oif: None,
+        metric: p.metric,
+        gateway: p.gateway,
+        oif: p.oif,
         unicast: m.header.kind == RouteType::Unicast,
-    };
-    for a in &m.attributes {
-        match a {
-            RouteAttribute::Destination(d) => r.dst = v4(d)?,
-            RouteAttribute::Gateway(g) => r.gateway = v4(g),
-            RouteAttribute::Oif(i) => r.oif = Some(*i),
-            RouteAttribute::Priority(p) => r.metric = *p,
-            RouteAttribute::Table(t) => table = *t,
-            RouteAttribute::MultiPath(hops) => {
-                if let Some(h) = hops.first() {
-                    r.oif = r.oif.or(Some(h.interface_index));
-                    for ha in &h.attributes {
-                        if let RouteAttribute::Gateway(g) = ha {
-                            r.gateway = r.gateway.or_else(|| v4(g));
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    (table == u32::from(RouteHeader::RT_TABLE_MAIN)).then_some(r)
+    })
 }
 
 impl HostView {
