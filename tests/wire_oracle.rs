@@ -1034,6 +1034,43 @@ fn icmpv6_quotes_and_neighbor_discovery() {
     assert!(h.r#override && !h.solicited && !h.router);
 }
 
+/// The case CI's run of `views_agree_with_etherparse` found: an error
+/// quoting a packet whose payload length (edited to 1) ends inside the
+/// quote, before its hop-by-hop header is whole. Etherparse stops the
+/// quoted chain at the payload length; ours now do too (the bytes after it
+/// were never the quoted packet's), instead of reading TCP ports there.
+#[test]
+fn quote_with_a_payload_length_inside_the_quote() {
+    let c = Case {
+        v6: true,
+        src4: Ipv4Addr::new(198, 18, 0, 0),
+        dst4: Ipv4Addr::new(198, 18, 0, 0),
+        src6: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0),
+        dst6: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0),
+        exts: vec![],
+        frag4: None,
+        upper: Upper::Icmp(1, 0, [0; 4]),
+        data: vec![0; 14],
+        quote_exts: vec![Ext6::HopByHop(vec![0; 7])],
+        quote_cut: 90,
+        nd_options: vec![],
+        edits: vec![(191, 1)],
+        cut: None,
+        pad: 0,
+    };
+    let f = c.frame();
+    // The edit landed on the low byte of the quote's payload length.
+    assert_eq!(&f[14 + 40 + 8 + 4..14 + 40 + 8 + 6], &[0, 1]);
+    let m = icmpv6::Message::new_checked(&f[54..]).unwrap();
+    assert_eq!(m.quote().unwrap_err(), Ipv6Error::TruncatedExtension);
+    assert_eq!(compare(&f), None);
+    // Unedited, the quote is read whole by both.
+    let whole = Case { edits: vec![], ..c }.frame();
+    let m = icmpv6::Message::new_checked(&whole[54..]).unwrap();
+    assert_eq!(m.quote().unwrap().ports(), Some((80, 40000)));
+    assert_eq!(compare(&whole), None);
+}
+
 /// The generator reaches deep: over 3000 deterministic cases, both parsers
 /// accept frames of every upper layer, fragments and quotes, and ours
 /// refuse in several named classes (so the agreement above is not only

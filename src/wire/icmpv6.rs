@@ -433,6 +433,29 @@ mod tests {
     }
 
     #[test]
+    fn a_quoted_payload_length_that_ends_inside_the_quote_bounds_the_walk() {
+        // The quoted packet says it had 1 byte of payload; the quote holds
+        // a hop-by-hop header and a TCP header after it. Those bytes were
+        // never the quoted packet's: the chain is cut (etherparse reads it
+        // so too; found by tests/wire_oracle.rs in CI).
+        let mut m = vec![DEST_UNREACHABLE, 0, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&[0x60, 0, 0, 0, 0, 1, next_header::HOP_BY_HOP, 64]);
+        m.extend_from_slice(&VIP);
+        m.extend_from_slice(&CLIENT);
+        m.extend_from_slice(&[next_header::TCP, 0, 1, 4, 0, 0, 0, 0]);
+        m.extend_from_slice(&[0, 80, 0x9c, 0x40, 0, 0, 0, 1]);
+        let msg = Message::new_checked(&m[..]).unwrap();
+        assert_eq!(msg.quote().unwrap_err(), Ipv6Error::TruncatedExtension);
+        // The same quote with the payload length it should have: read whole.
+        m[12..14].copy_from_slice(&16u16.to_be_bytes());
+        let q = Message::new_checked(&m[..]).unwrap().quote().unwrap().ports();
+        assert_eq!(q, Some((80, 40000)));
+        // 0 (a jumbogram's) does not bound it.
+        m[12..14].copy_from_slice(&0u16.to_be_bytes());
+        assert!(Message::new_checked(&m[..]).unwrap().quote().is_ok());
+    }
+
+    #[test]
     fn quote_of_a_later_fragment_has_no_ports() {
         let mut m = vec![TIME_EXCEEDED, 1, 0, 0, 0, 0, 0, 0];
         m.extend_from_slice(&[0x60, 0, 0, 0, 0, 16, next_header::FRAGMENT, 1]);

@@ -326,9 +326,13 @@ fn walk_from(b: &[u8], first: u8, need: Need) -> Result<Chain, Ipv6Error> {
 }
 
 /// Walk the chain of the packet an ICMPv6 error quotes: `quote` starts
-/// with its fixed IPv6 header and holds only part of the packet, so its
-/// payload length is not checked and the upper-layer header needs only 8
-/// bytes (ports, or an ICMPv6 echo's identifier).
+/// with its fixed IPv6 header and usually holds only part of the packet,
+/// so a payload length beyond the quote is not an error and the
+/// upper-layer header needs only 8 bytes (ports, or an ICMPv6 echo's
+/// identifier). A payload length that ends *inside* the quote bounds the
+/// walk: the bytes after it were never part of the quoted packet (the
+/// quote is malformed), so a chain that needs them is cut, as etherparse
+/// reads it too. A payload length of 0 (jumbo) does not bound it.
 ///
 /// # Errors
 /// [`Ipv6Error::Truncated`] below 40 bytes, [`Ipv6Error::BadVersion`], or
@@ -342,7 +346,13 @@ pub fn walk_quote(quote: &[u8]) -> Result<Chain, Ipv6Error> {
     if quote[0] >> 4 != 6 {
         return Err(Ipv6Error::BadVersion);
     }
-    walk_from(quote, quote[field::NEXT_HEADER], Need::Quote)
+    let plen = usize::from(be16(quote, field::PAYLOAD_LEN));
+    let end = if plen == 0 {
+        quote.len()
+    } else {
+        quote.len().min(HEADER_LEN + plen)
+    };
+    walk_from(&quote[..end], quote[field::NEXT_HEADER], Need::Quote)
 }
 
 /// True when the hop-by-hop header after a fixed header of `b` holds a
