@@ -181,16 +181,115 @@ pub enum NatSide {
     Src,
 }
 
-/// A NAT translation of one side of a packet.
+/// A NAT translation of one side of a packet: `A` is the address, `u32`
+/// for IPv4 ([`Nat`]) or a big-endian `u128` for IPv6 ([`Nat6`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Nat {
+pub struct NatTo<A> {
     pub side: NatSide,
     /// The new address of that side.
-    pub addr: u32,
+    pub addr: A,
     /// The new port of that side; `None` keeps it.
     pub port: Option<u16>,
     /// The frame's new Ethernet addresses.
     pub macs: Macs,
+}
+
+/// A NAT translation of one side of an IPv4 packet.
+pub type Nat = NatTo<u32>;
+/// A NAT translation of one side of an IPv6 packet.
+pub type Nat6 = NatTo<u128>;
+
+/// The pseudo-header's share of a transport checksum, the one step of the
+/// NAT transport rewrite that depends on the address family.
+trait NatAddr: Copy {
+    /// `addr` as the IP header holds it, to compare with the old one.
+    type Wire: Copy;
+    fn wire(self) -> Self::Wire;
+    fn tcp(t: &mut tcp::Segment<&mut [u8]>, old: Self::Wire, new: Self::Wire, csum: State);
+    fn udp(u: &mut udp::Datagram<&mut [u8]>, old: Self::Wire, new: Self::Wire, csum: State);
+}
+
+impl NatAddr for u32 {
+    type Wire = u32;
+    #[inline(always)]
+    fn wire(self) -> u32 {
+        self
+    }
+    #[inline(always)]
+    fn tcp(t: &mut tcp::Segment<&mut [u8]>, old: u32, new: u32, csum: State) {
+        t.pseudo_header_changed(old, new, csum);
+    }
+    #[inline(always)]
+    fn udp(u: &mut udp::Datagram<&mut [u8]>, old: u32, new: u32, csum: State) {
+        u.pseudo_header_changed(old, new, csum);
+    }
+}
+
+impl NatAddr for u128 {
+    type Wire = [u8; 16];
+    #[inline(always)]
+    fn wire(self) -> [u8; 16] {
+        self.to_be_bytes()
+    }
+    #[inline(always)]
+    fn tcp(t: &mut tcp::Segment<&mut [u8]>, old: [u8; 16], new: [u8; 16], csum: State) {
+        t.pseudo_header_changed6(&old, &new, csum);
+    }
+    #[inline(always)]
+    fn udp(u: &mut udp::Datagram<&mut [u8]>, old: [u8; 16], new: [u8; 16], csum: State) {
+        u.pseudo_header_changed6(&old, &new, csum);
+    }
+}
+
+/// A transport header NAT rewrites: TCP and UDP keep their checksums
+/// differently (UDP's 0 means none), so each says how.
+trait NatL4 {
+    fn pseudo_changed<A: NatAddr>(&mut self, old: A::Wire, new: A::Wire, csum: State);
+    fn rewrite_src_port(&mut self, p: u16, csum: State);
+    fn rewrite_dst_port(&mut self, p: u16, csum: State);
+}
+
+impl NatL4 for tcp::Segment<&mut [u8]> {
+    #[inline(always)]
+    fn pseudo_changed<A: NatAddr>(&mut self, old: A::Wire, new: A::Wire, csum: State) {
+        A::tcp(self, old, new, csum);
+    }
+    #[inline(always)]
+    fn rewrite_src_port(&mut self, p: u16, csum: State) {
+        tcp::Segment::rewrite_src_port(self, p, csum);
+    }
+    #[inline(always)]
+    fn rewrite_dst_port(&mut self, p: u16, csum: State) {
+        tcp::Segment::rewrite_dst_port(self, p, csum);
+    }
+}
+
+impl NatL4 for udp::Datagram<&mut [u8]> {
+    #[inline(always)]
+    fn pseudo_changed<A: NatAddr>(&mut self, old: A::Wire, new: A::Wire, csum: State) {
+        A::udp(self, old, new, csum);
+    }
+    #[inline(always)]
+    fn rewrite_src_port(&mut self, p: u16, csum: State) {
+        udp::Datagram::rewrite_src_port(self, p, csum);
+    }
+    #[inline(always)]
+    fn rewrite_dst_port(&mut self, p: u16, csum: State) {
+        udp::Datagram::rewrite_dst_port(self, p, csum);
+    }
+}
+
+/// The transport half of [`nat`] and [`nat6`]: the checksum follows the
+/// address change from `old` through the pseudo-header, then `n`'s side
+/// gets `n`'s port.
+#[inline(always)]
+fn nat_l4<A: NatAddr>(mut h: impl NatL4, n: &NatTo<A>, old: A::Wire, csum: State) {
+    h.pseudo_changed::<A>(old, n.addr.wire(), csum);
+    match (n.side, n.port) {
+        (NatSide::Dst, Some(p)) => h.rewrite_dst_port(p, csum),
+        (NatSide::Src, Some(p)) => h.rewrite_src_port(p, csum),
+        (_, None) => {}
+    }
 }
 
 /// NAT rewrite of the IPv4 packet in `frame`, whose transport checksum is
@@ -216,25 +315,20 @@ pub fn nat(frame: &mut [u8], csum: State, n: &Nat) -> Result<(), Reason> {
         NatSide::Src => ip.replace_src(n.addr),
     };
     if has_l4 {
+        let short = |_| Reason::TruncatedL4;
         match proto {
-            Protocol::Tcp => {
-                let mut t = tcp::Segment::new_checked(ip.payload_mut()).map_err(|_| Reason::TruncatedL4)?;
-                t.pseudo_header_changed(old, n.addr, csum);
-                match (n.side, n.port) {
-                    (NatSide::Dst, Some(p)) => t.rewrite_dst_port(p, csum),
-                    (NatSide::Src, Some(p)) => t.rewrite_src_port(p, csum),
-                    (_, None) => {}
-                }
-            }
-            Protocol::Udp => {
-                let mut u = udp::Datagram::new_checked(ip.payload_mut()).map_err(|_| Reason::TruncatedL4)?;
-                u.pseudo_header_changed(old, n.addr, csum);
-                match (n.side, n.port) {
-                    (NatSide::Dst, Some(p)) => u.rewrite_dst_port(p, csum),
-                    (NatSide::Src, Some(p)) => u.rewrite_src_port(p, csum),
-                    (_, None) => {}
-                }
-            }
+            Protocol::Tcp => nat_l4(
+                tcp::Segment::new_checked(ip.payload_mut()).map_err(short)?,
+                n,
+                old,
+                csum,
+            ),
+            Protocol::Udp => nat_l4(
+                udp::Datagram::new_checked(ip.payload_mut()).map_err(short)?,
+                n,
+                old,
+                csum,
+            ),
             _ => {}
         }
     }
@@ -691,39 +785,13 @@ pub fn nat6(frame: &mut [u8], l4_offset: usize, proto: u8, csum: State, n: &Nat6
     eth.set_dst(n.macs.dst);
     eth.set_src(n.macs.src);
     let l4 = frame.get_mut(l4_offset..end).ok_or(Reason::V6TruncatedL4)?;
+    let short = |_| Reason::V6TruncatedL4;
     match proto {
-        ipv6::next_header::TCP => {
-            let mut t = tcp::Segment::new_checked(l4).map_err(|_| Reason::V6TruncatedL4)?;
-            t.pseudo_header_changed6(&old, &new, csum);
-            match (n.side, n.port) {
-                (NatSide::Dst, Some(p)) => t.rewrite_dst_port(p, csum),
-                (NatSide::Src, Some(p)) => t.rewrite_src_port(p, csum),
-                (_, None) => {}
-            }
-        }
-        ipv6::next_header::UDP => {
-            let mut u = udp::Datagram::new_checked(l4).map_err(|_| Reason::V6TruncatedL4)?;
-            u.pseudo_header_changed6(&old, &new, csum);
-            match (n.side, n.port) {
-                (NatSide::Dst, Some(p)) => u.rewrite_dst_port(p, csum),
-                (NatSide::Src, Some(p)) => u.rewrite_src_port(p, csum),
-                (_, None) => {}
-            }
-        }
+        ipv6::next_header::TCP => nat_l4(tcp::Segment::new_checked(l4).map_err(short)?, n, old, csum),
+        ipv6::next_header::UDP => nat_l4(udp::Datagram::new_checked(l4).map_err(short)?, n, old, csum),
         _ => return Err(Reason::NoService),
     }
     Ok(())
-}
-
-/// A NAT translation of one side of an IPv6 packet (as [`Nat`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Nat6 {
-    pub side: NatSide,
-    /// The new address of that side (big-endian `u128`).
-    pub addr: u128,
-    /// The new port of that side; `None` keeps it.
-    pub port: Option<u16>,
-    pub macs: Macs,
 }
 
 /// What an IPv6-in-IPv6 encapsulation needs.
