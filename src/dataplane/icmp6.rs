@@ -37,6 +37,7 @@ use crate::wire::icmpv6;
 use crate::wire::ipv6::{self, next_header, Chain};
 
 use super::classify::Reason;
+use super::rewrite::NatSide;
 
 /// What an ICMPv6 message to a VIP (or from a NAT server) asks of the
 /// worker.
@@ -237,33 +238,14 @@ fn set_macs(frame: &mut [u8], dst: Mac, src: Mac) -> Result<(), Reason> {
 /// error's quote (VIP:vport -> client) gets `rip` (and `rport`) as its
 /// source, and the ICMPv6 checksum is recomputed (the quote is inside it).
 fn nat_to_server(frame: &mut [u8], rip: u128, rport: Option<u16>, what: What6) -> Result<(), Reason> {
-    let eth = frame.get_mut(ETH..).ok_or(Reason::Runt)?;
-    let mut ip = ipv6::Packet::new_checked(eth)?;
-    if ip.hop_limit() <= 1 {
-        return Err(Reason::HopLimitExceeded);
-    }
-    let chain = ipv6::Packet::new_checked(ip.bytes())?.walk()?;
-    ip.decrement_hop_limit();
     let rip = rip.to_be_bytes();
-    ip.set_dst(rip);
-    if what == What6::LaterFragment {
-        return Ok(());
-    }
-    let src = ip.src();
-    let msg = ip
-        .bytes_mut()
-        .get_mut(chain.transport_offset..)
-        .ok_or(Reason::V6TruncatedL4)?;
-    let mut m = icmpv6::Message::new_checked(msg).map_err(|_| Reason::V6TruncatedL4)?;
-    {
-        let mut q = m.quote_mut().map_err(|_| Reason::V6IcmpBadQuote)?;
+    let quote = |q: &mut icmpv6::Quote<&mut [u8]>| {
         q.set_src(rip);
         if let Some(p) = rport {
             q.set_src_port(p);
         }
-    }
-    m.fill_checksum(&src, &rip);
-    Ok(())
+    };
+    nat_hop(frame, NatSide::Dst, rip, (what == What6::Error).then_some(quote))
 }
 
 /// NAT: an ICMPv6 error from a server (RIP -> client, quoting client:cport
@@ -281,31 +263,13 @@ pub fn nat_from_server(
     dst_mac: Mac,
     src_mac: Mac,
 ) -> Result<(), Reason> {
-    let frame = f.data_mut();
-    {
-        let eth = frame.get_mut(ETH..).ok_or(Reason::Runt)?;
-        let mut ip = ipv6::Packet::new_checked(eth)?;
-        if ip.hop_limit() <= 1 {
-            return Err(Reason::HopLimitExceeded);
-        }
-        let chain = ipv6::Packet::new_checked(ip.bytes())?.walk()?;
-        ip.decrement_hop_limit();
-        let vip = vip.to_be_bytes();
-        ip.set_src(vip);
-        let dst = ip.dst();
-        let msg = ip
-            .bytes_mut()
-            .get_mut(chain.transport_offset..)
-            .ok_or(Reason::V6TruncatedL4)?;
-        let mut m = icmpv6::Message::new_checked(msg).map_err(|_| Reason::V6TruncatedL4)?;
-        {
-            let mut q = m.quote_mut().map_err(|_| Reason::V6IcmpBadQuote)?;
-            q.set_dst(vip);
-            q.set_dst_port(vport);
-        }
-        m.fill_checksum(&vip, &dst);
-    }
-    set_macs(frame, dst_mac, src_mac)?;
+    let vip = vip.to_be_bytes();
+    let quote = |q: &mut icmpv6::Quote<&mut [u8]>| {
+        q.set_dst(vip);
+        q.set_dst_port(vport);
+    };
+    nat_hop(f.data_mut(), NatSide::Src, vip, Some(quote))?;
+    set_macs(f.data_mut(), dst_mac, src_mac)?;
     f.vnet = VnetHdr::default();
     Ok(())
 }
@@ -321,17 +285,49 @@ pub fn nat_fragment_to_client(
     dst_mac: Mac,
     src_mac: Mac,
 ) -> Result<(), Reason> {
-    let frame = f.data_mut();
-    {
-        let eth = frame.get_mut(ETH..).ok_or(Reason::Runt)?;
-        let mut ip = ipv6::Packet::new_checked(eth)?;
-        if ip.hop_limit() <= 1 {
-            return Err(Reason::HopLimitExceeded);
-        }
-        ip.decrement_hop_limit();
-        ip.set_src(vip.to_be_bytes());
+    let no_quote: Option<fn(&mut icmpv6::Quote<&mut [u8]>)> = None;
+    nat_hop(f.data_mut(), NatSide::Src, vip.to_be_bytes(), no_quote)?;
+    set_macs(f.data_mut(), dst_mac, src_mac)
+}
+
+/// What the NAT rewrites of this module share: check and decrement the hop
+/// limit and give `side`'s outer address `addr`; for an error (`quote`
+/// given) let `quote` rewrite the quoted packet and recompute the ICMPv6
+/// checksum (the quote is inside it). The extension header chain is walked
+/// only for an error, the one case that needs the ICMPv6 header's place
+/// (a later fragment's chain was walked by classify already).
+fn nat_hop(
+    frame: &mut [u8],
+    side: NatSide,
+    addr: [u8; 16],
+    quote: Option<impl FnOnce(&mut icmpv6::Quote<&mut [u8]>)>,
+) -> Result<(), Reason> {
+    let eth = frame.get_mut(ETH..).ok_or(Reason::Runt)?;
+    let mut ip = ipv6::Packet::new_checked(eth)?;
+    if ip.hop_limit() <= 1 {
+        return Err(Reason::HopLimitExceeded);
     }
-    set_macs(frame, dst_mac, src_mac)
+    let chain = match quote {
+        Some(_) => Some(ipv6::Packet::new_checked(ip.bytes())?.walk()?),
+        None => None,
+    };
+    ip.decrement_hop_limit();
+    match side {
+        NatSide::Dst => ip.set_dst(addr),
+        NatSide::Src => ip.set_src(addr),
+    }
+    let (Some(quote), Some(chain)) = (quote, chain) else {
+        return Ok(());
+    };
+    let (src, dst) = (ip.src(), ip.dst());
+    let msg = ip
+        .bytes_mut()
+        .get_mut(chain.transport_offset..)
+        .ok_or(Reason::V6TruncatedL4)?;
+    let mut m = icmpv6::Message::new_checked(msg).map_err(|_| Reason::V6TruncatedL4)?;
+    quote(&mut m.quote_mut().map_err(|_| Reason::V6IcmpBadQuote)?);
+    m.fill_checksum(&src, &dst);
+    Ok(())
 }
 
 /// Wrap the frame's IPv6 packet in an outer IPv6 header (next header 41,
