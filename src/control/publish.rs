@@ -366,6 +366,18 @@ pub struct Iface {
     pub mtu: u32,
 }
 
+impl Iface {
+    /// The interface the build tests use: 198.18.0.2/24, MAC 02:02:02:02:02:02,
+    /// MTU 1500.
+    #[cfg(test)]
+    pub(crate) const TEST: Iface = Iface {
+        mac: [2; 6],
+        ipv4: Some(0xc612_0002),
+        netmask: 0xffff_ff00,
+        mtu: 1500,
+    };
+}
+
 /// Everything a forwarding table is built from.
 pub struct Inputs<'a> {
     pub cfg: &'a Config,
@@ -384,13 +396,101 @@ pub struct Inputs<'a> {
 }
 
 /// One member of a service's Maglev table as the build sees it: the table
-/// depends on exactly these, in this (sorted) order.
+/// depends on exactly these, in this (sorted) order. `A` is the address:
+/// `u32` for IPv4, a big-endian `u128` for IPv6 (`publish6`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct MemberKey {
-    addr: u32,
-    port: u16,
+pub(super) struct MemberKey<A = u32> {
+    pub(super) addr: A,
+    pub(super) port: u16,
     /// Weight when eligible (up with a MAC), else 0.
-    weight: u32,
+    pub(super) weight: u32,
+}
+
+/// An address family as the Maglev build sees it: what a member's
+/// permutation key is.
+pub(super) trait MemberAddr: Copy + Ord {
+    /// A member's key: its address, then its port, network order.
+    type Key: AsRef<[u8]>;
+    fn hash_key(self, port: u16) -> Self::Key;
+}
+
+impl MemberAddr for u32 {
+    type Key = [u8; 6];
+    fn hash_key(self, port: u16) -> [u8; 6] {
+        let mut b = [0u8; 6];
+        b[..4].copy_from_slice(&self.to_be_bytes());
+        b[4..].copy_from_slice(&port.to_be_bytes());
+        b
+    }
+}
+
+impl MemberAddr for u128 {
+    type Key = [u8; 18];
+    fn hash_key(self, port: u16) -> [u8; 18] {
+        let mut b = [0u8; 18];
+        b[..16].copy_from_slice(&self.to_be_bytes());
+        b[16..].copy_from_slice(&port.to_be_bytes());
+        b
+    }
+}
+
+impl<A: MemberAddr> MemberKey<A> {
+    fn hash_key(&self) -> A::Key {
+        self.addr.hash_key(self.port)
+    }
+}
+
+/// The Maglev table of size `m` for `members` (sorted) and its digest: the
+/// build both families' caches call when they hold no table for them.
+pub(super) fn maglev_of<A: MemberAddr>(m: u32, members: &[MemberKey<A>]) -> (MaglevTable, u64) {
+    let inputs: Vec<MaglevInput> = members
+        .iter()
+        .map(|k| {
+            let (offset, skip) = maglev::permutation(k.hash_key().as_ref(), m);
+            MaglevInput {
+                offset,
+                skip,
+                weight: k.weight,
+            }
+        })
+        .collect();
+    let slots = maglev::build(m, &inputs);
+    let digest = digest(&slots, members);
+    (slots, digest)
+}
+
+/// The members of service `s` in one family (`addr_of` picks its servers'
+/// addresses, `resolved` their MACs), sorted, with their backend ids in
+/// `servers` (scratch space); `row` is told each member's id, MAC and
+/// state to fill its rows of the table. Returns the member keys, sorted.
+pub(super) fn members_of<A: MemberAddr>(
+    rt: &Runtime,
+    s: &Service,
+    addr_of: fn(IpAddr) -> Option<A>,
+    resolved: &dyn Fn(A) -> Option<Mac>,
+    servers: &mut Vec<(MemberKey<A>, BackendId)>,
+    mut row: impl FnMut(&MemberKey<A>, BackendId, Option<Mac>, BackendState),
+) -> Vec<MemberKey<A>> {
+    servers.clear();
+    for r in &s.real_servers {
+        let Some(srt) = rt.get(&s.name, r.address, r.port) else {
+            continue;
+        };
+        let Some(addr) = addr_of(r.address) else { continue };
+        let mac = resolved(addr);
+        let state = srt.state();
+        let eligible = state == BackendState::Up && mac.is_some();
+        let k = MemberKey {
+            addr,
+            port: r.port.unwrap_or(0),
+            weight: if eligible { srt.weight() } else { 0 },
+        };
+        servers.push((k, srt.id));
+        row(&k, srt.id, mac, state);
+    }
+    // The table depends on the servers, never on their order in the file.
+    servers.sort_unstable();
+    servers.iter().map(|(k, _)| *k).collect()
 }
 
 /// A built Maglev table and its digest, shared by every service whose
@@ -453,23 +553,7 @@ impl MaglevCache {
             e.used = round;
             return (e.slots.clone(), e.digest);
         }
-        let m = self.m;
-        let inputs: Vec<MaglevInput> = members
-            .iter()
-            .map(|k| {
-                let mut hkey = [0u8; 6];
-                hkey[..4].copy_from_slice(&k.addr.to_be_bytes());
-                hkey[4..].copy_from_slice(&k.port.to_be_bytes());
-                let (offset, skip) = maglev::permutation(&hkey, m);
-                MaglevInput {
-                    offset,
-                    skip,
-                    weight: k.weight,
-                }
-            })
-            .collect();
-        let slots = maglev::build(m, &inputs);
-        let digest = digest(&slots, members);
+        let (slots, digest) = maglev_of(self.m, members);
         self.builds += 1;
         self.tables.insert(
             members.to_vec(),
@@ -501,7 +585,7 @@ impl MaglevCache {
 /// then for every slot the (address, port) of its server, or nothing. Equal
 /// exactly when two tables send every slot to the same server, whatever
 /// ineligible members either side lists.
-fn digest(table: &MaglevTable, members: &[MemberKey]) -> u64 {
+fn digest<A: MemberAddr>(table: &MaglevTable, members: &[MemberKey<A>]) -> u64 {
     /// Marks "no server" in the digest input (ranks are below 65535).
     const NONE: u16 = u16::MAX;
     let mut h = Xxh3::new();
@@ -509,16 +593,13 @@ fn digest(table: &MaglevTable, members: &[MemberKey]) -> u64 {
     // Rank of each member among those that own slots (member order is sorted
     // by endpoint, so ranks are the same on every director).
     let mut rank = vec![NONE; members.len()];
-    let mut owners = Vec::new();
+    let mut owners = 0u16;
     for (i, k) in members.iter().enumerate() {
         if k.weight > 0 {
-            rank[i] = owners.len() as u16;
-            owners.push(*k);
+            rank[i] = owners;
+            owners += 1;
+            h.update(k.hash_key().as_ref());
         }
-    }
-    for k in &owners {
-        h.update(&k.addr.to_be_bytes());
-        h.update(&k.port.to_be_bytes());
     }
     let mut buf = Vec::with_capacity(table.len() * 2);
     for s in table.slots() {
@@ -568,22 +649,8 @@ fn service_fwd(
     backends: &mut [BackendFwd],
     servers: &mut Vec<(MemberKey, BackendId)>,
 ) -> (ServiceFwd, u64) {
-    servers.clear();
-    for r in &s.real_servers {
-        let Some(srt) = inp.rt.get(&s.name, r.address, r.port) else {
-            continue;
-        };
-        let IpAddr::V4(addr) = r.address else { continue };
-        let mac = (inp.resolved)(u32::from(addr));
-        let state = srt.state();
-        let eligible = state == BackendState::Up && mac.is_some();
-        let k = MemberKey {
-            addr: u32::from(addr),
-            port: r.port.unwrap_or(0),
-            weight: if eligible { srt.weight() } else { 0 },
-        };
-        servers.push((k, srt.id));
-        backends[srt.id as usize] = BackendFwd {
+    let keys = members_of(inp.rt, s, ipv4, inp.resolved, servers, |k, id, mac, state| {
+        backends[id as usize] = BackendFwd {
             addr: k.addr,
             port: k.port,
             mac,
@@ -592,10 +659,7 @@ fn service_fwd(
             svc_port: s.port,
             mode: s.mode,
         };
-    }
-    // The table depends on the servers, never on their order in the file.
-    servers.sort_unstable();
-    let keys: Vec<MemberKey> = servers.iter().map(|(k, _)| *k).collect();
+    });
     let (slots, digest) = cache.get(&keys);
     let fwd = ServiceFwd {
         vip: v4(s.vip),
@@ -1283,12 +1347,7 @@ mod tests {
             resolved,
             seen,
             gateway: Some(0xc612_0001),
-            iface: Iface {
-                mac: [2; 6],
-                ipv4: Some(0xc612_0002),
-                netmask: 0xffff_ff00,
-                mtu: 1500,
-            },
+            iface: Iface::TEST,
             generation,
             v6: Inputs6::NONE,
         };

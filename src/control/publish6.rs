@@ -15,12 +15,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use xxhash_rust::xxh3::Xxh3;
-
 use super::config::{Mode, Scheduler, Service};
-use super::publish::Inputs;
-use crate::fwd::maglev::{self, MaglevInput, MaglevTable};
-use crate::fwd::table::{Backend6, BackendFwd, BackendId, BackendState, FwdTable, ServiceFwd6};
+use super::publish::{maglev_of, members_of, Inputs, MemberKey};
+use crate::fwd::maglev::MaglevTable;
+use crate::fwd::table::{Backend6, BackendFwd, BackendId, FwdTable, ServiceFwd6};
 use crate::wire::ethernet::Mac;
 
 /// The IPv6 facts a table is built from, beside the IPv4 ones of [`Inputs`].
@@ -89,13 +87,7 @@ impl Host6 {
 }
 
 /// One member of an IPv6 service's Maglev table as the build sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct MemberKey6 {
-    addr: u128,
-    port: u16,
-    /// Weight when eligible (up with a MAC), else 0.
-    weight: u32,
-}
+type MemberKey6 = MemberKey<u128>;
 
 struct Entry {
     m: u32,
@@ -120,19 +112,7 @@ impl Cache6 {
                 return (e.slots.clone(), e.digest);
             }
         }
-        let inputs: Vec<MaglevInput> = members
-            .iter()
-            .map(|k| {
-                let (offset, skip) = maglev::permutation(&hash_key(k), m);
-                MaglevInput {
-                    offset,
-                    skip,
-                    weight: k.weight,
-                }
-            })
-            .collect();
-        let slots = maglev::build(m, &inputs);
-        let digest = digest(&slots, members);
+        let (slots, digest) = maglev_of(m, members);
         self.builds += 1;
         self.entries.insert(
             service.to_string(),
@@ -145,40 +125,6 @@ impl Cache6 {
         );
         (slots, digest)
     }
-}
-
-/// A member's permutation key: its address and port, network order (as the
-/// IPv4 key is, with 16 address bytes).
-fn hash_key(k: &MemberKey6) -> [u8; 18] {
-    let mut b = [0u8; 18];
-    b[..16].copy_from_slice(&k.addr.to_be_bytes());
-    b[16..].copy_from_slice(&k.port.to_be_bytes());
-    b
-}
-
-/// As the IPv4 digest: the table size, the endpoints of the members that own
-/// slots, then each slot's owner rank; equal exactly when two tables send
-/// every slot to the same server.
-fn digest(table: &MaglevTable, members: &[MemberKey6]) -> u64 {
-    const NONE: u16 = u16::MAX;
-    let mut h = Xxh3::new();
-    h.update(&(table.len() as u64).to_le_bytes());
-    let mut rank = vec![NONE; members.len()];
-    let mut owners = 0u16;
-    for (i, k) in members.iter().enumerate() {
-        if k.weight > 0 {
-            rank[i] = owners;
-            owners += 1;
-            h.update(&hash_key(k));
-        }
-    }
-    let mut buf = Vec::with_capacity(table.len() * 2);
-    for s in table.slots() {
-        let r = s.map_or(NONE, |m| rank[m.index()]);
-        buf.extend_from_slice(&r.to_le_bytes());
-    }
-    h.update(&buf);
-    h.digest()
 }
 
 /// The big-endian `u128` of an IPv6 address, `None` for IPv4.
@@ -242,21 +188,8 @@ pub fn add(inp: &Inputs<'_>, cache: &mut Cache6, t: &mut FwdTable, digests: &mut
     let mut servers: Vec<(MemberKey6, BackendId)> = Vec::new();
     for s in cfg.services.iter().filter(|s| is_v6(s)) {
         let Some(vip) = v6(s.vip) else { continue };
-        servers.clear();
-        for r in &s.real_servers {
-            let (Some(addr), Some(srt)) = (v6(r.address), rt.get(&s.name, r.address, r.port)) else {
-                continue;
-            };
-            let mac = (i6.resolved)(addr);
-            let state = srt.state();
-            let eligible = state == BackendState::Up && mac.is_some();
-            let k = MemberKey6 {
-                addr,
-                port: r.port.unwrap_or(0),
-                weight: if eligible { srt.weight() } else { 0 },
-            };
-            servers.push((k, srt.id));
-            let i = srt.id as usize;
+        let keys = members_of(rt, s, v6, i6.resolved, &mut servers, |k, id, mac, state| {
+            let i = id as usize;
             t.backends[i] = BackendFwd {
                 addr: 0,
                 port: k.port,
@@ -266,11 +199,11 @@ pub fn add(inp: &Inputs<'_>, cache: &mut Cache6, t: &mut FwdTable, digests: &mut
                 svc_port: s.port,
                 mode: s.mode,
             };
-            t.backends6[i] = Backend6 { addr, svc_vip: vip };
-        }
-        // The table depends on the servers, never on their order in the file.
-        servers.sort_unstable();
-        let keys: Vec<MemberKey6> = servers.iter().map(|(k, _)| *k).collect();
+            t.backends6[i] = Backend6 {
+                addr: k.addr,
+                svc_vip: vip,
+            };
+        });
         let (slots, digest) = cache.get(&s.name, m, &keys);
         digests.insert(s.name.clone(), digest);
         t.services6.push(ServiceFwd6 {

@@ -5,7 +5,7 @@ use std::time::Instant;
 use super::*;
 use crate::control::config::Config;
 use crate::control::publish::{build, Built, Health, Iface, MaglevCache, Runtime};
-use crate::fwd::table::Mode;
+use crate::fwd::table::{BackendState, Mode};
 
 /// An IPv4 DR service (line 3), an IPv6 DR service with weights (line 9),
 /// an IPv6 NAT service with a port change (line 17).
@@ -93,12 +93,7 @@ fn built(c: &Config, rt: &Runtime, f: &Facts, cache: &mut MaglevCache) -> Built 
         resolved: &resolved,
         seen: &seen,
         gateway: None,
-        iface: Iface {
-            mac: [2; 6],
-            ipv4: Some(0xc612_0002),
-            netmask: 0xffff_ff00,
-            mtu: 1500,
-        },
+        iface: Iface::TEST,
         generation: 3,
         v6: Inputs6 {
             resolved: &resolved6,
@@ -428,12 +423,7 @@ fn patched_builds_keep_the_ipv6_half() {
             resolved: &resolved,
             seen: &seen,
             gateway: None,
-            iface: Iface {
-                mac: [2; 6],
-                ipv4: Some(0xc612_0002),
-                netmask: 0xffff_ff00,
-                mtu: 1500,
-            },
+            iface: Iface::TEST,
             generation: 4,
             v6: Inputs6 {
                 resolved: &resolved6,
