@@ -142,32 +142,35 @@ pub(super) fn ask_for(
         (None, Some((c, _))) => c.is_ipv6(),
         (None, None) => false,
     };
-    let bits6 = |a: IpAddr| match a {
-        IpAddr::V6(a) => u128::from(a),
-        IpAddr::V4(_) => 0,
-    };
-    let bits4 = |a: IpAddr| match a {
-        IpAddr::V4(a) => u32::from(a),
-        IpAddr::V6(_) => 0,
-    };
+    // Both filters of one family, its addresses as `bits` writes them.
+    fn filters<A>(
+        svc: Option<(IpAddr, u16, u8)>,
+        client: Option<(IpAddr, Option<u16>)>,
+        bits: fn(IpAddr) -> A,
+    ) -> (Option<DumpFilter<A>>, Option<ClientFilter<A>>) {
+        (
+            svc.map(|(vip, port, proto)| DumpFilter {
+                vip: bits(vip),
+                port,
+                proto,
+            }),
+            client.map(|(a, port)| ClientFilter { addr: bits(a), port }),
+        )
+    }
     Ok(if v6 {
-        Ask::V6(
-            svc.map(|(vip, port, proto)| DumpFilter {
-                vip: bits6(vip),
-                port,
-                proto,
-            }),
-            client.map(|(a, port)| ClientFilter { addr: bits6(a), port }),
-        )
+        let bits6 = |a: IpAddr| match a {
+            IpAddr::V6(a) => u128::from(a),
+            IpAddr::V4(_) => 0,
+        };
+        let (f, c) = filters(svc, client, bits6);
+        Ask::V6(f, c)
     } else {
-        Ask::V4(
-            svc.map(|(vip, port, proto)| DumpFilter {
-                vip: bits4(vip),
-                port,
-                proto,
-            }),
-            client.map(|(a, port)| ClientFilter { addr: bits4(a), port }),
-        )
+        let bits4 = |a: IpAddr| match a {
+            IpAddr::V4(a) => u32::from(a),
+            IpAddr::V6(_) => 0,
+        };
+        let (f, c) = filters(svc, client, bits4);
+        Ask::V4(f, c)
     })
 }
 
@@ -279,64 +282,42 @@ fn describe(cfg: &Config, rt: &Runtime, peers: &[String], copies: Copies) -> Flo
     };
     let workers = copies.per_worker.len();
     let workers_answered = copies.per_worker.iter().filter(|c| c.is_some()).count();
-    let mut flows = Vec::new();
-    // One row of either family: (client, VIP) as addresses.
-    let mut row =
-        |worker: usize, (src, dst): (IpAddr, IpAddr), f: (u16, u16, u8, FlowState, BackendId, u32, u8)| {
-            let (sport, dport, proto, state, backend, expires_in_ms, origin) = f;
-            flows.push(FlowSnap {
+    let v4 = endpoints(copies.per_worker, |k| {
+        let (src, dst) = (Ipv4Addr::from(k.src).into(), Ipv4Addr::from(k.dst).into());
+        (
+            SocketAddr::new(src, k.sport),
+            SocketAddr::new(dst, k.dport),
+            k.proto,
+        )
+    });
+    let v6 = endpoints(copies.per_worker6, |k| {
+        let (src, dst) = (Ipv6Addr::from(k.src).into(), Ipv6Addr::from(k.dst).into());
+        (
+            SocketAddr::new(src, k.sport),
+            SocketAddr::new(dst, k.dport),
+            k.proto,
+        )
+    });
+    let mut flows: Vec<FlowSnap> = v4
+        .chain(v6)
+        .map(|(worker, f)| {
+            let (client, vip, proto) = f.key;
+            FlowSnap {
                 protocol: protocol_name(proto),
-                client: SocketAddr::new(src, sport).to_string(),
-                vip: SocketAddr::new(dst, dport).to_string(),
-                service: service_of(dst, dport, proto),
+                client: client.to_string(),
+                vip: vip.to_string(),
+                service: service_of(vip.ip(), vip.port(), proto),
                 server: servers
-                    .get(&backend)
+                    .get(&f.backend)
                     .cloned()
-                    .unwrap_or_else(|| format!("id {backend}")),
-                state: state_name(state).into(),
-                expires_in: u64::from(expires_in_ms).div_ceil(1000),
+                    .unwrap_or_else(|| format!("id {}", f.backend)),
+                state: state_name(f.state).into(),
+                expires_in: u64::from(f.expires_in_ms).div_ceil(1000),
                 worker,
-                origin: origin_name(origin, peers),
-            });
-        };
-    for (worker, copy) in copies.per_worker.into_iter().enumerate() {
-        for f in copy.into_iter().flatten() {
-            let k = f.key;
-            let addrs = (Ipv4Addr::from(k.src).into(), Ipv4Addr::from(k.dst).into());
-            row(
-                worker,
-                addrs,
-                (
-                    k.sport,
-                    k.dport,
-                    k.proto,
-                    f.state,
-                    f.backend,
-                    f.expires_in_ms,
-                    f.origin,
-                ),
-            );
-        }
-    }
-    for (worker, copy) in copies.per_worker6.into_iter().enumerate() {
-        for f in copy.into_iter().flatten() {
-            let k = f.key;
-            let addrs = (Ipv6Addr::from(k.src).into(), Ipv6Addr::from(k.dst).into());
-            row(
-                worker,
-                addrs,
-                (
-                    k.sport,
-                    k.dport,
-                    k.proto,
-                    f.state,
-                    f.backend,
-                    f.expires_in_ms,
-                    f.origin,
-                ),
-            );
-        }
-    }
+                origin: origin_name(f.origin, peers),
+            }
+        })
+        .collect();
     flows.sort_by(|a, b| (&a.service, &a.client).cmp(&(&b.service, &b.client)));
     Flows {
         flows,
@@ -344,6 +325,33 @@ fn describe(cfg: &Config, rt: &Runtime, peers: &[String], copies: Copies) -> Flo
         workers,
         workers_answered,
     }
+}
+
+/// A flow's key as a listing shows it, the same for both families:
+/// (client, VIP, protocol).
+type Ends = (SocketAddr, SocketAddr, u8);
+
+/// One family's copies, each flow with its worker and its key as [`Ends`]
+/// (`ends` says how, per family).
+fn endpoints<K>(
+    per_worker: Vec<Option<Vec<DumpedFlow<K>>>>,
+    ends: fn(&K) -> Ends,
+) -> impl Iterator<Item = (usize, DumpedFlow<Ends>)> {
+    per_worker
+        .into_iter()
+        .enumerate()
+        .flat_map(move |(worker, copy)| {
+            copy.into_iter().flatten().map(move |f| {
+                let flow = DumpedFlow {
+                    key: ends(&f.key),
+                    state: f.state,
+                    backend: f.backend,
+                    expires_in_ms: f.expires_in_ms,
+                    origin: f.origin,
+                };
+                (worker, flow)
+            })
+        })
 }
 
 #[cfg(test)]
