@@ -10,13 +10,10 @@ import json
 import socket
 import struct
 import sys
-import time
+
+from common import mac_str, probe
 
 ETH_P_ARP = 0x0806
-
-
-def mac_str(b):
-    return ":".join("%02x" % x for x in b)
 
 
 def main():
@@ -35,23 +32,7 @@ def main():
     req = b"\xff" * 6 + my_mac + struct.pack("!H", ETH_P_ARP) + \
         struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + my_mac + sip + b"\0" * 6 + tip
     replies = []
-    sent = 0
-    next_send = time.monotonic()
-    deadline = time.monotonic() + a.timeout + 0.2 * max(a.count - 1, 0)
-    while True:
-        now = time.monotonic()
-        if sent < a.count and now >= next_send:
-            s.send(req)
-            sent += 1
-            next_send = now + 0.2
-        left = min(deadline, next_send if sent < a.count else deadline) - now
-        if now >= deadline:
-            break
-        s.settimeout(max(left, 0.001))
-        try:
-            data, addr = s.recvfrom(2048)
-        except socket.timeout:
-            continue
+    for data, addr in probe(s, req, a.count, a.timeout):
         if addr[2] == 4 or len(data) < 42:
             continue
         op = struct.unpack("!H", data[20:22])[0]

@@ -67,3 +67,27 @@ def split_hostport(s, default_port=0):
 def unmap(addr):
     """A dual-stack socket names an IPv4 peer ::ffff:a.b.c.d: give a.b.c.d."""
     return addr[7:] if addr.startswith("::ffff:") and "." in addr else addr
+
+
+def probe(s, req, count, timeout):
+    """Send frame `req` on packet socket `s` `count` times, 0.2 s apart, and
+    yield each (frame, address) it receives until `timeout` seconds after
+    the last send (ARP and neighbour-solicitation probes share this)."""
+    import socket
+    sent = 0
+    next_send = time.monotonic()
+    deadline = time.monotonic() + timeout + 0.2 * max(count - 1, 0)
+    while True:
+        now = time.monotonic()
+        if sent < count and now >= next_send:
+            s.send(req)
+            sent += 1
+            next_send = now + 0.2
+        if now >= deadline:
+            return
+        left = min(deadline, next_send if sent < count else deadline) - now
+        s.settimeout(max(left, 0.001))
+        try:
+            yield s.recvfrom(2048)
+        except socket.timeout:
+            continue

@@ -15,23 +15,14 @@ import json
 import socket
 import struct
 import sys
-import time
+
+from common import csum, mac_str, probe
 
 ETH_P_IPV6 = 0x86DD
 
 
-def mac_str(b):
-    return ":".join("%02x" % x for x in b)
-
-
 def checksum(src, dst, msg):
-    data = src + dst + struct.pack("!I3xB", len(msg), 58) + msg
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+    return csum(src + dst + struct.pack("!I3xB", len(msg), 58) + msg)
 
 
 def main():
@@ -59,23 +50,7 @@ def main():
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IPV6))
     s.bind((a.iface, ETH_P_IPV6))
     replies, flags = [], {}
-    sent = 0
-    next_send = time.monotonic()
-    deadline = time.monotonic() + a.timeout + 0.2 * max(a.count - 1, 0)
-    while True:
-        now = time.monotonic()
-        if sent < a.count and now >= next_send:
-            s.send(req)
-            sent += 1
-            next_send = now + 0.2
-        if now >= deadline:
-            break
-        left = min(deadline, next_send if sent < a.count else deadline) - now
-        s.settimeout(max(left, 0.001))
-        try:
-            data, addr = s.recvfrom(2048)
-        except socket.timeout:
-            continue
+    for data, addr in probe(s, req, a.count, a.timeout):
         # Our own frame (PACKET_OUTGOING) and anything short of an NA.
         if addr[2] == 4 or len(data) < 78 or data[20] != 58 or data[54] != 136:
             continue
