@@ -674,6 +674,7 @@ mod tests {
     use std::collections::{BTreeMap, HashSet};
 
     use super::super::rates::Rates;
+    use super::super::snapshot::service_fixture;
     use super::*;
 
     fn fixture() -> (Stats, List, Extra) {
@@ -694,14 +695,11 @@ mod tests {
             }),
             ..Stats::default()
         };
-        let mut web = ServiceSnap {
-            name: "web".into(),
-            vip: "198.18.100.1".into(),
-            port: 80,
-            protocol: "tcp".into(),
-            mode: "dr".into(),
-            scheduler: "maglev".into(),
-            real_servers: vec![
+        let web = service_fixture(
+            "web",
+            ("198.18.100.1", 80, "tcp"),
+            "dr",
+            vec![
                 ServerSnap {
                     address: "198.18.0.11".into(),
                     weight: 1,
@@ -729,17 +727,12 @@ mod tests {
                     ..ServerSnap::default()
                 },
             ],
-            ..ServiceSnap::default()
-        };
-        web.total();
-        let mut odd = ServiceSnap {
-            name: "odd \"name\" \\ with\nnewline".into(),
-            vip: "2001:db8::1".into(),
-            port: 53,
-            protocol: "udp".into(),
-            mode: "nat".into(),
-            scheduler: "maglev".into(),
-            real_servers: vec![ServerSnap {
+        );
+        let odd = service_fixture(
+            "odd \"name\" \\ with\nnewline",
+            ("2001:db8::1", 53, "udp"),
+            "nat",
+            vec![ServerSnap {
                 address: "[2001:db8::11]:53".into(),
                 weight: 0,
                 state: "down".into(),
@@ -752,9 +745,7 @@ mod tests {
                 },
                 ..ServerSnap::default()
             }],
-            ..ServiceSnap::default()
-        };
-        odd.total();
+        );
         let extra = Extra {
             start_time_seconds: 1_700_000_000.25,
             version: "0.1.0",

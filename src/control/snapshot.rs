@@ -385,20 +385,41 @@ impl ServiceSnap {
     }
 }
 
+/// The service the tests of the modules that show a [`List`] start from
+/// (`snapshot`, `metrics`, `status_page`): Maglev, with its sums filled
+/// from `real_servers`.
+#[cfg(test)]
+pub(crate) fn service_fixture(
+    name: &str,
+    (vip, port, protocol): (&str, u16, &str),
+    mode: &str,
+    real_servers: Vec<ServerSnap>,
+) -> ServiceSnap {
+    let mut s = ServiceSnap {
+        name: name.into(),
+        vip: vip.into(),
+        port,
+        protocol: protocol.into(),
+        mode: mode.into(),
+        scheduler: "maglev".into(),
+        real_servers,
+        ..ServiceSnap::default()
+    };
+    s.total();
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn list_json_has_the_contract_fields() {
-        let mut svc = ServiceSnap {
-            name: "web".into(),
-            vip: "198.18.100.1".into(),
-            port: 80,
-            protocol: "tcp".into(),
-            mode: "dr".into(),
-            scheduler: "maglev".into(),
-            real_servers: vec![
+        let svc = service_fixture(
+            "web",
+            ("198.18.100.1", 80, "tcp"),
+            "dr",
+            vec![
                 ServerSnap {
                     address: "198.18.0.11".into(),
                     weight: 1,
@@ -415,9 +436,7 @@ mod tests {
                     ..Default::default()
                 },
             ],
-            ..Default::default()
-        };
-        svc.total();
+        );
         assert_eq!(svc.active_flows, 5);
         assert_eq!(svc.packets, 121);
         let v = serde_json::to_value(List { services: vec![svc] }).unwrap();

@@ -433,6 +433,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::super::process::ProcessStats;
+    use super::super::snapshot::service_fixture;
     use super::*;
 
     fn extra() -> Extra {
@@ -470,14 +471,11 @@ mod tests {
             ]),
             ..Stats::default()
         };
-        let mut web = ServiceSnap {
-            name: "web".into(),
-            vip: "198.18.100.1".into(),
-            port: 80,
-            protocol: "tcp".into(),
-            mode: "dr".into(),
-            scheduler: "maglev".into(),
-            real_servers: vec![
+        let web = service_fixture(
+            "web",
+            ("198.18.100.1", 80, "tcp"),
+            "dr",
+            vec![
                 ServerSnap {
                     active_flows: 5,
                     conns: 42,
@@ -495,23 +493,16 @@ mod tests {
                 },
                 server("198.18.0.13", "draining"),
             ],
-            ..ServiceSnap::default()
-        };
-        web.total();
-        let mut evil = ServiceSnap {
-            name: "<script>alert('x')</script>&\"q\"".into(),
-            vip: "2001:db8::1".into(),
-            port: 53,
-            protocol: "udp".into(),
-            mode: "nat".into(),
-            scheduler: "maglev".into(),
-            real_servers: vec![ServerSnap {
+        );
+        let evil = service_fixture(
+            "<script>alert('x')</script>&\"q\"",
+            ("2001:db8::1", 53, "udp"),
+            "nat",
+            vec![ServerSnap {
                 health_reason: Some("http: status 500 <b>boom</b>\n".into()),
                 ..server("[2001:db8::11]:53", "up")
             }],
-            ..ServiceSnap::default()
-        };
-        evil.total();
+        );
         (
             stats,
             List {

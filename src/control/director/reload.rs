@@ -325,12 +325,7 @@ mod tests {
             resolved: &resolved,
             seen: &seen,
             gateway: None,
-            iface: Iface {
-                mac: [2; 6],
-                ipv4: Some(0xc612_0002),
-                netmask: 0xffff_ff00,
-                mtu: 1500,
-            },
+            iface: Iface::TEST,
             generation: 1,
             v6: crate::control::publish6::Inputs6::NONE,
         };
