@@ -7,7 +7,8 @@
 //! the same frames with a flow-sync link attached (each new flow pushes a
 //! note, which the sync thread, here the bench between iterations and
 //! untimed, takes). The `_dr6` rows are the IPv6 counterparts of the first
-//! two.
+//! two. The `_1m` row runs established flows over a flow table holding a
+//! million, so each frame's flow bucket is a cache miss.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use ulvs::dataplane::stats::WorkerStats;
 use ulvs::dataplane::synclink::WorkerLink;
 use ulvs::dataplane::worker::{Shared, Worker};
 use ulvs::io::mem::MemDevice;
-use ulvs::io::{RxMeta, VnetHdr};
+use ulvs::io::{Action, BatchStats, Device, Frame, RxMeta, TxArena, VnetHdr};
 use ulvs::wire::builder::PacketBuilder;
 use ulvs::wire::tcp;
 
@@ -35,12 +36,75 @@ fn frame(sport: u16, src: u32) -> Vec<u8> {
         .tcp(sport, 80, tcp::ACK, &[0; 10])
 }
 
-fn worker() -> Worker<MemDevice> {
+/// The in-memory device, with its look-ahead ([`Device::peek_batch`], which
+/// the worker uses to prefetch the flow buckets of a batch) turned off when
+/// `ULVS_BENCH_NO_PREFETCH` is set: the same rows then measure the worker
+/// as it was before the prefetch, in the same binary, for A/B runs.
+struct BenchDev {
+    mem: MemDevice,
+    peek: bool,
+}
+
+impl BenchDev {
+    fn new() -> Self {
+        let mut mem = MemDevice::new(64, 128);
+        mem.capture = false;
+        BenchDev {
+            mem,
+            peek: std::env::var_os("ULVS_BENCH_NO_PREFETCH").is_none(),
+        }
+    }
+}
+
+impl std::ops::Deref for BenchDev {
+    type Target = MemDevice;
+    fn deref(&self) -> &MemDevice {
+        &self.mem
+    }
+}
+
+impl std::ops::DerefMut for BenchDev {
+    fn deref_mut(&mut self) -> &mut MemDevice {
+        &mut self.mem
+    }
+}
+
+impl Device for BenchDev {
+    fn wait(&mut self, t: i32) -> std::io::Result<()> {
+        self.mem.wait(t)
+    }
+
+    fn process_batch<F: FnMut(&mut Frame<'_>, &mut TxArena) -> Action>(
+        &mut self,
+        max: usize,
+        f: F,
+    ) -> std::io::Result<BatchStats> {
+        self.mem.process_batch(max, f)
+    }
+
+    fn peek_batch<F: FnMut(&[u8], &RxMeta)>(&self, max: usize, f: F) {
+        if self.peek {
+            self.mem.peek_batch(max, f);
+        }
+    }
+}
+
+fn worker() -> Worker<BenchDev> {
     worker_with(|_| {})
 }
 
+/// [`worker`] with a flow table of `flows` slots.
+fn worker_cap(flows: usize) -> Worker<BenchDev> {
+    worker_tabled(flows, |_| {})
+}
+
 /// [`worker`] on the bench table changed by `edit`.
-fn worker_with(edit: impl FnOnce(&mut ulvs::fwd::table::FwdTable)) -> Worker<MemDevice> {
+fn worker_with(edit: impl FnOnce(&mut ulvs::fwd::table::FwdTable)) -> Worker<BenchDev> {
+    worker_tabled(1 << 20, edit)
+}
+
+/// [`worker_with`] with a flow table of `flows` slots.
+fn worker_tabled(flows: usize, edit: impl FnOnce(&mut ulvs::fwd::table::FwdTable)) -> Worker<BenchDev> {
     let cfg = Config::from_str(YAML, "bench.yaml").expect("valid");
     let mut rt = Runtime::default();
     rt.sync(&cfg).expect("ids");
@@ -54,9 +118,8 @@ fn worker_with(edit: impl FnOnce(&mut ulvs::fwd::table::FwdTable)) -> Worker<Mem
     );
     edit(&mut table);
     let shared = Arc::new(Shared::new(table));
-    let mut dev = MemDevice::new(64, 128);
-    dev.capture = false;
-    Worker::new(dev, 1 << 20, shared, Arc::new(WorkerStats::default()))
+    let dev = BenchDev::new();
+    Worker::new(dev, flows, shared, Arc::new(WorkerStats::default()))
 }
 
 fn per_frame(c: &mut Criterion) {
@@ -268,7 +331,7 @@ fn per_frame_v6(c: &mut Criterion) {
 /// NAT and TUN services on their own VIPs (the rewrite-heavy modes).
 const MODES_YAML: &str = "interface: eth0\nservices:\n  - name: nat\n    vip: 198.18.100.2\n    port: 80\n    mode: nat\n    real_servers:\n      - address: 198.18.0.21:8080\n      - address: 198.18.0.22:8080\n  - name: tun\n    vip: 198.18.100.3\n    port: 80\n    mode: tun\n    real_servers:\n      - address: 198.18.0.31\n      - address: 198.18.0.32\n";
 
-fn modes_worker() -> Worker<MemDevice> {
+fn modes_worker() -> Worker<BenchDev> {
     let cfg = Config::from_str(MODES_YAML, "bench.yaml").expect("valid");
     let mut rt = Runtime::default();
     rt.sync(&cfg).expect("ids");
@@ -281,8 +344,7 @@ fn modes_worker() -> Worker<MemDevice> {
         1,
     );
     let shared = Arc::new(Shared::new(table));
-    let mut dev = MemDevice::new(64, 128);
-    dev.capture = false;
+    let dev = BenchDev::new();
     Worker::new(dev, 1 << 20, shared, Arc::new(WorkerStats::default()))
 }
 
@@ -326,5 +388,68 @@ fn per_frame_modes(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, per_frame, per_frame_sync, per_frame_modes, per_frame_v6);
+/// Flows the `_1m` rows keep established: 2^20 in a table of 2^21 slots
+/// (half full, as the `flow_table_1m_half_full` rows of `benches/fwd.rs`,
+/// so few keys overflow their bucket).
+const FLOWS_1M: u32 = 1 << 20;
+
+/// Established DR flows spread over a flow table holding 1M of them: the
+/// frames of a batch go to unrelated flows all over the table (key `j` of
+/// the run is flow `j × an odd constant mod 2^20`), so their buckets are
+/// not in the cache, as on a director with a million clients. Each frame is
+/// written into one template (client address and port) rather than read
+/// from a million stored frames, so the frames themselves stay cached.
+fn per_frame_1m(c: &mut Criterion) {
+    let mut g = c.benchmark_group("worker_per_frame");
+    const BATCH: usize = 64;
+    g.throughput(Throughput::Elements(BATCH as u64));
+    // Flow `k`: client 198.18.(k >> 4) as a /16 offset, port 10000 + k % 16.
+    let set = |f: &mut [u8], k: u32| {
+        f[26..30].copy_from_slice(&(0xc612_0000 + (k >> 4)).to_be_bytes());
+        f[34..36].copy_from_slice(&(10_000 + (k & 15) as u16).to_be_bytes());
+    };
+    let mut w = worker_cap(2 * FLOWS_1M as usize);
+    let mut f = frame(0, 0);
+    for k in 0..FLOWS_1M {
+        set(&mut f, k);
+        w.device().push_rx(&f, RxMeta::default(), VnetHdr::default());
+        if w.device().pending() == BATCH {
+            w.poll_once(1000).expect("mem device");
+        }
+    }
+    w.poll_once(1000).expect("mem device");
+    let conns =
+        |w: &Worker<BenchDev>| -> u64 { w.stats().backends.iter().map(|b| b.conns.load(Relaxed)).sum() };
+    let (resident, before) = (w.flow_count(), conns(&w));
+    let mut j = 0u32;
+    let mut frames = 0u64;
+    g.bench_function("established_dr_1m", |b| {
+        b.iter(|| {
+            for _ in 0..BATCH {
+                set(&mut f, j.wrapping_mul(0x9e37_79b1) & (FLOWS_1M - 1));
+                w.device().push_rx(&f, RxMeta::default(), VnetHdr::default());
+                j = j.wrapping_add(1);
+            }
+            frames += BATCH as u64;
+            w.poll_once(1000).expect("mem device")
+        })
+    });
+    // The row measures established flows: a key that overflowed its bucket
+    // comes back as a new flow (and evicts another), which must stay rare.
+    let new = conns(&w) - before;
+    assert!(
+        new * 100 <= frames.max(1),
+        "established_dr_1m: {new} of {frames} frames were new flows ({resident} resident)"
+    );
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    per_frame,
+    per_frame_sync,
+    per_frame_modes,
+    per_frame_v6,
+    per_frame_1m
+);
 criterion_main!(benches);

@@ -28,7 +28,7 @@ use super::synclink::{
 use crate::fwd::flow::{FlowEntry, FlowKey, FlowKey6, FlowState, FlowTable, Key, WAYS};
 use crate::fwd::frag::{FragKey, FragKey6, FragTable};
 use crate::fwd::table::{BackendFwd, BackendId, BackendState, FwdTable, Mode, ServiceFwd};
-use crate::io::{Action, Device, Frame, TxArena};
+use crate::io::{Action, Device, Frame, RxMeta, TxArena};
 use crate::wire::tcp;
 
 /// Frames per batch.
@@ -212,6 +212,12 @@ impl<D: Device> Worker<D> {
         if let Some(sync) = &self.sync {
             take_synced(&sync.link, flows, &table, stats, now as u32);
         }
+        // First pass: start loading the flow-table lines of every frame of
+        // the batch, so their cache misses overlap rather than each frame
+        // waiting for its own (a 1M-flow table is 35 MB, far beyond the
+        // cache). The second pass below handles the frames.
+        self.dev
+            .peek_batch(BATCH, |d, meta| prefetch_flow(d, meta, &table, flows));
         let mut cx = Ctx {
             table: &table,
             flows,
@@ -608,6 +614,33 @@ struct Ctx<'a> {
     sent: u64,
     /// Flow sync's queues, when configured.
     link: Option<&'a WorkerLink>,
+}
+
+/// Prefetch the flow-table lines [`handle`] will read for the frame `d`: a
+/// cheap look at an untagged IPv4 TCP or UDP header without options (what
+/// the classifier takes as a flow), read as a flow key, or as a reply key
+/// when it comes from a NAT server to a non-VIP. Anything else, or a frame
+/// the classifier will drop, costs a wasted hint at most: nothing here
+/// decides what happens to the frame.
+#[inline(always)]
+fn prefetch_flow(d: &[u8], meta: &RxMeta, table: &FwdTable, flows: &FlowTable) {
+    let Some(h) = d.get(..38) else {
+        return;
+    };
+    if meta.vlan_tci.is_some() || h[12..14] != [0x08, 0x00] || h[14] != 0x45 || !matches!(h[23], 6 | 17) {
+        return;
+    }
+    let addr = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    let port = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
+    let key = FlowKey {
+        src: addr(26),
+        dst: addr(30),
+        sport: port(34),
+        dport: port(36),
+        proto: h[23],
+    };
+    let reply = table.is_nat_backend(key.src) && !table.is_vip(key.dst);
+    flows.prefetch(&key, reply, crate::io::sys::hint::prefetch);
 }
 
 /// Find the flow's backend, creating or re-pinning the flow as needed.

@@ -82,6 +82,13 @@ impl Device for MemDevice {
         Ok(())
     }
 
+    fn peek_batch<F: FnMut(&[u8], &RxMeta)>(&self, max: usize, mut f: F) {
+        for &i in self.pending.iter().take(max) {
+            let (len, meta, _) = &self.info[i];
+            f(&self.slots[i][HEADROOM..HEADROOM + len], meta);
+        }
+    }
+
     fn process_batch<F: FnMut(&mut Frame<'_>, &mut TxArena) -> Action>(
         &mut self,
         max: usize,
@@ -130,6 +137,30 @@ impl Device for MemDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peek_shows_the_next_batch_without_taking_it() {
+        let mut d = MemDevice::new(4, 64);
+        for b in [1u8, 2, 3] {
+            let meta = RxMeta {
+                pkttype: b,
+                ..RxMeta::default()
+            };
+            assert!(d.push_rx(&[b; 3][..b as usize], meta, VnetHdr::default()));
+        }
+        let mut seen = vec![];
+        d.peek_batch(2, |f, m| seen.push((f.to_vec(), m.pkttype)));
+        assert_eq!(seen, vec![(vec![1], 1), (vec![2, 2], 2)]);
+        assert_eq!(d.pending(), 3);
+        // process_batch then takes the same frames, in the same order.
+        let mut taken = vec![];
+        d.process_batch(2, |f, _| {
+            taken.push((f.data().to_vec(), f.meta.pkttype));
+            Action::Drop
+        })
+        .unwrap();
+        assert_eq!(taken, seen);
+    }
 
     #[test]
     fn echo_and_drop() {

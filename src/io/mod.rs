@@ -267,6 +267,16 @@ pub trait Device {
         f: F,
     ) -> std::io::Result<BatchStats>;
 
+    /// Call `f` on the bytes and metadata of each of (up to `max` of) the
+    /// frames the next [`Device::process_batch`] will take, in order, without
+    /// taking them: the worker reads their headers to prefetch the flow
+    /// table lines handling them will read. A device that cannot look
+    /// ahead calls nothing (the default); the frames are handled alike
+    /// either way.
+    fn peek_batch<F: FnMut(&[u8], &RxMeta)>(&self, max: usize, f: F) {
+        let _ = (max, f);
+    }
+
     /// Frames the kernel dropped because the ring was full, since the last call.
     fn ring_drops(&mut self) -> u64 {
         0

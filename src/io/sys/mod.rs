@@ -13,6 +13,7 @@
 //! checksums and super-frames are completed or segmented by the kernel on the
 //! way out instead of leaving the director broken.
 
+pub mod hint;
 pub mod xdp;
 
 use std::io;
