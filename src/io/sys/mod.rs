@@ -7,9 +7,11 @@
 //! Why these choices (measured on the project's 2-vCPU test machine, see the
 //! README): per-frame `recvfrom`/`sendto` ran at 0.16x the kernel's rate; a
 //! mapped RX ring plus `sendmmsg` avoids a syscall per frame on both sides.
-//! TPACKET_V2 rather than V3: V3 hands over whole blocks and its block timeout
-//! added latency at low rates. Slots are sized for 64 KiB GSO/GRO
-//! super-frames. `PACKET_VNET_HDR` is on for receive and send so partial
+//! TPACKET_V2 by default; TPACKET_V3 ([`RxLayout::V3`]) on request: it
+//! wakes the reader once per block instead of once per frame, but a block
+//! that does not fill waits for its retire timeout, and in the benchmark it
+//! was not better on every row (README, AF_PACKET). V2 slots are sized for
+//! 64 KiB GSO/GRO super-frames. `PACKET_VNET_HDR` is on for receive and send so partial
 //! checksums and super-frames are completed or segmented by the kernel on the
 //! way out instead of leaving the director broken.
 
