@@ -44,6 +44,18 @@ def pct(cpus, cpu, key):
 
 
 # ---------------------------------------------------------------- record
+def window_in_run(gen, cnt):
+    keys = ("started_unix", "ended_unix")
+    if not all(isinstance(d.get(k), (int, float)) for d in (gen, cnt) for k in keys):
+        return None
+    return gen["started_unix"] <= cnt["started_unix"] and cnt["ended_unix"] <= gen["ended_unix"]
+
+
+def gap(a, ka, b, kb):
+    x, y = a.get(ka), b.get(kb)
+    return round(y - x, 3) if isinstance(x, (int, float)) and isinstance(y, (int, float)) else None
+
+
 def cmd_record(a):
     gen, cnt = load(a.gen), load(a.count)
     s0, s1 = load(a.stats0), load(a.stats1)
@@ -91,6 +103,13 @@ def cmd_record(a):
         "per_server_frames": [i["frames"] for i in cnt["ifaces"]],
         "ifstat_rx_packets": rx_total,
         "offered_pps": gen["pps"],
+        # was the counting window inside the generator's run (wall clock)?
+        # None when either program did not say (older binaries)
+        "window_in_run": window_in_run(gen, cnt),
+        # seconds from the generator's start to the window's, and from the
+        # window's end to the generator's end (negative: outside the run)
+        "window_after_start_s": gap(gen, "started_unix", cnt, "started_unix"),
+        "window_before_end_s": gap(cnt, "ended_unix", gen, "ended_unix"),
         "gen_busy_retries": gen.get("busy_retries"),
         "gen_errors": gen.get("errors"),
         "box_cpu_busy_pct": pct(cpus, a.box_cpu, "busy_pct"),

@@ -35,7 +35,7 @@ use std::fs;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
@@ -112,6 +112,10 @@ struct SendArgs {
     /// Stop after this many frames.
     #[arg(long, default_value_t = 100_000_000)]
     count: u64,
+    /// Also stop once this file exists (looked for every 10 ms), so that a
+    /// counting window that opened late still lies inside the run.
+    #[arg(long)]
+    until_file: Option<std::path::PathBuf>,
     /// Send no faster than this (frames per second).
     #[arg(long)]
     pps_limit: Option<u64>,
@@ -330,6 +334,10 @@ fn send(a: &SendArgs) -> Result<Value, String> {
     let mut sock = PacketSender::new(idx, a.batch, 4 << 20)
         .map_err(|e| format!("AF_PACKET sender on {}: {e} (run as root)", a.iface))?;
 
+    // The benchmark starts its counting window only after this line (see
+    // `measure` in scripts/bench), and compares the wall-clock times.
+    eprintln!("ulvs-bench-gen: sending");
+    let started_unix = unix_now();
     let start = Instant::now();
     let mut sent: u64 = 0;
     let mut next = 0usize;
@@ -338,11 +346,21 @@ fn send(a: &SendArgs) -> Result<Value, String> {
     let mut errors: u64 = 0;
     let mut last_error = String::new();
     let mut stopped_by = "count";
+    let mut looked = Duration::ZERO;
     while sent < a.count {
         let now = start.elapsed();
         if now >= limit {
             stopped_by = "seconds";
             break;
+        }
+        if let Some(f) = &a.until_file {
+            if now >= looked + Duration::from_millis(10) {
+                looked = now;
+                if f.exists() {
+                    stopped_by = "until_file";
+                    break;
+                }
+            }
         }
         if let Some(pps) = a.pps_limit {
             let due = Duration::from_secs_f64(sent as f64 / pps.max(1) as f64);
@@ -401,7 +419,16 @@ fn send(a: &SendArgs) -> Result<Value, String> {
         "errors": errors,
         "last_error": last_error,
         "stopped_by": stopped_by,
+        "started_unix": started_unix,
+        "ended_unix": unix_now(),
     }))
+}
+
+/// Wall-clock seconds since the epoch, for lining up the generator's run
+/// with the counter's window (they are separate processes).
+fn unix_now() -> f64 {
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    (t.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
 fn round3(x: f64) -> f64 {
@@ -520,6 +547,7 @@ fn count(a: &CountArgs) -> Result<Value, String> {
     let tck = clk_tck();
     let p0: Vec<Option<(u64, &str)>> = pids.iter().map(|(_, p)| proc_cpu_ns(p, tck)).collect();
     let c0: Vec<Option<[u64; 8]>> = a.watch_cpu.iter().map(|c| cpu_ticks(*c)).collect();
+    let started_unix = unix_now();
     let t0 = Instant::now();
     std::thread::sleep(window);
     let mut matched = Vec::new();
@@ -527,6 +555,7 @@ fn count(a: &CountArgs) -> Result<Value, String> {
         matched.push(fd.take().map_err(|e| format!("PACKET_STATISTICS: {e}"))?);
     }
     let secs = t0.elapsed().as_secs_f64();
+    let ended_unix = unix_now();
     let rx1: Vec<Option<u64>> = socks.iter().map(|(i, _, _)| if_stat(i, "rx_packets")).collect();
     let p1: Vec<Option<(u64, &str)>> = pids.iter().map(|(_, p)| proc_cpu_ns(p, tck)).collect();
     let c1: Vec<Option<[u64; 8]>> = a.watch_cpu.iter().map(|c| cpu_ticks(*c)).collect();
@@ -574,6 +603,8 @@ fn count(a: &CountArgs) -> Result<Value, String> {
     }
     Ok(json!({
         "mode": "count",
+        "started_unix": started_unix,
+        "ended_unix": ended_unix,
         "frames": total,
         "seconds": round3(secs),
         "pps": (total as f64 / secs).round(),

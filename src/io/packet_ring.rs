@@ -1,11 +1,92 @@
-//! The AF_PACKET [`Device`]: a TPACKET_V2 RX ring with `PACKET_VNET_HDR`,
-//! transmitting batches with `sendmmsg` (fast path). The mechanics are in
-//! [`super::sys::PacketRing`]; this file adapts it to the trait.
+//! The AF_PACKET [`Device`]: a TPACKET_V2 (or, on request, V3) RX ring with
+//! `PACKET_VNET_HDR`, transmitting batches with `sendmmsg` (fast path). The
+//! mechanics are in [`super::sys::PacketRing`]; this file adapts it to the
+//! trait and reads the ring layout from the environment.
 
 use std::io;
 
 use super::bpf::{Asm, Branch};
-use super::sys::{PacketRing, RingConfig};
+use super::sys::{PacketRing, RingConfig, RxLayout, V3_MIN_BLOCK};
+
+/// Environment variables that choose the RX ring's layout (read once, at
+/// start-up, by [`rx_layout_from_env`]).
+pub const ENV_VERSION: &str = "ULVS_TPACKET_VERSION";
+pub const ENV_BLOCK_KB: &str = "ULVS_TPACKET_BLOCK_KB";
+pub const ENV_TIMEOUT_MS: &str = "ULVS_TPACKET_TIMEOUT_MS";
+/// TPACKET_V3 block size and retire timeout when the environment does not
+/// say. 128 KiB (the smallest that holds a super-frame) forwarded more at
+/// 64 B than 256 KiB in the benchmark (see the README).
+pub const V3_DEFAULT_BLOCK_KB: usize = 128;
+pub const V3_DEFAULT_TIMEOUT_MS: u32 = 1;
+/// The ring is 8 MiB ([`RingConfig::default`]): at most this block size, so
+/// that it holds at least 2 blocks (one filling while the other is read).
+const V3_MAX_BLOCK_KB: usize = 4096;
+
+/// The RX ring layout `get` (an environment lookup) asks for:
+/// `ULVS_TPACKET_VERSION` 2 (the default) or 3; with 3,
+/// `ULVS_TPACKET_BLOCK_KB` (a power of two from 128 to 4096, default 128) and
+/// `ULVS_TPACKET_TIMEOUT_MS` (1 to 1000, default 1: how long a block that is
+/// not full waits before the kernel hands it over; what a frame waits at
+/// most at low rates). The block knobs without version 3 are an error, not
+/// silently ignored.
+///
+/// # Errors
+/// A value out of range or not a number, named with its variable.
+pub fn rx_layout(get: impl Fn(&str) -> Option<String>) -> Result<RxLayout, String> {
+    let num = |name: &str, lo: usize, hi: usize| -> Result<Option<usize>, String> {
+        let Some(v) = get(name) else { return Ok(None) };
+        match v.trim().parse::<usize>() {
+            Ok(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
+            _ => Err(format!("{name}={v:?}: expected a whole number from {lo} to {hi}")),
+        }
+    };
+    let version = num(ENV_VERSION, 2, 3)?.unwrap_or(2);
+    let block_kb = num(ENV_BLOCK_KB, V3_MIN_BLOCK >> 10, V3_MAX_BLOCK_KB)?;
+    let timeout = num(ENV_TIMEOUT_MS, 1, 1000)?;
+    if version == 2 {
+        if let Some(name) = [(ENV_BLOCK_KB, block_kb), (ENV_TIMEOUT_MS, timeout)]
+            .iter()
+            .find_map(|(n, v)| v.map(|_| n))
+        {
+            return Err(format!(
+                "{name} is set but {ENV_VERSION} is not 3 (only TPACKET_V3 has blocks)"
+            ));
+        }
+        return Ok(RxLayout::V2);
+    }
+    let block_kb = block_kb.unwrap_or(V3_DEFAULT_BLOCK_KB);
+    if !block_kb.is_power_of_two() {
+        return Err(format!("{ENV_BLOCK_KB}={block_kb}: expected a power of two"));
+    }
+    Ok(RxLayout::V3 {
+        block_size: block_kb << 10,
+        timeout_ms: timeout.map_or(V3_DEFAULT_TIMEOUT_MS, |t| t as u32),
+    })
+}
+
+/// [`rx_layout`] from the process environment.
+///
+/// # Errors
+/// See [`rx_layout`].
+pub fn rx_layout_from_env() -> Result<RxLayout, String> {
+    rx_layout(|name| std::env::var(name).ok())
+}
+
+/// The ring's layout for the start-up log line.
+pub fn describe(rx: RxLayout) -> String {
+    match rx {
+        RxLayout::V2 => "TPACKET_V2 ring".to_string(),
+        RxLayout::V3 {
+            block_size,
+            timeout_ms,
+        } => {
+            format!(
+                "TPACKET_V3 ring of {} KiB blocks, {timeout_ms} ms retire timeout",
+                block_size >> 10
+            )
+        }
+    }
+}
 use super::{Action, BatchStats, Device, Frame, TxArena};
 
 /// Where a classic BPF load is relative to: the network header (`SKF_NET_OFF`).
@@ -183,6 +264,50 @@ impl Device for PacketDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn layout(vars: &[(&str, &str)]) -> Result<RxLayout, String> {
+        rx_layout(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string()))
+    }
+
+    /// V2 unless asked; V3 with its defaults or the given block and
+    /// timeout; every bad value is refused naming its variable.
+    #[test]
+    fn rx_layout_reads_the_knobs() {
+        assert_eq!(layout(&[]), Ok(RxLayout::V2));
+        assert_eq!(layout(&[(ENV_VERSION, "2")]), Ok(RxLayout::V2));
+        assert_eq!(
+            layout(&[(ENV_VERSION, "3")]),
+            Ok(RxLayout::V3 {
+                block_size: 128 << 10,
+                timeout_ms: 1
+            })
+        );
+        assert_eq!(
+            layout(&[(ENV_VERSION, "3"), (ENV_BLOCK_KB, "1024"), (ENV_TIMEOUT_MS, "4")]),
+            Ok(RxLayout::V3 {
+                block_size: 1 << 20,
+                timeout_ms: 4
+            })
+        );
+        for (vars, names) in [
+            (&[(ENV_VERSION, "1")][..], ENV_VERSION),
+            (&[(ENV_VERSION, "4")][..], ENV_VERSION),
+            (&[(ENV_VERSION, "three")][..], ENV_VERSION),
+            (&[(ENV_VERSION, "3"), (ENV_BLOCK_KB, "64")][..], ENV_BLOCK_KB),
+            (&[(ENV_VERSION, "3"), (ENV_BLOCK_KB, "8192")][..], ENV_BLOCK_KB),
+            (&[(ENV_VERSION, "3"), (ENV_BLOCK_KB, "384")][..], ENV_BLOCK_KB),
+            (&[(ENV_VERSION, "3"), (ENV_TIMEOUT_MS, "0")][..], ENV_TIMEOUT_MS),
+            (
+                &[(ENV_VERSION, "3"), (ENV_TIMEOUT_MS, "1001")][..],
+                ENV_TIMEOUT_MS,
+            ),
+            (&[(ENV_BLOCK_KB, "256")][..], ENV_BLOCK_KB),
+            (&[(ENV_TIMEOUT_MS, "2")][..], ENV_TIMEOUT_MS),
+        ] {
+            let e = layout(vars).unwrap_err();
+            assert!(e.starts_with(names), "{vars:?}: {e}");
+        }
+    }
 
     /// The assembled program is, instruction for instruction, the
     /// hand-numbered listing it replaced (code, jt, jf, k).

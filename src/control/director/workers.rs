@@ -14,7 +14,7 @@ use crate::dataplane::stats::WorkerStats;
 use crate::dataplane::synclink::{Placement, WorkerLink};
 use crate::dataplane::worker::{Shared, Worker};
 use crate::fwd::flow::{FlowTable, WAYS};
-use crate::io::packet_ring::PacketDevice;
+use crate::io::packet_ring::{self, PacketDevice};
 use crate::io::sys::{self, IfInfo, RingConfig};
 use crate::io::xdp::{self as xdpio, XdpDevice, XdpRedirect};
 use crate::io::Device;
@@ -136,10 +136,12 @@ pub(super) fn spawn_workers(
         }
         Err(why) => {
             let group = (std::process::id() & 0xffff) as u16;
+            let rx = packet_ring::rx_layout_from_env().map_err(DirectorError::Refused)?;
             let mut devs = Vec::with_capacity(n);
             for _ in 0..n {
                 let rc = RingConfig {
                     fanout_group: (n > 1).then_some(group),
+                    rx,
                     ..RingConfig::default()
                 };
                 let dev = PacketDevice::open(ifinfo.index, rc)
@@ -147,7 +149,8 @@ pub(super) fn spawn_workers(
                 devs.push(dev);
             }
             info!(
-                "io: af_packet (TPACKET_V2 ring + sendmmsg, vnet headers) with {n} worker(s); io {} chose it because {why}",
+                "io: af_packet ({} + sendmmsg, vnet headers) with {n} worker(s); io {} chose it because {why}",
+                packet_ring::describe(rx),
                 cfg.io.as_str()
             );
             let (stats, handles, links) = start_workers(cfg, devs, shared, dead)?;
