@@ -15,6 +15,11 @@ use ulvs::control::rates::Rates;
 use ulvs::control::snapshot::{Flows, List, ServerSnap, ServiceSnap, Stats, SyncSnap, STAT_FIELDS};
 use ulvs::control::trace::Trace;
 
+/// How long `ulvsadm list` waits: at 200,000 servers the director takes
+/// seconds to answer (more on a loaded machine), and the answer is tens of
+/// megabytes.
+const LIST_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How often `ulvsadm reload` checks whether it should say it still waits.
 const RELOAD_TICK: Duration = Duration::from_secs(5);
 
@@ -332,7 +337,7 @@ fn list(socket: &std::path::Path, view: View) -> ExitCode {
         #[serde(default)]
         sync: Option<Value>,
     }
-    match ctl::call_as::<ListData>(socket, &Request::List, ctl::TIMEOUT) {
+    match ctl::call_as::<ListData>(socket, &Request::List, LIST_TIMEOUT) {
         Ok(ctl::Answer {
             ok: true,
             data: Some(d),
