@@ -10,10 +10,18 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 use ulvs::cli::ulvsadm::{Args, Cmd, OnOff, Proto};
-use ulvs::control::ctl::{call, Request};
+use ulvs::control::ctl::{self, call, call_waiting, Request};
 use ulvs::control::rates::Rates;
 use ulvs::control::snapshot::{Flows, List, ServerSnap, ServiceSnap, Stats, SyncSnap, STAT_FIELDS};
 use ulvs::control::trace::Trace;
+
+/// How long `ulvsadm list` waits: at 200,000 servers the director takes
+/// seconds to answer (more on a loaded machine), and the answer is tens of
+/// megabytes.
+const LIST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often `ulvsadm reload` checks whether it should say it still waits.
+const RELOAD_TICK: Duration = Duration::from_secs(5);
 
 fn socket_path(arg: Option<PathBuf>) -> PathBuf {
     arg.or_else(|| std::env::var_os("ULVS_SOCKET").map(PathBuf::from))
@@ -84,10 +92,24 @@ fn server_columns(r: &ServerSnap, view: View) -> String {
     }
 }
 
+/// `ulvsadm list`: through one buffer (200,000 servers are as many lines,
+/// and stdout writes each line by itself otherwise).
 fn print_list(list: &List, view: View, sync: Option<&SyncSnap>) {
-    println!("ulvs director (userspace IPVS-style)");
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    // A closed stdout (`| head`) ends the listing quietly.
+    let _ = write_list(&mut out, list, view, sync).and_then(|()| out.flush());
+}
+
+fn write_list(
+    out: &mut impl std::io::Write,
+    list: &List,
+    view: View,
+    sync: Option<&SyncSnap>,
+) -> std::io::Result<()> {
+    writeln!(out, "ulvs director (userspace IPVS-style)")?;
     for line in sync.map(SyncSnap::peer_lines).unwrap_or_default() {
-        println!("{line}");
+        writeln!(out, "{line}")?;
     }
     let hdr = match view {
         View::Conns => format!(
@@ -103,8 +125,8 @@ fn print_list(list: &List, view: View, sync: Option<&SyncSnap>) {
             "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"
         ),
     };
-    println!("Prot LocalAddress:Port            Scheduler Mode  Name");
-    println!("  -> RemoteAddress:Port          {hdr}");
+    writeln!(out, "Prot LocalAddress:Port            Scheduler Mode  Name")?;
+    writeln!(out, "  -> RemoteAddress:Port          {hdr}")?;
     for s in &list.services {
         let vip = s.vip_port();
         let svc_cols = if view == View::Conns {
@@ -112,7 +134,8 @@ fn print_list(list: &List, view: View, sync: Option<&SyncSnap>) {
         } else {
             traffic_columns(&s.into(), view)
         };
-        println!(
+        writeln!(
+            out,
             "{:<4} {:<26} {:<9} {:<5} {} {}",
             s.protocol.to_uppercase(),
             vip,
@@ -120,7 +143,7 @@ fn print_list(list: &List, view: View, sync: Option<&SyncSnap>) {
             s.mode,
             s.name,
             svc_cols
-        );
+        )?;
         for r in &s.real_servers {
             let mut extra = String::new();
             if view == View::Conns {
@@ -132,9 +155,10 @@ fn print_list(list: &List, view: View, sync: Option<&SyncSnap>) {
                     extra.push_str(&format!("  [{note}]"));
                 }
             }
-            println!("  -> {:<26} {}{}", r.address, server_columns(r, view), extra);
+            writeln!(out, "  -> {:<26} {}{}", r.address, server_columns(r, view), extra)?;
         }
     }
+    Ok(())
 }
 
 fn print_stats(stats: &Stats) {
@@ -301,6 +325,44 @@ struct Message {
     message: String,
 }
 
+/// `ulvsadm list` (not `--json`, which prints the object as it came): the
+/// answer decoded straight into the listing.
+fn list(socket: &std::path::Path, view: View) -> ExitCode {
+    /// `list`'s data: the contract's `services` and the sync peers' state.
+    #[derive(Deserialize)]
+    struct ListData {
+        services: Vec<ServiceSnap>,
+        /// Decoded apart, so that a sync part this client cannot read
+        /// leaves the listing (as with `--json` off before).
+        #[serde(default)]
+        sync: Option<Value>,
+    }
+    match ctl::call_as::<ListData>(socket, &Request::List, LIST_TIMEOUT) {
+        Ok(ctl::Answer {
+            ok: true,
+            data: Some(d),
+            ..
+        }) => {
+            let list = List { services: d.services };
+            let sync: Option<SyncSnap> = d.sync.as_ref().and_then(|s| decode(s).ok());
+            print_list(&list, view, sync.as_ref());
+            ExitCode::SUCCESS
+        }
+        Ok(a) if !a.ok => {
+            eprintln!("ulvsadm: {}", a.error.unwrap_or_else(|| "failed".into()));
+            ExitCode::from(1)
+        }
+        Ok(_) => {
+            eprintln!("ulvsadm: bad answer from the daemon: no data");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("ulvsadm: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Print `data` as it came (`json`) or decoded as a `T` by `print`.
 fn show<T: DeserializeOwned>(data: &Value, json: bool, print: impl FnOnce(&T)) -> Result<(), String> {
     let v: T = decode(data)?;
@@ -451,10 +513,35 @@ fn main() -> ExitCode {
             json,
         ),
     };
-    let resp = match call(&socket, &req, Duration::from_secs(10)) {
+    if req == Request::List && !json {
+        return list(&socket, view);
+    }
+    let answer = if req == Request::Reload {
+        // The director answers when the reload is done or refused: at
+        // 10,000 services that takes seconds. Say once that it is waited for.
+        let mut said = false;
+        call_waiting(&socket, &req, ctl::RELOAD_TIMEOUT, RELOAD_TICK, |waited| {
+            if !said {
+                said = true;
+                eprintln!(
+                    "ulvsadm: the director is still reloading ({:.0} s so far); waiting up to {} s for its answer",
+                    waited.as_secs_f64(),
+                    ctl::RELOAD_TIMEOUT.as_secs()
+                );
+            }
+        })
+    } else {
+        call(&socket, &req, ctl::TIMEOUT)
+    };
+    let resp = match answer {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ulvsadm: {e}");
+            if req == Request::Reload && matches!(e, ctl::ClientError::Timeout { .. }) {
+                eprintln!(
+                    "ulvsadm: the reload may still complete: the director logs \"reloaded\" or \"reload rejected\" when done"
+                );
+            }
             return ExitCode::from(2);
         }
     };

@@ -98,7 +98,7 @@ pub const MAX_YAML_NODES: usize = 2_000_000;
 #[serde(deny_unknown_fields, default, rename = "config")]
 pub struct Config {
     /// The director's interface on the shared segment.
-    #[serde(deserialize_with = "field::interface")]
+    #[serde(deserialize_with = "field::interface_noted")]
     pub interface: String,
     /// Unix socket `ulvsadm` talks to.
     #[serde(deserialize_with = "field::control_socket")]
@@ -138,7 +138,7 @@ pub struct Config {
     #[serde(deserialize_with = "field::choice")]
     pub announce: Announce,
     /// The kernel routing table for `announce: route` (refused elsewhere).
-    #[serde(deserialize_with = "field::route_table")]
+    #[serde(deserialize_with = "field::route_table_noted")]
     pub route_table: Option<u32>,
     /// The virtual services, in file order.
     #[serde(deserialize_with = "field::services")]
@@ -201,7 +201,7 @@ pub const DEFAULT_SYNC_REFRESH_MS: u32 = 10_000;
 pub struct SyncConfig {
     /// The UDP address this director receives sync datagrams on and sends
     /// them from: a concrete address of this host (its peers list it).
-    #[serde(deserialize_with = "field::sync_listen")]
+    #[serde(deserialize_with = "field::sync_listen_noted")]
     pub listen: SocketAddr,
     /// The other directors' `listen` addresses (at least one).
     #[serde(deserialize_with = "field::sync_peers")]
@@ -410,13 +410,13 @@ impl Service {
 #[serde(deny_unknown_fields, default, rename = "service")]
 pub struct Service {
     /// Unique name, no whitespace.
-    #[serde(deserialize_with = "field::service_name")]
+    #[serde(deserialize_with = "field::service_name_noted")]
     pub name: String,
     /// The virtual IP, IPv4 or IPv6; its real servers are of its family.
-    #[serde(deserialize_with = "field::vip")]
+    #[serde(deserialize_with = "field::vip_noted")]
     pub vip: IpAddr,
     /// The port; 0 means every port of the VIP.
-    #[serde(deserialize_with = "field::int::<_, _, 0, 65535, 0>")]
+    #[serde(deserialize_with = "field::service_port")]
     pub port: u16,
     /// `tcp` (default) or `udp`.
     #[serde(deserialize_with = "field::choice")]
@@ -428,7 +428,7 @@ pub struct Service {
     #[serde(deserialize_with = "field::choice")]
     pub scheduler: Scheduler,
     /// Health checking; kind `None` when the YAML has no `health`.
-    #[serde(deserialize_with = "field::or_default")]
+    #[serde(deserialize_with = "field::health")]
     pub health: HealthCheck,
     /// The real servers, in file order. May be empty: then every packet for
     /// the service is dropped and counted as "no server".
@@ -462,7 +462,7 @@ impl Default for Service {
 #[serde(deny_unknown_fields, default, rename = "health")]
 pub struct HealthCheck {
     /// Probe type; `None` means every server is always up.
-    #[serde(deserialize_with = "field::choice")]
+    #[serde(deserialize_with = "field::health_kind")]
     pub kind: HealthKind,
     /// HTTP request path (starts with `/`), default `/`.
     #[serde(deserialize_with = "field::http_path")]
@@ -474,7 +474,7 @@ pub struct HealthCheck {
     #[serde(deserialize_with = "field::int::<_, _, 1, { MAX_HEALTH_INTERVAL_MS }, 1000>")]
     pub interval_ms: u64,
     /// Probe timeout, default 500 ms, at most `interval_ms`.
-    #[serde(deserialize_with = "field::int::<_, _, 1, { MAX_HEALTH_INTERVAL_MS }, 500>")]
+    #[serde(deserialize_with = "field::health_timeout_ms")]
     pub timeout_ms: u64,
     /// Consecutive successes to become up, default 2.
     #[serde(deserialize_with = "field::int::<_, _, 1, { MAX_RISE_FALL }, 2>")]
@@ -640,12 +640,25 @@ impl Config {
     fn parse(text: &str, file: &str, max_nodes: usize) -> Result<Config, ConfigErrors> {
         let single = |p: Problem| ConfigErrors(vec![p.into_error(file)]);
         let options = || place::options(max_nodes);
-        let places = place::Places::of(text, options()).map_err(single)?;
-        let (parsed, bad_values) =
+        // A file of only blanks and comments: the loose reading says so (or
+        // finds the syntax error), as it always did first.
+        if !place::has_content(text) {
+            place::Places::of(text, options()).map_err(single)?;
+        }
+        let (parsed, bad_values, written) =
             field::collecting(|| serde_saphyr::from_str_with_options::<Config>(text, options()));
-        let mut config = parsed.map_err(|e| single(places.serde_problem(&e, text)))?;
-        let mut problems: Vec<Problem> = bad_values.into_iter().map(|b| places.problem(b)).collect();
-        check::Rules::new(&places, &mut problems).apply(&mut config);
+        let places = place::LazyPlaces::new(text, max_nodes);
+        let mut config = match parsed {
+            Ok(c) => c,
+            // The loose reading fails first where the file is no YAML (its
+            // error names the field it was in), else places this error.
+            Err(e) => {
+                let places = place::Places::of(text, options()).map_err(single)?;
+                return Err(single(places.serde_problem(&e, text)));
+            }
+        };
+        let mut problems: Vec<Problem> = bad_values.into_iter().map(|b| places.get().problem(b)).collect();
+        check::Rules::new(&places, &written, &mut problems).apply(&mut config);
         if problems.is_empty() {
             Ok(config)
         } else {

@@ -344,6 +344,13 @@ impl Runtime {
     pub fn get(&self, service: &str, addr: IpAddr, port: Option<u16>) -> Option<&ServerRt> {
         self.servers.get(&key(service, addr, port))
     }
+
+    /// The same, to change: by key, where [`Runtime::find_mut`] searches
+    /// the config by name (a reload touches every server of 10,000
+    /// services, and that search is linear in the services).
+    pub fn get_mut(&mut self, service: &str, addr: IpAddr, port: Option<u16>) -> Option<&mut ServerRt> {
+        self.servers.get_mut(&key(service, addr, port))
+    }
 }
 
 /// What `ulvsadm list` shows as a server's state (a server waiting for its

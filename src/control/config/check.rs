@@ -7,10 +7,11 @@
 //! is reported once.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use super::field::{allowed, first_at};
-use super::place::Places;
+use super::field::{allowed, first_at, ServiceWritten, Written};
+use super::place::LazyPlaces;
 use super::{
     shortest_timeout_ms, Announce, Config, HealthKind, Mode, Problem, RealServer, Service, Transport,
     MAX_WORKERS,
@@ -18,7 +19,10 @@ use super::{
 
 /// Applies the rules, adding to the problems found so far.
 pub(super) struct Rules<'a> {
-    places: &'a Places,
+    /// Where fields are written, to place a problem (read on first use).
+    places: &'a LazyPlaces<'a>,
+    /// Which fields are written, for the rules every valid file runs.
+    written: &'a Written,
     problems: &'a mut Vec<Problem>,
     /// Fields whose value was reported wrong.
     bad: HashSet<String>,
@@ -34,13 +38,23 @@ struct ServiceKey<'s> {
 }
 
 impl<'a> Rules<'a> {
-    pub(super) fn new(places: &'a Places, problems: &'a mut Vec<Problem>) -> Rules<'a> {
+    pub(super) fn new(
+        places: &'a LazyPlaces<'a>,
+        written: &'a Written,
+        problems: &'a mut Vec<Problem>,
+    ) -> Rules<'a> {
         let bad = problems.iter().map(|p| p.field.clone()).collect();
         Rules {
             places,
+            written,
             problems,
             bad,
         }
+    }
+
+    /// Whether the field was reported wrong (formatted only when some was).
+    fn is_bad(&self, path: fmt::Arguments<'_>) -> bool {
+        !self.bad.is_empty() && self.bad.contains(&path.to_string())
     }
 
     fn error(&mut self, line: Option<usize>, field: &str, message: impl Into<String>) {
@@ -51,15 +65,15 @@ impl<'a> Rules<'a> {
         });
     }
 
-    /// Written with a value, and that value was not reported wrong.
-    fn valid(&self, path: &str) -> bool {
-        self.places.given(path) && !self.bad.contains(path)
+    /// Written with a value (`given`), and that value was not reported wrong.
+    fn valid(&self, given: Option<Option<usize>>, path: fmt::Arguments<'_>) -> bool {
+        given.is_some() && !self.is_bad(path)
     }
 
     pub(super) fn apply(mut self, c: &mut Config) {
-        if !self.places.given("interface") {
+        if self.written.interface.is_none() {
             self.error(
-                self.places.key_line("interface"),
+                self.places.get().key_line("interface"),
                 "interface",
                 "required: the director's interface on the shared segment",
             );
@@ -76,41 +90,54 @@ impl<'a> Rules<'a> {
         self.sync(c);
         if c.services.is_empty() {
             self.error(
-                self.places.key_line("services"),
+                self.places.get().key_line("services"),
                 "services",
                 "at least one service is required",
             );
         }
-        let mut names: HashMap<&str, Option<usize>> = HashMap::new();
-        let mut keys: Vec<ServiceKey> = Vec::new();
+        let mut names: HashMap<&str, Option<usize>> = HashMap::with_capacity(c.services.len());
+        // The services seen so far by VIP and protocol (in file order), so
+        // that an overlap is looked for among those alone.
+        let mut keys: HashMap<(IpAddr, Transport), Vec<ServiceKey>> =
+            HashMap::with_capacity(c.services.len());
+        let unnoted = ServiceWritten::default();
+        // Every service has its record; were one missing, the file's
+        // places answer for it.
+        let placed: Vec<ServiceWritten>;
+        let written: &[ServiceWritten] = if self.written.services.len() == c.services.len() {
+            &self.written.services
+        } else {
+            placed = (0..c.services.len())
+                .map(|i| self.places.get().service_written(i))
+                .collect();
+            &placed
+        };
         for (i, s) in c.services.iter_mut().enumerate() {
-            let f = format!("services[{i}]");
-            self.service(s, &f, c.maglev_table_size);
+            self.service(s, i, written.get(i).unwrap_or(&unnoted), c.maglev_table_size);
         }
         for (i, s) in c.services.iter().enumerate() {
-            let f = format!("services[{i}]");
-            let name_field = format!("{f}.name");
-            if self.valid(&name_field) {
-                let line = self.places.line(&name_field).or(s.line);
+            let w = written.get(i).unwrap_or(&unnoted);
+            if self.valid(w.name, format_args!("services[{i}].name")) {
+                let line = w.name.flatten().or(s.line);
                 if let Some(first) = names.get(s.name.as_str()) {
                     self.error(
                         line,
-                        &name_field,
+                        &format!("services[{i}].name"),
                         format!("duplicate service name \"{}\"{}", s.name, first_at(*first)),
                     );
                 } else {
                     names.insert(&s.name, line);
                 }
             }
-            let identified = ["vip", "port"].iter().all(|k| self.valid(&format!("{f}.{k}")))
-                && !self.bad.contains(&format!("{f}.protocol"));
+            let identified = self.valid(w.vip, format_args!("services[{i}].vip"))
+                && self.valid(w.port, format_args!("services[{i}].port"))
+                && !self.is_bad(format_args!("services[{i}].protocol"));
             if !identified {
                 continue;
             }
             let (vip, port, protocol) = (s.vip, s.port, s.protocol);
-            let clash = keys.iter().find(|k| {
-                k.vip == vip && k.protocol == protocol && (k.port == port || k.port == 0 || port == 0)
-            });
+            let same = keys.entry((vip, protocol)).or_default();
+            let clash = same.iter().find(|k| k.port == port || k.port == 0 || port == 0);
             if let Some(k) = clash {
                 let what = if port == 0 || k.port == 0 {
                     " (port 0 takes every port of the VIP)"
@@ -126,9 +153,13 @@ impl<'a> Rules<'a> {
                     k.protocol.as_str(),
                     k.line.map(|l| format!(", line {l}")).unwrap_or_default()
                 );
-                self.error(s.line, &f, message);
+                self.problems.push(Problem {
+                    line: s.line,
+                    field: format!("services[{i}]"),
+                    message,
+                });
             } else {
-                keys.push(ServiceKey {
+                same.push(ServiceKey {
                     vip,
                     port,
                     protocol,
@@ -146,15 +177,17 @@ impl<'a> Rules<'a> {
         if c.announce == Announce::Route {
             if c.route_table.is_none() && !self.bad.contains("route_table") {
                 self.error(
-                    self.places.line("announce"),
+                    self.places.get().line("announce"),
                     "route_table",
                     "required with announce: route (the kernel table your routing daemon imports, \
                      e.g. route_table: 4096)",
                 );
             }
-        } else if self.valid("route_table") && !self.bad.contains("announce") {
+        } else if self.valid(self.written.route_table, format_args!("route_table"))
+            && !self.bad.contains("announce")
+        {
             self.error(
-                self.places.line("route_table"),
+                self.places.get().line("route_table"),
                 "route_table",
                 format!(
                     "only meaningful with announce: route (announce is {})",
@@ -168,9 +201,9 @@ impl<'a> Rules<'a> {
     /// director; a refresh that keeps flows alive on the peers.
     fn sync(&mut self, c: &Config) {
         let Some(s) = &c.sync else { return };
-        if !self.places.given("sync.listen") {
+        if self.written.sync_listen.is_none() {
             self.error(
-                self.places.key_line("sync"),
+                self.places.get().key_line("sync"),
                 "sync.listen",
                 "required: the address (IP:PORT) this director receives and sends sync datagrams on",
             );
@@ -178,7 +211,8 @@ impl<'a> Rules<'a> {
         // An empty list because every item was reported wrong is said once.
         let bad_item = self.bad.iter().any(|f| f.starts_with("sync.peers"));
         if s.peers.is_empty() && !bad_item {
-            let line = self.places.line("sync.peers").or(self.places.key_line("sync"));
+            let places = self.places.get();
+            let line = places.line("sync.peers").or(places.key_line("sync"));
             {
                 self.error(
                     line,
@@ -187,11 +221,11 @@ impl<'a> Rules<'a> {
                 );
             }
         }
-        if self.valid("sync.listen") {
+        if self.valid(self.written.sync_listen, format_args!("sync.listen")) {
             if let Some(i) = s.peers.iter().position(|p| *p == s.listen) {
                 let f = format!("sync.peers[{i}]");
                 self.error(
-                    self.places.line(&f),
+                    self.places.get().line(&f),
                     &f,
                     format!(
                         "{} is this director's own sync.listen; list the other directors only",
@@ -204,7 +238,7 @@ impl<'a> Rules<'a> {
             let shortest = shortest_timeout_ms(&c.timeouts);
             if u64::from(ms) * 2 > u64::from(shortest) {
                 self.error(
-                    self.places.line("sync.refresh_ms"),
+                    self.places.get().line("sync.refresh_ms"),
                     "sync.refresh_ms",
                     format!(
                         "{ms} ms is more than half the shortest idle timeout ({shortest} ms): synced flows \
@@ -215,25 +249,26 @@ impl<'a> Rules<'a> {
         }
     }
 
-    fn service(&mut self, s: &mut Service, f: &str, maglev: u32) {
-        for (key, what) in [
-            ("name", "required"),
-            ("vip", "required"),
-            ("port", "required (0 means every port of the VIP)"),
+    fn service(&mut self, s: &mut Service, i: usize, w: &ServiceWritten, maglev: u32) {
+        let f = &format!("services[{i}]");
+        for (key, given, what) in [
+            ("name", w.name, "required"),
+            ("vip", w.vip, "required"),
+            ("port", w.port, "required (0 means every port of the VIP)"),
         ] {
-            if !self.places.given(&format!("{f}.{key}")) {
+            if given.is_none() {
                 self.error(s.line, &format!("{f}.{key}"), what);
             }
         }
-        self.health(s, f);
-        let servers = self.real_servers(s, f);
+        self.health(s, f, w);
+        let servers = self.real_servers(s, f, w);
         if s.health.kind != HealthKind::None
             && s.health.port.is_none()
-            && self.valid(&format!("{f}.port"))
+            && self.valid(w.port, format_args!("{f}.port"))
             && s.port == 0
             && servers.iter().any(|r| r.port.is_none())
         {
-            let line = self.places.line(&format!("{f}.health")).or(s.line);
+            let line = w.health.flatten().or(s.line);
             self.error(
                 line,
                 &format!("{f}.health.port"),
@@ -241,7 +276,7 @@ impl<'a> Rules<'a> {
             );
         }
         if servers.len() > maglev as usize {
-            let line = self.places.line(&format!("{f}.real_servers")).or(s.line);
+            let line = self.places.get().line(&format!("{f}.real_servers")).or(s.line);
             self.error(
                 line,
                 &format!("{f}.real_servers"),
@@ -253,16 +288,16 @@ impl<'a> Rules<'a> {
         }
     }
 
-    fn health(&mut self, s: &mut Service, f: &str) {
+    fn health(&mut self, s: &mut Service, f: &str, w: &ServiceWritten) {
         let f = format!("{f}.health");
-        if !self.places.given(&f) {
+        if w.health.is_none() {
             return;
         }
         let field = |name: &str| format!("{f}.{name}");
         let h = &mut s.health;
-        if !self.places.given(&field("kind")) {
+        if w.health_kind.is_none() {
             self.error(
-                self.places.line(&f),
+                w.health.flatten(),
                 &field("kind"),
                 format!(
                     "required when `health` is given; allowed: {}",
@@ -272,31 +307,34 @@ impl<'a> Rules<'a> {
         }
         // Settings for HTTP only are refused with another kind unless they
         // are the defaults (see the module documentation).
-        if self.valid(&field("kind")) && h.kind != HealthKind::Http {
+        if self.valid(w.health_kind, format_args!("{f}.kind")) && h.kind != HealthKind::Http {
             let kind = h.kind.as_str();
-            if self.valid(&field("path")) && h.path != "/" {
+            // Either differs from its default only when written (null and
+            // a wrong number read as the default; a wrong path is bad).
+            if h.path != "/" && !self.is_bad(format_args!("{f}.path")) {
                 self.error(
-                    self.places.line(&field("path")),
+                    self.places.get().line(&field("path")),
                     &field("path"),
                     format!("is only used with kind http, not {kind}"),
                 );
             }
-            if self.valid(&field("expect_status")) && h.expect_status != 200 {
+            if h.expect_status != 200 && !self.is_bad(format_args!("{f}.expect_status")) {
                 self.error(
-                    self.places.line(&field("expect_status")),
+                    self.places.get().line(&field("expect_status")),
                     &field("expect_status"),
                     format!("is only used with kind http, not {kind}"),
                 );
             }
         }
         // Compare against the interval only when that one is valid.
-        if self.bad.contains(&field("interval_ms")) {
+        if self.is_bad(format_args!("{f}.interval_ms")) {
             return;
         }
-        if self.places.given(&field("timeout_ms")) {
-            if self.valid(&field("timeout_ms")) && h.timeout_ms > h.interval_ms {
+        if w.health_timeout_ms.is_some() {
+            if self.valid(w.health_timeout_ms, format_args!("{f}.timeout_ms")) && h.timeout_ms > h.interval_ms
+            {
                 self.error(
-                    self.places.line(&field("timeout_ms")),
+                    w.health_timeout_ms.flatten(),
                     &field("timeout_ms"),
                     format!("{} must not exceed interval_ms ({})", h.timeout_ms, h.interval_ms),
                 );
@@ -308,23 +346,24 @@ impl<'a> Rules<'a> {
     }
 
     /// Checks the servers; returns those whose every field is valid.
-    fn real_servers(&mut self, s: &Service, f: &str) -> Vec<RealServer> {
-        let mode = (!self.bad.contains(&format!("{f}.mode"))).then_some(s.mode);
-        let service_port = self.valid(&format!("{f}.port")).then_some(s.port);
+    fn real_servers(&mut self, s: &Service, f: &str, w: &ServiceWritten) -> Vec<RealServer> {
+        let mode = (!self.is_bad(format_args!("{f}.mode"))).then_some(s.mode);
+        let service_port = self.valid(w.port, format_args!("{f}.port")).then_some(s.port);
         // The family the servers must have, once the VIP is known good.
-        let family = self.valid(&format!("{f}.vip")).then_some(s.vip);
-        let mut seen: HashMap<(IpAddr, Option<u16>), Option<usize>> = HashMap::new();
-        let mut out = Vec::new();
+        let family = self.valid(w.vip, format_args!("{f}.vip")).then_some(s.vip);
+        let mut seen: HashMap<(IpAddr, Option<u16>), Option<usize>> =
+            HashMap::with_capacity(s.real_servers.len());
+        let mut out = Vec::with_capacity(s.real_servers.len());
         for (j, r) in s.real_servers.iter().enumerate() {
-            let field = format!("{f}.real_servers[{j}].address");
-            if !self.places.given(&field) {
-                self.error(r.line, &field, "required");
+            // The field's path, made only for a problem.
+            let field = || format!("{f}.real_servers[{j}].address");
+            let Some(line) = w.addresses.get(j).copied().flatten() else {
+                self.error(r.line, &field(), "required");
+                continue;
+            };
+            if self.is_bad(format_args!("{f}.real_servers[{j}].address")) {
                 continue;
             }
-            if self.bad.contains(&field) {
-                continue;
-            }
-            let line = self.places.line(&field);
             let address = r.address;
             if let Some(vip) = family.filter(|v| v.is_ipv6() != address.is_ipv6()) {
                 let (is, other) = if address.is_ipv6() {
@@ -334,7 +373,7 @@ impl<'a> Rules<'a> {
                 };
                 self.error(
                     line,
-                    &field,
+                    &field(),
                     format!(
                         "{address} is {is} but the service's vip {vip} is {other}: a service's real servers \
                          are of its VIP's family (make a separate {is} service)"
@@ -346,7 +385,7 @@ impl<'a> Rules<'a> {
                 (Some(_), Some(Mode::Dr | Mode::Tun)) => {
                     self.error(
                         line,
-                        &field,
+                        &field(),
                         format!(
                             "IP:PORT is only allowed in nat mode; {} forwards to the service's port, write just {address}",
                             mode.map_or("this mode", Mode::as_str)
@@ -355,7 +394,7 @@ impl<'a> Rules<'a> {
                     continue;
                 }
                 (Some(0), _) => {
-                    self.error(line, &field, "port 0 is not allowed");
+                    self.error(line, &field(), "port 0 is not allowed");
                     continue;
                 }
                 (Some(_), Some(Mode::Nat)) if service_port == Some(0) => {
@@ -363,7 +402,7 @@ impl<'a> Rules<'a> {
                     // reply could not tell which VIP port to answer from.
                     self.error(
                         line,
-                        &field,
+                        &field(),
                         format!("a port-0 (all ports) nat service keeps each port: write just {address}"),
                     );
                     continue;
@@ -376,13 +415,13 @@ impl<'a> Rules<'a> {
             if let Some(first) = seen.get(&key) {
                 self.error(
                     line,
-                    &field,
+                    &field(),
                     format!("duplicate real server {}{}", r.endpoint(), first_at(*first)),
                 );
                 continue;
             }
             seen.insert(key, line);
-            if !self.bad.contains(&format!("{f}.real_servers[{j}].weight")) {
+            if !self.is_bad(format_args!("{f}.real_servers[{j}].weight")) {
                 out.push(r.clone());
             }
         }

@@ -47,11 +47,147 @@ thread_local! {
 
 /// Runs `f` (a deserialization) and returns its result with the bad values
 /// it noted.
-pub(super) fn collecting<T>(f: impl FnOnce() -> T) -> (T, Vec<BadValue>) {
+pub(super) fn collecting<T>(f: impl FnOnce() -> T) -> (T, Vec<BadValue>, Written) {
     BAD_VALUES.with(|b| *b.borrow_mut() = Some(Vec::new()));
+    WRITTEN.with(|w| *w.borrow_mut() = Some(Written::default()));
     let out = f();
     let bad = BAD_VALUES.with(|b| b.borrow_mut().take()).unwrap_or_default();
-    (out, bad)
+    let written = WRITTEN.with(|w| w.borrow_mut().take()).unwrap_or_default();
+    (out, bad, written)
+}
+
+/// Whether a field is written with a value other than null, and the line
+/// of that value: `None` when absent or null.
+pub(super) type Given = Option<Option<usize>>;
+
+/// The fields whose presence the rules of [`super::check`] ask about for
+/// every valid file, noted while deserializing. Asking the loose reading of
+/// `super::place` instead would cost a second parse of the whole file on
+/// every load (at 10,000 services, most of a reload's time); that reading is
+/// now made only for a file with problems, to place them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Written {
+    pub(super) interface: Given,
+    pub(super) route_table: Given,
+    pub(super) sync_listen: Given,
+    /// One per item of `services`, in file order.
+    pub(super) services: Vec<ServiceWritten>,
+}
+
+/// The noted fields of one service.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct ServiceWritten {
+    pub(super) name: Given,
+    pub(super) vip: Given,
+    pub(super) port: Given,
+    pub(super) health: Given,
+    pub(super) health_kind: Given,
+    pub(super) health_timeout_ms: Given,
+    /// The `address` of each item of `real_servers`, in file order.
+    pub(super) addresses: Vec<Given>,
+}
+
+/// A noted field.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Interface,
+    RouteTable,
+    SyncListen,
+    Name,
+    Vip,
+    Port,
+    Health,
+    HealthKind,
+    HealthTimeout,
+    Address,
+}
+
+thread_local! {
+    /// What the deserialization running on this thread noted as written.
+    static WRITTEN: RefCell<Option<Written>> = const { RefCell::new(None) };
+    /// The line of the value the last [`read`] found, if it found one.
+    static LAST: std::cell::Cell<Given> = const { std::cell::Cell::new(None) };
+}
+
+fn note(slot: Slot, given: Given) {
+    if given.is_none() {
+        return;
+    }
+    WRITTEN.with(|w| {
+        let mut w = w.borrow_mut();
+        let Some(w) = w.as_mut() else { return };
+        let top = match slot {
+            Slot::Interface => Some(&mut w.interface),
+            Slot::RouteTable => Some(&mut w.route_table),
+            Slot::SyncListen => Some(&mut w.sync_listen),
+            _ => None,
+        };
+        if let Some(t) = top {
+            *t = given;
+            return;
+        }
+        // A service field belongs to the service item started last (serde
+        // reads one item whole before the next).
+        let Some(s) = w.services.last_mut() else { return };
+        let field = match slot {
+            Slot::Name => &mut s.name,
+            Slot::Vip => &mut s.vip,
+            Slot::Port => &mut s.port,
+            Slot::Health => &mut s.health,
+            Slot::HealthKind => &mut s.health_kind,
+            Slot::HealthTimeout => &mut s.health_timeout_ms,
+            Slot::Address => match s.addresses.last_mut() {
+                Some(a) => a,
+                None => return,
+            },
+            Slot::Interface | Slot::RouteTable | Slot::SyncListen => return,
+        };
+        *field = given;
+    });
+}
+
+/// Runs the reading `f` of one scalar field and notes it as written when
+/// `f`'s [`read`] found a value.
+fn noting<T, E>(slot: Slot, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    LAST.with(|l| l.set(None));
+    let out = f()?;
+    note(slot, LAST.with(std::cell::Cell::take));
+    Ok(out)
+}
+
+/// A list item the rules want noted fields of: starting one opens its record.
+pub(super) trait Listed {
+    fn started();
+}
+
+impl Listed for Service {
+    fn started() {
+        WRITTEN.with(|w| {
+            if let Some(w) = w.borrow_mut().as_mut() {
+                w.services.push(ServiceWritten::default());
+            }
+        });
+    }
+}
+
+impl Listed for RealServer {
+    fn started() {
+        WRITTEN.with(|w| {
+            if let Some(s) = w.borrow_mut().as_mut().and_then(|w| w.services.last_mut()) {
+                s.addresses.push(None);
+            }
+        });
+    }
+}
+
+/// A list item, its record opened before it is read.
+struct Item<T>(T);
+
+impl<'de, T: Deserialize<'de> + Listed> Deserialize<'de> for Item<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::started();
+        T::deserialize(d).map(Item)
+    }
 }
 
 /// Notes a wrong value (outside [`collecting`] the note is dropped: the
@@ -67,11 +203,12 @@ fn bad(at: Location, message: impl Into<String>) {
 
 type Read<T> = Option<Spanned<T>>;
 
-/// The value if given; null and absent read alike.
-pub(super) fn or_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
-    d: D,
-) -> Result<T, D::Error> {
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+/// An optional value with its location; [`noting`] learns from it whether
+/// the field was written.
+fn read<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Read<T>, D::Error> {
+    let v = Read::<T>::deserialize(d)?;
+    LAST.with(|l| l.set(v.as_ref().map(|v| line_of(&v.referenced))));
+    Ok(v)
 }
 
 /// An integer in `LO..=HI`; `DEFAULT` when null or wrong.
@@ -80,7 +217,7 @@ where
     D: Deserializer<'de>,
     T: TryFrom<i64>,
 {
-    let n = match Read::<i64>::deserialize(d)? {
+    let n = match read::<_, i64>(d)? {
         Some(v) => in_range(&v, LO, HI).unwrap_or(DEFAULT),
         None => DEFAULT,
     };
@@ -101,13 +238,13 @@ fn in_range(v: &Spanned<i64>, lo: i64, hi: i64) -> Option<i64> {
 }
 
 pub(super) fn health_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
-    Ok(Read::<i64>::deserialize(d)?
+    Ok(read::<_, i64>(d)?
         .and_then(|v| in_range(&v, 1, 65535))
         .and_then(|p| u16::try_from(p).ok()))
 }
 
 pub(super) fn interface<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let Some(v) = Read::<String>::deserialize(d)? else {
+    let Some(v) = read::<_, String>(d)? else {
         return Ok(String::new());
     };
     let name = v.value.as_str();
@@ -134,7 +271,7 @@ pub(super) fn interface<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Er
 }
 
 pub(super) fn control_socket<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-    let Some(v) = Read::<String>::deserialize(d)? else {
+    let Some(v) = read::<_, String>(d)? else {
         return Ok(PathBuf::from(DEFAULT_CONTROL_SOCKET));
     };
     if v.value.is_empty() {
@@ -149,7 +286,7 @@ pub(super) fn control_socket<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf,
 }
 
 pub(super) fn metrics_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-    let Some(v) = Read::<String>::deserialize(d)? else {
+    let Some(v) = read::<_, String>(d)? else {
         return Ok(None);
     };
     Ok(match v.value.trim().parse::<SocketAddr>() {
@@ -172,7 +309,7 @@ pub(super) fn metrics_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<S
 }
 
 pub(super) fn maglev_table_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let Some(v) = Read::<i64>::deserialize(d)? else {
+    let Some(v) = read::<_, i64>(d)? else {
         return Ok(DEFAULT_MAGLEV_TABLE_SIZE);
     };
     let lo = i64::from(MIN_MAGLEV_TABLE_SIZE);
@@ -273,9 +410,7 @@ fn sync_addr(v: &Spanned<String>) -> Option<SocketAddr> {
 
 pub(super) fn sync_listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     let unset = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
-    Ok(Read::<String>::deserialize(d)?
-        .and_then(|v| sync_addr(&v))
-        .unwrap_or(unset))
+    Ok(read::<_, String>(d)?.and_then(|v| sync_addr(&v)).unwrap_or(unset))
 }
 
 pub(super) fn sync_peers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
@@ -304,7 +439,7 @@ pub(super) fn sync_peers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAd
 /// missing or short key instead of a director that starts and then rejects
 /// every datagram.
 pub(super) fn sync_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SyncKey>, D::Error> {
-    let Some(v) = Read::<String>::deserialize(d)? else {
+    let Some(v) = read::<_, String>(d)? else {
         return Ok(None);
     };
     let path = PathBuf::from(&v.value);
@@ -330,7 +465,7 @@ pub(super) fn sync_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SyncKey
 }
 
 pub(super) fn sync_refresh_ms<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    Ok(Read::<i64>::deserialize(d)?
+    Ok(read::<_, i64>(d)?
         .and_then(|v| in_range(&v, i64::from(MIN_SYNC_REFRESH_MS), i64::from(MAX_SYNC_REFRESH_MS)))
         .and_then(|n| u32::try_from(n).ok()))
 }
@@ -342,7 +477,7 @@ pub(super) fn answer_ping<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Er
 /// `route_table`: a kernel table id, not one of the kernel's own (0
 /// unspecified, 253 default, 254 main, 255 local).
 pub(super) fn route_table<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    let Some(v) = Read::<i64>::deserialize(d)? else {
+    let Some(v) = read::<_, i64>(d)? else {
         return Ok(None);
     };
     let Some(t) = in_range(&v, 1, i64::from(u32::MAX)).and_then(|t| u32::try_from(t).ok()) else {
@@ -393,15 +528,62 @@ pub(super) fn real_servers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RealSe
 }
 
 /// An optional list, each item given the line it starts at by `at`.
-fn with_lines<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+fn with_lines<'de, D: Deserializer<'de>, T: Deserialize<'de> + Listed>(
     d: D,
     at: fn(T, Option<usize>) -> T,
 ) -> Result<Vec<T>, D::Error> {
-    Ok(Option::<Vec<Spanned<T>>>::deserialize(d)?
+    Ok(Option::<Vec<Spanned<Item<T>>>>::deserialize(d)?
         .unwrap_or_default()
         .into_iter()
-        .map(|s| at(s.value, line_of(&s.referenced)))
+        .map(|s| at(s.value.0, line_of(&s.referenced)))
         .collect())
+}
+
+// The fields the rules ask about, noted (see [`Written`]).
+
+pub(super) fn interface_noted<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    noting(Slot::Interface, || interface(d))
+}
+
+pub(super) fn route_table_noted<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    noting(Slot::RouteTable, || route_table(d))
+}
+
+pub(super) fn sync_listen_noted<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    noting(Slot::SyncListen, || sync_listen(d))
+}
+
+pub(super) fn service_name_noted<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    noting(Slot::Name, || service_name(d))
+}
+
+pub(super) fn vip_noted<'de, D: Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
+    noting(Slot::Vip, || vip(d))
+}
+
+pub(super) fn service_port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    noting(Slot::Port, || int::<_, _, 0, 65535, 0>(d))
+}
+
+pub(super) fn health_kind<'de, D: Deserializer<'de>>(d: D) -> Result<super::HealthKind, D::Error> {
+    noting(Slot::HealthKind, || choice(d))
+}
+
+pub(super) fn health_timeout_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    noting(Slot::HealthTimeout, || {
+        int::<_, _, 1, { super::MAX_HEALTH_INTERVAL_MS }, 500>(d)
+    })
+}
+
+/// `health`: the checks, noted as written where the mapping starts.
+pub(super) fn health<'de, D: Deserializer<'de>>(d: D) -> Result<super::HealthCheck, D::Error> {
+    let v = Option::<Spanned<super::HealthCheck>>::deserialize(d)?;
+    note(Slot::Health, v.as_ref().map(|v| line_of(&v.referenced)));
+    Ok(v.map(|v| v.value).unwrap_or_default())
+}
+
+fn endpoint_noted<'de, D: Deserializer<'de>>(d: D) -> Result<(IpAddr, Option<u16>), D::Error> {
+    noting(Slot::Address, || endpoint(d))
 }
 
 /// The 1-based line of a location, `None` when unknown.
@@ -413,7 +595,7 @@ pub(super) fn line_of(at: &Location) -> Option<usize> {
 }
 
 pub(super) fn service_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let Some(v) = Read::<String>::deserialize(d)? else {
+    let Some(v) = read::<_, String>(d)? else {
         return Ok(String::new());
     };
     if v.value.is_empty() {
@@ -428,7 +610,7 @@ pub(super) fn service_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D:
 }
 
 pub(super) fn vip<'de, D: Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
-    let Some(v) = Read::<String>::deserialize(d)? else {
+    let Some(v) = read::<_, String>(d)? else {
         return Ok(UNSET);
     };
     Ok(parse_vip(&v.value).unwrap_or_else(|message| {
@@ -440,7 +622,7 @@ pub(super) fn vip<'de, D: Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
 /// The HTTP path: it must start with '/' and hold no whitespace. Whether it
 /// may differ from `/` depends on the kind ([`super::check`]).
 pub(super) fn http_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let Some(v) = Read::<String>::deserialize(d)? else {
+    let Some(v) = read::<_, String>(d)? else {
         return Ok("/".to_string());
     };
     if !v.value.starts_with('/') {
@@ -465,7 +647,7 @@ pub(super) fn http_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Er
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename = "real_server")]
 pub(super) struct ServerEntry {
-    #[serde(default = "no_endpoint", deserialize_with = "endpoint")]
+    #[serde(default = "no_endpoint", deserialize_with = "endpoint_noted")]
     address: (IpAddr, Option<u16>),
     #[serde(default = "one", deserialize_with = "int::<_, _, 0, 65535, 1>")]
     weight: u32,
@@ -495,7 +677,7 @@ impl From<ServerEntry> for RealServer {
 }
 
 fn endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<(IpAddr, Option<u16>), D::Error> {
-    let Some(v) = Read::<String>::deserialize(d)? else {
+    let Some(v) = read::<_, String>(d)? else {
         return Ok(no_endpoint());
     };
     Ok(parse_endpoint(&v.value).unwrap_or_else(|message| {
@@ -624,7 +806,7 @@ where
     D: Deserializer<'de>,
     T: DeserializeOwned,
 {
-    let Some(v) = Read::<String>::deserialize(d)? else {
+    let Some(v) = read::<_, String>(d)? else {
         return Ok(default);
     };
     let wanted = v.value.trim().to_ascii_lowercase().replace('-', "_");

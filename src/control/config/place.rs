@@ -16,7 +16,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_saphyr::{Budget, DuplicateKeyPolicy, Location, MessageFormatter, Options, Spanned};
 
-use super::field::{line_of, BadValue};
+use super::field::{line_of, BadValue, Given, ServiceWritten};
 use super::Problem;
 
 /// The parser options of both readings of a file.
@@ -30,6 +30,33 @@ pub(super) fn options(max_nodes: usize) -> Options {
     // Messages carry no source snippet: each problem is one line.
     options.with_snippet = false;
     options
+}
+
+/// The places of a file, read only when first asked: a valid file's rules
+/// find what they need in [`super::field::Written`], so only a file with
+/// problems pays for the second, loose reading that places them.
+pub(super) struct LazyPlaces<'t> {
+    text: &'t str,
+    max_nodes: usize,
+    places: OnceCell<Places>,
+}
+
+impl<'t> LazyPlaces<'t> {
+    pub(super) fn new(text: &'t str, max_nodes: usize) -> Self {
+        LazyPlaces {
+            text,
+            max_nodes,
+            places: OnceCell::new(),
+        }
+    }
+
+    /// The places, read now if not yet. The strict reading of the same text
+    /// succeeded, so the loose one does too; were it to fail, no field is
+    /// placed (problems keep their messages, without line).
+    pub(super) fn get(&self) -> &Places {
+        self.places
+            .get_or_init(|| Places::of(self.text, options(self.max_nodes)).unwrap_or_default())
+    }
 }
 
 /// (line, column) of a location.
@@ -165,6 +192,57 @@ impl Places {
     /// The line where the field's value starts, when written.
     pub(super) fn line(&self, path: &str) -> Option<usize> {
         self.find(path).and_then(|(n, _)| line_of(&n.referenced))
+    }
+
+    /// What [`super::field::Written`] notes while deserializing, asked of
+    /// this reading instead: for a service whose record is missing, and
+    /// for the tests, which compare the two.
+    #[cfg(test)]
+    pub(super) fn written(&self) -> super::field::Written {
+        super::field::Written {
+            interface: self.given_at("interface"),
+            route_table: self.given_at("route_table"),
+            sync_listen: self.given_at("sync.listen"),
+            services: (0..self.items("services"))
+                .map(|i| self.service_written(i))
+                .collect(),
+        }
+    }
+
+    /// The noted fields of `services[i]`.
+    pub(super) fn service_written(&self, i: usize) -> ServiceWritten {
+        let f = format!("services[{i}]");
+        let at = |name: &str| self.given_at(&format!("{f}.{name}"));
+        ServiceWritten {
+            name: at("name"),
+            vip: at("vip"),
+            port: at("port"),
+            health: at("health"),
+            health_kind: at("health.kind"),
+            health_timeout_ms: at("health.timeout_ms"),
+            addresses: (0..self.items(&format!("{f}.real_servers")))
+                .map(|j| at(&format!("real_servers[{j}].address")))
+                .collect(),
+        }
+    }
+
+    /// `Some(line of the value)` when the field is written, not null.
+    fn given_at(&self, path: &str) -> Given {
+        self.given(path).then(|| self.line(path))
+    }
+
+    /// How many items the list at `path` has (0 when it is no list).
+    fn items(&self, path: &str) -> usize {
+        match self.find(path) {
+            Some((
+                Spanned {
+                    value: Node::Seq(items),
+                    ..
+                },
+                _,
+            )) => items.len(),
+            _ => 0,
+        }
     }
 
     fn index(&self) -> &Index {
@@ -416,7 +494,7 @@ fn one_line(text: &str) -> String {
 }
 
 /// Whether the text holds anything but blanks and comments.
-fn has_content(text: &str) -> bool {
+pub(super) fn has_content(text: &str) -> bool {
     text.lines()
         .map(str::trim)
         .any(|l| !l.is_empty() && !l.starts_with('#'))

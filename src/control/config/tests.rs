@@ -45,7 +45,20 @@ fn cpus() -> usize {
         .min(MAX_WORKERS)
 }
 
+/// What the strict reading notes as written agrees with the loose reading
+/// (the rules ask the former for a valid file, the latter placed every
+/// problem before): the check behind every `ok` and `errs` below.
+fn written_agrees(text: &str) {
+    let options = || place::options(MAX_YAML_NODES);
+    let (parsed, _, written) =
+        field::collecting(|| serde_saphyr::from_str_with_options::<Config>(text, options()));
+    if let (Ok(_), Ok(places)) = (parsed, place::Places::of(text, options())) {
+        assert_eq!(written, places.written(), "noted vs placed for:\n{text}");
+    }
+}
+
 fn ok(text: &str) -> Config {
+    written_agrees(text);
     match Config::from_str(text, "t.yaml") {
         Ok(c) => c,
         Err(e) => panic!("unexpected errors:\n{e}"),
@@ -53,6 +66,7 @@ fn ok(text: &str) -> Config {
 }
 
 fn errs(text: &str) -> Vec<ConfigError> {
+    written_agrees(text);
     match Config::from_str(text, "t.yaml") {
         Ok(c) => panic!("expected errors, got {c:?}"),
         Err(e) => e.0,
@@ -1619,4 +1633,30 @@ fn servers_are_named_in_any_spelling() {
     let c = ok(BASE);
     let r = &c.services[0].real_servers[0];
     assert!(r.is_named("198.18.0.11") && !r.is_named("198.18.0.11:80") && !r.is_named("198.18.0.1"));
+}
+
+/// The fields noted while deserializing are those the loose reading finds,
+/// at the same lines, in the shapes YAML allows: null values, flow style,
+/// aliases, an empty `health`, an explicit `kind: none`.
+#[test]
+fn written_fields_match_places() {
+    let texts = [
+        BASE,
+        CONTRACT_EXAMPLE,
+        "interface:\nroute_table: 7\nsync:\n  listen: 198.18.0.2:8848\n  peers: [198.18.0.3:8848]\nservices:\n  - name: a\n    vip: ~\n    port:\n    health: {}\n    real_servers:\n      - address:\n      - weight: 2\n      - address: 198.18.0.11\n",
+        "interface: eth0\nservices: [{name: a, vip: 198.18.100.1, port: 80, health: {kind: none, timeout_ms: 5}, real_servers: [{address: 198.18.0.11}, {address: 198.18.0.12}]}, {name: b}]\n",
+        "interface: eth0\nservices:\n  - &s\n    name: a\n    vip: 198.18.100.1\n    port: 80\n    real_servers:\n      - &r {address: 198.18.0.11}\n      - *r\n  - *s\n",
+        "interface: eth0\nservices:\n  - name: a\n    vip: 198.18.100.1\n    port: 80\n    health:\n      kind: http\n      timeout_ms: 100\n    real_servers: []\n  - name: b\n    vip: 198.18.100.2\n    port: 0\n",
+    ];
+    for text in texts {
+        written_agrees(text);
+    }
+    // and the comparison can tell: a line that differs is seen
+    let options = || place::options(MAX_YAML_NODES);
+    let (_, _, mut written) =
+        field::collecting(|| serde_saphyr::from_str_with_options::<Config>(BASE, options()));
+    let places = place::Places::of(BASE, options()).unwrap().written();
+    assert_eq!(written.services[0].addresses, vec![Some(Some(7))]);
+    written.services[0].name = Some(Some(4));
+    assert_ne!(written, places);
 }

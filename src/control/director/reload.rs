@@ -171,7 +171,7 @@ pub(super) fn stage(
     for s in &new.services {
         for r in &s.real_servers {
             if publish::probe_port(s, r).is_none() {
-                if let Ok(srt) = staged_rt.find_mut(&new, &s.name, &r.endpoint()) {
+                if let Some(srt) = staged_rt.get_mut(&s.name, r.address, r.port) {
                     srt.health = publish::Health::Up;
                 }
             }
