@@ -140,7 +140,6 @@ fn each_untranslated_thing_is_a_file_line_note() {
         "27: TCP_CHECK of real_server 198.18.0.12: not translated (differs from the service's first check; ulvs checks all servers of a service alike)",
         "30: MISC_CHECK {...}: not translated (ulvs checks by TCP connect or HTTP GET only)",
         "36: virtual_server fwmark 7 {...}: not translated (fwmark services: ulvs matches VIP, protocol and port)",
-        "41: virtual_server 2001:db8::1 80: not translated (IPv6 is not supported by this director)",
         "48: virtual_server 198.18.100.9 80: not translated (protocol SCTP: ulvs balances TCP and UDP)",
         "51: virtual_server 198.18.100.1 80: not translated (overlaps the one at line 2)",
         // The missing include names the file it looked for (the path as joined).
@@ -156,17 +155,67 @@ fn each_untranslated_thing_is_a_file_line_note() {
         assert!(glob_match(w, g), "got {g:?}, want {w:?}");
     }
     let c = valid(&r.stdout);
-    assert_eq!(c.services.len(), 2);
+    assert_eq!(c.services.len(), 3, "the IPv6 one at line 41 too");
+    assert_eq!(c.services[1].vip.to_string(), "2001:db8::1");
     let s = &c.services[0];
     assert_eq!(
         (s.scheduler, s.health.kind, s.health.path.as_str()),
         (Scheduler::MaglevClient, HealthKind::Http, "/a")
     );
     // A port-0 NAT service checks the servers on the port keepalived did.
-    let all = &c.services[1];
+    let all = &c.services[2];
     assert_eq!((all.port, all.health.port), (0, Some(8080)));
     assert_eq!(all.real_servers[0].endpoint(), "198.18.0.41");
     assert_eq!(c.interface, "eth0", "the documented default");
+}
+
+/// IPv6 virtual servers are translated like IPv4 ones (the interface from
+/// the vrrp_instance holding the IPv6 VIP, `[IPv6]:PORT` for a NAT port);
+/// a server of the other family than its VIP is a note.
+#[test]
+fn ipv6_virtual_servers_are_translated() {
+    let f = fixture("ipv6.conf");
+    let r = import(&f, &[]);
+    let p = f.display().to_string();
+    assert_eq!(
+        r.stderr,
+        format!("{p}:34: real_server 198.18.0.21 5353: not translated (an IPv4 server behind an IPv6 VIP: a ulvs service is one family)\n")
+    );
+    assert_eq!(r.code, 3);
+    let c = valid(&r.stdout);
+    assert_eq!(c.interface, "ens4", "from the vrrp_instance holding the IPv6 VIP");
+    assert_eq!(c.services.len(), 2);
+    let web = &c.services[0];
+    assert_eq!((web.vip.to_string(), web.port), ("2001:db8:100::1".into(), 80));
+    assert_eq!(
+        (web.mode, web.protocol, web.scheduler),
+        (Mode::Dr, Transport::Tcp, Scheduler::Maglev)
+    );
+    assert_eq!(
+        (web.health.kind, web.health.interval_ms, web.health.timeout_ms),
+        (HealthKind::Tcp, 3000, 1000)
+    );
+    let servers: Vec<(String, u32)> = web
+        .real_servers
+        .iter()
+        .map(|r| (r.endpoint(), r.weight))
+        .collect();
+    assert_eq!(
+        servers,
+        [
+            ("2001:db8:2::11".to_string(), 2),
+            ("2001:db8:2::12".to_string(), 1)
+        ]
+    );
+    let dns = &c.services[1];
+    assert_eq!((dns.vip.to_string(), dns.port), ("2001:db8:100::2".into(), 53));
+    assert_eq!(
+        (dns.mode, dns.protocol, dns.scheduler),
+        (Mode::Nat, Transport::Udp, Scheduler::MaglevClient)
+    );
+    assert_eq!(dns.real_servers.len(), 1);
+    assert_eq!(dns.real_servers[0].endpoint(), "[2001:db8:2::21]:5353");
+    assert!(r.stdout.contains("\"[2001:db8:2::21]:5353\""), "{}", r.stdout);
 }
 
 #[test]
@@ -185,7 +234,7 @@ fn interface_option_and_unreadable_file() {
 /// and the lines of the notes.
 const SAMPLES: &[(&str, i32, usize, &[usize])] = &[
     ("keepalived.conf.HTTP_GET.port", 3, 1, &[22]),
-    ("keepalived.conf.IPv6", 3, 0, &[1, 13]),
+    ("keepalived.conf.IPv6", 3, 1, &[24]),
     ("keepalived.conf.PING_CHECK", 3, 1, &[23]),
     ("keepalived.conf.SMTP_CHECK", 3, 1, &[39, 58, 89]),
     ("keepalived.conf.SSL_GET", 3, 2, &[39, 67, 69]),

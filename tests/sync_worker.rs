@@ -5,15 +5,17 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use common::*;
 use ulvs::control::publish::{build_table, Runtime};
-use ulvs::dataplane::synclink::{Note, NoteKind, Synced, WorkerLink, NOTES, SYNCED_PER_BATCH};
-use ulvs::fwd::flow::{FlowKey, FlowState};
+use ulvs::control::publish6::build_table_dual;
+use ulvs::dataplane::synclink::{Note, NoteKind, Synced, WorkerLink, NOTES, NOTES6, SYNCED_PER_BATCH};
+use ulvs::fwd::flow::{FlowKey, FlowKey6, FlowState};
 use ulvs::fwd::table::FwdTable;
+use ulvs::wire::builder::PacketBuilder6;
 use ulvs::wire::tcp;
 
 /// A worker with a sync link, its clock at 100 s.
@@ -496,4 +498,202 @@ fn a_full_queue_is_counted_and_a_walk_waits_for_room() {
     assert_eq!(copies.len(), 40, "each flow once");
     assert_eq!(ports, (3000..3040).collect());
     assert_eq!(link.notes_full.load(Relaxed), 40, "a walk drops nothing");
+}
+
+// IPv6: the same notes, synced flows and walks, through the link's IPv6
+// queues.
+
+const V6_YAML: &str = "interface: eth0\nmaglev_table_size: 251\nservices:\n  - name: web6\n    vip: 2001:db8:100::1\n    port: 80\n    real_servers:\n      - address: 2001:db8::11\n      - address: 2001:db8::12\n      - address: 2001:db8::13\n  - name: nat6\n    vip: 2001:db8:100::2\n    port: 80\n    mode: nat\n    real_servers:\n      - address: '[2001:db8::21]:8080'\n      - address: '[2001:db8::22]:8080'\n";
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
+const VIP6_NAT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 7);
+
+/// An IPv6 server's MAC: its address's last four bytes behind 02:66.
+fn mac6(a: Ipv6Addr) -> [u8; 6] {
+    let o = a.octets();
+    [0x02, 0x66, o[12], o[13], o[14], o[15]]
+}
+
+fn server6(mac: &[u8]) -> Ipv6Addr {
+    assert_eq!(&mac[..2], &[0x02, 0x66], "an IPv6 server's MAC");
+    Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]])))
+}
+
+fn v6_table() -> (Runtime, FwdTable) {
+    let cfg = config(V6_YAML);
+    let rt = runtime(&cfg);
+    let mac = |a: IpAddr| match a {
+        IpAddr::V6(a) => Some(mac6(a)),
+        IpAddr::V4(a) => Some(mac_of(a)),
+    };
+    let mut t = build_table_dual(&cfg, &rt, mac, DIRECTOR_MAC, (0xc612_0002, 0), 1);
+    t.gateway6_mac = Some(GATEWAY_MAC);
+    (rt, t)
+}
+
+fn key6(vip: Ipv6Addr, sport: u16) -> FlowKey6 {
+    FlowKey6 {
+        src: u128::from(CLIENT6),
+        dst: u128::from(vip),
+        sport,
+        dport: 80,
+        proto: 6,
+    }
+}
+
+fn to_vip6(vip: Ipv6Addr, sport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    PacketBuilder6::new(CLIENT6, vip).tcp(sport, 80, flags, payload)
+}
+
+fn notes6(link: &WorkerLink) -> Vec<Note<FlowKey6>> {
+    std::iter::from_fn(|| link.notes6.pop()).collect()
+}
+
+type NoteRow6 = (NoteKind, FlowKey6, u32, FlowState, u32, u8);
+
+fn rows6(n: &[Note<FlowKey6>]) -> Vec<NoteRow6> {
+    n.iter()
+        .map(|n| (n.kind, n.key, n.backend, n.state, n.idle_ms, n.origin))
+        .collect()
+}
+
+/// An IPv6 flow makes its notes in the IPv6 queue, as an IPv4 flow does
+/// in the IPv4 one: New, then Change at established and at closing.
+#[test]
+fn an_ipv6_flow_makes_its_notes_in_the_ipv6_queue() {
+    let (rt, t) = v6_table();
+    let (mut rig, link) = linked(t);
+    let o = rig.send(&to_vip6(VIP6, 40000, tcp::SYN, &[]));
+    let server = server6(&o.sent.expect("forwarded").bytes[0..6]);
+    let id = id_of(&rt, "web6", &server.to_string());
+    let k = key6(VIP6, 40000);
+    assert_eq!(
+        rows6(&notes6(&link)),
+        vec![(NoteKind::New, k, id, FlowState::TcpSyn, 0, 0)]
+    );
+    rig.send(&to_vip6(VIP6, 40000, tcp::ACK, &[]));
+    rig.send(&to_vip6(VIP6, 40000, tcp::ACK | tcp::PSH, b"GET"));
+    assert_eq!(
+        rows6(&notes6(&link)),
+        vec![(NoteKind::Change, k, id, FlowState::TcpEstablished, 0, 0)]
+    );
+    rig.send(&to_vip6(VIP6, 40000, tcp::FIN | tcp::ACK, &[]));
+    assert_eq!(
+        rows6(&notes6(&link)),
+        vec![(NoteKind::Change, k, id, FlowState::TcpClosing, 0, 0)]
+    );
+    assert!(notes(&link).is_empty(), "nothing in the IPv4 queue");
+    assert_eq!(link.notes_full.load(Relaxed), 0);
+}
+
+/// An IPv6 flow synced from a peer: its frames go to the synced server, not
+/// to the one the table picks here; for NAT the server's replies are
+/// translated back to the VIP before this director saw a client packet.
+#[test]
+fn a_synced_ipv6_flow_keeps_its_server_and_its_nat_replies() {
+    let (rt, t) = v6_table();
+    let web: &[&str] = &["2001:db8::11", "2001:db8::12", "2001:db8::13"];
+    let nat: &[&str] = &["2001:db8::21", "2001:db8::22"];
+    for (vip, service, port, servers) in [(VIP6, "web6", 0u16, web), (VIP6_NAT, "nat6", 8080, nat)] {
+        let mut probe = Rig::new(t.clone(), 1024);
+        let picked = server6(&probe.forward_any(&to_vip6(vip, 40000, tcp::ACK, &[])).bytes[0..6]);
+        let other: Ipv6Addr = servers
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .find(|a| *a != picked)
+            .unwrap();
+        let id = if port == 0 {
+            id_of(&rt, service, &other.to_string())
+        } else {
+            id_of_port(&rt, service, &other.to_string(), port)
+        };
+        let (mut rig, link) = linked(t.clone());
+        link.synced6
+            .push(Synced {
+                key: key6(vip, 40000),
+                backend: id,
+                state: FlowState::TcpEstablished,
+                idle_ms: 0,
+                origin: 1,
+            })
+            .unwrap();
+        poll(&mut rig);
+        assert_eq!(link.synced_applied.load(Relaxed), 1);
+        assert_eq!(gauge(&rig, id), (1, 0));
+        if port != 0 {
+            // The server speaks first: its reply leaves from VIP:80.
+            let reply = PacketBuilder6::new(other, CLIENT6).tcp(port, 40000, tcp::ACK, b"200");
+            let s = rig.send(&reply).sent.expect("the reply is translated");
+            assert_eq!(&s.bytes[0..6], &GATEWAY_MAC);
+            assert_eq!(&s.bytes[22..38], &VIP6_NAT.octets());
+            assert_eq!(&s.bytes[54..56], &80u16.to_be_bytes());
+        }
+        let s = rig.forward_any(&to_vip6(vip, 40000, tcp::ACK, b"GET"));
+        assert_eq!(server6(&s.bytes[0..6]), other, "{service}: the synced server");
+        if port != 0 {
+            assert_eq!(&s.bytes[38..54], &other.octets());
+            assert_eq!(&s.bytes[56..58], &port.to_be_bytes());
+        }
+        assert!(notes6(&link).is_empty(), "a synced flow's packets are no change");
+    }
+}
+
+/// A walk goes through the IPv4 table, then the IPv6 one: the IPv6 flows
+/// come out of `notes6`, each once, also when `notes6` is full for a while;
+/// the walk is complete only when both tables are done.
+#[test]
+fn walks_copy_ipv6_flows_too_and_wait_for_room() {
+    let (rt, t) = v6_table();
+    let (mut rig, link) = linked(t);
+    for p in 0..40 {
+        rig.send(&to_vip6(VIP6, 3000 + p, tcp::SYN, &[]));
+    }
+    let a = id_of(&rt, "web6", "2001:db8::11");
+    for p in 0..5 {
+        link.synced6
+            .push(Synced {
+                key: key6(VIP6, 4000 + p),
+                backend: a,
+                state: FlowState::TcpEstablished,
+                idle_ms: 300,
+                origin: 2,
+            })
+            .unwrap();
+    }
+    poll(&mut rig);
+    assert_eq!(notes6(&link).len(), 40);
+    let filler = Note {
+        kind: NoteKind::New,
+        key: key6(VIP6, 1),
+        backend: 0,
+        state: FlowState::Udp,
+        idle_ms: 0,
+        origin: 0,
+    };
+    while link.notes6.push(filler).is_ok() {}
+    assert_eq!(link.notes6.len(), NOTES6);
+    let n = link.ask_walk(true);
+    poll(&mut rig);
+    assert!(!link.walk_complete(n), "waits for room in notes6");
+    assert_eq!(link.walk_copied.load(Relaxed), 0);
+    let mut copies = Vec::new();
+    for _ in 0..NOTES6 {
+        link.notes6.pop();
+    }
+    for _ in 0..100 {
+        poll(&mut rig);
+        copies.extend(notes6(&link));
+        if link.walk_complete(n) {
+            break;
+        }
+    }
+    assert!(link.walk_complete(n));
+    assert!(copies.iter().all(|n| n.kind == NoteKind::Copy));
+    let got: HashSet<_> = copies.iter().map(|n| (n.key.sport, n.origin)).collect();
+    let mut want: HashSet<_> = (0..40).map(|p| (3000 + p, 0)).collect();
+    want.extend((0..5).map(|p| (4000 + p, 2)));
+    assert_eq!(copies.len(), 45, "each flow once");
+    assert_eq!(got, want);
+    assert!(notes(&link).is_empty(), "no IPv4 flows");
+    assert_eq!(link.notes_full.load(Relaxed), 0, "a walk drops nothing");
 }

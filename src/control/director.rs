@@ -286,9 +286,10 @@ fn vips(cfg: &Config) -> Vec<u32> {
     sorted(cfg.services.iter().filter_map(|s| publish::ipv4(s.vip)))
 }
 
-/// The VIPs with at least one real server up (healthy and not drained) in
-/// some service: those `announce: route` installs a host route for.
-fn served_vips(cfg: &Config, rt: &Runtime) -> BTreeSet<u32> {
+/// The VIPs (both families) with at least one real server up (healthy and
+/// not drained) in some service: those `announce: route` installs a host
+/// route for.
+fn served_vips(cfg: &Config, rt: &Runtime) -> BTreeSet<IpAddr> {
     cfg.services
         .iter()
         .filter(|s| {
@@ -297,7 +298,7 @@ fn served_vips(cfg: &Config, rt: &Runtime) -> BTreeSet<u32> {
                     .is_some_and(|srt| srt.state() == BackendState::Up)
             })
         })
-        .filter_map(|s| publish::ipv4(s.vip))
+        .map(|s| s.vip)
         .collect()
 }
 
@@ -577,11 +578,10 @@ impl Director {
     pub fn stats(&self) -> Stats {
         Stats {
             announcing: self.announcing,
-            announced_routes: self.routes.as_ref().map(|(_, h)| {
-                h.installed()
-                    .map(|v| format!("{}/32", std::net::Ipv4Addr::from(v)))
-                    .collect()
-            }),
+            announced_routes: self
+                .routes
+                .as_ref()
+                .map(|(_, h)| h.installed().map(super::hostroutes::route_name).collect()),
             control_connections: Some(self.listeners.0),
             http_connections: self.listeners.1,
             sync: self.sync.as_ref().map(|h| h.snapshot()),
@@ -703,21 +703,22 @@ mod tests {
             "a drained server takes no new flows"
         );
         set(&[("a", "198.18.0.12", Up, false)], &mut rt);
-        assert_eq!(served_vips(&cfg, &rt), BTreeSet::from([0xc612_6401]));
+        let vip = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 100, 1));
+        assert_eq!(served_vips(&cfg, &rt), BTreeSet::from([vip]));
         set(
             &[("a", "198.18.0.12", Down, false), ("b", "198.18.0.13", Up, false)],
             &mut rt,
         );
         assert_eq!(
             served_vips(&cfg, &rt),
-            BTreeSet::from([0xc612_6401]),
+            BTreeSet::from([vip]),
             "any service of the VIP keeps it; the VIP without servers never"
         );
     }
 
     /// An IPv6 service beside an IPv4 one: its servers are probed at
-    /// [address]:port, and the IPv4-only kernel lists (nft, XDP, ARP, host
-    /// routes) keep to IPv4 addresses instead of failing on it.
+    /// [address]:port, and the IPv4-only kernel lists (nft, XDP, ARP) keep
+    /// to IPv4 addresses instead of failing on it; host routes take both.
     #[test]
     fn ipv6_services_beside_ipv4_ones() {
         let text = "interface: eth0\nservices:\n  - name: web6\n    vip: 2001:db8:100::1\n    port: 80\n    mode: nat\n    health: {kind: http}\n    real_servers:\n      - address: \"[2001:db8::11]:8080\"\n      - address: 2001:db8::12\n  - name: web4\n    vip: 198.18.100.1\n    port: 80\n    mode: nat\n    health: {kind: tcp}\n    real_servers:\n      - address: 198.18.0.11\n";
@@ -749,7 +750,14 @@ mod tests {
         for s in rt.servers.values_mut() {
             s.health = publish::Health::Up;
         }
-        assert_eq!(served_vips(&cfg, &rt), BTreeSet::from([0xc612_6401]));
+        // Host routes are for both families: a /128 for the IPv6 VIP.
+        assert_eq!(
+            served_vips(&cfg, &rt),
+            BTreeSet::from([
+                "198.18.100.1".parse::<IpAddr>().unwrap(),
+                "2001:db8:100::1".parse().unwrap()
+            ])
+        );
         // A table builds with both families and the director's IPv6 facts.
         let mut host6 = Host6 {
             address: Some((

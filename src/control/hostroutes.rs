@@ -1,6 +1,7 @@
-//! `announce: route` (slow path): one host route (`VIP/32`) per served VIP in
-//! kernel table `route_table`, for a routing daemon (BIRD's kernel protocol
-//! with `learn`) to import and announce. ulvs speaks no BGP.
+//! `announce: route` (slow path): one host route (`VIP/32`, `VIP/128` for an
+//! IPv6 VIP) per served VIP in kernel table `route_table`, for a routing
+//! daemon (BIRD's kernel protocols with `learn`, one per family) to import
+//! and announce. ulvs speaks no BGP.
 //!
 //! The routes sit on a TUN device that the director creates at start and
 //! holds open ([`RouteDevice`]). It is not persistent, so the kernel deletes
@@ -18,7 +19,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE,
@@ -73,22 +74,40 @@ fn io_step(what: impl Into<String>) -> impl FnOnce(io::Error) -> RouteError {
 /// The netlink message of host route `vip`/32 on device `oif` in `table`:
 /// what `ip route add VIP/32 dev DEV table TABLE proto static scope link`
 /// sends. `proto static`, because BIRD's `learn` ignores `proto kernel`
-/// routes.
-pub fn host_route(vip: u32, table: u32, oif: u32) -> RouteMessage {
+/// routes. An IPv6 VIP gets `VIP/128` as `ip -6 route add` sends it: scope
+/// universe (the kernel keeps no other scope for IPv6 routes).
+pub fn host_route(vip: IpAddr, table: u32, oif: u32) -> RouteMessage {
     let mut m = RouteMessage::default();
-    m.header.address_family = AddressFamily::Inet;
-    m.header.destination_prefix_length = 32;
+    let (family, len, scope, dst) = match vip {
+        IpAddr::V4(a) => (AddressFamily::Inet, 32, RouteScope::Link, RouteAddress::Inet(a)),
+        IpAddr::V6(a) => (
+            AddressFamily::Inet6,
+            128,
+            RouteScope::Universe,
+            RouteAddress::Inet6(a),
+        ),
+    };
+    m.header.address_family = family;
+    m.header.destination_prefix_length = len;
     // The header has 8 bits; RTA_TABLE carries the full id (and wins).
     m.header.table = u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
     m.header.protocol = RouteProtocol::Static;
-    m.header.scope = RouteScope::Link;
+    m.header.scope = scope;
     m.header.kind = RouteType::Unicast;
     m.attributes = vec![
-        RouteAttribute::Destination(RouteAddress::Inet(Ipv4Addr::from(vip))),
+        RouteAttribute::Destination(dst),
         RouteAttribute::Oif(oif),
         RouteAttribute::Table(table),
     ];
     m
+}
+
+/// A host route as `ip route` names it: `VIP/32` or `VIP/128`.
+pub fn route_name(vip: IpAddr) -> String {
+    match vip {
+        IpAddr::V4(a) => format!("{a}/32"),
+        IpAddr::V6(a) => format!("{a}/128"),
+    }
 }
 
 /// A route's table: RTA_TABLE when present, else the header's 8 bits.
@@ -195,21 +214,23 @@ impl Netlink {
         }
     }
 
-    /// The routes of `table` (every IPv4 route the kernel lists for it).
+    /// The routes of `table` (every IPv4, then IPv6, route the kernel
+    /// lists for it).
     ///
     /// # Errors
-    /// The dump failed.
+    /// A dump failed.
     pub fn routes_in(&mut self, table: u32) -> io::Result<Vec<RouteMessage>> {
-        let mut q = RouteMessage::default();
-        q.header.address_family = AddressFamily::Inet;
-        let all = self.request(RouteNetlinkMessage::GetRoute(q), NLM_F_REQUEST | NLM_F_DUMP)?;
-        Ok(all
-            .into_iter()
-            .filter_map(|m| match m {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut q = RouteMessage::default();
+            q.header.address_family = family;
+            let all = self.request(RouteNetlinkMessage::GetRoute(q), NLM_F_REQUEST | NLM_F_DUMP)?;
+            out.extend(all.into_iter().filter_map(|m| match m {
                 RouteNetlinkMessage::NewRoute(r) if table_of(&r) == table => Some(r),
                 _ => None,
-            })
-            .collect())
+            }));
+        }
+        Ok(out)
     }
 
     /// Delete the link called `name`; `Ok(false)` when there is none.
@@ -229,10 +250,10 @@ impl Netlink {
 
 /// Adding and deleting one host route (the kernel, or a test double).
 pub trait RouteOps {
-    /// Install `vip`/32 (replacing the same route if present).
-    fn add(&mut self, vip: u32) -> io::Result<()>;
-    /// Remove `vip`/32; a route that is not there is not an error.
-    fn del(&mut self, vip: u32) -> io::Result<()>;
+    /// Install `vip`/32 or /128 (replacing the same route if present).
+    fn add(&mut self, vip: IpAddr) -> io::Result<()>;
+    /// Remove `vip`/32 or /128; a route that is not there is not an error.
+    fn del(&mut self, vip: IpAddr) -> io::Result<()>;
 }
 
 /// The kernel's routes of one director: table and device fixed at start.
@@ -243,7 +264,7 @@ pub struct KernelRoutes {
 }
 
 impl RouteOps for KernelRoutes {
-    fn add(&mut self, vip: u32) -> io::Result<()> {
+    fn add(&mut self, vip: IpAddr) -> io::Result<()> {
         let m = host_route(vip, self.table, self.oif);
         self.nl
             .request(
@@ -253,7 +274,7 @@ impl RouteOps for KernelRoutes {
             .map(drop)
     }
 
-    fn del(&mut self, vip: u32) -> io::Result<()> {
+    fn del(&mut self, vip: IpAddr) -> io::Result<()> {
         let m = host_route(vip, self.table, self.oif);
         match self
             .nl
@@ -337,7 +358,7 @@ pub fn cleanup(table: u32) -> io::Result<bool> {
 /// The installed host routes, kept equal to the wanted set.
 pub struct HostRoutes<O: RouteOps> {
     ops: O,
-    installed: BTreeSet<u32>,
+    installed: BTreeSet<IpAddr>,
     /// Whether the last [`HostRoutes::sync`] left a difference (a failed
     /// call), so the loop tries again.
     pending: bool,
@@ -348,10 +369,10 @@ pub struct HostRoutes<O: RouteOps> {
 /// What one [`HostRoutes::sync`] changed, and what failed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {
-    pub added: Vec<u32>,
-    pub removed: Vec<u32>,
+    pub added: Vec<IpAddr>,
+    pub removed: Vec<IpAddr>,
     /// (VIP, "add"/"remove", error) of each failed change.
-    pub errors: Vec<(u32, &'static str, String)>,
+    pub errors: Vec<(IpAddr, &'static str, String)>,
 }
 
 impl<O: RouteOps> HostRoutes<O> {
@@ -364,8 +385,8 @@ impl<O: RouteOps> HostRoutes<O> {
         }
     }
 
-    /// The VIPs whose route is installed, in order.
-    pub fn installed(&self) -> impl Iterator<Item = u32> + '_ {
+    /// The VIPs whose route is installed, in order (IPv4 first).
+    pub fn installed(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.installed.iter().copied()
     }
 
@@ -377,9 +398,9 @@ impl<O: RouteOps> HostRoutes<O> {
     /// Withdraw what is no longer wanted first (a VIP without servers must
     /// stop attracting traffic even if an add fails), then install the rest.
     /// A failed change stays a difference for the next call.
-    pub fn sync(&mut self, wanted: &BTreeSet<u32>) -> SyncReport {
+    pub fn sync(&mut self, wanted: &BTreeSet<IpAddr>) -> SyncReport {
         let mut r = SyncReport::default();
-        let gone: Vec<u32> = self.installed.difference(wanted).copied().collect();
+        let gone: Vec<IpAddr> = self.installed.difference(wanted).copied().collect();
         for v in gone {
             match self.ops.del(v) {
                 Ok(()) => {
@@ -389,7 +410,7 @@ impl<O: RouteOps> HostRoutes<O> {
                 Err(e) => r.errors.push((v, "remove", e.to_string())),
             }
         }
-        let new: Vec<u32> = wanted.difference(&self.installed).copied().collect();
+        let new: Vec<IpAddr> = wanted.difference(&self.installed).copied().collect();
         for v in new {
             match self.ops.add(v) {
                 Ok(()) => {
@@ -412,7 +433,7 @@ mod tests {
 
     #[test]
     fn the_route_message_is_what_ip_route_sends() {
-        let m = host_route(0xc612_6401, 4096, 7);
+        let m = host_route(v4(0xc612_6401), 4096, 7);
         let mut b = vec![0xaau8; m.buffer_len()];
         m.emit(&mut b);
         #[rustfmt::skip]
@@ -430,11 +451,37 @@ mod tests {
         ];
         assert_eq!(b, want);
         // A table that fits 8 bits is in the header too.
-        let small = host_route(0xc612_6401, 100, 7);
+        let small = host_route(v4(0xc612_6401), 100, 7);
         assert_eq!(small.header.table, 100);
         assert_eq!(table_of(&small), 100);
         assert_eq!(table_of(&m), 4096);
         assert_eq!(describe(&m), "198.18.100.1/32 dev index 7");
+        assert_eq!(route_name(v4(0xc612_6401)), "198.18.100.1/32");
+    }
+
+    /// An IPv6 VIP: what `ip -6 route add VIP/128 dev DEV table TABLE proto
+    /// static` sends.
+    #[test]
+    fn the_ipv6_route_message_is_what_ip_route_sends() {
+        let vip: IpAddr = "2001:db8:100::1".parse().unwrap();
+        let m = host_route(vip, 4096, 7);
+        let mut b = vec![0xaau8; m.buffer_len()];
+        m.emit(&mut b);
+        #[rustfmt::skip]
+        let want: &[u8] = &[
+            // rtmsg: AF_INET6 (10), dst_len 128, src_len 0, tos 0, table 0,
+            // proto static (4), scope universe (0), unicast (1), flags 0
+            10, 128, 0, 0, 0, 4, 0, 1, 0, 0, 0, 0,
+            // RTA_DST 2001:db8:100::1
+            20, 0, 1, 0, 0x20, 0x01, 0x0d, 0xb8, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+            // RTA_OIF 7
+            8, 0, 4, 0, 7, 0, 0, 0,
+            // RTA_TABLE 4096
+            8, 0, 15, 0, 0, 16, 0, 0,
+        ];
+        assert_eq!(b, want);
+        assert_eq!(describe(&m), "2001:db8:100::1/128 dev index 7");
+        assert_eq!(route_name(vip), "2001:db8:100::1/128");
     }
 
     #[test]
@@ -446,19 +493,33 @@ mod tests {
     /// Records calls; fails the VIPs it is told to.
     #[derive(Default)]
     struct Fake {
-        calls: Vec<(&'static str, u32)>,
-        fail: BTreeSet<u32>,
+        calls: Vec<(&'static str, IpAddr)>,
+        fail: BTreeSet<IpAddr>,
+    }
+
+    fn v4(a: u32) -> IpAddr {
+        IpAddr::V4(a.into())
+    }
+
+    /// Small numbers as addresses: below 100 IPv4, from 100 IPv6
+    /// (2001:db8:100::N).
+    fn ip(n: u32) -> IpAddr {
+        if n < 100 {
+            v4(n)
+        } else {
+            IpAddr::V6((0x2001_0db8_0100_u128 << 80 | u128::from(n)).into())
+        }
     }
 
     impl RouteOps for Fake {
-        fn add(&mut self, vip: u32) -> io::Result<()> {
+        fn add(&mut self, vip: IpAddr) -> io::Result<()> {
             self.calls.push(("add", vip));
             if self.fail.contains(&vip) {
                 return Err(io::Error::from_raw_os_error(libc::ENETDOWN));
             }
             Ok(())
         }
-        fn del(&mut self, vip: u32) -> io::Result<()> {
+        fn del(&mut self, vip: IpAddr) -> io::Result<()> {
             self.calls.push(("del", vip));
             if self.fail.contains(&vip) {
                 return Err(io::Error::from_raw_os_error(libc::EPERM));
@@ -467,23 +528,27 @@ mod tests {
         }
     }
 
-    fn set(v: &[u32]) -> BTreeSet<u32> {
-        v.iter().copied().collect()
+    fn set(v: &[u32]) -> BTreeSet<IpAddr> {
+        v.iter().map(|&n| ip(n)).collect()
+    }
+
+    fn ips(v: &[u32]) -> Vec<IpAddr> {
+        v.iter().map(|&n| ip(n)).collect()
     }
 
     #[test]
     fn sync_changes_only_the_difference_withdrawals_first() {
         let mut h = HostRoutes::new(Fake::default());
         let r = h.sync(&set(&[1, 2]));
-        assert_eq!((r.added, r.removed), (vec![1, 2], vec![]));
+        assert_eq!((r.added, r.removed), (ips(&[1, 2]), vec![]));
         h.ops.calls.clear();
         let r = h.sync(&set(&[1, 2]));
         assert_eq!(r, SyncReport::default());
         assert!(h.ops.calls.is_empty(), "nothing to do, nothing sent");
         let r = h.sync(&set(&[2, 3]));
-        assert_eq!((r.added, r.removed), (vec![3], vec![1]));
-        assert_eq!(h.ops.calls, vec![("del", 1), ("add", 3)]);
-        assert_eq!(h.installed().collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!((r.added, r.removed), (ips(&[3]), ips(&[1])));
+        assert_eq!(h.ops.calls, vec![("del", ip(1)), ("add", ip(3))]);
+        assert_eq!(h.installed().collect::<Vec<_>>(), ips(&[2, 3]));
         h.sync(&BTreeSet::new());
         assert_eq!(h.installed().count(), 0);
         assert!(!h.pending());
@@ -494,22 +559,49 @@ mod tests {
         let mut h = HostRoutes::new(Fake::default());
         h.ops.fail = set(&[2]);
         let r = h.sync(&set(&[1, 2]));
-        assert_eq!(r.added, vec![1]);
+        assert_eq!(r.added, ips(&[1]));
         assert_eq!(r.errors.len(), 1);
-        assert_eq!(r.errors[0].0, 2);
+        assert_eq!(r.errors[0].0, ip(2));
         assert_eq!(r.errors[0].1, "add");
         assert!(h.pending());
         assert_eq!(h.failures, 1);
         h.ops.fail.clear();
         let r = h.sync(&set(&[1, 2]));
-        assert_eq!(r.added, vec![2]);
+        assert_eq!(r.added, ips(&[2]));
         assert!(!h.pending());
         // A failed withdrawal keeps the route listed as installed.
         h.ops.fail = set(&[1]);
         let r = h.sync(&set(&[2]));
         assert_eq!(r.errors[0].1, "remove");
-        assert_eq!(h.installed().collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(h.installed().collect::<Vec<_>>(), ips(&[1, 2]));
         h.ops.fail.clear();
-        assert_eq!(h.sync(&set(&[2])).removed, vec![1]);
+        assert_eq!(h.sync(&set(&[2])).removed, ips(&[1]));
+    }
+
+    /// IPv6 VIPs take /128 routes beside the IPv4 /32s, by the same rules:
+    /// withdrawals first, only the difference, failures retried.
+    #[test]
+    fn ipv6_vips_are_installed_and_withdrawn_like_ipv4_ones() {
+        let mut h = HostRoutes::new(Fake::default());
+        let r = h.sync(&set(&[1, 101, 102]));
+        assert_eq!(r.added, ips(&[1, 101, 102]));
+        h.ops.calls.clear();
+        h.ops.fail = set(&[103]);
+        let r = h.sync(&set(&[1, 102, 103]));
+        assert_eq!(
+            h.ops.calls,
+            vec![("del", ip(101)), ("add", ip(103))],
+            "the withdrawal goes first"
+        );
+        assert_eq!((r.removed, r.errors.len()), (ips(&[101]), 1));
+        assert!(h.pending());
+        h.ops.fail.clear();
+        assert_eq!(h.sync(&set(&[1, 102, 103])).added, ips(&[103]));
+        let names: Vec<String> = h.installed().map(route_name).collect();
+        assert_eq!(
+            names,
+            ["0.0.0.1/32", "2001:db8:100::66/128", "2001:db8:100::67/128"]
+        );
+        assert_eq!(h.sync(&BTreeSet::new()).removed, ips(&[1, 102, 103]));
     }
 }

@@ -24,19 +24,28 @@
 //!   keep each other's dead flows forever).
 //! * Which worker's queue a synced flow goes to: [`worker_for`], the worker
 //!   whose device sees that flow's frames.
+//! * IPv6 flows travel in their own pair of queues (`notes6`, `synced6`,
+//!   [`SyncKey`] picks the pair by key type): an IPv6 key is 37 bytes, not
+//!   13, and the IPv4 queues keep their size and entry layout. One walk
+//!   goes through both flow tables, IPv4 first.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::fwd::flow::{FlowKey, FlowState};
+use crate::fwd::flow::{FlowKey, FlowKey6, FlowState, Key};
 use crate::fwd::table::BackendId;
 
 /// Notes a worker may have queued before it counts `notes_full`.
 pub const NOTES: usize = 65_536;
 /// Synced flows waiting for one worker.
 pub const SYNCED: usize = 65_536;
+/// The same for IPv6 flows: an eighth, as the IPv6 flow table is an eighth
+/// of the IPv4 one (a walk pauses while `notes6` is full; a bulk transfer
+/// fills `synced6` no faster than the worker drains it, 256 per batch).
+pub const NOTES6: usize = NOTES / 8;
+pub const SYNCED6: usize = SYNCED / 8;
 /// Synced flows a worker takes per batch (and per idle poll): bounded so a
 /// bulk transfer delays the frames of one batch by tens of microseconds at
 /// most, yet 65,536 queued flows go in within 256 polls.
@@ -93,6 +102,61 @@ pub fn worker_for(key: &FlowKey, workers: usize, placement: Placement) -> Option
     }
 }
 
+/// The IPv6 twin of [`worker_for`]: the fanout program hashes an IPv6
+/// packet on its two addresses alone (ports and fragments aside), so the
+/// worker depends on the client and the VIP only.
+#[inline]
+pub fn worker_for6(key: &FlowKey6, workers: usize, placement: Placement) -> Option<usize> {
+    if workers <= 1 {
+        return Some(0);
+    }
+    match placement {
+        Placement::Fanout => {
+            let h = crate::io::packet_ring::fanout_hash6(key.src, key.dst);
+            Some(h as usize % workers)
+        }
+        Placement::RxQueue => None,
+    }
+}
+
+/// A flow key the sync carries: which of a link's queues hold its notes
+/// and synced flows, and which worker sees its frames.
+pub trait SyncKey: Key {
+    fn notes(link: &WorkerLink) -> &ArrayQueue<Note<Self>>;
+    fn synced(link: &WorkerLink) -> &ArrayQueue<Synced<Self>>;
+    fn worker(&self, workers: usize, placement: Placement) -> Option<usize>;
+}
+
+impl SyncKey for FlowKey {
+    #[inline]
+    fn notes(link: &WorkerLink) -> &ArrayQueue<Note<Self>> {
+        &link.notes
+    }
+    #[inline]
+    fn synced(link: &WorkerLink) -> &ArrayQueue<Synced<Self>> {
+        &link.synced
+    }
+    #[inline]
+    fn worker(&self, workers: usize, placement: Placement) -> Option<usize> {
+        worker_for(self, workers, placement)
+    }
+}
+
+impl SyncKey for FlowKey6 {
+    #[inline]
+    fn notes(link: &WorkerLink) -> &ArrayQueue<Note<Self>> {
+        &link.notes6
+    }
+    #[inline]
+    fn synced(link: &WorkerLink) -> &ArrayQueue<Synced<Self>> {
+        &link.synced6
+    }
+    #[inline]
+    fn worker(&self, workers: usize, placement: Placement) -> Option<usize> {
+        worker_for6(self, workers, placement)
+    }
+}
+
 /// Why a worker hands a flow to the sync thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoteKind {
@@ -107,9 +171,9 @@ pub enum NoteKind {
 /// Worker -> sync: one flow, in this director's terms (the sync thread
 /// translates `backend` into the server's address with the published table).
 #[derive(Clone, Copy, Debug)]
-pub struct Note {
+pub struct Note<K = FlowKey> {
     pub kind: NoteKind,
-    pub key: FlowKey,
+    pub key: K,
     pub backend: BackendId,
     pub state: FlowState,
     /// Milliseconds since the flow's last packet (0 for New/Change).
@@ -121,8 +185,8 @@ pub struct Note {
 
 /// Sync -> worker: a flow received from a peer, checked and resolved.
 #[derive(Clone, Copy, Debug)]
-pub struct Synced {
-    pub key: FlowKey,
+pub struct Synced<K = FlowKey> {
+    pub key: K,
     pub backend: BackendId,
     pub state: FlowState,
     /// Milliseconds since the flow's last packet on the sender.
@@ -135,11 +199,14 @@ pub struct Synced {
 pub struct WorkerLink {
     pub notes: ArrayQueue<Note>,
     pub synced: ArrayQueue<Synced>,
-    /// Notes dropped because `notes` was full (written by the worker; a
-    /// walk pauses instead, its copies are never dropped).
+    /// The IPv6 flows' queues (same roles, same counters).
+    pub notes6: ArrayQueue<Note<FlowKey6>>,
+    pub synced6: ArrayQueue<Synced<FlowKey6>>,
+    /// Notes dropped because `notes` or `notes6` was full (written by the
+    /// worker; a walk pauses instead, its copies are never dropped).
     pub notes_full: AtomicU64,
-    /// Synced flows dropped because `synced` was full (written by the sync
-    /// thread).
+    /// Synced flows dropped because `synced` or `synced6` was full
+    /// (written by the sync thread).
     pub synced_full: AtomicU64,
     /// Walk requests: the sync thread increments `walk_asked`; the worker
     /// stores it into `walk_done` when its walk is complete.
@@ -173,6 +240,8 @@ impl WorkerLink {
         WorkerLink {
             notes: ArrayQueue::new(NOTES),
             synced: ArrayQueue::new(SYNCED),
+            notes6: ArrayQueue::new(NOTES6),
+            synced6: ArrayQueue::new(SYNCED6),
             notes_full: AtomicU64::new(0),
             synced_full: AtomicU64::new(0),
             walk_asked: AtomicU64::new(0),
@@ -223,15 +292,15 @@ impl Links {
     /// worker when that cannot be known ([`worker_for`]). A full queue
     /// drops it there and counts `synced_full`. Returns how many queues
     /// took it.
-    pub fn deliver(&self, s: Synced) -> usize {
+    pub fn deliver<K: SyncKey>(&self, s: Synced<K>) -> usize {
         let put = |l: &WorkerLink| {
-            let ok = l.synced.push(s).is_ok();
+            let ok = K::synced(l).push(s).is_ok();
             if !ok {
                 l.synced_full.fetch_add(1, Ordering::Relaxed);
             }
             usize::from(ok)
         };
-        match worker_for(&s.key, self.workers.len(), self.placement) {
+        match s.key.worker(self.workers.len(), self.placement) {
             Some(i) => put(&self.workers[i]),
             None => self.workers.iter().map(|l| put(l)).sum(),
         }

@@ -23,7 +23,7 @@ use super::icmp6::{self, Icmp6, What6};
 use super::rewrite::{self, Macs, Nat, Nat6, NatSide, Payload, Sent, ToServer, TunOuter6};
 use super::stats::{bump, bump_i, WorkerStats};
 use super::synclink::{
-    Note, NoteKind, Synced, WorkerLink, SYNCED_PER_BATCH, WALK_BUCKETS_BUSY, WALK_BUCKETS_IDLE,
+    Note, NoteKind, SyncKey, Synced, WorkerLink, SYNCED_PER_BATCH, WALK_BUCKETS_BUSY, WALK_BUCKETS_IDLE,
 };
 use crate::fwd::flow::{FlowEntry, FlowKey, FlowKey6, FlowState, FlowTable, Key, WAYS};
 use crate::fwd::frag::{FragKey, FragKey6, FragTable};
@@ -110,8 +110,10 @@ struct SyncSide {
 struct Walk {
     /// The request it answers (stored into `walk_done` at the end).
     asked: u64,
-    /// Next bucket.
+    /// Next bucket of the IPv4 table, then of the IPv6 table (the walk
+    /// goes through both, in that order).
     cursor: usize,
+    cursor6: usize,
     /// Every flow (bulk), or a refresh.
     all: bool,
     /// Refresh: the previous walk's start (copy flows with a packet since).
@@ -211,6 +213,7 @@ impl<D: Device> Worker<D> {
         let flows = &mut self.flows;
         if let Some(sync) = &self.sync {
             take_synced(&sync.link, flows, &table, stats, now as u32);
+            take_synced(&sync.link, &mut self.flows6, &table, stats, now as u32);
         }
         // First pass: start loading the flow-table lines of every frame of
         // the batch, so their cache misses overlap rather than each frame
@@ -258,7 +261,7 @@ impl<D: Device> Worker<D> {
             .dump
             .serve(flows, &self.flows6, now as u32, st.received == 0);
         if let Some(sync) = &mut self.sync {
-            sync.walk_step(flows, now as u32, st.received == 0);
+            sync.walk_step(flows, &self.flows6, now as u32, st.received == 0);
         }
         stats
             .flows
@@ -282,7 +285,7 @@ impl<D: Device> Worker<D> {
 
 /// Hand a note to the sync thread; a full queue drops it and counts.
 #[inline]
-fn note(link: &WorkerLink, kind: NoteKind, e: &FlowEntry, idle_ms: u32) {
+fn note<K: SyncKey>(link: &WorkerLink, kind: NoteKind, e: &FlowEntry<K>, idle_ms: u32) {
     let n = Note {
         kind,
         key: e.key,
@@ -291,8 +294,47 @@ fn note(link: &WorkerLink, kind: NoteKind, e: &FlowEntry, idle_ms: u32) {
         idle_ms,
         origin: e.origin(),
     };
-    if link.notes.push(n).is_err() {
+    if K::notes(link).push(n).is_err() {
         bump(&link.notes_full, 1);
+    }
+}
+
+/// What taking a synced flow needs of its address family.
+trait SyncFamily: SyncKey {
+    /// Whether server `id` has an address of this family in `table` (a
+    /// reload may have removed it since the sync thread resolved it).
+    fn server_known(table: &FwdTable, id: BackendId) -> bool;
+    /// The reply-direction key of a NAT flow `key` to server `id`.
+    fn nat_reply(table: &FwdTable, id: BackendId, key: &Self) -> Self;
+}
+
+impl SyncFamily for FlowKey {
+    #[inline]
+    fn server_known(table: &FwdTable, id: BackendId) -> bool {
+        table.backend(id).addr != 0
+    }
+    #[inline]
+    fn nat_reply(table: &FwdTable, id: BackendId, key: &Self) -> Self {
+        nat_reply_key(table.backend(id), key)
+    }
+}
+
+impl SyncFamily for FlowKey6 {
+    #[inline]
+    fn server_known(table: &FwdTable, id: BackendId) -> bool {
+        table.backend6(id).addr != 0
+    }
+    /// As `flow6_packet` links it.
+    #[inline]
+    fn nat_reply(table: &FwdTable, id: BackendId, key: &Self) -> Self {
+        let port = table.backend(id).port;
+        FlowKey6 {
+            src: table.backend6(id).addr,
+            dst: key.src,
+            sport: if port != 0 { port } else { key.dport },
+            dport: key.sport,
+            proto: key.proto,
+        }
     }
 }
 
@@ -316,10 +358,17 @@ fn nat_reply_key(b: &BackendFwd, key: &FlowKey) -> FlowKey {
     }
 }
 
-/// Take up to [`SYNCED_PER_BATCH`] flows synced from peers.
+/// Take up to [`SYNCED_PER_BATCH`] flows synced from peers (of one
+/// family: called once per flow table).
 #[inline]
-fn take_synced(link: &WorkerLink, flows: &mut FlowTable, table: &FwdTable, stats: &WorkerStats, tick: u32) {
-    if link.synced.is_empty() {
+fn take_synced<K: SyncFamily>(
+    link: &WorkerLink,
+    flows: &mut FlowTable<K>,
+    table: &FwdTable,
+    stats: &WorkerStats,
+    tick: u32,
+) {
+    if K::synced(link).is_empty() {
         return;
     }
     take_synced_cold(link, flows, table, stats, tick);
@@ -327,15 +376,15 @@ fn take_synced(link: &WorkerLink, flows: &mut FlowTable, table: &FwdTable, stats
 
 #[cold]
 #[inline(never)]
-fn take_synced_cold(
+fn take_synced_cold<K: SyncFamily>(
     link: &WorkerLink,
-    flows: &mut FlowTable,
+    flows: &mut FlowTable<K>,
     table: &FwdTable,
     stats: &WorkerStats,
     tick: u32,
 ) {
     for _ in 0..SYNCED_PER_BATCH {
-        let Some(s) = link.synced.pop() else {
+        let Some(s) = K::synced(link).pop() else {
             break;
         };
         let counter = match apply_synced(&s, flows, table, stats, tick) {
@@ -361,9 +410,9 @@ enum Applied {
 /// as long as either sees it. The server's gauges move as for a local flow;
 /// a NAT flow gets its reply key, so the server's replies are translated
 /// after a failover.
-fn apply_synced(
-    s: &Synced,
-    flows: &mut FlowTable,
+fn apply_synced<K: SyncFamily>(
+    s: &Synced<K>,
+    flows: &mut FlowTable<K>,
     table: &FwdTable,
     stats: &WorkerStats,
     tick: u32,
@@ -373,11 +422,11 @@ fn apply_synced(
     // Dead on arrival (idle past its timeout, or a state that is no flow),
     // or a server id the table has no address for (a reload removed it
     // between the sync thread's check and now).
-    if s.state == FlowState::Empty || s.idle_ms > timeout || b.addr == 0 {
+    if s.state == FlowState::Empty || s.idle_ms > timeout || !K::server_known(table, s.backend) {
         return Applied::Stale;
     }
     let last = tick.wrapping_sub(s.idle_ms);
-    let removed = &mut |e: &FlowEntry| on_removed(stats, e);
+    let removed = &mut |e: &FlowEntry<K>| on_removed(stats, e);
     match flows.get(&s.key, tick, removed) {
         Some(e) if e.origin() == 0 => {
             if later(last, e.last_ms, tick) {
@@ -415,7 +464,7 @@ fn apply_synced(
         }
     }
     if b.mode == Mode::Nat {
-        flows.set_reply(&s.key, nat_reply_key(b, &s.key), tick, removed);
+        flows.set_reply(&s.key, K::nat_reply(table, s.backend, &s.key), tick, removed);
     }
     Applied::Yes
 }
@@ -424,7 +473,7 @@ impl SyncSide {
     /// After a batch: start a walk the sync thread asked for, or go on
     /// with the one under way.
     #[inline]
-    fn walk_step(&mut self, flows: &FlowTable, tick: u32, idle: bool) {
+    fn walk_step(&mut self, flows: &FlowTable, flows6: &FlowTable<FlowKey6>, tick: u32, idle: bool) {
         if self.walk.is_none() {
             let asked = self.link.walk_asked.load(Ordering::Acquire);
             if asked == self.link.walk_done.load(Ordering::Relaxed) {
@@ -433,12 +482,13 @@ impl SyncSide {
             self.walk = Some(Walk {
                 asked,
                 cursor: 0,
+                cursor6: 0,
                 all: self.link.walk_all.swap(false, Ordering::AcqRel),
                 since: self.last_walk_began,
             });
             self.last_walk_began = Some(tick);
         }
-        self.walk_cold(flows, tick, idle);
+        self.walk_cold(flows, flows6, tick, idle);
     }
 
     /// Copy the next buckets of the walk into `notes`: only while a whole
@@ -447,38 +497,80 @@ impl SyncSide {
     /// copied twice or lost.
     #[cold]
     #[inline(never)]
-    fn walk_cold(&mut self, flows: &FlowTable, tick: u32, idle: bool) {
+    fn walk_cold(&mut self, flows: &FlowTable, flows6: &FlowTable<FlowKey6>, tick: u32, idle: bool) {
         let Some(w) = &mut self.walk else {
             return;
         };
         let link = &*self.link;
-        let budget = if idle {
+        let mut budget = if idle {
             WALK_BUCKETS_IDLE
         } else {
             WALK_BUCKETS_BUSY
         };
-        let end = w.cursor.saturating_add(budget).min(flows.bucket_count());
         let mut copied = 0u64;
-        while w.cursor < end {
-            if link.notes.capacity() - link.notes.len() < WAYS {
-                break;
-            }
-            let (all, since) = (w.all, w.since);
-            w.cursor = flows.copy_out(w.cursor, 1, tick, &mut |e, _left| {
-                let wanted = all || e.origin() == 0 || since.is_none_or(|s| !later(s, e.last_ms, tick));
-                if wanted {
-                    note(link, NoteKind::Copy, e, tick.wrapping_sub(e.last_ms));
-                    copied += 1;
-                }
-                true
-            });
+        let (all, since) = (w.all, w.since);
+        let full = walk_buckets(
+            link,
+            flows,
+            &mut w.cursor,
+            &mut budget,
+            all,
+            since,
+            tick,
+            &mut copied,
+        );
+        // The IPv6 table once the IPv4 one is done, with what is left of
+        // the budget (an empty IPv6 table is one bucket or none).
+        if !full && w.cursor >= flows.bucket_count() {
+            walk_buckets(
+                link,
+                flows6,
+                &mut w.cursor6,
+                &mut budget,
+                all,
+                since,
+                tick,
+                &mut copied,
+            );
         }
         bump(&link.walk_copied, copied);
-        if w.cursor >= flows.bucket_count() {
+        if w.cursor >= flows.bucket_count() && w.cursor6 >= flows6.bucket_count() {
             link.walk_done.store(w.asked, Ordering::Release);
             self.walk = None;
         }
     }
+}
+
+/// Copy up to `budget` buckets of `flows` from `cursor` into the link's
+/// notes of that family; stops early (true) when the queue has no room
+/// for a whole bucket.
+#[allow(clippy::too_many_arguments)]
+fn walk_buckets<K: SyncKey>(
+    link: &WorkerLink,
+    flows: &FlowTable<K>,
+    cursor: &mut usize,
+    budget: &mut usize,
+    all: bool,
+    since: Option<u32>,
+    tick: u32,
+    copied: &mut u64,
+) -> bool {
+    let q = K::notes(link);
+    while *budget > 0 && *cursor < flows.bucket_count() {
+        if q.capacity() - q.len() < WAYS {
+            return true;
+        }
+        *budget -= 1;
+        *cursor = flows.copy_out(*cursor, 1, tick, &mut |e, _left| {
+            let wanted = all || e.origin() == 0 || since.is_none_or(|s| !later(s, e.last_ms, tick));
+            if wanted {
+                note(link, NoteKind::Copy, e, tick.wrapping_sub(e.last_ms));
+                *copied += 1;
+            }
+            true
+        });
+    }
+    false
 }
 
 /// A flow left the table: undo its share of its server's gauges.
@@ -974,14 +1066,16 @@ fn nat_icmp_from_server(f: &mut Frame<'_>, cx: &mut Ctx<'_>, rkey: &FlowKey) -> 
 }
 
 /// The server of an IPv6 flow: its pinned one while that may keep it, else
-/// a fresh Maglev pick (new flow, or its server went away). The SYN second
-/// chance and flow sync are IPv4-only for now.
+/// a fresh Maglev pick (new flow, or its server went away). Notes for flow
+/// sync as [`backend_for`] makes them; the SYN second chance is IPv4-only
+/// for now.
 #[inline]
 fn backend_for6(c: &Classified6, cx: &mut Ctx<'_>) -> Result<BackendId, Reason> {
     let (table, stats, tick) = (cx.table, cx.stats, cx.tick);
     let svc = &table.services6[c.service];
     if let Some(e) = cx.flows6.get(&c.key, tick, &mut |e| on_removed(stats, e)) {
         let was_active = is_active(e.state);
+        let old_state = e.state;
         let bare_syn = c.key.proto == 6 && c.tcp_flags & tcp::SYN != 0 && c.tcp_flags & tcp::ACK == 0;
         let new_conn = bare_syn && e.state == FlowState::TcpClosing;
         advance(e, c.key.proto, c.tcp_flags, tick, c.tcp_seq);
@@ -1004,6 +1098,12 @@ fn backend_for6(c: &Classified6, cx: &mut Ctx<'_>) -> Result<BackendId, Reason> 
         }
         e.backend = id;
         move_gauges(stats, old, was_active, id, is_active(e.state));
+        if let Some(link) = cx.link {
+            let to_peers = matches!(e.state, FlowState::TcpEstablished | FlowState::TcpClosing);
+            if id != old || new_conn || (e.state != old_state && to_peers) {
+                note(link, NoteKind::Change, e, 0);
+            }
+        }
         return Ok(id);
     }
     let id = svc.pick(svc.hash(&c.key)).ok_or(Reason::NoServer)?;
@@ -1012,6 +1112,9 @@ fn backend_for6(c: &Classified6, cx: &mut Ctx<'_>) -> Result<BackendId, Reason> 
         .flows6
         .insert(c.key, state, id, tick, &mut |e| on_removed(stats, e));
     e.isn = c.tcp_seq;
+    if let Some(link) = cx.link {
+        note(link, NoteKind::New, e, 0);
+    }
     let b = stats.backend(id);
     bump(&b.conns, 1);
     bump_i(if is_active(state) { &b.active } else { &b.inactive }, 1);

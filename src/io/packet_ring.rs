@@ -226,6 +226,18 @@ pub fn fanout_hash(src: u32, dst: u32, sport: u16, dport: u16) -> u32 {
     a ^ (a >> 16)
 }
 
+/// What [`fanout_program`] returns for an IPv6 packet between `src` and
+/// `dst` (big-endian `u128`s, either direction): the XOR of the addresses'
+/// eight 32-bit words, folded like [`fanout_hash`]; ports take no part.
+/// The flow sync places an IPv6 flow with it
+/// ([`crate::dataplane::synclink::worker_for6`]).
+#[inline]
+pub fn fanout_hash6(src: u128, dst: u128) -> u32 {
+    let x = src ^ dst;
+    let a = (x >> 96) as u32 ^ (x >> 64) as u32 ^ (x >> 32) as u32 ^ x as u32;
+    a ^ (a >> 16)
+}
+
 /// A worker's AF_PACKET device.
 pub struct PacketDevice {
     ring: PacketRing,
@@ -476,6 +488,34 @@ mod tests {
             let h = fanout_hash(src, dst, sport, dport);
             assert_eq!(run(&p, &frame), h, "{src:#x} {dst:#x} {sport} {dport}");
             assert_eq!(fanout_hash(dst, src, dport, sport), h, "symmetric");
+        }
+    }
+
+    /// [`fanout_hash6`] is what the program returns for IPv6 TCP and UDP
+    /// packets, whatever their ports.
+    #[test]
+    fn fanout_hash6_matches_the_program() {
+        use crate::wire::builder::PacketBuilder6;
+        use crate::wire::tcp;
+        use std::net::Ipv6Addr;
+        let p = fanout_program();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..2000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let src = 0x2001_0db8_0200_u128 << 80 | u128::from(x) << 8 | u128::from(i);
+            let dst = 0x2001_0db8_0100_u128 << 80 | u128::from(x.rotate_left(29));
+            let b = PacketBuilder6::new(Ipv6Addr::from(src), Ipv6Addr::from(dst));
+            let (sport, dport) = ((x >> 16) as u16, (x >> 5) as u16);
+            let frame = if i % 2 == 0 {
+                b.tcp(sport, dport, tcp::SYN, &[])
+            } else {
+                b.udp(sport, dport, &[1, 2, 3])
+            };
+            let h = fanout_hash6(src, dst);
+            assert_eq!(run(&p, &frame), h, "{src:#x} {dst:#x}");
+            assert_eq!(fanout_hash6(dst, src), h, "symmetric");
         }
     }
 }

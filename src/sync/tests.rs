@@ -10,19 +10,26 @@ use super::auth::Key;
 use super::thread::{sender_id, Engine, Settings, TICK};
 use super::wire::{Builder, Header, MsgType, Record, MAC_LEN};
 use crate::control::snapshot::SyncSnap;
-use crate::dataplane::synclink::{worker_for, Note, NoteKind, Placement, WorkerLink};
+use crate::dataplane::synclink::{worker_for, worker_for6, Note, NoteKind, Placement, WorkerLink};
 use crate::dataplane::worker::Shared;
-use crate::fwd::flow::{FlowKey, FlowState};
+use crate::fwd::flow::{FlowKey, FlowKey6, FlowState};
 use crate::fwd::maglev::MaglevTable;
-use crate::fwd::table::{BackendFwd, BackendState, FwdTable, Mode, ServiceFwd};
+use crate::fwd::table::{Backend6, BackendFwd, BackendState, FwdTable, Mode, ServiceFwd, ServiceFwd6};
 
 const VIP: u32 = 0xc612_6401; // 198.18.100.1
 const S1: u32 = 0xc612_000b; // 198.18.0.11
 const S2: u32 = 0xc612_000c; // 198.18.0.12
 const OTHER: u32 = 0xc612_000d; // 198.18.0.13, a server of another service
+const VIP6: u128 = 0x2001_0db8_0100_0000_0000_0000_0000_0001; // 2001:db8:100::1
+const S6: [u128; 2] = [
+    0x2001_0db8_0002_0000_0000_0000_0000_0011, // 2001:db8:2::11
+    0x2001_0db8_0002_0000_0000_0000_0000_0012,
+];
 
 /// web 198.18.100.1:80/tcp with servers .11 and .12 under backend ids
-/// `ids`, and dns 198.18.100.1:53/udp with server .13 (id 9).
+/// `ids`, dns 198.18.100.1:53/udp with server .13 (id 9), and web6
+/// [2001:db8:100::1]:80/tcp with servers 2001:db8:2::11 and ::12 under ids
+/// `ids` + 2.
 fn table(ids: [u32; 2]) -> FwdTable {
     let mut t = FwdTable::empty([2; 6]);
     let be = |addr, port, svc_port| BackendFwd {
@@ -48,6 +55,25 @@ fn table(ids: [u32; 2]) -> FwdTable {
         client_affinity: false,
     };
     t.services = vec![svc(80, 6, ids.to_vec()), svc(53, 17, vec![9])];
+    t.backends6 = vec![Backend6::default(); 10];
+    let ids6 = ids.map(|i| i + 2);
+    for (id, addr) in ids6.iter().zip(S6) {
+        t.backends[*id as usize] = BackendFwd {
+            addr: 0,
+            svc_vip: 0,
+            ..be(0, 0, 80)
+        };
+        t.backends6[*id as usize] = Backend6 { addr, svc_vip: VIP6 };
+    }
+    t.services6 = vec![ServiceFwd6 {
+        vip: VIP6,
+        port: 80,
+        proto: 6,
+        mode: Mode::Dr,
+        maglev: MaglevTable::default(),
+        members: ids6.to_vec(),
+        client_affinity: false,
+    }];
     t.sort();
     t
 }
@@ -105,6 +131,27 @@ fn note(i: u16, backend: u32, kind: NoteKind) -> Note {
     }
 }
 
+fn key6(i: u16) -> FlowKey6 {
+    FlowKey6 {
+        src: 0x2001_0db8_0200_0000_0000_0000_0000_0000 | u128::from(i % 7),
+        dst: VIP6,
+        sport: 30000 + i,
+        dport: 80,
+        proto: 6,
+    }
+}
+
+fn note6(i: u16, backend: u32, kind: NoteKind) -> Note<FlowKey6> {
+    Note {
+        kind,
+        key: key6(i),
+        backend,
+        state: FlowState::TcpEstablished,
+        idle_ms: 7,
+        origin: 0,
+    }
+}
+
 /// Poll `s` until `cond` holds on its snapshot or 2 s pass.
 fn poll_until(s: &mut Side, cond: impl Fn(&SyncSnap) -> bool) -> SyncSnap {
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -151,6 +198,98 @@ fn a_flow_crosses_loopback_into_the_right_worker() {
         assert_eq!(sa.datagrams_sent, 3 + 1);
         assert_eq!(sa.authenticated, key_bytes.is_some());
     }
+}
+
+/// IPv6 flows go as family-6 records, come out in the IPv6 queue of the
+/// worker the fanout sends their frames to, with the receiver's id for
+/// the same server; IPv4 notes in the same tick share the datagrams.
+#[test]
+fn an_ipv6_flow_crosses_loopback_into_the_right_worker() {
+    let (mut a, mut b) = pair(Some(b"sixteen byte key"));
+    let n = 30u16;
+    for i in 0..n {
+        // A's ids 2/3 are 2001:db8:2::11/::12; B's are 7/8.
+        a.links[0]
+            .notes6
+            .push(note6(i, 2 + u32::from(i % 2), NoteKind::New))
+            .unwrap();
+    }
+    a.links[0].notes.push(note(0, 1, NoteKind::New)).unwrap();
+    a.engine.tick(Instant::now());
+    let snap = poll_until(&mut b, |s| s.flows_received > u64::from(n));
+    assert_eq!(snap.flows_received, u64::from(n) + 1, "{snap:?}");
+    assert_eq!(snap.rejected.values().sum::<u64>(), 0, "{snap:?}");
+    assert_eq!(synced_total(&b), 1, "the IPv4 flow in the IPv4 queue");
+    let mut seen = [0; 2];
+    for (w, l) in b.links.iter().enumerate() {
+        while let Some(s) = l.synced6.pop() {
+            assert_eq!(worker_for6(&s.key, 2, Placement::Fanout), Some(w));
+            assert_eq!({ s.key.dst }, VIP6);
+            let i = { s.key.sport } - 30000;
+            assert_eq!(s.key, key6(i));
+            assert_eq!(s.backend, 7 + u32::from(i % 2), "flow {i}");
+            assert_eq!((s.state, s.idle_ms, s.origin), (FlowState::TcpEstablished, 7, 1));
+            seen[w] += 1;
+        }
+    }
+    assert_eq!(seen.iter().sum::<usize>(), n as usize);
+    assert!(seen.iter().all(|&k| k > 0), "both workers get some: {seen:?}");
+    let sa = a.engine.status().snapshot(&a.links);
+    // 31 records: 2 datagrams of up to 19, plus the bulk request.
+    assert_eq!((sa.flows_sent, sa.datagrams_sent), (31, 2 + 1));
+}
+
+/// An IPv6 record naming a server the receiver does not have, or a VIP it
+/// does not serve, moves its counter; a note of an IPv6
+/// flow whose server id has no IPv6 address is not sent.
+#[test]
+fn ipv6_records_of_unknown_servers_and_services_are_counted() {
+    let (mut a, mut b) = pair(None);
+    let from = a.engine.local_addr().unwrap();
+    let h = Header {
+        msg: MsgType::Flows,
+        sender: 7,
+        boot: 1,
+        seq: 1,
+    };
+    let v6 = |s: &str| std::net::IpAddr::V6(s.parse().unwrap());
+    let base = Record {
+        proto: 6,
+        state: FlowState::TcpEstablished,
+        kind: NoteKind::New,
+        client: v6("2001:db8:200::9"),
+        client_port: 40000,
+        vip: v6("2001:db8:100::1"),
+        vip_port: 80,
+        server: v6("2001:db8:2::12"),
+        server_port: 0,
+        idle_ms: 0,
+        creator: 7,
+    };
+    let recs = [
+        base,
+        Record {
+            server: v6("2001:db8:2::99"),
+            ..base
+        },
+        Record {
+            vip: v6("2001:db8:100::2"),
+            ..base
+        },
+    ];
+    b.engine.receive(&forge(h, &recs, None), from, Instant::now());
+    let s = b.engine.status().snapshot(&b.links);
+    assert_eq!(s.flows_received, 1);
+    assert_eq!(s.rejected["unknown_server"], 1);
+    assert_eq!(s.rejected["unknown_service"], 1);
+    let got: Vec<_> = b.links.iter().filter_map(|l| l.synced6.pop()).collect();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].backend, 8);
+    // Id 4 names no server at all: not sendable.
+    a.links[0].notes6.push(note6(1, 4, NoteKind::New)).unwrap();
+    a.engine.tick(Instant::now());
+    let s = a.engine.status().snapshot(&a.links);
+    assert_eq!((s.notes_unresolved, s.flows_sent), (1, 0));
 }
 
 #[test]

@@ -24,10 +24,10 @@ use super::auth::{Key, ReplayWindow};
 use super::wire::{self, Builder, Datagram, Header, MsgType, Record, WireError, MAX_DATAGRAM};
 use crate::control::config::{SyncConfig, Timeouts};
 use crate::control::snapshot::{SyncPeerSnap, SyncSnap};
-use crate::dataplane::synclink::{worker_for, Note, Placement, Synced, WorkerLink};
+use crate::dataplane::synclink::{Note, Placement, SyncKey, Synced, WorkerLink};
 use crate::dataplane::worker::Shared;
-use crate::fwd::flow::FlowKey;
-use crate::fwd::table::{BackendState, FwdTable};
+use crate::fwd::flow::{FlowKey, FlowKey6};
+use crate::fwd::table::{BackendId, BackendState, FwdTable};
 
 /// How often the notes are drained and sent (the most a note waits).
 pub const TICK: Duration = Duration::from_millis(5);
@@ -450,8 +450,23 @@ impl Engine {
     /// Resolve one record to a local backend and queue it for the worker
     /// that sees its frames; false when it was rejected.
     fn deliver(&self, table: &FwdTable, r: &Record, from: usize) -> bool {
+        if r.vip.is_ipv6() {
+            self.deliver_key(resolve6(table, r), r, from)
+        } else {
+            self.deliver_key(resolve(table, r), r, from)
+        }
+    }
+
+    /// [`Engine::deliver`] once the record is resolved (`resolve`'s
+    /// answer) in its family.
+    fn deliver_key<K: SyncKey>(
+        &self,
+        resolved: Option<(K, Option<BackendId>)>,
+        r: &Record,
+        from: usize,
+    ) -> bool {
         let c = &self.status.counters;
-        let Some(key) = resolve(table, r) else {
+        let Some(key) = resolved else {
             c.unknown_service.fetch_add(1, Relaxed);
             return false;
         };
@@ -474,11 +489,11 @@ impl Engine {
             origin: u8::try_from(origin + 1).unwrap_or(u8::MAX),
         };
         let push = |l: &WorkerLink| {
-            if l.synced.push(s).is_err() {
+            if K::synced(l).push(s).is_err() {
                 l.synced_full.fetch_add(1, Relaxed);
             }
         };
-        match worker_for(&key, self.links.len(), self.placement) {
+        match key.worker(self.links.len(), self.placement) {
             Some(w) => push(&self.links[w.min(self.links.len().saturating_sub(1))]),
             None => self.links.iter().for_each(|l| push(l)),
         }
@@ -582,38 +597,15 @@ impl Engine {
         }
     }
 
-    /// Take the workers' notes and send them to every peer; true when
-    /// every queue was emptied.
+    /// Take the workers' notes (IPv4, then IPv6) and send them to every
+    /// peer; true when every queue was emptied.
     fn drain_notes(&mut self) -> bool {
         let table = self.shared.table.load();
         let mut emptied = true;
         let mut started = false;
         for w in 0..self.links.len() {
-            let mut taken = 0;
-            loop {
-                if taken == NOTES_PER_TICK {
-                    emptied = self.links[w].notes.is_empty();
-                    break;
-                }
-                let Some(n) = self.links[w].notes.pop() else { break };
-                taken += 1;
-                let Some(r) = self.record_of(&table, &n) else {
-                    self.status.counters.notes_unresolved.fetch_add(1, Relaxed);
-                    continue;
-                };
-                if !started {
-                    self.start_datagram(MsgType::Flows);
-                    started = true;
-                }
-                if self.builder.push(&r).is_err() {
-                    self.status.counters.notes_unresolved.fetch_add(1, Relaxed);
-                    continue;
-                }
-                if self.builder.is_full() {
-                    self.send_built(None);
-                    started = false;
-                }
-            }
+            emptied &= self.drain_queue::<FlowKey>(&table, w, &mut started);
+            emptied &= self.drain_queue::<FlowKey6>(&table, w, &mut started);
         }
         if started && self.builder.count() > 0 {
             self.send_built(None);
@@ -621,25 +613,58 @@ impl Engine {
         emptied
     }
 
+    /// One worker's notes of one family into datagrams (`started`: one is
+    /// being built); false when [`NOTES_PER_TICK`] left some behind.
+    fn drain_queue<K: WireKey>(&mut self, table: &FwdTable, w: usize, started: &mut bool) -> bool {
+        let mut taken = 0;
+        loop {
+            if taken == NOTES_PER_TICK {
+                return K::notes(&self.links[w]).is_empty();
+            }
+            let Some(n) = K::notes(&self.links[w]).pop() else {
+                return true;
+            };
+            taken += 1;
+            let Some(r) = self.record_of(table, &n) else {
+                self.status.counters.notes_unresolved.fetch_add(1, Relaxed);
+                continue;
+            };
+            if !*started {
+                self.start_datagram(MsgType::Flows);
+                *started = true;
+            }
+            if self.builder.push(&r).is_err() {
+                self.status.counters.notes_unresolved.fetch_add(1, Relaxed);
+                continue;
+            }
+            if self.builder.is_full() {
+                self.send_built(None);
+                *started = false;
+            }
+        }
+    }
+
     /// A worker's note in addresses (None: its server id names no server).
-    fn record_of(&self, table: &FwdTable, n: &Note) -> Option<Record> {
+    fn record_of<K: WireKey>(&self, table: &FwdTable, n: &Note<K>) -> Option<Record> {
         let b = table.backend(n.backend);
-        if b.state == BackendState::Removed && b.addr == 0 {
+        let server = K::server(table, n.backend);
+        if b.state == BackendState::Removed && server.is_unspecified() {
             return None;
         }
         let creator = match n.origin {
             0 => self.id,
             o => self.peers.get(usize::from(o) - 1).and_then(|p| p.id).unwrap_or(0),
         };
+        let ((client, client_port), (vip, vip_port), proto) = n.key.ends();
         Some(Record {
-            proto: n.key.proto,
+            proto,
             state: n.state,
             kind: n.kind,
-            client: IpAddr::V4(n.key.src.into()),
-            client_port: n.key.sport,
-            vip: IpAddr::V4(n.key.dst.into()),
-            vip_port: n.key.dport,
-            server: IpAddr::V4(b.addr.into()),
+            client,
+            client_port,
+            vip,
+            vip_port,
+            server,
             server_port: b.port,
             idle_ms: n.idle_ms,
             creator,
@@ -733,11 +758,47 @@ impl Engine {
     }
 }
 
+/// A flow key as a record names it, and its server's address.
+trait WireKey: SyncKey {
+    /// ((client, port), (VIP, port), protocol).
+    fn ends(&self) -> ((IpAddr, u16), (IpAddr, u16), u8);
+    /// Server `id`'s address in this family (unspecified when it has none).
+    fn server(table: &FwdTable, id: BackendId) -> IpAddr;
+}
+
+impl WireKey for FlowKey {
+    fn ends(&self) -> ((IpAddr, u16), (IpAddr, u16), u8) {
+        let k = *self;
+        (
+            (IpAddr::V4(k.src.into()), k.sport),
+            (IpAddr::V4(k.dst.into()), k.dport),
+            k.proto,
+        )
+    }
+    fn server(table: &FwdTable, id: BackendId) -> IpAddr {
+        IpAddr::V4(table.backend(id).addr.into())
+    }
+}
+
+impl WireKey for FlowKey6 {
+    fn ends(&self) -> ((IpAddr, u16), (IpAddr, u16), u8) {
+        let k = *self;
+        (
+            (IpAddr::V6(k.src.into()), k.sport),
+            (IpAddr::V6(k.dst.into()), k.dport),
+            k.proto,
+        )
+    }
+    fn server(table: &FwdTable, id: BackendId) -> IpAddr {
+        IpAddr::V6(table.backend6(id).addr.into())
+    }
+}
+
 /// A record's flow key and local backend: `None` when no service matches,
 /// `Some((key, None))` when the service has no such server.
 pub fn resolve(table: &FwdTable, r: &Record) -> Option<(FlowKey, Option<u32>)> {
     let (IpAddr::V4(client), IpAddr::V4(vip), IpAddr::V4(server)) = (r.client, r.vip, r.server) else {
-        return None; // no IPv6 service exists here
+        return None; // mixed families name no service
     };
     let i = table.find_service(u32::from(vip), r.proto, r.vip_port)?;
     let svc = &table.services[i];
@@ -749,6 +810,28 @@ pub fn resolve(table: &FwdTable, r: &Record) -> Option<(FlowKey, Option<u32>)> {
     let key = FlowKey {
         src: u32::from(client),
         dst: u32::from(vip),
+        sport: r.client_port,
+        dport: r.vip_port,
+        proto: r.proto,
+    };
+    Some((key, id))
+}
+
+/// [`resolve`] for an IPv6 record (an IPv6 service's servers are IPv6).
+pub fn resolve6(table: &FwdTable, r: &Record) -> Option<(FlowKey6, Option<u32>)> {
+    let (IpAddr::V6(client), IpAddr::V6(vip), IpAddr::V6(server)) = (r.client, r.vip, r.server) else {
+        return None;
+    };
+    let i = table.find_service6(u128::from(vip), r.proto, r.vip_port)?;
+    let svc = &table.services6[i];
+    let server = u128::from(server);
+    let id = svc.members.iter().copied().find(|&id| {
+        let b = table.backend(id);
+        table.backend6(id).addr == server && b.port == r.server_port && b.state != BackendState::Removed
+    });
+    let key = FlowKey6 {
+        src: u128::from(client),
+        dst: u128::from(vip),
         sport: r.client_port,
         dport: r.vip_port,
         proto: r.proto,

@@ -4,17 +4,15 @@
 //! does the rest when the process dies (see [`crate::control::hostroutes`]).
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use log::{info, warn};
 
 use super::{served_vips, Director};
+use crate::control::hostroutes::route_name;
 
-fn list(vips: &[u32]) -> String {
-    vips.iter()
-        .map(|v| format!("{}/32", Ipv4Addr::from(*v)))
-        .collect::<Vec<_>>()
-        .join(", ")
+fn list(vips: &[IpAddr]) -> String {
+    vips.iter().map(|v| route_name(*v)).collect::<Vec<_>>().join(", ")
 }
 
 impl Director {
@@ -48,8 +46,8 @@ impl Director {
         }
         for (vip, what, e) in &r.errors {
             warn!(
-                "cannot {what} host route {}/32 in table {}: {e} (retrying)",
-                Ipv4Addr::from(*vip),
+                "cannot {what} host route {} in table {}: {e} (retrying)",
+                route_name(*vip),
                 dev.table
             );
         }

@@ -4,27 +4,55 @@
 //! fast path is never locked), the Maglev slot a new flow would get, and
 //! what the worker would do with the next frame — decided by the same
 //! functions the worker uses ([`ServiceFwd::hash`], [`ServiceFwd::pick`],
-//! [`BackendState::keeps_flows`]).
+//! [`BackendState::keeps_flows`]). An IPv6 tuple (`[2001:db8::7]:40000
+//! [2001:db8:100::1]:80`) is traced the same way through the IPv6 table
+//! and flow copies ([`Director::trace6`]).
 
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
-use super::dump::{collect, origin_name, state_name};
+use super::dump::{collect, collect_ask, origin_name, state_name, Ask};
 use super::Director;
 use crate::control::publish::state_name as server_state_name;
 use crate::control::trace::{Trace, TraceFlow, TraceServer};
 use crate::dataplane::classify::Reason;
 use crate::dataplane::dump::{ClientFilter, DumpFilter};
-use crate::dataplane::synclink::{worker_for, Placement};
-use crate::fwd::flow::FlowKey;
-use crate::fwd::table::{BackendFwd, BackendId, FwdTable, Mode, ServiceFwd};
+use crate::dataplane::synclink::{worker_for, worker_for6, Placement};
+use crate::fwd::flow::{FlowKey, FlowKey6};
+use crate::fwd::table::{BackendFwd, BackendId, FwdTable, Mode, ServiceFwd, ServiceFwd6};
 use crate::wire::ethernet::fmt_mac;
 
 /// How long the trace waits for the workers' copies (as `flows`).
 const ANSWER_WAIT: Duration = Duration::from_secs(2);
 
-fn addr(what: &str, s: &str) -> Result<SocketAddrV4, String> {
-    s.parse().map_err(|_| format!("{what} \"{s}\" is not IPv4:PORT"))
+fn addr(what: &str, s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("{what} \"{s}\" is not IPv4:PORT or [IPv6]:PORT"))
+}
+
+/// A trace with nothing decided yet (verdict drop).
+fn blank(protocol: &str, client: String, vip: String, workers: usize) -> Trace {
+    Trace {
+        protocol: protocol.to_ascii_lowercase(),
+        client,
+        vip,
+        service: None,
+        mode: None,
+        scheduler: None,
+        worker: None,
+        flows: Vec::new(),
+        hash_on: None,
+        slot: None,
+        table_size: None,
+        slot_server: None,
+        chosen_by: None,
+        server: None,
+        verdict: "drop".into(),
+        drop_counter: None,
+        action: String::new(),
+        workers,
+        workers_answered: 0,
+    }
 }
 
 impl Director {
@@ -35,7 +63,11 @@ impl Director {
             "udp" => 17,
             p => return Err(format!("protocol \"{p}\": tcp or udp")),
         };
-        let (c, v) = (addr("client", client)?, addr("VIP", vip)?);
+        let (c, v) = match (addr("client", client)?, addr("VIP", vip)?) {
+            (SocketAddr::V4(c), SocketAddr::V4(v)) => (c, v),
+            (SocketAddr::V6(c), SocketAddr::V6(v)) => return Ok(self.trace6(protocol, proto, c, v)),
+            (c, v) => return Err(format!("client {c} and VIP {v} are not of the same family")),
+        };
         let key = FlowKey {
             src: u32::from(*c.ip()),
             dst: u32::from(*v.ip()),
@@ -44,27 +76,7 @@ impl Director {
             proto,
         };
         let table = self.shared.table.load_full();
-        let mut t = Trace {
-            protocol: protocol.to_ascii_lowercase(),
-            client: c.to_string(),
-            vip: v.to_string(),
-            service: None,
-            mode: None,
-            scheduler: None,
-            worker: None,
-            flows: Vec::new(),
-            hash_on: None,
-            slot: None,
-            table_size: None,
-            slot_server: None,
-            chosen_by: None,
-            server: None,
-            verdict: "drop".into(),
-            drop_counter: None,
-            action: String::new(),
-            workers: self.stats.len(),
-            workers_answered: 0,
-        };
+        let mut t = blank(protocol, c.to_string(), v.to_string(), self.stats.len());
         let Some(si) = table.find_service(key.dst, proto, key.dport) else {
             let reason = if table.is_vip(key.dst) {
                 Reason::NoService
@@ -193,6 +205,151 @@ impl Director {
         Ok(t)
     }
 
+    /// `ulvsadm trace` of an IPv6 tuple: as for IPv4, over the IPv6
+    /// services, flow copies and placement (`worker_for6`), with the
+    /// worker's IPv6 choices (no SYN second chance; TUN needs the
+    /// director's IPv6 address).
+    fn trace6(&self, protocol: &str, proto: u8, c: SocketAddrV6, v: SocketAddrV6) -> Trace {
+        let key = FlowKey6 {
+            src: u128::from(*c.ip()),
+            dst: u128::from(*v.ip()),
+            sport: c.port(),
+            dport: v.port(),
+            proto,
+        };
+        let table = self.shared.table.load_full();
+        let mut t = blank(protocol, c.to_string(), v.to_string(), self.stats.len());
+        let Some(si) = table.find_service6(key.dst, proto, key.dport) else {
+            let reason = if table.is_vip6(key.dst) {
+                Reason::NoService
+            } else {
+                Reason::NotVip
+            };
+            t.action = match reason {
+                Reason::NoService => format!(
+                    "drop: {} is a VIP, but no service takes {} port {} (counter {})",
+                    v.ip(),
+                    t.protocol,
+                    v.port(),
+                    reason.name()
+                ),
+                _ => format!(
+                    "not for the data path: {} is no VIP of this director (counter {}; the host's stack gets it)",
+                    v.ip(),
+                    reason.name()
+                ),
+            };
+            t.drop_counter = Some(reason.name().into());
+            return t;
+        };
+        let svc = &table.services6[si];
+        let cfg_svc = self.cfg.services.iter().find(|s| {
+            s.vip == IpAddr::V6(*v.ip()) && s.port == svc.port && s.protocol.ip_protocol() == svc.proto
+        });
+        t.service = Some(cfg_svc.map_or_else(|| "?".into(), |s| s.name.clone()));
+        t.mode = Some(svc.mode.as_str().into());
+        t.scheduler = cfg_svc.map(|s| s.scheduler.as_str().into());
+        let placement = if self.xdp.is_some() {
+            Placement::RxQueue
+        } else {
+            Placement::Fanout
+        };
+        t.worker = worker_for6(&key, self.stats.len(), placement);
+
+        let ask = Ask::V6(
+            Some(DumpFilter {
+                vip: key.dst,
+                port: key.dport,
+                proto,
+            }),
+            Some(ClientFilter {
+                addr: key.src,
+                port: Some(key.sport),
+            }),
+        );
+        let copies = collect_ask(&self.stats, ask, ANSWER_WAIT);
+        t.workers_answered = copies.per_worker6.iter().filter(|c| c.is_some()).count();
+        let mut found = Vec::new();
+        let peers = self.sync_peers();
+        for (w, copy) in copies.per_worker6.iter().enumerate() {
+            for f in copy.iter().flatten().filter(|f| f.key == key) {
+                found.push((w, f.backend));
+                t.flows.push(TraceFlow {
+                    worker: w,
+                    state: state_name(f.state).into(),
+                    expires_in: u64::from(f.expires_in_ms).div_ceil(1000),
+                    origin: origin_name(f.origin, &peers),
+                    server: self.endpoint(&table, f.backend),
+                });
+            }
+        }
+
+        let hash = svc.hash(&key);
+        let pick = svc.pick(hash);
+        t.hash_on = Some(
+            if svc.client_affinity {
+                "client address"
+            } else {
+                "5-tuple"
+            }
+            .into(),
+        );
+        t.slot = Some((hash % svc.maglev.len().max(1) as u64) as u32);
+        t.table_size = Some(svc.maglev.len() as u32);
+        t.slot_server = pick.map(|id| self.endpoint(&table, id));
+
+        let entry = found
+            .iter()
+            .find(|(w, _)| Some(*w) == t.worker)
+            .or(found.first())
+            .map(|(_, id)| *id);
+        let chosen = match entry {
+            Some(id) => {
+                let b = table.backend(id);
+                if b.state.keeps_flows(table.reschedule_on_down) && b.mac.is_some() {
+                    Some((id, "flow"))
+                } else {
+                    pick.map(|nid| (nid, "rescheduled"))
+                }
+            }
+            None => pick.map(|id| (id, "maglev")),
+        };
+        let Some((id, by)) = chosen else {
+            t.drop_counter = Some(Reason::NoServer.name().into());
+            t.action = format!(
+                "drop: the service has no server that takes new flows (counter {})",
+                Reason::NoServer.name()
+            );
+            return t;
+        };
+        let b = *table.backend(id);
+        t.chosen_by = Some(by.into());
+        t.server = Some(self.server_of(&table, id, &b));
+        let Some(mac) = b.mac else {
+            t.drop_counter = Some(Reason::ServerMacUnknown.name().into());
+            t.action = format!(
+                "drop: the server's MAC is not resolved (counter {})",
+                Reason::ServerMacUnknown.name()
+            );
+            return t;
+        };
+        if svc.mode == Mode::Tun && table.director_ip6 == 0 {
+            t.drop_counter = Some(Reason::NextHopUnknown.name().into());
+            t.action = format!(
+                "drop: TUN needs an IPv6 address of the director's as the outer source, and it has none (counter {})",
+                Reason::NextHopUnknown.name()
+            );
+            return t;
+        }
+        t.verdict = "forward".into();
+        t.action = forward_words6(&table, svc, id, &key, &fmt_mac(&mac), &self.cfg.interface);
+        if by == "rescheduled" {
+            t.action
+                .push_str(" (its flow's server may not keep it: counter rescheduled)");
+        }
+        t
+    }
+
     /// A backend id as the operator knows it (`IP` or `IP:PORT`).
     fn endpoint(&self, table: &FwdTable, id: BackendId) -> String {
         if let Some((k, _)) = self.rt.servers.iter().find(|(_, s)| s.id == id) {
@@ -203,6 +360,10 @@ impl Director {
         }
         if let Some(c) = self.rt.removed.get(&id) {
             return format!("{} (removed)", c.key.addr);
+        }
+        let a6 = table.backend6(id).addr;
+        if a6 != 0 {
+            return format!("{} (id {id})", std::net::Ipv6Addr::from(a6));
         }
         format!("{} (id {id})", std::net::Ipv4Addr::from(table.backend(id).addr))
     }
@@ -240,6 +401,32 @@ fn forward_words(
         Mode::Tun => format!(
             "forward (TUN): encapsulated IP-in-IP {} -> {server}, to MAC {mac}, out {ifname}; the server answers the client directly",
             std::net::Ipv4Addr::from(table.director_ip)
+        ),
+    }
+}
+
+/// [`forward_words`] for an IPv6 flow to server `id`.
+fn forward_words6(
+    table: &FwdTable,
+    svc: &ServiceFwd6,
+    id: BackendId,
+    key: &FlowKey6,
+    mac: &str,
+    ifname: &str,
+) -> String {
+    let server = std::net::Ipv6Addr::from(table.backend6(id).addr);
+    match svc.mode {
+        Mode::Dr => format!("forward (DR): destination MAC set to {mac} ({server}), out {ifname}; the server answers the client directly"),
+        Mode::Nat => {
+            let b = table.backend(id);
+            let port = if b.port != 0 { b.port } else { key.dport };
+            format!(
+                "forward (NAT): destination rewritten to [{server}]:{port}, MAC {mac}, out {ifname}; replies come back through the director"
+            )
+        }
+        Mode::Tun => format!(
+            "forward (TUN): encapsulated IPv6-in-IPv6 {} -> {server}, to MAC {mac}, out {ifname}; the server answers the client directly",
+            std::net::Ipv6Addr::from(table.director_ip6)
         ),
     }
 }

@@ -21,7 +21,10 @@
 //! * `persistence_timeout` → `scheduler: maglev-client`: a client keeps its
 //!   server while the set of servers is stable, with no timeout.
 //! * `real_server IP [PORT]` and `weight` → `real_servers` (`IP:PORT` in
-//!   NAT when the port differs from the service's).
+//!   NAT when the port differs from the service's, `[IPv6]:PORT` for IPv6).
+//! * IPv6 virtual servers (`virtual_server 2001:db8:100::1 80`) as IPv4
+//!   ones; a real server of the other family than its VIP is a note (a ulvs
+//!   service is one family).
 //! * `TCP_CHECK` and `HTTP_GET` → `health` (`tcp`, `http` with the first
 //!   `url`'s `path` and `status_code`), `connect_port` → `health.port`,
 //!   `connect_timeout` → `timeout_ms` (at most the interval), `delay_loop` →
@@ -41,7 +44,7 @@
 //!   (said in a comment: keepalived's LVS config has no interface).
 //!
 //! Everything else inside a `virtual_server` — fwmark and group services,
-//! IPv6, SCTP, `sorry_server`, `persistence_granularity`, quorum settings,
+//! SCTP, `sorry_server`, `persistence_granularity`, quorum settings,
 //! the other checkers (`MISC_CHECK`, `SSL_GET`, `SMTP_CHECK`, `DNS_CHECK`,
 //! ...), `digest`, `virtualhost`, notify scripts, ... — becomes a note
 //! `FILE:LINE: what`. What lies outside `virtual_server` blocks (VRRP,
@@ -49,7 +52,7 @@
 
 use std::fmt;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// Where a statement was written.
@@ -521,7 +524,7 @@ struct Timers {
 }
 
 struct Server {
-    addr: Ipv4Addr,
+    addr: IpAddr,
     port: Option<u16>,
     weight: u32,
     inhibit: bool,
@@ -532,7 +535,7 @@ struct Server {
 }
 
 struct Service {
-    vip: Ipv4Addr,
+    vip: IpAddr,
     port: u16,
     udp: bool,
     mode: &'static str,
@@ -696,7 +699,7 @@ fn interface(tree: &[Node], services: &[Service], opts: &Options) -> (String, St
             .iter()
             .filter(|c| c.key == "virtual_ipaddress")
             .flat_map(|c| c.children())
-            .filter_map(|a| a.key.split('/').next()?.parse::<Ipv4Addr>().ok())
+            .filter_map(|a| a.key.split('/').next()?.parse::<IpAddr>().ok())
             .any(|a| services.iter().any(|s| s.vip == a));
         // Only a name the config accepts (else the default, and --check passes).
         let valid = !ifc.is_empty()
@@ -789,7 +792,9 @@ fn render(y: &mut String, s: &Service) {
     for r in &s.servers {
         match r.port {
             Some(p) if s.mode == "nat" => {
-                let _ = writeln!(y, "      - address: {}:{p}", r.addr);
+                // Quoted: `[` would open a YAML flow sequence.
+                let a = std::net::SocketAddr::new(r.addr, p).to_string();
+                let _ = writeln!(y, "      - address: {}", yaml_str(&a));
             }
             _ => {
                 let _ = writeln!(y, "      - address: {}", r.addr);
@@ -962,26 +967,28 @@ fn virtual_server(n: &Node, notes: &mut Notes) -> Option<Service> {
 }
 
 /// An address the config accepts (as `control::config` checks it).
-fn usable(a: Ipv4Addr) -> bool {
-    !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback())
+fn usable(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback()),
+        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast() || a.is_loopback()),
+    }
 }
 
 fn unusable_why(a: Option<&str>) -> &'static str {
     match a {
-        Some(a) if a.contains(':') => "IPv6 is not supported by this director",
-        Some(a) if a.parse::<Ipv4Addr>().is_ok() => {
+        Some(a) if a.parse::<IpAddr>().is_ok() => {
             "not a usable address (unspecified, broadcast, multicast or loopback)"
         }
-        _ => "not an IPv4 address",
+        _ => "not an IPv4 or IPv6 address",
     }
 }
 
-/// The block's first argument as a usable IPv4 address, else a note that
-/// `what` was not translated and why.
-fn address(n: &Node, what: &str, notes: &mut Notes) -> Option<Ipv4Addr> {
+/// The block's first argument as a usable IPv4 or IPv6 address, else a
+/// note that `what` was not translated and why.
+fn address(n: &Node, what: &str, notes: &mut Notes) -> Option<IpAddr> {
     let addr = n
         .arg(0)
-        .and_then(|a| a.parse::<Ipv4Addr>().ok())
+        .and_then(|a| a.parse::<IpAddr>().ok())
         .filter(|a| usable(*a));
     if addr.is_none() {
         let why = unusable_why(n.arg(0));
@@ -993,6 +1000,18 @@ fn address(n: &Node, what: &str, notes: &mut Notes) -> Option<Ipv4Addr> {
 fn real_server(n: &Node, s: &Service, vs_timers: Timers, notes: &mut Notes) -> Option<Server> {
     let what = format!("real_server {}", n.args.join(" "));
     let addr = address(n, &what, notes)?;
+    if addr.is_ipv6() != s.vip.is_ipv6() {
+        let why = if addr.is_ipv6() {
+            "an IPv6 server behind an IPv4 VIP"
+        } else {
+            "an IPv4 server behind an IPv6 VIP"
+        };
+        notes.add(
+            &n.loc,
+            format!("{what}: not translated ({why}: a ulvs service is one family)"),
+        );
+        return None;
+    }
     let rport = match n.arg(1) {
         None => None,
         Some(p) => match port(Some(p)) {
