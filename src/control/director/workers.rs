@@ -57,7 +57,8 @@ fn open_xdp(
         )));
     }
     let prog = Arc::new(
-        XdpRedirect::load(ifinfo.index, queues, ifinfo.ipv4).map_err(|e| DirectorError::Other(e.into()))?,
+        XdpRedirect::load(ifinfo.index, queues, ifinfo.ipv4, false)
+            .map_err(|e| DirectorError::Other(e.into()))?,
     );
     let mut devs = Vec::with_capacity(q);
     for queue in 0..queues {
