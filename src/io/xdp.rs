@@ -46,12 +46,13 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::bpf::{self, Branch};
 use super::sys::xdp::{self as sys, BpfMap, Insn, MapKind, XdpError, XdpMode, XskConfig, XskSocket};
 use super::sys::Fd;
-use super::{pkttype, Action, BatchStats, Device, Frame, TxArena};
+use super::{pkttype, Action, BatchStats, Device, FastFlow, Frame, TxArena};
 use crate::wire::ethernet::{self, EtherType};
 use crate::wire::ipv4::{self, Protocol};
 use crate::wire::{checksum, ipv6, tcp, udp};
@@ -541,6 +542,9 @@ pub struct XdpRedirect {
 struct FastPath {
     flows: BpfMap,
     counters: BpfMap,
+    /// Bumped by every flush: the devices' memory of recent installs
+    /// ([`XdpDevice`]) is void after one.
+    flushes: AtomicU64,
 }
 
 impl XdpRedirect {
@@ -625,7 +629,11 @@ impl XdpRedirect {
                         err,
                     }
                 })?;
-            Some(FastPath { flows, counters })
+            Some(FastPath {
+                flows,
+                counters,
+                flushes: AtomicU64::new(0),
+            })
         } else {
             None
         };
@@ -777,9 +785,18 @@ impl XdpRedirect {
     /// A map operation failed.
     pub fn fast_flush(&self) -> io::Result<usize> {
         match &self.fast {
-            Some(f) => f.flows.clear(),
+            Some(f) => {
+                f.flushes.fetch_add(1, Ordering::AcqRel);
+                f.flows.clear()
+            }
             None => Ok(0),
         }
+    }
+
+    fn fast_flushes(&self) -> u64 {
+        self.fast
+            .as_ref()
+            .map_or(0, |f| f.flushes.load(Ordering::Acquire))
     }
 
     /// Frames and bytes the program forwarded itself, summed over CPUs.
@@ -1126,8 +1143,46 @@ pub struct XdpDevice {
     /// The link can carry partial checksums ([`software_link`]).
     complete_partial: bool,
     repaired: u64,
-    // Keeps the program attached while the device lives.
-    _prog: Arc<XdpRedirect>,
+    /// Installs made lately, one slot per key hash ([`RECENT_SLOTS`]):
+    /// empty without the fast path.
+    recent: Box<[Recent]>,
+    /// Fast-path map operations that failed.
+    fast_errors: u64,
+    prog: Arc<XdpRedirect>,
+}
+
+/// Slots of the device's memory of recent installs.
+const RECENT_SLOTS: usize = 4096;
+/// An install repeated within this time is skipped: a flow whose frames
+/// keep coming to the worker (partial checksums, which the program leaves
+/// to it) costs one system call per second, not one per frame.
+const RECENT_MS: u64 = 1000;
+
+/// One remembered install.
+#[derive(Debug, Clone, Copy, Default)]
+struct Recent {
+    key: [u8; FAST_KEY_LEN],
+    /// The value's MACs and backend id (not its last-seen time).
+    value: [u8; 16],
+    at_ms: u64,
+    /// The program's flush count then.
+    flushes: u64,
+}
+
+/// The slot of `key` in the memory of recent installs.
+#[inline]
+fn recent_slot(key: &[u8; FAST_KEY_LEN]) -> usize {
+    let mut a = [0u8; 8];
+    let mut b = [0u8; 8];
+    a.copy_from_slice(&key[..8]);
+    b.copy_from_slice(&key[8..]);
+    let h =
+        (u64::from_ne_bytes(a) ^ u64::from_ne_bytes(b).rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 40) as usize % RECENT_SLOTS
+}
+
+fn fast_key_of(f: &FastFlow) -> [u8; FAST_KEY_LEN] {
+    fast_key(f.src, f.dst, f.sport, f.dport, f.proto)
 }
 
 impl XdpDevice {
@@ -1147,13 +1202,21 @@ impl XdpDevice {
         }
         let sock = XskSocket::open(ifindex, queue, XskConfig::default(), true)?;
         prog.add_socket(queue, sock.as_raw_fd())?;
+        let recent = if prog.fast_path() { RECENT_SLOTS } else { 0 };
         Ok(XdpDevice {
             sock,
             mac,
             complete_partial: software_link(ifindex),
             repaired: 0,
-            _prog: prog.clone(),
+            recent: vec![Recent::default(); recent].into_boxed_slice(),
+            fast_errors: 0,
+            prog: prog.clone(),
         })
+    }
+
+    /// Fast-path map operations that failed.
+    pub fn fast_errors(&self) -> u64 {
+        self.fast_errors
     }
 
     /// True when the socket is bound in zero-copy mode.
@@ -1196,6 +1259,76 @@ impl Device for XdpDevice {
 
     fn ring_drops(&mut self) -> u64 {
         self.sock.ring_drops()
+    }
+
+    fn fast_path(&self) -> bool {
+        self.prog.fast_path()
+    }
+
+    fn fast_install(&mut self, flows: &[FastFlow]) {
+        if self.recent.is_empty() {
+            return;
+        }
+        let now_ms = sys::monotonic_ns() / 1_000_000;
+        let flushes = self.prog.fast_flushes();
+        for f in flows {
+            let key = fast_key_of(f);
+            let value = fast_value(f.dst_mac, f.src_mac, f.backend);
+            let r = &mut self.recent[recent_slot(&key)];
+            if r.key == key
+                && r.value[..] == value[..16]
+                && r.flushes == flushes
+                && now_ms.saturating_sub(r.at_ms) < RECENT_MS
+            {
+                continue;
+            }
+            match self.prog.fast_install(&key, &value) {
+                Ok(()) => {
+                    r.key = key;
+                    r.value.copy_from_slice(&value[..16]);
+                    r.at_ms = now_ms;
+                    r.flushes = flushes;
+                }
+                Err(_) => self.fast_errors += 1,
+            }
+        }
+    }
+
+    fn fast_remove(&mut self, flows: &[FastFlow]) {
+        if self.recent.is_empty() {
+            return;
+        }
+        for f in flows {
+            let key = fast_key_of(f);
+            let r = &mut self.recent[recent_slot(&key)];
+            if r.key == key {
+                *r = Recent::default();
+            }
+            if self.prog.fast_remove(&key).is_err() {
+                self.fast_errors += 1;
+            }
+        }
+    }
+
+    fn fast_keep(&mut self, flow: &FastFlow, timeout_ms: u32) -> Option<u32> {
+        if self.recent.is_empty() {
+            return None;
+        }
+        let key = fast_key_of(flow);
+        let seen = match self.prog.fast_last_seen(&key) {
+            Ok(Some(seen)) => seen,
+            Ok(None) => return None,
+            Err(_) => {
+                self.fast_errors += 1;
+                return None;
+            }
+        };
+        let idle_ms = sys::monotonic_ns().saturating_sub(seen) / 1_000_000;
+        if seen != 0 && idle_ms < u64::from(timeout_ms) {
+            return Some(idle_ms as u32);
+        }
+        self.fast_remove(&[*flow]);
+        None
     }
 }
 
