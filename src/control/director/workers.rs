@@ -57,7 +57,7 @@ fn open_xdp(
         )));
     }
     let prog = Arc::new(
-        XdpRedirect::load(ifinfo.index, queues, ifinfo.ipv4, false)
+        XdpRedirect::load(ifinfo.index, queues, ifinfo.ipv4, cfg.xdp_fast_path)
             .map_err(|e| DirectorError::Other(e.into()))?,
     );
     let mut devs = Vec::with_capacity(q);
@@ -122,7 +122,12 @@ pub(super) fn spawn_workers(
                 _ => "it is configured",
             };
             info!(
-                "io: af_xdp ({how}, partial checksums completed in userspace) with {} worker(s), one per RX queue; io {} chose it because {why}",
+                "io: af_xdp ({how}, partial checksums completed in userspace{}) with {} worker(s), one per RX queue; io {} chose it because {why}",
+                if prog.fast_path() {
+                    ", XDP fast path for established DR flows"
+                } else {
+                    ""
+                },
                 devs.len(),
                 cfg.io.as_str()
             );
@@ -151,6 +156,9 @@ pub(super) fn spawn_workers(
                 "io: af_packet (TPACKET_V2 ring + sendmmsg, vnet headers) with {n} worker(s); io {} chose it because {why}",
                 cfg.io.as_str()
             );
+            if cfg.xdp_fast_path {
+                warn!("xdp_fast_path: true has no effect on AF_PACKET: every frame goes through the workers");
+            }
             let (stats, handles, links) = start_workers(cfg, devs, shared, dead)?;
             Ok(Workers {
                 stats,
