@@ -134,6 +134,11 @@ fn a_tcp_flow_is_installed_once_established_and_old_enough_and_removed_by_fin() 
     assert!(r.fast().get(&tuple(CLIENT, 40001, VIP, 80, 6)).is_some());
     r.send_at(2002 + LATER, &g(tcp::RST));
     assert!(r.fast().get(&tuple(CLIENT, 40001, VIP, 80, 6)).is_none());
+    // A FIN of a flow the worker no longer knows (evicted) still removes
+    // what the fast path may hold.
+    let before = r.fast().removes;
+    r.send_at(3000, &tcp_frame(CLIENT, 40002, VIP, 80, tcp::FIN | tcp::ACK, b""));
+    assert_eq!(r.fast().removes, before + 1);
 }
 
 #[test]

@@ -878,6 +878,11 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<Bac
         return Err(Reason::NoServer);
     };
     let state = initial_state(c.key.proto, c.tcp_flags);
+    if cx.fast.is_some() && state == FlowState::TcpClosing {
+        // A FIN or RST of a flow the table lost (evicted) may end one the
+        // fast path still holds.
+        cx.fast_hint = FastHint::Remove;
+    }
     let e = cx
         .flows
         .insert(c.key, state, id, tick, &mut |e| on_removed(stats, e));

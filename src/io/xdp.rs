@@ -116,6 +116,7 @@ mod op {
 /// Helper function ids (`enum bpf_func_id`).
 const MAP_LOOKUP_ELEM: i32 = 1;
 const KTIME_GET_NS: i32 = 5;
+const REDIRECT: i32 = 23;
 const REDIRECT_MAP: i32 = 51;
 const XDP_ADJUST_META: i32 = 54;
 /// The kernel function that reports a VLAN tag the driver stripped.
@@ -303,6 +304,13 @@ struct FastMaps {
     flows: RawFd,
     /// Per-CPU array of one [`FastCounters`] slot.
     counters: RawFd,
+    /// How a frame leaves: XDP_TX, or (`Some(ifindex)`) `bpf_redirect` to
+    /// the interface itself. On veth XDP_TX reaches the peer only when the
+    /// peer has an XDP program of its own (the kernel wakes the peer's NAPI
+    /// for XDP_TX only then), while a redirect through `ndo_xdp_xmit` needs
+    /// only NAPI there (GRO on); so software links redirect, hardware ones
+    /// use XDP_TX, the cheaper verdict.
+    redirect_to: Option<i32>,
 }
 
 /// The fast path's flow key: IPv4 source, destination, source port,
@@ -440,7 +448,14 @@ fn fast_part(a: &mut Asm, maps: FastMaps) {
     a.i(op::ADD64_IMM, 1, 0, 0, 14);
     a.i(op::STXDW, 0, 1, 8, 0);
     a.label(FastTx);
-    a.i(op::MOV64_IMM, 0, 0, 0, XDP_TX);
+    match maps.redirect_to {
+        Some(ifindex) => {
+            a.i(op::MOV64_IMM, 1, 0, 0, ifindex);
+            a.i(op::MOV64_IMM, 2, 0, 0, 0);
+            a.i(op::CALL, 0, 0, 0, REDIRECT);
+        }
+        None => a.i(op::MOV64_IMM, 0, 0, 0, XDP_TX),
+    }
     a.i(op::EXIT, 0, 0, 0, 0);
     // Not for the fast path after the lookup: the helper call took r3.
     a.label(FastMiss);
@@ -557,11 +572,13 @@ impl XdpRedirect {
     ///
     /// `fast`: with the fast path for established DR flows ([`fast_part`]).
     pub fn load(ifindex: i32, queues: u32, own_ip: Option<u32>, fast: bool) -> Result<Self, XdpError> {
+        // The fast path's way out (see `FastMaps::redirect_to`).
+        let redirect = software_link(ifindex).then_some(ifindex);
         // First choice: the program that sees stripped VLAN tags (bound to
         // the device, driver mode only); else the plain one, anywhere.
         let why = match btf_func_id(VLAN_KFUNC) {
             Ok(Some(id)) => {
-                match Self::load_detached(queues, own_ip, XDP_PASS, Some((ifindex, id)), fast)
+                match Self::load_detached(queues, own_ip, XDP_PASS, Some((ifindex, id)), fast, redirect)
                     .and_then(|x| Ok((sys::attach_xdp(&x.prog, ifindex, false)?, x)))
                 {
                     Ok(((link, mode), mut x)) => {
@@ -576,7 +593,7 @@ impl XdpRedirect {
             Ok(None) => format!("the kernel has no {VLAN_KFUNC}"),
             Err(e) => format!("cannot read the kernel's BTF: {e}"),
         };
-        let mut x = Self::load_detached(queues, own_ip, XDP_PASS, None, fast)?;
+        let mut x = Self::load_detached(queues, own_ip, XDP_PASS, None, fast, redirect)?;
         let (link, mode) = sys::attach_xdp(&x.prog, ifindex, true)?;
         x.ifindex = ifindex;
         x.link = Some(link);
@@ -593,6 +610,7 @@ impl XdpRedirect {
         fallback: i32,
         vlan: Option<(i32, u32)>,
         fast: bool,
+        fast_redirect: Option<i32>,
     ) -> Result<Self, XdpError> {
         let addrs =
             BpfMap::create(MapKind::Hash, 4, 4, MAX_ADDRS, "ulvs_addrs").map_err(|err| XdpError::Sys {
@@ -647,6 +665,7 @@ impl XdpRedirect {
             fast.as_ref().map(|f| FastMaps {
                 flows: f.flows.as_raw_fd(),
                 counters: f.counters.as_raw_fd(),
+                redirect_to: fast_redirect,
             }),
         );
         let prog = sys::load_xdp_program(&insns, "ulvs_redirect", c"GPL", vlan.map(|v| v.0))?;
@@ -1518,7 +1537,7 @@ mod tests {
     #[test]
     fn program_verdicts_in_the_kernel() {
         const XDP_TX: i32 = 3;
-        let x = match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_TX, None, false) {
+        let x = match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_TX, None, false, None) {
             Ok(x) => x,
             Err(XdpError::Sys { err, .. }) if err.raw_os_error() == Some(libc::EPERM) => {
                 eprintln!("skipped: loading BPF programs needs root");
@@ -1575,14 +1594,15 @@ mod tests {
     #[test]
     fn fast_path_verdicts_in_the_kernel() {
         const XDP_REDIRECT_FALLBACK: i32 = XDP_PASS;
-        let x = match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_REDIRECT_FALLBACK, None, true) {
-            Ok(x) => x,
-            Err(XdpError::Sys { err, .. }) if err.raw_os_error() == Some(libc::EPERM) => {
-                eprintln!("skipped: loading BPF programs needs root");
-                return;
-            }
-            Err(e) => panic!("{e}"),
-        };
+        let x =
+            match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_REDIRECT_FALLBACK, None, true, None) {
+                Ok(x) => x,
+                Err(XdpError::Sys { err, .. }) if err.raw_os_error() == Some(libc::EPERM) => {
+                    eprintln!("skipped: loading BPF programs needs root");
+                    return;
+                }
+                Err(e) => panic!("{e}"),
+            };
         assert!(x.fast_path());
         // Redirects to the (empty) XSKMAP fall back to XDP_PASS here; the
         // fast path's verdict is XDP_TX.
@@ -1684,6 +1704,15 @@ mod tests {
         assert_eq!(x.fast_flush().unwrap(), 2);
         assert_eq!(run(&ack).0 as i32, XDP_PASS);
         assert_eq!(x.fast_last_seen(&key).unwrap(), None);
+        // On a software link the frame leaves by a redirect to the
+        // interface itself (XDP_REDIRECT), rewritten the same way.
+        const XDP_REDIRECT: u32 = 4;
+        let r = XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_PASS, None, true, Some(1)).unwrap();
+        r.fast_install(&key, &fast_value(rs_mac, dir_mac, 7)).unwrap();
+        let (verdict, out) = sys::test_run_xdp_out(&r.prog, &ack).unwrap();
+        assert_eq!(verdict, XDP_REDIRECT);
+        assert_eq!(out, want);
+        assert_eq!(r.fast_counters().unwrap().frames, 1);
     }
 
     /// Without the fast path the program is exactly what it was: the fast
@@ -1701,6 +1730,7 @@ mod tests {
             Some(FastMaps {
                 flows: 9,
                 counters: 10,
+                redirect_to: None,
             }),
         );
         assert!(on.len() > off.len());
@@ -1729,7 +1759,7 @@ mod tests {
     #[test]
     fn program_verdicts_in_the_kernel_ipv6() {
         const XDP_TX: i32 = 3;
-        let x = match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_TX, None, false) {
+        let x = match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_TX, None, false, None) {
             Ok(x) => x,
             Err(XdpError::Sys { err, .. }) if err.raw_os_error() == Some(libc::EPERM) => {
                 eprintln!("skipped: loading BPF programs needs root");
