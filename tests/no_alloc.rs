@@ -396,8 +396,11 @@ fn frame<'a>(i: usize, t: &'a Templates, scratch: &'a mut [u8; 128]) -> (&'a [u8
 /// One test (the counters are process-wide): without, then with a link.
 #[test]
 fn fast_path_does_not_allocate() {
-    mix(None);
-    mix(Some(Arc::new(WorkerLink::new())));
+    mix(None, false);
+    mix(Some(Arc::new(WorkerLink::new())), false);
+    // With a device that has an XDP fast path (its stand-in's list is
+    // preallocated: only the worker's side is measured).
+    mix(None, true);
 }
 
 /// What the sync thread does between the counted sections, `round` of
@@ -436,7 +439,7 @@ fn sync_thread(link: &WorkerLink, round: usize) {
     link.ask_walk(round % 2 == 0);
 }
 
-fn mix(link: Option<Arc<WorkerLink>>) {
+fn mix(link: Option<Arc<WorkerLink>>, fast: bool) {
     // Short timeouts and a small flow table, so that expiry, the sweep and
     // eviction all run during the counted phase.
     let yaml = TOPOLOGY.replace(
@@ -460,6 +463,12 @@ fn mix(link: Option<Arc<WorkerLink>>) {
     let shared = Arc::new(Shared::new((*tables[0]).clone()));
     let mut dev = MemDevice::new(SLOTS, 2048);
     dev.capture = false;
+    if fast {
+        dev.fast = Some(ulvs::io::mem::MemFast {
+            flows: Vec::with_capacity(1 << 16),
+            ..Default::default()
+        });
+    }
     let stats = Arc::new(WorkerStats::default());
     let mut worker = Worker::new(dev, 1024, shared.clone(), stats.clone());
     if let Some(l) = &link {
@@ -520,7 +529,15 @@ fn mix(link: Option<Arc<WorkerLink>>) {
     assert!(a >= 1, "the counting allocator saw {a} allocations of a Vec");
     drop(v);
 
-    let sync = if link.is_some() { " with a sync link" } else { "" };
+    let sync = match (&link, fast) {
+        (Some(_), _) => " with a sync link",
+        (None, true) => " with an XDP fast path",
+        (None, false) => "",
+    };
+    if let Some(m) = &worker.device().fast {
+        // The worker did hand flows over and asked about expiring ones.
+        assert!(m.installs > 0 && m.removes > 0 && m.keep_asked > 0, "{m:?}");
+    }
     assert_eq!(allocs, 0, "the fast path{sync} allocated {allocs} times");
     let copy = stats
         .dump

@@ -130,6 +130,10 @@ pub struct Config {
     /// Packet I/O backend.
     #[serde(deserialize_with = "field::choice")]
     pub io: IoBackend,
+    /// With AF_XDP: the XDP program forwards established DR flows of IPv4
+    /// itself (`xdp_fast_path`, off by default).
+    #[serde(deserialize_with = "field::off_by_default")]
+    pub xdp_fast_path: bool,
     /// CPUs to pin workers to (worker `i` on `cpus[i % cpus.len()]`); empty = no pinning.
     #[serde(deserialize_with = "field::cpus")]
     pub cpus: Vec<usize>,
@@ -162,6 +166,7 @@ impl Default for Config {
             on_server_down: OnServerDown::Reschedule,
             answer_ping: true,
             io: IoBackend::Auto,
+            xdp_fast_path: false,
             cpus: Vec::new(),
             announce: Announce::Arp,
             route_table: None,

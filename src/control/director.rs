@@ -23,6 +23,7 @@ mod announce;
 mod conn;
 mod dump;
 mod event_loop;
+mod fast_path;
 mod host;
 mod nd;
 mod reload;
@@ -157,6 +158,9 @@ pub struct Director {
     /// The XDP program when the workers run on AF_XDP (its address map
     /// follows the VIPs on reload).
     xdp: Option<Arc<XdpRedirect>>,
+    /// The table generation after which the XDP fast path is flushed once
+    /// more ([`fast_path`]).
+    fast_flush_pending: Option<u64>,
     /// Each service's Maglev table while its inputs are unchanged.
     cache: MaglevCache,
     /// Per service, the digest of its published Maglev table.
@@ -398,7 +402,11 @@ impl Director {
 
     /// Publish a built table (one atomic swap).
     fn install(&mut self, built: Built) {
+        let servers_changed = self.servers_changed(&built.table);
         self.shared.table.store(Arc::new(built.table));
+        if servers_changed {
+            self.fast_path_flush();
+        }
         self.digests = built.digests;
         self.dirty = false;
         // Server states only change through a publish: the served VIPs too.
@@ -582,6 +590,7 @@ impl Director {
                 .routes
                 .as_ref()
                 .map(|(_, h)| h.installed().map(super::hostroutes::route_name).collect()),
+            xdp_fast_path: self.fast_path_counters(),
             control_connections: Some(self.listeners.0),
             http_connections: self.listeners.1,
             sync: self.sync.as_ref().map(|h| h.snapshot()),

@@ -443,6 +443,20 @@ pub fn render(stats: &Stats, list: &List, extra: &Extra) -> String {
             Int(routes.len() as u64),
         );
     }
+    if let Some(f) = &stats.xdp_fast_path {
+        o.single(
+            "ulvs_xdp_fast_path_frames_total",
+            Counter,
+            "xdp_fast_path: frames of established DR flows the XDP program forwarded itself (not in ulvs_frames_forwarded_total).",
+            Int(f.frames),
+        );
+        o.single(
+            "ulvs_xdp_fast_path_bytes_total",
+            Counter,
+            "xdp_fast_path: their bytes (Ethernet header plus IPv4 total length).",
+            Int(f.bytes),
+        );
+    }
     o.family("ulvs_drops_total", Counter, "Frames not forwarded, by reason.");
     for (reason, n) in &stats.drops {
         o.sample("ulvs_drops_total", &[("reason", reason)], Int(*n));
@@ -935,6 +949,29 @@ mod tests {
         let text = render(&stats, &list, &extra);
         assert!(
             text.contains("# TYPE ulvs_announced_routes gauge\nulvs_announced_routes 2\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn xdp_fast_path_counters_only_with_it() {
+        let (mut stats, list, extra) = fixture();
+        assert!(!render(&stats, &list, &extra).contains("ulvs_xdp_fast_path"));
+        stats.xdp_fast_path = Some(crate::control::snapshot::FastPathCounters {
+            frames: 42,
+            bytes: 4200,
+        });
+        let text = render(&stats, &list, &extra);
+        assert!(
+            text.contains(
+                "# TYPE ulvs_xdp_fast_path_frames_total counter\nulvs_xdp_fast_path_frames_total 42\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "# TYPE ulvs_xdp_fast_path_bytes_total counter\nulvs_xdp_fast_path_bytes_total 4200\n"
+            ),
             "{text}"
         );
     }

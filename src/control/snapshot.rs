@@ -9,6 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use super::rates::Rates;
 
+/// Frames and bytes (Ethernet header plus IPv4 length) the XDP fast path
+/// forwarded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FastPathCounters {
+    pub frames: u64,
+    pub bytes: u64,
+}
+
 /// Director-wide counters (`ulvsadm stats --json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
@@ -57,6 +65,11 @@ pub struct Stats {
     /// (`VIP/32`), absent in the other modes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announced_routes: Option<Vec<String>>,
+    /// `xdp_fast_path` on AF_XDP only: what the XDP program forwarded by
+    /// itself (not in `forwarded` / `bytes_forwarded`, which count the
+    /// workers' frames).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xdp_fast_path: Option<FastPathCounters>,
     /// Frames not forwarded, by reason name.
     pub drops: BTreeMap<String, u64>,
     /// The control socket's connections (absent from a director that does

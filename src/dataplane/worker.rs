@@ -28,7 +28,7 @@ use super::synclink::{
 use crate::fwd::flow::{FlowEntry, FlowKey, FlowKey6, FlowState, FlowTable, Key, WAYS};
 use crate::fwd::frag::{FragKey, FragKey6, FragTable};
 use crate::fwd::table::{BackendFwd, BackendId, BackendState, FwdTable, Mode, ServiceFwd};
-use crate::io::{Action, Device, Frame, RxMeta, TxArena};
+use crate::io::{Action, Device, FastFlow, Frame, RxMeta, TxArena};
 use crate::wire::tcp;
 
 /// Frames per batch.
@@ -53,6 +53,14 @@ const FRAG_TIMEOUT_MS: u64 = 30_000;
 /// (~8.5 MB), keeping the 1M-flow budget under 128 MB.
 const FLOWS6_DIVISOR: usize = 8;
 const MIN_FLOWS6: usize = 1024;
+/// A DR flow is handed to the device's fast path (XDP) once it is this old
+/// and established (TCP) or sending (UDP): a short connection then costs no
+/// install and remove system calls, a long one gets its frames forwarded by
+/// XDP from its first fraction of a second on.
+pub const FAST_PATH_AFTER_MS: u32 = 100;
+/// Most installed flows one sweep step keeps from expiring (those still
+/// active in the fast path); any more expire, and are taken from it too.
+const FAST_KEEP: usize = 64;
 
 /// State shared between the slow path and every worker.
 pub struct Shared {
@@ -92,6 +100,78 @@ pub struct Worker<D: Device> {
     ip_id: u16,
     /// Flow sync, when configured.
     sync: Option<SyncSide>,
+    /// The device's fast path, when it has one.
+    fast: Option<Box<FastBatch>>,
+}
+
+/// What a batch hands to the device's fast path afterwards, and the flows
+/// a sweep keeps because the fast path still forwards them. Fixed arrays,
+/// allocated once: nothing per frame.
+struct FastBatch {
+    install: [FastFlow; BATCH],
+    n_install: usize,
+    remove: [FastFlow; BATCH],
+    n_remove: usize,
+    keep: [Option<(FlowEntry, u32)>; FAST_KEEP],
+    n_keep: usize,
+}
+
+/// What the fast path should do with the flow of the frame at hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FastHint {
+    None,
+    Install,
+    Remove,
+}
+
+impl FastBatch {
+    fn new() -> Box<Self> {
+        Box::new(FastBatch {
+            install: [FastFlow::default(); BATCH],
+            n_install: 0,
+            remove: [FastFlow::default(); BATCH],
+            n_remove: 0,
+            keep: [None; FAST_KEEP],
+            n_keep: 0,
+        })
+    }
+}
+
+/// The fast-path identity of flow `key` (MACs left zero).
+#[inline]
+fn fast_flow(key: &FlowKey) -> FastFlow {
+    FastFlow {
+        src: key.src,
+        dst: key.dst,
+        sport: key.sport,
+        dport: key.dport,
+        proto: key.proto,
+        ..FastFlow::default()
+    }
+}
+
+/// Whether flow `e` may be in the fast path: TCP established or UDP, old
+/// enough, to a DR server.
+#[inline]
+fn fast_candidate(e: &FlowEntry, table: &FwdTable) -> bool {
+    matches!(e.state, FlowState::TcpEstablished | FlowState::Udp)
+        && e.last_ms.wrapping_sub(e.first_ms) >= FAST_PATH_AFTER_MS
+        && table.backend(e.backend).mode == Mode::Dr
+}
+
+/// The fast-path hint for a frame (flags `flags`) of flow `e` (`tick`: now).
+#[inline]
+fn fast_hint(e: &FlowEntry, flags: u8, tick: u32) -> FastHint {
+    let old = tick.wrapping_sub(e.first_ms) >= FAST_PATH_AFTER_MS;
+    if !old {
+        return FastHint::None;
+    }
+    match e.key.proto {
+        17 => FastHint::Install,
+        6 if flags & (tcp::FIN | tcp::RST) != 0 => FastHint::Remove,
+        6 if e.state == FlowState::TcpEstablished && flags & tcp::SYN == 0 => FastHint::Install,
+        _ => FastHint::None,
+    }
 }
 
 /// The worker's side of flow sync.
@@ -149,7 +229,17 @@ impl<D: Device> Worker<D> {
             epoch: Instant::now(),
             ip_id: 1,
             sync: None,
+            fast: None,
         }
+        .with_fast_path()
+    }
+
+    /// Take the device's fast path, if it has one.
+    fn with_fast_path(mut self) -> Self {
+        if self.dev.fast_path() {
+            self.fast = Some(FastBatch::new());
+        }
+        self
     }
 
     /// Take part in flow sync through `link` (before the worker runs).
@@ -234,6 +324,8 @@ impl<D: Device> Worker<D> {
             ip_id: &mut self.ip_id,
             sent: 0,
             link: self.sync.as_ref().map(|s| &*s.link),
+            fast: self.fast.as_deref_mut(),
+            fast_hint: FastHint::None,
         };
         let st = self
             .dev
@@ -252,7 +344,21 @@ impl<D: Device> Worker<D> {
         } else {
             SWEEP_BUCKETS_BUSY
         };
-        flows.sweep(now as u32, sweep, &mut |e| on_removed(stats, e));
+        if let Some(fb) = &mut self.fast {
+            // After the batch's frames went out, so an install never
+            // overtakes the frame that asked for it.
+            if fb.n_remove > 0 {
+                self.dev.fast_remove(&fb.remove[..fb.n_remove]);
+                fb.n_remove = 0;
+            }
+            if fb.n_install > 0 {
+                self.dev.fast_install(&fb.install[..fb.n_install]);
+                fb.n_install = 0;
+            }
+            sweep_keeping_fast(flows, &mut self.dev, fb, &table, stats, now as u32, sweep);
+        } else {
+            flows.sweep(now as u32, sweep, &mut |e| on_removed(stats, e));
+        }
         if v6 {
             self.flows6
                 .sweep(now as u32, sweep, &mut |e| on_removed(stats, e));
@@ -280,6 +386,56 @@ impl<D: Device> Worker<D> {
     /// Number of live flows (both families).
     pub fn flow_count(&self) -> usize {
         self.flows.len() + self.flows6.len()
+    }
+}
+
+/// A sweep step that asks the device before expiring a flow it may
+/// forward by itself: one the fast path forwarded a frame of within the
+/// flow's timeout stays (its gauges untouched, its last packet time moved
+/// to the fast path's), so that a flow busy in XDP keeps its server, its
+/// place in flow sync and its gauges; one it did not is expired here and
+/// forgotten there.
+#[cold]
+#[inline(never)]
+fn sweep_keeping_fast<D: Device>(
+    flows: &mut FlowTable,
+    dev: &mut D,
+    fb: &mut FastBatch,
+    table: &FwdTable,
+    stats: &WorkerStats,
+    tick: u32,
+    buckets: usize,
+) {
+    let timeouts = flows.timeouts();
+    fb.n_keep = 0;
+    let (keep, n_keep) = (&mut fb.keep, &mut fb.n_keep);
+    flows.sweep(tick, buckets, &mut |e| {
+        if *n_keep < FAST_KEEP && fast_candidate(e, table) {
+            let timeout = if e.state == FlowState::Udp {
+                timeouts.udp_ms
+            } else {
+                timeouts.tcp_ms
+            };
+            if let Some(idle) = dev.fast_keep(&fast_flow(&e.key), timeout) {
+                keep[*n_keep] = Some((*e, idle));
+                *n_keep += 1;
+                return;
+            }
+        } else if fast_candidate(e, table) {
+            // No room to keep it: the fast path must not go on without it.
+            dev.fast_remove(&[fast_flow(&e.key)]);
+        }
+        on_removed(stats, e);
+    });
+    for &(old, idle) in fb.keep[..fb.n_keep].iter().flatten() {
+        let e = flows.insert(old.key, old.state, old.backend, tick, &mut |e| {
+            on_removed(stats, e)
+        });
+        e.first_ms = old.first_ms;
+        e.isn = old.isn;
+        e.set_origin(old.origin());
+        e.set_second_chances(old.second_chances());
+        e.last_ms = tick.wrapping_sub(idle);
     }
 }
 
@@ -706,6 +862,11 @@ struct Ctx<'a> {
     sent: u64,
     /// Flow sync's queues, when configured.
     link: Option<&'a WorkerLink>,
+    /// The device's fast path, when it has one: what to hand it after the
+    /// batch.
+    fast: Option<&'a mut FastBatch>,
+    /// Set by `backend_for` for the frame at hand.
+    fast_hint: FastHint,
 }
 
 /// Prefetch the flow-table lines [`handle`] will read for the frame `d`: a
@@ -827,6 +988,9 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<Bac
         }
         e.backend = id;
         move_gauges(stats, old, was_active, id, is_active(e.state));
+        if cx.fast.is_some() {
+            cx.fast_hint = fast_hint(e, c.tcp_flags, tick);
+        }
         if let Some(link) = cx.link {
             let to_peers = matches!(e.state, FlowState::TcpEstablished | FlowState::TcpClosing);
             if id != old || new_conn || (e.state != old_state && to_peers) {
@@ -839,6 +1003,11 @@ fn backend_for(c: &Classified, svc: &ServiceFwd, cx: &mut Ctx<'_>) -> Result<Bac
         return Err(Reason::NoServer);
     };
     let state = initial_state(c.key.proto, c.tcp_flags);
+    if cx.fast.is_some() && state == FlowState::TcpClosing {
+        // A FIN or RST of a flow the table lost (evicted) may end one the
+        // fast path still holds.
+        cx.fast_hint = FastHint::Remove;
+    }
     let e = cx
         .flows
         .insert(c.key, state, id, tick, &mut |e| on_removed(stats, e));
@@ -923,6 +1092,7 @@ fn flow_packet(
     c: &Classified,
 ) -> Result<Action, Reason> {
     let svc = &cx.table.services[c.service];
+    cx.fast_hint = FastHint::None;
     let id = backend_for(c, svc, cx)?;
     let b = *cx.table.backend(id);
     if b.mac.is_none() {
@@ -941,7 +1111,35 @@ fn flow_packet(
     }
     let len = f.len();
     let sent = send_to(f, arena, cx, &b, Payload::Packet)?;
+    if cx.fast_hint != FastHint::None && sent == Sent::Frame && b.mode == Mode::Dr {
+        fast_note(f, cx, c, &b, id);
+    }
     forwarded(cx, id, len, sent)
+}
+
+/// Queue the fast-path install or removal `backend_for` asked for. Only
+/// untagged frames: the XDP program leaves tagged ones to the worker.
+#[inline]
+fn fast_note(f: &Frame<'_>, cx: &mut Ctx<'_>, c: &Classified, b: &BackendFwd, id: BackendId) {
+    let untagged = f.meta.vlan_tci.is_none() && f.data().get(12..14) == Some(&[0x08, 0x00][..]);
+    let (Some(fb), Some(mac)) = (cx.fast.as_deref_mut(), b.mac) else {
+        return;
+    };
+    let mut flow = fast_flow(&c.key);
+    match cx.fast_hint {
+        FastHint::Install if untagged && fb.n_install < BATCH => {
+            flow.dst_mac = mac;
+            flow.src_mac = cx.table.director_mac;
+            flow.backend = id;
+            fb.install[fb.n_install] = flow;
+            fb.n_install += 1;
+        }
+        FastHint::Remove if fb.n_remove < BATCH => {
+            fb.remove[fb.n_remove] = flow;
+            fb.n_remove += 1;
+        }
+        _ => {}
+    }
 }
 
 #[inline]

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use super::{Action, BatchStats, Device, Frame, RxMeta, TxArena, VnetHdr};
+use super::{Action, BatchStats, Device, FastFlow, Frame, RxMeta, TxArena, VnetHdr};
 
 /// Headroom in front of each frame (like the ring's reserve).
 pub const HEADROOM: usize = 128;
@@ -28,6 +28,34 @@ pub struct MemDevice {
     pub sent_count: u64,
     pub sent_bytes: u64,
     arena: TxArena,
+    /// A stand-in for the XDP fast path, when set: what the worker
+    /// installed and removed, and what [`Device::fast_keep`] answers.
+    pub fast: Option<MemFast>,
+}
+
+/// What a [`MemDevice`] with a fast path was told.
+#[derive(Debug, Default, Clone)]
+pub struct MemFast {
+    /// Installed flows (one per 5-tuple; a new install replaces).
+    pub flows: Vec<FastFlow>,
+    pub installs: u64,
+    pub removes: u64,
+    /// `fast_keep` calls.
+    pub keep_asked: u64,
+    /// Milliseconds since the "program" last forwarded a frame of any
+    /// installed flow; `None`: never.
+    pub idle_ms: Option<u32>,
+}
+
+fn same_tuple(a: &FastFlow, b: &FastFlow) -> bool {
+    (a.src, a.dst, a.sport, a.dport, a.proto) == (b.src, b.dst, b.sport, b.dport, b.proto)
+}
+
+impl MemFast {
+    /// The installed flow with `f`'s 5-tuple.
+    pub fn get(&self, f: &FastFlow) -> Option<&FastFlow> {
+        self.flows.iter().find(|x| same_tuple(x, f))
+    }
 }
 
 impl MemDevice {
@@ -53,6 +81,7 @@ impl MemDevice {
             sent_count: 0,
             sent_bytes: 0,
             arena: TxArena::new(arena_bytes, arena_frames),
+            fast: None,
         }
     }
 
@@ -131,6 +160,44 @@ impl Device for MemDevice {
             }
         }
         Ok(st)
+    }
+
+    fn fast_path(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    fn fast_install(&mut self, flows: &[FastFlow]) {
+        let Some(m) = &mut self.fast else {
+            return;
+        };
+        for f in flows {
+            m.installs += 1;
+            m.flows.retain(|x| !same_tuple(x, f));
+            m.flows.push(*f);
+        }
+    }
+
+    fn fast_remove(&mut self, flows: &[FastFlow]) {
+        let Some(m) = &mut self.fast else {
+            return;
+        };
+        for f in flows {
+            m.removes += 1;
+            m.flows.retain(|x| !same_tuple(x, f));
+        }
+    }
+
+    fn fast_keep(&mut self, flow: &FastFlow, timeout_ms: u32) -> Option<u32> {
+        let m = self.fast.as_mut()?;
+        m.keep_asked += 1;
+        m.get(flow)?;
+        match m.idle_ms {
+            Some(i) if i < timeout_ms => Some(i),
+            _ => {
+                m.flows.retain(|x| !same_tuple(x, flow));
+                None
+            }
+        }
     }
 }
 

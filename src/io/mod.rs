@@ -245,6 +245,24 @@ pub struct BatchStats {
     pub tx_failed: usize,
 }
 
+/// An IPv4 flow a device may forward by itself, without the worker (the
+/// XDP fast path for established DR flows): its 5-tuple (host order) and
+/// the MACs its frames get. Removal and expiry look at the 5-tuple only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FastFlow {
+    pub src: u32,
+    pub dst: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    /// The server's MAC.
+    pub dst_mac: [u8; 6],
+    /// The director's MAC.
+    pub src_mac: [u8; 6],
+    /// The backend id (for the record; the device does not use it).
+    pub backend: u32,
+}
+
 /// A source and sink of frames for one worker.
 pub trait Device {
     /// Block up to `timeout_ms` until frames may be ready.
@@ -280,5 +298,26 @@ pub trait Device {
     /// Frames the kernel dropped because the ring was full, since the last call.
     fn ring_drops(&mut self) -> u64 {
         0
+    }
+
+    /// True when the device can forward established DR flows by itself
+    /// ([`FastFlow`]); the worker then hands it flows after each batch.
+    fn fast_path(&self) -> bool {
+        false
+    }
+
+    /// Forward these flows' frames without the worker from now on (frames
+    /// that start or end a connection still come to the worker). Called
+    /// after a batch's frames were sent; failures are the device's to count.
+    fn fast_install(&mut self, _flows: &[FastFlow]) {}
+
+    /// Give these flows' frames back to the worker.
+    fn fast_remove(&mut self, _flows: &[FastFlow]) {}
+
+    /// The worker is about to expire `flow` after `timeout_ms` idle: if the
+    /// device forwarded a frame of it within that time, return how long ago
+    /// (ms) and keep it; else forget it (if it had it) and return `None`.
+    fn fast_keep(&mut self, _flow: &FastFlow, _timeout_ms: u32) -> Option<u32> {
+        None
     }
 }

@@ -46,12 +46,13 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::bpf::{self, Branch};
 use super::sys::xdp::{self as sys, BpfMap, Insn, MapKind, XdpError, XdpMode, XskConfig, XskSocket};
 use super::sys::Fd;
-use super::{pkttype, Action, BatchStats, Device, Frame, TxArena};
+use super::{pkttype, Action, BatchStats, Device, FastFlow, Frame, TxArena};
 use crate::wire::ethernet::{self, EtherType};
 use crate::wire::ipv4::{self, Protocol};
 use crate::wire::{checksum, ipv6, tcp, udp};
@@ -68,6 +69,7 @@ const OWN_ADDR: u32 = 4;
 pub const MAX_ADDRS: u32 = 65536;
 /// XDP verdicts.
 const XDP_PASS: i32 = 2;
+const XDP_TX: i32 = 3;
 
 // ---------------------------------------------------------------- the program
 
@@ -82,6 +84,14 @@ mod op {
     pub const STXH: u8 = 0x6b;
     pub const STH_IMM: u8 = 0x6a;
     pub const STDW_IMM: u8 = 0x7a;
+    pub const STW_IMM: u8 = 0x62;
+    pub const ADD64_REG: u8 = 0x0f;
+    pub const LSH64_IMM: u8 = 0x67;
+    pub const RSH64_IMM: u8 = 0x77;
+    /// BPF_ALU | BPF_END | BPF_TO_BE: byte-swap on a little-endian host.
+    pub const BE: u8 = 0xdc;
+    pub const JEQ_REG: u8 = 0x1d;
+    pub const JLT_IMM: u8 = 0xa5;
     pub const LD_IMM64: u8 = 0x18;
     pub const JGT_REG: u8 = 0x2d;
     pub const JEQ_IMM: u8 = 0x15;
@@ -105,6 +115,8 @@ mod op {
 
 /// Helper function ids (`enum bpf_func_id`).
 const MAP_LOOKUP_ELEM: i32 = 1;
+const KTIME_GET_NS: i32 = 5;
+const REDIRECT: i32 = 23;
 const REDIRECT_MAP: i32 = 51;
 const XDP_ADJUST_META: i32 = 54;
 /// The kernel function that reports a VLAN tag the driver stripped.
@@ -121,6 +133,12 @@ enum Label {
     V6Dst,
     V6Source,
     V6SourceLookup,
+    Fast4,
+    Fast4Key,
+    FastUdpSum,
+    FastCmp,
+    FastTx,
+    FastMiss,
     Source,
     Redirect,
     Send,
@@ -171,6 +189,7 @@ fn program(
     own_ip: Option<u32>,
     fallback: i32,
     vlan_kfunc: Option<u32>,
+    fast: Option<FastMaps>,
 ) -> Vec<Insn> {
     use Label::*;
     // Registers: r6 ctx, r7 data, r8 destination, r9 source (callee-saved).
@@ -185,7 +204,14 @@ fn program(
     a.i(op::ADD64_IMM, 4, 0, 0, 14);
     a.jump(op::JGT_REG, 4, 3, 0, Pass);
     a.i(op::LDXH, 5, 7, 12, 0);
-    a.jump(op::JEQ32_IMM, 5, 0, ipv4, Ipv4);
+    // Untagged IPv4 tries the fast path first (when there is one).
+    a.jump(
+        op::JEQ32_IMM,
+        5,
+        0,
+        ipv4,
+        if fast.is_some() { Fast4 } else { Ipv4 },
+    );
     a.jump(op::JEQ32_IMM, 5, 0, ipv6, Ipv6);
     a.jump(op::JNE32_IMM, 5, 0, vlan, Pass);
     // 802.1Q: look past the tag.
@@ -197,6 +223,9 @@ fn program(
     a.jump(op::JEQ32_IMM, 5, 0, ipv4, Ipv4);
     a.jump(op::JNE32_IMM, 5, 0, ipv6, Pass);
     ipv6_part(&mut a, addrs6);
+    if let Some(maps) = fast {
+        fast_part(&mut a, maps);
+    }
     a.label(Ipv4);
     a.i(op::MOV64_REG, 4, 7, 0, 0);
     a.i(op::ADD64_IMM, 4, 0, 0, 34); // Ethernet + IPv4 up to the destination
@@ -266,6 +295,171 @@ fn program(
     a.i(op::MOV64_IMM, 0, 0, 0, XDP_PASS);
     a.i(op::EXIT, 0, 0, 0, 0);
     a.0.finish()
+}
+
+/// The maps of the XDP fast path ([`fast_part`]).
+#[derive(Debug, Clone, Copy)]
+struct FastMaps {
+    /// LRU hash: [`FAST_KEY_LEN`]-byte flow key -> [`FAST_VALUE_LEN`]-byte value.
+    flows: RawFd,
+    /// Per-CPU array of one [`FastCounters`] slot.
+    counters: RawFd,
+    /// How a frame leaves: XDP_TX, or (`Some(ifindex)`) `bpf_redirect` to
+    /// the interface itself. On veth XDP_TX reaches the peer only when the
+    /// peer has an XDP program of its own (the kernel wakes the peer's NAPI
+    /// for XDP_TX only then), while a redirect through `ndo_xdp_xmit` needs
+    /// only NAPI there (GRO on); so software links redirect, hardware ones
+    /// use XDP_TX, the cheaper verdict.
+    redirect_to: Option<i32>,
+}
+
+/// The fast path's flow key: IPv4 source, destination, source port,
+/// destination port (all as on the wire), protocol, three zero bytes.
+pub const FAST_KEY_LEN: usize = 16;
+/// Its value: destination MAC (the server's), source MAC (the director's),
+/// backend id (native order), then the last time the program forwarded a
+/// frame of the flow (`bpf_ktime_get_ns`, native order; 0 = never).
+pub const FAST_VALUE_LEN: usize = 24;
+/// Where the last-seen time sits in a value.
+const FAST_SEEN_AT: usize = 16;
+/// Most flows the fast path holds (the least recently used one goes when
+/// it is full; its next frame goes to the worker, which installs it again).
+pub const FAST_FLOWS: u32 = 1 << 18;
+
+/// The XDP fast path for established DR flows over IPv4, entered at
+/// `Fast4` with r7 at an untagged IPv4 frame and r3 at its end; leaves by
+/// XDP_TX or falls into `Ipv4` (with r3 reloaded). It sends a frame back
+/// out of the interface it came in on, with the server's MAC as destination
+/// and the director's as source, exactly what the worker does in DR, when:
+/// * the frame holds Ethernet, a 20-byte IPv4 header (IHL 5) and 20 more
+///   bytes, and is not a fragment;
+/// * it is TCP without SYN, FIN or RST (those are the worker's: they start
+///   or end connections), or UDP;
+/// * its 5-tuple is in the flow map (installed by a worker for an
+///   established DR flow);
+/// * its IPv4 total length is at least 40 and within the frame;
+/// * its TCP/UDP checksum field is not the bare pseudo-header sum: such a
+///   frame comes from a veth peer's checksum offload and only the worker
+///   completes it ([`complete_partial_checksum`]). A full checksum that
+///   happens to equal that sum just takes the slow path once.
+///
+/// It then writes the time into the entry's last-seen field (the worker's
+/// idle expiry asks for it) and counts the frame and its bytes (Ethernet
+/// header plus IPv4 total length) in the per-CPU counters.
+///
+/// Stack: the key at fp-40..fp-24, the counter index at fp-4.
+fn fast_part(a: &mut Asm, maps: FastMaps) {
+    use Label::*;
+    a.label(Fast4);
+    a.i(op::MOV64_REG, 4, 7, 0, 0);
+    a.i(op::ADD64_IMM, 4, 0, 0, 54);
+    a.jump(op::JGT_REG, 4, 3, 0, Ipv4);
+    a.i(op::LDXB, 5, 7, 14, 0);
+    a.jump(op::JNE_IMM, 5, 0, 0x45, Ipv4);
+    // Flags and fragment offset: MF or an offset makes a fragment (DF is fine).
+    a.i(op::LDXH, 5, 7, 20, 0);
+    a.i(
+        op::AND64_IMM,
+        5,
+        0,
+        0,
+        i32::from(u16::from_le_bytes([0x3f, 0xff])),
+    );
+    a.jump(op::JNE_IMM, 5, 0, 0, Ipv4);
+    a.i(op::LDXB, 5, 7, 23, 0);
+    a.jump(op::JEQ_IMM, 5, 0, 17, Fast4Key);
+    a.jump(op::JNE_IMM, 5, 0, 6, Ipv4);
+    a.i(op::LDXB, 5, 7, 47, 0); // TCP flags
+    a.i(op::AND64_IMM, 5, 0, 0, i32::from(tcp::FIN | tcp::SYN | tcp::RST));
+    a.jump(op::JNE_IMM, 5, 0, 0, Ipv4);
+    a.label(Fast4Key);
+    for (from, to) in [(26, -40), (30, -36), (34, -32)] {
+        a.i(op::LDXW, 1, 7, from, 0);
+        a.i(op::STXW, 10, 1, to, 0);
+    }
+    a.i(op::LDXB, 5, 7, 23, 0);
+    a.i(op::STXW, 10, 5, -28, 0); // protocol, then three zero bytes
+    a.i(op::MOV64_REG, 2, 10, 0, 0);
+    a.i(op::ADD64_IMM, 2, 0, 0, -40);
+    a.map_fd(1, maps.flows);
+    a.i(op::CALL, 0, 0, 0, MAP_LOOKUP_ELEM);
+    a.jump(op::JEQ_IMM, 0, 0, 0, FastMiss);
+    a.i(op::MOV64_REG, 8, 0, 0, 0);
+    // The pseudo-header sum, on 16-bit words as loaded (byte-swapped on a
+    // little-endian host: a ones'-complement sum of swapped words is the
+    // swapped sum, and the checksum field is loaded the same way).
+    a.i(op::LDXH, 1, 7, 26, 0);
+    for at in [28, 30, 32] {
+        a.i(op::LDXH, 2, 7, at, 0);
+        a.i(op::ADD64_REG, 1, 2, 0, 0);
+    }
+    a.i(op::LDXB, 2, 7, 23, 0);
+    a.i(op::LSH64_IMM, 2, 0, 0, 8); // the word (0, protocol), loaded
+    a.i(op::ADD64_REG, 1, 2, 0, 0);
+    a.i(op::LDXH, 9, 7, 16, 0);
+    a.i(op::BE, 9, 0, 0, 16); // total length, host order
+    a.jump(op::JLT_IMM, 9, 0, 40, FastMiss);
+    a.i(op::MOV64_REG, 2, 9, 0, 0);
+    a.i(op::ADD64_IMM, 2, 0, 0, -20);
+    a.i(op::BE, 2, 0, 0, 16); // the transport length, as loaded
+    a.i(op::ADD64_REG, 1, 2, 0, 0);
+    for _ in 0..2 {
+        a.i(op::MOV64_REG, 2, 1, 0, 0);
+        a.i(op::RSH64_IMM, 2, 0, 0, 16);
+        a.i(op::AND64_IMM, 1, 0, 0, 0xffff);
+        a.i(op::ADD64_REG, 1, 2, 0, 0);
+    }
+    a.i(op::LDXB, 5, 7, 23, 0);
+    a.jump(op::JEQ_IMM, 5, 0, 17, FastUdpSum);
+    a.i(op::LDXH, 2, 7, 14 + 20 + 16, 0);
+    a.jump(op::JA, 0, 0, 0, FastCmp);
+    a.label(FastUdpSum);
+    a.i(op::LDXH, 2, 7, 14 + 20 + 6, 0);
+    a.label(FastCmp);
+    a.jump(op::JEQ_REG, 1, 2, 0, FastMiss);
+    // The IPv4 packet ends within the frame.
+    a.i(op::LDXW, 3, 6, 4, 0);
+    a.i(op::MOV64_REG, 4, 7, 0, 0);
+    a.i(op::ADD64_REG, 4, 9, 0, 0);
+    a.i(op::ADD64_IMM, 4, 0, 0, 14);
+    a.jump(op::JGT_REG, 4, 3, 0, FastMiss);
+    // Forward: last seen, MACs, counters, back out.
+    a.i(op::CALL, 0, 0, 0, KTIME_GET_NS);
+    a.i(op::STXDW, 8, 0, FAST_SEEN_AT as i16, 0);
+    a.i(op::LDXW, 1, 8, 0, 0);
+    a.i(op::STXW, 7, 1, 0, 0);
+    for at in [4, 6] {
+        a.i(op::LDXH, 1, 8, at, 0);
+        a.i(op::STXH, 7, 1, at, 0);
+    }
+    a.i(op::LDXW, 1, 8, 8, 0);
+    a.i(op::STXW, 7, 1, 8, 0);
+    a.i(op::STW_IMM, 10, 0, -4, 0);
+    a.i(op::MOV64_REG, 2, 10, 0, 0);
+    a.i(op::ADD64_IMM, 2, 0, 0, -4);
+    a.map_fd(1, maps.counters);
+    a.i(op::CALL, 0, 0, 0, MAP_LOOKUP_ELEM);
+    a.jump(op::JEQ_IMM, 0, 0, 0, FastTx);
+    a.i(op::LDXDW, 1, 0, 0, 0);
+    a.i(op::ADD64_IMM, 1, 0, 0, 1);
+    a.i(op::STXDW, 0, 1, 0, 0);
+    a.i(op::LDXDW, 1, 0, 8, 0);
+    a.i(op::ADD64_REG, 1, 9, 0, 0);
+    a.i(op::ADD64_IMM, 1, 0, 0, 14);
+    a.i(op::STXDW, 0, 1, 8, 0);
+    a.label(FastTx);
+    match maps.redirect_to {
+        Some(ifindex) => {
+            a.i(op::MOV64_IMM, 1, 0, 0, ifindex);
+            a.i(op::MOV64_IMM, 2, 0, 0, 0);
+            a.i(op::CALL, 0, 0, 0, REDIRECT);
+        }
+        None => a.i(op::MOV64_IMM, 0, 0, 0, XDP_TX),
+    }
+    a.i(op::EXIT, 0, 0, 0, 0);
+    // Not for the fast path after the lookup: the helper call took r3.
+    a.label(FastMiss);
+    a.i(op::LDXW, 3, 6, 4, 0);
 }
 
 /// The IPv6 part of [`program`], entered at `Ipv6` with r7 at the frame
@@ -354,6 +548,18 @@ pub struct XdpRedirect {
     current: Mutex<HashMap<u32, u32>>,
     current6: Mutex<HashMap<[u8; 16], u32>>,
     ifindex: i32,
+    /// The fast path's maps, when it is on.
+    fast: Option<FastPath>,
+}
+
+/// The XDP fast path's maps ([`fast_part`]): the flows workers install and
+/// the program's counters.
+struct FastPath {
+    flows: BpfMap,
+    counters: BpfMap,
+    /// Bumped by every flush: the devices' memory of recent installs
+    /// ([`XdpDevice`]) is void after one.
+    flushes: AtomicU64,
 }
 
 impl XdpRedirect {
@@ -363,12 +569,16 @@ impl XdpRedirect {
     /// # Errors
     /// Not permitted, the verifier refused the program (the error holds its
     /// log), or the interface already has an XDP program.
-    pub fn load(ifindex: i32, queues: u32, own_ip: Option<u32>) -> Result<Self, XdpError> {
+    ///
+    /// `fast`: with the fast path for established DR flows ([`fast_part`]).
+    pub fn load(ifindex: i32, queues: u32, own_ip: Option<u32>, fast: bool) -> Result<Self, XdpError> {
+        // The fast path's way out (see `FastMaps::redirect_to`).
+        let redirect = software_link(ifindex).then_some(ifindex);
         // First choice: the program that sees stripped VLAN tags (bound to
         // the device, driver mode only); else the plain one, anywhere.
         let why = match btf_func_id(VLAN_KFUNC) {
             Ok(Some(id)) => {
-                match Self::load_detached(queues, own_ip, XDP_PASS, Some((ifindex, id)))
+                match Self::load_detached(queues, own_ip, XDP_PASS, Some((ifindex, id)), fast, redirect)
                     .and_then(|x| Ok((sys::attach_xdp(&x.prog, ifindex, false)?, x)))
                 {
                     Ok(((link, mode), mut x)) => {
@@ -383,7 +593,7 @@ impl XdpRedirect {
             Ok(None) => format!("the kernel has no {VLAN_KFUNC}"),
             Err(e) => format!("cannot read the kernel's BTF: {e}"),
         };
-        let mut x = Self::load_detached(queues, own_ip, XDP_PASS, None)?;
+        let mut x = Self::load_detached(queues, own_ip, XDP_PASS, None, fast, redirect)?;
         let (link, mode) = sys::attach_xdp(&x.prog, ifindex, true)?;
         x.ifindex = ifindex;
         x.link = Some(link);
@@ -399,6 +609,8 @@ impl XdpRedirect {
         own_ip: Option<u32>,
         fallback: i32,
         vlan: Option<(i32, u32)>,
+        fast: bool,
+        fast_redirect: Option<i32>,
     ) -> Result<Self, XdpError> {
         let addrs =
             BpfMap::create(MapKind::Hash, 4, 4, MAX_ADDRS, "ulvs_addrs").map_err(|err| XdpError::Sys {
@@ -416,6 +628,33 @@ impl XdpRedirect {
                 err,
             }
         })?;
+        let fast = if fast {
+            let flows = BpfMap::create(
+                MapKind::LruHash,
+                FAST_KEY_LEN as u32,
+                FAST_VALUE_LEN as u32,
+                FAST_FLOWS,
+                "ulvs_fast",
+            )
+            .map_err(|err| XdpError::Sys {
+                what: "creating the fast path's flow map",
+                err,
+            })?;
+            let counters =
+                BpfMap::create(MapKind::PerCpuArray, 4, 16, 1, "ulvs_fast_cnt").map_err(|err| {
+                    XdpError::Sys {
+                        what: "creating the fast path's counters",
+                        err,
+                    }
+                })?;
+            Some(FastPath {
+                flows,
+                counters,
+                flushes: AtomicU64::new(0),
+            })
+        } else {
+            None
+        };
         let insns = program(
             addrs.as_raw_fd(),
             addrs6.as_raw_fd(),
@@ -423,6 +662,11 @@ impl XdpRedirect {
             own_ip,
             fallback,
             vlan.map(|v| v.1),
+            fast.as_ref().map(|f| FastMaps {
+                flows: f.flows.as_raw_fd(),
+                counters: f.counters.as_raw_fd(),
+                redirect_to: fast_redirect,
+            }),
         );
         let prog = sys::load_xdp_program(&insns, "ulvs_redirect", c"GPL", vlan.map(|v| v.0))?;
         Ok(XdpRedirect {
@@ -437,6 +681,7 @@ impl XdpRedirect {
             current: Mutex::new(HashMap::new()),
             current6: Mutex::new(HashMap::new()),
             ifindex: 0,
+            fast,
         })
     }
 
@@ -503,9 +748,131 @@ impl XdpRedirect {
         sync_map(&self.addrs6, &mut cur, &want, |a| *a)
     }
 
+    /// True when the program has the fast path.
+    pub fn fast_path(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// Make the program forward `key`'s frames itself with `value`'s MACs
+    /// (see [`FAST_KEY_LEN`], [`FAST_VALUE_LEN`]). Without the fast path,
+    /// nothing.
+    ///
+    /// # Errors
+    /// The update failed (an LRU map is never full).
+    pub fn fast_install(&self, key: &[u8; FAST_KEY_LEN], value: &[u8; FAST_VALUE_LEN]) -> io::Result<()> {
+        match &self.fast {
+            Some(f) => f.flows.update(key, value),
+            None => Ok(()),
+        }
+    }
+
+    /// Give `key`'s frames back to the worker; false when it was not there.
+    ///
+    /// # Errors
+    /// The delete failed for another reason.
+    pub fn fast_remove(&self, key: &[u8; FAST_KEY_LEN]) -> io::Result<bool> {
+        match &self.fast {
+            Some(f) => f.flows.delete(key),
+            None => Ok(false),
+        }
+    }
+
+    /// When the program last forwarded a frame of `key` (`CLOCK_MONOTONIC`
+    /// nanoseconds, [`sys::monotonic_ns`]); `Some(0)`: installed, not used
+    /// yet; `None`: not installed.
+    ///
+    /// # Errors
+    /// The lookup failed.
+    pub fn fast_last_seen(&self, key: &[u8; FAST_KEY_LEN]) -> io::Result<Option<u64>> {
+        let Some(f) = &self.fast else {
+            return Ok(None);
+        };
+        let mut v = [0u8; FAST_VALUE_LEN];
+        if !f.flows.lookup(key, &mut v)? {
+            return Ok(None);
+        }
+        let mut seen = [0u8; 8];
+        seen.copy_from_slice(&v[FAST_SEEN_AT..FAST_SEEN_AT + 8]);
+        Ok(Some(u64::from_ne_bytes(seen)))
+    }
+
+    /// Remove every fast-path flow (the slow path, when the servers
+    /// changed): the next frame of each goes to its worker, which decides
+    /// afresh and installs it again. Returns how many were removed.
+    ///
+    /// # Errors
+    /// A map operation failed.
+    pub fn fast_flush(&self) -> io::Result<usize> {
+        match &self.fast {
+            Some(f) => {
+                f.flushes.fetch_add(1, Ordering::AcqRel);
+                f.flows.clear()
+            }
+            None => Ok(0),
+        }
+    }
+
+    fn fast_flushes(&self) -> u64 {
+        self.fast
+            .as_ref()
+            .map_or(0, |f| f.flushes.load(Ordering::Acquire))
+    }
+
+    /// Frames and bytes the program forwarded itself, summed over CPUs.
+    ///
+    /// # Errors
+    /// The lookup failed.
+    pub fn fast_counters(&self) -> io::Result<FastCounters> {
+        let Some(f) = &self.fast else {
+            return Ok(FastCounters::default());
+        };
+        let cpus = sys::possible_cpus()?;
+        let mut v = vec![0u8; 16 * cpus];
+        f.counters.lookup(&0u32.to_ne_bytes(), &mut v)?;
+        let mut c = FastCounters::default();
+        for cpu in v.chunks_exact(16) {
+            let word = |i: usize| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&cpu[i..i + 8]);
+                u64::from_ne_bytes(w)
+            };
+            c.frames += word(0);
+            c.bytes += word(8);
+        }
+        Ok(c)
+    }
+
     fn add_socket(&self, queue: u32, fd: RawFd) -> io::Result<()> {
         self.xsks.update(&queue.to_ne_bytes(), &(fd as u32).to_ne_bytes())
     }
+}
+
+/// What the XDP fast path forwarded (totals since the program was loaded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FastCounters {
+    pub frames: u64,
+    /// Ethernet header plus IPv4 total length (padding not counted).
+    pub bytes: u64,
+}
+
+/// The fast-path key of an IPv4 flow (addresses and ports host order).
+pub fn fast_key(src: u32, dst: u32, sport: u16, dport: u16, proto: u8) -> [u8; FAST_KEY_LEN] {
+    let mut k = [0u8; FAST_KEY_LEN];
+    k[0..4].copy_from_slice(&src.to_be_bytes());
+    k[4..8].copy_from_slice(&dst.to_be_bytes());
+    k[8..10].copy_from_slice(&sport.to_be_bytes());
+    k[10..12].copy_from_slice(&dport.to_be_bytes());
+    k[12] = proto;
+    k
+}
+
+/// A fast-path value: frames go to `dst_mac` from `src_mac`; not seen yet.
+pub fn fast_value(dst_mac: [u8; 6], src_mac: [u8; 6], backend: u32) -> [u8; FAST_VALUE_LEN] {
+    let mut v = [0u8; FAST_VALUE_LEN];
+    v[0..6].copy_from_slice(&dst_mac);
+    v[6..12].copy_from_slice(&src_mac);
+    v[12..16].copy_from_slice(&backend.to_ne_bytes());
+    v
 }
 
 /// Bring `map` (whose contents `cur` mirrors) to `want`: changed entries
@@ -795,8 +1162,46 @@ pub struct XdpDevice {
     /// The link can carry partial checksums ([`software_link`]).
     complete_partial: bool,
     repaired: u64,
-    // Keeps the program attached while the device lives.
-    _prog: Arc<XdpRedirect>,
+    /// Installs made lately, one slot per key hash ([`RECENT_SLOTS`]):
+    /// empty without the fast path.
+    recent: Box<[Recent]>,
+    /// Fast-path map operations that failed.
+    fast_errors: u64,
+    prog: Arc<XdpRedirect>,
+}
+
+/// Slots of the device's memory of recent installs.
+const RECENT_SLOTS: usize = 4096;
+/// An install repeated within this time is skipped: a flow whose frames
+/// keep coming to the worker (partial checksums, which the program leaves
+/// to it) costs one system call per second, not one per frame.
+const RECENT_MS: u64 = 1000;
+
+/// One remembered install.
+#[derive(Debug, Clone, Copy, Default)]
+struct Recent {
+    key: [u8; FAST_KEY_LEN],
+    /// The value's MACs and backend id (not its last-seen time).
+    value: [u8; 16],
+    at_ms: u64,
+    /// The program's flush count then.
+    flushes: u64,
+}
+
+/// The slot of `key` in the memory of recent installs.
+#[inline]
+fn recent_slot(key: &[u8; FAST_KEY_LEN]) -> usize {
+    let mut a = [0u8; 8];
+    let mut b = [0u8; 8];
+    a.copy_from_slice(&key[..8]);
+    b.copy_from_slice(&key[8..]);
+    let h =
+        (u64::from_ne_bytes(a) ^ u64::from_ne_bytes(b).rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 40) as usize % RECENT_SLOTS
+}
+
+fn fast_key_of(f: &FastFlow) -> [u8; FAST_KEY_LEN] {
+    fast_key(f.src, f.dst, f.sport, f.dport, f.proto)
 }
 
 impl XdpDevice {
@@ -816,13 +1221,21 @@ impl XdpDevice {
         }
         let sock = XskSocket::open(ifindex, queue, XskConfig::default(), true)?;
         prog.add_socket(queue, sock.as_raw_fd())?;
+        let recent = if prog.fast_path() { RECENT_SLOTS } else { 0 };
         Ok(XdpDevice {
             sock,
             mac,
             complete_partial: software_link(ifindex),
             repaired: 0,
-            _prog: prog.clone(),
+            recent: vec![Recent::default(); recent].into_boxed_slice(),
+            fast_errors: 0,
+            prog: prog.clone(),
         })
+    }
+
+    /// Fast-path map operations that failed.
+    pub fn fast_errors(&self) -> u64 {
+        self.fast_errors
     }
 
     /// True when the socket is bound in zero-copy mode.
@@ -865,6 +1278,76 @@ impl Device for XdpDevice {
 
     fn ring_drops(&mut self) -> u64 {
         self.sock.ring_drops()
+    }
+
+    fn fast_path(&self) -> bool {
+        self.prog.fast_path()
+    }
+
+    fn fast_install(&mut self, flows: &[FastFlow]) {
+        if self.recent.is_empty() {
+            return;
+        }
+        let now_ms = sys::monotonic_ns() / 1_000_000;
+        let flushes = self.prog.fast_flushes();
+        for f in flows {
+            let key = fast_key_of(f);
+            let value = fast_value(f.dst_mac, f.src_mac, f.backend);
+            let r = &mut self.recent[recent_slot(&key)];
+            if r.key == key
+                && r.value[..] == value[..16]
+                && r.flushes == flushes
+                && now_ms.saturating_sub(r.at_ms) < RECENT_MS
+            {
+                continue;
+            }
+            match self.prog.fast_install(&key, &value) {
+                Ok(()) => {
+                    r.key = key;
+                    r.value.copy_from_slice(&value[..16]);
+                    r.at_ms = now_ms;
+                    r.flushes = flushes;
+                }
+                Err(_) => self.fast_errors += 1,
+            }
+        }
+    }
+
+    fn fast_remove(&mut self, flows: &[FastFlow]) {
+        if self.recent.is_empty() {
+            return;
+        }
+        for f in flows {
+            let key = fast_key_of(f);
+            let r = &mut self.recent[recent_slot(&key)];
+            if r.key == key {
+                *r = Recent::default();
+            }
+            if self.prog.fast_remove(&key).is_err() {
+                self.fast_errors += 1;
+            }
+        }
+    }
+
+    fn fast_keep(&mut self, flow: &FastFlow, timeout_ms: u32) -> Option<u32> {
+        if self.recent.is_empty() {
+            return None;
+        }
+        let key = fast_key_of(flow);
+        let seen = match self.prog.fast_last_seen(&key) {
+            Ok(Some(seen)) => seen,
+            Ok(None) => return None,
+            Err(_) => {
+                self.fast_errors += 1;
+                return None;
+            }
+        };
+        let idle_ms = sys::monotonic_ns().saturating_sub(seen) / 1_000_000;
+        if seen != 0 && idle_ms < u64::from(timeout_ms) {
+            return Some(idle_ms as u32);
+        }
+        self.fast_remove(&[*flow]);
+        None
     }
 }
 
@@ -970,7 +1453,7 @@ mod tests {
 
     #[test]
     fn program_shape() {
-        let p = program(7, 6, 8, Some(0xc612_0002), XDP_PASS, None);
+        let p = program(7, 6, 8, Some(0xc612_0002), XDP_PASS, None, None);
         // Both map loads carry the map fds as pseudo map-fd immediates.
         let maps: Vec<i32> = p
             .iter()
@@ -993,8 +1476,8 @@ mod tests {
             }
         }
         assert_eq!(p.last().map(|i| i.code), Some(op::EXIT));
-        assert_eq!(program(7, 6, 8, None, XDP_PASS, None).len(), p.len() - 1);
-        let k = program(7, 6, 8, None, XDP_PASS, Some(4242));
+        assert_eq!(program(7, 6, 8, None, XDP_PASS, None, None).len(), p.len() - 1);
+        let k = program(7, 6, 8, None, XDP_PASS, Some(4242), None);
         assert!(k
             .iter()
             .any(|i| i.code == op::CALL && i.regs >> 4 == op::PSEUDO_KFUNC_CALL && i.imm == 4242));
@@ -1054,7 +1537,7 @@ mod tests {
     #[test]
     fn program_verdicts_in_the_kernel() {
         const XDP_TX: i32 = 3;
-        let x = match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_TX, None) {
+        let x = match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_TX, None, false, None) {
             Ok(x) => x,
             Err(XdpError::Sys { err, .. }) if err.raw_os_error() == Some(libc::EPERM) => {
                 eprintln!("skipped: loading BPF programs needs root");
@@ -1102,6 +1585,161 @@ mod tests {
         assert_eq!(run(&reply), XDP_PASS);
     }
 
+    /// The fast path in the kernel (needs root): an installed TCP or UDP
+    /// flow's frames are sent back out (XDP_TX) with the server's and the
+    /// director's MACs and counted; the frames that start or end a
+    /// connection, fragments, options, partial checksums, truncated frames
+    /// and flows not installed take the old way (redirect to the worker, or
+    /// pass); a flush gives every flow back.
+    #[test]
+    fn fast_path_verdicts_in_the_kernel() {
+        const XDP_REDIRECT_FALLBACK: i32 = XDP_PASS;
+        let x =
+            match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_REDIRECT_FALLBACK, None, true, None) {
+                Ok(x) => x,
+                Err(XdpError::Sys { err, .. }) if err.raw_os_error() == Some(libc::EPERM) => {
+                    eprintln!("skipped: loading BPF programs needs root");
+                    return;
+                }
+                Err(e) => panic!("{e}"),
+            };
+        assert!(x.fast_path());
+        // Redirects to the (empty) XSKMAP fall back to XDP_PASS here; the
+        // fast path's verdict is XDP_TX.
+        let vip = 0xc612_6401u32;
+        x.set_addresses(&[vip], &[]).unwrap();
+        let (rs_mac, dir_mac) = ([2, 0, 0xc6, 0x12, 0, 11], [2, 0, 0xc6, 0x12, 0, 2]);
+        let b = PacketBuilder::new([198, 18, 1, 2], [198, 18, 100, 1])
+            .macs([2, 0, 0xc6, 0x12, 0, 2], [2, 0, 0xc6, 0x12, 1, 1]);
+        let ack = b.tcp(40000, 80, tcp::ACK, b"some payload");
+        let run = |f: &[u8]| sys::test_run_xdp_out(&x.prog, f).unwrap();
+        assert_eq!(run(&ack).0 as i32, XDP_PASS, "not installed yet");
+        let key = fast_key(0xc612_0102, vip, 40000, 80, 6);
+        x.fast_install(&key, &fast_value(rs_mac, dir_mac, 7)).unwrap();
+        assert_eq!(x.fast_last_seen(&key).unwrap(), Some(0));
+        let before = sys::monotonic_ns();
+        let (verdict, out) = run(&ack);
+        assert_eq!(verdict as i32, XDP_TX);
+        let mut want = ack.clone();
+        want[0..6].copy_from_slice(&rs_mac);
+        want[6..12].copy_from_slice(&dir_mac);
+        assert_eq!(out, want, "only the MACs change");
+        let seen = x.fast_last_seen(&key).unwrap().unwrap();
+        assert!(seen >= before && seen <= sys::monotonic_ns(), "{before} {seen}");
+        assert_eq!(
+            x.fast_counters().unwrap(),
+            FastCounters {
+                frames: 1,
+                bytes: ack.len() as u64
+            }
+        );
+        // Padding after the IPv4 packet is not counted, and does not matter.
+        let mut padded = ack.clone();
+        padded.extend_from_slice(&[0; 6]);
+        assert_eq!(run(&padded).0 as i32, XDP_TX);
+        assert_eq!(x.fast_counters().unwrap().bytes, 2 * ack.len() as u64);
+        // Starting or ending a connection: the worker's.
+        for flags in [
+            tcp::SYN,
+            tcp::SYN | tcp::ACK,
+            tcp::FIN | tcp::ACK,
+            tcp::RST,
+            tcp::RST | tcp::ACK,
+        ] {
+            assert_eq!(
+                run(&b.tcp(40000, 80, flags, b"")).0 as i32,
+                XDP_PASS,
+                "flags {flags:#x}"
+            );
+        }
+        assert_eq!(run(&b.tcp(40000, 80, tcp::PSH | tcp::ACK, b"")).0 as i32, XDP_TX);
+        // Another port, another protocol: not installed.
+        assert_eq!(run(&b.tcp(40001, 80, tcp::ACK, b"x")).0 as i32, XDP_PASS);
+        assert_eq!(run(&b.udp(40000, 80, b"x")).0 as i32, XDP_PASS);
+        // A fragment (MF set, or an offset), IP options: the worker's.
+        let mut mf = ack.clone();
+        mf[20] |= 0x20;
+        assert_eq!(run(&mf).0 as i32, XDP_PASS);
+        let mut off = ack.clone();
+        off[21] = 1;
+        assert_eq!(run(&off).0 as i32, XDP_PASS);
+        let mut df = ack.clone();
+        df[20] |= 0x40; // DF alone is fine (the checksum is not checked here)
+        assert_eq!(run(&df).0 as i32, XDP_TX);
+        let mut ihl6 = ack.clone();
+        ihl6[14] = 0x46;
+        assert_eq!(run(&ihl6).0 as i32, XDP_PASS);
+        // Truncated: the IPv4 length says more than the frame holds.
+        assert_eq!(run(&ack[..ack.len() - 1]).0 as i32, XDP_PASS);
+        // A partial checksum (a veth peer's offload): the worker completes it.
+        let l4_len = (ack.len() - 34) as u16;
+        let pseudo = checksum::pseudo_header(0xc612_0102, vip, Protocol::Tcp, l4_len);
+        let mut partial = ack.clone();
+        partial[50..52].copy_from_slice(&pseudo.to_be_bytes());
+        assert_eq!(run(&partial).0 as i32, XDP_PASS);
+        assert!(complete_partial_checksum(&mut partial), "it is partial");
+        assert_eq!(run(&partial).0 as i32, XDP_TX);
+        // UDP, the same way, with a 64-byte frame (as the benchmark sends).
+        let ukey = fast_key(0xc612_0102, vip, 5000, 53, 17);
+        x.fast_install(&ukey, &fast_value(rs_mac, dir_mac, 8)).unwrap();
+        let dgram = b.udp(5000, 53, &[0x55; 18]);
+        assert_eq!(dgram.len(), 60);
+        assert_eq!(run(&dgram).0 as i32, XDP_TX);
+        let mut upartial = dgram.clone();
+        let upseudo = checksum::pseudo_header(0xc612_0102, vip, Protocol::Udp, 26);
+        upartial[40..42].copy_from_slice(&upseudo.to_be_bytes());
+        assert_eq!(run(&upartial).0 as i32, XDP_PASS);
+        // Too short for the fast path: the old way.
+        assert_eq!(run(&b.udp(5000, 53, b"x")).0 as i32, XDP_PASS);
+        // Tagged frames never take it.
+        let mut tagged = ack[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a]);
+        tagged.extend_from_slice(&ack[12..]);
+        assert_eq!(run(&tagged).0 as i32, XDP_PASS);
+        // Removal and flush.
+        assert!(x.fast_remove(&ukey).unwrap());
+        assert!(!x.fast_remove(&ukey).unwrap());
+        assert_eq!(run(&dgram).0 as i32, XDP_PASS);
+        x.fast_install(&ukey, &fast_value(rs_mac, dir_mac, 8)).unwrap();
+        assert_eq!(x.fast_flush().unwrap(), 2);
+        assert_eq!(run(&ack).0 as i32, XDP_PASS);
+        assert_eq!(x.fast_last_seen(&key).unwrap(), None);
+        // On a software link the frame leaves by a redirect to the
+        // interface itself (XDP_REDIRECT), rewritten the same way.
+        const XDP_REDIRECT: u32 = 4;
+        let r = XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_PASS, None, true, Some(1)).unwrap();
+        r.fast_install(&key, &fast_value(rs_mac, dir_mac, 7)).unwrap();
+        let (verdict, out) = sys::test_run_xdp_out(&r.prog, &ack).unwrap();
+        assert_eq!(verdict, XDP_REDIRECT);
+        assert_eq!(out, want);
+        assert_eq!(r.fast_counters().unwrap().frames, 1);
+    }
+
+    /// Without the fast path the program is exactly what it was: the fast
+    /// part is only ever added.
+    #[test]
+    fn fast_path_off_leaves_the_program_alone() {
+        let off = program(7, 6, 8, Some(0xc612_0002), XDP_PASS, None, None);
+        let on = program(
+            7,
+            6,
+            8,
+            Some(0xc612_0002),
+            XDP_PASS,
+            None,
+            Some(FastMaps {
+                flows: 9,
+                counters: 10,
+                redirect_to: None,
+            }),
+        );
+        assert!(on.len() > off.len());
+        assert!(!off
+            .iter()
+            .any(|i| i.code == op::LD_IMM64 && (i.imm == 9 || i.imm == 10)));
+        assert_eq!(off.iter().filter(|i| i.code == op::JEQ_REG).count(), 0);
+    }
+
     /// A UDP/IPv6 frame `src` -> `dst`:53.
     fn udp6(src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
         PacketBuilder6::new(src, dst)
@@ -1121,7 +1759,7 @@ mod tests {
     #[test]
     fn program_verdicts_in_the_kernel_ipv6() {
         const XDP_TX: i32 = 3;
-        let x = match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_TX, None) {
+        let x = match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_TX, None, false, None) {
             Ok(x) => x,
             Err(XdpError::Sys { err, .. }) if err.raw_os_error() == Some(libc::EPERM) => {
                 eprintln!("skipped: loading BPF programs needs root");
@@ -1279,7 +1917,8 @@ mod tests {
             }
             assert!(ip(&["link", "set", "xt0", "up"]) && ip(&["link", "set", "xt1", "up"]));
             let info = crate::io::sys::if_info("xt0").unwrap();
-            let x = XdpRedirect::load(info.index, 1, Some(0xc612_0002)).unwrap_or_else(|e| panic!("{e}"));
+            let x =
+                XdpRedirect::load(info.index, 1, Some(0xc612_0002), false).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(x.mode(), XdpMode::Native);
             match btf_func_id(VLAN_KFUNC) {
                 Ok(Some(_)) => assert_eq!(x.vlan_blind(), None, "the kfunc program was refused"),
@@ -1291,9 +1930,28 @@ mod tests {
                 .unwrap();
             assert!(ip(&["addr", "add", "2001:db8::2/64", "dev", "xt0", "nodad"]));
             x.set_addresses6(&[a("2001:db8:100::1")], &[]).unwrap();
-            let cur = x.current6.lock().unwrap();
-            let own: Ipv6Addr = "2001:db8::2".parse().unwrap();
-            assert_eq!(cur.get(&own.octets()), Some(&OWN_ADDR), "{cur:?}");
+            {
+                let cur = x.current6.lock().unwrap();
+                let own: Ipv6Addr = "2001:db8::2".parse().unwrap();
+                assert_eq!(cur.get(&own.octets()), Some(&OWN_ADDR), "{cur:?}");
+            }
+            // With the fast path, as the director loads it with
+            // `xdp_fast_path: true` (the first program detaches with its
+            // link when dropped).
+            drop(x);
+            let f =
+                XdpRedirect::load(info.index, 1, Some(0xc612_0002), true).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(f.mode(), XdpMode::Native);
+            assert!(f.fast_path());
+            match btf_func_id(VLAN_KFUNC) {
+                Ok(Some(_)) => assert_eq!(f.vlan_blind(), None, "the kfunc program was refused"),
+                _ => assert!(f.vlan_blind().is_some()),
+            }
+            let key = fast_key(0xc612_0102, 0xc612_6401, 40000, 80, 6);
+            f.fast_install(&key, &fast_value([2, 0, 0, 0, 0, 11], [2, 0, 0, 0, 0, 2], 1))
+                .unwrap();
+            assert_eq!(f.fast_last_seen(&key).unwrap(), Some(0));
+            assert_eq!(f.fast_counters().unwrap(), FastCounters::default());
         });
         t.join().unwrap();
     }

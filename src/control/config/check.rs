@@ -13,8 +13,8 @@ use std::net::{IpAddr, SocketAddr};
 use super::field::{allowed, first_at, ServiceWritten, Written};
 use super::place::LazyPlaces;
 use super::{
-    shortest_timeout_ms, Announce, Config, HealthKind, Mode, Problem, RealServer, Service, Transport,
-    MAX_WORKERS,
+    shortest_timeout_ms, Announce, Config, HealthKind, IoBackend, Mode, Problem, RealServer, Service,
+    Transport, MAX_WORKERS,
 };
 
 /// Applies the rules, adding to the problems found so far.
@@ -87,6 +87,7 @@ impl<'a> Rules<'a> {
             .min(MAX_WORKERS);
         }
         self.announce(c);
+        self.xdp_fast_path(c);
         self.sync(c);
         if c.services.is_empty() {
             self.error(
@@ -193,6 +194,19 @@ impl<'a> Rules<'a> {
                     "only meaningful with announce: route (announce is {})",
                     c.announce.as_str()
                 ),
+            );
+        }
+    }
+
+    /// `xdp_fast_path` lives in the XDP program: refused with
+    /// `io: af_packet`, which has none (with `auto`, the director says at
+    /// start when it ends up without AF_XDP).
+    fn xdp_fast_path(&mut self, c: &Config) {
+        if c.xdp_fast_path && c.io == IoBackend::AfPacket && !self.bad.contains("io") {
+            self.error(
+                self.places.line("xdp_fast_path"),
+                "xdp_fast_path",
+                "only meaningful with io: af_xdp or auto (io is af_packet)",
             );
         }
     }

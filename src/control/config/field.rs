@@ -474,6 +474,11 @@ pub(super) fn answer_ping<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Er
     Ok(Option::<bool>::deserialize(d)?.unwrap_or(true))
 }
 
+/// A flag that is off unless the file says `true`.
+pub(super) fn off_by_default<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
+}
+
 /// `route_table`: a kernel table id, not one of the kernel's own (0
 /// unspecified, 253 default, 254 main, 255 local).
 pub(super) fn route_table<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {

@@ -104,6 +104,7 @@ fn contract_example_parses() {
         on_server_down: OnServerDown::Reschedule,
         answer_ping: true,
         io: IoBackend::Auto,
+        xdp_fast_path: false,
         cpus: vec![],
         announce: Announce::Arp,
         route_table: None,
@@ -150,6 +151,25 @@ fn defaults() {
 
 /// `announce`: arp, none and route are taken (any case); route needs
 /// `route_table`, which is checked and means nothing without route.
+/// `xdp_fast_path`: off by default, on with AF_XDP or auto, refused with
+/// AF_PACKET (naming its line), a non-boolean refused.
+#[test]
+fn xdp_fast_path_flag() {
+    let render = |text: &str| Config::from_str(text, "t.yaml").unwrap_err().to_string();
+    assert!(!ok(BASE).xdp_fast_path);
+    assert!(ok(&format!("xdp_fast_path: true\nio: af_xdp\n{BASE}")).xdp_fast_path);
+    assert!(ok(&format!("xdp_fast_path: true\n{BASE}")).xdp_fast_path);
+    assert!(!ok(&format!("xdp_fast_path: false\nio: af_packet\n{BASE}")).xdp_fast_path);
+    assert_eq!(
+        render(&format!("io: af_packet\nxdp_fast_path: true\n{BASE}")),
+        "t.yaml:2: xdp_fast_path: only meaningful with io: af_xdp or auto (io is af_packet)"
+    );
+    assert_eq!(
+        render(&format!("xdp_fast_path: yes please\n{BASE}")),
+        "t.yaml:1: xdp_fast_path: expected true or false, got `yes please`"
+    );
+}
+
 #[test]
 fn announce_modes() {
     assert_eq!(ok(&format!("announce: arp\n{BASE}")).announce, Announce::Arp);

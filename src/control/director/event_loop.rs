@@ -197,6 +197,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
             success_unix: super::unix_now(),
         },
         xdp,
+        fast_flush_pending: None,
         cache: MaglevCache::default(),
         digests: HashMap::new(),
         baseline: HashMap::new(),
@@ -335,6 +336,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
             if d.dirty {
                 d.publish();
             }
+            d.fast_path_settle();
         }
         if last_rates.elapsed() >= Duration::from_secs(1) {
             last_rates = Instant::now();

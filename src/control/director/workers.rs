@@ -57,7 +57,8 @@ fn open_xdp(
         )));
     }
     let prog = Arc::new(
-        XdpRedirect::load(ifinfo.index, queues, ifinfo.ipv4).map_err(|e| DirectorError::Other(e.into()))?,
+        XdpRedirect::load(ifinfo.index, queues, ifinfo.ipv4, cfg.xdp_fast_path)
+            .map_err(|e| DirectorError::Other(e.into()))?,
     );
     let mut devs = Vec::with_capacity(q);
     for queue in 0..queues {
@@ -121,7 +122,12 @@ pub(super) fn spawn_workers(
                 _ => "it is configured",
             };
             info!(
-                "io: af_xdp ({how}, partial checksums completed in userspace) with {} worker(s), one per RX queue; io {} chose it because {why}",
+                "io: af_xdp ({how}, partial checksums completed in userspace{}) with {} worker(s), one per RX queue; io {} chose it because {why}",
+                if prog.fast_path() {
+                    ", XDP fast path for established DR flows"
+                } else {
+                    ""
+                },
                 devs.len(),
                 cfg.io.as_str()
             );
@@ -153,6 +159,9 @@ pub(super) fn spawn_workers(
                 packet_ring::describe(rx),
                 cfg.io.as_str()
             );
+            if cfg.xdp_fast_path {
+                warn!("xdp_fast_path: true has no effect on AF_PACKET: every frame goes through the workers");
+            }
             let (stats, handles, links) = start_workers(cfg, devs, shared, dead)?;
             Ok(Workers {
                 stats,

@@ -22,8 +22,10 @@ use crate::io::{Action, BatchStats, Frame, RxMeta, TxArena, VnetHdr};
 // ---------------------------------------------------------------- bpf(2)
 
 const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_LINK_CREATE: libc::c_long = 28;
@@ -66,6 +68,11 @@ impl Insn {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapKind {
     Hash = 1,
+    /// One value per possible CPU per key (the XDP fast path's counters).
+    PerCpuArray = 6,
+    /// A hash that evicts its least recently used entry when full (the XDP
+    /// fast path's flows: a full map never refuses an install).
+    LruHash = 9,
     XskMap = 17,
 }
 
@@ -271,6 +278,112 @@ impl BpfMap {
     }
 }
 
+impl BpfMap {
+    /// Copy the value of `key` into `value` (for a per-CPU map: one value
+    /// per possible CPU, each rounded up to 8 bytes); `Ok(false)` when the
+    /// key is not there.
+    ///
+    /// # Errors
+    /// Anything but "no such key".
+    ///
+    /// # Panics
+    /// If `key` is not of the map's key size or `value` is shorter than one
+    /// value.
+    pub fn lookup(&self, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+        assert!(key.len() == self.key_size && value.len() >= self.value_size);
+        let mut attr = MapElemAttr {
+            map_fd: self.fd.0 as u32,
+            key: key.as_ptr() as u64,
+            value: value.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        // SAFETY: key points at key_size bytes; value at a writable buffer
+        // the caller sized for the map (a per-CPU map writes one value per
+        // possible CPU: see [`possible_cpus`]); both alive for the call.
+        match unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) } {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The key after `key` in the map's own order (the first one when `key`
+    /// is `None`) into `next`; `Ok(false)` at the end.
+    ///
+    /// # Errors
+    /// Anything but "no more keys".
+    ///
+    /// # Panics
+    /// If `key` or `next` is not of the map's key size.
+    pub fn next_key(&self, key: Option<&[u8]>, next: &mut [u8]) -> io::Result<bool> {
+        assert!(next.len() == self.key_size && key.is_none_or(|k| k.len() == self.key_size));
+        let mut attr = MapElemAttr {
+            map_fd: self.fd.0 as u32,
+            key: key.map_or(0, |k| k.as_ptr() as u64),
+            // `next_key` shares the field of `value` in the kernel's union.
+            value: next.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        // SAFETY: key is null or points at key_size bytes; next at key_size
+        // writable bytes; both alive for the call.
+        match unsafe { bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) } {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Remove every entry. Not atomic: entries the program adds meanwhile
+    /// may stay (here only user space adds entries).
+    ///
+    /// # Errors
+    /// A delete failed for another reason than "already gone".
+    pub fn clear(&self) -> io::Result<usize> {
+        let mut key = vec![0u8; self.key_size];
+        let mut n = 0;
+        // Always ask for the first key: the one just deleted cannot be the
+        // cursor (the kernel would restart from the first anyway).
+        while self.next_key(None, &mut key)? {
+            if self.delete(&key)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Number of possible CPUs: a per-CPU map's lookup writes one value for
+/// each (`/sys/devices/system/cpu/possible`, e.g. "0-63").
+///
+/// # Errors
+/// The file is unreadable or not a list of ranges.
+pub fn possible_cpus() -> io::Result<usize> {
+    let t = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    parse_cpu_list(t.trim())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("cpu list {t:?}")))
+}
+
+/// The highest CPU of a list like "0-3,8,10-11", plus one.
+fn parse_cpu_list(t: &str) -> Option<usize> {
+    let mut top = 0usize;
+    for part in t.split(',') {
+        let last = part.rsplit('-').next()?;
+        top = top.max(last.parse::<usize>().ok()? + 1);
+    }
+    Some(top)
+}
+
 impl AsRawFd for BpfMap {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.0
@@ -354,6 +467,28 @@ pub fn test_run_xdp(prog: &Fd, frame: &[u8]) -> io::Result<u32> {
     Ok(attr.retval)
 }
 
+/// [`test_run_xdp`] that also returns the frame as the program left it.
+///
+/// # Errors
+/// As [`test_run_xdp`].
+pub fn test_run_xdp_out(prog: &Fd, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+    let mut out = vec![0u8; frame.len() + 512];
+    let mut attr = TestRunAttr {
+        prog_fd: prog.0 as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        data_size_out: out.len() as u32,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ..Default::default()
+    };
+    // SAFETY: data_in points at data_size_in readable bytes and data_out at
+    // data_size_out writable ones, both alive for the call.
+    unsafe { bpf(BPF_PROG_TEST_RUN, &mut attr)? };
+    out.truncate(attr.data_size_out as usize);
+    Ok((attr.retval, out))
+}
+
 /// Attach `prog` to interface `ifindex` through a BPF link: the driver's
 /// hook first, the generic one when the driver has none (and `allow_generic`;
 /// device-bound programs cannot run there). The program stays attached
@@ -411,6 +546,17 @@ pub fn attach_xdp(prog: &Fd, ifindex: i32, allow_generic: bool) -> Result<(Fd, X
 pub fn unshare_net_for_test() -> io::Result<()> {
     // SAFETY: unshare(2) with a constant flag and no pointers.
     cvt(unsafe { libc::unshare(libc::CLONE_NEWNET) }).map(|_| ())
+}
+
+#[cfg(test)]
+mod map_tests {
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(super::parse_cpu_list("0-1"), Some(2));
+        assert_eq!(super::parse_cpu_list("0"), Some(1));
+        assert_eq!(super::parse_cpu_list("0-3,8,10-11"), Some(12));
+        assert_eq!(super::parse_cpu_list("x"), None);
+    }
 }
 
 // ---------------------------------------------------------------- AF_XDP socket
