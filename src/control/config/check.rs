@@ -204,7 +204,7 @@ impl<'a> Rules<'a> {
     fn xdp_fast_path(&mut self, c: &Config) {
         if c.xdp_fast_path && c.io == IoBackend::AfPacket && !self.bad.contains("io") {
             self.error(
-                self.places.line("xdp_fast_path"),
+                self.places.get().line("xdp_fast_path"),
                 "xdp_fast_path",
                 "only meaningful with io: af_xdp or auto (io is af_packet)",
             );
