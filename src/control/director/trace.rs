@@ -78,26 +78,7 @@ impl Director {
         let table = self.shared.table.load_full();
         let mut t = blank(protocol, c.to_string(), v.to_string(), self.stats.len());
         let Some(si) = table.find_service(key.dst, proto, key.dport) else {
-            let reason = if table.is_vip(key.dst) {
-                Reason::NoService
-            } else {
-                Reason::NotVip
-            };
-            t.action = match reason {
-                Reason::NoService => format!(
-                    "drop: {} is a VIP, but no service takes {} port {} (counter {})",
-                    v.ip(),
-                    t.protocol,
-                    v.port(),
-                    reason.name()
-                ),
-                _ => format!(
-                    "not for the data path: {} is no VIP of this director (counter {}; the host's stack gets it)",
-                    v.ip(),
-                    reason.name()
-                ),
-            };
-            t.drop_counter = Some(reason.name().into());
+            not_served(&mut t, table.is_vip(key.dst), IpAddr::from(*v.ip()), v.port());
             return Ok(t);
         };
         let svc = &table.services[si];
@@ -109,11 +90,7 @@ impl Director {
         t.service = Some(cfg_svc.map_or_else(|| "?".into(), |s| s.name.clone()));
         t.mode = Some(svc.mode.as_str().into());
         t.scheduler = cfg_svc.map(|s| s.scheduler.as_str().into());
-        let placement = if self.xdp.is_some() {
-            Placement::RxQueue
-        } else {
-            Placement::Fanout
-        };
+        let placement = self.placement();
         t.worker = worker_for(&key, self.stats.len(), placement);
 
         // The entry of exactly this tuple, from every worker.
@@ -148,16 +125,7 @@ impl Director {
 
         let hash = svc.hash(&key);
         let pick = svc.pick(hash);
-        t.hash_on = Some(
-            if svc.client_affinity {
-                "client address"
-            } else {
-                "5-tuple"
-            }
-            .into(),
-        );
-        t.slot = Some((hash % svc.maglev.len().max(1) as u64) as u32);
-        t.table_size = Some(svc.maglev.len() as u32);
+        slot_fields(&mut t, svc.client_affinity, hash, svc.maglev.len());
         t.slot_server = pick.map(|(id, _)| self.endpoint(&table, id));
 
         // The entry the receiving worker holds (else any: a synced copy).
@@ -166,22 +134,12 @@ impl Director {
             .find(|(w, _)| Some(*w) == t.worker)
             .or(found.first())
             .map(|(_, id)| *id);
-        let chosen = match entry {
-            Some(id) => {
-                let b = table.backend(id);
-                if b.state.keeps_flows(table.reschedule_on_down) && b.mac.is_some() {
-                    Some((id, "flow"))
-                } else {
-                    pick.map(|(nid, _)| (nid, "rescheduled"))
-                }
-            }
-            None => pick.map(|(id, _)| (id, "maglev")),
-        };
+        let chosen = choose(&table, entry, pick.map(|(id, _)| id));
         let Some((id, by)) = chosen else {
-            t.drop_counter = Some(Reason::NoServer.name().into());
-            t.action = format!(
-                "drop: the service has no server that takes new flows (counter {})",
-                Reason::NoServer.name()
+            dropped(
+                &mut t,
+                Reason::NoServer,
+                "the service has no server that takes new flows",
             );
             return Ok(t);
         };
@@ -189,10 +147,10 @@ impl Director {
         t.chosen_by = Some(by.into());
         t.server = Some(self.server_of(&table, id, &b));
         let Some(mac) = b.mac else {
-            t.drop_counter = Some(Reason::ServerMacUnknown.name().into());
-            t.action = format!(
-                "drop: the server's MAC is not resolved (counter {})",
-                Reason::ServerMacUnknown.name()
+            dropped(
+                &mut t,
+                Reason::ServerMacUnknown,
+                "the server's MAC is not resolved",
             );
             return Ok(t);
         };
@@ -220,26 +178,7 @@ impl Director {
         let table = self.shared.table.load_full();
         let mut t = blank(protocol, c.to_string(), v.to_string(), self.stats.len());
         let Some(si) = table.find_service6(key.dst, proto, key.dport) else {
-            let reason = if table.is_vip6(key.dst) {
-                Reason::NoService
-            } else {
-                Reason::NotVip
-            };
-            t.action = match reason {
-                Reason::NoService => format!(
-                    "drop: {} is a VIP, but no service takes {} port {} (counter {})",
-                    v.ip(),
-                    t.protocol,
-                    v.port(),
-                    reason.name()
-                ),
-                _ => format!(
-                    "not for the data path: {} is no VIP of this director (counter {}; the host's stack gets it)",
-                    v.ip(),
-                    reason.name()
-                ),
-            };
-            t.drop_counter = Some(reason.name().into());
+            not_served(&mut t, table.is_vip6(key.dst), IpAddr::from(*v.ip()), v.port());
             return t;
         };
         let svc = &table.services6[si];
@@ -249,11 +188,7 @@ impl Director {
         t.service = Some(cfg_svc.map_or_else(|| "?".into(), |s| s.name.clone()));
         t.mode = Some(svc.mode.as_str().into());
         t.scheduler = cfg_svc.map(|s| s.scheduler.as_str().into());
-        let placement = if self.xdp.is_some() {
-            Placement::RxQueue
-        } else {
-            Placement::Fanout
-        };
+        let placement = self.placement();
         t.worker = worker_for6(&key, self.stats.len(), placement);
 
         let ask = Ask::V6(
@@ -286,16 +221,7 @@ impl Director {
 
         let hash = svc.hash(&key);
         let pick = svc.pick(hash);
-        t.hash_on = Some(
-            if svc.client_affinity {
-                "client address"
-            } else {
-                "5-tuple"
-            }
-            .into(),
-        );
-        t.slot = Some((hash % svc.maglev.len().max(1) as u64) as u32);
-        t.table_size = Some(svc.maglev.len() as u32);
+        slot_fields(&mut t, svc.client_affinity, hash, svc.maglev.len());
         t.slot_server = pick.map(|id| self.endpoint(&table, id));
 
         let entry = found
@@ -303,22 +229,12 @@ impl Director {
             .find(|(w, _)| Some(*w) == t.worker)
             .or(found.first())
             .map(|(_, id)| *id);
-        let chosen = match entry {
-            Some(id) => {
-                let b = table.backend(id);
-                if b.state.keeps_flows(table.reschedule_on_down) && b.mac.is_some() {
-                    Some((id, "flow"))
-                } else {
-                    pick.map(|nid| (nid, "rescheduled"))
-                }
-            }
-            None => pick.map(|id| (id, "maglev")),
-        };
+        let chosen = choose(&table, entry, pick);
         let Some((id, by)) = chosen else {
-            t.drop_counter = Some(Reason::NoServer.name().into());
-            t.action = format!(
-                "drop: the service has no server that takes new flows (counter {})",
-                Reason::NoServer.name()
+            dropped(
+                &mut t,
+                Reason::NoServer,
+                "the service has no server that takes new flows",
             );
             return t;
         };
@@ -326,18 +242,18 @@ impl Director {
         t.chosen_by = Some(by.into());
         t.server = Some(self.server_of(&table, id, &b));
         let Some(mac) = b.mac else {
-            t.drop_counter = Some(Reason::ServerMacUnknown.name().into());
-            t.action = format!(
-                "drop: the server's MAC is not resolved (counter {})",
-                Reason::ServerMacUnknown.name()
+            dropped(
+                &mut t,
+                Reason::ServerMacUnknown,
+                "the server's MAC is not resolved",
             );
             return t;
         };
         if svc.mode == Mode::Tun && table.director_ip6 == 0 {
-            t.drop_counter = Some(Reason::NextHopUnknown.name().into());
-            t.action = format!(
-                "drop: TUN needs an IPv6 address of the director's as the outer source, and it has none (counter {})",
-                Reason::NextHopUnknown.name()
+            dropped(
+                &mut t,
+                Reason::NextHopUnknown,
+                "TUN needs an IPv6 address of the director's as the outer source, and it has none",
             );
             return t;
         }
@@ -348,6 +264,16 @@ impl Director {
                 .push_str(" (its flow's server may not keep it: counter rescheduled)");
         }
         t
+    }
+
+    /// How frames reach workers: by RX queue under AF_XDP, by the fanout
+    /// program under AF_PACKET.
+    fn placement(&self) -> Placement {
+        if self.xdp.is_some() {
+            Placement::RxQueue
+        } else {
+            Placement::Fanout
+        }
     }
 
     /// A backend id as the operator knows it (`IP` or `IP:PORT`).
@@ -377,6 +303,65 @@ impl Director {
             mac: b.mac.map(|m| fmt_mac(&m)),
             health_reason: self.health_reasons.get(&id).cloned(),
         }
+    }
+}
+
+/// A tuple no service takes: a VIP without this port and protocol is a
+/// drop; an address that is no VIP goes to the host's stack.
+fn not_served(t: &mut Trace, is_vip: bool, ip: IpAddr, port: u16) {
+    let reason = if is_vip { Reason::NoService } else { Reason::NotVip };
+    t.action = match reason {
+        Reason::NoService => format!(
+            "drop: {ip} is a VIP, but no service takes {} port {port} (counter {})",
+            t.protocol,
+            reason.name()
+        ),
+        _ => format!(
+            "not for the data path: {ip} is no VIP of this director (counter {}; the host's stack gets it)",
+            reason.name()
+        ),
+    };
+    t.drop_counter = Some(reason.name().into());
+}
+
+/// A drop the worker counts under `reason`, with why.
+fn dropped(t: &mut Trace, reason: Reason, why: &str) {
+    t.drop_counter = Some(reason.name().into());
+    t.action = format!("drop: {why} (counter {})", reason.name());
+}
+
+/// What the Maglev hash is taken over and which slot it falls in.
+fn slot_fields(t: &mut Trace, client_affinity: bool, hash: u64, table_len: usize) {
+    t.hash_on = Some(
+        if client_affinity {
+            "client address"
+        } else {
+            "5-tuple"
+        }
+        .into(),
+    );
+    t.slot = Some((hash % table_len.max(1) as u64) as u32);
+    t.table_size = Some(table_len as u32);
+}
+
+/// The worker's choice: the flow's own server while it keeps flows and
+/// its MAC is known (else the Maglev pick, "rescheduled"), or the pick
+/// for a new flow.
+fn choose(
+    table: &FwdTable,
+    entry: Option<BackendId>,
+    pick: Option<BackendId>,
+) -> Option<(BackendId, &'static str)> {
+    match entry {
+        Some(id) => {
+            let b = table.backend(id);
+            if b.state.keeps_flows(table.reschedule_on_down) && b.mac.is_some() {
+                Some((id, "flow"))
+            } else {
+                pick.map(|nid| (nid, "rescheduled"))
+            }
+        }
+        None => pick.map(|id| (id, "maglev")),
     }
 }
 
