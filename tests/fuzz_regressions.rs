@@ -47,3 +47,20 @@ fn ctl_request_unknown_verb_reason_stays_on_one_line() {
     assert!(why.starts_with("bad request: unknown variant"), "{why}");
     assert!(!why.contains('\n'), "a refusal spans lines: {why:?}");
 }
+
+/// `keepalived`: `virtual_server 2001:db8:: 810` was imported as
+/// `vip: 2001:db8::`, a plain YAML scalar ending in `:` that reads as a
+/// mapping key, so the printed config did not pass `--check` (found by the
+/// target in CI). IPv6 addresses are quoted now.
+#[test]
+fn keepalived_ipv6_vip_ending_in_colons_imports_to_a_valid_config() {
+    use ulvs::control::config::Config;
+    use ulvs::control::import::keepalived::{import_text, Options};
+    let input = regression("keepalived-ipv6-vip-ending-in-colons.conf");
+    let text = String::from_utf8_lossy(&input);
+    let i = import_text(&text, "fuzz.conf", &Options::default());
+    assert!(i.services > 0);
+    assert!(i.yaml.contains("vip: \"2001:db8::\""), "{}", i.yaml);
+    let c = Config::from_str(&i.yaml, "imported.yaml").unwrap_or_else(|e| panic!("{e}\n---\n{}", i.yaml));
+    assert_eq!(c.services.len(), i.services);
+}

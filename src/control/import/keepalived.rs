@@ -739,6 +739,16 @@ fn yaml_str(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialize")
 }
 
+/// An address as a YAML value: IPv6 quoted, since a plain scalar ending in
+/// `:` (`2001:db8::`) reads as a mapping key (found by the keepalived fuzz
+/// target); IPv4 as it is.
+fn yaml_ip(a: IpAddr) -> String {
+    match a {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(_) => yaml_str(&a.to_string()),
+    }
+}
+
 fn render(y: &mut String, s: &Service) {
     let _ = writeln!(
         y,
@@ -751,7 +761,7 @@ fn render(y: &mut String, s: &Service) {
         let _ = writeln!(y, "  # {}", comment(c));
     }
     let _ = writeln!(y, "  - name: {}", s.name());
-    let _ = writeln!(y, "    vip: {}", s.vip);
+    let _ = writeln!(y, "    vip: {}", yaml_ip(s.vip));
     let _ = writeln!(y, "    port: {}", s.port);
     let _ = writeln!(y, "    protocol: {}", if s.udp { "udp" } else { "tcp" });
     let _ = writeln!(y, "    mode: {}", s.mode);
@@ -797,7 +807,7 @@ fn render(y: &mut String, s: &Service) {
                 let _ = writeln!(y, "      - address: {}", yaml_str(&a));
             }
             _ => {
-                let _ = writeln!(y, "      - address: {}", r.addr);
+                let _ = writeln!(y, "      - address: {}", yaml_ip(r.addr));
             }
         }
         let _ = writeln!(y, "        weight: {}", r.weight);
