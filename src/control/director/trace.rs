@@ -18,7 +18,7 @@ use crate::control::trace::{Trace, TraceFlow, TraceServer};
 use crate::dataplane::classify::Reason;
 use crate::dataplane::dump::{ClientFilter, DumpFilter};
 use crate::dataplane::synclink::{worker_for, worker_for6, Placement};
-use crate::fwd::flow::{FlowKey, FlowKey6};
+use crate::fwd::flow::{FlowKey, FlowKey6, FlowState};
 use crate::fwd::table::{BackendFwd, BackendId, FwdTable, Mode, ServiceFwd, ServiceFwd6};
 use crate::wire::ethernet::fmt_mac;
 
@@ -108,20 +108,13 @@ impl Director {
             ANSWER_WAIT,
         );
         t.workers_answered = copies.per_worker.iter().filter(|c| c.is_some()).count();
-        let mut found = Vec::new();
-        let peers = self.sync_peers();
-        for (w, copy) in copies.per_worker.iter().enumerate() {
-            for f in copy.iter().flatten().filter(|f| f.key == key) {
-                found.push((w, f.backend));
-                t.flows.push(TraceFlow {
-                    worker: w,
-                    state: state_name(f.state).into(),
-                    expires_in: u64::from(f.expires_in_ms).div_ceil(1000),
-                    origin: origin_name(f.origin, &peers),
-                    server: self.endpoint(&table, f.backend),
-                });
-            }
-        }
+        let rows = copies.per_worker.iter().enumerate().flat_map(|(w, c)| {
+            c.iter()
+                .flatten()
+                .filter(|f| f.key == key)
+                .map(move |f| (w, f.state, f.expires_in_ms, f.origin, f.backend))
+        });
+        let found = self.record_flows(&mut t, &table, rows);
 
         let hash = svc.hash(&key);
         let pick = svc.pick(hash);
@@ -204,20 +197,13 @@ impl Director {
         );
         let copies = collect_ask(&self.stats, ask, ANSWER_WAIT);
         t.workers_answered = copies.per_worker6.iter().filter(|c| c.is_some()).count();
-        let mut found = Vec::new();
-        let peers = self.sync_peers();
-        for (w, copy) in copies.per_worker6.iter().enumerate() {
-            for f in copy.iter().flatten().filter(|f| f.key == key) {
-                found.push((w, f.backend));
-                t.flows.push(TraceFlow {
-                    worker: w,
-                    state: state_name(f.state).into(),
-                    expires_in: u64::from(f.expires_in_ms).div_ceil(1000),
-                    origin: origin_name(f.origin, &peers),
-                    server: self.endpoint(&table, f.backend),
-                });
-            }
-        }
+        let rows = copies.per_worker6.iter().enumerate().flat_map(|(w, c)| {
+            c.iter()
+                .flatten()
+                .filter(|f| f.key == key)
+                .map(move |f| (w, f.state, f.expires_in_ms, f.origin, f.backend))
+        });
+        let found = self.record_flows(&mut t, &table, rows);
 
         let hash = svc.hash(&key);
         let pick = svc.pick(hash);
@@ -274,6 +260,29 @@ impl Director {
         } else {
             Placement::Fanout
         }
+    }
+
+    /// The workers' copies of the traced tuple (worker, state, expiry in
+    /// ms, origin, server) into the trace; returns (worker, server) of each.
+    fn record_flows(
+        &self,
+        t: &mut Trace,
+        table: &FwdTable,
+        rows: impl Iterator<Item = (usize, FlowState, u32, u8, BackendId)>,
+    ) -> Vec<(usize, BackendId)> {
+        let peers = self.sync_peers();
+        let mut found = Vec::new();
+        for (w, state, expires_in_ms, origin, backend) in rows {
+            found.push((w, backend));
+            t.flows.push(TraceFlow {
+                worker: w,
+                state: state_name(state).into(),
+                expires_in: u64::from(expires_in_ms).div_ceil(1000),
+                origin: origin_name(origin, &peers),
+                server: self.endpoint(table, backend),
+            });
+        }
+        found
     }
 
     /// A backend id as the operator knows it (`IP` or `IP:PORT`).
