@@ -38,6 +38,18 @@ pub const BATCH: usize = 64;
 /// (idle time is free; a 1M-flow table is 131072 buckets).
 pub const SWEEP_BUCKETS_BUSY: usize = 16;
 pub const SWEEP_BUCKETS_IDLE: usize = 1024;
+/// How long [`Worker::run`] blocks waiting for frames: [`WAIT_MS`] while
+/// frames came within the last [`QUIET_AFTER_MS`] or the worker has work
+/// asked of it (a flow dump, a sync walk, synced flows to take), else
+/// [`QUIET_WAIT_MS`]. An idle director wakes only to sweep and beat its
+/// heartbeat; the XDP fast path leaves a worker idle under load too, and
+/// every wake-up costs CPU (issue 14: CPU per frame at an equal load).
+/// [`QUIET_WAIT_MS`] stays well inside the watchdog's 1 s minimum stall
+/// (`control::watchdog`), the 2 s a flow dump or trace waits for its
+/// answer, and a stop's latency.
+pub const WAIT_MS: u32 = 100;
+pub const QUIET_WAIT_MS: u32 = 250;
+pub const QUIET_AFTER_MS: u64 = 1000;
 /// A SYN retransmitted this long after the first moves to the next server.
 pub const SYN_SECOND_CHANCE_MS: u32 = 500;
 /// Most SYN second chances one flow takes (and servers its walk remembers);
@@ -102,6 +114,10 @@ pub struct Worker<D: Device> {
     sync: Option<SyncSide>,
     /// The device's fast path, when it has one.
     fast: Option<Box<FastBatch>>,
+    /// When the last poll ran and when one last had frames (worker clock,
+    /// ms): what the idle sweep and the wait depend on.
+    last_poll_ms: u64,
+    last_frames_ms: u64,
 }
 
 /// What a batch hands to the device's fast path afterwards, and the flows
@@ -230,6 +246,8 @@ impl<D: Device> Worker<D> {
             ip_id: 1,
             sync: None,
             fast: None,
+            last_poll_ms: 0,
+            last_frames_ms: 0,
         }
         .with_fast_path()
     }
@@ -268,7 +286,8 @@ impl<D: Device> Worker<D> {
     pub fn run(&mut self) -> std::io::Result<()> {
         let mut last_ring_check = Instant::now();
         while !self.shared.stop.load(Ordering::Relaxed) {
-            self.dev.wait(100)?;
+            let timeout = wait_ms(now_ms(self.epoch), self.last_frames_ms, self.has_work());
+            self.dev.wait(timeout as i32)?;
             self.poll_once(now_ms(self.epoch))?;
             bump(&self.stats.heartbeat, 1);
             if last_ring_check.elapsed().as_millis() >= 500 {
@@ -340,10 +359,12 @@ impl<D: Device> Worker<D> {
         }
         let flows = &mut self.flows;
         let sweep = if st.received == 0 {
-            SWEEP_BUCKETS_IDLE
+            idle_sweep_buckets(now.saturating_sub(self.last_poll_ms))
         } else {
+            self.last_frames_ms = now;
             SWEEP_BUCKETS_BUSY
         };
+        self.last_poll_ms = now;
         if let Some(fb) = &mut self.fast {
             // After the batch's frames went out, so an install never
             // overtakes the frame that asked for it.
@@ -355,11 +376,15 @@ impl<D: Device> Worker<D> {
                 self.dev.fast_install(&fb.install[..fb.n_install]);
                 fb.n_install = 0;
             }
-            sweep_keeping_fast(flows, &mut self.dev, fb, &table, stats, now as u32, sweep);
-        } else {
+            if !flows.is_empty() {
+                sweep_keeping_fast(flows, &mut self.dev, fb, &table, stats, now as u32, sweep);
+            }
+        } else if !flows.is_empty() {
+            // An empty table has nothing to expire: the walk over its
+            // (131,072 for 1M flows) empty buckets is skipped.
             flows.sweep(now as u32, sweep, &mut |e| on_removed(stats, e));
         }
-        if v6 {
+        if v6 && !self.flows6.is_empty() {
             self.flows6
                 .sweep(now as u32, sweep, &mut |e| on_removed(stats, e));
         }
@@ -383,10 +408,46 @@ impl<D: Device> Worker<D> {
         Ok(st.received)
     }
 
+    /// Whether something asked of the worker waits for its next poll: a
+    /// flow dump, a sync walk under way or asked for, synced flows to take.
+    fn has_work(&self) -> bool {
+        !self.stats.dump.answered()
+            || self.sync.as_ref().is_some_and(|s| {
+                s.walk.is_some()
+                    || s.link.walk_asked.load(Ordering::Relaxed) != s.link.walk_done.load(Ordering::Relaxed)
+                    || !s.link.synced.is_empty()
+                    || !s.link.synced6.is_empty()
+            })
+    }
+
     /// Number of live flows (both families).
     pub fn flow_count(&self) -> usize {
         self.flows.len() + self.flows6.len()
     }
+}
+
+/// How long to block for frames at `now`, frames last seen at
+/// `last_frames` (see [`WAIT_MS`]).
+#[inline]
+fn wait_ms(now: u64, last_frames: u64, has_work: bool) -> u32 {
+    if has_work || now.saturating_sub(last_frames) < QUIET_AFTER_MS {
+        WAIT_MS
+    } else {
+        QUIET_WAIT_MS
+    }
+}
+
+/// Buckets an idle poll sweeps `elapsed` ms after the previous poll:
+/// [`SWEEP_BUCKETS_IDLE`] per [`WAIT_MS`], so that the table is swept at
+/// the same pace in buckets per second whether the worker wakes every
+/// [`WAIT_MS`] or every [`QUIET_WAIT_MS`] (flows expire as late as
+/// before, not later), and never less per poll than before; bounded, so
+/// that a worker that was not scheduled for a long time does not stall
+/// on one long sweep.
+#[inline]
+fn idle_sweep_buckets(elapsed: u64) -> usize {
+    let per = elapsed.clamp(u64::from(WAIT_MS), u64::from(QUIET_WAIT_MS));
+    SWEEP_BUCKETS_IDLE * per as usize / WAIT_MS as usize
 }
 
 /// A sweep step that asks the device before expiring a flow it may
@@ -1600,5 +1661,38 @@ fn handle(f: &mut Frame<'_>, arena: &mut TxArena, cx: &mut Ctx<'_>) -> Action {
             cx.stats.drop(reason);
             Action::Drop
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The worker blocks for [`WAIT_MS`] while frames came within
+    /// [`QUIET_AFTER_MS`] or work is asked of it, else for
+    /// [`QUIET_WAIT_MS`], which stays far below the watchdog's 1 s stall.
+    #[test]
+    fn waits_longer_only_when_quiet_and_unasked() {
+        assert_eq!(wait_ms(5_000, 5_000, false), WAIT_MS);
+        assert_eq!(wait_ms(5_000 + QUIET_AFTER_MS - 1, 5_000, false), WAIT_MS);
+        assert_eq!(wait_ms(5_000 + QUIET_AFTER_MS, 5_000, false), QUIET_WAIT_MS);
+        assert_eq!(wait_ms(60_000, 0, true), WAIT_MS, "a dump or walk waits");
+        const { assert!(QUIET_WAIT_MS > WAIT_MS && QUIET_WAIT_MS * 4 <= 1000) };
+    }
+
+    /// An idle poll sweeps [`SWEEP_BUCKETS_IDLE`] per [`WAIT_MS`] elapsed:
+    /// as many as before after a short wait, proportionally more after a
+    /// quiet one (the same buckets per second), bounded after a long gap.
+    #[test]
+    fn idle_sweep_keeps_its_pace_in_buckets_per_second() {
+        assert_eq!(idle_sweep_buckets(0), SWEEP_BUCKETS_IDLE);
+        assert_eq!(idle_sweep_buckets(u64::from(WAIT_MS)), SWEEP_BUCKETS_IDLE);
+        let quiet = idle_sweep_buckets(u64::from(QUIET_WAIT_MS));
+        assert_eq!(
+            quiet * WAIT_MS as usize,
+            SWEEP_BUCKETS_IDLE * QUIET_WAIT_MS as usize,
+            "buckets per second at the quiet wait"
+        );
+        assert_eq!(idle_sweep_buckets(3_600_000), quiet);
     }
 }

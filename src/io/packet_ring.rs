@@ -87,7 +87,7 @@ pub fn describe(rx: RxLayout) -> String {
         }
     }
 }
-use super::{Action, BatchStats, Device, Frame, TxArena};
+use super::{Action, BatchStats, Device, Frame, RxMeta, TxArena};
 
 /// Where a classic BPF load is relative to: the network header (`SKF_NET_OFF`).
 fn net(offset: i32) -> u32 {
@@ -266,6 +266,10 @@ impl Device for PacketDevice {
         f: F,
     ) -> io::Result<BatchStats> {
         self.ring.process_batch(max, f)
+    }
+
+    fn peek_batch<F: FnMut(&[u8], &RxMeta)>(&self, max: usize, f: F) {
+        self.ring.peek(max, f);
     }
 
     fn ring_drops(&mut self) -> u64 {

@@ -52,7 +52,7 @@ use std::sync::{Arc, Mutex};
 use super::bpf::{self, Branch};
 use super::sys::xdp::{self as sys, BpfMap, Insn, MapKind, XdpError, XdpMode, XskConfig, XskSocket};
 use super::sys::Fd;
-use super::{pkttype, Action, BatchStats, Device, FastFlow, Frame, TxArena};
+use super::{pkttype, Action, BatchStats, Device, FastFlow, Frame, RxMeta, TxArena};
 use crate::wire::ethernet::{self, EtherType};
 use crate::wire::ipv4::{self, Protocol};
 use crate::wire::{checksum, ipv6, tcp, udp};
@@ -1019,7 +1019,13 @@ fn pkttype_of(frame: &[u8], own: &[u8; 6]) -> u8 {
 #[inline]
 fn stripped_vlan(frame: &mut Frame<'_>) -> Option<u16> {
     let (buf, head, _) = frame.parts();
-    let m = buf.get(head.checked_sub(4)?..head)?;
+    vlan_in_meta(buf, head)
+}
+
+/// [`stripped_vlan`] of the frame at `head` in `chunk` (what a peek sees).
+#[inline]
+fn vlan_in_meta(chunk: &[u8], head: usize) -> Option<u16> {
+    let m = chunk.get(head.checked_sub(4)?..head)?;
     (u16::from_ne_bytes([m[0], m[1]]) == META_VLAN).then(|| u16::from_ne_bytes([m[2], m[3]]))
 }
 
@@ -1274,6 +1280,23 @@ impl Device for XdpDevice {
             }
             f(frame, arena)
         })
+    }
+
+    /// The frames as `process_batch` will hand them over, with the same
+    /// metadata (pkttype from the destination MAC, the stripped VLAN tag
+    /// from the XDP metadata); a partial checksum is not completed yet,
+    /// which changes no header a look-ahead reads.
+    fn peek_batch<F: FnMut(&[u8], &RxMeta)>(&self, max: usize, mut f: F) {
+        let mac = &self.mac;
+        self.sock.peek(max, |chunk, head, len| {
+            let d = &chunk[head..head + len];
+            let meta = RxMeta {
+                pkttype: pkttype_of(d, mac),
+                vlan_tci: vlan_in_meta(chunk, head),
+                truncated: false,
+            };
+            f(d, &meta);
+        });
     }
 
     fn ring_drops(&mut self) -> u64 {
@@ -1891,6 +1914,83 @@ mod tests {
         let before = f0.clone();
         assert!(!complete_partial_checksum(&mut f0));
         assert_eq!(f0, before);
+    }
+
+    /// The AF_XDP device's `peek_batch` shows the frames its next batch
+    /// takes, in order, with the same bytes and metadata, and takes none: a
+    /// second peek sees them again, the batch then delivers exactly them,
+    /// and nothing is left after it. Frames to the VIP sent into a veth of
+    /// a network namespace of the test's own reach the socket through the
+    /// program (needs root and `ip`; skipped otherwise).
+    #[test]
+    fn peek_batch_shows_the_next_batch_and_takes_nothing() {
+        let t = std::thread::spawn(|| {
+            if let Err(e) = sys::unshare_net_for_test() {
+                eprintln!("skipped: unshare(CLONE_NEWNET): {e}");
+                return;
+            }
+            let ip = |args: &[&str]| {
+                std::process::Command::new("ip")
+                    .args(args)
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !ip(&["link", "add", "xp0", "type", "veth", "peer", "name", "xp1"]) {
+                eprintln!("skipped: cannot create a veth with ip(8)");
+                return;
+            }
+            assert!(ip(&["link", "set", "xp0", "up"]) && ip(&["link", "set", "xp1", "up"]));
+            let rx = crate::io::sys::if_info("xp0").unwrap();
+            let txi = crate::io::sys::if_info("xp1").unwrap();
+            let vip = [198, 18, 100, 1];
+            let prog = Arc::new(
+                XdpRedirect::load(rx.index, 1, Some(0xc612_0002), false).unwrap_or_else(|e| panic!("{e}")),
+            );
+            prog.set_addresses(&[u32::from_be_bytes(vip)], &[]).unwrap();
+            let mut dev = XdpDevice::open(&prog, rx.index, 0, rx.mac).expect("AF_XDP socket on xp0");
+            let tx = crate::io::sys::RawSocket::new(txi.index, 0x0800).expect("packet socket on xp1");
+            // Mostly to the device's MAC, one to another host's (pkttype
+            // OTHERHOST); sizes and ports differ so order shows.
+            let frames: Vec<Vec<u8>> = (0..6u8)
+                .map(|i| {
+                    let dst = if i == 3 { [2, 0, 0xc6, 0x12, 9, 9] } else { rx.mac };
+                    PacketBuilder::new([198, 18, 1, 2 + i], vip)
+                        .macs(dst, txi.mac)
+                        .udp(40000 + u16::from(i), 53, &vec![i; 18 + 100 * usize::from(i)])
+                })
+                .collect();
+            for f in &frames {
+                tx.send(f).expect("send on xp1");
+            }
+            let peek = |dev: &XdpDevice, max: usize| {
+                let mut v: Vec<(Vec<u8>, RxMeta)> = Vec::new();
+                dev.peek_batch(max, |d, m| v.push((d.to_vec(), *m)));
+                v
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let mut seen = peek(&dev, 64);
+            while seen.len() < frames.len() && std::time::Instant::now() < deadline {
+                dev.wait(20).expect("wait");
+                seen = peek(&dev, 64);
+            }
+            let bytes: Vec<Vec<u8>> = seen.iter().map(|(d, _)| d.clone()).collect();
+            assert_eq!(bytes, frames, "the frames sent, in order");
+            let kinds: Vec<u8> = seen.iter().map(|(_, m)| m.pkttype).collect();
+            assert_eq!(kinds, [0, 0, 0, pkttype::OTHERHOST, 0, 0]);
+            assert_eq!(peek(&dev, 64), seen, "a second peek sees the same");
+            assert_eq!(peek(&dev, 2)[..], seen[..2], "at most max");
+            let mut taken: Vec<(Vec<u8>, RxMeta)> = Vec::new();
+            let st = dev
+                .process_batch(64, |f, _| {
+                    taken.push((f.data().to_vec(), f.meta));
+                    Action::Drop
+                })
+                .expect("batch");
+            assert_eq!(st.received, frames.len());
+            assert_eq!(taken, seen, "the batch delivers what the peek showed");
+            assert!(peek(&dev, 64).is_empty(), "nothing left");
+        });
+        t.join().unwrap();
     }
 
     /// The program as the director loads it, on a veth in a network

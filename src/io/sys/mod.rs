@@ -789,6 +789,114 @@ impl PacketRing {
         Ok(st)
     }
 
+    /// Show `f` the bytes and metadata of up to `max` frames (at most a
+    /// batch) that the next [`PacketRing::process_batch`] will take, in
+    /// order, without taking any: the cursor, the slots' and blocks'
+    /// status words and the socket are left as they are. It stops early at a
+    /// frame that is not in the ring (V2's `TP_STATUS_COPY`: queued whole on
+    /// the socket, readable only by taking it), so what it shows is always a
+    /// prefix of the next batch. Reads only; nothing is allocated.
+    pub fn peek<F: FnMut(&[u8], &RxMeta)>(&self, max: usize, mut f: F) {
+        let max = max.min(self.cfg.batch);
+        match self.cfg.rx {
+            RxLayout::V2 => {
+                let n_slots = self.cfg.frame_nr;
+                for k in 0..max {
+                    let i = (self.cursor + k) % n_slots;
+                    let status = self.status(i).load(Ordering::Acquire);
+                    if status & libc::TP_STATUS_USER == 0 || status & libc::TP_STATUS_COPY != 0 {
+                        return;
+                    }
+                    let base = self.slot(i);
+                    // SAFETY: the slot is ours (TP_STATUS_USER) until
+                    // process_batch hands it back; the header is at its start.
+                    let hdr = unsafe { &*(base as *const libc::tpacket2_hdr) };
+                    // SAFETY: sockaddr_ll follows the header inside the slot.
+                    let pkttype = unsafe { *base.add(SLL_OFFSET + 10) };
+                    let (mac, snap) = (hdr.tp_mac as usize, hdr.tp_snaplen as usize);
+                    if mac < DATA_OFFSET + VnetHdr::LEN || mac + snap > self.cfg.frame_size {
+                        continue; // receive_slots hands this one to no one either
+                    }
+                    let meta = RxMeta {
+                        pkttype,
+                        vlan_tci: (status & libc::TP_STATUS_VLAN_VALID != 0).then_some(hdr.tp_vlan_tci),
+                        truncated: snap < hdr.tp_len as usize,
+                    };
+                    // SAFETY: mac..mac + snap lies in the owned slot (checked);
+                    // only shared references to it exist while we hold `&self`.
+                    let d = unsafe { std::slice::from_raw_parts(base.add(mac), snap) };
+                    f(d, &meta);
+                }
+            }
+            RxLayout::V3 { .. } => self.peek_blocks(max, &mut f),
+        }
+    }
+
+    /// [`PacketRing::peek`] for TPACKET_V3: the walk of
+    /// [`PacketRing::receive_blocks`] on a copy of the cursor.
+    fn peek_blocks<F: FnMut(&[u8], &RxMeta)>(&self, max: usize, f: &mut F) {
+        const SLL3: usize = libc::TPACKET3_HDRLEN - std::mem::size_of::<libc::sockaddr_ll>();
+        let mut cur = self.blocks;
+        let mut seen = 0;
+        // Bounded by the ring: a block of no frames moves on without
+        // counting, so count the blocks opened too.
+        let mut opened = 0;
+        while seen < max {
+            if cur.left == 0 {
+                if opened == self.block_nr
+                    || self.block_status(cur.block).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0
+                {
+                    return;
+                }
+                opened += 1;
+                // SAFETY: the block is ours (TP_STATUS_USER) until handed
+                // back; its descriptor is at its start.
+                let desc = unsafe { &*(self.block(cur.block) as *const libc::tpacket_block_desc) };
+                // SAFETY: bh1 is the union's only member, what V3 writes.
+                let bh = unsafe { desc.hdr.bh1 };
+                cur.left = bh.num_pkts;
+                cur.next = bh.offset_to_first_pkt as usize;
+                if cur.left == 0 {
+                    cur.block = (cur.block + 1) % self.block_nr;
+                }
+                continue;
+            }
+            let off = cur.next;
+            if off < std::mem::size_of::<libc::tpacket_block_desc>()
+                || off + libc::TPACKET3_HDRLEN > self.block_size
+            {
+                cur.left = 1; // as receive_blocks: the rest of the block is lost
+            } else {
+                seen += 1;
+                // SAFETY: off..off + TPACKET3_HDRLEN lies in a block we own,
+                // and the kernel aligns every frame header.
+                let base = unsafe { self.block(cur.block).add(off) };
+                // SAFETY: as above; the header is at the frame's start.
+                let hdr = unsafe { &*(base as *const libc::tpacket3_hdr) };
+                // SAFETY: sockaddr_ll follows the header inside the block.
+                let pkttype = unsafe { *base.add(SLL3 + 10) };
+                let (mac, snap) = (hdr.tp_mac as usize, hdr.tp_snaplen as usize);
+                cur.next = off + hdr.tp_next_offset as usize;
+                if mac >= libc::TPACKET3_HDRLEN + VnetHdr::LEN && off + mac + snap <= self.block_size {
+                    let meta = RxMeta {
+                        pkttype,
+                        vlan_tci: (hdr.tp_status & libc::TP_STATUS_VLAN_VALID != 0)
+                            .then_some(hdr.hv1.tp_vlan_tci as u16),
+                        truncated: snap < hdr.tp_len as usize,
+                    };
+                    // SAFETY: the frame's bytes lie in the block we own
+                    // (checked); only shared references exist under `&self`.
+                    let d = unsafe { std::slice::from_raw_parts(base.add(mac), snap) };
+                    f(d, &meta);
+                }
+            }
+            cur.left -= 1;
+            if cur.left == 0 {
+                cur.block = (cur.block + 1) % self.block_nr;
+            }
+        }
+    }
+
     /// TPACKET_V2: hand up to `max` slots from the cursor on to `f`.
     fn receive_slots<F: FnMut(&mut Frame<'_>, &mut TxArena) -> Action>(
         &mut self,
@@ -1166,6 +1274,95 @@ mod tests {
             .chain((0..sizes.len()).map(|s| (s as u8 + 100, sizes[s], pkttype::HOST, true)))
             .collect();
         assert_eq!(seen, want, "{rx:?}");
+    }
+
+    /// `peek` shows the frames the next batch takes, in order, with the
+    /// same bytes and metadata, and takes none: a second peek sees them
+    /// again, the batch then delivers exactly them, and after it nothing is
+    /// left to peek. Runs on `lo` of a network namespace of its own (so no
+    /// other traffic interleaves); needs root (skipped, saying so,
+    /// without it).
+    fn ring_peek(rx: RxLayout) {
+        let t = std::thread::spawn(move || {
+            if let Err(e) = xdp::unshare_net_for_test() {
+                eprintln!("skipped: unshare(CLONE_NEWNET): {e}");
+                return;
+            }
+            let up = std::process::Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !up {
+                eprintln!("skipped: cannot bring lo up with ip(8)");
+                return;
+            }
+            let lo = if_info("lo").expect("lo");
+            let cfg = RingConfig {
+                rx,
+                ..RingConfig::default()
+            };
+            let mut ring = PacketRing::new(lo.index, cfg, &[]).expect("ring on lo");
+            let tx = RawSocket::new(lo.index, ETHERTYPE).expect("socket on lo");
+            let sizes = [60usize, 1400, 61, 200, 64, 999];
+            let frame = |seq: u8, size: usize| {
+                let mut f = vec![0u8; size];
+                f[..6].copy_from_slice(&[2, 0, 0, 0, 0, seq]);
+                f[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
+                f[14] = seq;
+                for (i, b) in f.iter_mut().enumerate().skip(15) {
+                    *b = (i as u8) ^ seq;
+                }
+                f
+            };
+            for (seq, &size) in sizes.iter().enumerate() {
+                tx.send(&frame(seq as u8, size)).expect("send on lo");
+            }
+            let peek = |ring: &PacketRing, max: usize| {
+                let mut v: Vec<(Vec<u8>, RxMeta)> = Vec::new();
+                ring.peek(max, |d, m| v.push((d.to_vec(), *m)));
+                v
+            };
+            // Peeking takes nothing, so it can wait for all of them.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let mut seen = peek(&ring, 64);
+            while seen.len() < sizes.len() && std::time::Instant::now() < deadline {
+                ring.wait(20).expect("wait");
+                seen = peek(&ring, 64);
+            }
+            let want: Vec<Vec<u8>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(s, &size)| frame(s as u8, size))
+                .collect();
+            let bytes: Vec<Vec<u8>> = seen.iter().map(|(d, _)| d.clone()).collect();
+            assert_eq!(bytes, want, "{rx:?}: the frames sent, in order");
+            assert_eq!(peek(&ring, 64), seen, "{rx:?}: a second peek sees the same");
+            assert_eq!(peek(&ring, 2)[..], seen[..2], "{rx:?}: at most max");
+            let mut taken: Vec<(Vec<u8>, RxMeta)> = Vec::new();
+            let st = ring
+                .process_batch(64, |f, _| {
+                    taken.push((f.data().to_vec(), f.meta));
+                    Action::Drop
+                })
+                .expect("batch");
+            assert_eq!(st.received, sizes.len(), "{rx:?}");
+            assert_eq!(taken, seen, "{rx:?}: the batch delivers what the peek showed");
+            assert!(peek(&ring, 64).is_empty(), "{rx:?}: nothing left");
+        });
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn v2_ring_peek_shows_the_next_batch_and_takes_nothing() {
+        ring_peek(RxLayout::V2);
+    }
+
+    #[test]
+    fn v3_ring_peek_shows_the_next_batch_and_takes_nothing() {
+        ring_peek(RxLayout::V3 {
+            block_size: V3_MIN_BLOCK,
+            timeout_ms: 1,
+        });
     }
 
     #[test]

@@ -992,6 +992,34 @@ impl XskSocket {
         true
     }
 
+    /// Show `f` each of (up to `max` of) the frames the next
+    /// [`XskSocket::process_batch`] will take, in order, as its chunk and
+    /// the frame's place in it (`chunk[head..head + len]`; the bytes before
+    /// `head` hold the XDP metadata), without taking any: the RX ring's
+    /// consumer index is not moved. Descriptors `process_batch` would skip
+    /// as insane are skipped here too. Reads only; nothing is allocated.
+    pub fn peek<F: FnMut(&[u8], usize, usize)>(&self, max: usize, mut f: F) {
+        let n = self.rx.ready().min(max.min(self.cfg.batch) as u32);
+        let cs = self.cfg.chunk_size as u64;
+        for k in 0..n {
+            // SAFETY: entries local..local+n were published by the kernel
+            // (producer loaded with Acquire in `ready`).
+            let d = unsafe { self.rx.desc_at(self.rx.local.wrapping_add(k)).read() };
+            let chunk = d.addr & !(cs - 1);
+            let head = (d.addr - chunk) as usize;
+            let len = d.len as usize;
+            if chunk >= self.umem.len as u64 || head < VnetHdr::LEN || head + len > cs as usize {
+                continue;
+            }
+            // SAFETY: the chunk came back on the RX ring and stays ours
+            // until process_batch puts it on the fill or TX ring; it lies
+            // inside the UMEM (checked). Only shared references to it exist
+            // while we hold `&self`.
+            let buf = unsafe { std::slice::from_raw_parts(self.umem.base.add(chunk as usize), cs as usize) };
+            f(buf, head, len);
+        }
+    }
+
     /// See [`crate::io::Device::process_batch`]. Frames come with a default
     /// (empty) vnet header and `pkttype` HOST; the caller knows better.
     /// Frames to transmit must carry complete checksums: AF_XDP has no
