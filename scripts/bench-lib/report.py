@@ -18,10 +18,12 @@ import subprocess
 import sys
 
 REFERENCE = "kernel-nft"
-PATH_ORDER = ["kernel-nft", "ulvs-af_packet", "ulvs-af_xdp", "ulvs-af_xdp-fast"]
-HTTP_ORDER = ["direct", "kernel-nft", "ulvs-af_packet", "ulvs-af_xdp", "ulvs-af_xdp-fast"]
-COLORS = {"direct": "#7f7f7f", "kernel-nft": "#4c72b0", "ulvs-af_packet": "#dd8452", "ulvs-af_xdp": "#55a868",
-          "ulvs-af_xdp-fast": "#8172b3"}
+# ulvs-af_packet-alt: a second AF_PACKET director with other settings
+# (scripts/bench --alt-env), measured in the same rounds for an A/B
+PATH_ORDER = ["kernel-nft", "ulvs-af_packet", "ulvs-af_packet-alt", "ulvs-af_xdp", "ulvs-af_xdp-fast"]
+HTTP_ORDER = ["direct", "kernel-nft", "ulvs-af_packet", "ulvs-af_packet-alt", "ulvs-af_xdp", "ulvs-af_xdp-fast"]
+COLORS = {"direct": "#7f7f7f", "kernel-nft": "#4c72b0", "ulvs-af_packet": "#dd8452", "ulvs-af_packet-alt": "#c44e52",
+          "ulvs-af_xdp": "#55a868", "ulvs-af_xdp-fast": "#8172b3"}
 # row labels; udp6: UDP over IPv6 to each box's IPv6 VIP
 PROTO_NAME = {"udp": "UDP", "tcp-syn": "SYN", "udp6": "UDP/IPv6"}
 DIRECTOR_COUNTERS = ["frames_seen", "forwarded", "ring_drops"]

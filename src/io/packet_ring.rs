@@ -13,6 +13,10 @@ use super::sys::{PacketRing, RingConfig, RxLayout, V3_MIN_BLOCK};
 pub const ENV_VERSION: &str = "ULVS_TPACKET_VERSION";
 pub const ENV_BLOCK_KB: &str = "ULVS_TPACKET_BLOCK_KB";
 pub const ENV_TIMEOUT_MS: &str = "ULVS_TPACKET_TIMEOUT_MS";
+/// Environment variable that sets the `SCHED_FIFO` priority an AF_PACKET
+/// worker thread takes while it has a backlog, 0 for never
+/// ([`worker_fifo`]).
+pub const ENV_WORKER_FIFO: &str = "ULVS_PACKET_WORKER_FIFO";
 /// TPACKET_V3 block size and retire timeout when the environment does not
 /// say. 128 KiB (the smallest that holds a super-frame) forwarded more at
 /// 64 B than 256 KiB in the benchmark (see the README).
@@ -62,6 +66,73 @@ pub fn rx_layout(get: impl Fn(&str) -> Option<String>) -> Result<RxLayout, Strin
         block_size: block_kb << 10,
         timeout_ms: timeout.map_or(V3_DEFAULT_TIMEOUT_MS, |t| t as u32),
     })
+}
+
+/// The `SCHED_FIFO` priority of the AF_PACKET worker threads under a
+/// backlog, from `ULVS_PACKET_WORKER_FIFO` as `get` (an environment lookup)
+/// finds it: 1 to 99, or 0 for the normal policy throughout. Unset, the
+/// default is priority [`DEFAULT_WORKER_FIFO`], taken only where the
+/// director may (`CAP_SYS_NICE`; without it a warning, and the normal
+/// policy); a priority that is set and cannot be taken stops the worker.
+///
+/// Why: on the CPU a worker shares with the interface's receive work (the
+/// NAPI thread or softirq that copies frames into the ring), the normal
+/// scheduler gives both equal time, and under a flood the kernel then
+/// spends most of it copying frames into a ring the worker cannot empty,
+/// only to drop them there (receive livelock). A worker that has a backlog
+/// (a batch came back full) becomes `SCHED_FIFO` and keeps the CPU until
+/// the ring is empty, so the receive work only fills what the worker will
+/// forward and further frames are dropped before they cost the box
+/// anything; before it sleeps in `poll` it goes back to the normal policy,
+/// so that at low rates a frame's wake-up does not preempt the receive
+/// work at once, frame by frame (measured: a worker that stayed real-time
+/// cost more CPU per frame at 50k frames/s; README, Benchmarks).
+///
+/// # Errors
+/// Not a whole number from 1 to 99, named with the variable.
+pub fn worker_fifo(get: impl Fn(&str) -> Option<String>) -> Result<WorkerFifo, String> {
+    let Some(v) = get(ENV_WORKER_FIFO) else {
+        return Ok(WorkerFifo::Default(DEFAULT_WORKER_FIFO));
+    };
+    match v.trim().parse::<i32>() {
+        Ok(0) => Ok(WorkerFifo::Off),
+        Ok(p) if (1..=99).contains(&p) => Ok(WorkerFifo::Set(p)),
+        _ => Err(format!(
+            "{ENV_WORKER_FIFO}={v:?}: expected a SCHED_FIFO priority, a whole number from 1 to 99, or 0 for none"
+        )),
+    }
+}
+
+/// The worker threads' `SCHED_FIFO` priority under a backlog.
+pub const DEFAULT_WORKER_FIFO: i32 = 1;
+
+/// What [`worker_fifo`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerFifo {
+    /// `ULVS_PACKET_WORKER_FIFO=0`: the normal policy throughout.
+    Off,
+    /// Unset: this priority where the director may take it.
+    Default(i32),
+    /// Set: this priority, or the worker stops.
+    Set(i32),
+}
+
+impl WorkerFifo {
+    /// For the start-up log line.
+    pub fn describe(self) -> String {
+        match self {
+            WorkerFifo::Off => "normal scheduling".to_string(),
+            WorkerFifo::Default(p) | WorkerFifo::Set(p) => format!("SCHED_FIFO {p} under a backlog"),
+        }
+    }
+}
+
+/// [`worker_fifo`] from the process environment.
+///
+/// # Errors
+/// See [`worker_fifo`].
+pub fn worker_fifo_from_env() -> Result<WorkerFifo, String> {
+    worker_fifo(|name| std::env::var(name).ok())
 }
 
 /// [`rx_layout`] from the process environment.
@@ -241,6 +312,14 @@ pub fn fanout_hash6(src: u128, dst: u128) -> u32 {
 /// A worker's AF_PACKET device.
 pub struct PacketDevice {
     ring: PacketRing,
+    /// The `SCHED_FIFO` priority its worker thread takes while it has a
+    /// backlog, and whether one that cannot be taken is an error (see
+    /// [`PacketDevice::with_fifo`]).
+    fifo: Option<i32>,
+    fifo_required: bool,
+    /// The policy the worker thread is under: `Some(true)` real-time,
+    /// `Some(false)` normal, `None` not checked yet (first `wait`).
+    realtime: Option<bool>,
 }
 
 impl PacketDevice {
@@ -251,12 +330,59 @@ impl PacketDevice {
     pub fn open(ifindex: i32, cfg: RingConfig) -> io::Result<Self> {
         Ok(PacketDevice {
             ring: PacketRing::new(ifindex, cfg, &fanout_program())?,
+            fifo: None,
+            fifo_required: false,
+            realtime: None,
         })
+    }
+
+    /// Let the thread that runs this device be `SCHED_FIFO` at `priority`
+    /// while it has a backlog ([`worker_fifo`]). The device is opened on
+    /// the director's main thread and then moved to its worker's, so the
+    /// worker thread's first [`Device::wait`] checks that it may (sets and
+    /// resets the policy once: a missing `CAP_SYS_NICE` stops the worker
+    /// at start, not at the first flood; the default priority that may
+    /// not be taken is given up with a warning instead).
+    #[must_use]
+    pub fn with_fifo(mut self, fifo: WorkerFifo) -> Self {
+        (self.fifo, self.fifo_required) = match fifo {
+            WorkerFifo::Off => (None, false),
+            WorkerFifo::Default(p) => (Some(p), false),
+            WorkerFifo::Set(p) => (Some(p), true),
+        };
+        self
     }
 }
 
 impl Device for PacketDevice {
     fn wait(&mut self, timeout_ms: i32) -> io::Result<()> {
+        if let Some(p) = self.fifo {
+            let named = |e: io::Error| {
+                io::Error::new(
+                    e.kind(),
+                    format!("{ENV_WORKER_FIFO}={p}: cannot switch the worker thread's scheduling policy: {e} (SCHED_FIFO needs CAP_SYS_NICE)"),
+                )
+            };
+            if self.realtime.is_none() {
+                match super::sys::set_fifo(p) {
+                    Ok(()) => self.realtime = Some(true),
+                    Err(e) if !self.fifo_required => {
+                        log::warn!(
+                            "AF_PACKET worker: cannot take SCHED_FIFO {p} under a backlog ({e}; needs CAP_SYS_NICE): \
+                             normal scheduling, which forwards less under a flood ({ENV_WORKER_FIFO}=0 says so quietly)"
+                        );
+                        self.fifo = None;
+                        return self.ring.wait(timeout_ms);
+                    }
+                    Err(e) => return Err(named(e)),
+                }
+            }
+            // About to sleep: back to the normal policy first.
+            if self.realtime == Some(true) && !self.ring.ready() {
+                super::sys::set_normal().map_err(named)?;
+                self.realtime = Some(false);
+            }
+        }
         self.ring.wait(timeout_ms)
     }
 
@@ -265,7 +391,20 @@ impl Device for PacketDevice {
         max: usize,
         f: F,
     ) -> io::Result<BatchStats> {
-        self.ring.process_batch(max, f)
+        let st = self.ring.process_batch(max, f)?;
+        if let Some(p) = self.fifo {
+            // A full batch: frames are waiting beyond it, a backlog.
+            if self.realtime == Some(false) && st.received >= max.min(self.ring.batch()) {
+                super::sys::set_fifo(p).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("{ENV_WORKER_FIFO}={p}: cannot make the worker thread SCHED_FIFO: {e}"),
+                    )
+                })?;
+                self.realtime = Some(true);
+            }
+        }
+        Ok(st)
     }
 
     fn peek_batch<F: FnMut(&[u8], &RxMeta)>(&self, max: usize, f: F) {
@@ -323,6 +462,78 @@ mod tests {
             let e = layout(vars).unwrap_err();
             assert!(e.starts_with(names), "{vars:?}: {e}");
         }
+    }
+
+    fn fifo(v: Option<&str>) -> Result<WorkerFifo, String> {
+        worker_fifo(|name| (name == ENV_WORKER_FIFO).then(|| v.map(str::to_string)).flatten())
+    }
+
+    /// Unset: the default priority (given up where not permitted); 0: the
+    /// normal policy; 1 to 99: that priority, required; anything else is
+    /// refused naming the variable.
+    #[test]
+    fn worker_fifo_reads_the_knob() {
+        assert_eq!(fifo(None), Ok(WorkerFifo::Default(DEFAULT_WORKER_FIFO)));
+        assert_eq!(fifo(Some("0")), Ok(WorkerFifo::Off));
+        assert_eq!(fifo(Some("1")), Ok(WorkerFifo::Set(1)));
+        assert_eq!(fifo(Some(" 99 ")), Ok(WorkerFifo::Set(99)));
+        for bad in ["100", "-1", "high", ""] {
+            let e = fifo(Some(bad)).unwrap_err();
+            assert!(e.starts_with(ENV_WORKER_FIFO), "{bad:?}: {e}");
+        }
+    }
+
+    /// With the knob, the worker thread is real-time exactly while a batch
+    /// came back full and the ring still holds frames, and back under the
+    /// normal policy before it would sleep. A real ring on `lo` (root).
+    #[test]
+    fn worker_fifo_follows_the_backlog() {
+        use crate::io::sys::{self, if_info, RawSocket};
+        const ETHERTYPE: u16 = 0x88b6;
+        std::thread::spawn(|| {
+            let lo = if_info("lo").expect("lo");
+            let dev = match PacketDevice::open(lo.index, RingConfig::default()) {
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                    eprintln!("skipped: an AF_PACKET ring needs root");
+                    return;
+                }
+                r => r.expect("ring on lo"),
+            };
+            let mut dev = dev.with_fifo(WorkerFifo::Set(1));
+            let tx = RawSocket::new(lo.index, ETHERTYPE).expect("socket on lo");
+            // Empty the ring and wait on it: back to the normal policy
+            // (tried a few times: another test's frame on lo may land
+            // between the two).
+            let idle = |dev: &mut PacketDevice| {
+                for _ in 0..20 {
+                    while dev.ring.ready() {
+                        dev.process_batch(64, |_, _| Action::Drop).expect("drain");
+                    }
+                    dev.wait(0).expect("wait");
+                    if !sys::is_fifo() {
+                        return true;
+                    }
+                }
+                false
+            };
+            // The first wait checks the policy can be set, then leaves it.
+            assert!(idle(&mut dev), "normal policy while idle");
+            let mut frame = vec![0u8; 60];
+            frame[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
+            for _ in 0..100 {
+                tx.send(&frame).expect("send on lo");
+            }
+            dev.wait(50).expect("wait");
+            let st = dev.process_batch(64, |_, _| Action::Drop).expect("batch");
+            assert_eq!(st.received, 64);
+            assert!(sys::is_fifo(), "real-time with a backlog");
+            // The rest of the backlog: still real-time until the ring is empty.
+            dev.wait(0).expect("wait");
+            assert!(sys::is_fifo());
+            assert!(idle(&mut dev), "normal policy before sleeping");
+        })
+        .join()
+        .expect("test thread");
     }
 
     /// The assembled program is, instruction for instruction, the

@@ -143,6 +143,7 @@ pub(super) fn spawn_workers(
         Err(why) => {
             let group = (std::process::id() & 0xffff) as u16;
             let rx = packet_ring::rx_layout_from_env().map_err(DirectorError::Refused)?;
+            let fifo = packet_ring::worker_fifo_from_env().map_err(DirectorError::Refused)?;
             let mut devs = Vec::with_capacity(n);
             for _ in 0..n {
                 let rc = RingConfig {
@@ -151,12 +152,14 @@ pub(super) fn spawn_workers(
                     ..RingConfig::default()
                 };
                 let dev = PacketDevice::open(ifinfo.index, rc)
-                    .step(|| format!("opening the AF_PACKET ring on {}", cfg.interface))?;
+                    .step(|| format!("opening the AF_PACKET ring on {}", cfg.interface))?
+                    .with_fifo(fifo);
                 devs.push(dev);
             }
             info!(
-                "io: af_packet ({} + sendmmsg, vnet headers) with {n} worker(s); io {} chose it because {why}",
+                "io: af_packet ({} + sendmmsg, vnet headers) with {n} worker(s), {}; io {} chose it because {why}",
                 packet_ring::describe(rx),
+                fifo.describe(),
                 cfg.io.as_str()
             );
             if cfg.xdp_fast_path {

@@ -285,6 +285,36 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Make the calling thread `SCHED_FIFO` at `priority` (1 to 99).
+///
+/// # Errors
+/// Not permitted (no `CAP_SYS_NICE` or real-time budget) or a bad priority.
+pub fn set_fifo(priority: i32) -> io::Result<()> {
+    let p = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: pid 0 is the calling thread; `p` lives for the call and is
+    // only read.
+    cvt(unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) }).map(|_| ())
+}
+
+/// Whether the calling thread runs under `SCHED_FIFO`.
+pub fn is_fifo() -> bool {
+    // SAFETY: no arguments but the calling thread's id; reads only.
+    unsafe { libc::sched_getscheduler(0) == libc::SCHED_FIFO }
+}
+
+/// Put the calling thread back under the normal policy (`SCHED_OTHER`; its
+/// nice value is kept).
+///
+/// # Errors
+/// Not permitted.
+pub fn set_normal() -> io::Result<()> {
+    let p = libc::sched_param { sched_priority: 0 };
+    // SAFETY: as in `set_fifo`.
+    cvt(unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &p) }).map(|_| ())
+}
+
 /// A plain (unmapped) AF_PACKET socket for the slow path: ARP, Neighbor
 /// Discovery.
 #[derive(Debug)]
@@ -724,18 +754,27 @@ impl PacketRing {
     /// # Errors
     /// poll(2) failed for a reason other than EINTR.
     pub fn wait(&mut self, timeout_ms: i32) -> io::Result<()> {
-        let ready = match self.cfg.rx {
+        if self.ready() {
+            return Ok(());
+        }
+        poll_one(self.fd.0, libc::POLLIN | libc::POLLERR, timeout_ms)
+    }
+
+    /// Whether the next slot (V3: frame or block) is ours already.
+    pub fn ready(&self) -> bool {
+        match self.cfg.rx {
             RxLayout::V2 => self.status(self.cursor).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0,
             RxLayout::V3 { .. } => {
                 self.blocks.left > 0
                     || self.block_status(self.blocks.block).load(Ordering::Acquire) & libc::TP_STATUS_USER
                         != 0
             }
-        };
-        if ready {
-            return Ok(());
         }
-        poll_one(self.fd.0, libc::POLLIN | libc::POLLERR, timeout_ms)
+    }
+
+    /// Most frames one [`PacketRing::process_batch`] hands over.
+    pub fn batch(&self) -> usize {
+        self.cfg.batch
     }
 
     /// See [`super::Device::process_batch`].
