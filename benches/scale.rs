@@ -8,8 +8,12 @@
 //! `publish::build_changed` for a runtime change):
 //!
 //! * start-up: parse + sync + the first build (every Maglev table built);
-//! * reload of an unchanged file: parse + sync + build with the warm cache
-//!   (and the parse alone);
+//! * reload of an unchanged file as the director answers it: the file read
+//!   and its digest compared with the one in force (`Config::read`, no
+//!   parse or build: "unchanged");
+//! * the same config through the whole reload path: parse + sync + build
+//!   with the warm cache (and the parse alone) — what a file whose bytes
+//!   changed but whose services did not costs;
 //! * reload with one change: one server's weight changed in the file;
 //! * a single drain: one server drained, then re-enabled (each a publish of
 //!   the table patched by `build_changed`);
@@ -31,7 +35,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use ulvs::control::config::Config;
+use ulvs::control::config::{Config, FileDigest};
 use ulvs::control::publish::{build, build_changed, Built, Health, Iface, Inputs, MaglevCache, Runtime};
 
 fn yaml(services: u32, servers: u32, table_size: Option<u32>, sets: Option<u32>) -> String {
@@ -151,12 +155,13 @@ fn main() {
     let resolved = |x: u32| Some([2, 0, (x >> 24) as u8, (x >> 16) as u8, (x >> 8) as u8, x as u8]);
     let seen = HashMap::new();
     println!(
-        "{:>8} {:>7} {:>6} {:>6} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8}",
+        "{:>8} {:>7} {:>6} {:>6} {:>10} {:>7} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8}",
         "services",
         "servers",
         "table",
         "sets",
         "startup ms",
+        "same ms",
         "parse ms",
         "reload ms",
         "reload1ms",
@@ -221,8 +226,25 @@ fn main() {
         let tables = cache.tables();
         let builds_after_start = cache.builds;
 
-        // Reload of the unchanged file (bounded: 3 times), as the director
-        // does it: the new config is synced and built whole.
+        // Reload of the unchanged file as the director answers it: read,
+        // digest, compare (bounded: 3 times).
+        let file = std::env::temp_dir().join(format!("ulvs-scale-{}.yaml", std::process::id()));
+        std::fs::write(&file, &text).expect("temporary config file");
+        let in_force = FileDigest::of(text.as_bytes());
+        let mut same = Vec::new();
+        let mut same_cpu = Vec::new();
+        for _ in 0..3 {
+            let (t, c) = (Instant::now(), cpu());
+            let (read, digest) = Config::read(&file).expect("file reads");
+            assert!(digest == in_force && cfg.side_files_unchanged(), "file unchanged");
+            black_box(read);
+            same.push(t.elapsed());
+            same_cpu.push(cpu().saturating_sub(c));
+        }
+        let _ = std::fs::remove_file(&file);
+        // The same config through the whole path (bounded: 3 times): what
+        // the director did before it compared digests; the new config is
+        // synced and built whole.
         let mut reload = Vec::new();
         let mut parses = Vec::new();
         let mut reload_cpu = Vec::new();
@@ -302,6 +324,7 @@ fn main() {
             ms(median(&mut reload_cpu)),
             ms(*reload1_cpu.iter().max().expect("two")),
         );
+        let (sm, smc) = (ms(median(&mut same)), ms(median(&mut same_cpu)));
         let (pm, rm, r1, dm, dx, fm) = (
             ms(median(&mut parses)),
             ms(median(&mut reload)),
@@ -312,7 +335,7 @@ fn main() {
         );
         let sets = a.sets.map_or(services, |k| k.min(services));
         println!(
-            "{services:>8} {servers:>7} {table:>6} {sets:>6} {:>10.0} {pm:>9.0} {rm:>9.0} {r1:>9.0} {dm:>8.2} {dx:>8.2} {fm:>8.2} {cc:>8.2} {:>8.1} {:>7.1} {tables:>8}",
+            "{services:>8} {servers:>7} {table:>6} {sets:>6} {:>10.0} {sm:>7.1} {pm:>9.0} {rm:>9.0} {r1:>9.0} {dm:>8.2} {dx:>8.2} {fm:>8.2} {cc:>8.2} {:>8.1} {:>7.1} {tables:>8}",
             ms(startup),
             rss as f64 / 1024.0,
             rss as f64 / f64::from(services)
@@ -320,7 +343,7 @@ fn main() {
         if a.json {
             println!(
                 "{{\"services\":{services},\"servers\":{servers},\"table_size\":{table},\"sets\":{sets},\"parse_ms\":{:.3},\
-                 \"startup_ms\":{:.3},\"reload_parse_ms\":{pm:.3},\"reload_ms\":{rm:.3},\"reload_one_change_ms\":{r1:.3},\
+                 \"startup_ms\":{:.3},\"reload_unchanged_ms\":{sm:.3},\"reload_unchanged_cpu_ms\":{smc:.3},\"reload_parse_ms\":{pm:.3},\"reload_ms\":{rm:.3},\"reload_one_change_ms\":{r1:.3},\
                  \"reload_cpu_ms\":{rc:.3},\"reload_one_change_cpu_ms\":{r1c:.3},\"drain_ms\":{dm:.3},\"drain_max_ms\":{dx:.3},\"flap_ms\":{fm:.3},\"change_cpu_ms\":{cc:.3},\"rss_kib\":{rss},\"kib_per_service\":{:.1},\"tables\":{tables}}}",
                 ms(parse),
                 ms(startup),

@@ -4,7 +4,8 @@
 //! This module owns everything between the YAML text and a validated
 //! [`Config`]: defaults, range checks, cross-field and cross-service rules, and
 //! the error messages users see from `ulvs-director --check`. Besides `std`,
-//! `serde`, `serde-saphyr` and `thiserror` it uses only `fwd` (the forwarding
+//! `serde`, `serde-saphyr`, `thiserror` and `xxhash-rust` (the digest of a
+//! file's bytes, [`FileDigest`]) it uses only `fwd` (the forwarding
 //! [`Mode`], the flow [`Timeouts`], the prime test of Maglev), and never runs
 //! on the packet path.
 //!
@@ -550,6 +551,28 @@ impl RealServer {
     }
 }
 
+/// What a config file held when it was read: its length and the XXH3-128
+/// hash of its bytes. A reload compares the file's digest with the one of
+/// the config in force and, when equal, knows the file unchanged without
+/// parsing it (an accidental 128-bit collision is not a practical concern;
+/// the file is not an adversary's: whoever writes it configures the
+/// director anyway).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileDigest {
+    len: u64,
+    hash: u128,
+}
+
+impl FileDigest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> FileDigest {
+        FileDigest {
+            len: bytes.len() as u64,
+            hash: xxhash_rust::xxh3::xxh3_128(bytes),
+        }
+    }
+}
+
 /// One problem found in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -681,15 +704,52 @@ impl Config {
     ///
     /// The file cannot be read, or the problems [`Config::from_str`] finds.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let file = path.display().to_string();
+        Config::load_digested(path).map(|(c, _)| c)
+    }
+
+    /// [`Config::load`], with the digest of the bytes it parsed (what a
+    /// reload compares the file with, see [`FileDigest`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::load`].
+    pub fn load_digested(path: &Path) -> Result<(Config, FileDigest), ConfigErrors> {
+        let (text, digest) = Config::read(path)?;
+        Ok((Config::from_str(&text, &path.display().to_string())?, digest))
+    }
+
+    /// A config file's text and the digest of its bytes, read once (so the
+    /// digest is of exactly the text that is then parsed).
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read (or is not UTF-8): one [`ConfigError`]
+    /// without line or field.
+    pub fn read(path: &Path) -> Result<(String, FileDigest), ConfigErrors> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::from_str(&text, &file),
+            Ok(text) => {
+                let digest = FileDigest::of(text.as_bytes());
+                Ok((text, digest))
+            }
             Err(e) => Err(ConfigErrors(vec![ConfigError {
-                file,
+                file: path.display().to_string(),
                 line: None,
                 field: String::new(),
                 message: format!("cannot read the file: {e}"),
             }])),
+        }
+    }
+
+    /// Whether the other files a load of this config read still hold what
+    /// they held then: today only `sync.key_file`, whose bytes the config
+    /// keeps. A reload may take an unchanged config file for an unchanged
+    /// config only when this holds (else a key file that went missing, or
+    /// a new key, would go unnoticed). Any file a future field reads at
+    /// load time belongs here too.
+    pub fn side_files_unchanged(&self) -> bool {
+        match self.sync.as_ref().and_then(|s| s.key_file.as_ref()) {
+            None => true,
+            Some(k) => std::fs::read(&k.path).is_ok_and(|b| b == k.bytes),
         }
     }
 

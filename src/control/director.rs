@@ -155,6 +155,9 @@ pub struct Director {
     started_unix: f64,
     /// How the last load of the config went (`ulvs_config_last_reload_*`).
     last_reload: LastReload,
+    /// The file `cfg` was loaded from (its digest): a reload of the same
+    /// bytes changes nothing and is answered without a parse.
+    in_force: reload::InForce,
     /// The XDP program when the workers run on AF_XDP (its address map
     /// follows the VIPs on reload).
     xdp: Option<Arc<XdpRedirect>>,
@@ -478,13 +481,12 @@ impl Director {
         }
     }
 
-    /// Remember the counters of ids that `before` did not use and that a
-    /// server now has (taken over from a removed server).
-    fn take_baselines(&mut self, before: &Runtime) {
-        let old: std::collections::HashSet<BackendId> = before.servers.values().map(|s| s.id).collect();
+    /// Remember the counters of ids that were not in use (`before`) and
+    /// that a server now has (taken over from a removed server).
+    fn take_baselines(&mut self, before: &std::collections::HashSet<BackendId>) {
         let mut fresh = Vec::new();
         for s in self.rt.servers.values() {
-            if !old.contains(&s.id) {
+            if !before.contains(&s.id) {
                 fresh.push(s.id);
             }
         }

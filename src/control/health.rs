@@ -8,6 +8,7 @@
 //! [`Checker::states`] and publishes a new forwarding table. A state change is
 //! logged once, when it happens, never once per probe.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -243,14 +244,21 @@ impl Checker {
         let now = Instant::now();
         {
             let mut state = lock(&self.shared);
-            let mut old = std::mem::take(&mut state.entries);
+            // By id (a check is the same only with the same id; ids are
+            // backend ids, one target each): a reload
+            // at 200,000 checked servers must not search the old entries
+            // once per target.
+            let mut old: HashMap<u32, Entry> = std::mem::take(&mut state.entries)
+                .into_iter()
+                .map(|e| (e.target.id, e))
+                .collect();
             let mut entries = Vec::with_capacity(targets.len());
-            let mut kept = Vec::new();
+            let mut kept = HashSet::new();
             for target in targets {
-                match old.iter().position(|e| e.target.same_check(&target)) {
-                    Some(i) => {
-                        let mut entry = old.swap_remove(i);
-                        kept.push(target.id);
+                let same = old.get(&target.id).is_some_and(|e| e.target.same_check(&target));
+                match same.then(|| old.remove(&target.id)).flatten() {
+                    Some(mut entry) => {
+                        kept.insert(target.id);
                         let interval = Duration::from_millis(target.interval_ms);
                         entry.next_due = entry.next_due.min(now + interval);
                         entry.target = target;
@@ -259,7 +267,7 @@ impl Checker {
                     None => entries.push(Entry::new(target, now)),
                 }
             }
-            for mut gone in old {
+            for mut gone in old.into_values() {
                 if let Some(mut probe) = gone.probe.take() {
                     let _ = state.registry.deregister(&mut probe.stream);
                 }

@@ -42,11 +42,63 @@ pub const USABLE_BACKEND_IDS: usize = MAX_BACKEND_IDS - 1;
 pub const RELEASE_AFTER: Duration = Duration::from_secs(60);
 
 /// Identity of a real server across reloads: its service and endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServerKey {
     pub service: String,
     pub addr: IpAddr,
     pub port: Option<u16>,
+}
+
+/// A server's key as borrowed parts, so that the runtime's maps are asked
+/// without allocating the service name (a reload at 10,000 × 20 looks up
+/// each of 200,000 servers several times). A [`ServerKey`] and its parts
+/// hash and compare alike.
+trait Keyed {
+    fn parts(&self) -> (&str, IpAddr, Option<u16>);
+}
+
+impl Keyed for ServerKey {
+    fn parts(&self) -> (&str, IpAddr, Option<u16>) {
+        (&self.service, self.addr, self.port)
+    }
+}
+
+impl Keyed for (&str, IpAddr, Option<u16>) {
+    fn parts(&self) -> (&str, IpAddr, Option<u16>) {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn Keyed + 'a> for ServerKey {
+    fn borrow(&self) -> &(dyn Keyed + 'a) {
+        self
+    }
+}
+
+impl std::hash::Hash for dyn Keyed + '_ {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.parts().hash(h);
+    }
+}
+
+impl PartialEq for dyn Keyed + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn Keyed + '_ {}
+
+impl std::hash::Hash for ServerKey {
+    /// As its parts (see [`Keyed`]): both must hash alike.
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.parts().hash(h);
+    }
+}
+
+/// The borrowed key of server `addr`/`port` of service `service`.
+fn key_ref(service: &str, addr: IpAddr, port: Option<u16>) -> (&str, IpAddr, Option<u16>) {
+    (service, addr, port)
 }
 
 /// Health as last decided by the damper.
@@ -180,6 +232,7 @@ impl Runtime {
     /// ones keep their id, health and drain (a weight override is dropped
     /// when the file changes that server's weight); removed ones are carried
     /// with their entry of `published` until [`Runtime::release`] frees them.
+    /// `cfg` is a valid config: no service names a server twice.
     ///
     /// # Errors
     /// The id space is exhausted (nothing is changed then).
@@ -189,99 +242,115 @@ impl Runtime {
         published: Option<&FwdTable>,
         now: Instant,
     ) -> Result<(), RuntimeError> {
-        let wanted: Vec<(ServerKey, &Service, &RealServer)> = cfg
-            .services
-            .iter()
-            .flat_map(|s| {
-                s.real_servers
-                    .iter()
-                    .map(move |r| (key(&s.name, r.address, r.port), s, r))
-            })
-            .collect();
-        // Check the id space first, so an error changes nothing.
-        let needed = wanted
-            .iter()
-            .filter(|(k, _, _)| !self.servers.contains_key(k) && !self.removed_keys.contains_key(k))
-            .count();
+        let wanted = || {
+            cfg.services
+                .iter()
+                .flat_map(|s| s.real_servers.iter().map(move |r| (s, r)))
+        };
+        // Check the id space first, so an error changes nothing. Servers
+        // that stay are counted: when all of the runtime's stay (a valid
+        // config names no server twice), none was removed.
+        let (mut staying, mut needed, mut configured) = (0usize, 0usize, 0usize);
+        for (s, r) in wanted() {
+            let k = key_ref(&s.name, r.address, r.port);
+            configured += 1;
+            if self.servers.contains_key(&k as &dyn Keyed) {
+                staying += 1;
+            } else if !self.removed_keys.contains_key(&k as &dyn Keyed) {
+                needed += 1;
+            }
+        }
         let available = self.free.len() + USABLE_BACKEND_IDS.saturating_sub(self.next_id as usize);
         if needed > available {
             return Err(RuntimeError::IdsExhausted {
-                configured: wanted.len(),
+                configured,
                 carried: self.removed.len(),
             });
         }
-        let mut old = std::mem::take(&mut self.servers);
-        let mut next = HashMap::with_capacity(wanted.len());
-        for (k, s, r) in wanted {
-            let rt = match old.remove(&k) {
-                Some(old) => ServerRt {
-                    weight_override: if old.config_weight == r.weight {
-                        old.weight_override
-                    } else {
-                        None
-                    },
-                    config_weight: r.weight,
-                    ..old
-                },
-                None => {
-                    let id = match self.removed_keys.remove(&k) {
-                        Some(id) => {
-                            self.removed.remove(&id);
-                            id
-                        }
-                        None => match self.free.pop_first() {
-                            Some(id) => id,
-                            None => {
-                                self.next_id += 1;
-                                self.next_id - 1
-                            }
-                        },
-                    };
-                    ServerRt {
-                        id,
-                        health: if probe_port(s, r).is_some() {
-                            Health::Pending
-                        } else {
-                            Health::Up
-                        },
-                        drained: false,
-                        weight_override: None,
-                        config_weight: r.weight,
+        // The servers are updated in place (a reload that changes a few
+        // servers of 200,000 neither rebuilds nor drops the map).
+        if staying < self.servers.len() {
+            let keep: std::collections::HashSet<(&str, IpAddr, Option<u16>)> = wanted()
+                .map(|(s, r)| key_ref(&s.name, r.address, r.port))
+                .collect();
+            let gone: Vec<ServerKey> = self
+                .servers
+                .keys()
+                .filter(|k| !keep.contains(&k.parts()))
+                .cloned()
+                .collect();
+            for k in gone {
+                let Some(gone) = self.servers.remove(&k) else {
+                    continue;
+                };
+                self.carry(k, gone.id, published, now);
+            }
+        }
+        for (s, r) in wanted() {
+            let k = key_ref(&s.name, r.address, r.port);
+            if let Some(old) = self.servers.get_mut(&k as &dyn Keyed) {
+                if old.config_weight != r.weight {
+                    old.weight_override = None;
+                    old.config_weight = r.weight;
+                }
+                continue;
+            }
+            let id = match self.removed_keys.remove(&k as &dyn Keyed) {
+                Some(id) => {
+                    self.removed.remove(&id);
+                    id
+                }
+                None => match self.free.pop_first() {
+                    Some(id) => id,
+                    None => {
+                        self.next_id += 1;
+                        self.next_id - 1
                     }
-                }
-            };
-            next.insert(k, rt);
-        }
-        // What is left of the old servers was removed.
-        for (k, gone) in old {
-            let last = published.map_or(BackendFwd::REMOVED, |t| *t.backend(gone.id));
-            let fwd6 = published.map_or_else(Backend6::default, |t| t.backend6(gone.id));
-            let fwd = if last.mac.is_some() && (last.addr != 0 || fwd6.addr != 0) {
-                BackendFwd {
-                    state: BackendState::Removed,
-                    ..last
-                }
-            } else {
-                BackendFwd::REMOVED
-            };
-            self.removed_keys.insert(k.clone(), gone.id);
-            self.removed.insert(
-                gone.id,
-                Carried {
-                    key: k,
-                    fwd,
-                    fwd6: if fwd.mac.is_some() {
-                        fwd6
-                    } else {
-                        Backend6::default()
-                    },
-                    removed_at: now,
                 },
-            );
+            };
+            let rt = ServerRt {
+                id,
+                health: if probe_port(s, r).is_some() {
+                    Health::Pending
+                } else {
+                    Health::Up
+                },
+                drained: false,
+                weight_override: None,
+                config_weight: r.weight,
+            };
+            self.servers.insert(key(&s.name, r.address, r.port), rt);
         }
-        self.servers = next;
         self.epoch = next_epoch();
         Ok(())
+    }
+
+    /// Keep removed server `k` (id `id`) with its entry of `published`.
+    fn carry(&mut self, k: ServerKey, id: BackendId, published: Option<&FwdTable>, now: Instant) {
+        let last = published.map_or(BackendFwd::REMOVED, |t| *t.backend(id));
+        let fwd6 = published.map_or_else(Backend6::default, |t| t.backend6(id));
+        let fwd = if last.mac.is_some() && (last.addr != 0 || fwd6.addr != 0) {
+            BackendFwd {
+                state: BackendState::Removed,
+                ..last
+            }
+        } else {
+            BackendFwd::REMOVED
+        };
+        self.removed_keys.insert(k.clone(), id);
+        self.removed.insert(
+            id,
+            Carried {
+                key: k,
+                fwd,
+                fwd6: if fwd.mac.is_some() {
+                    fwd6
+                } else {
+                    Backend6::default()
+                },
+                removed_at: now,
+            },
+        );
     }
 
     /// Free the ids of removed servers that were removed at least
@@ -336,20 +405,20 @@ impl Runtime {
             .find(|r| r.endpoint() == addr || r.is_named(addr))
             .ok_or_else(unknown)?;
         self.servers
-            .get_mut(&key(&svc.name, rs.address, rs.port))
+            .get_mut(&key_ref(&svc.name, rs.address, rs.port) as &dyn Keyed)
             .ok_or_else(unknown)
     }
 
     /// Runtime state of one configured server.
     pub fn get(&self, service: &str, addr: IpAddr, port: Option<u16>) -> Option<&ServerRt> {
-        self.servers.get(&key(service, addr, port))
+        self.servers.get(&key_ref(service, addr, port) as &dyn Keyed)
     }
 
     /// The same, to change: by key, where [`Runtime::find_mut`] searches
     /// the config by name (a reload touches every server of 10,000
     /// services, and that search is linear in the services).
     pub fn get_mut(&mut self, service: &str, addr: IpAddr, port: Option<u16>) -> Option<&mut ServerRt> {
-        self.servers.get_mut(&key(service, addr, port))
+        self.servers.get_mut(&key_ref(service, addr, port) as &dyn Keyed)
     }
 }
 

@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let args = Args::parse();
-    let cfg = match Config::load(&args.config) {
+    let (cfg, digest) = match Config::load_digested(&args.config) {
         Ok(c) => c,
         Err(errs) => {
             for e in &errs.0 {
@@ -77,7 +77,7 @@ fn main() -> ExitCode {
         println!("{}: ok ({} services)", args.config.display(), cfg.services.len());
         return ExitCode::SUCCESS;
     }
-    match director::run(args.config, cfg) {
+    match director::run(args.config, cfg, digest) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ulvs-director: {}", e.chain());

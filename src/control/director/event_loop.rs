@@ -24,7 +24,7 @@ use super::report::SlowCounters;
 use super::workers::spawn_workers;
 use super::{health_targets, nat_servers, vips, Director, DirectorError, Step};
 use crate::control::arp::NeighbourCache;
-use crate::control::config::{Announce, Config};
+use crate::control::config::{Announce, Config, FileDigest};
 use crate::control::health::Checker;
 use crate::control::hostroutes::{HostRoutes, RouteDevice};
 use crate::control::netlink::{HostView, Watcher};
@@ -96,7 +96,7 @@ fn io_err(e: std::io::Error) -> DirectorError {
 ///
 /// # Errors
 /// Startup failed (interface, permissions, nft) or a worker died.
-pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
+pub fn run(path: PathBuf, cfg: Config, digest: FileDigest) -> Result<(), DirectorError> {
     let ifinfo = sys::if_info(&cfg.interface).step(|| format!("interface {}", cfg.interface))?;
     info!(
         "interface {} (index {}, MAC {}, IPv4 {}, MTU {})",
@@ -196,6 +196,7 @@ pub fn run(path: PathBuf, cfg: Config) -> Result<(), DirectorError> {
             ok: true,
             success_unix: super::unix_now(),
         },
+        in_force: super::reload::InForce::new(digest),
         xdp,
         fast_flush_pending: None,
         cache: MaglevCache::default(),

@@ -5,14 +5,23 @@
 //! only when that succeeded swaps the new state in. A reload that fails at
 //! any step leaves the runtime exactly as it was: the same backend ids,
 //! drains and weight overrides, the same health checker targets.
+//!
+//! A reload of the file in force ([`reload_file`]): when the file's bytes
+//! are those of the config in force (the same [`FileDigest`]) and the other
+//! files a load reads are unchanged too, nothing is parsed or built — the
+//! same bytes give the same config, runtime, targets, address sets and
+//! table, so the result would equal what runs. It still counts as a
+//! successful reload. The digest in force changes only with a committed
+//! reload, so after a rejected one the file is compared with what runs.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::time::Instant;
 
 use log::{error, info, warn};
 
 use super::{build_with, has_nat, health_targets, nat_servers, unsupported, vips, Director};
-use crate::control::config::{Config, Mode};
+use crate::control::config::{Config, FileDigest, Mode};
 use crate::control::health::Target;
 use crate::control::nft;
 use crate::control::publish::{self, Built, Runtime};
@@ -94,6 +103,26 @@ impl AddressSets for Kernel<'_> {
     }
 }
 
+/// The config file in force: the digest of the bytes it was loaded from
+/// and the settings it changes that wait for a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct InForce {
+    pub digest: FileDigest,
+    /// The fields (`workers`, `sync`, ...) the file sets otherwise than the
+    /// running director, which keeps them until it restarts.
+    pub restart_pending: Vec<&'static str>,
+}
+
+impl InForce {
+    /// The file loaded at start (nothing waits for a restart).
+    pub fn new(digest: FileDigest) -> Self {
+        InForce {
+            digest,
+            restart_pending: Vec::new(),
+        }
+    }
+}
+
 /// A reload built aside; [`apply`] commits it.
 pub(super) struct Staged {
     cfg: Config,
@@ -102,6 +131,7 @@ pub(super) struct Staged {
     built: Built,
     old_set: AddressSet,
     new_set: AddressSet,
+    restart_pending: Vec<&'static str>,
 }
 
 /// What a committed reload leaves for the director to do: give the checker
@@ -110,6 +140,53 @@ pub(super) struct Applied {
     pub targets: Vec<Target>,
     pub built: Built,
     pub added_vips: Vec<u32>,
+    /// The fields that wait for a restart (see [`InForce`]).
+    pub restart_pending: Vec<&'static str>,
+}
+
+/// How a reload of the file ended.
+pub(super) enum Outcome {
+    /// The file and its side files hold what is in force: nothing was
+    /// parsed or built, nothing changed.
+    Unchanged,
+    /// A new config was committed (and `InForce` now names its file).
+    Applied(Box<Applied>),
+}
+
+/// Reload `path` against the state in force (`cfg`, `rt`, `in_force`, the
+/// `published` table): [`Outcome::Unchanged`] when its bytes are those in
+/// force, else [`stage`] (`build` makes the table) and [`apply`] (`sets`
+/// takes the kernel's address sets). `cfg`, `rt` and `in_force` change
+/// together, and only when the reload is committed.
+///
+/// # Errors
+/// The file cannot be read, is invalid (one line per problem, as `--check`
+/// words them) or a kernel step failed; nothing changed.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn reload_file(
+    path: &Path,
+    cfg: &mut Config,
+    rt: &mut Runtime,
+    in_force: &mut InForce,
+    published: &FwdTable,
+    now: Instant,
+    build: impl FnOnce(&Config, &Runtime) -> Built,
+    sets: &mut dyn AddressSets,
+) -> Result<Outcome, String> {
+    let file = path.display().to_string();
+    let (text, digest) = Config::read(path).map_err(|e| e.to_string())?;
+    if digest == in_force.digest && cfg.side_files_unchanged() {
+        return Ok(Outcome::Unchanged);
+    }
+    let new = Config::from_str(&text, &file).map_err(|e| e.to_string())?;
+    drop(text);
+    let staged = stage(cfg, rt, published, new, &file, now, build)?;
+    let applied = apply(cfg, rt, staged, sets)?;
+    *in_force = InForce {
+        digest,
+        restart_pending: applied.restart_pending.clone(),
+    };
+    Ok(Outcome::Applied(Box::new(applied)))
 }
 
 /// Check `new` against the running `cfg` and build the state it leads to;
@@ -136,6 +213,7 @@ pub(super) fn stage(
     if !problems.is_empty() {
         return Err(problems.join("\n"));
     }
+    let mut restart_pending = Vec::new();
     for (what, changed) in [
         ("control_socket", new.control_socket != cfg.control_socket),
         ("workers", new.workers != cfg.workers),
@@ -151,6 +229,7 @@ pub(super) fn stage(
     ] {
         if changed {
             warn!("reload: {what} changed; it takes effect at the next restart");
+            restart_pending.push(what);
         }
     }
     // Keep the running values of what needs a restart.
@@ -186,6 +265,7 @@ pub(super) fn stage(
         rt: staged_rt,
         targets,
         built,
+        restart_pending,
     })
 }
 
@@ -216,6 +296,7 @@ pub(super) fn apply(
         targets: staged.targets,
         built: staged.built,
         added_vips,
+        restart_pending: staged.restart_pending,
     })
 }
 
@@ -245,10 +326,13 @@ impl Director {
     }
 
     fn try_reload(&mut self, file: &str) -> Result<String, String> {
-        let new = Config::load(&self.path).map_err(|errs| errs.to_string())?;
         let generation = self.slow.generation + 1;
         let published = self.shared.table.load_full();
-        let staged = {
+        let had_nat = has_nat(&self.cfg);
+        // The ids in use before, for the counters of ids that change hands
+        // (a set, not a copy of the whole runtime).
+        let before: std::collections::HashSet<_> = self.rt.servers.values().map(|s| s.id).collect();
+        let outcome = {
             let (neigh, seen, gateway, ifinfo, cache) = (
                 (&self.neigh, &self.host6),
                 &self.seen,
@@ -256,24 +340,44 @@ impl Director {
                 &self.ifinfo,
                 &mut self.cache,
             );
-            stage(
-                &self.cfg,
-                &self.rt,
+            let mut kernel = Kernel {
+                ifname: &self.cfg.interface.clone(),
+                own_ip: self.ifinfo.ipv4,
+                xdp: self.xdp.as_deref(),
+            };
+            reload_file(
+                &self.path,
+                &mut self.cfg,
+                &mut self.rt,
+                &mut self.in_force,
                 &published,
-                new,
-                file,
                 Instant::now(),
                 |c, r| build_with(c, r, neigh, seen, gateway, ifinfo, generation, cache),
+                &mut kernel,
             )?
         };
-        let had_nat = has_nat(&self.cfg);
-        let before = self.rt.clone();
-        let mut kernel = Kernel {
-            ifname: &self.cfg.interface.clone(),
-            own_ip: self.ifinfo.ipv4,
-            xdp: self.xdp.as_deref(),
+        let applied = match outcome {
+            Outcome::Applied(a) => *a,
+            Outcome::Unchanged => {
+                // What a reload does besides the file: follow the host
+                // (next hops, the IPv6 drop rule), ask for missing MACs.
+                if self.host_apply() {
+                    self.dirty = true;
+                }
+                let wanted = self.wanted();
+                self.neigh.set_wanted(wanted);
+                self.arp_tick();
+                for what in &self.in_force.restart_pending {
+                    warn!("reload: {what} changed; it takes effect at the next restart");
+                }
+                return Ok(format!(
+                    "reloaded {}: unchanged ({} services, generation {})",
+                    file,
+                    self.cfg.services.len(),
+                    self.slow.generation
+                ));
+            }
         };
-        let applied = apply(&mut self.cfg, &mut self.rt, staged, &mut kernel)?;
         // Committed: from here on nothing can fail.
         self.slow.generation = generation;
         if has_nat(&self.cfg) && !had_nat && self.stats.len() > 1 {
@@ -465,5 +569,160 @@ mod tests {
         let moved = cfg(&text.replace("2001:db8:100::2", "2001:db8:100::3"));
         assert_ne!(AddressSet::of(&moved), set);
         assert_eq!(AddressSet::of(&moved).vips, set.vips);
+    }
+
+    /// A director's state in force, reloaded from a file as the director
+    /// does it (`builds` counts the tables built).
+    struct Held {
+        cfg: Config,
+        rt: Runtime,
+        in_force: InForce,
+        published: FwdTable,
+        builds: usize,
+    }
+
+    impl Held {
+        fn start(path: &Path) -> Held {
+            let (cfg, digest) = Config::load_digested(path).unwrap();
+            let mut rt = Runtime::default();
+            rt.sync(&cfg).unwrap();
+            let published = table(&cfg, &rt).table;
+            Held {
+                cfg,
+                rt,
+                in_force: InForce::new(digest),
+                published,
+                builds: 0,
+            }
+        }
+
+        /// "unchanged" or "applied"; `fail`: the kernel step fails.
+        fn reload(&mut self, path: &Path, fail: bool) -> Result<&'static str, String> {
+            let builds = &mut self.builds;
+            let mut sets = Sets {
+                fail,
+                calls: Vec::new(),
+            };
+            let out = reload_file(
+                path,
+                &mut self.cfg,
+                &mut self.rt,
+                &mut self.in_force,
+                &self.published,
+                Instant::now(),
+                |c, r| {
+                    *builds += 1;
+                    table(c, r)
+                },
+                &mut sets,
+            )?;
+            Ok(match out {
+                Outcome::Unchanged => "unchanged",
+                Outcome::Applied(a) => {
+                    self.published = a.built.table;
+                    "applied"
+                }
+            })
+        }
+    }
+
+    /// A fresh directory for one test's files.
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("ulvs-reload-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_byte_identical_file_is_not_parsed_or_built_and_a_changed_byte_is() {
+        let dir = scratch("same");
+        let path = dir.join("ulvs.yaml");
+        std::fs::write(&path, BASE).unwrap();
+        let mut h = Held::start(&path);
+        h.rt.find_mut(&h.cfg, "web", "198.18.0.13").unwrap().drained = true;
+        h.rt.find_mut(&h.cfg, "web", "198.18.0.12")
+            .unwrap()
+            .weight_override = Some(7);
+        let (cfg0, rt0) = (h.cfg.clone(), h.rt.clone());
+        assert_eq!(h.reload(&path, false), Ok("unchanged"));
+        assert_eq!(h.builds, 0, "the same bytes are not built again");
+        assert_eq!((&h.cfg, &h.rt), (&cfg0, &rt0), "drain and weight override kept");
+        // One byte: port 80 -> 81.
+        std::fs::write(&path, BASE.replace("port: 80", "port: 81")).unwrap();
+        assert_eq!(h.reload(&path, false), Ok("applied"));
+        assert_eq!(h.builds, 1);
+        assert_eq!(h.cfg.services[0].port, 81);
+        let s13 = h.rt.get("web", "198.18.0.13".parse().unwrap(), None).unwrap();
+        assert!(s13.drained, "a real reload keeps the drain too");
+        assert_eq!(h.reload(&path, false), Ok("unchanged"));
+        assert_eq!(h.builds, 1);
+        // Bytes decide, not meaning: a comment added is a reload like any.
+        std::fs::write(&path, format!("{}# note\n", BASE.replace("port: 80", "port: 81"))).unwrap();
+        assert_eq!(h.reload(&path, false), Ok("applied"));
+        assert_eq!(h.builds, 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn after_a_rejected_reload_the_file_is_compared_with_the_config_in_force() {
+        let dir = scratch("rejected");
+        let path = dir.join("ulvs.yaml");
+        std::fs::write(&path, BASE).unwrap();
+        let mut h = Held::start(&path);
+        let cfg0 = h.cfg.clone();
+        // A changed, invalid file: rejected before any build.
+        std::fs::write(&path, BASE.replace("port: 80", "port: 80\n    wieght: 3")).unwrap();
+        let e = h.reload(&path, false).unwrap_err();
+        assert!(e.contains("wieght"), "{e}");
+        assert_eq!(h.reload(&path, false).unwrap_err(), e, "still rejected");
+        std::fs::write(&path, BASE).unwrap();
+        assert_eq!(h.reload(&path, false), Ok("unchanged"));
+        assert_eq!(h.builds, 0);
+        // A changed, valid file whose kernel step fails: built, not committed.
+        let moved = BASE.replace("198.18.100.1", "198.18.100.2");
+        std::fs::write(&path, &moved).unwrap();
+        assert!(h.reload(&path, true).unwrap_err().contains("injected"));
+        assert_eq!((h.builds, &h.cfg), (1, &cfg0));
+        assert_eq!(h.reload(&path, true).map_err(|_| h.builds), Err(2), "tried again");
+        std::fs::write(&path, BASE).unwrap();
+        assert_eq!(
+            h.reload(&path, false),
+            Ok("unchanged"),
+            "the file in force is BASE"
+        );
+        assert_eq!(h.builds, 2);
+        // Committed, the moved file is in force and BASE is a change.
+        std::fs::write(&path, &moved).unwrap();
+        assert_eq!(h.reload(&path, false), Ok("applied"));
+        assert_eq!(h.reload(&path, false), Ok("unchanged"));
+        std::fs::write(&path, BASE).unwrap();
+        assert_eq!(h.reload(&path, false), Ok("applied"));
+        assert_eq!((h.builds, &h.cfg), (4, &cfg0));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_changed_or_missing_key_file_is_a_change_though_the_config_file_is_not() {
+        let dir = scratch("key");
+        let (path, key) = (dir.join("ulvs.yaml"), dir.join("sync.key"));
+        std::fs::write(&key, [0x5a; 32]).unwrap();
+        let text = format!(
+            "{BASE}sync:\n  listen: 198.18.0.2:8848\n  peers: [198.18.0.3:8848]\n  key_file: {}\n",
+            key.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        let mut h = Held::start(&path);
+        assert_eq!(h.reload(&path, false), Ok("unchanged"));
+        std::fs::write(&key, [0x6b; 32]).unwrap();
+        assert_eq!(h.reload(&path, false), Ok("applied"));
+        let k = h.cfg.sync.as_ref().and_then(|s| s.key_file.as_ref()).unwrap();
+        assert_eq!(k.bytes, vec![0x6b; 32], "the config in force read the new key");
+        assert_eq!(h.reload(&path, false), Ok("unchanged"));
+        std::fs::remove_file(&key).unwrap();
+        let e = h.reload(&path, false).unwrap_err();
+        assert!(e.contains("sync.key_file") && e.contains("cannot read"), "{e}");
+        assert_eq!(h.builds, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
