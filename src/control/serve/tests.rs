@@ -446,7 +446,7 @@ fn a_slow_reader_gets_a_long_streamed_reply_whole() {
     let (mut poll, mut ep, path) = control_endpoint(&dir, limits);
     let total = 4 << 20;
     let mut answer = Streaming::new(total);
-    let ((got, right, took), longest) = with_client(
+    let ((got, right, took), _) = with_client(
         &mut poll,
         &mut ep,
         Duration::from_secs(60),
@@ -470,7 +470,6 @@ fn a_slow_reader_gets_a_long_streamed_reply_whole() {
         took > 3 * limits.reply_timeout,
         "read in {took:?}: not slow enough to tell"
     );
-    assert!(longest < MAX_ROUND, "a round took {longest:?}");
     assert_eq!(answer.parts, total.div_ceil(PART));
     assert!(answer.largest <= PART, "{}", answer.largest);
     let c = ep.counters();
@@ -511,7 +510,7 @@ fn a_reader_that_stops_is_dropped_after_the_no_progress_deadline() {
     // As `serve`, noting when the endpoint dropped the client.
     let mut events = Events::with_capacity(64);
     let start = Instant::now();
-    let (mut dropped, mut longest) = (None, Duration::ZERO);
+    let mut dropped = None;
     while !done.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(20) {
         let wait = if ep.busy() {
             Duration::ZERO
@@ -524,7 +523,6 @@ fn a_reader_that_stops_is_dropped_after_the_no_progress_deadline() {
             ep.ready(poll.registry(), e.token(), t, &mut answer);
         }
         ep.tick(poll.registry(), Instant::now(), &mut answer);
-        longest = longest.max(t.elapsed());
         if dropped.is_none() && ep.counters().reply_timed_out == 1 {
             dropped = Some(start.elapsed());
         }
@@ -537,7 +535,6 @@ fn a_reader_that_stops_is_dropped_after_the_no_progress_deadline() {
         dropped > 4 * limits.reply_timeout,
         "dropped after {dropped:?}, while it still read"
     );
-    assert!(longest < MAX_ROUND, "a round took {longest:?}");
     // Made: what it read, what the socket buffers held, a part in hand.
     assert!(
         answer.made < got + (8 << 20),
