@@ -15,9 +15,10 @@ use ulvs::control::rates::Rates;
 use ulvs::control::snapshot::{Flows, List, ServerSnap, ServiceSnap, Stats, SyncSnap, STAT_FIELDS};
 use ulvs::control::trace::Trace;
 
-/// How long `ulvsadm list` waits: at 200,000 servers the director takes
-/// seconds to answer (more on a loaded machine), and the answer is tens of
-/// megabytes.
+/// How long `ulvsadm list` and `flows` wait for the next byte of the
+/// answer (a flow listing waits up to 2 s for the workers first). The
+/// director streams a listing as the client reads it, so a long one (tens
+/// of megabytes at 200,000 servers) takes as long as it takes.
 const LIST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often `ulvsadm reload` checks whether it should say it still waits.
