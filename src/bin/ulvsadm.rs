@@ -15,9 +15,10 @@ use ulvs::control::rates::Rates;
 use ulvs::control::snapshot::{Flows, List, ServerSnap, ServiceSnap, Stats, SyncSnap, STAT_FIELDS};
 use ulvs::control::trace::Trace;
 
-/// How long `ulvsadm list` waits: at 200,000 servers the director takes
-/// seconds to answer (more on a loaded machine), and the answer is tens of
-/// megabytes.
+/// How long `ulvsadm list` and `flows` wait for the next byte of the
+/// answer (a flow listing waits up to 2 s for the workers first). The
+/// director streams a listing as the client reads it, so a long one (tens
+/// of megabytes at 200,000 servers) takes as long as it takes.
 const LIST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often `ulvsadm reload` checks whether it should say it still waits.
@@ -325,42 +326,84 @@ struct Message {
     message: String,
 }
 
-/// `ulvsadm list` (not `--json`, which prints the object as it came): the
-/// answer decoded straight into the listing.
-fn list(socket: &std::path::Path, view: View) -> ExitCode {
-    /// `list`'s data: the contract's `services` and the sync peers' state.
-    #[derive(Deserialize)]
-    struct ListData {
-        services: Vec<ServiceSnap>,
-        /// Decoded apart, so that a sync part this client cannot read
-        /// leaves the listing (as with `--json` off before).
-        #[serde(default)]
-        sync: Option<Value>,
-    }
-    match ctl::call_as::<ListData>(socket, &Request::List, LIST_TIMEOUT) {
-        Ok(ctl::Answer {
-            ok: true,
-            data: Some(d),
-            ..
-        }) => {
-            let list = List { services: d.services };
-            let sync: Option<SyncSnap> = d.sync.as_ref().and_then(|s| decode(s).ok());
-            print_list(&list, view, sync.as_ref());
-            ExitCode::SUCCESS
-        }
-        Ok(a) if !a.ok => {
-            eprintln!("ulvsadm: {}", a.error.unwrap_or_else(|| "failed".into()));
-            ExitCode::from(1)
-        }
-        Ok(_) => {
-            eprintln!("ulvsadm: bad answer from the daemon: no data");
-            ExitCode::from(2)
-        }
+/// The answer of `list` and `flows` with its `data` as the director wrote it.
+#[derive(Deserialize)]
+struct RawAnswer<'a> {
+    ok: bool,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(borrow, default)]
+    data: Option<&'a serde_json::value::RawValue>,
+}
+
+/// `ulvsadm list` and `ulvsadm flows`, whose answers are tens of megabytes
+/// at scale (200,000 servers; 100,000 flows): read while the director
+/// sends ([`LIST_TIMEOUT`] without a byte ends the wait), decoded straight
+/// into `T` and printed by `print`, or with `json` printed as the director
+/// wrote `data` once it decodes (no `Value` tree of it either way).
+fn listing<T: DeserializeOwned>(
+    socket: &std::path::Path,
+    req: &Request,
+    json: bool,
+    print: impl FnOnce(T),
+) -> ExitCode {
+    let line = match ctl::call_line(socket, req, LIST_TIMEOUT) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("ulvsadm: {e}");
-            ExitCode::from(2)
+            return ExitCode::from(2);
         }
+    };
+    let bad = |e: &dyn std::fmt::Display| {
+        eprintln!("ulvsadm: bad answer from the daemon: {e}");
+        ExitCode::from(2)
+    };
+    let answer: RawAnswer = match serde_json::from_slice(&line) {
+        Ok(a) => a,
+        Err(e) => return bad(&e),
+    };
+    if !answer.ok {
+        eprintln!("ulvsadm: {}", answer.error.unwrap_or_else(|| "failed".into()));
+        return ExitCode::from(1);
     }
+    let Some(raw) = answer.data else {
+        return bad(&"no data");
+    };
+    let v: T = match serde_json::from_str(raw.get()) {
+        Ok(v) => v,
+        Err(e) => return bad(&e),
+    };
+    if json {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (`| head`) ends the listing quietly.
+        let _ = out
+            .write_all(raw.get().as_bytes())
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush());
+    } else {
+        print(v);
+    }
+    ExitCode::SUCCESS
+}
+
+/// `list`'s data: the contract's `services` and the sync peers' state.
+#[derive(Deserialize)]
+struct ListData {
+    services: Vec<ServiceSnap>,
+    /// Decoded apart, so that a sync part this client cannot read leaves
+    /// the listing (as with `--json` off before).
+    #[serde(default)]
+    sync: Option<Value>,
+}
+
+/// `ulvsadm list [--json]`.
+fn list(socket: &std::path::Path, view: View, json: bool) -> ExitCode {
+    listing(socket, &Request::List, json, |d: ListData| {
+        let list = List { services: d.services };
+        let sync: Option<SyncSnap> = d.sync.as_ref().and_then(|s| decode(s).ok());
+        print_list(&list, view, sync.as_ref());
+    })
 }
 
 /// Print `data` as it came (`json`) or decoded as a `T` by `print`.
@@ -375,14 +418,9 @@ fn show<T: DeserializeOwned>(data: &Value, json: bool, print: impl FnOnce(&T)) -
 }
 
 /// Print the reply to `req`.
-fn print_reply(req: &Request, data: &Value, json: bool, view: View) -> Result<(), String> {
+fn print_reply(req: &Request, data: &Value, json: bool) -> Result<(), String> {
     match req {
-        Request::List => show(data, json, |list: &List| {
-            let sync: Option<SyncSnap> = data.get("sync").and_then(|s| decode(s).ok());
-            print_list(list, view, sync.as_ref())
-        })?,
         Request::Stats => show(data, json, print_stats)?,
-        Request::Flows { .. } => show(data, json, print_flows)?,
         Request::Announce { .. } => show(data, json, |a: &Announcing| {
             println!("{}", a.message.as_deref().unwrap_or(on_off(a.announcing)));
         })?,
@@ -513,8 +551,10 @@ fn main() -> ExitCode {
             json,
         ),
     };
-    if req == Request::List && !json {
-        return list(&socket, view);
+    match req {
+        Request::List => return list(&socket, view, json),
+        Request::Flows { .. } => return listing(&socket, &req, json, |f: Flows| print_flows(&f)),
+        _ => {}
     }
     let answer = if req == Request::Reload {
         // The director answers when the reload is done or refused: at
@@ -551,7 +591,7 @@ fn main() -> ExitCode {
     }
     // `--json` prints the director's object as it came (a newer director's
     // extra fields included), once it is known to decode.
-    match print_reply(&req, &resp.data, json, view) {
+    match print_reply(&req, &resp.data, json) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ulvsadm: {e}");

@@ -87,6 +87,66 @@ impl Response {
     }
 }
 
+/// `{"ok":true,"data":{KEY:[ITEM,ITEM,...],REST...}}` and a newline, written
+/// an item at a time (`ulvsadm list` and `flows` answer so: the whole answer
+/// is tens of megabytes at 200,000 servers). The bytes are those
+/// [`Response::ok`] of the whole object serializes to — a
+/// [`serde_json::Value`] object writes its keys in byte order — provided
+/// that KEY sorts before the keys of REST and each item writes its own keys
+/// in byte order (the snapshot types declare their fields so).
+#[derive(Debug, Default)]
+pub struct ArrayAnswer {
+    items: usize,
+}
+
+impl ArrayAnswer {
+    /// Write the head, up to the array's `[`.
+    pub fn start(key: &str, out: &mut Vec<u8>) -> Self {
+        out.extend_from_slice(br#"{"ok":true,"data":{"#);
+        write_key(out, key);
+        out.push(b'[');
+        ArrayAnswer::default()
+    }
+
+    /// Write one item of the array.
+    pub fn item(&mut self, out: &mut Vec<u8>, item: &impl Serialize) {
+        if self.items > 0 {
+            out.push(b',');
+        }
+        self.items += 1;
+        if serde_json::to_writer(&mut *out, item).is_err() {
+            // Only a map with non-string keys fails, which no snapshot has;
+            // `null` keeps the line valid JSON should one ever appear.
+            out.extend_from_slice(b"null");
+        }
+    }
+
+    /// Items written so far.
+    pub fn items(&self) -> usize {
+        self.items
+    }
+
+    /// Close the array, write the other fields of `data` (their keys in
+    /// byte order, each after KEY), close the answer and end the line.
+    pub fn finish(self, out: &mut Vec<u8>, rest: &[(&str, serde_json::Value)]) {
+        out.push(b']');
+        for (k, v) in rest {
+            out.push(b',');
+            write_key(out, k);
+            if serde_json::to_writer(&mut *out, v).is_err() {
+                out.extend_from_slice(b"null");
+            }
+        }
+        out.extend_from_slice(b"}}\n");
+    }
+}
+
+/// `"key":`.
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    let _ = serde_json::to_writer(&mut *out, key);
+    out.push(b':');
+}
+
 /// Client-side failures, each with a one-line reason for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -98,6 +158,10 @@ pub enum ClientError {
     Timeout { path: String, secs: f64 },
     #[error("the director on {0} closed the connection without answering")]
     Closed(String),
+    #[error(
+        "the director on {path} closed the connection in the middle of its answer (after {bytes} bytes)"
+    )]
+    Cut { path: String, bytes: usize },
     #[error("control socket {path}: {err}")]
     Io { path: String, err: std::io::Error },
     #[error("bad answer from the daemon: {0}")]
@@ -119,29 +183,16 @@ pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response,
     call_waiting(socket, req, timeout, timeout, |_| {})
 }
 
-/// An answer decoded straight into the type of its `data` (no
-/// [`serde_json::Value`] tree in between: `ulvsadm list` of 200,000
-/// servers reads tens of megabytes).
-#[derive(Debug, Deserialize)]
-pub struct Answer<T> {
-    pub ok: bool,
-    #[serde(default)]
-    pub error: Option<String>,
-    #[serde(default = "Option::default")]
-    pub data: Option<T>,
-}
-
-/// [`call`], the answer decoded as an [`Answer<T>`].
+/// Send one request and return the answer's line as it came (with its
+/// newline): for answers read without a [`serde_json::Value`] tree, such as
+/// `ulvsadm list --json` printing the director's bytes. `timeout` is how
+/// long the director may send nothing: a long answer that keeps coming is
+/// read to its end.
 ///
 /// # Errors
 /// See [`ClientError`].
-pub fn call_as<T: serde::de::DeserializeOwned>(
-    socket: &Path,
-    req: &Request,
-    timeout: Duration,
-) -> Result<Answer<T>, ClientError> {
-    let line = exchange(socket, req, timeout, timeout, |_| {})?;
-    serde_json::from_slice(&line).map_err(|e| ClientError::BadAnswer(e.to_string()))
+pub fn call_line(socket: &Path, req: &Request, timeout: Duration) -> Result<Vec<u8>, ClientError> {
+    exchange(socket, req, timeout, timeout, |_| {})
 }
 
 /// [`call`] that, while no answer has come, calls `waiting` with the time
@@ -219,6 +270,14 @@ fn exchange(
     }
     if answer.is_empty() {
         return Err(ClientError::Closed(p));
+    }
+    // Every answer ends its line: without the newline the director (or
+    // its end of the socket) went away while sending.
+    if !answer.ends_with(b"\n") {
+        return Err(ClientError::Cut {
+            path: p,
+            bytes: answer.len(),
+        });
     }
     Ok(answer)
 }
@@ -322,6 +381,27 @@ mod tests {
         for p in [silent, hangup] {
             let _ = std::fs::remove_file(p);
         }
+    }
+
+    /// An answer that stops before its newline (the director dropped a
+    /// client that read nothing for its reply deadline, or went away) is
+    /// an error that says so, not a JSON parse error.
+    #[test]
+    fn an_answer_cut_short_is_an_error() {
+        let cut = fake("cut", |mut s| {
+            let mut req = String::new();
+            BufReader::new(&s).read_line(&mut req).unwrap();
+            s.write_all(br#"{"ok":true,"data":{"services":[{"na"#).unwrap();
+        });
+        let e = call_line(&cut, &Request::List, Duration::from_secs(5)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the director on {} closed the connection in the middle of its answer (after 35 bytes)",
+                cut.display()
+            )
+        );
+        let _ = std::fs::remove_file(cut);
     }
 
     /// A slow answer (a reload of a large config) is waited for past the

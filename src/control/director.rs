@@ -14,6 +14,7 @@
 //! - [`conn`]: the control socket and `metrics_listen` (never waiting on a client).
 //! - [`report`]: the `list`/`stats` snapshots.
 //! - [`dump`]: `ulvsadm flows` (asks each worker for a copy of its flows).
+//! - [`listing`]: `ulvsadm list` and `flows` answered in parts.
 //! - [`workers`]: opening the devices and starting the worker threads.
 //! - [`host`]: following the host's routes, addresses and MTU (netlink).
 //! - [`nd`]: Neighbor Discovery (IPv6 VIPs answered and announced, IPv6
@@ -25,6 +26,7 @@ mod dump;
 mod event_loop;
 mod fast_path;
 mod host;
+mod listing;
 mod nd;
 mod reload;
 pub mod report;
@@ -51,6 +53,7 @@ use super::process::ProcessStats;
 use super::publish::{self, Built, Iface, Inputs, MaglevCache, Runtime};
 use super::publish6::Host6;
 use super::rates::{Counters, RateMeter};
+use super::serve::Answered;
 use super::snapshot::{ConnCounters, Stats};
 use super::status_page;
 use super::watchdog;
@@ -501,18 +504,11 @@ impl Director {
     }
 
     /// Answer one control request (`ulvsadm`); changes take effect (a new
-    /// table is published) before this returns.
-    pub fn handle(&mut self, req: Request) -> Response {
-        match req {
-            Request::List => {
-                let mut v = json!(self.list());
-                // Beside the contract's `services`: the sync peers' bulk
-                // state (`ulvsadm list` prints it as header lines).
-                if let Some(h) = &self.sync {
-                    v["sync"] = json!(h.snapshot());
-                }
-                Response::ok(v)
-            }
+    /// table is published) before this returns. `list` and `flows` are
+    /// answered in parts ([`listing`]): tens of megabytes at scale.
+    fn handle(&mut self, req: Request) -> Answered<listing::Parts> {
+        let resp = match req {
+            Request::List => return Answered::Parts(self.list_parts()),
             Request::Stats => Response::ok(json!(self.stats())),
             Request::Reload => match self.reload_notified() {
                 Ok(m) => Response::ok(json!({ "message": m })),
@@ -530,7 +526,7 @@ impl Director {
                 server,
                 client,
             } => match self.flows(service.as_deref(), server.as_deref(), client.as_deref()) {
-                Ok(f) => Response::ok(json!(f)),
+                Ok(f) => return Answered::Parts(listing::Parts::Flows(listing::FlowParts::new(f))),
                 Err(e) => Response::err(e),
             },
             Request::Trace {
@@ -557,7 +553,7 @@ impl Director {
                 weight,
             } => {
                 if weight > 65535 {
-                    return Response::err(format!("weight {weight} out of range 0..=65535"));
+                    return Answered::Whole(Response::err(format!("weight {weight} out of range 0..=65535")));
                 }
                 self.set_server(
                     &service,
@@ -566,12 +562,18 @@ impl Director {
                     "weight set",
                 )
             }
-        }
+        };
+        Answered::Whole(resp)
     }
 
     /// The `ulvsadm list` snapshot.
     pub fn list(&self) -> super::snapshot::List {
-        report::list(&report::Sources {
+        report::list(&self.sources())
+    }
+
+    /// What `list` and its streamed form snapshot.
+    fn sources(&self) -> report::Sources<'_> {
+        report::Sources {
             cfg: &self.cfg,
             rt: &self.rt,
             neigh: &self.neigh,
@@ -581,7 +583,7 @@ impl Director {
             health_reasons: &self.health_reasons,
             digests: &self.digests,
             baseline: &self.baseline,
-        })
+        }
     }
 
     /// The `ulvsadm stats` snapshot, with the listeners' connection counters.

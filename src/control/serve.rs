@@ -6,16 +6,30 @@
 //! wait on a client. Every connection here is non-blocking and bounded:
 //!
 //! - a deadline to send the whole request ([`Limits::request_timeout`]) and
-//!   another to take the whole reply ([`Limits::reply_timeout`]);
+//!   another that follows the reply: a client that takes no byte of it for
+//!   [`Limits::reply_timeout`] is dropped, one that keeps reading is served
+//!   however long the reply (`ulvsadm list` of 200,000 servers is tens of
+//!   megabytes);
 //! - a request size ([`Limits::max_request`]): a longer request is refused with
 //!   a sentence saying so and closed; it is never buffered whole;
 //! - a number of open connections per listener ([`Limits::max_connections`]):
 //!   beyond it a new connection gets a one-line refusal and is closed at once.
 //!
+//! - a reply is held in memory a part at a time: a [`Respond`]er may answer
+//!   with a first part and a cursor ([`Reply::rest`]); the endpoint asks it
+//!   for the next part ([`Respond::more`]) only when the socket took the
+//!   last one, and for at most one part per connection per call, so a long
+//!   reply is produced between the loop's other work (health checks, ARP,
+//!   other clients), never in one go. A connection with a part to produce
+//!   and room to write it keeps [`Endpoint::busy`] true: the loop polls
+//!   without waiting then (readiness is edge-triggered, so no event would
+//!   come for room that is already there).
+//!
 //! Each outcome is counted in [`ConnCounters`] (`ulvsadm stats`, `/metrics`).
 //! One request per connection: the control protocol is one JSON line each way,
 //! the HTTP endpoint answers with `Connection: close`.
 
+use std::convert::Infallible;
 use std::io::{self, ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
 
@@ -37,7 +51,9 @@ pub struct Limits {
     pub max_request: usize,
     /// From accept to the end of the request.
     pub request_timeout: Duration,
-    /// From the request to the last byte of the reply taken by the client.
+    /// The longest a client may take no byte of the reply (from the request
+    /// to the first byte taken, then between any two writes that made
+    /// progress); the whole reply may take longer.
     pub reply_timeout: Duration,
 }
 
@@ -155,7 +171,7 @@ impl Kind {
 }
 
 /// A response as one line on the control socket.
-fn control_line(resp: &Response) -> Vec<u8> {
+pub fn control_line(resp: &Response) -> Vec<u8> {
     let mut out = serde_json::to_vec(resp).unwrap_or_else(|_| br#"{"ok":false}"#.to_vec());
     out.push(b'\n');
     out
@@ -163,25 +179,82 @@ fn control_line(resp: &Response) -> Vec<u8> {
 
 /// What the caller made of one complete request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// The bytes to send back.
+pub struct Reply<R = Infallible> {
+    /// The bytes to send back (the first part, when `rest` follows).
     pub bytes: Vec<u8>,
     /// The request could not be understood (counted as `bad_request`).
     pub bad_request: bool,
+    /// Where the rest of the reply is to be produced from, part by part
+    /// ([`Respond::more`]); `None` when `bytes` is all of it.
+    pub rest: Option<R>,
+}
+
+impl<R> Reply<R> {
+    /// A reply that is `bytes` and nothing more.
+    pub fn whole(bytes: Vec<u8>, bad_request: bool) -> Self {
+        Reply {
+            bytes,
+            bad_request,
+            rest: None,
+        }
+    }
+}
+
+/// Turns a complete request into a [`Reply`], and a reply's rest into its
+/// next parts. Any `FnMut(&[u8]) -> Reply` is one whose replies are whole.
+pub trait Respond {
+    /// The cursor of a reply produced in parts (the responder's own type).
+    type Rest;
+    /// The reply to one complete request.
+    fn reply(&mut self, request: &[u8]) -> Reply<Self::Rest>;
+    /// Append the next part of the reply `rest` stands for to `out` (which
+    /// the endpoint has sent and emptied): about [`PART`] bytes, at least
+    /// one byte unless the reply is over. `true` when this was the last part.
+    fn more(&mut self, rest: &mut Self::Rest, out: &mut Vec<u8>) -> bool;
+}
+
+impl<F: FnMut(&[u8]) -> Reply + ?Sized> Respond for F {
+    type Rest = Infallible;
+    fn reply(&mut self, request: &[u8]) -> Reply {
+        self(request)
+    }
+    fn more(&mut self, rest: &mut Infallible, _: &mut Vec<u8>) -> bool {
+        match *rest {}
+    }
+}
+
+/// How many bytes a [`Respond::more`] call aims to produce: large enough
+/// that a 60 MB reply takes some thousand loop rounds, small enough that
+/// one round stays well under a millisecond or two of work.
+pub const PART: usize = 64 * 1024;
+
+/// How a control request is answered: with one [`Response`], or in parts
+/// from a cursor (`ulvsadm list`, `flows`: tens of megabytes at scale).
+#[derive(Debug)]
+pub enum Answered<R> {
+    Whole(Response),
+    Parts(R),
 }
 
 /// Answer one control request line: parse it, let `handle` act on it, and
 /// encode the response as one line.
 pub fn control_reply(line: &[u8], handle: impl FnOnce(Request) -> Response) -> Reply {
+    control_reply_parts(line, |req| Answered::Whole(handle(req)))
+}
+
+/// [`control_reply`] for a `handle` that may answer in parts: then the
+/// reply starts empty and its `rest` is `handle`'s cursor.
+pub fn control_reply_parts<R>(line: &[u8], handle: impl FnOnce(Request) -> Answered<R>) -> Reply<R> {
     match parse_request(line) {
-        Ok(req) => Reply {
-            bytes: control_line(&handle(req)),
-            bad_request: false,
+        Ok(req) => match handle(req) {
+            Answered::Whole(resp) => Reply::whole(control_line(&resp), false),
+            Answered::Parts(rest) => Reply {
+                bytes: Vec::new(),
+                bad_request: false,
+                rest: Some(rest),
+            },
         },
-        Err(e) => Reply {
-            bytes: control_line(&Response::err(e)),
-            bad_request: true,
-        },
+        Err(e) => Reply::whole(control_line(&Response::err(e)), true),
     }
 }
 
@@ -219,7 +292,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
 pub fn http_reply(head: &[u8], body: impl FnOnce(metrics::Page) -> String) -> Reply {
     let bytes = metrics::http_response(head, body);
     let bad_request = bytes.starts_with(b"HTTP/1.1 400");
-    Reply { bytes, bad_request }
+    Reply::whole(bytes, bad_request)
 }
 
 /// A listening socket whose connections the endpoint serves.
@@ -246,22 +319,26 @@ impl Listen for mio::net::TcpListener {
     }
 }
 
-enum State {
+enum State<R> {
     /// Collecting the request; `scanned` bytes of `buf` hold no end yet.
     Reading { buf: Vec<u8>, scanned: usize },
-    /// Sending `out` from `pos`; `answered` when it answers a request (not
-    /// a refusal).
+    /// Sending `out` from `pos`, then what `rest` produces; `answered` when
+    /// it answers a request (not a refusal).
     Writing {
         out: Vec<u8>,
         pos: usize,
+        rest: Option<R>,
         answered: bool,
     },
 }
 
-struct Conn<S> {
+struct Conn<S, R> {
     stream: S,
-    state: State,
+    state: State<R>,
     deadline: Instant,
+    /// It stopped with a part to produce while the socket may still have
+    /// room: no readiness event will come, [`Endpoint::tick`] drives it.
+    again: bool,
 }
 
 /// How far a request got.
@@ -325,6 +402,9 @@ fn discard_queued(stream: &mut impl Read) {
 enum Step {
     /// Waiting for the client (more request bytes, or room to write).
     Pending,
+    /// A part was produced and sent and the socket may take more: call
+    /// again without waiting for an event.
+    Again,
     /// Done: deregister and close.
     Close,
 }
@@ -337,17 +417,18 @@ const CHUNK: usize = 4096;
 
 /// One listener and its connections, registered on the caller's `Poll` with
 /// tokens `base` (the listener) and `base + 1 ..= base + max_connections`.
-pub struct Endpoint<L: Listen> {
+/// `R` is the cursor of the replies its [`Respond`]er produces in parts.
+pub struct Endpoint<L: Listen, R = Infallible> {
     listener: L,
     kind: Kind,
     limits: Limits,
     base: usize,
-    conns: Vec<Option<Conn<L::Stream>>>,
+    conns: Vec<Option<Conn<L::Stream, R>>>,
     free: Vec<usize>,
     counters: ConnCounters,
 }
 
-impl<L: Listen> Endpoint<L> {
+impl<L: Listen, R> Endpoint<L, R> {
     /// Register `listener` with token `base`; its connections take the next
     /// `limits.max_connections` tokens.
     ///
@@ -386,15 +467,23 @@ impl<L: Listen> Endpoint<L> {
         }
     }
 
+    /// Does a connection have a part of its reply to produce and (perhaps)
+    /// room to send it? Then the caller's next poll must not wait: the next
+    /// [`Endpoint::tick`] goes on with it.
+    pub fn busy(&self) -> bool {
+        self.conns.iter().flatten().any(|c| c.again)
+    }
+
     /// Handle readiness of one of this endpoint's tokens (other tokens are
-    /// ignored). `answer` turns a complete request into the reply; it is
-    /// called at most once per connection and only with a complete request.
-    pub fn ready(
+    /// ignored). `answer` turns a complete request into the reply (called at
+    /// most once per connection and only with a complete request) and
+    /// produces the parts of a reply that has a rest.
+    pub fn ready<A: Respond<Rest = R> + ?Sized>(
         &mut self,
         registry: &Registry,
         token: Token,
         now: Instant,
-        answer: &mut dyn FnMut(&[u8]) -> Reply,
+        answer: &mut A,
     ) {
         if token.0 == self.base {
             self.accept(registry, now, answer);
@@ -405,13 +494,18 @@ impl<L: Listen> Endpoint<L> {
         }
     }
 
-    /// Close connections past their deadline and accept what a previous
-    /// batch left queued. Call it every loop iteration.
-    pub fn tick(&mut self, registry: &Registry, now: Instant, answer: &mut dyn FnMut(&[u8]) -> Reply) {
+    /// Close connections past their deadline, go on with replies that have
+    /// room for their next part ([`Endpoint::busy`]) and accept what a
+    /// previous batch left queued. Call it every loop iteration.
+    pub fn tick<A: Respond<Rest = R> + ?Sized>(&mut self, registry: &Registry, now: Instant, answer: &mut A) {
         for slot in 0..self.conns.len() {
             let Some(c) = &mut self.conns[slot] else {
                 continue;
             };
+            if c.again {
+                self.drive(registry, slot, answer);
+                continue;
+            }
             if now < c.deadline {
                 continue;
             }
@@ -429,7 +523,7 @@ impl<L: Listen> Endpoint<L> {
         self.accept(registry, now, answer);
     }
 
-    fn accept(&mut self, registry: &Registry, now: Instant, answer: &mut dyn FnMut(&[u8]) -> Reply) {
+    fn accept<A: Respond<Rest = R> + ?Sized>(&mut self, registry: &Registry, now: Instant, answer: &mut A) {
         for _ in 0..ACCEPT_BATCH {
             let mut stream = match self.listener.accept_one() {
                 Ok(s) => s,
@@ -461,14 +555,16 @@ impl<L: Listen> Endpoint<L> {
                     scanned: 0,
                 },
                 deadline: now + self.limits.request_timeout,
+                again: false,
             });
             // The request may be queued already.
             self.drive(registry, slot, answer);
         }
     }
 
-    /// Read and write as far as the socket allows without waiting.
-    fn drive(&mut self, registry: &Registry, slot: usize, answer: &mut dyn FnMut(&[u8]) -> Reply) {
+    /// Read and write as far as the socket allows without waiting, producing
+    /// at most one part of a reply.
+    fn drive<A: Respond<Rest = R> + ?Sized>(&mut self, registry: &Registry, slot: usize, answer: &mut A) {
         let step = match &mut self.conns[slot] {
             Some(c) => Self::step(
                 c,
@@ -481,22 +577,27 @@ impl<L: Listen> Endpoint<L> {
             ),
             None => return,
         };
-        if let Step::Close = step {
-            self.close(registry, slot);
+        match step {
+            Step::Close => self.close(registry, slot),
+            Step::Again | Step::Pending => {
+                if let Some(c) = &mut self.conns[slot] {
+                    c.again = matches!(step, Step::Again);
+                }
+            }
         }
     }
 
-    fn step(
-        c: &mut Conn<L::Stream>,
+    fn step<A: Respond<Rest = R> + ?Sized>(
+        c: &mut Conn<L::Stream, R>,
         kind: Kind,
         limits: &Limits,
         counters: &mut ConnCounters,
         registry: &Registry,
         token: Token,
-        answer: &mut dyn FnMut(&[u8]) -> Reply,
+        answer: &mut A,
     ) -> Step {
         if let State::Reading { buf, scanned } = &mut c.state {
-            let (out, answered) = match read_request(&mut c.stream, buf, scanned, kind, limits) {
+            let (out, rest, answered) = match read_request(&mut c.stream, buf, scanned, kind, limits) {
                 Progress::Pending => return Step::Pending,
                 Progress::Closed => {
                     counters.closed_early += 1;
@@ -504,19 +605,20 @@ impl<L: Listen> Endpoint<L> {
                 }
                 Progress::TooLarge => {
                     counters.too_large += 1;
-                    (kind.refusal(Refusal::TooLarge, limits), false)
+                    (kind.refusal(Refusal::TooLarge, limits), None, false)
                 }
                 Progress::Complete(end) => {
-                    let reply = answer(&buf[..end]);
+                    let reply = answer.reply(&buf[..end]);
                     if reply.bad_request {
                         counters.bad_request += 1;
                     }
-                    (reply.bytes, true)
+                    (reply.bytes, reply.rest, true)
                 }
             };
             c.state = State::Writing {
                 out,
                 pos: 0,
+                rest,
                 answered,
             };
             c.deadline = Instant::now() + limits.reply_timeout;
@@ -528,28 +630,58 @@ impl<L: Listen> Endpoint<L> {
                 return Step::Close;
             }
         }
-        let State::Writing { out, pos, answered } = &mut c.state else {
+        let State::Writing {
+            out,
+            pos,
+            rest,
+            answered,
+        } = &mut c.state
+        else {
             return Step::Pending;
         };
-        while *pos < out.len() {
-            match c.stream.write(&out[*pos..]) {
-                Ok(0) => {
-                    counters.closed_early += 1;
-                    return Step::Close;
-                }
-                Ok(n) => *pos += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Step::Pending,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    counters.closed_early += 1;
-                    return Step::Close;
+        let mut produced = false;
+        loop {
+            let before = *pos;
+            while *pos < out.len() {
+                match c.stream.write(&out[*pos..]) {
+                    Ok(0) => {
+                        counters.closed_early += 1;
+                        return Step::Close;
+                    }
+                    Ok(n) => *pos += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        counters.closed_early += 1;
+                        return Step::Close;
+                    }
                 }
             }
+            // The deadline follows progress: only a client that takes
+            // nothing for `reply_timeout` is dropped.
+            if *pos > before {
+                c.deadline = Instant::now() + limits.reply_timeout;
+            }
+            if *pos < out.len() {
+                return Step::Pending;
+            }
+            let Some(r) = rest else {
+                if *answered {
+                    counters.served += 1;
+                }
+                return Step::Close;
+            };
+            if produced {
+                // One part per call: the loop's other work comes first.
+                return Step::Again;
+            }
+            out.clear();
+            *pos = 0;
+            if answer.more(r, out) {
+                *rest = None;
+            }
+            produced = true;
         }
-        if *answered {
-            counters.served += 1;
-        }
-        Step::Close
     }
 
     fn close(&mut self, registry: &Registry, slot: usize) {

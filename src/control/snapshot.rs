@@ -275,87 +275,118 @@ pub struct ConnCounters {
 }
 
 /// One real server.
+///
+/// The fields are declared in the byte order of their names, the order the
+/// director has always sent them in (it once built the answer as a
+/// [`serde_json::Value`], whose objects sort their keys): the streamed
+/// answer serializes this type directly and stays byte for byte the same
+/// (`director::listing`'s tests compare the two).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServerSnap {
+    pub active_flows: u64,
     /// `IP` or `IP:PORT` as in the config.
     pub address: String,
-    pub weight: u32,
-    /// `up`, `down` or `draining`.
-    pub state: String,
+    pub bytes: u64,
+    /// New flows given to it since start.
+    pub conns: u64,
     /// Health-check result: `up` or `down` (independent of drain).
     pub health: String,
     /// Last health-check failure, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_reason: Option<String>,
-    pub active_flows: u64,
     pub inactive_flows: u64,
-    /// New flows given to it since start.
-    pub conns: u64,
-    /// Inbound (client -> server) frames and bytes.
-    pub packets: u64,
-    pub bytes: u64,
-    /// Outbound (server -> client) frames and bytes; seen in NAT only.
-    pub out_packets: u64,
-    pub out_bytes: u64,
-    pub rates: Rates,
     pub mac: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Outbound (server -> client) frames and bytes; seen in NAT only.
+    pub out_bytes: u64,
+    pub out_packets: u64,
+    /// Inbound (client -> server) frames (and `bytes` above).
+    pub packets: u64,
+    #[serde(serialize_with = "rates_in_key_order")]
+    pub rates: Rates,
+    /// `up`, `down` or `draining`.
+    pub state: String,
+    pub weight: u32,
 }
 
-/// One virtual service with its servers and their sums.
+/// [`Rates`] with its fields in the byte order of their names (see
+/// [`ServerSnap`]).
+fn rates_in_key_order<S: serde::Serializer>(r: &Rates, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct InKeyOrder {
+        conns_per_s: f64,
+        in_bytes_per_s: f64,
+        in_packets_per_s: f64,
+        out_bytes_per_s: f64,
+        out_packets_per_s: f64,
+    }
+    InKeyOrder {
+        conns_per_s: r.conns_per_s,
+        in_bytes_per_s: r.in_bytes_per_s,
+        in_packets_per_s: r.in_packets_per_s,
+        out_bytes_per_s: r.out_bytes_per_s,
+        out_packets_per_s: r.out_packets_per_s,
+    }
+    .serialize(s)
+}
+
+/// One virtual service with its servers and their sums (fields in the byte
+/// order of their names, as [`ServerSnap`]'s).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceSnap {
+    pub active_flows: u64,
+    pub bytes: u64,
+    pub conns: u64,
+    pub inactive_flows: u64,
+    pub mode: String,
     pub name: String,
-    pub vip: String,
+    pub out_bytes: u64,
+    pub out_packets: u64,
+    pub packets: u64,
     pub port: u16,
     pub protocol: String,
-    pub mode: String,
+    #[serde(serialize_with = "rates_in_key_order")]
+    pub rates: Rates,
+    pub real_servers: Vec<ServerSnap>,
     pub scheduler: String,
     /// Hex digest of its Maglev table: equal exactly when two directors'
     /// tables send every slot to the same server (empty from a director
     /// that predates it).
     #[serde(default)]
     pub table_digest: String,
-    pub active_flows: u64,
-    pub inactive_flows: u64,
-    pub conns: u64,
-    pub packets: u64,
-    pub bytes: u64,
-    pub out_packets: u64,
-    pub out_bytes: u64,
-    pub rates: Rates,
-    pub real_servers: Vec<ServerSnap>,
+    pub vip: String,
 }
 
-/// One connection of `ulvsadm flows` (as a line of `ipvsadm -Lnc`).
+/// One connection of `ulvsadm flows` (as a line of `ipvsadm -Lnc`; fields
+/// in the byte order of their names, as [`ServerSnap`]'s).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowSnap {
-    /// `tcp`, `udp`, `icmp`, else the IP protocol number.
-    pub protocol: String,
     /// `IP:PORT` of the client.
     pub client: String,
-    /// `VIP:PORT` the client reached.
-    pub vip: String,
-    /// The service of that VIP and port (empty if the config no longer has it).
-    pub service: String,
-    /// The real server as in the config (`IP` or `IP:PORT`); a server that
-    /// a reload removed shows as `IP (removed)`.
-    pub server: String,
-    /// `syn`, `established`, `closing`, `udp` or `other`.
-    pub state: String,
     /// Seconds until it expires if no packet comes (rounded up).
     pub expires_in: u64,
-    /// The worker whose table holds it.
-    pub worker: usize,
     /// Who created it: `local` (a frame of it reached this director
     /// first), else the sync peer it came from, `IP:PORT` as in
     /// `sync.peers`.
     #[serde(default)]
     pub origin: String,
+    /// `tcp`, `udp`, `icmp`, else the IP protocol number.
+    pub protocol: String,
+    /// The real server as in the config (`IP` or `IP:PORT`); a server that
+    /// a reload removed shows as `IP (removed)`.
+    pub server: String,
+    /// The service of that VIP and port (empty if the config no longer has it).
+    pub service: String,
+    /// `syn`, `established`, `closing`, `udp` or `other`.
+    pub state: String,
+    /// `VIP:PORT` the client reached.
+    pub vip: String,
+    /// The worker whose table holds it.
+    pub worker: usize,
 }
 
-/// `ulvsadm flows --json`.
+/// `ulvsadm flows --json` (fields in the byte order of their names).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flows {
     pub flows: Vec<FlowSnap>,

@@ -301,11 +301,19 @@ pub fn run(path: PathBuf, cfg: Config, digest: FileDigest) -> Result<(), Directo
     // Readiness is edge-triggered: read whatever ARP arrived while starting
     // up (the listeners accept what is queued at every iteration).
     let mut first = true;
+    // A control reply has its next part to send and room for it: poll
+    // without waiting (no event comes for room that is already there).
+    let mut busy = false;
     while !term.load(Ordering::Relaxed) {
         if dead.load(Ordering::Relaxed) {
             break;
         }
-        match poll.poll(&mut events, Some(Duration::from_millis(100))) {
+        let wait = if busy {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(100)
+        };
+        match poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(io_err(e)),
@@ -322,7 +330,7 @@ pub fn run(path: PathBuf, cfg: Config, digest: FileDigest) -> Result<(), Directo
         if tokens.contains(&NETLINK) {
             d.host_read();
         }
-        listeners.serve(&mut d, poll.registry(), &tokens, Instant::now());
+        busy = listeners.serve(&mut d, poll.registry(), &tokens, Instant::now());
         if hup.swap(false, Ordering::Relaxed) {
             info!("SIGHUP: reloading {}", d.path.display());
             let _ = d.reload_notified();

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::control::arp::NeighbourCache;
-use crate::control::config::Config;
+use crate::control::config::{Config, Service as ServiceConfig};
 use crate::control::publish::{state_name, Health, Runtime};
 use crate::control::publish6::Host6;
 use crate::control::rates::{Counters, RateMeter};
@@ -110,8 +110,16 @@ pub struct Sources<'a> {
 
 /// `ulvsadm list`.
 pub fn list(src: &Sources<'_>) -> List {
+    List {
+        services: src.cfg.services.iter().map(|s| service(src, s)).collect(),
+    }
+}
+
+/// One service of `ulvsadm list` (a listing is streamed a service at a
+/// time: `director::listing`).
+pub fn service(src: &Sources<'_>, s: &ServiceConfig) -> ServiceSnap {
     let Sources {
-        cfg,
+        cfg: _,
         rt,
         neigh,
         host6,
@@ -121,79 +129,70 @@ pub fn list(src: &Sources<'_>) -> List {
         digests,
         baseline,
     } = *src;
-    let services = cfg
-        .services
+    let real_servers = s
+        .real_servers
         .iter()
-        .map(|s| {
-            let real_servers = s
-                .real_servers
-                .iter()
-                .filter_map(|r| {
-                    let srt = rt.get(&s.name, r.address, r.port)?;
-                    let id = srt.id;
-                    let gauge = |f: &dyn Fn(&WorkerStats) -> i64| {
-                        stats.iter().map(|w| f(w)).sum::<i64>().max(0) as u64
-                    };
-                    let c =
-                        backend_counters(stats, id).since(&baseline.get(&id).copied().unwrap_or_default());
-                    let mac = match r.address {
-                        IpAddr::V4(a) => neigh.mac(u32::from(a)),
-                        IpAddr::V6(a) => host6.mac(u128::from(a)),
-                    };
-                    let note = if mac.is_none() {
-                        let (v4, v6) = ("no ARP answer", "no Neighbor Advertisement");
-                        let why = if r.address.is_ipv6() { v6 } else { v4 };
-                        Some(format!("MAC unresolved: {why} yet, so it gets no flows"))
-                    } else if srt.health == Health::Pending {
-                        Some("waiting for its first health check: no new flows until it passes".to_string())
-                    } else if srt.weight() == 0 {
-                        Some("weight 0: no new flows".to_string())
-                    } else {
-                        None
-                    };
-                    Some(ServerSnap {
-                        address: r.endpoint(),
-                        weight: srt.weight(),
-                        state: state_name(srt).into(),
-                        health: match srt.health {
-                            Health::Up => "up",
-                            Health::Down => "down",
-                            Health::Pending => "pending",
-                        }
-                        .into(),
-                        health_reason: health_reasons.get(&id).cloned(),
-                        active_flows: gauge(&|w| w.backend(id).active.load(Relaxed)),
-                        inactive_flows: gauge(&|w| w.backend(id).inactive.load(Relaxed)),
-                        conns: c.conns,
-                        packets: c.in_packets,
-                        bytes: c.in_bytes,
-                        out_packets: c.out_packets,
-                        out_bytes: c.out_bytes,
-                        rates: rates.rates(&id),
-                        mac: mac.map(|m| fmt_mac(&m)),
-                        note,
-                    })
-                })
-                .collect();
-            let mut snap = ServiceSnap {
-                name: s.name.clone(),
-                vip: s.vip.to_string(),
-                port: s.port,
-                protocol: s.protocol.as_str().into(),
-                mode: s.mode.as_str().into(),
-                scheduler: s.scheduler.as_str().into(),
-                table_digest: digests
-                    .get(&s.name)
-                    .map(|d| format!("{d:016x}"))
-                    .unwrap_or_default(),
-                real_servers,
-                ..Default::default()
+        .filter_map(|r| {
+            let srt = rt.get(&s.name, r.address, r.port)?;
+            let id = srt.id;
+            let gauge =
+                |f: &dyn Fn(&WorkerStats) -> i64| stats.iter().map(|w| f(w)).sum::<i64>().max(0) as u64;
+            let c = backend_counters(stats, id).since(&baseline.get(&id).copied().unwrap_or_default());
+            let mac = match r.address {
+                IpAddr::V4(a) => neigh.mac(u32::from(a)),
+                IpAddr::V6(a) => host6.mac(u128::from(a)),
             };
-            snap.total();
-            snap
+            let note = if mac.is_none() {
+                let (v4, v6) = ("no ARP answer", "no Neighbor Advertisement");
+                let why = if r.address.is_ipv6() { v6 } else { v4 };
+                Some(format!("MAC unresolved: {why} yet, so it gets no flows"))
+            } else if srt.health == Health::Pending {
+                Some("waiting for its first health check: no new flows until it passes".to_string())
+            } else if srt.weight() == 0 {
+                Some("weight 0: no new flows".to_string())
+            } else {
+                None
+            };
+            Some(ServerSnap {
+                address: r.endpoint(),
+                weight: srt.weight(),
+                state: state_name(srt).into(),
+                health: match srt.health {
+                    Health::Up => "up",
+                    Health::Down => "down",
+                    Health::Pending => "pending",
+                }
+                .into(),
+                health_reason: health_reasons.get(&id).cloned(),
+                active_flows: gauge(&|w| w.backend(id).active.load(Relaxed)),
+                inactive_flows: gauge(&|w| w.backend(id).inactive.load(Relaxed)),
+                conns: c.conns,
+                packets: c.in_packets,
+                bytes: c.in_bytes,
+                out_packets: c.out_packets,
+                out_bytes: c.out_bytes,
+                rates: rates.rates(&id),
+                mac: mac.map(|m| fmt_mac(&m)),
+                note,
+            })
         })
         .collect();
-    List { services }
+    let mut snap = ServiceSnap {
+        name: s.name.clone(),
+        vip: s.vip.to_string(),
+        port: s.port,
+        protocol: s.protocol.as_str().into(),
+        mode: s.mode.as_str().into(),
+        scheduler: s.scheduler.as_str().into(),
+        table_digest: digests
+            .get(&s.name)
+            .map(|d| format!("{d:016x}"))
+            .unwrap_or_default(),
+        real_servers,
+        ..Default::default()
+    };
+    snap.total();
+    snap
 }
 
 /// Why the director does not forward, for `ulvsadm check` (keepalived's

@@ -42,18 +42,25 @@ fn control_answer(line: &[u8]) -> Reply {
 }
 
 /// Serve until `done` (or `max`), returning the longest round of handling.
-fn serve<L: Listen>(
+/// As the director's loop: no wait in the poll while a reply has a part to
+/// produce and room for it.
+fn serve<L: Listen, A: Respond + ?Sized>(
     poll: &mut Poll,
-    ep: &mut Endpoint<L>,
+    ep: &mut Endpoint<L, A::Rest>,
     done: &AtomicBool,
     max: Duration,
-    answer: &mut dyn FnMut(&[u8]) -> Reply,
+    answer: &mut A,
 ) -> Duration {
     let mut events = Events::with_capacity(64);
     let start = Instant::now();
     let mut longest = Duration::ZERO;
     while !done.load(Ordering::SeqCst) && start.elapsed() < max {
-        poll.poll(&mut events, Some(Duration::from_millis(10))).unwrap();
+        let wait = if ep.busy() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(10)
+        };
+        poll.poll(&mut events, Some(wait)).unwrap();
         let t = Instant::now();
         for e in events.iter() {
             assert!(ep.owns(e.token()));
@@ -65,7 +72,10 @@ fn serve<L: Listen>(
     longest
 }
 
-fn control_endpoint(dir: &TempDir, limits: Limits) -> (Poll, Endpoint<mio::net::UnixListener>, PathBuf) {
+fn control_endpoint<R>(
+    dir: &TempDir,
+    limits: Limits,
+) -> (Poll, Endpoint<mio::net::UnixListener, R>, PathBuf) {
     let path = dir.0.join("ctl.sock");
     let poll = Poll::new().unwrap();
     let l = mio::net::UnixListener::bind(&path).unwrap();
@@ -86,11 +96,11 @@ fn ask(path: &PathBuf) -> (String, Duration) {
 
 /// Run `client` on a thread while the endpoint serves; returns its result and
 /// the longest round.
-fn with_client<L: Listen, T: Send + 'static>(
+fn with_client<L: Listen, A: Respond + ?Sized, T: Send + 'static>(
     poll: &mut Poll,
-    ep: &mut Endpoint<L>,
+    ep: &mut Endpoint<L, A::Rest>,
     max: Duration,
-    answer: &mut dyn FnMut(&[u8]) -> Reply,
+    answer: &mut A,
     client: impl FnOnce() -> T + Send + 'static,
 ) -> (T, Duration) {
     let done = Arc::new(AtomicBool::new(false));
@@ -299,10 +309,7 @@ fn a_client_that_does_not_read_cannot_stall_the_loop() {
     // A reply far larger than the socket buffer.
     let mut answer = |line: &[u8]| {
         if line.starts_with(b"{\"cmd\":\"stats\"}") {
-            Reply {
-                bytes: vec![b'y'; 8 << 20],
-                bad_request: false,
-            }
+            Reply::whole(vec![b'y'; 8 << 20], false)
         } else {
             control_answer(line)
         }
@@ -328,6 +335,287 @@ fn a_client_that_does_not_read_cannot_stall_the_loop() {
     assert!(longest < MAX_ROUND, "a round took {longest:?}");
     let c = ep.counters();
     assert_eq!((c.reply_timed_out, c.served, c.open), (1, 1, 0));
+}
+
+/// The byte at `i` of a streamed reply of `total` bytes: letters, then the
+/// line's newline.
+fn streamed_byte(i: usize, total: usize) -> u8 {
+    if i + 1 == total {
+        b'\n'
+    } else {
+        b'a' + (i % 26) as u8
+    }
+}
+
+/// Answers `{"cmd":"stats"}` with `total` bytes made in parts of at most
+/// `part` bytes ([`PART`] unless set), everything else as
+/// [`control_answer`]; counts the parts it made and the largest.
+struct Streaming {
+    total: usize,
+    part: usize,
+    parts: usize,
+    made: usize,
+    largest: usize,
+}
+
+impl Streaming {
+    fn new(total: usize) -> Self {
+        Streaming {
+            total,
+            part: PART,
+            parts: 0,
+            made: 0,
+            largest: 0,
+        }
+    }
+}
+
+impl Respond for Streaming {
+    /// Bytes made so far.
+    type Rest = usize;
+    fn reply(&mut self, line: &[u8]) -> Reply<usize> {
+        if line.starts_with(b"{\"cmd\":\"stats\"}") {
+            return Reply {
+                bytes: Vec::new(),
+                bad_request: false,
+                rest: Some(0),
+            };
+        }
+        let r = control_answer(line);
+        Reply::whole(r.bytes, r.bad_request)
+    }
+    fn more(&mut self, made: &mut usize, out: &mut Vec<u8>) -> bool {
+        assert!(out.is_empty(), "asked for a part before the last one was sent");
+        let end = (*made + self.part).min(self.total);
+        out.extend((*made..end).map(|i| streamed_byte(i, self.total)));
+        self.parts += 1;
+        self.made += end - *made;
+        self.largest = self.largest.max(out.len());
+        *made = end;
+        end == self.total
+    }
+}
+
+/// Ask for the streamed reply and read it `chunk` bytes at a time with
+/// `pause` between reads, up to `stop_after` bytes (then stop reading for
+/// `stopped`, then read what is left); the bytes and whether each was the
+/// expected one.
+fn read_streamed(
+    path: &PathBuf,
+    total: usize,
+    chunk: usize,
+    pause: Duration,
+    stop_after: usize,
+    stopped: Duration,
+) -> (usize, bool) {
+    let mut s = UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"{\"cmd\":\"stats\"}\n").unwrap();
+    let mut buf = vec![0u8; chunk];
+    let (mut got, mut right, mut paused) = (0, true, false);
+    loop {
+        if got >= stop_after && !paused {
+            paused = true;
+            thread::sleep(stopped);
+        }
+        let n = match s.read(&mut buf) {
+            Ok(0) | Err(_) => return (got, right),
+            Ok(n) => n,
+        };
+        right &= buf[..n]
+            .iter()
+            .enumerate()
+            .all(|(k, &b)| b == streamed_byte(got + k, total));
+        got += n;
+        if got < stop_after {
+            thread::sleep(pause);
+        }
+    }
+}
+
+/// A client that reads a long reply slowly gets it whole, although it takes
+/// many times the reply deadline: the deadline follows progress. The reply
+/// is made a part at a time as the client takes it, never ahead.
+#[test]
+fn a_slow_reader_gets_a_long_streamed_reply_whole() {
+    let dir = TempDir::new("slowstream");
+    let limits = Limits {
+        reply_timeout: Duration::from_millis(300),
+        ..Limits::CONTROL
+    };
+    let (mut poll, mut ep, path) = control_endpoint(&dir, limits);
+    let total = 4 << 20;
+    let mut answer = Streaming::new(total);
+    let ((got, right, took), _) = with_client(
+        &mut poll,
+        &mut ep,
+        Duration::from_secs(60),
+        &mut answer,
+        move || {
+            let t = Instant::now();
+            let (got, right) = read_streamed(
+                &path,
+                total,
+                32 << 10,
+                Duration::from_millis(10),
+                usize::MAX,
+                Duration::ZERO,
+            );
+            (got, right, t.elapsed())
+        },
+    );
+    assert_eq!(got, total, "the reply was cut after {took:?}");
+    assert!(right, "bytes out of place");
+    assert!(
+        took > 3 * limits.reply_timeout,
+        "read in {took:?}: not slow enough to tell"
+    );
+    assert_eq!(answer.parts, total.div_ceil(PART));
+    assert!(answer.largest <= PART, "{}", answer.largest);
+    let c = ep.counters();
+    assert_eq!(
+        (c.served, c.reply_timed_out, c.closed_early, c.open),
+        (1, 0, 0, 0)
+    );
+}
+
+/// A client that stops reading in the middle of a long reply is dropped
+/// once it has taken nothing for the reply deadline, not before (it read
+/// for four times that first); the reply was never made far ahead of it.
+#[test]
+fn a_reader_that_stops_is_dropped_after_the_no_progress_deadline() {
+    let dir = TempDir::new("stopreader");
+    let limits = Limits {
+        reply_timeout: Duration::from_millis(300),
+        ..Limits::CONTROL
+    };
+    let (mut poll, mut ep, path) = control_endpoint(&dir, limits);
+    let total = 256 << 20;
+    let mut answer = Streaming::new(total);
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let client = thread::spawn(move || {
+        // 32 KiB every 20 ms: 2 MiB take some 1.3 s, over four deadlines.
+        let r = read_streamed(
+            &path,
+            total,
+            32 << 10,
+            Duration::from_millis(20),
+            2 << 20,
+            Duration::from_secs(2),
+        );
+        d.store(true, Ordering::SeqCst);
+        r
+    });
+    // As `serve`, noting when the endpoint dropped the client.
+    let mut events = Events::with_capacity(64);
+    let start = Instant::now();
+    let mut dropped = None;
+    while !done.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(20) {
+        let wait = if ep.busy() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(10)
+        };
+        poll.poll(&mut events, Some(wait)).unwrap();
+        let t = Instant::now();
+        for e in events.iter() {
+            ep.ready(poll.registry(), e.token(), t, &mut answer);
+        }
+        ep.tick(poll.registry(), Instant::now(), &mut answer);
+        if dropped.is_none() && ep.counters().reply_timed_out == 1 {
+            dropped = Some(start.elapsed());
+        }
+    }
+    let (got, right) = client.join().unwrap();
+    assert!(right, "bytes out of place");
+    assert!(got >= 2 << 20 && got < total, "read {got} of {total}");
+    let dropped = dropped.expect("the stopped reader was never dropped");
+    assert!(
+        dropped > 4 * limits.reply_timeout,
+        "dropped after {dropped:?}, while it still read"
+    );
+    // Made: what it read, what the socket buffers held, a part in hand.
+    assert!(
+        answer.made < got + (8 << 20),
+        "made {} for a client that read {got}",
+        answer.made
+    );
+    let c = ep.counters();
+    assert_eq!((c.reply_timed_out, c.served, c.open), (1, 0, 0));
+}
+
+/// While one client reads a long reply as fast as it comes and another
+/// reads one slowly, requests of other clients are answered at once, and no
+/// round of the loop makes more than one part per reply in `ready` and one
+/// in `tick`: a reply never holds the loop until the socket is full (with
+/// 4 KiB parts, a socket buffer holds dozens of them).
+#[test]
+fn other_connections_are_served_while_replies_stream() {
+    let dir = TempDir::new("streamothers");
+    let (mut poll, mut ep, path) = control_endpoint(&dir, Limits::CONTROL);
+    let total = 8 << 20;
+    let mut answer = Streaming::new(total);
+    answer.part = 4096;
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let client = thread::spawn(move || {
+        let (pf, ps) = (path.clone(), path.clone());
+        let fast = thread::spawn(move || {
+            read_streamed(&pf, total, 1 << 20, Duration::ZERO, usize::MAX, Duration::ZERO)
+        });
+        let slow = thread::spawn(move || {
+            read_streamed(
+                &ps,
+                total,
+                64 << 10,
+                Duration::from_millis(5),
+                usize::MAX,
+                Duration::ZERO,
+            )
+        });
+        thread::sleep(Duration::from_millis(100));
+        let asks: Vec<(String, Duration)> = (0..20)
+            .map(|_| {
+                let a = ask(&path);
+                thread::sleep(Duration::from_millis(10));
+                a
+            })
+            .collect();
+        let r = (fast.join().unwrap(), slow.join().unwrap(), asks);
+        d.store(true, Ordering::SeqCst);
+        r
+    });
+    // As `serve`, counting the parts each round makes.
+    let mut events = Events::with_capacity(64);
+    let start = Instant::now();
+    let mut most = 0;
+    while !done.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(120) {
+        let wait = if ep.busy() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(10)
+        };
+        poll.poll(&mut events, Some(wait)).unwrap();
+        let before = answer.parts;
+        let t = Instant::now();
+        for e in events.iter() {
+            ep.ready(poll.registry(), e.token(), t, &mut answer);
+        }
+        ep.tick(poll.registry(), Instant::now(), &mut answer);
+        most = most.max(answer.parts - before);
+    }
+    let (fast, slow, asks) = client.join().unwrap();
+    assert_eq!(fast, (total, true));
+    assert_eq!(slow, (total, true));
+    for (line, took) in &asks {
+        assert!(line.contains("\"ok\":true"), "{line}");
+        assert!(*took < Duration::from_millis(500), "answered after {took:?}");
+    }
+    assert_eq!(answer.parts, 2 * total.div_ceil(4096));
+    assert!(most <= 4, "a round made {most} parts");
+    let c = ep.counters();
+    assert_eq!((c.served, c.reply_timed_out, c.open), (22, 0, 0));
 }
 
 fn http_endpoint(limits: Limits) -> (Poll, Endpoint<mio::net::TcpListener>, std::net::SocketAddr) {
