@@ -462,9 +462,10 @@ impl Director {
         // A set: 5,000 services of 3 servers made a Vec's `contains` cost
         // 225 million comparisons a second.
         let ids: std::collections::HashSet<u32> = self.rt.servers.values().map(|s| s.id).collect();
+        let fast = self.fast_per_server();
         for &id in &ids {
             self.rates
-                .sample(id, now, report::backend_counters(&self.stats, id));
+                .sample(id, now, report::backend_counters(&self.stats, &fast, id));
         }
         self.rates.retain(|id| ids.contains(id));
         let stats = &self.stats;
@@ -488,8 +489,9 @@ impl Director {
                 fresh.push(s.id);
             }
         }
+        let fast = self.fast_per_server();
         for id in fresh {
-            let c = report::backend_counters(&self.stats, id);
+            let c = report::backend_counters(&self.stats, &fast, id);
             if c == Counters::default() {
                 self.baseline.remove(&id);
             } else {
@@ -579,6 +581,7 @@ impl Director {
             health_reasons: &self.health_reasons,
             digests: &self.digests,
             baseline: &self.baseline,
+            fast: &self.fast_per_server(),
         })
     }
 
