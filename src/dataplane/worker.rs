@@ -61,6 +61,16 @@ pub const FAST_PATH_AFTER_MS: u32 = 100;
 /// Most installed flows one sweep step keeps from expiring (those still
 /// active in the fast path); any more expire, and are taken from it too.
 const FAST_KEEP: usize = 64;
+/// A batch of fewer frames than this drained the ring, so the worker is
+/// mostly waiting: a flow-sync walk and an `ulvsadm flows` copy then go on
+/// at their idle pace. With the XDP fast path a worker may see only a
+/// trickle of frames (handshakes, frames XDP leaves to it) and almost
+/// every poll has one or two; counted as busy, a bulk walk of a 1M-flow
+/// table went 64 buckets per poll, ~20 s at ~100 polls a second, and the
+/// peer asking for it took over before it was complete (ha-failback with
+/// the fast path on); `ulvsadm flows` missed its deadline the same way
+/// (pair-failover).
+const QUIET_BATCH: usize = BATCH / 8;
 /// A refresh walk asks the fast path for the last-seen time of a flow the
 /// worker itself has not seen for this long (one map lookup each): a flow
 /// the worker saw within the last second is refreshed with its own time,
@@ -368,14 +378,15 @@ impl<D: Device> Worker<D> {
             self.flows6
                 .sweep(now as u32, sweep, &mut |e| on_removed(stats, e));
         }
-        stats
-            .dump
-            .serve(flows, &self.flows6, now as u32, st.received == 0);
+        // A short batch drained the ring: the worker has time (see
+        // `QUIET_BATCH`) for the flow dump and the sync walk.
+        let quiet = st.received < QUIET_BATCH;
+        stats.dump.serve(flows, &self.flows6, now as u32, quiet);
         if let Some(sync) = &mut self.sync {
             // With a fast path the walk asks it how long ago it forwarded
             // the flows the worker has not seen lately.
             let fast = self.fast.is_some().then_some(&mut self.dev);
-            sync.walk_step(flows, &self.flows6, &table, fast, now as u32, st.received == 0);
+            sync.walk_step(flows, &self.flows6, &table, fast, now as u32, quiet);
         }
         stats
             .flows
