@@ -17,6 +17,11 @@
 # ULVS_DIRECTOR_WRAP, when set, is a command the director runs under (split on
 # spaces), e.g. "setpriv --bounding-set -all,+net_admin,... --" to run the
 # scenarios with the capabilities of the systemd unit only.
+# ULVS_XDP_FAST_PATH=1 (a test knob the director reads: the XDP fast path on
+# under io af_xdp/auto whatever the config says) also prepares every bed the
+# way xdp-fast-path does, so the fast path carries frames on veth: the
+# client sends full checksums (tx offload off) and the directors' switch
+# ports run NAPI (GRO on); ULVS_FAST_BED=0 leaves the bed as it is.
 
 set -u
 set -o pipefail
@@ -105,6 +110,22 @@ scenario_begin() {
   fi
   # shellcheck disable=SC1090,SC1091
   . "/run/ulvs-testbed/$PREFIX/env"
+  if [ "${ULVS_XDP_FAST_PATH:-}" = 1 ] && [ "${ULVS_FAST_BED:-1}" != 0 ]; then
+    bed_for_fast_path || { fail "preparing the bed for ULVS_XDP_FAST_PATH=1"; exit 1; }
+  fi
+}
+
+# bed_for_fast_path: what the XDP fast path needs to carry frames on veth
+# (see xdp-fast-path): full checksums from the client (a veth peer's
+# offload leaves them partial, and the program leaves partial ones to the
+# workers), NAPI on the directors' switch ports (the program's redirect to
+# its own interface reaches only a peer with NAPI).
+bed_for_fast_path() {
+  local k
+  ip netns exec "$NS_CLIENT" ethtool -K "$CLIENT_IF" tx off >/dev/null || return 1
+  for k in $(seq "$N_DIRECTORS"); do
+    ip netns exec "$NS_SWITCH" ethtool -K "p-dir$k" gro on >/dev/null || return 1
+  done
 }
 
 # scenario_end: the verdict, then the cleanup trap

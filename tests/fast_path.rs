@@ -1,8 +1,9 @@
 //! The worker's side of the XDP fast path for established DR flows, on a
 //! `MemDevice` that stands in for it: which flows it installs (DR, TCP
 //! established or UDP, at least `FAST_PATH_AFTER_MS` old, untagged) with
-//! which MACs, which it removes (FIN/RST), and how expiry asks it whether
-//! a flow is still busy there before letting it go.
+//! which MACs, which it removes (FIN/RST), how expiry asks it whether
+//! a flow is still busy there before letting it go, and how a flow-sync
+//! refresh walk asks it when a flow was last forwarded there.
 
 mod common;
 
@@ -11,7 +12,9 @@ use std::sync::Arc;
 use common::*;
 use ulvs::control::publish::build_table;
 use ulvs::dataplane::stats::WorkerStats;
+use ulvs::dataplane::synclink::{Note, NoteKind, Synced, WorkerLink};
 use ulvs::dataplane::worker::{Shared, Worker, FAST_PATH_AFTER_MS};
+use ulvs::fwd::flow::{FlowKey, FlowState};
 use ulvs::io::mem::{MemDevice, MemFast};
 use ulvs::io::{FastFlow, RxMeta, VnetHdr};
 use ulvs::wire::tcp;
@@ -229,4 +232,83 @@ fn without_a_fast_path_nothing_is_asked() {
     assert!(r.worker.device().fast.is_none());
     r.idle_at(41_000);
     assert_eq!(r.worker.flow_count(), 0);
+}
+
+fn dns_key(sport: u16) -> FlowKey {
+    FlowKey {
+        src: CLIENT,
+        dst: VIP,
+        sport,
+        dport: 53,
+        proto: 17,
+    }
+}
+
+/// A flow whose frames all take the fast path is never seen by its worker
+/// after the install, so the worker's last packet time goes stale. A
+/// flow-sync refresh walk then asks the fast path: the copy carries the
+/// fast path's idle time (the peer's copy lives as long as the flow), and
+/// a flow synced from a peer is copied at all (a refresh copies a peer's
+/// flow only when it had a packet since the last walk).
+#[test]
+fn a_refresh_walk_carries_the_fast_paths_last_seen_time() {
+    let mut r = Rig::new(true);
+    let link = Arc::new(WorkerLink::new());
+    r.worker.attach_sync(link.clone());
+    let rt = runtime(&config(CFG));
+    let id = id_of(&rt, "dns", SERVERS[1]);
+    // A flow of this director and one synced from director 2.
+    let own = udp_frame(CLIENT, 5000, VIP, 53, b"q");
+    let theirs = udp_frame(CLIENT, 5001, VIP, 53, b"q");
+    r.send_at(1000, &own);
+    link.synced
+        .push(Synced {
+            key: dns_key(5001),
+            backend: id,
+            state: FlowState::Udp,
+            idle_ms: 0,
+            origin: 2,
+        })
+        .unwrap();
+    r.idle_at(1000);
+    r.send_at(1000 + LATER, &own);
+    assert_eq!(
+        r.send_at(1000 + LATER, &theirs),
+        SERVERS[1].parse::<std::net::Ipv4Addr>().unwrap()
+    );
+    assert!(r.fast().get(&tuple(CLIENT, 5000, VIP, 53, 17)).is_some());
+    assert!(r.fast().get(&tuple(CLIENT, 5001, VIP, 53, 17)).is_some());
+    // The first walk copies everything (after the new flow's note).
+    let drain = |link: &WorkerLink| std::iter::from_fn(|| link.notes.pop()).collect::<Vec<Note>>();
+    assert_eq!(drain(&link).len(), 1);
+    let n = link.ask_walk(false);
+    r.idle_at(1200);
+    assert!(link.walk_complete(n));
+    assert_eq!(drain(&link).len(), 2);
+    // 20 s on (UDP timeout 30 s) the worker has seen nothing, the program
+    // forwarded a frame of each 5 ms ago.
+    r.fast().idle_ms = Some(5);
+    let asked = r.fast().idle_asked;
+    let n = link.ask_walk(false);
+    r.idle_at(21_200);
+    assert!(link.walk_complete(n));
+    let mut got: Vec<(u16, NoteKind, u32, u8)> = drain(&link)
+        .iter()
+        .map(|n| (n.key.sport, n.kind, n.idle_ms, n.origin))
+        .collect();
+    got.sort_by_key(|g| g.0);
+    assert_eq!(
+        got,
+        vec![(5000, NoteKind::Copy, 5, 0), (5001, NoteKind::Copy, 5, 2)],
+        "both copied, idle as the fast path saw them"
+    );
+    assert!(r.fast().idle_asked >= asked + 2);
+    // Idle in the fast path too: the worker's own time, and the peer's
+    // flow is no longer copied.
+    r.fast().idle_ms = None;
+    let n = link.ask_walk(false);
+    r.idle_at(22_200);
+    assert!(link.walk_complete(n));
+    let got: Vec<(u16, u32)> = drain(&link).iter().map(|n| (n.key.sport, n.idle_ms)).collect();
+    assert_eq!(got, vec![(5000, 22_200 - 1000 - LATER as u32)]);
 }

@@ -697,3 +697,26 @@ fn walks_copy_ipv6_flows_too_and_wait_for_room() {
     assert!(notes(&link).is_empty(), "no IPv4 flows");
     assert_eq!(link.notes_full.load(Relaxed), 0, "a walk drops nothing");
 }
+
+/// A worker that sees only a trickle of frames (one per poll, as with the
+/// XDP fast path carrying the rest) walks at its idle pace: a bulk walk of
+/// a 65,536-flow table (8,192 buckets) is done within a few polls, not the
+/// 128 a busy pace of 64 buckets per poll would take.
+#[test]
+fn a_trickle_of_frames_does_not_slow_a_walk_down() {
+    let mut rig = Rig::new(topology_table(), 65_536);
+    let link = Arc::new(WorkerLink::new());
+    rig.worker.attach_sync(link.clone());
+    rig.now = 100_000;
+    rig.forward(&udp_frame(CLIENT, 1000, VIP, 53, b"q"));
+    notes(&link);
+    let n = link.ask_walk(true);
+    let mut polls = 0;
+    while !link.walk_complete(n) && polls < 200 {
+        rig.forward(&udp_frame(CLIENT, 1000, VIP, 53, b"q"));
+        polls += 1;
+    }
+    assert!(link.walk_complete(n));
+    assert!(polls <= 4, "{polls} polls with one frame each");
+    assert_eq!(notes(&link).len(), 1, "the one flow, copied once");
+}

@@ -61,7 +61,7 @@ use crate::dataplane::stats::WorkerStats;
 use crate::dataplane::worker::Shared;
 use crate::fwd::table::{BackendId, BackendState};
 use crate::io::sys::{IfInfo, RawSocket};
-use crate::io::xdp::XdpRedirect;
+use crate::io::xdp::{FastCounters, XdpRedirect};
 use report::SlowCounters;
 
 pub use event_loop::run;
@@ -468,9 +468,10 @@ impl Director {
         // A set: 5,000 services of 3 servers made a Vec's `contains` cost
         // 225 million comparisons a second.
         let ids: std::collections::HashSet<u32> = self.rt.servers.values().map(|s| s.id).collect();
+        let fast = self.fast_per_server();
         for &id in &ids {
             self.rates
-                .sample(id, now, report::backend_counters(&self.stats, id));
+                .sample(id, now, report::backend_counters(&self.stats, &fast, id));
         }
         self.rates.retain(|id| ids.contains(id));
         let stats = &self.stats;
@@ -493,8 +494,9 @@ impl Director {
                 fresh.push(s.id);
             }
         }
+        let fast = self.fast_per_server();
         for id in fresh {
-            let c = report::backend_counters(&self.stats, id);
+            let c = report::backend_counters(&self.stats, &fast, id);
             if c == Counters::default() {
                 self.baseline.remove(&id);
             } else {
@@ -568,11 +570,11 @@ impl Director {
 
     /// The `ulvsadm list` snapshot.
     pub fn list(&self) -> super::snapshot::List {
-        report::list(&self.sources())
+        report::list(&self.sources(&self.fast_per_server()))
     }
 
     /// What `list` and its streamed form snapshot.
-    fn sources(&self) -> report::Sources<'_> {
+    fn sources<'a>(&'a self, fast: &'a [FastCounters]) -> report::Sources<'a> {
         report::Sources {
             cfg: &self.cfg,
             rt: &self.rt,
@@ -583,6 +585,7 @@ impl Director {
             health_reasons: &self.health_reasons,
             digests: &self.digests,
             baseline: &self.baseline,
+            fast,
         }
     }
 

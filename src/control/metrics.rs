@@ -447,7 +447,7 @@ pub fn render(stats: &Stats, list: &List, extra: &Extra) -> String {
         o.single(
             "ulvs_xdp_fast_path_frames_total",
             Counter,
-            "xdp_fast_path: frames of established DR flows the XDP program forwarded itself (not in ulvs_frames_forwarded_total).",
+            "xdp_fast_path: frames of established DR flows the XDP program forwarded itself (not in ulvs_frames_forwarded_total; in their servers' packets_total).",
             Int(f.frames),
         );
         o.single(

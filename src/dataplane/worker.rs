@@ -73,6 +73,21 @@ pub const FAST_PATH_AFTER_MS: u32 = 100;
 /// Most installed flows one sweep step keeps from expiring (those still
 /// active in the fast path); any more expire, and are taken from it too.
 const FAST_KEEP: usize = 64;
+/// A batch of fewer frames than this drained the ring, so the worker is
+/// mostly waiting: a flow-sync walk and an `ulvsadm flows` copy then go on
+/// at their idle pace. With the XDP fast path a worker may see only a
+/// trickle of frames (handshakes, frames XDP leaves to it) and almost
+/// every poll has one or two; counted as busy, a bulk walk of a 1M-flow
+/// table went 64 buckets per poll, ~20 s at ~100 polls a second, and the
+/// peer asking for it took over before it was complete (ha-failback with
+/// the fast path on); `ulvsadm flows` missed its deadline the same way
+/// (pair-failover).
+const QUIET_BATCH: usize = BATCH / 8;
+/// A refresh walk asks the fast path for the last-seen time of a flow the
+/// worker itself has not seen for this long (one map lookup each): a flow
+/// the worker saw within the last second is refreshed with its own time,
+/// which is at most that much older than the fast path's.
+const FAST_ASK_AFTER_MS: u32 = 1000;
 
 /// State shared between the slow path and every worker.
 pub struct Shared {
@@ -388,11 +403,15 @@ impl<D: Device> Worker<D> {
             self.flows6
                 .sweep(now as u32, sweep, &mut |e| on_removed(stats, e));
         }
-        stats
-            .dump
-            .serve(flows, &self.flows6, now as u32, st.received == 0);
+        // A short batch drained the ring: the worker has time (see
+        // `QUIET_BATCH`) for the flow dump and the sync walk.
+        let quiet = st.received < QUIET_BATCH;
+        stats.dump.serve(flows, &self.flows6, now as u32, quiet);
         if let Some(sync) = &mut self.sync {
-            sync.walk_step(flows, &self.flows6, now as u32, st.received == 0);
+            // With a fast path the walk asks it how long ago it forwarded
+            // the flows the worker has not seen lately.
+            let fast = self.fast.is_some().then_some(&mut self.dev);
+            sync.walk_step(flows, &self.flows6, &table, fast, now as u32, quiet);
         }
         stats
             .flows
@@ -690,7 +709,15 @@ impl SyncSide {
     /// After a batch: start a walk the sync thread asked for, or go on
     /// with the one under way.
     #[inline]
-    fn walk_step(&mut self, flows: &FlowTable, flows6: &FlowTable<FlowKey6>, tick: u32, idle: bool) {
+    fn walk_step<D: Device>(
+        &mut self,
+        flows: &FlowTable,
+        flows6: &FlowTable<FlowKey6>,
+        table: &FwdTable,
+        fast: Option<&mut D>,
+        tick: u32,
+        idle: bool,
+    ) {
         if self.walk.is_none() {
             let asked = self.link.walk_asked.load(Ordering::Acquire);
             if asked == self.link.walk_done.load(Ordering::Relaxed) {
@@ -705,16 +732,31 @@ impl SyncSide {
             });
             self.last_walk_began = Some(tick);
         }
-        self.walk_cold(flows, flows6, tick, idle);
+        self.walk_cold(flows, flows6, table, fast, tick, idle);
     }
 
     /// Copy the next buckets of the walk into `notes`: only while a whole
     /// bucket's flows fit (the worker is the only producer, so the room it
     /// sees can only grow), so a full queue pauses the walk and no flow is
     /// copied twice or lost.
+    ///
+    /// `fast`: the device, when it forwards flows by itself. A flow whose
+    /// frames all take the fast path is not seen by the worker, so its
+    /// entry's last packet time stays at the install; the walk then takes
+    /// the fast path's time instead (for the refresh's choice and the idle
+    /// time the copy carries), so the peers' copies live as long as the
+    /// flow does, not until the worker's stale time runs out.
     #[cold]
     #[inline(never)]
-    fn walk_cold(&mut self, flows: &FlowTable, flows6: &FlowTable<FlowKey6>, tick: u32, idle: bool) {
+    fn walk_cold<D: Device>(
+        &mut self,
+        flows: &FlowTable,
+        flows6: &FlowTable<FlowKey6>,
+        table: &FwdTable,
+        mut fast: Option<&mut D>,
+        tick: u32,
+        idle: bool,
+    ) {
         let Some(w) = &mut self.walk else {
             return;
         };
@@ -726,6 +768,12 @@ impl SyncSide {
         };
         let mut copied = 0u64;
         let (all, since) = (w.all, w.since);
+        let mut fast_idle = |e: &FlowEntry| match fast.as_deref_mut() {
+            Some(dev) if tick.wrapping_sub(e.last_ms) >= FAST_ASK_AFTER_MS && fast_candidate(e, table) => {
+                dev.fast_idle(&fast_flow(&e.key))
+            }
+            _ => None,
+        };
         let full = walk_buckets(
             link,
             flows,
@@ -735,6 +783,7 @@ impl SyncSide {
             since,
             tick,
             &mut copied,
+            &mut fast_idle,
         );
         // The IPv6 table once the IPv4 one is done, with what is left of
         // the budget (an empty IPv6 table is one bucket or none).
@@ -748,6 +797,7 @@ impl SyncSide {
                 since,
                 tick,
                 &mut copied,
+                &mut |_| None,
             );
         }
         bump(&link.walk_copied, copied);
@@ -760,7 +810,9 @@ impl SyncSide {
 
 /// Copy up to `budget` buckets of `flows` from `cursor` into the link's
 /// notes of that family; stops early (true) when the queue has no room
-/// for a whole bucket.
+/// for a whole bucket. `fast_idle(e)`: how long ago the fast path last
+/// forwarded a frame of `e`, when it did (the more recent of that and the
+/// worker's own time counts).
 #[allow(clippy::too_many_arguments)]
 fn walk_buckets<K: SyncKey>(
     link: &WorkerLink,
@@ -771,6 +823,7 @@ fn walk_buckets<K: SyncKey>(
     since: Option<u32>,
     tick: u32,
     copied: &mut u64,
+    fast_idle: &mut impl FnMut(&FlowEntry<K>) -> Option<u32>,
 ) -> bool {
     let q = K::notes(link);
     while *budget > 0 && *cursor < flows.bucket_count() {
@@ -779,9 +832,14 @@ fn walk_buckets<K: SyncKey>(
         }
         *budget -= 1;
         *cursor = flows.copy_out(*cursor, 1, tick, &mut |e, _left| {
-            let wanted = all || e.origin() == 0 || since.is_none_or(|s| !later(s, e.last_ms, tick));
+            let mut idle = tick.wrapping_sub(e.last_ms);
+            if let Some(i) = fast_idle(e) {
+                idle = idle.min(i);
+            }
+            let last = tick.wrapping_sub(idle);
+            let wanted = all || e.origin() == 0 || since.is_none_or(|s| !later(s, last, tick));
             if wanted {
-                note(link, NoteKind::Copy, e, tick.wrapping_sub(e.last_ms));
+                note(link, NoteKind::Copy, e, idle);
                 *copied += 1;
             }
             true

@@ -42,6 +42,8 @@ pub struct MemFast {
     pub removes: u64,
     /// `fast_keep` calls.
     pub keep_asked: u64,
+    /// `fast_idle` calls.
+    pub idle_asked: u64,
     /// Milliseconds since the "program" last forwarded a frame of any
     /// installed flow; `None`: never.
     pub idle_ms: Option<u32>,
@@ -185,6 +187,13 @@ impl Device for MemDevice {
             m.removes += 1;
             m.flows.retain(|x| !same_tuple(x, f));
         }
+    }
+
+    fn fast_idle(&mut self, flow: &FastFlow) -> Option<u32> {
+        let m = self.fast.as_mut()?;
+        m.idle_asked += 1;
+        m.get(flow)?;
+        m.idle_ms
     }
 
     fn fast_keep(&mut self, flow: &FastFlow, timeout_ms: u32) -> Option<u32> {

@@ -320,4 +320,13 @@ pub trait Device {
     fn fast_keep(&mut self, _flow: &FastFlow, _timeout_ms: u32) -> Option<u32> {
         None
     }
+
+    /// How long ago (ms) the device last forwarded a frame of `flow` by
+    /// itself; `None` when it does not hold the flow or never forwarded a
+    /// frame of it. Unlike [`Device::fast_keep`] it changes nothing: the
+    /// flow-sync refresh walk asks it, so that a flow alive only in the
+    /// fast path refreshes the peers' copies with its true idle time.
+    fn fast_idle(&mut self, _flow: &FastFlow) -> Option<u32> {
+        None
+    }
 }

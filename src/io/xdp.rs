@@ -53,6 +53,7 @@ use super::bpf::{self, Branch};
 use super::sys::xdp::{self as sys, BpfMap, Insn, MapKind, XdpError, XdpMode, XskConfig, XskSocket};
 use super::sys::Fd;
 use super::{pkttype, Action, BatchStats, Device, FastFlow, Frame, RxMeta, TxArena};
+use crate::fwd::table::MAX_BACKEND_IDS;
 use crate::wire::ethernet::{self, EtherType};
 use crate::wire::ipv4::{self, Protocol};
 use crate::wire::{checksum, ipv6, tcp, udp};
@@ -304,6 +305,9 @@ struct FastMaps {
     flows: RawFd,
     /// Per-CPU array of one [`FastCounters`] slot.
     counters: RawFd,
+    /// Per-CPU array of one [`FastCounters`] slot per backend id (the
+    /// per-server counters; see [`fast_server_slots`]).
+    servers: RawFd,
     /// How a frame leaves: XDP_TX, or (`Some(ifindex)`) `bpf_redirect` to
     /// the interface itself. On veth XDP_TX reaches the peer only when the
     /// peer has an XDP program of its own (the kernel wakes the peer's NAPI
@@ -343,11 +347,18 @@ pub const FAST_FLOWS: u32 = 1 << 18;
 ///   completes it ([`complete_partial_checksum`]). A full checksum that
 ///   happens to equal that sum just takes the slow path once.
 ///
-/// It then writes the time into the entry's last-seen field (the worker's
-/// idle expiry asks for it) and counts the frame and its bytes (Ethernet
-/// header plus IPv4 total length) in the per-CPU counters.
+/// * the flow's backend id has a slot in the per-server counters (ids
+///   beyond them stay with the worker, which counts them itself).
 ///
-/// Stack: the key at fp-40..fp-24, the counter index at fp-4.
+/// It then counts the frame and its bytes (Ethernet header plus IPv4 total
+/// length) in its server's slot of the per-CPU per-server counters (the
+/// director adds them to the server's packets and bytes), writes the time
+/// into the entry's last-seen field (the worker's idle expiry and the
+/// flow-sync refresh ask for it) and counts the frame again in the per-CPU
+/// totals.
+///
+/// Stack: the key at fp-40..fp-24, the backend id at fp-8, the counter
+/// index at fp-4.
 fn fast_part(a: &mut Asm, maps: FastMaps) {
     use Label::*;
     a.label(Fast4);
@@ -423,6 +434,22 @@ fn fast_part(a: &mut Asm, maps: FastMaps) {
     a.i(op::ADD64_REG, 4, 9, 0, 0);
     a.i(op::ADD64_IMM, 4, 0, 0, 14);
     a.jump(op::JGT_REG, 4, 3, 0, FastMiss);
+    // The server's counters first: without a slot the frame is the
+    // worker's, nothing changed yet. Per-CPU, so plain adds.
+    a.i(op::LDXW, 1, 8, 12, 0);
+    a.i(op::STXW, 10, 1, -8, 0);
+    a.i(op::MOV64_REG, 2, 10, 0, 0);
+    a.i(op::ADD64_IMM, 2, 0, 0, -8);
+    a.map_fd(1, maps.servers);
+    a.i(op::CALL, 0, 0, 0, MAP_LOOKUP_ELEM);
+    a.jump(op::JEQ_IMM, 0, 0, 0, FastMiss);
+    a.i(op::LDXDW, 1, 0, 0, 0);
+    a.i(op::ADD64_IMM, 1, 0, 0, 1);
+    a.i(op::STXDW, 0, 1, 0, 0);
+    a.i(op::LDXDW, 1, 0, 8, 0);
+    a.i(op::ADD64_REG, 1, 9, 0, 0);
+    a.i(op::ADD64_IMM, 1, 0, 0, 14);
+    a.i(op::STXDW, 0, 1, 8, 0);
     // Forward: last seen, MACs, counters, back out.
     a.i(op::CALL, 0, 0, 0, KTIME_GET_NS);
     a.i(op::STXDW, 8, 0, FAST_SEEN_AT as i16, 0);
@@ -557,6 +584,9 @@ pub struct XdpRedirect {
 struct FastPath {
     flows: BpfMap,
     counters: BpfMap,
+    /// Per server (index: backend id), [`FastPath::server_slots`] of them.
+    servers: BpfMap,
+    server_slots: u32,
     /// Bumped by every flush: the devices' memory of recent installs
     /// ([`XdpDevice`]) is void after one.
     flushes: AtomicU64,
@@ -570,8 +600,10 @@ impl XdpRedirect {
     /// Not permitted, the verifier refused the program (the error holds its
     /// log), or the interface already has an XDP program.
     ///
-    /// `fast`: with the fast path for established DR flows ([`fast_part`]).
-    pub fn load(ifindex: i32, queues: u32, own_ip: Option<u32>, fast: bool) -> Result<Self, XdpError> {
+    /// `fast`: with the fast path for established DR flows ([`fast_part`]),
+    /// its per-server counters having this many slots (backend ids `0..n`;
+    /// see [`fast_server_slots`]).
+    pub fn load(ifindex: i32, queues: u32, own_ip: Option<u32>, fast: Option<u32>) -> Result<Self, XdpError> {
         // The fast path's way out (see `FastMaps::redirect_to`).
         let redirect = software_link(ifindex).then_some(ifindex);
         // First choice: the program that sees stripped VLAN tags (bound to
@@ -609,7 +641,7 @@ impl XdpRedirect {
         own_ip: Option<u32>,
         fallback: i32,
         vlan: Option<(i32, u32)>,
-        fast: bool,
+        fast: Option<u32>,
         fast_redirect: Option<i32>,
     ) -> Result<Self, XdpError> {
         let addrs =
@@ -628,7 +660,7 @@ impl XdpRedirect {
                 err,
             }
         })?;
-        let fast = if fast {
+        let fast = if let Some(server_slots) = fast {
             let flows = BpfMap::create(
                 MapKind::LruHash,
                 FAST_KEY_LEN as u32,
@@ -647,9 +679,22 @@ impl XdpRedirect {
                         err,
                     }
                 })?;
+            let servers = BpfMap::create(
+                MapKind::PerCpuArray,
+                4,
+                16,
+                server_slots.clamp(1, MAX_BACKEND_IDS as u32),
+                "ulvs_fast_srv",
+            )
+            .map_err(|err| XdpError::Sys {
+                what: "creating the fast path's per-server counters",
+                err,
+            })?;
             Some(FastPath {
                 flows,
                 counters,
+                servers,
+                server_slots: server_slots.clamp(1, MAX_BACKEND_IDS as u32),
                 flushes: AtomicU64::new(0),
             })
         } else {
@@ -665,6 +710,7 @@ impl XdpRedirect {
             fast.as_ref().map(|f| FastMaps {
                 flows: f.flows.as_raw_fd(),
                 counters: f.counters.as_raw_fd(),
+                servers: f.servers.as_raw_fd(),
                 redirect_to: fast_redirect,
             }),
         );
@@ -829,22 +875,95 @@ impl XdpRedirect {
         let cpus = sys::possible_cpus()?;
         let mut v = vec![0u8; 16 * cpus];
         f.counters.lookup(&0u32.to_ne_bytes(), &mut v)?;
-        let mut c = FastCounters::default();
-        for cpu in v.chunks_exact(16) {
-            let word = |i: usize| {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(&cpu[i..i + 8]);
-                u64::from_ne_bytes(w)
-            };
-            c.frames += word(0);
-            c.bytes += word(8);
+        Ok(sum_per_cpu(&v))
+    }
+
+    /// Backend ids with a slot in the per-server counters (`0..n`; 0
+    /// without the fast path). A flow to a server beyond them stays with
+    /// its worker.
+    pub fn fast_server_slots(&self) -> u32 {
+        self.fast.as_ref().map_or(0, |f| f.server_slots)
+    }
+
+    /// What the program forwarded itself per server, for backend ids
+    /// `0..n` (at most [`Self::fast_server_slots`]; index = id), summed
+    /// over CPUs. Totals since the program was loaded: a reused id's count
+    /// goes on from its previous server's, as the workers' counters do.
+    ///
+    /// # Errors
+    /// A lookup failed.
+    pub fn fast_server_counters(&self, n: u32) -> io::Result<Vec<FastCounters>> {
+        let Some(f) = &self.fast else {
+            return Ok(Vec::new());
+        };
+        let n = n.min(f.server_slots) as usize;
+        let cpus = sys::possible_cpus()?;
+        let mut out = vec![FastCounters::default(); n];
+        // A bounded batch per call: the values of a per-CPU map are one
+        // per possible CPU.
+        const CHUNK: usize = 4096;
+        let mut keys = vec![0u8; 4 * CHUNK];
+        let mut values = vec![0u8; 16 * cpus * CHUNK];
+        let mut from = 0usize;
+        while from < n {
+            let want = (n - from).min(CHUNK);
+            let got = f
+                .servers
+                .lookup_batch_array(from as u32, want, &mut keys, &mut values)?;
+            if got == 0 {
+                break;
+            }
+            for i in 0..got {
+                let mut k = [0u8; 4];
+                k.copy_from_slice(&keys[4 * i..4 * i + 4]);
+                let id = u32::from_ne_bytes(k) as usize;
+                let Some(slot) = out.get_mut(id) else {
+                    continue;
+                };
+                *slot = sum_per_cpu(&values[16 * cpus * i..16 * cpus * (i + 1)]);
+            }
+            from += got;
         }
-        Ok(c)
+        Ok(out)
     }
 
     fn add_socket(&self, queue: u32, fd: RawFd) -> io::Result<()> {
         self.xsks.update(&queue.to_ne_bytes(), &(fd as u32).to_ne_bytes())
     }
+}
+
+/// The sum over CPUs of a per-CPU [`FastCounters`] value (16 bytes per CPU:
+/// frames, bytes).
+fn sum_per_cpu(v: &[u8]) -> FastCounters {
+    let mut c = FastCounters::default();
+    for cpu in v.chunks_exact(16) {
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&cpu[i..i + 8]);
+            u64::from_ne_bytes(w)
+        };
+        c.frames = c.frames.wrapping_add(word(0));
+        c.bytes = c.bytes.wrapping_add(word(8));
+    }
+    c
+}
+
+/// How many backend ids the fast path's per-server counters cover when the
+/// config has `servers` real servers: twice as many rounded up to a power
+/// of two, at least 1024, at most every id. Ids are handed out lowest
+/// first and a removed server's id is carried only until its flows end, so
+/// this leaves room for reloads that add servers; a server whose id is
+/// beyond (after reloads that more than doubled the config) keeps its
+/// flows in its worker, which counts them, until the next start. The map
+/// costs 16 bytes per slot per possible CPU (1024 slots: 16 KiB per CPU;
+/// 262,144 slots: 4 MiB per CPU).
+pub fn fast_server_slots(servers: usize) -> u32 {
+    servers
+        .saturating_mul(2)
+        .max(1024)
+        .checked_next_power_of_two()
+        .unwrap_or(MAX_BACKEND_IDS)
+        .min(MAX_BACKEND_IDS) as u32
 }
 
 /// What the XDP fast path forwarded (totals since the program was loaded).
@@ -1173,6 +1292,10 @@ pub struct XdpDevice {
     recent: Box<[Recent]>,
     /// Fast-path map operations that failed.
     fast_errors: u64,
+    /// Backend ids the program counts per server (`0..n`): a flow to a
+    /// server beyond is never installed, so every frame the program
+    /// forwards is in its server's counters.
+    server_slots: u32,
     prog: Arc<XdpRedirect>,
 }
 
@@ -1235,6 +1358,7 @@ impl XdpDevice {
             repaired: 0,
             recent: vec![Recent::default(); recent].into_boxed_slice(),
             fast_errors: 0,
+            server_slots: prog.fast_server_slots(),
             prog: prog.clone(),
         })
     }
@@ -1314,6 +1438,9 @@ impl Device for XdpDevice {
         let now_ms = sys::monotonic_ns() / 1_000_000;
         let flushes = self.prog.fast_flushes();
         for f in flows {
+            if f.backend >= self.server_slots {
+                continue;
+            }
             let key = fast_key_of(f);
             let value = fast_value(f.dst_mac, f.src_mac, f.backend);
             let r = &mut self.recent[recent_slot(&key)];
@@ -1371,6 +1498,23 @@ impl Device for XdpDevice {
         }
         self.fast_remove(&[*flow]);
         None
+    }
+
+    fn fast_idle(&mut self, flow: &FastFlow) -> Option<u32> {
+        if self.recent.is_empty() {
+            return None;
+        }
+        match self.prog.fast_last_seen(&fast_key_of(flow)) {
+            Ok(Some(seen)) if seen != 0 => {
+                let idle_ms = sys::monotonic_ns().saturating_sub(seen) / 1_000_000;
+                Some(idle_ms.min(u64::from(u32::MAX)) as u32)
+            }
+            Ok(_) => None,
+            Err(_) => {
+                self.fast_errors += 1;
+                None
+            }
+        }
     }
 }
 
@@ -1560,7 +1704,7 @@ mod tests {
     #[test]
     fn program_verdicts_in_the_kernel() {
         const XDP_TX: i32 = 3;
-        let x = match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_TX, None, false, None) {
+        let x = match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_TX, None, None, None) {
             Ok(x) => x,
             Err(XdpError::Sys { err, .. }) if err.raw_os_error() == Some(libc::EPERM) => {
                 eprintln!("skipped: loading BPF programs needs root");
@@ -1617,15 +1761,21 @@ mod tests {
     #[test]
     fn fast_path_verdicts_in_the_kernel() {
         const XDP_REDIRECT_FALLBACK: i32 = XDP_PASS;
-        let x =
-            match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_REDIRECT_FALLBACK, None, true, None) {
-                Ok(x) => x,
-                Err(XdpError::Sys { err, .. }) if err.raw_os_error() == Some(libc::EPERM) => {
-                    eprintln!("skipped: loading BPF programs needs root");
-                    return;
-                }
-                Err(e) => panic!("{e}"),
-            };
+        let x = match XdpRedirect::load_detached(
+            1,
+            Some(0xc612_0002),
+            XDP_REDIRECT_FALLBACK,
+            None,
+            Some(16),
+            None,
+        ) {
+            Ok(x) => x,
+            Err(XdpError::Sys { err, .. }) if err.raw_os_error() == Some(libc::EPERM) => {
+                eprintln!("skipped: loading BPF programs needs root");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
         assert!(x.fast_path());
         // Redirects to the (empty) XSKMAP fall back to XDP_PASS here; the
         // fast path's verdict is XDP_TX.
@@ -1649,18 +1799,32 @@ mod tests {
         assert_eq!(out, want, "only the MACs change");
         let seen = x.fast_last_seen(&key).unwrap().unwrap();
         assert!(seen >= before && seen <= sys::monotonic_ns(), "{before} {seen}");
+        let one = FastCounters {
+            frames: 1,
+            bytes: ack.len() as u64,
+        };
+        assert_eq!(x.fast_counters().unwrap(), one);
+        // The same frame in its server's slot (backend id 7), nowhere else.
+        assert_eq!(x.fast_server_slots(), 16);
+        let per = x.fast_server_counters(16).unwrap();
+        assert_eq!(per.len(), 16);
+        assert_eq!(per[7], one);
+        assert!(per
+            .iter()
+            .enumerate()
+            .all(|(i, c)| i == 7 || *c == FastCounters::default()));
+        assert_eq!(x.fast_server_counters(7).unwrap().len(), 7, "ids below 7 only");
         assert_eq!(
-            x.fast_counters().unwrap(),
-            FastCounters {
-                frames: 1,
-                bytes: ack.len() as u64
-            }
+            x.fast_server_counters(99).unwrap().len(),
+            16,
+            "no more than the slots"
         );
         // Padding after the IPv4 packet is not counted, and does not matter.
         let mut padded = ack.clone();
         padded.extend_from_slice(&[0; 6]);
         assert_eq!(run(&padded).0 as i32, XDP_TX);
         assert_eq!(x.fast_counters().unwrap().bytes, 2 * ack.len() as u64);
+        assert_eq!(x.fast_server_counters(16).unwrap()[7].bytes, 2 * ack.len() as u64);
         // Starting or ending a connection: the worker's.
         for flags in [
             tcp::SYN,
@@ -1714,6 +1878,25 @@ mod tests {
         assert_eq!(run(&upartial).0 as i32, XDP_PASS);
         // Too short for the fast path: the old way.
         assert_eq!(run(&b.udp(5000, 53, b"x")).0 as i32, XDP_PASS);
+        // A server beyond the per-server slots: the worker's, uncounted
+        // here (it counts it itself).
+        let before = x.fast_counters().unwrap();
+        let wide = fast_key(0xc612_0102, vip, 5001, 53, 17);
+        x.fast_install(&wide, &fast_value(rs_mac, dir_mac, 16)).unwrap();
+        assert_eq!(run(&b.udp(5001, 53, &[0x55; 18])).0 as i32, XDP_PASS);
+        assert_eq!(x.fast_counters().unwrap(), before);
+        assert_eq!(x.fast_last_seen(&wide).unwrap(), Some(0), "not forwarded");
+        assert!(x.fast_remove(&wide).unwrap());
+        // Every frame forwarded so far is in a server's counters: 3 TCP
+        // frames to id 7 (ack, padded, PSH) plus DF and the completed
+        // partial one, 1 UDP datagram to id 8.
+        let per = x.fast_server_counters(16).unwrap();
+        let total = x.fast_counters().unwrap();
+        assert_eq!(per[8].frames, 1);
+        assert_eq!(per[8].bytes, dgram.len() as u64);
+        assert_eq!(per[7].frames + per[8].frames, total.frames);
+        assert_eq!(per[7].bytes + per[8].bytes, total.bytes);
+        assert_eq!(per.iter().map(|c| c.frames).sum::<u64>(), total.frames);
         // Tagged frames never take it.
         let mut tagged = ack[..12].to_vec();
         tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a]);
@@ -1730,12 +1913,13 @@ mod tests {
         // On a software link the frame leaves by a redirect to the
         // interface itself (XDP_REDIRECT), rewritten the same way.
         const XDP_REDIRECT: u32 = 4;
-        let r = XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_PASS, None, true, Some(1)).unwrap();
+        let r = XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_PASS, None, Some(8), Some(1)).unwrap();
         r.fast_install(&key, &fast_value(rs_mac, dir_mac, 7)).unwrap();
         let (verdict, out) = sys::test_run_xdp_out(&r.prog, &ack).unwrap();
         assert_eq!(verdict, XDP_REDIRECT);
         assert_eq!(out, want);
         assert_eq!(r.fast_counters().unwrap().frames, 1);
+        assert_eq!(r.fast_server_counters(8).unwrap()[7].frames, 1);
     }
 
     /// Without the fast path the program is exactly what it was: the fast
@@ -1753,13 +1937,20 @@ mod tests {
             Some(FastMaps {
                 flows: 9,
                 counters: 10,
+                servers: 11,
                 redirect_to: None,
             }),
         );
         assert!(on.len() > off.len());
         assert!(!off
             .iter()
-            .any(|i| i.code == op::LD_IMM64 && (i.imm == 9 || i.imm == 10)));
+            .any(|i| i.code == op::LD_IMM64 && (9..=11).contains(&i.imm)));
+        for fd in 9..=11 {
+            assert!(
+                on.iter().any(|i| i.code == op::LD_IMM64 && i.imm == fd),
+                "map {fd} used"
+            );
+        }
         assert_eq!(off.iter().filter(|i| i.code == op::JEQ_REG).count(), 0);
     }
 
@@ -1782,7 +1973,7 @@ mod tests {
     #[test]
     fn program_verdicts_in_the_kernel_ipv6() {
         const XDP_TX: i32 = 3;
-        let x = match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_TX, None, false, None) {
+        let x = match XdpRedirect::load_detached(1, Some(0xc612_0002), XDP_TX, None, None, None) {
             Ok(x) => x,
             Err(XdpError::Sys { err, .. }) if err.raw_os_error() == Some(libc::EPERM) => {
                 eprintln!("skipped: loading BPF programs needs root");
@@ -1944,7 +2135,7 @@ mod tests {
             let txi = crate::io::sys::if_info("xp1").unwrap();
             let vip = [198, 18, 100, 1];
             let prog = Arc::new(
-                XdpRedirect::load(rx.index, 1, Some(0xc612_0002), false).unwrap_or_else(|e| panic!("{e}")),
+                XdpRedirect::load(rx.index, 1, Some(0xc612_0002), None).unwrap_or_else(|e| panic!("{e}")),
             );
             prog.set_addresses(&[u32::from_be_bytes(vip)], &[]).unwrap();
             let mut dev = XdpDevice::open(&prog, rx.index, 0, rx.mac).expect("AF_XDP socket on xp0");
@@ -2018,7 +2209,7 @@ mod tests {
             assert!(ip(&["link", "set", "xt0", "up"]) && ip(&["link", "set", "xt1", "up"]));
             let info = crate::io::sys::if_info("xt0").unwrap();
             let x =
-                XdpRedirect::load(info.index, 1, Some(0xc612_0002), false).unwrap_or_else(|e| panic!("{e}"));
+                XdpRedirect::load(info.index, 1, Some(0xc612_0002), None).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(x.mode(), XdpMode::Native);
             match btf_func_id(VLAN_KFUNC) {
                 Ok(Some(_)) => assert_eq!(x.vlan_blind(), None, "the kfunc program was refused"),
@@ -2039,8 +2230,8 @@ mod tests {
             // `xdp_fast_path: true` (the first program detaches with its
             // link when dropped).
             drop(x);
-            let f =
-                XdpRedirect::load(info.index, 1, Some(0xc612_0002), true).unwrap_or_else(|e| panic!("{e}"));
+            let f = XdpRedirect::load(info.index, 1, Some(0xc612_0002), Some(fast_server_slots(3)))
+                .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(f.mode(), XdpMode::Native);
             assert!(f.fast_path());
             match btf_func_id(VLAN_KFUNC) {

@@ -162,7 +162,8 @@ impl Director {
     pub(super) fn more(&self, parts: &mut Parts, out: &mut Vec<u8>) -> bool {
         match parts {
             Parts::List(l) => {
-                let src = self.sources();
+                let fast = self.fast_per_server();
+                let src = self.sources(&fast);
                 // Beside the contract's `services`: the sync peers' bulk
                 // state (`ulvsadm list` prints it as header lines).
                 let tail = || match &self.sync {

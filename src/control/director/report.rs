@@ -15,6 +15,7 @@ use crate::control::rates::{Counters, RateMeter};
 use crate::control::snapshot::{List, ServerSnap, ServiceSnap, Stats};
 use crate::dataplane::classify::Reason;
 use crate::dataplane::stats::WorkerStats;
+use crate::io::xdp::FastCounters;
 use crate::wire::ethernet::fmt_mac;
 
 /// Director-wide totals kept by the slow path.
@@ -73,12 +74,15 @@ pub fn stats(stats: &[Arc<WorkerStats>], slow: &SlowCounters) -> Stats {
     }
 }
 
-/// The monotonically increasing counters of one backend, summed over workers.
-pub fn backend_counters(stats: &[Arc<WorkerStats>], id: u32) -> Counters {
+/// The monotonically increasing counters of one backend, summed over
+/// workers, plus what the XDP fast path forwarded to it (`fast`, indexed by
+/// backend id: empty without the fast path).
+pub fn backend_counters(stats: &[Arc<WorkerStats>], fast: &[FastCounters], id: u32) -> Counters {
+    let f = fast.get(id as usize).copied().unwrap_or_default();
     Counters {
         conns: sum(stats, |w| w.backend(id).conns.load(Relaxed)),
-        in_packets: sum(stats, |w| w.backend(id).packets.load(Relaxed)),
-        in_bytes: sum(stats, |w| w.backend(id).bytes.load(Relaxed)),
+        in_packets: sum(stats, |w| w.backend(id).packets.load(Relaxed)).wrapping_add(f.frames),
+        in_bytes: sum(stats, |w| w.backend(id).bytes.load(Relaxed)).wrapping_add(f.bytes),
         out_packets: sum(stats, |w| w.backend(id).out_packets.load(Relaxed)),
         out_bytes: sum(stats, |w| w.backend(id).out_bytes.load(Relaxed)),
     }
@@ -106,6 +110,8 @@ pub struct Sources<'a> {
     pub digests: &'a HashMap<String, u64>,
     /// Counters an id had before its server took it over.
     pub baseline: &'a HashMap<u32, Counters>,
+    /// What the XDP fast path forwarded per backend id (empty without it).
+    pub fast: &'a [FastCounters],
 }
 
 /// `ulvsadm list`.
@@ -128,6 +134,7 @@ pub fn service(src: &Sources<'_>, s: &ServiceConfig) -> ServiceSnap {
         health_reasons,
         digests,
         baseline,
+        fast,
     } = *src;
     let real_servers = s
         .real_servers
@@ -137,7 +144,7 @@ pub fn service(src: &Sources<'_>, s: &ServiceConfig) -> ServiceSnap {
             let id = srt.id;
             let gauge =
                 |f: &dyn Fn(&WorkerStats) -> i64| stats.iter().map(|w| f(w)).sum::<i64>().max(0) as u64;
-            let c = backend_counters(stats, id).since(&baseline.get(&id).copied().unwrap_or_default());
+            let c = backend_counters(stats, fast, id).since(&baseline.get(&id).copied().unwrap_or_default());
             let mac = match r.address {
                 IpAddr::V4(a) => neigh.mac(u32::from(a)),
                 IpAddr::V6(a) => host6.mac(u128::from(a)),
@@ -286,6 +293,69 @@ mod tests {
     /// `ulvsadm list` / `--json` of an IPv6 service: the VIP and the
     /// servers in their written forms, the MAC from neighbour discovery,
     /// and the note of an unresolved one naming NDP, not ARP.
+    /// Frames the XDP fast path forwarded are in their server's packets
+    /// and bytes (listing and rates read the same sum), a reused id's
+    /// baseline taken from that sum too.
+    #[test]
+    fn fast_path_frames_count_for_their_server() {
+        let text = "interface: eth0\nservices:\n  - name: web\n    vip: 198.18.100.1\n    port: 80\n    real_servers:\n      - address: 198.18.0.11\n      - address: 198.18.0.12\n";
+        let cfg = Config::from_str(text, "t.yaml").unwrap();
+        let mut rt = Runtime::default();
+        rt.sync(&cfg).unwrap();
+        let id = |a: &str| rt.get("web", a.parse().unwrap(), None).unwrap().id;
+        let (a, b) = (id("198.18.0.11"), id("198.18.0.12"));
+        let stats = vec![Arc::new(WorkerStats::default()), Arc::new(WorkerStats::default())];
+        for w in &stats {
+            w.backend(a).packets.store(3, Relaxed);
+            w.backend(a).bytes.store(300, Relaxed);
+        }
+        let mut fast = vec![FastCounters::default(); a.max(b) as usize + 1];
+        fast[a as usize] = FastCounters {
+            frames: 1000,
+            bytes: 66_000,
+        };
+        fast[b as usize] = FastCounters {
+            frames: 7,
+            bytes: 700,
+        };
+        let c = backend_counters(&stats, &fast, a);
+        assert_eq!((c.in_packets, c.in_bytes), (1006, 66_600));
+        assert_eq!(
+            backend_counters(&stats, &[], a).in_packets,
+            6,
+            "without a fast path"
+        );
+        let mut baseline = HashMap::new();
+        baseline.insert(
+            b,
+            Counters {
+                in_packets: 5,
+                in_bytes: 500,
+                ..Counters::default()
+            },
+        );
+        let list = list(&Sources {
+            cfg: &cfg,
+            rt: &rt,
+            neigh: &NeighbourCache::default(),
+            host6: &Host6::default(),
+            stats: &stats,
+            rates: &RateMeter::default(),
+            health_reasons: &HashMap::new(),
+            digests: &HashMap::new(),
+            baseline: &baseline,
+            fast: &fast,
+        });
+        let s = &list.services[0];
+        let row = |addr: &str| s.real_servers.iter().find(|r| r.address == addr).unwrap();
+        assert_eq!(
+            (row("198.18.0.11").packets, row("198.18.0.11").bytes),
+            (1006, 66_600)
+        );
+        assert_eq!((row("198.18.0.12").packets, row("198.18.0.12").bytes), (2, 200));
+        assert_eq!(s.packets, 1008, "the service's total");
+    }
+
     #[test]
     fn ipv6_services_are_listed() {
         let text = "interface: eth0\nservices:\n  - name: api6\n    vip: 2001:db8:100::2\n    port: 443\n    mode: nat\n    real_servers:\n      - address: \"[2001:db8::21]:8443\"\n      - address: 2001:db8::22\n";
@@ -306,6 +376,7 @@ mod tests {
             health_reasons: &HashMap::new(),
             digests: &HashMap::new(),
             baseline: &HashMap::new(),
+            fast: &[],
         });
         let s = &list.services[0];
         assert_eq!(

@@ -41,6 +41,7 @@ fn open_xdp(
     cfg: &Config,
     ifinfo: &IfInfo,
     n: usize,
+    fast: Option<u32>,
 ) -> Result<(Arc<XdpRedirect>, Vec<XdpDevice>, String), DirectorError> {
     let ifname = &cfg.interface;
     let queues = xdpio::rx_queues(ifname).step(|| format!("counting the RX queues of {ifname}"))?;
@@ -57,7 +58,7 @@ fn open_xdp(
         )));
     }
     let prog = Arc::new(
-        XdpRedirect::load(ifinfo.index, queues, ifinfo.ipv4, cfg.xdp_fast_path)
+        XdpRedirect::load(ifinfo.index, queues, ifinfo.ipv4, fast)
             .map_err(|e| DirectorError::Other(e.into()))?,
     );
     let mut devs = Vec::with_capacity(q);
@@ -102,10 +103,15 @@ pub(super) fn spawn_workers(
         warn!("NAT services keep their reply state per worker: running 1 worker instead of {n}");
         n = 1;
     }
+    // The XDP fast path (config, or the test knob): checked before any
+    // fallback, so a bad knob stops the director whatever io says.
+    let fast = super::fast_path::fast_path_slots(cfg)?;
     let xdp = match cfg.io {
         IoBackend::AfPacket => Err("it is configured".to_string()),
-        IoBackend::AfXdp => Ok(open_xdp(cfg, ifinfo, n).step(|| format!("io: af_xdp on {}", cfg.interface))?),
-        IoBackend::Auto => open_xdp(cfg, ifinfo, n).map_err(|e| {
+        IoBackend::AfXdp => {
+            Ok(open_xdp(cfg, ifinfo, n, fast).step(|| format!("io: af_xdp on {}", cfg.interface))?)
+        }
+        IoBackend::Auto => open_xdp(cfg, ifinfo, n, fast).map_err(|e| {
             let why = e.chain();
             let mut lines = why.lines();
             let first = lines.next().unwrap_or("").to_string();

@@ -26,6 +26,7 @@ const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_LINK_CREATE: libc::c_long = 28;
@@ -130,6 +131,19 @@ struct MapElemAttr {
 
 #[repr(C)]
 #[derive(Default)]
+struct MapBatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
 struct ProgLoadAttr {
     prog_type: u32,
     insn_cnt: u32,
@@ -203,6 +217,8 @@ pub struct BpfMap {
     fd: Fd,
     key_size: usize,
     value_size: usize,
+    /// One value per possible CPU ([`MapKind::PerCpuArray`]).
+    per_cpu: bool,
 }
 
 impl BpfMap {
@@ -231,6 +247,7 @@ impl BpfMap {
             fd: Fd(fd),
             key_size: key_size as usize,
             value_size: value_size as usize,
+            per_cpu: kind == MapKind::PerCpuArray,
         })
     }
 
@@ -329,6 +346,58 @@ impl BpfMap {
         match unsafe { bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) } {
             Ok(_) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An array map's entries from index `from` on, up to `count` of them,
+    /// in one system call (`BPF_MAP_LOOKUP_BATCH`): their 4-byte keys into
+    /// `keys` and their values (per-CPU maps: one per possible CPU, each
+    /// rounded up to 8 bytes) into `values`, in key order. Returns how many
+    /// were copied; fewer than `count` at the end of the map.
+    ///
+    /// # Errors
+    /// The lookup failed (a kernel without batch lookups says `EINVAL`),
+    /// or the number of CPUs could not be read.
+    ///
+    /// # Panics
+    /// If the map's keys are not 4 bytes, or `keys`/`values` cannot hold
+    /// `count` entries (`values`: `count` times the value size, for a
+    /// per-CPU map times [`possible_cpus`]).
+    pub fn lookup_batch_array(
+        &self,
+        from: u32,
+        count: usize,
+        keys: &mut [u8],
+        values: &mut [u8],
+    ) -> io::Result<usize> {
+        let stride = if self.per_cpu {
+            self.value_size.next_multiple_of(8) * possible_cpus()?
+        } else {
+            self.value_size
+        };
+        assert_eq!(self.key_size, 4, "an array map's keys");
+        assert!(keys.len() >= 4 * count && values.len() >= count * stride);
+        let in_batch = from.wrapping_sub(1).to_ne_bytes();
+        let mut out_batch = [0u8; 4];
+        let mut attr = MapBatchAttr {
+            // The batch starts after `in_batch`; none: at the first entry.
+            in_batch: if from == 0 { 0 } else { in_batch.as_ptr() as u64 },
+            out_batch: out_batch.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: u32::try_from(count).unwrap_or(u32::MAX),
+            map_fd: self.fd.0 as u32,
+            ..Default::default()
+        };
+        // SAFETY: in_batch is null or 4 readable bytes, out_batch 4 writable
+        // bytes; keys and values hold `count` entries each, a per-CPU
+        // map's values one per possible CPU (asserted above); all alive for
+        // the call. The kernel writes the number copied into `count`.
+        match unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) } {
+            Ok(_) => Ok(attr.count as usize),
+            // The end of the map: `count` says how many came before it.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(attr.count as usize),
             Err(e) => Err(e),
         }
     }
