@@ -2107,6 +2107,30 @@ mod tests {
         assert_eq!(f0, before);
     }
 
+    /// Run ip(8) with `args`; whether it succeeded.
+    fn ip(args: &[&str]) -> bool {
+        std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Move the calling thread into a network namespace of its own and
+    /// make the veth pair `a`–`b` there, both up; `false` (said on stderr:
+    /// the test is skipped) without root or `ip`.
+    fn veth_in_own_netns(a: &str, b: &str) -> bool {
+        if let Err(e) = sys::unshare_net_for_test() {
+            eprintln!("skipped: unshare(CLONE_NEWNET): {e}");
+            return false;
+        }
+        if !ip(&["link", "add", a, "type", "veth", "peer", "name", b]) {
+            eprintln!("skipped: cannot create a veth with ip(8)");
+            return false;
+        }
+        assert!(ip(&["link", "set", a, "up"]) && ip(&["link", "set", b, "up"]));
+        true
+    }
+
     /// The AF_XDP device's `peek_batch` shows the frames its next batch
     /// takes, in order, with the same bytes and metadata, and takes none: a
     /// second peek sees them again, the batch then delivers exactly them,
@@ -2116,21 +2140,9 @@ mod tests {
     #[test]
     fn peek_batch_shows_the_next_batch_and_takes_nothing() {
         let t = std::thread::spawn(|| {
-            if let Err(e) = sys::unshare_net_for_test() {
-                eprintln!("skipped: unshare(CLONE_NEWNET): {e}");
+            if !veth_in_own_netns("xp0", "xp1") {
                 return;
             }
-            let ip = |args: &[&str]| {
-                std::process::Command::new("ip")
-                    .args(args)
-                    .status()
-                    .is_ok_and(|s| s.success())
-            };
-            if !ip(&["link", "add", "xp0", "type", "veth", "peer", "name", "xp1"]) {
-                eprintln!("skipped: cannot create a veth with ip(8)");
-                return;
-            }
-            assert!(ip(&["link", "set", "xp0", "up"]) && ip(&["link", "set", "xp1", "up"]));
             let rx = crate::io::sys::if_info("xp0").unwrap();
             let txi = crate::io::sys::if_info("xp1").unwrap();
             let vip = [198, 18, 100, 1];
@@ -2192,21 +2204,9 @@ mod tests {
     #[test]
     fn loads_and_attaches_on_a_veth() {
         let t = std::thread::spawn(|| {
-            if let Err(e) = sys::unshare_net_for_test() {
-                eprintln!("skipped: unshare(CLONE_NEWNET): {e}");
+            if !veth_in_own_netns("xt0", "xt1") {
                 return;
             }
-            let ip = |args: &[&str]| {
-                std::process::Command::new("ip")
-                    .args(args)
-                    .status()
-                    .is_ok_and(|s| s.success())
-            };
-            if !ip(&["link", "add", "xt0", "type", "veth", "peer", "name", "xt1"]) {
-                eprintln!("skipped: cannot create a veth with ip(8)");
-                return;
-            }
-            assert!(ip(&["link", "set", "xt0", "up"]) && ip(&["link", "set", "xt1", "up"]));
             let info = crate::io::sys::if_info("xt0").unwrap();
             let x =
                 XdpRedirect::load(info.index, 1, Some(0xc612_0002), None).unwrap_or_else(|e| panic!("{e}"));
