@@ -591,6 +591,16 @@ struct BlockCursor {
     next: usize,
 }
 
+/// One TPACKET_V3 frame as [`PacketRing::v3_frame`] reads it.
+struct V3Frame {
+    base: *mut u8,
+    /// Offset of the next frame's header in the block.
+    next: usize,
+    /// Data offset from `base`, data length, metadata; `None` for a frame
+    /// whose data does not lie whole in the block (skipped).
+    body: Option<(usize, usize, RxMeta)>,
+}
+
 /// An AF_PACKET socket with a TPACKET_V2 or V3 RX ring, sending with
 /// `sendmmsg`.
 pub struct PacketRing {
@@ -735,6 +745,41 @@ impl PacketRing {
         unsafe { &*(self.slot(i) as *const AtomicU32) }
     }
 
+    /// The TPACKET_V3 frame whose header is at `off` of block `block`
+    /// (the caller checked that the header fits the block): where it
+    /// starts, where the next frame's header is, and — when its data lies
+    /// whole in the block after room for the vnet header — the data's
+    /// offset from `base`, its length and its metadata. Taking a batch and
+    /// peeking at one read frames alike through it.
+    fn v3_frame(&self, block: usize, off: usize) -> V3Frame {
+        // sockaddr_ll starts at TPACKET_ALIGN(sizeof(tpacket3_hdr)).
+        const SLL3: usize = libc::TPACKET3_HDRLEN - std::mem::size_of::<libc::sockaddr_ll>();
+        // SAFETY: off..off + TPACKET3_HDRLEN lies in a block we own (the
+        // caller checked), and the kernel aligns every frame header to
+        // TPACKET_ALIGNMENT.
+        let base = unsafe { self.block(block).add(off) };
+        // SAFETY: as above; the header is at the frame's start.
+        let hdr = unsafe { &*(base as *const libc::tpacket3_hdr) };
+        // SAFETY: sockaddr_ll follows the header inside the block.
+        let pkttype = unsafe { *base.add(SLL3 + 10) };
+        let (mac, snap) = (hdr.tp_mac as usize, hdr.tp_snaplen as usize);
+        let body =
+            (mac >= libc::TPACKET3_HDRLEN + VnetHdr::LEN && off + mac + snap <= self.block_size).then(|| {
+                let meta = RxMeta {
+                    pkttype,
+                    vlan_tci: (hdr.tp_status & libc::TP_STATUS_VLAN_VALID != 0)
+                        .then_some(hdr.hv1.tp_vlan_tci as u16),
+                    truncated: snap < hdr.tp_len as usize,
+                };
+                (mac, snap, meta)
+            });
+        V3Frame {
+            base,
+            next: off + hdr.tp_next_offset as usize,
+            body,
+        }
+    }
+
     fn block(&self, i: usize) -> *mut u8 {
         // SAFETY: i < block_nr, so the offset stays inside the mapping.
         unsafe { self.map.add(i * self.block_size) }
@@ -874,7 +919,6 @@ impl PacketRing {
     /// [`PacketRing::peek`] for TPACKET_V3: the walk of
     /// [`PacketRing::receive_blocks`] on a copy of the cursor.
     fn peek_blocks<F: FnMut(&[u8], &RxMeta)>(&self, max: usize, f: &mut F) {
-        const SLL3: usize = libc::TPACKET3_HDRLEN - std::mem::size_of::<libc::sockaddr_ll>();
         let mut cur = self.blocks;
         let mut seen = 0;
         // Bounded by the ring: a block of no frames moves on without
@@ -907,25 +951,12 @@ impl PacketRing {
                 cur.left = 1; // as receive_blocks: the rest of the block is lost
             } else {
                 seen += 1;
-                // SAFETY: off..off + TPACKET3_HDRLEN lies in a block we own,
-                // and the kernel aligns every frame header.
-                let base = unsafe { self.block(cur.block).add(off) };
-                // SAFETY: as above; the header is at the frame's start.
-                let hdr = unsafe { &*(base as *const libc::tpacket3_hdr) };
-                // SAFETY: sockaddr_ll follows the header inside the block.
-                let pkttype = unsafe { *base.add(SLL3 + 10) };
-                let (mac, snap) = (hdr.tp_mac as usize, hdr.tp_snaplen as usize);
-                cur.next = off + hdr.tp_next_offset as usize;
-                if mac >= libc::TPACKET3_HDRLEN + VnetHdr::LEN && off + mac + snap <= self.block_size {
-                    let meta = RxMeta {
-                        pkttype,
-                        vlan_tci: (hdr.tp_status & libc::TP_STATUS_VLAN_VALID != 0)
-                            .then_some(hdr.hv1.tp_vlan_tci as u16),
-                        truncated: snap < hdr.tp_len as usize,
-                    };
+                let fr = self.v3_frame(cur.block, off);
+                cur.next = fr.next;
+                if let Some((mac, snap, meta)) = fr.body {
                     // SAFETY: the frame's bytes lie in the block we own
                     // (checked); only shared references exist under `&self`.
-                    let d = unsafe { std::slice::from_raw_parts(base.add(mac), snap) };
+                    let d = unsafe { std::slice::from_raw_parts(fr.base.add(mac), snap) };
                     f(d, &meta);
                 }
             }
@@ -1013,8 +1044,6 @@ impl PacketRing {
         max: usize,
         f: &mut F,
     ) -> BatchStats {
-        // sockaddr_ll starts at TPACKET_ALIGN(sizeof(tpacket3_hdr)).
-        const SLL3: usize = libc::TPACKET3_HDRLEN - std::mem::size_of::<libc::sockaddr_ll>();
         let mut st = BatchStats::default();
         let mut cur = self.blocks;
         while st.received < max {
@@ -1044,29 +1073,15 @@ impl PacketRing {
                 cur.left = 1;
             } else {
                 st.received += 1;
-                // SAFETY: off..off+TPACKET3_HDRLEN lies in a block we own, and
-                // the kernel aligns every frame header to TPACKET_ALIGNMENT.
-                let base = unsafe { self.block(cur.block).add(off) };
-                // SAFETY: as above; the header is at the frame's start.
-                let hdr = unsafe { &*(base as *const libc::tpacket3_hdr) };
-                // SAFETY: sockaddr_ll follows the header inside the block.
-                let pkttype = unsafe { *base.add(SLL3 + 10) };
-                let mac = hdr.tp_mac as usize;
-                let snap = hdr.tp_snaplen as usize;
-                cur.next = off + hdr.tp_next_offset as usize;
-                if mac >= libc::TPACKET3_HDRLEN + VnetHdr::LEN && off + mac + snap <= self.block_size {
-                    let meta = RxMeta {
-                        pkttype,
-                        vlan_tci: (hdr.tp_status & libc::TP_STATUS_VLAN_VALID != 0)
-                            .then_some(hdr.hv1.tp_vlan_tci as u16),
-                        truncated: snap < hdr.tp_len as usize,
-                    };
+                let fr = self.v3_frame(cur.block, off);
+                cur.next = fr.next;
+                if let Some((mac, snap, meta)) = fr.body {
                     // SAFETY: the frame's bytes from after its sockaddr_ll to
                     // its end lie in the block we own, apart from every other
                     // frame's; no other reference to them exists.
                     let area = unsafe {
                         std::slice::from_raw_parts_mut(
-                            base.add(libc::TPACKET3_HDRLEN),
+                            fr.base.add(libc::TPACKET3_HDRLEN),
                             mac + snap - libc::TPACKET3_HDRLEN,
                         )
                     };
